@@ -1,0 +1,61 @@
+//! Settings for `serve`, parsed and validated once in `main` and passed down as plain values.
+//! Nothing below `main` reads the environment.
+
+use std::{path::PathBuf, time::Duration};
+
+/// Which database pgwarden serves.
+#[derive(Debug, Clone)]
+pub enum DatabaseChoice {
+    /// A libpq-style URL or `key=value` string given by the operator.
+    Url(String),
+    /// The embedded sandbox cluster in this directory.
+    Sandbox(PathBuf),
+}
+
+/// Limits applied to every read.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Rows returned when the model does not ask for a number. Defaults to 500.
+    pub default_max_rows: u32,
+    /// The most rows any call may return, whatever the model asks. Defaults to 10 000.
+    pub max_rows_limit: u32,
+    /// Per-statement time limit inside Postgres. Defaults to 15 s.
+    pub statement_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { default_max_rows: 500, max_rows_limit: 10_000, statement_timeout: Duration::from_secs(15) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseChoice,
+    pub limits: Limits,
+    /// Connections kept open to Postgres. Defaults to 4.
+    pub pool_size: usize,
+}
+
+/// A setting that does not make sense, named with the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Limits {
+    pub fn validate(self) -> Result<Limits, ConfigError> {
+        if self.default_max_rows == 0 || self.max_rows_limit == 0 {
+            return Err(ConfigError("`--max-rows` and `--max-rows-limit` must be at least 1".into()));
+        }
+        if self.default_max_rows > self.max_rows_limit {
+            return Err(ConfigError(format!(
+                "`--max-rows` ({}) is above `--max-rows-limit` ({}); lower it or raise the limit",
+                self.default_max_rows, self.max_rows_limit
+            )));
+        }
+        if self.statement_timeout < Duration::from_millis(1) {
+            return Err(ConfigError("`--statement-timeout` must be at least 1ms (e.g. `15s`)".into()));
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,257 @@
+//! A PostgreSQL cluster run from the system's server binaries: find them, `initdb`, start, stop.
+//! Used by the embedded sandbox and by the test suite; listens only on a Unix socket in its own directory.
+
+use std::{
+    ffi::CString,
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found via `pg_config --bindir`, PATH or \
+         /usr/lib/postgresql/*/bin; install them (Debian/Ubuntu: `sudo apt-get install postgresql`, \
+         Fedora: `sudo dnf install postgresql-server`, macOS: `brew install postgresql@17`) \
+         or point pgwarden at an existing server with `--database-url`"
+    )]
+    NoBinaries,
+    #[error(
+        "running as root, the sandbox cluster must run as the `postgres` OS user, which does not exist; \
+         create it (`useradd --system postgres`) or run pgwarden as a normal user"
+    )]
+    NoPostgresUser,
+    #[error("socket path `{0}` is too long for a Unix socket (max 107 bytes); choose a shorter sandbox directory")]
+    SocketPathTooLong(String),
+    #[error("{action} failed in `{dir}`: {detail}")]
+    Io { action: &'static str, dir: String, detail: String },
+    #[error("`{command}` failed: {output}")]
+    Command { command: String, output: String },
+}
+
+/// The OS account that owns and runs the cluster: ourselves, or `postgres` when we are root.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// `None` means "the current user"; as root, the `postgres` account.
+    pub fn for_current_process() -> Result<Option<Owner>, ClusterError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(None);
+        }
+        let name = CString::new("postgres").expect("static name");
+        // SAFETY: getpwnam returns a pointer to static storage or null; we copy the fields at once.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if pw.is_null() {
+            return Err(ClusterError::NoPostgresUser);
+        }
+        // SAFETY: checked non-null above.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        Ok(Some(Owner { uid, gid }))
+    }
+}
+
+/// Finds a directory holding `initdb`, `pg_ctl` and `postgres`.
+pub fn find_binaries() -> Result<PathBuf, ClusterError> {
+    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if complete(&dir) {
+            return Ok(dir);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if complete(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| complete(dir))
+        .collect();
+    versioned.sort();
+    versioned.pop().map(|(_, dir)| dir).ok_or(ClusterError::NoBinaries)
+}
+
+/// A cluster laid out under one directory: `data/` (PGDATA), `run/` (socket), `postgres.log`.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub bindir: PathBuf,
+    pub dir: PathBuf,
+    pub owner: Option<Owner>,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn new(dir: PathBuf, bindir: PathBuf, owner: Option<Owner>) -> Result<Cluster, ClusterError> {
+        let cluster = Cluster { bindir, dir, owner, port: 5432 };
+        let socket = cluster.socket_dir().join(format!(".s.PGSQL.{}", cluster.port));
+        if socket.as_os_str().len() > 107 {
+            return Err(ClusterError::SocketPathTooLong(socket.display().to_string()));
+        }
+        Ok(cluster)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn socket_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+    pub fn is_initialized(&self) -> bool {
+        self.data_dir().join("PG_VERSION").is_file()
+    }
+
+    /// Creates `dir` (owned by the cluster's owner, mode 0700) if needed.
+    pub fn prepare_dir(&self) -> Result<(), ClusterError> {
+        for dir in [&self.dir, &self.socket_dir()] {
+            std::fs::create_dir_all(dir).map_err(|e| self.io("creating the directory", e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| self.io("setting permissions", e))?;
+            if let Some(o) = self.owner {
+                std::os::unix::fs::chown(dir, Some(o.uid), Some(o.gid)).map_err(|e| self.io("chown", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `initdb` with trust auth on the private socket only, then our settings appended to postgresql.conf.
+    /// `extra` settings (e.g. `fsync = off` for tests) are appended as given.
+    pub fn init(&self, extra: &[&str]) -> Result<(), ClusterError> {
+        self.prepare_dir()?;
+        let data = self.data_dir();
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(|e| self.io("removing an incomplete data directory", e))?;
+        }
+        self.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--auth-local=trust".as_ref(),
+                "--auth-host=reject".as_ref(),
+                "--encoding=UTF8".as_ref(),
+                "--no-locale".as_ref(),
+                "--no-instructions".as_ref(),
+            ],
+        )?;
+        let quote = |p: &Path| p.display().to_string().replace('\'', "''");
+        let mut conf = format!(
+            "\n# added by pgwarden: private Unix socket only\nlisten_addresses = ''\nport = {}\n\
+             unix_socket_directories = '{}'\nunix_socket_permissions = 0700\n",
+            self.port,
+            quote(&self.socket_dir())
+        );
+        for line in extra {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| f.write_all(conf.as_bytes()))
+            .map_err(|e| self.io("writing postgresql.conf", e))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.is_initialized()
+            && self
+                .command("pg_ctl")
+                .args(["status", "-D"])
+                .arg(self.data_dir())
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+    }
+
+    pub fn start(&self) -> Result<(), ClusterError> {
+        let log = self.log_file();
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &["start".as_ref(), "-w".as_ref(), "-t".as_ref(), "60".as_ref(), "-D".as_ref(), data.as_os_str(), "-l".as_ref(), log.as_os_str()],
+        )
+        .map(|_| ())
+        .map_err(|e| match e {
+            ClusterError::Command { command, output } => ClusterError::Command {
+                command,
+                output: format!("{output}\nserver log `{}`:\n{}", log.display(), tail(&log, 15)),
+            },
+            other => other,
+        })
+    }
+
+    pub fn stop(&self) -> Result<(), ClusterError> {
+        let data = self.data_dir();
+        self.run("pg_ctl", &["stop".as_ref(), "-w".as_ref(), "-m".as_ref(), "fast".as_ref(), "-D".as_ref(), data.as_os_str()])
+            .map(|_| ())
+    }
+
+    /// A ready-to-run command for one of the cluster's binaries, as the cluster's owner,
+    /// with stdout captured (our own stdout is the MCP channel).
+    pub fn command(&self, binary: &str) -> Command {
+        let mut cmd = Command::new(self.bindir.join(binary));
+        cmd.current_dir(&self.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env_remove("PGDATA").env("LC_ALL", "C");
+        if let Some(o) = self.owner {
+            cmd.uid(o.uid).gid(o.gid);
+        }
+        cmd
+    }
+
+    /// Connection settings for a user and database on this cluster's socket.
+    pub fn connect_config(&self, user: &str, dbname: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.socket_dir())
+            .port(self.port)
+            .user(user)
+            .dbname(dbname)
+            .application_name("pgwarden")
+            .ssl_mode(tokio_postgres::config::SslMode::Disable);
+        config
+    }
+
+    fn run(&self, binary: &str, args: &[&std::ffi::OsStr]) -> Result<Output, ClusterError> {
+        let mut cmd = self.command(binary);
+        cmd.args(args);
+        let command = format!("{binary} {}", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+        let out = cmd.output().map_err(|e| ClusterError::Command { command: command.clone(), output: e.to_string() })?;
+        if !out.status.success() {
+            let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            return Err(ClusterError::Command { command, output: output.trim().to_string() });
+        }
+        Ok(out)
+    }
+
+    fn io(&self, action: &'static str, e: std::io::Error) -> ClusterError {
+        ClusterError::Io { action, dir: self.dir.display().to_string(), detail: e.to_string() }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,78 @@
+//! Agent reads: one statement through the extended protocol, inside the session's READ ONLY
+//! transaction, streamed from a portal that stops at the row cap. Never `simple_query`.
+
+use std::time::Duration;
+
+use futures_util::{TryStreamExt, pin_mut};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::{Database, DbError, session::Session, values};
+
+/// A result column: its name and Postgres type (`int8`, `text[]`, `numeric`, …).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// True when more rows existed than the cap allowed.
+    pub truncated: bool,
+}
+
+/// Limits for one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// At least 1: a portal fetch of 0 would mean "all rows".
+    pub max_rows: u32,
+    pub statement_timeout: Duration,
+}
+
+impl Database {
+    /// Runs `sql` (text from the agent) as a read. The statement is sent with Parse/Bind/Execute, so
+    /// Postgres itself rejects a second statement (42601); the READ ONLY transaction rejects writes
+    /// (25006); the transaction is always rolled back.
+    pub async fn read(&self, sql: &str, limits: ReadLimits, ct: &CancellationToken) -> Result<ReadResult, DbError> {
+        let max_rows = limits.max_rows.clamp(1, i32::MAX as u32 - 1) as i32;
+        let mut session = Session::open(self).await?;
+        let deadline = limits.statement_timeout + Duration::from_secs(5);
+        session
+            .guarded(ct, deadline, async |s: &mut Session| {
+                let tx = s.begin_read(limits.statement_timeout).await?;
+                let statement = tx.prepare(sql).await.map_err(DbError::from_pg)?;
+                if !statement.params().is_empty() {
+                    return Err(DbError::Client(format!(
+                        "the statement has {} parameter placeholder(s) ($1 …); `query` takes no parameters, so write the values into the SQL",
+                        statement.params().len()
+                    )));
+                }
+                let columns: Vec<Column> = statement
+                    .columns()
+                    .iter()
+                    .map(|c| Column { name: c.name().to_string(), type_name: values::type_name(c.type_()) })
+                    .collect();
+                let portal = tx.bind(&statement, &[]).await.map_err(DbError::from_pg)?;
+                let stream = tx.query_portal_raw(&portal, max_rows).await.map_err(DbError::from_pg)?;
+                pin_mut!(stream);
+                let mut rows = Vec::new();
+                while let Some(row) = stream.try_next().await.map_err(DbError::from_pg)? {
+                    let decoded = (0..row.len())
+                        .map(|i| {
+                            let cell: values::RawCell = row.try_get(i).map_err(|e| DbError::Client(e.to_string()))?;
+                            Ok(values::to_json(row.columns()[i].type_(), cell.0))
+                        })
+                        .collect::<Result<Vec<_>, DbError>>()?;
+                    rows.push(decoded);
+                }
+                // A portal that stopped at the cap ends with PortalSuspended, not CommandComplete.
+                let truncated = stream.rows_affected().is_none() && rows.len() == max_rows as usize;
+                Ok(ReadResult { columns, rows, truncated })
+            })
+            .await
+    }
+}

@@ -1,0 +1,164 @@
+//! One call's use of a pooled connection: a READ ONLY transaction that has taken its snapshot, and a
+//! reset (`ROLLBACK`, `DISCARD ALL`) before the connection can serve another call.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Transaction};
+use tokio_postgres::IsolationLevel;
+use tokio_util::sync::CancellationToken;
+
+use super::Database;
+
+/// What went wrong talking to Postgres. `Sql` is the model's business (it carries SQLSTATE and
+/// message); `Unavailable` is the operator's and is shown to the model without internals.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{}", sql_message(.code, .message, .detail, .hint, .position))]
+    Sql { code: String, message: String, detail: Option<String>, hint: Option<String>, position: Option<u32> },
+    #[error("{0}")]
+    Client(String),
+    #[error("the call was cancelled; nothing was kept")]
+    Cancelled,
+    #[error("the database did not answer within {0:?}; the query was cancelled")]
+    Deadline(Duration),
+    #[error("the database is unavailable right now; try again shortly")]
+    Unavailable(String),
+}
+
+fn sql_message(code: &str, message: &str, detail: &Option<String>, hint: &Option<String>, position: &Option<u32>) -> String {
+    let mut out = format!("SQL error {code}: {message}");
+    if let Some(p) = position {
+        out.push_str(&format!(" (at character {p})"));
+    }
+    if let Some(d) = detail {
+        out.push_str(&format!("\ndetail: {d}"));
+    }
+    if let Some(h) = hint {
+        out.push_str(&format!("\nhint: {h}"));
+    }
+    out
+}
+
+impl DbError {
+    pub fn from_pg(e: tokio_postgres::Error) -> DbError {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code().to_string();
+            let hint = db.hint().map(str::to_string).or_else(|| our_hint(&code).map(str::to_string));
+            let position = match db.position() {
+                Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+                _ => None,
+            };
+            return DbError::Sql { code, message: db.message().to_string(), detail: db.detail().map(str::to_string), hint, position };
+        }
+        if e.is_closed() {
+            return DbError::Unavailable(e.to_string());
+        }
+        // Client-side problems with well-formed input, e.g. a statement that expects parameters.
+        DbError::Client(e.to_string())
+    }
+
+    pub fn pool(e: deadpool_postgres::PoolError) -> DbError {
+        DbError::Unavailable(e.to_string())
+    }
+
+    /// SQLSTATE when this is a Postgres error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            DbError::Sql { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+fn our_hint(code: &str) -> Option<&'static str> {
+    match code {
+        "25006" => Some("pgwarden runs `query` in a READ ONLY transaction; this statement tried to write"),
+        "25001" => Some("the transaction mode cannot be changed: pgwarden's read transaction has already started"),
+        "57014" => Some("the statement hit pgwarden's statement_timeout; narrow the query (WHERE, LIMIT) or aggregate"),
+        "42601" => Some("send exactly one SQL statement per call"),
+        _ => None,
+    }
+}
+
+/// A pooled connection checked out for one call.
+pub(super) struct Session {
+    conn: Option<Object>,
+    db: Database,
+}
+
+impl Session {
+    pub(super) async fn open(db: &Database) -> Result<Session, DbError> {
+        let conn = db.pool.get().await.map_err(DbError::pool)?;
+        Ok(Session { conn: Some(conn), db: db.clone() })
+    }
+
+    /// `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`, a transaction-local `statement_timeout`,
+    /// then `SELECT 1` so the snapshot exists before any agent text runs: after that, nothing in the
+    /// transaction can switch it to read-write (defenses.md §0.2).
+    pub(super) async fn begin_read(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
+        let conn = self.conn.as_mut().ok_or_else(|| DbError::Unavailable("connection already released".into()))?;
+        let tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(DbError::from_pg)?;
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}; SELECT 1")).await.map_err(DbError::from_pg)?;
+        Ok(tx)
+    }
+
+    /// Runs `work` against this session, bounded by the caller's cancellation and a client-side
+    /// deadline (a backstop for `statement_timeout`). When either fires, the running query is
+    /// cancelled on the server and the connection is thrown away rather than reused.
+    pub(super) async fn guarded<T, E: From<DbError>>(
+        &mut self,
+        ct: &CancellationToken,
+        deadline: Duration,
+        work: impl AsyncFnOnce(&mut Session) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let cancel = self.conn.as_ref().map(|c| c.cancel_token());
+        let outcome = tokio::select! {
+            r = work(self) => return r,
+            _ = ct.cancelled() => DbError::Cancelled,
+            _ = tokio::time::sleep(deadline) => DbError::Deadline(deadline),
+        };
+        if let Some(token) = cancel {
+            let tls = self.db.tls.clone();
+            tokio::spawn(async move {
+                if let Err(e) = token.cancel_query(tls).await {
+                    tracing::warn!("cancelling an abandoned query failed: {e}");
+                }
+            });
+        }
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+        Err(outcome.into())
+    }
+}
+
+impl Drop for Session {
+    /// Resets the connection in the background (the caller already has its answer): `ROLLBACK`
+    /// (queued when the transaction was dropped) then `DISCARD ALL`, which also drops advisory locks,
+    /// prepared statements, temp tables, LISTENs and every `SET`. Only a connection that reset
+    /// cleanly goes back to the pool.
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return drop(Object::take(conn)) };
+        handle.spawn(async move {
+            match conn.batch_execute("ROLLBACK; DISCARD ALL").await {
+                Ok(()) => {
+                    // DISCARD ALL deallocated tokio-postgres' cached type-lookup statements too.
+                    conn.clear_type_cache();
+                    conn.statement_cache.clear();
+                }
+                Err(e) => {
+                    tracing::debug!("connection reset failed, dropping it: {e}");
+                    drop(Object::take(conn));
+                }
+            }
+        });
+    }
+}

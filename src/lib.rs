@@ -1,0 +1,20 @@
+//! pgwarden: an MCP server that lets LLM clients work with PostgreSQL while a human stays in
+//! charge of every high-impact action.
+//!
+//! ```text
+//! tools/call ──► tool handler ──► Action ──► classify ──► policy ──► approval ──► execute ──► result
+//!  (rmcp)        (args → Action)   (what)    (risk)      (decide)   (human)     (Postgres)   (masked)
+//!                                     └───────────── audit: a record at every step ─────────────┘
+//! ```
+//!
+//! `server` owns the MCP surface, `pipeline` is the only place the steps meet, `classify` is pure,
+//! and `db` is the only module that talks to Postgres.
+
+pub mod classify;
+pub mod config;
+pub mod db;
+pub mod pipeline;
+pub mod server;
+pub mod tools;
+
+pub use server::PgWarden;

@@ -1,0 +1,151 @@
+//! The `pgwarden` command line. The only place `anyhow` lives and the environment is read.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pgwarden::{
+    PgWarden,
+    config::{DatabaseChoice, Limits, Settings},
+    db::{Database, Target, sandbox::{self, Sandbox}},
+    pipeline::Pipeline,
+};
+use rmcp::ServiceExt;
+
+#[derive(Parser)]
+#[command(name = "pgwarden", version, about = "MCP server for PostgreSQL with a human in charge of high-impact actions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP over stdio (for Claude Desktop, Claude Code, VS Code, Cursor).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// PostgreSQL to serve: `postgres://user:password@host:5432/db` or `host=… user=…`.
+    /// Without one, pgwarden starts its own sandbox cluster with a demo schema.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Where the sandbox cluster lives. Defaults to `$XDG_DATA_HOME/pgwarden/sandbox`
+    /// (`~/.local/share/pgwarden/sandbox`; `/var/lib/pgwarden/sandbox` as root).
+    #[arg(long, env = "PGWARDEN_SANDBOX_DIR")]
+    sandbox_dir: Option<PathBuf>,
+    /// Rows a `query` returns when the model does not say.
+    #[arg(long, env = "PGWARDEN_MAX_ROWS", default_value_t = 500)]
+    max_rows: u32,
+    /// The most rows any `query` may return.
+    #[arg(long, env = "PGWARDEN_MAX_ROWS_LIMIT", default_value_t = 10_000)]
+    max_rows_limit: u32,
+    /// Time limit for each statement, e.g. `15s`, `500ms`, `2m`.
+    #[arg(long, env = "PGWARDEN_STATEMENT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    statement_timeout: Duration,
+    /// Connections kept open to PostgreSQL.
+    #[arg(long, env = "PGWARDEN_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pool_size: u16,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PGWARDEN_LOG").unwrap_or_else(|_| "pgwarden=info,rmcp=warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgwarden: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    let database = match args.database_url.filter(|u| !u.trim().is_empty()) {
+        Some(url) => DatabaseChoice::Url(url),
+        None => DatabaseChoice::Sandbox(args.sandbox_dir.unwrap_or_else(|| {
+            // SAFETY: geteuid has no preconditions.
+            let is_root = unsafe { libc::geteuid() } == 0;
+            sandbox::default_dir(
+                std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+                std::env::var_os("HOME").map(PathBuf::from),
+                is_root,
+            )
+        })),
+    };
+    let limits = Limits {
+        default_max_rows: args.max_rows,
+        max_rows_limit: args.max_rows_limit,
+        statement_timeout: args.statement_timeout,
+    }
+    .validate()?;
+    Ok(Settings { database, limits, pool_size: args.pool_size as usize })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(args)?;
+    let (target, sandbox) = match &settings.database {
+        DatabaseChoice::Url(url) => (Target::from_url(url)?, None),
+        DatabaseChoice::Sandbox(dir) => {
+            let dir = dir.clone();
+            let sandbox = tokio::task::spawn_blocking(move || Sandbox::open(dir))
+                .await?
+                .context("cannot start the embedded sandbox database")?;
+            (Target::from_config(sandbox.connect_config())?, Some(sandbox))
+        }
+    };
+    let result = run(target, &settings, sandbox.is_some()).await;
+    if let Some(sandbox) = sandbox {
+        let _ = tokio::task::spawn_blocking(move || sandbox.release()).await;
+    }
+    result
+}
+
+async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::Result<()> {
+    let db = Database::connect(target, settings.pool_size).await?;
+    let facts = db.facts().await.context("reading server facts")?;
+    tracing::info!(
+        "using {} database {} (PostgreSQL {}, user {})",
+        if is_sandbox { "the sandbox" } else { "the" },
+        db.display,
+        facts.version,
+        facts.user
+    );
+    if facts.superuser {
+        tracing::warn!(
+            "connected as superuser `{}`: reads are still READ ONLY, but a least-privilege role is strongly recommended",
+            facts.user
+        );
+    }
+    let pipeline = Arc::new(Pipeline::new(db, settings.limits));
+    let service = PgWarden::new(pipeline).serve(rmcp::transport::stdio()).await.context("starting the MCP session")?;
+    let cancel = service.cancellation_token();
+    tokio::select! {
+        r = service.waiting() => { r.context("MCP session")?; }
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down on signal");
+            cancel.cancel();
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

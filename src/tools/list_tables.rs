@@ -1,0 +1,46 @@
+//! `list_tables`: schemas, tables and views with row estimates and comments.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::db::catalog::TableList;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTablesArgs {
+    /// Only this schema (exact name). Omit to list every non-system schema.
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+pub fn to_text(list: &TableList) -> String {
+    let mut out = String::new();
+    for schema in &list.schemas {
+        out.push_str(&format!("schema {}", schema.name));
+        if let Some(c) = &schema.comment {
+            out.push_str(&format!(" — {c}"));
+        }
+        out.push('\n');
+        for t in list.tables.iter().filter(|t| t.schema == schema.name) {
+            out.push_str(&format!("  {}.{} ({}", t.schema, t.name, t.kind));
+            if let Some(n) = t.row_estimate {
+                out.push_str(&format!(", ~{n} rows"));
+            }
+            if !t.readable {
+                out.push_str(", no SELECT privilege");
+            }
+            out.push(')');
+            if let Some(c) = &t.comment {
+                out.push_str(&format!(" — {c}"));
+            }
+            out.push('\n');
+        }
+    }
+    if list.tables.is_empty() {
+        out.push_str("no tables or views\n");
+    }
+    if list.truncated {
+        out.push_str("(list truncated; pass `schema` to see one schema)\n");
+    }
+    out
+}
