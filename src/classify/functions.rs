@@ -67,7 +67,7 @@ pub const READ_SAFE: &[&str] = &[
     "pg_database_size", "pg_size_pretty", "pg_size_bytes", "pg_column_size", "to_regclass", "to_regtype",
     "to_regproc", "to_regnamespace", "to_regrole", "has_table_privilege", "has_column_privilege",
     "has_schema_privilege", "has_database_privilege", "has_function_privilege", "has_sequence_privilege",
-    "pg_has_role", "pg_encoding_to_char", "pg_postmaster_start_time", "pg_is_in_recovery",
+    "pg_has_role", "pg_encoding_to_char", "pg_postmaster_start_time", "pg_is_in_recovery", "pg_backend_pid",
 ];
 
 /// Canonical form used for matching: unquoted parts folded to lower case, quoted parts verbatim,

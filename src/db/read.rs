@@ -38,7 +38,7 @@ impl Database {
     /// Postgres itself rejects a second statement (42601); the READ ONLY transaction rejects writes
     /// (25006); the transaction is always rolled back.
     pub async fn read(&self, sql: &str, limits: ReadLimits, ct: &CancellationToken) -> Result<ReadResult, DbError> {
-        let max_rows = limits.max_rows.clamp(1, i32::MAX as u32 - 1) as i32;
+        let max_rows = limits.max_rows.clamp(1, i32::MAX as u32 - 1) as usize;
         let mut session = Session::open(self).await?;
         let deadline = limits.statement_timeout + Duration::from_secs(5);
         session
@@ -57,10 +57,16 @@ impl Database {
                     .map(|c| Column { name: c.name().to_string(), type_name: values::type_name(c.type_()) })
                     .collect();
                 let portal = tx.bind(&statement, &[]).await.map_err(DbError::from_pg)?;
-                let stream = tx.query_portal_raw(&portal, max_rows).await.map_err(DbError::from_pg)?;
+                // One row past the cap tells "exactly max_rows" apart from "more than max_rows".
+                let stream = tx.query_portal_raw(&portal, max_rows as i32 + 1).await.map_err(DbError::from_pg)?;
                 pin_mut!(stream);
                 let mut rows = Vec::new();
+                let mut truncated = false;
                 while let Some(row) = stream.try_next().await.map_err(DbError::from_pg)? {
+                    if rows.len() == max_rows {
+                        truncated = true;
+                        break;
+                    }
                     let decoded = (0..row.len())
                         .map(|i| {
                             let cell: values::RawCell = row.try_get(i).map_err(|e| DbError::Client(e.to_string()))?;
@@ -69,8 +75,6 @@ impl Database {
                         .collect::<Result<Vec<_>, DbError>>()?;
                     rows.push(decoded);
                 }
-                // A portal that stopped at the cap ends with PortalSuspended, not CommandComplete.
-                let truncated = stream.rows_affected().is_none() && rows.len() == max_rows as usize;
                 Ok(ReadResult { columns, rows, truncated })
             })
             .await

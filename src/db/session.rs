@@ -148,7 +148,12 @@ impl Drop for Session {
         let Some(conn) = self.conn.take() else { return };
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return drop(Object::take(conn)) };
         handle.spawn(async move {
-            match conn.batch_execute("ROLLBACK; DISCARD ALL").await {
+            // Two messages: DISCARD ALL refuses to run inside the implicit block of a multi-statement query.
+            let reset = async {
+                conn.batch_execute("ROLLBACK").await?;
+                conn.batch_execute("DISCARD ALL").await
+            };
+            match reset.await {
                 Ok(()) => {
                     // DISCARD ALL deallocated tokio-postgres' cached type-lookup statements too.
                     conn.clear_type_cache();

@@ -1,0 +1,191 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary (started with pgwarden's own
+//! cluster code, stopped by a watchdog when the test process exits, however it exits), a fresh
+//! database per test, and a real MCP session with the real server over an in-process pipe.
+#![allow(dead_code)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use pgwarden::{
+    PgWarden,
+    config::Limits,
+    db::{
+        Database, Target,
+        cluster::{Cluster, Owner, find_binaries},
+        sandbox::HARDEN_SQL,
+    },
+    pipeline::Pipeline,
+};
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{CallToolRequestParams, CallToolResult},
+    service::RunningService,
+};
+use serde_json::Value;
+
+pub const AGENT: &str = "pgwarden_agent";
+
+pub struct TestCluster {
+    pub cluster: Cluster,
+    _watchdog: Mutex<Child>,
+}
+
+static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+static DB_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The shared cluster of this test binary, started on first use.
+pub fn cluster() -> &'static TestCluster {
+    CLUSTER.get_or_init(|| {
+        let owner = Owner::for_current_process().expect("cluster owner");
+        // Under /tmp so that the `postgres` user can reach it when we run as root.
+        let dir = tempfile::Builder::new().prefix("pgw-test-").tempdir_in("/tmp").expect("temp dir").keep();
+        let cluster = Cluster::new(dir.clone(), find_binaries().expect("PostgreSQL binaries"), owner).expect("cluster");
+        cluster
+            .init(&["fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 200"])
+            .expect("initdb");
+        cluster.start().expect("start cluster");
+        // The watchdog holds a pipe from us; when this process ends for any reason the pipe closes,
+        // `cat` returns, and the cluster is stopped and its files removed.
+        let pg_ctl = cluster.bindir.join("pg_ctl");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "cat >/dev/null; '{}' stop -D '{}' -m immediate >/dev/null 2>&1; rm -rf '{}'",
+                pg_ctl.display(),
+                cluster.data_dir().display(),
+                dir.display()
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/tmp");
+        if let Some(o) = owner {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(o.uid).gid(o.gid);
+        }
+        let watchdog = cmd.spawn().expect("watchdog");
+        let setup = format!("CREATE ROLE {AGENT} LOGIN");
+        block_on_sql(&cluster, "postgres", &setup);
+        block_on_sql(&cluster, "template1", HARDEN_SQL);
+        TestCluster { cluster, _watchdog: Mutex::new(watchdog) }
+    })
+}
+
+fn block_on_sql(cluster: &Cluster, db: &str, sql: &str) {
+    let config = cluster.connect_config("postgres", db);
+    let sql = sql.to_string();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await.expect("connect as postgres");
+                tokio::spawn(conn);
+                client.batch_execute(&sql).await.expect("setup SQL");
+            })
+        });
+    });
+}
+
+/// A fresh database owned by the agent role, with `setup` run in it as that role.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn new(setup: &str) -> TestDb {
+        let c = &cluster().cluster;
+        let name = format!("t{}_{}", std::process::id(), DB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let admin = superuser(c, "postgres").await;
+        admin.batch_execute(&format!("CREATE DATABASE {name} OWNER {AGENT}")).await.expect("create database");
+        if !setup.is_empty() {
+            agent_client(&name).await.batch_execute(setup).await.expect("test setup SQL");
+        }
+        TestDb { name }
+    }
+
+    pub fn config(&self) -> tokio_postgres::Config {
+        cluster().cluster.connect_config(AGENT, &self.name)
+    }
+
+    pub async fn database(&self, pool_size: usize) -> Database {
+        Database::connect(Target::from_config(self.config()).unwrap(), pool_size).await.expect("connect")
+    }
+
+    /// A direct connection (as the agent role) for checking what really happened.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        agent_client(&self.name).await
+    }
+
+    /// A direct superuser connection to this database.
+    pub async fn admin(&self) -> tokio_postgres::Client {
+        superuser(&cluster().cluster, &self.name).await
+    }
+}
+
+async fn superuser(c: &Cluster, db: &str) -> tokio_postgres::Client {
+    let (client, conn) = c.connect_config("postgres", db).connect(tokio_postgres::NoTls).await.expect("connect as postgres");
+    tokio::spawn(conn);
+    client
+}
+
+async fn agent_client(db: &str) -> tokio_postgres::Client {
+    let (client, conn) =
+        cluster().cluster.connect_config(AGENT, db).connect(tokio_postgres::NoTls).await.expect("connect as agent");
+    tokio::spawn(conn);
+    client
+}
+
+/// An MCP client session with a real pgwarden server, in process over a duplex pipe.
+pub struct Mcp {
+    pub client: RunningService<RoleClient, ()>,
+}
+
+impl Mcp {
+    pub async fn start(db: &TestDb, limits: Limits) -> Mcp {
+        Self::start_with(db.database(2).await, limits).await
+    }
+
+    pub async fn start_with(database: Database, limits: Limits) -> Mcp {
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let server = PgWarden::new(Arc::new(Pipeline::new(database, limits)));
+        tokio::spawn(async move {
+            if let Ok(running) = server.serve(server_io).await {
+                let _ = running.waiting().await;
+            }
+        });
+        let client = ().serve(client_io).await.expect("MCP handshake");
+        Mcp { client }
+    }
+
+    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().expect("object args"));
+        tokio::time::timeout(Duration::from_secs(60), self.client.call_tool(params))
+            .await
+            .expect("tool call timed out")
+            .expect("tool call failed at the protocol level")
+    }
+
+    /// Calls a tool that must succeed and returns its structured content.
+    pub async fn ok(&self, tool: &str, args: Value) -> Value {
+        let r = self.call(tool, args.clone()).await;
+        assert_ne!(r.is_error, Some(true), "{tool} {args} failed: {}", text(&r));
+        r.structured_content.clone().expect("structured content")
+    }
+
+    /// Calls a tool that must fail and returns the error text shown to the model.
+    pub async fn err(&self, tool: &str, args: Value) -> String {
+        let r = self.call(tool, args.clone()).await;
+        assert_eq!(r.is_error, Some(true), "{tool} {args} should have failed but returned: {}", text(&r));
+        text(&r)
+    }
+}
+
+pub fn text(r: &CallToolResult) -> String {
+    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+pub fn limits() -> Limits {
+    Limits::default()
+}
