@@ -43,8 +43,7 @@ impl Database {
         let deadline = limits.statement_timeout + Duration::from_secs(5);
         session
             .guarded(ct, deadline, async |s: &mut Session| {
-                let tx = s.begin_read(limits.statement_timeout).await?;
-                let statement = tx.prepare(sql).await.map_err(DbError::from_pg)?;
+                let (tx, statement) = s.begin_read_prepared(limits.statement_timeout, sql).await?;
                 if !statement.params().is_empty() {
                     return Err(DbError::Client(format!(
                         "the statement has {} parameter placeholder(s) ($1 …); `query` takes no parameters, so write the values into the SQL",

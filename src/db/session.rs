@@ -80,6 +80,13 @@ fn our_hint(code: &str) -> Option<&'static str> {
     }
 }
 
+/// Our own fixed text, run right after BEGIN: a transaction-local timeout, then a statement that takes
+/// the snapshot.
+fn snapshot_sql(timeout: Duration) -> String {
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+    format!("SET LOCAL statement_timeout = {ms}; SELECT 1")
+}
+
 /// A pooled connection checked out for one call.
 pub(super) struct Session {
     conn: Option<Object>,
@@ -96,17 +103,35 @@ impl Session {
     /// then `SELECT 1` so the snapshot exists before any agent text runs: after that, nothing in the
     /// transaction can switch it to read-write (defenses.md §0.2).
     pub(super) async fn begin_read(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
+        let tx = self.start_read_only().await?;
+        tx.batch_execute(&snapshot_sql(timeout)).await.map_err(DbError::from_pg)?;
+        Ok(tx)
+    }
+
+    /// [`Session::begin_read`] plus Parse/Describe of `sql`, pipelined: the snapshot batch and the
+    /// prepare travel together (one round trip). Parsing executes nothing, so this is as safe as
+    /// waiting, and the snapshot batch is still sent — and run — first.
+    pub(super) async fn begin_read_prepared(
+        &mut self,
+        timeout: Duration,
+        sql: &str,
+    ) -> Result<(Transaction<'_>, tokio_postgres::Statement), DbError> {
+        let tx = self.start_read_only().await?;
+        let setup = snapshot_sql(timeout);
+        let (snapshot, statement) = futures_util::future::join(tx.batch_execute(&setup), tx.prepare(sql)).await;
+        snapshot.map_err(DbError::from_pg)?;
+        let statement = statement.map_err(DbError::from_pg)?;
+        Ok((tx, statement))
+    }
+
+    async fn start_read_only(&mut self) -> Result<Transaction<'_>, DbError> {
         let conn = self.conn.as_mut().ok_or_else(|| DbError::Unavailable("connection already released".into()))?;
-        let tx = conn
-            .build_transaction()
+        conn.build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()
             .await
-            .map_err(DbError::from_pg)?;
-        let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-        tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}; SELECT 1")).await.map_err(DbError::from_pg)?;
-        Ok(tx)
+            .map_err(DbError::from_pg)
     }
 
     /// Runs `work` against this session, bounded by the caller's cancellation and a client-side
@@ -140,20 +165,17 @@ impl Session {
 }
 
 impl Drop for Session {
-    /// Resets the connection in the background (the caller already has its answer): `ROLLBACK`
-    /// (queued when the transaction was dropped) then `DISCARD ALL`, which also drops advisory locks,
+    /// Resets the connection in the background (the caller already has its answer): the `ROLLBACK`
+    /// queued when the transaction was dropped, then `DISCARD ALL`, which also drops advisory locks,
     /// prepared statements, temp tables, LISTENs and every `SET`. Only a connection that reset
     /// cleanly goes back to the pool.
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let Ok(handle) = tokio::runtime::Handle::try_current() else { return drop(Object::take(conn)) };
         handle.spawn(async move {
-            // Two messages: DISCARD ALL refuses to run inside the implicit block of a multi-statement query.
-            let reset = async {
-                conn.batch_execute("ROLLBACK").await?;
-                conn.batch_execute("DISCARD ALL").await
-            };
-            match reset.await {
+            // The dropped transaction already queued its ROLLBACK. DISCARD ALL refuses to run inside a
+            // transaction block, so if anything were still open it fails and the connection is dropped.
+            match conn.batch_execute("DISCARD ALL").await {
                 Ok(()) => {
                     // DISCARD ALL deallocated tokio-postgres' cached type-lookup statements too.
                     conn.clear_type_cache();
