@@ -223,3 +223,39 @@ async fn a_clean_connection_is_reused_rather_than_reopened() {
     let second = pid(database.read("SELECT pg_backend_pid()", l, &ct).await.unwrap());
     assert_eq!(first, second, "the reset between calls should keep the connection");
 }
+
+#[tokio::test]
+async fn a_cancelled_call_stops_its_query_in_postgres() {
+    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+    let db = TestDb::new("").await;
+    let mcp = Mcp::start(&db, Limits { statement_timeout: Duration::from_secs(60), ..limits() }).await;
+    let params = CallToolRequestParams::new("query")
+        .with_arguments(json!({"sql": "SELECT count(*) FROM generate_series(1, 10000000000) AS marker_for_cancel_test"}).as_object().cloned().unwrap());
+    let handle = mcp
+        .client
+        .peer()
+        .send_cancellable_request(ClientRequest::CallToolRequest(CallToolRequest::new(params)), PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let admin = db.admin().await;
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%marker_for_cancel_test%' AND state = 'active' AND pid <> pg_backend_pid()";
+    let wait_for = |want: i64| {
+        let admin = &admin;
+        async move {
+            for _ in 0..100 {
+                let n: i64 = admin.query_one(running, &[]).await.unwrap().get(0);
+                if n == want {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(wait_for(1).await, "the query never started");
+    handle.cancel(Some("user pressed stop".into())).await.unwrap();
+    assert!(wait_for(0).await, "the query kept running in Postgres after the call was cancelled");
+    // The server is still healthy.
+    mcp.ok("query", json!({"sql": "SELECT 1"})).await;
+}
