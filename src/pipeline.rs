@@ -89,8 +89,23 @@ impl Pipeline {
             return Err(ToolError::BadArguments("`sql` is empty; pass one SELECT statement".into()));
         }
         let (max_rows, notice) = self.row_cap(max_rows)?;
-        // Until the full risk classifier and policies land, only plain reads run at all.
-        classify::check_plain_read(sql).map_err(|e| ToolError::Refused(e.0))?;
+        // Until policies and approval land, only plain reads run at all. The database guards (READ
+        // ONLY, extended protocol) still apply: the classifier is a layer, not a replacement.
+        let assessment = classify::classify(sql);
+        if assessment.statements.len() > 1 {
+            return Err(ToolError::Refused(format!(
+                "{} statements given; `query` runs exactly one statement per call",
+                assessment.statements.len()
+            )));
+        }
+        if !assessment.is_read() {
+            return Err(ToolError::Refused(format!(
+                "classified as {} (risk {}): {}; `query` only runs reads until approvals are available",
+                assessment.category().as_str(),
+                assessment.risk.as_str(),
+                assessment.reasons.join("; ")
+            )));
+        }
         let limits = ReadLimits { max_rows, statement_timeout: self.limits.statement_timeout };
         let result = self.db.read(sql, limits, ct).await?;
         let elapsed_ms = started.elapsed().as_millis() as u64;

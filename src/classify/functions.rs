@@ -2,6 +2,8 @@
 //! arguments, or catalog lookups that disclose nothing beyond what the catalogs already show.
 //! Anything not listed — user-defined, extension, or a known-dangerous built-in — is not a plain read.
 
+use super::Category;
+
 /// Canonical (lower-case, `pg_catalog.` stripped) names.
 pub const READ_SAFE: &[&str] = &[
     // aggregates
@@ -56,7 +58,10 @@ pub const READ_SAFE: &[&str] = &[
     "lower_inc", "upper_inc", "lower_inf", "upper_inf", "isempty", "range_merge", "int4range", "int8range",
     "numrange", "tsrange", "tstzrange", "daterange", "multirange",
     // series and misc pure
-    "generate_series", "generate_subscripts", "gen_random_uuid", "pg_typeof", "format_type",
+    "generate_series", "generate_subscripts", "gen_random_uuid", "pg_typeof", "format_type", "currval",
+    "lastval", "xmlparse", "xmlelement", "xmlforest", "xmlconcat", "xmlagg", "xpath", "xpath_exists",
+    "to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery", "websearch_to_tsquery", "ts_rank",
+    "ts_rank_cd", "ts_headline", "setweight", "strip", "numnode", "querytree",
     // catalog information (disclose only what the catalogs show anyway)
     "current_database", "current_schema", "current_schemas", "current_user", "session_user", "user",
     "version", "obj_description", "col_description", "shobj_description", "pg_get_viewdef",
@@ -83,3 +88,55 @@ pub fn canonical(parts: &[(String, bool)]) -> String {
 pub fn is_read_safe(canonical_name: &str) -> bool {
     READ_SAFE.contains(&canonical_name)
 }
+
+/// What a function call does, when it is not a plain read: its category and the family it belongs to.
+pub fn dangerous(name: &str) -> Option<(Category, &'static str)> {
+    let starts = |p: &str| name.starts_with(p);
+    Some(match name {
+        "pg_read_file" | "pg_read_binary_file" | "pg_stat_file" | "lo_import" | "lo_export" | "lo_get" => {
+            (Category::Export, "server file and large-object access")
+        }
+        _ if starts("pg_ls_") => (Category::Export, "server file access"),
+        "lo_create" | "lo_creat" | "lo_from_bytea" | "lo_put" | "lowrite" | "lo_unlink" | "lo_truncate" | "lo_open"
+        | "loread" | "lo_close" | "lo_lseek" | "lo_tell" => (Category::Write, "large-object access"),
+        _ if starts("dblink") || starts("postgres_fdw") => (Category::Unknown, "runs SQL in another session (dblink/FDW)"),
+        "pg_terminate_backend" | "pg_cancel_backend" | "pg_reload_conf" | "pg_rotate_logfile" | "pg_switch_wal"
+        | "pg_create_restore_point" | "pg_promote" | "pg_checkpoint" | "pg_log_backend_memory_contexts" => {
+            (Category::Admin, "server signalling and control")
+        }
+        _ if name.contains("replication_slot") || starts("pg_logical_") || starts("pg_replication_origin") => {
+            (Category::Admin, "replication control")
+        }
+        _ if starts("pg_stat_reset") => (Category::Admin, "statistics reset"),
+        "set_config" => (Category::Admin, "changes a server setting"),
+        _ if starts("pg_advisory") || starts("pg_try_advisory") => (Category::Admin, "advisory locks (survive ROLLBACK)"),
+        "nextval" | "setval" => (Category::Write, "sequence changes (not rolled back)"),
+        "pg_sleep" | "pg_sleep_for" | "pg_sleep_until" => (Category::Admin, "holds a connection (pg_sleep)"),
+        "txid_current" | "pg_current_xact_id" => (Category::Write, "assigns a transaction id"),
+        "pg_notify" => (Category::Write, "sends a notification (NOTIFY)"),
+        _ if starts("query_to_xml") || starts("cursor_to_xml") || name == "ts_stat" || name == "ts_rewrite" => {
+            (Category::Unknown, "runs SQL given as a string")
+        }
+        _ if starts("database_to_xml") || starts("schema_to_xml") || starts("table_to_xml") => {
+            (Category::Export, "bulk export of whole tables")
+        }
+        "current_setting" => (Category::Export, "reads a server setting"),
+        _ => return None,
+    })
+}
+
+/// Settings whose value is no secret; `SHOW` and `current_setting` of anything else count as export.
+pub const PUBLIC_SETTINGS: &[&str] = &[
+    "server_version", "server_version_num", "server_encoding", "client_encoding", "timezone", "datestyle",
+    "intervalstyle", "search_path", "statement_timeout", "lock_timeout", "transaction_isolation",
+    "transaction_read_only", "default_transaction_read_only", "standard_conforming_strings", "work_mem",
+    "max_connections", "lc_collate", "lc_ctype", "lc_messages", "lc_monetary", "lc_numeric", "lc_time",
+    "integer_datetimes", "application_name", "is_superuser", "extra_float_digits", "bytea_output",
+];
+
+/// Catalogs whose contents are secrets or other sessions' data: reading them is an export.
+pub const SENSITIVE_RELATIONS: &[&str] = &[
+    "pg_authid", "pg_shadow", "pg_user_mapping", "pg_user_mappings", "pg_settings", "pg_file_settings",
+    "pg_hba_file_rules", "pg_ident_file_mappings", "pg_stat_activity", "pg_stat_statements", "pg_largeobject",
+    "pg_db_role_setting", "pg_stat_replication", "pg_replication_slots", "pg_subscription",
+];

@@ -1,189 +1,190 @@
-//! What a SQL text does, decided from its parsed AST alone (pure: no I/O).
+//! What a SQL text does, decided from its parsed AST alone (pure: no I/O, no clock).
 //!
-//! Today this is the strict gate `query` needs: a text is a *plain read* only when it is exactly one
-//! `SELECT`-shaped query whose every nested statement is a query, that takes no row locks, creates
-//! nothing (`SELECT … INTO`), and calls only allow-listed functions through plain operators and
-//! built-in types. Everything else — including anything the parser cannot read — is refused.
+//! `classify` parses with sqlparser's `PostgreSqlDialect`, maps each statement's kind to a category
+//! (an explicit table in `statements`), then walks the whole tree (`walk`): nested statements in CTEs,
+//! COPY, PREPARE and EXPLAIN ANALYZE, every function call in expressions and in FROM, row locks,
+//! `SELECT … INTO`, custom operators and casts, sensitive catalogs and shapes the parser misreads.
+//! Anything it cannot read is `unknown`: fail closed.
 
 mod functions;
+mod statements;
+mod walk;
 
-use std::ops::ControlFlow;
+use std::collections::BTreeSet;
 
-use sqlparser::{
-    ast::{BinaryOperator, DataType, Expr, ObjectName, ObjectNamePart, Query, Select, Statement, TableFactor, Visit, Visitor},
-    dialect::PostgreSqlDialect,
-    parser::Parser,
-};
+use serde::Serialize;
+use sqlparser::{ast::Statement, dialect::PostgreSqlDialect, parser::Parser};
 
 pub use functions::{canonical, is_read_safe};
 
-/// Why a text is not a plain read. The message is shown to the model, so it says what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NotARead(pub String);
+/// What a statement does, from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Read,
+    Write,
+    Export,
+    Ddl,
+    Admin,
+    Unknown,
+    Destructive,
+    Privilege,
+}
 
-/// Accepts `sql` only if it is a single plain read (see the module docs).
-pub fn check_plain_read(sql: &str) -> Result<(), NotARead> {
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| NotARead(format!("pgwarden could not parse this SQL ({e}); only statements it understands run")))?;
-    let statement = match statements.as_slice() {
-        [] => return Err(NotARead("no SQL statement given".into())),
-        [one] => one,
-        many => {
-            return Err(NotARead(format!(
-                "{} statements given; `query` runs exactly one statement per call",
-                many.len()
-            )));
+/// How much harm a mistake could do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Category {
+    pub fn risk(self) -> Risk {
+        match self {
+            Category::Read => Risk::Low,
+            Category::Write => Risk::Medium,
+            Category::Export | Category::Ddl | Category::Admin | Category::Unknown => Risk::High,
+            Category::Destructive | Category::Privilege => Risk::Critical,
         }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Read => "read",
+            Category::Write => "write",
+            Category::Export => "export",
+            Category::Ddl => "ddl",
+            Category::Admin => "admin",
+            Category::Unknown => "unknown",
+            Category::Destructive => "destructive",
+            Category::Privilege => "privilege",
+        }
+    }
+}
+
+impl Risk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::Critical => "critical",
+        }
+    }
+}
+
+/// One thing the classifier noticed, with the AST fact behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub category: Category,
+    pub reason: String,
+}
+
+/// One statement of the text.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementAssessment {
+    /// The statement's kind as written: `SELECT`, `DELETE`, `CREATE TABLE`, …
+    pub kind: String,
+    pub category: Category,
+    pub risk: Risk,
+    pub reasons: Vec<String>,
+}
+
+/// Everything `classify` found out about a SQL text.
+#[derive(Debug, Clone, Serialize)]
+pub struct Assessment {
+    pub statements: Vec<StatementAssessment>,
+    /// Every category found, least severe first.
+    pub categories: Vec<Category>,
+    /// The highest risk of any statement.
+    pub risk: Risk,
+    /// Relations touched, schema-qualified (`public.` when written without a schema).
+    pub tables: Vec<String>,
+    /// Functions called, canonical names.
+    pub functions: Vec<String>,
+    /// Why the risk is what it is, one sentence per AST fact.
+    pub reasons: Vec<String>,
+}
+
+impl Assessment {
+    /// True when every statement is a plain read.
+    pub fn is_read(&self) -> bool {
+        !self.statements.is_empty() && self.categories == [Category::Read]
+    }
+
+    /// The most severe category.
+    pub fn category(&self) -> Category {
+        self.categories.iter().copied().max().unwrap_or(Category::Unknown)
+    }
+
+    fn unknown(reason: String) -> Assessment {
+        Assessment {
+            statements: vec![StatementAssessment {
+                kind: "UNKNOWN".into(),
+                category: Category::Unknown,
+                risk: Category::Unknown.risk(),
+                reasons: vec![reason.clone()],
+            }],
+            categories: vec![Category::Unknown],
+            risk: Category::Unknown.risk(),
+            tables: vec![],
+            functions: vec![],
+            reasons: vec![reason],
+        }
+    }
+}
+
+/// Classifies every statement in `sql`; the text as a whole takes the highest risk.
+pub fn classify(sql: &str) -> Assessment {
+    let parsed = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(statements) => statements,
+        Err(e) => return Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
     };
-    if !matches!(statement, Statement::Query(_)) {
-        return Err(NotARead(format!(
-            "`{}` is not a read; `query` only runs SELECT-style reads (writes, DDL and other statements are refused)",
-            statement_kind(statement)
-        )));
+    if parsed.is_empty() {
+        return Assessment::unknown("no SQL statement found".into());
     }
-    let mut walk = Walk::default();
-    match statement.visit(&mut walk) {
-        ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(reason) => Err(NotARead(reason)),
+    let mut tables = BTreeSet::new();
+    let mut functions = BTreeSet::new();
+    let mut statements = Vec::new();
+    for statement in &parsed {
+        let (assessment, walk) = classify_statement(statement);
+        tables.extend(walk.tables);
+        functions.extend(walk.functions);
+        statements.push(assessment);
     }
-}
-
-fn statement_kind(statement: &Statement) -> String {
-    let text = statement.to_string();
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase()
-}
-
-#[derive(Default)]
-struct Walk {
-    depth: usize,
-}
-
-fn object_name(name: &ObjectName) -> Vec<(String, bool)> {
-    name.0
-        .iter()
-        .map(|part| match part {
-            ObjectNamePart::Identifier(id) => (id.value.clone(), id.quote_style.is_some()),
-            ObjectNamePart::Function(f) => (f.to_string(), true),
-        })
-        .collect()
-}
-
-fn check_function(name: &ObjectName, position: &str) -> ControlFlow<String> {
-    let canon = canonical(&object_name(name));
-    if is_read_safe(&canon) {
-        ControlFlow::Continue(())
-    } else {
-        ControlFlow::Break(format!(
-            "calls `{canon}` {position}, which is not on pgwarden's list of functions safe in an unattended read"
-        ))
+    let categories: BTreeSet<Category> = statements.iter().map(|s| s.category).collect();
+    let mut reasons: Vec<String> = statements.iter().flat_map(|s| s.reasons.iter().cloned()).collect();
+    if parsed.len() > 1 {
+        reasons.push(format!("{} statements in one text", parsed.len()));
+    }
+    Assessment {
+        risk: statements.iter().map(|s| s.risk).max().unwrap_or(Risk::High),
+        categories: categories.into_iter().collect(),
+        tables: tables.into_iter().collect(),
+        functions: functions.into_iter().collect(),
+        reasons,
+        statements,
     }
 }
 
-impl Visitor for Walk {
-    type Break = String;
-
-    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<String> {
-        self.depth += 1;
-        if self.depth > 1 && !matches!(statement, Statement::Query(_)) {
-            // Data-modifying CTEs and the like: `WITH d AS (DELETE …) SELECT …`.
-            return ControlFlow::Break(format!("contains a nested `{}` statement, which is not a read", statement_kind(statement)));
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_statement(&mut self, _: &Statement) -> ControlFlow<String> {
-        self.depth -= 1;
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<String> {
-        if !query.locks.is_empty() {
-            return ControlFlow::Break("takes row locks (FOR UPDATE/SHARE), which is not a plain read".into());
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<String> {
-        if select.into.is_some() {
-            return ControlFlow::Break("SELECT … INTO creates a table, which is not a read".into());
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
-        match factor {
-            // Set-returning functions in FROM are relations to the parser (sqlparser_gaps §3.4).
-            TableFactor::Table { name, args: Some(_), .. } | TableFactor::Function { name, .. } => check_function(name, "in FROM"),
-            // `FROM ONLY t` parses as a table named ONLY (sqlparser_gaps §3.1).
-            TableFactor::Table { name, .. } if name.0.len() == 1 && name.to_string().eq_ignore_ascii_case("only") => {
-                ControlFlow::Break("uses `FROM ONLY`, which pgwarden's parser misreads; drop ONLY".into())
-            }
-            TableFactor::Table { .. } | TableFactor::Derived { .. } | TableFactor::TableFunction { .. } | TableFactor::UNNEST { .. } | TableFactor::NestedJoin { .. } => {
-                ControlFlow::Continue(())
-            }
-            other => ControlFlow::Break(format!("uses `{other}`, which is not PostgreSQL FROM syntax pgwarden accepts")),
+fn classify_statement(statement: &Statement) -> (StatementAssessment, walk::Walked) {
+    let base = statements::base_of(statement);
+    let walked = walk::walk(statement, base.plan_only);
+    let mut findings = vec![base.finding];
+    findings.extend(walked.findings.iter().cloned());
+    let category = findings.iter().map(|f| f.category).max().unwrap_or(Category::Unknown);
+    let mut reasons: Vec<String> = Vec::new();
+    for f in findings.iter().filter(|f| f.category != Category::Read) {
+        if !reasons.contains(&f.reason) {
+            reasons.push(f.reason.clone());
         }
     }
-
-    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
-        match expr {
-            Expr::Function(f) => check_function(&f.name, "in an expression"),
-            Expr::BinaryOp { op: BinaryOperator::Custom(op), .. } => {
-                ControlFlow::Break(format!("uses the custom operator `{op}`, which may run any function"))
-            }
-            Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(parts), .. } => {
-                ControlFlow::Break(format!("uses the operator `OPERATOR({})`, which may run any function", parts.join(".")))
-            }
-            Expr::Cast { data_type: DataType::Custom(name, _), .. } => {
-                ControlFlow::Break(format!("casts to the type `{name}`; casts to non-built-in types may run functions"))
-            }
-            _ => ControlFlow::Continue(()),
-        }
-    }
+    let assessment = StatementAssessment { kind: base.kind, category, risk: category.risk(), reasons };
+    (assessment, walked)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ordinary_reads_pass() {
-        for sql in [
-            "SELECT 1",
-            "select id, lower(email) from customers where country = 'GB' order by id limit 10",
-            "WITH t AS (SELECT * FROM orders) SELECT count(*), sum(total) FROM t",
-            "SELECT * FROM generate_series(1, 10) AS g(i)",
-            "SELECT c.name, o.total FROM customers c JOIN LATERAL (SELECT total FROM orders WHERE customer_id = c.id LIMIT 1) o ON true",
-            "SELECT pg_catalog.now(), '2024-01-01'::date, 1::numeric(10,2)",
-            "SELECT 1;",
-        ] {
-            assert_eq!(check_plain_read(sql), Ok(()), "{sql}");
-        }
-    }
-
-    #[test]
-    fn anything_else_is_refused() {
-        for sql in [
-            "DELETE FROM t",
-            "SELECT 1; COMMIT; DROP TABLE x",
-            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
-            "SELECT * FROM t FOR UPDATE",
-            "SELECT * INTO newt FROM t",
-            "SELECT pg_read_file('/etc/passwd')",
-            "SELECT * FROM pg_read_file('/etc/passwd')",
-            "SELECT * FROM dblink_exec('dbname=x', 'DROP TABLE t')",
-            "SELECT U&\"pg\\005fread\\005ffile\"('/etc/hostname')",
-            "SELECT password FROM ONLY users",
-            "SELECT 5::touchy",
-            "SELECT set_config('statement_timeout', '0', false)",
-            "SELECT my_function(1)",
-            "SET TRANSACTION READ WRITE",
-            "EXPLAIN ANALYZE DELETE FROM t",
-            "SELEC 1",
-            "",
-        ] {
-            assert!(check_plain_read(sql).is_err(), "{sql} should be refused");
-        }
-    }
-}
+mod tests;
