@@ -23,6 +23,23 @@ struct Cli {
 enum Command {
     /// Serve MCP over stdio (for Claude Desktop, Claude Code, VS Code, Cursor).
     Serve(ServeArgs),
+    /// Classify SQL offline and show the decision it would get (SQL from the argument or stdin).
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// The SQL to check; read from stdin when omitted.
+    sql: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +78,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Check(args) => check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -69,6 +87,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let sql = match args.sql {
+        Some(sql) => sql,
+        None => {
+            use std::io::{IsTerminal, Read};
+            if std::io::stdin().is_terminal() {
+                anyhow::bail!("no SQL given; pass it as an argument (`pgwarden check 'SELECT 1'`) or on stdin");
+            }
+            let mut sql = String::new();
+            std::io::stdin().read_to_string(&mut sql).context("reading SQL from stdin")?;
+            sql
+        }
+    };
+    let assessment = pgwarden::classify::classify(&sql);
+    let out = match args.format {
+        Format::Text => pgwarden::check::to_text(&assessment),
+        Format::Json => pgwarden::check::to_json(&assessment) + "\n",
+    };
+    use std::io::Write;
+    std::io::stdout().write_all(out.as_bytes()).context("writing the report")?;
+    Ok(())
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {

@@ -26,6 +26,10 @@ pub struct Walked {
 pub fn walk(statement: &Statement, plan_only: bool) -> Walked {
     let mut w = Walk { plan_only, ..Walk::default() };
     let _ = statement.visit(&mut w);
+    // Relations the visitor does not report as such.
+    for name in named_relations(statement) {
+        w.relations.push((parts_of(name), false));
+    }
     let cte_names = std::mem::take(&mut w.cte_names);
     let table_functions = std::mem::take(&mut w.table_functions);
     w.out.tables = w
@@ -200,6 +204,30 @@ impl Visitor for Walk {
             _ => {}
         }
         ControlFlow::Continue(())
+    }
+}
+
+fn named_relations(statement: &Statement) -> Vec<&ObjectName> {
+    use sqlparser::ast::{CopySource, GrantObjects};
+    fn grant_tables(objects: &Option<GrantObjects>) -> Vec<&ObjectName> {
+        match objects {
+            Some(GrantObjects::Tables(names)) => names.iter().collect(),
+            _ => vec![],
+        }
+    }
+    match statement {
+        Statement::Drop { object_type, names, .. }
+            if matches!(
+                object_type,
+                sqlparser::ast::ObjectType::Table | sqlparser::ast::ObjectType::View | sqlparser::ast::ObjectType::MaterializedView
+            ) =>
+        {
+            names.iter().collect()
+        }
+        Statement::Copy { source: CopySource::Table { table_name, .. }, .. } => vec![table_name],
+        Statement::Grant(g) => grant_tables(&g.objects),
+        Statement::Revoke(r) => grant_tables(&r.objects),
+        _ => vec![],
     }
 }
 
