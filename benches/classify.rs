@@ -1,0 +1,45 @@
+//! Classifier throughput over the shared corpus, against sqlparser's parse alone in the same run.
+//! Run: `cargo bench --bench classify`.
+
+use std::time::Instant;
+
+use pgwarden::classify::classify;
+use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+
+fn main() {
+    let corpus: Vec<String> = include_str!("../tests/data/sql-corpus.tsv")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(3).map(|s| s.replace("\\n", "\n").replace("\\t", "\t")))
+        .collect();
+    let rounds = 200;
+    for sql in &corpus {
+        std::hint::black_box(classify(sql));
+    }
+    let measure = |f: &dyn Fn(&str)| {
+        let mut per_statement = Vec::with_capacity(corpus.len() * rounds);
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for sql in &corpus {
+                let t = Instant::now();
+                f(sql);
+                per_statement.push(t.elapsed().as_nanos() as f64 / 1000.0);
+            }
+        }
+        let total = started.elapsed().as_secs_f64();
+        per_statement.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let p = |q: f64| per_statement[((per_statement.len() - 1) as f64 * q) as usize];
+        ((corpus.len() * rounds) as f64 / total, p(0.5), p(0.99))
+    };
+    let (parse_rate, parse_p50, parse_p99) = measure(&|sql| {
+        std::hint::black_box(Parser::parse_sql(&PostgreSqlDialect {}, sql).ok());
+    });
+    let (rate, p50, p99) = measure(&|sql| {
+        std::hint::black_box(classify(sql));
+    });
+    println!("{} corpus statements x {rounds} rounds", corpus.len());
+    println!("                          statements/s    p50 µs   p99 µs");
+    println!("sqlparser parse (baseline) {parse_rate:>13.0} {parse_p50:>9.2} {parse_p99:>8.2}");
+    println!("pgwarden classify          {rate:>13.0} {p50:>9.2} {p99:>8.2}");
+    println!("classify / parse p50 ratio: {:.2}", p50 / parse_p50);
+}
