@@ -28,15 +28,15 @@ pub fn walk(statement: &Statement, plan_only: bool) -> Walked {
     let _ = statement.visit(&mut w);
     // Relations the visitor does not report as such.
     for name in named_relations(statement) {
-        w.relations.push((parts_of(name), false));
+        w.relations.push(parts_of(name));
     }
     let cte_names = std::mem::take(&mut w.cte_names);
     let table_functions = std::mem::take(&mut w.table_functions);
     w.out.tables = w
         .relations
         .into_iter()
-        .filter(|(parts, _)| !(parts.len() == 1 && cte_names.contains(&parts[0].0.to_lowercase())))
-        .map(|(parts, q)| qualify(&parts, q))
+        .filter(|parts| !(parts.len() == 1 && cte_names.contains(&parts[0].0.to_lowercase())))
+        .map(|parts| qualify(&parts))
         .filter(|t| !table_functions.contains(t))
         .collect();
     w.out
@@ -47,7 +47,7 @@ struct Walk {
     depth: usize,
     plan_only: bool,
     out: Walked,
-    relations: Vec<(Vec<(String, bool)>, bool)>,
+    relations: Vec<Vec<(String, bool)>>,
     cte_names: BTreeSet<String>,
     table_functions: BTreeSet<String>,
     /// Nested statements already reported with their CTE name.
@@ -87,7 +87,7 @@ fn parts_of(name: &ObjectName) -> Vec<(String, bool)> {
 }
 
 /// `schema.table`, folding unquoted names; unqualified names are `public.` unless they are system catalogs.
-fn qualify(parts: &[(String, bool)], _quoted: bool) -> String {
+fn qualify(parts: &[(String, bool)]) -> String {
     let fold = |(v, q): &(String, bool)| if *q { v.clone() } else { v.to_lowercase() };
     match parts {
         [name] => {
@@ -154,7 +154,7 @@ impl Visitor for Walk {
         if system && SENSITIVE_RELATIONS.contains(&last.as_str()) {
             self.find(Category::Export, format!("reads the sensitive catalog `{last}`"));
         }
-        self.relations.push((parts, false));
+        self.relations.push(parts);
         ControlFlow::Continue(())
     }
 
@@ -162,7 +162,7 @@ impl Visitor for Walk {
         match factor {
             // Set-returning functions in FROM are relations to the parser (sqlparser_gaps §3.4).
             TableFactor::Table { name, args: Some(_), .. } | TableFactor::Function { name, .. } => {
-                self.table_functions.insert(qualify(&parts_of(name), false));
+                self.table_functions.insert(qualify(&parts_of(name)));
                 self.function(name, "in FROM");
             }
             // `FROM ONLY t` parses as a table named ONLY aliased `t` (sqlparser_gaps §3.1).
