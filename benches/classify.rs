@@ -10,7 +10,11 @@ fn main() {
     let corpus: Vec<String> = include_str!("../tests/data/sql-corpus.tsv")
         .lines()
         .skip(1)
-        .filter_map(|l| l.split('\t').nth(3).map(|s| s.replace("\\n", "\n").replace("\\t", "\t")))
+        .filter_map(|l| {
+            l.split('\t')
+                .nth(3)
+                .map(|s| s.replace("\\n", "\n").replace("\\t", "\t"))
+        })
         .collect();
     let rounds = 200;
     for sql in &corpus {

@@ -45,7 +45,12 @@ async fn main() {
          ANALYZE;",
     )
     .await;
-    let sql_for = |i: usize| format!("SELECT id, name, price, created_at FROM items WHERE id = {}", 1 + (i * 7919) % 100_000);
+    let sql_for = |i: usize| {
+        format!(
+            "SELECT id, name, price, created_at FROM items WHERE id = {}",
+            1 + (i * 7919) % 100_000
+        )
+    };
 
     // Baseline: raw tokio-postgres, one connection, the same SQL text (prepare + execute per call).
     let raw = db.client().await;
@@ -63,7 +68,10 @@ async fn main() {
     // pgwarden's database layer alone: READ ONLY transaction, snapshot, portal, rollback, reset.
     let database = db.database(2).await;
     let ct = CancellationToken::new();
-    let limits = ReadLimits { max_rows: 500, statement_timeout: Duration::from_secs(15) };
+    let limits = ReadLimits {
+        max_rows: 500,
+        statement_timeout: Duration::from_secs(15),
+    };
     for i in 0..200 {
         database.read(&sql_for(i), limits, &ct).await.unwrap();
     }
@@ -93,13 +101,25 @@ async fn main() {
     let (mcp_med, mcp_p99, mcp_mean) = stats(mcp_samples);
     println!("point read, {iterations} iterations each (µs)        median      p99     mean   ratio (median)");
     println!("raw tokio-postgres (baseline)               {raw_med:>9.1} {raw_p99:>8.1} {raw_mean:>8.1}   1.00");
-    println!("pgwarden db layer (RO tx + portal + reset)  {layer_med:>9.1} {layer_p99:>8.1} {layer_mean:>8.1}   {:.2}", layer_med / raw_med);
-    println!("pgwarden over MCP (in-process client)       {mcp_med:>9.1} {mcp_p99:>8.1} {mcp_mean:>8.1}   {:.2}", mcp_med / raw_med);
+    println!(
+        "pgwarden db layer (RO tx + portal + reset)  {layer_med:>9.1} {layer_p99:>8.1} {layer_mean:>8.1}   {:.2}",
+        layer_med / raw_med
+    );
+    println!(
+        "pgwarden over MCP (in-process client)       {mcp_med:>9.1} {mcp_p99:>8.1} {mcp_mean:>8.1}   {:.2}",
+        mcp_med / raw_med
+    );
 
     // 1M rows through the real binary: capped, and the server's memory stays small.
     let dsn = {
         let c = &common::cluster().cluster;
-        format!("host={} port={} user={} dbname={}", c.socket_dir().display(), c.port, common::AGENT, db.name)
+        format!(
+            "host={} port={} user={} dbname={}",
+            c.socket_dir().display(),
+            c.port,
+            common::AGENT,
+            db.name
+        )
     };
     let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden")).configure(|c| {
         c.args(["serve", "--database-url", &dsn]).env("PGWARDEN_LOG", "warn");
@@ -129,9 +149,20 @@ async fn main() {
     times.sort();
     println!();
     println!("SELECT * FROM million (1M rows) through `pgwarden serve`, capped at 500 rows:");
-    println!("  median {:.1} ms, worst {:.1} ms over 5 calls; truncated = true", ms(times[2]), ms(times[4]));
-    println!("  (a full count(*) scan of the same table in the same run: {:.1} ms)", ms(full_scan));
-    println!("  server peak RSS (VmHWM): {:.1} MiB (after start-up: {:.1} MiB)", peak as f64 / 1024.0, baseline_rss as f64 / 1024.0);
+    println!(
+        "  median {:.1} ms, worst {:.1} ms over 5 calls; truncated = true",
+        ms(times[2]),
+        ms(times[4])
+    );
+    println!(
+        "  (a full count(*) scan of the same table in the same run: {:.1} ms)",
+        ms(full_scan)
+    );
+    println!(
+        "  server peak RSS (VmHWM): {:.1} MiB (after start-up: {:.1} MiB)",
+        peak as f64 / 1024.0,
+        baseline_rss as f64 / 1024.0
+    );
 }
 
 fn ms(d: Duration) -> f64 {
@@ -141,6 +172,10 @@ fn ms(d: Duration) -> f64 {
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0)))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }

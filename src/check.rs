@@ -16,9 +16,15 @@ pub struct Decision {
 
 pub fn decide(assessment: &Assessment) -> Decision {
     if assessment.is_read() {
-        Decision { effect: "allow", rules: vec!["builtin-reads-run"] }
+        Decision {
+            effect: "allow",
+            rules: vec!["builtin-reads-run"],
+        }
     } else {
-        Decision { effect: "approve", rules: vec!["builtin-non-reads-need-approval"] }
+        Decision {
+            effect: "approve",
+            rules: vec!["builtin-non-reads-need-approval"],
+        }
     }
 }
 
@@ -30,7 +36,11 @@ struct Report<'a> {
 }
 
 pub fn to_json(assessment: &Assessment) -> String {
-    serde_json::to_string_pretty(&Report { assessment, decision: decide(assessment) }).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    serde_json::to_string_pretty(&Report {
+        assessment,
+        decision: decide(assessment),
+    })
+    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 pub fn to_text(assessment: &Assessment) -> String {
@@ -41,10 +51,21 @@ pub fn to_text(assessment: &Assessment) -> String {
         d.effect,
         d.rules.join(", "),
         assessment.risk.as_str(),
-        assessment.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+        assessment
+            .categories
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for (i, s) in assessment.statements.iter().enumerate() {
-        out.push_str(&format!("statement {}: {} — {} ({})\n", i + 1, s.kind, s.category.as_str(), s.risk.as_str()));
+        out.push_str(&format!(
+            "statement {}: {} — {} ({})\n",
+            i + 1,
+            s.kind,
+            s.category.as_str(),
+            s.risk.as_str()
+        ));
         for r in &s.reasons {
             out.push_str(&format!("  - {r}\n"));
         }
@@ -52,6 +73,10 @@ pub fn to_text(assessment: &Assessment) -> String {
             out.push_str("  - a plain read\n");
         }
     }
-    out.push_str(&format!("tables: {}\nfunctions: {}\n", list(&assessment.tables), list(&assessment.functions)));
+    out.push_str(&format!(
+        "tables: {}\nfunctions: {}\n",
+        list(&assessment.tables),
+        list(&assessment.functions)
+    ));
     out
 }

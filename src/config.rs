@@ -25,7 +25,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { default_max_rows: 500, max_rows_limit: 10_000, statement_timeout: Duration::from_secs(15) }
+        Limits {
+            default_max_rows: 500,
+            max_rows_limit: 10_000,
+            statement_timeout: Duration::from_secs(15),
+        }
     }
 }
 
@@ -45,7 +49,9 @@ pub struct ConfigError(pub String);
 impl Limits {
     pub fn validate(self) -> Result<Limits, ConfigError> {
         if self.default_max_rows == 0 || self.max_rows_limit == 0 {
-            return Err(ConfigError("`--max-rows` and `--max-rows-limit` must be at least 1".into()));
+            return Err(ConfigError(
+                "`--max-rows` and `--max-rows-limit` must be at least 1".into(),
+            ));
         }
         if self.default_max_rows > self.max_rows_limit {
             return Err(ConfigError(format!(
@@ -54,7 +60,9 @@ impl Limits {
             )));
         }
         if self.statement_timeout < Duration::from_millis(1) {
-            return Err(ConfigError("`--statement-timeout` must be at least 1ms (e.g. `15s`)".into()));
+            return Err(ConfigError(
+                "`--statement-timeout` must be at least 1ms (e.g. `15s`)".into(),
+            ));
         }
         Ok(self)
     }

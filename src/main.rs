@@ -7,13 +7,20 @@ use clap::{Parser, Subcommand};
 use pgwarden::{
     PgWarden,
     config::{DatabaseChoice, Limits, Settings},
-    db::{Database, Target, sandbox::{self, Sandbox}},
+    db::{
+        Database, Target,
+        sandbox::{self, Sandbox},
+    },
     pipeline::Pipeline,
 };
 use rmcp::ServiceExt;
 
 #[derive(Parser)]
-#[command(name = "pgwarden", version, about = "MCP server for PostgreSQL with a human in charge of high-impact actions")]
+#[command(
+    name = "pgwarden",
+    version,
+    about = "MCP server for PostgreSQL with a human in charge of high-impact actions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,11 +78,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PGWARDEN_LOG").unwrap_or_else(|_| "pgwarden=info,rmcp=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PGWARDEN_LOG")
+                .unwrap_or_else(|_| "pgwarden=info,rmcp=warn".into()),
         )
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Check(args) => check(args),
@@ -98,7 +109,9 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
                 anyhow::bail!("no SQL given; pass it as an argument (`pgwarden check 'SELECT 1'`) or on stdin");
             }
             let mut sql = String::new();
-            std::io::stdin().read_to_string(&mut sql).context("reading SQL from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut sql)
+                .context("reading SQL from stdin")?;
             sql
         }
     };
@@ -108,7 +121,9 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         Format::Json => pgwarden::check::to_json(&assessment) + "\n",
     };
     use std::io::Write;
-    std::io::stdout().write_all(out.as_bytes()).context("writing the report")?;
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .context("writing the report")?;
     Ok(())
 }
 
@@ -131,7 +146,11 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         statement_timeout: args.statement_timeout,
     }
     .validate()?;
-    Ok(Settings { database, limits, pool_size: args.pool_size as usize })
+    Ok(Settings {
+        database,
+        limits,
+        pool_size: args.pool_size as usize,
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -170,7 +189,10 @@ async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::R
         );
     }
     let pipeline = Arc::new(Pipeline::new(db, settings.limits));
-    let service = PgWarden::new(pipeline).serve(rmcp::transport::stdio()).await.context("starting the MCP session")?;
+    let service = PgWarden::new(pipeline)
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("starting the MCP session")?;
     let cancel = service.cancellation_token();
     tokio::select! {
         r = service.waiting() => { r.context("MCP session")?; }

@@ -82,11 +82,18 @@ impl Pipeline {
         Pipeline { db, limits }
     }
 
-    pub async fn query(&self, action: &Action, max_rows: Option<i64>, ct: &CancellationToken) -> Result<QueryOutput, ToolError> {
+    pub async fn query(
+        &self,
+        action: &Action,
+        max_rows: Option<i64>,
+        ct: &CancellationToken,
+    ) -> Result<QueryOutput, ToolError> {
         let started = Instant::now();
         let sql = action.sql.as_deref().unwrap_or_default();
         if sql.trim().is_empty() {
-            return Err(ToolError::BadArguments("`sql` is empty; pass one SELECT statement".into()));
+            return Err(ToolError::BadArguments(
+                "`sql` is empty; pass one SELECT statement".into(),
+            ));
         }
         let (max_rows, notice) = self.row_cap(max_rows)?;
         // Until policies and approval land, only plain reads run at all. The database guards (READ
@@ -106,10 +113,19 @@ impl Pipeline {
                 assessment.reasons.join("; ")
             )));
         }
-        let limits = ReadLimits { max_rows, statement_timeout: self.limits.statement_timeout };
+        let limits = ReadLimits {
+            max_rows,
+            statement_timeout: self.limits.statement_timeout,
+        };
         let result = self.db.read(sql, limits, ct).await?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(tool = action.tool, rows = result.rows.len(), truncated = result.truncated, elapsed_ms, "query done");
+        tracing::info!(
+            tool = action.tool,
+            rows = result.rows.len(),
+            truncated = result.truncated,
+            elapsed_ms,
+            "query done"
+        );
         Ok(QueryOutput {
             row_count: result.rows.len(),
             columns: result.columns,
@@ -125,10 +141,13 @@ impl Pipeline {
         let limit = self.limits.max_rows_limit;
         match requested {
             None => Ok((self.limits.default_max_rows, None)),
-            Some(n) if n < 1 => Err(ToolError::BadArguments(format!("`max_rows` must be at least 1 (got {n})"))),
-            Some(n) if n > limit as i64 => {
-                Ok((limit, Some(format!("max_rows {n} is above this server's limit; capped at {limit}"))))
-            }
+            Some(n) if n < 1 => Err(ToolError::BadArguments(format!(
+                "`max_rows` must be at least 1 (got {n})"
+            ))),
+            Some(n) if n > limit as i64 => Ok((
+                limit,
+                Some(format!("max_rows {n} is above this server's limit; capped at {limit}")),
+            )),
             Some(n) => Ok((n as u32, None)),
         }
     }
@@ -139,8 +158,13 @@ impl Pipeline {
 
     pub async fn describe_table(&self, table: &str, ct: &CancellationToken) -> Result<TableDescription, ToolError> {
         if table.trim().is_empty() {
-            return Err(ToolError::BadArguments("`table` is empty; pass a table name such as `orders` or `sales.orders`".into()));
+            return Err(ToolError::BadArguments(
+                "`table` is empty; pass a table name such as `orders` or `sales.orders`".into(),
+            ));
         }
-        Ok(self.db.describe_table(table.trim(), self.limits.statement_timeout, ct).await?)
+        Ok(self
+            .db
+            .describe_table(table.trim(), self.limits.statement_timeout, ct)
+            .await?)
     }
 }

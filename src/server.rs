@@ -38,10 +38,20 @@ pub struct PgWarden {
 
 impl PgWarden {
     pub fn new(pipeline: Arc<Pipeline>) -> PgWarden {
-        PgWarden { pipeline, session_id: uuid::Uuid::new_v4().to_string(), tool_router: Self::tool_router() }
+        PgWarden {
+            pipeline,
+            session_id: uuid::Uuid::new_v4().to_string(),
+            tool_router: Self::tool_router(),
+        }
     }
 
-    fn action(&self, tool: &'static str, sql: Option<String>, intent: Option<String>, ctx: &RequestContext<RoleServer>) -> Action {
+    fn action(
+        &self,
+        tool: &'static str,
+        sql: Option<String>,
+        intent: Option<String>,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Action {
         let client = ctx.client_info();
         Action {
             tool,
@@ -77,7 +87,11 @@ impl PgWarden {
         output_schema = schema_for_output::<QueryOutput>(),
         annotations(title = "Query (read-only)", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn query(&self, Parameters(args): Parameters<QueryArgs>, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
+    async fn query(
+        &self,
+        Parameters(args): Parameters<QueryArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
         let action = self.action("query", Some(args.sql), args.intent, &ctx);
         match self.pipeline.query(&action, args.max_rows, &ctx.ct).await {
             Ok(out) => success(&out, out.to_text()),
@@ -90,7 +104,11 @@ impl PgWarden {
         output_schema = schema_for_output::<TableList>(),
         annotations(title = "List tables", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn list_tables(&self, Parameters(args): Parameters<ListTablesArgs>, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
+    async fn list_tables(
+        &self,
+        Parameters(args): Parameters<ListTablesArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
         match self.pipeline.list_tables(args.schema.as_deref(), &ctx.ct).await {
             Ok(list) => success(&list, tools::list_tables::to_text(&list)),
             Err(e) => failure(e),
@@ -102,7 +120,11 @@ impl PgWarden {
         output_schema = schema_for_output::<TableDescription>(),
         annotations(title = "Describe table", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
-    async fn describe_table(&self, Parameters(args): Parameters<DescribeTableArgs>, ctx: RequestContext<RoleServer>) -> Result<CallToolResult, McpError> {
+    async fn describe_table(
+        &self,
+        Parameters(args): Parameters<DescribeTableArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
         match self.pipeline.describe_table(&args.table, &ctx.ct).await {
             Ok(d) => success(&d, tools::describe_table::to_text(&d)),
             Err(e) => failure(e),

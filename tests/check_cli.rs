@@ -1,13 +1,19 @@
 //! `pgwarden check`: the assessment and decision as a person or script sees them.
 
-use std::{io::Write, process::{Command, Stdio}};
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
 
 fn check_json(sql: &str) -> Value {
-    let out = Command::new(BIN).args(["check", "--format", "json", sql]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--format", "json", sql])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -15,7 +21,15 @@ fn check_json(sql: &str) -> Value {
 #[test]
 fn json_report_has_the_documented_fields_and_decision() {
     let v = check_json("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d");
-    for key in ["categories", "risk", "statements", "tables", "functions", "reasons", "decision"] {
+    for key in [
+        "categories",
+        "risk",
+        "statements",
+        "tables",
+        "functions",
+        "reasons",
+        "decision",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
     assert_eq!(v["decision"]["effect"], "approve");
@@ -30,8 +44,18 @@ fn json_report_has_the_documented_fields_and_decision() {
 
 #[test]
 fn sql_can_come_from_stdin_and_text_output_names_the_reason() {
-    let mut child = Command::new(BIN).arg("check").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"SELECT * FROM pg_read_file('/etc/passwd')").unwrap();
+    let mut child = Command::new(BIN)
+        .arg("check")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT * FROM pg_read_file('/etc/passwd')")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
@@ -41,6 +65,9 @@ fn sql_can_come_from_stdin_and_text_output_names_the_reason() {
 
 #[test]
 fn usage_errors_exit_non_zero() {
-    let out = Command::new(BIN).args(["check", "--format", "yaml", "SELECT 1"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--format", "yaml", "SELECT 1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }

@@ -45,7 +45,11 @@ fn corpus() -> Vec<Row> {
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             let cols: Vec<&str> = line.split('\t').collect();
-            Row { id: cols[0].into(), expected: cols[2].into(), sql: unescape(cols[3]) }
+            Row {
+                id: cols[0].into(),
+                expected: cols[2].into(),
+                sql: unescape(cols[3]),
+            }
         })
         .collect()
 }
@@ -64,7 +68,12 @@ fn no_non_read_statement_is_allowed() {
             escaped.push(format!("{} (expected at least {}): {}", row.id, row.expected, row.sql));
         }
     }
-    assert!(escaped.is_empty(), "{} non-read statements classified as read:\n{}", escaped.len(), escaped.join("\n"));
+    assert!(
+        escaped.is_empty(),
+        "{} non-read statements classified as read:\n{}",
+        escaped.len(),
+        escaped.join("\n")
+    );
 }
 
 #[test]
@@ -74,12 +83,28 @@ fn plain_reads_are_allowed_and_over_classified_ones_are_listed() {
     for row in &reads {
         let a = classify(&row.sql);
         if !a.is_read() {
-            over.push(format!("{}: {} -> {} ({})", row.id, row.sql, a.category().as_str(), a.reasons.join("; ")));
+            over.push(format!(
+                "{}: {} -> {} ({})",
+                row.id,
+                row.sql,
+                a.category().as_str(),
+                a.reasons.join("; ")
+            ));
         }
     }
-    println!("over-classified reads ({} of {}):\n{}", over.len(), reads.len(), over.join("\n"));
+    println!(
+        "over-classified reads ({} of {}):\n{}",
+        over.len(),
+        reads.len(),
+        over.join("\n")
+    );
     let allowed = reads.len() - over.len();
     // Deliberate refusals among the corpus reads: `FROM ONLY` (misparsed), `PREPARE` (outlives the
     // transaction), `SELECT $1` (no parameters in `query`) and statements sqlparser cannot parse.
-    assert!(allowed * 100 >= reads.len() * 95, "only {allowed} of {} reads allowed:\n{}", reads.len(), over.join("\n"));
+    assert!(
+        allowed * 100 >= reads.len() * 95,
+        "only {allowed} of {} reads allowed:\n{}",
+        reads.len(),
+        over.join("\n")
+    );
 }

@@ -19,9 +19,36 @@ impl Rng {
 }
 
 const PIECES: &[&str] = &[
-    "'", "\"", ";", "(", ")", "$$", "$a$", "--", "/*", "*/", "\n", "\r", "\\", "U&", "E'", " ", ",", "::",
-    "SELECT", "DELETE FROM t", "COMMIT", "WITH d AS (", "pg_read_file('x')", "FROM ONLY", "OPERATOR(+)", "ANALYZE",
-    "é", "\u{a0}", "\0", "🎉",
+    "'",
+    "\"",
+    ";",
+    "(",
+    ")",
+    "$$",
+    "$a$",
+    "--",
+    "/*",
+    "*/",
+    "\n",
+    "\r",
+    "\\",
+    "U&",
+    "E'",
+    " ",
+    ",",
+    "::",
+    "SELECT",
+    "DELETE FROM t",
+    "COMMIT",
+    "WITH d AS (",
+    "pg_read_file('x')",
+    "FROM ONLY",
+    "OPERATOR(+)",
+    "ANALYZE",
+    "é",
+    "\u{a0}",
+    "\0",
+    "🎉",
 ];
 
 fn mutate(rng: &mut Rng, base: &str, other: &str) -> String {
@@ -52,7 +79,11 @@ fn mutated_sql_never_panics_and_unparseable_text_is_never_a_read() {
     let corpus: Vec<String> = include_str!("data/sql-corpus.tsv")
         .lines()
         .skip(1)
-        .filter_map(|l| l.split('\t').nth(3).map(|s| s.replace("\\n", "\n").replace("\\t", "\t")))
+        .filter_map(|l| {
+            l.split('\t')
+                .nth(3)
+                .map(|s| s.replace("\\n", "\n").replace("\\t", "\t"))
+        })
         .collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut unparseable = 0;
@@ -63,8 +94,14 @@ fn mutated_sql_never_panics_and_unparseable_text_is_never_a_read() {
         let assessment = classify(&sql);
         if Parser::parse_sql(&PostgreSqlDialect {}, &sql).is_err() {
             unparseable += 1;
-            assert!(!assessment.is_read(), "case {i}: unparseable text classified as read: {sql:?}");
+            assert!(
+                !assessment.is_read(),
+                "case {i}: unparseable text classified as read: {sql:?}"
+            );
         }
     }
-    assert!(unparseable > 1000, "the mutator should produce plenty of unparseable text ({unparseable})");
+    assert!(
+        unparseable > 1000,
+        "the mutator should produce plenty of unparseable text ({unparseable})"
+    );
 }

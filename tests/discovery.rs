@@ -34,22 +34,48 @@ async fn list_tables_covers_every_user_schema_and_filters_by_one() {
         .iter()
         .map(|t| format!("{}.{}", t["schema"].as_str().unwrap(), t["name"].as_str().unwrap()))
         .collect();
-    for expected in ["public.Mixed Case", "public.plain", "sales.big_invoices", "sales.customers", "sales.invoices"] {
-        assert!(names.contains(&expected.to_string()), "{expected} missing from {names:?}");
+    for expected in [
+        "public.Mixed Case",
+        "public.plain",
+        "sales.big_invoices",
+        "sales.customers",
+        "sales.invoices",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} missing from {names:?}"
+        );
     }
-    assert!(!names.iter().any(|n| n.starts_with("pg_catalog.") || n.starts_with("information_schema.")));
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("pg_catalog.") || n.starts_with("information_schema."))
+    );
 
     let sales = mcp.ok("list_tables", json!({"schema": "sales"})).await;
     assert_eq!(sales["schemas"], json!([{"name": "sales", "comment": "Invoicing"}]));
-    let invoices = sales["tables"].as_array().unwrap().iter().find(|t| t["name"] == "invoices").unwrap();
+    let invoices = sales["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "invoices")
+        .unwrap();
     assert_eq!(invoices["kind"], json!("table"));
     assert_eq!(invoices["comment"], json!("Issued invoices"));
     assert_eq!(invoices["readable"], json!(true));
-    let view = sales["tables"].as_array().unwrap().iter().find(|t| t["name"] == "big_invoices").unwrap();
+    let view = sales["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "big_invoices")
+        .unwrap();
     assert_eq!(view["kind"], json!("view"));
 
     let e = mcp.err("list_tables", json!({"schema": "nope"})).await;
-    assert!(e.contains("schema `nope` does not exist") && e.contains("`sales`"), "{e}");
+    assert!(
+        e.contains("schema `nope` does not exist") && e.contains("`sales`"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -71,8 +97,20 @@ async fn describe_table_shows_columns_keys_indexes_and_comments() {
     assert_eq!(d["foreign_keys"][0]["columns"], json!(["customer_id"]));
     assert_eq!(d["foreign_keys"][0]["references_table"], json!("sales.customers"));
     assert_eq!(d["foreign_keys"][0]["references_columns"], json!(["id"]));
-    assert!(d["indexes"].as_array().unwrap().iter().any(|i| i["name"] == "invoices_customer_idx"));
-    assert!(d["constraints"].as_array().unwrap().iter().any(|c| c["kind"] == "check"));
+    assert!(
+        d["indexes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "invoices_customer_idx")
+    );
+    assert!(
+        d["constraints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "check")
+    );
 
     let v = mcp.ok("describe_table", json!({"table": "sales.big_invoices"})).await;
     assert_eq!(v["kind"], json!("view"));

@@ -32,7 +32,12 @@ async fn typed_values_round_trip_exactly() {
     let db = TestDb::new(TYPES_SQL).await;
     let mcp = Mcp::start(&db, limits()).await;
     let out = mcp.ok("query", json!({"sql": "SELECT * FROM typed"})).await;
-    let names: Vec<&str> = out["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = out["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     let row = &out["rows"][0];
     let get = |name: &str| row[names.iter().position(|n| *n == name).unwrap()].clone();
     let ty = |name: &str| out["columns"][names.iter().position(|n| *n == name).unwrap()]["type"].clone();
@@ -61,9 +66,16 @@ async fn typed_values_round_trip_exactly() {
     assert_eq!(get("ip"), json!("192.168.0.1"));
     assert_eq!(get("net"), json!("10.0.0.0/8"));
     assert_eq!(get("m"), json!("happy"));
-    assert_eq!(get("r"), json!({"lower": 1, "upper": 5, "lower_inclusive": true, "upper_inclusive": false}));
+    assert_eq!(
+        get("r"),
+        json!({"lower": 1, "upper": 5, "lower_inclusive": true, "upper_inclusive": false})
+    );
     assert_eq!(get("nothing"), Value::Null);
-    assert_eq!(get("tsv"), json!("<tsvector value not decoded>"), "undecoded types get a placeholder, not an error");
+    assert_eq!(
+        get("tsv"),
+        json!("<tsvector value not decoded>"),
+        "undecoded types get a placeholder, not an error"
+    );
     assert_eq!(ty("i8"), json!("int8"));
     assert_eq!(ty("ai"), json!("int4[]"));
     assert_eq!(ty("m"), json!("mood"));
@@ -75,7 +87,12 @@ async fn typed_values_round_trip_exactly() {
 async fn text_rendering_is_one_json_array_per_row() {
     let db = TestDb::new("").await;
     let mcp = Mcp::start(&db, limits()).await;
-    let r = mcp.call("query", json!({"sql": "SELECT 1 AS a, 'x|y' AS b UNION ALL SELECT 2, NULL"})).await;
+    let r = mcp
+        .call(
+            "query",
+            json!({"sql": "SELECT 1 AS a, 'x|y' AS b UNION ALL SELECT 2, NULL"}),
+        )
+        .await;
     let text = common::text(&r);
     assert!(text.contains("columns: a int4 | b text"), "{text}");
     assert!(text.contains("[1,\"x|y\"]\n[2,null]"), "{text}");
@@ -84,25 +101,52 @@ async fn text_rendering_is_one_json_array_per_row() {
 #[tokio::test]
 async fn row_cap_truncates_and_says_so() {
     let db = TestDb::new("CREATE TABLE big AS SELECT g AS id FROM generate_series(1, 1000) g;").await;
-    let mcp = Mcp::start(&db, Limits { default_max_rows: 50, ..limits() }).await;
+    let mcp = Mcp::start(
+        &db,
+        Limits {
+            default_max_rows: 50,
+            ..limits()
+        },
+    )
+    .await;
     let out = mcp.ok("query", json!({"sql": "SELECT id FROM big ORDER BY id"})).await;
     assert_eq!(out["row_count"], json!(50));
     assert_eq!(out["truncated"], json!(true));
     assert_eq!(out["rows"][49], json!([50]));
 
-    let out = mcp.ok("query", json!({"sql": "SELECT id FROM big ORDER BY id", "max_rows": 1000})).await;
+    let out = mcp
+        .ok(
+            "query",
+            json!({"sql": "SELECT id FROM big ORDER BY id", "max_rows": 1000}),
+        )
+        .await;
     assert_eq!(out["row_count"], json!(1000));
     assert_eq!(out["truncated"], json!(false), "exactly max_rows rows is not truncated");
 
-    let out = mcp.ok("query", json!({"sql": "SELECT id FROM big", "max_rows": 999})).await;
+    let out = mcp
+        .ok("query", json!({"sql": "SELECT id FROM big", "max_rows": 999}))
+        .await;
     assert_eq!(out["truncated"], json!(true));
 }
 
 #[tokio::test]
 async fn max_rows_above_the_hard_limit_is_capped_with_a_notice() {
     let db = TestDb::new("").await;
-    let mcp = Mcp::start(&db, Limits { max_rows_limit: 20, default_max_rows: 10, ..limits() }).await;
-    let out = mcp.ok("query", json!({"sql": "SELECT * FROM generate_series(1, 100)", "max_rows": 5000})).await;
+    let mcp = Mcp::start(
+        &db,
+        Limits {
+            max_rows_limit: 20,
+            default_max_rows: 10,
+            ..limits()
+        },
+    )
+    .await;
+    let out = mcp
+        .ok(
+            "query",
+            json!({"sql": "SELECT * FROM generate_series(1, 100)", "max_rows": 5000}),
+        )
+        .await;
     assert_eq!(out["row_count"], json!(20));
     assert_eq!(out["max_rows"], json!(20));
     assert!(out["notice"].as_str().unwrap().contains("capped at 20"));
@@ -113,9 +157,21 @@ async fn max_rows_above_the_hard_limit_is_capped_with_a_notice() {
 #[tokio::test]
 async fn statement_timeout_stops_a_long_query() {
     let db = TestDb::new("").await;
-    let mcp = Mcp::start(&db, Limits { statement_timeout: Duration::from_millis(300), ..limits() }).await;
+    let mcp = Mcp::start(
+        &db,
+        Limits {
+            statement_timeout: Duration::from_millis(300),
+            ..limits()
+        },
+    )
+    .await;
     let started = std::time::Instant::now();
-    let e = mcp.err("query", json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000000)"})).await;
+    let e = mcp
+        .err(
+            "query",
+            json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000000)"}),
+        )
+        .await;
     assert!(e.contains("57014"), "{e}");
     assert!(e.contains("statement_timeout"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -145,7 +201,13 @@ async fn writes_are_refused_and_leave_the_table_intact() {
         let e = mcp.err("query", json!({"sql": sql})).await;
         assert!(e.contains("Nothing was executed"), "{sql}: {e}");
     }
-    let n: i64 = db.client().await.query_one("SELECT count(*) FROM x", &[]).await.unwrap().get(0);
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM x", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 10);
 }
 
@@ -161,7 +223,13 @@ async fn a_write_hidden_in_a_view_is_stopped_by_the_database() {
     let mcp = Mcp::start(&db, limits()).await;
     let e = mcp.err("query", json!({"sql": "SELECT * FROM v_touch"})).await;
     assert!(e.contains("25006"), "{e}");
-    let n: i64 = db.client().await.query_one("SELECT count(*) FROM audit", &[]).await.unwrap().get(0);
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM audit", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
 }
 
@@ -171,13 +239,34 @@ async fn the_database_layer_alone_keeps_reads_read_only() {
     let db = TestDb::new("CREATE TABLE x (id int); INSERT INTO x VALUES (1), (2);").await;
     let database = db.database(1).await;
     let ct = CancellationToken::new();
-    let l = ReadLimits { max_rows: 10, statement_timeout: Duration::from_secs(5) };
+    let l = ReadLimits {
+        max_rows: 10,
+        statement_timeout: Duration::from_secs(5),
+    };
     let code = |r: Result<_, pgwarden::db::DbError>| r.err().and_then(|e| e.code().map(str::to_string));
-    assert_eq!(code(database.read("DELETE FROM x", l, &ct).await).as_deref(), Some("25006"));
-    assert_eq!(code(database.read("SELECT 1; COMMIT; DROP TABLE x", l, &ct).await).as_deref(), Some("42601"));
-    assert_eq!(code(database.read("SET TRANSACTION READ WRITE", l, &ct).await).as_deref(), Some("25001"));
-    assert_eq!(code(database.read("CREATE TABLE y (a int)", l, &ct).await).as_deref(), Some("25006"));
-    let n: i64 = db.client().await.query_one("SELECT count(*) FROM x", &[]).await.unwrap().get(0);
+    assert_eq!(
+        code(database.read("DELETE FROM x", l, &ct).await).as_deref(),
+        Some("25006")
+    );
+    assert_eq!(
+        code(database.read("SELECT 1; COMMIT; DROP TABLE x", l, &ct).await).as_deref(),
+        Some("42601")
+    );
+    assert_eq!(
+        code(database.read("SET TRANSACTION READ WRITE", l, &ct).await).as_deref(),
+        Some("25001")
+    );
+    assert_eq!(
+        code(database.read("CREATE TABLE y (a int)", l, &ct).await).as_deref(),
+        Some("25006")
+    );
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM x", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 2);
 }
 
@@ -186,12 +275,21 @@ async fn session_state_does_not_leak_into_the_next_call() {
     let db = TestDb::new("").await;
     let database = db.database(1).await; // one connection: the next call reuses it
     let ct = CancellationToken::new();
-    let l = ReadLimits { max_rows: 10, statement_timeout: Duration::from_secs(5) };
+    let l = ReadLimits {
+        max_rows: 10,
+        statement_timeout: Duration::from_secs(5),
+    };
     // A SQL-level PREPARE survives ROLLBACK; the reset between calls must remove it.
     database.read("PREPARE leaked AS SELECT 42", l, &ct).await.unwrap();
-    let r = database.read("SELECT count(*) FROM pg_prepared_statements WHERE from_sql", l, &ct).await.unwrap();
+    let r = database
+        .read("SELECT count(*) FROM pg_prepared_statements WHERE from_sql", l, &ct)
+        .await
+        .unwrap();
     assert_eq!(r.rows[0][0], json!(0));
-    let r = database.read("SELECT current_setting('statement_timeout')", l, &ct).await.unwrap();
+    let r = database
+        .read("SELECT current_setting('statement_timeout')", l, &ct)
+        .await
+        .unwrap();
     assert_eq!(r.rows[0][0], json!("5s"));
 }
 
@@ -217,7 +315,10 @@ async fn a_clean_connection_is_reused_rather_than_reopened() {
     let db = TestDb::new("").await;
     let database = db.database(1).await;
     let ct = CancellationToken::new();
-    let l = ReadLimits { max_rows: 10, statement_timeout: Duration::from_secs(5) };
+    let l = ReadLimits {
+        max_rows: 10,
+        statement_timeout: Duration::from_secs(5),
+    };
     let pid = |r: pgwarden::db::ReadResult| r.rows[0][0].clone();
     let first = pid(database.read("SELECT pg_backend_pid()", l, &ct).await.unwrap());
     let second = pid(database.read("SELECT pg_backend_pid()", l, &ct).await.unwrap());
@@ -229,13 +330,27 @@ async fn a_cancelled_call_stops_its_query_in_postgres() {
     use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
     use rmcp::service::PeerRequestOptions;
     let db = TestDb::new("").await;
-    let mcp = Mcp::start(&db, Limits { statement_timeout: Duration::from_secs(60), ..limits() }).await;
-    let params = CallToolRequestParams::new("query")
-        .with_arguments(json!({"sql": "SELECT count(*) FROM generate_series(1, 10000000000) AS marker_for_cancel_test"}).as_object().cloned().unwrap());
+    let mcp = Mcp::start(
+        &db,
+        Limits {
+            statement_timeout: Duration::from_secs(60),
+            ..limits()
+        },
+    )
+    .await;
+    let params = CallToolRequestParams::new("query").with_arguments(
+        json!({"sql": "SELECT count(*) FROM generate_series(1, 10000000000) AS marker_for_cancel_test"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
     let handle = mcp
         .client
         .peer()
-        .send_cancellable_request(ClientRequest::CallToolRequest(CallToolRequest::new(params)), PeerRequestOptions::no_options())
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+            PeerRequestOptions::no_options(),
+        )
         .await
         .unwrap();
     let admin = db.admin().await;
@@ -255,7 +370,10 @@ async fn a_cancelled_call_stops_its_query_in_postgres() {
     };
     assert!(wait_for(1).await, "the query never started");
     handle.cancel(Some("user pressed stop".into())).await.unwrap();
-    assert!(wait_for(0).await, "the query kept running in Postgres after the call was cancelled");
+    assert!(
+        wait_for(0).await,
+        "the query kept running in Postgres after the call was cancelled"
+    );
     // The server is still healthy.
     mcp.ok("query", json!({"sql": "SELECT 1"})).await;
 }

@@ -20,7 +20,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
 
 fn socket_dsn(user: &str, db: &str) -> String {
     let c = &common::cluster().cluster;
-    format!("host={} port={} user={user} dbname={db}", c.socket_dir().display(), c.port)
+    format!(
+        "host={} port={} user={user} dbname={db}",
+        c.socket_dir().display(),
+        c.port
+    )
 }
 
 /// Runs `pgwarden serve` with a URL that must fail; returns (stdout, stderr).
@@ -32,21 +36,30 @@ fn failing_start(url: &str) -> (String, String) {
         .output()
         .expect("run pgwarden");
     assert!(!out.status.success(), "pgwarden should fail to start with {url}");
-    (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn bad_database_urls_fail_at_start_up_with_a_clear_error() {
     let (stdout, stderr) = failing_start("postgres://nobody:hunter2@127.0.0.1:1/x");
     assert!(stdout.is_empty(), "stdout must stay protocol-only: {stdout}");
-    assert!(stderr.contains("cannot reach PostgreSQL at nobody@127.0.0.1:1/x"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach PostgreSQL at nobody@127.0.0.1:1/x"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
 
     let (_, stderr) = failing_start("postgres://u@h:notaport/db");
     assert!(stderr.contains("invalid database URL"), "{stderr}");
 
     let (_, stderr) = failing_start(&socket_dsn("ghost", "postgres"));
-    assert!(stderr.contains("login to ghost@") && stderr.contains("28000"), "{stderr}");
+    assert!(
+        stderr.contains("login to ghost@") && stderr.contains("28000"),
+        "{stderr}"
+    );
 
     let (_, stderr) = failing_start(&socket_dsn(common::AGENT, "no_such_db"));
     assert!(stderr.contains("database does not exist"), "{stderr}");
@@ -54,7 +67,9 @@ fn bad_database_urls_fail_at_start_up_with_a_clear_error() {
 
 #[test]
 fn stdout_carries_only_protocol_messages() {
-    let db = tokio::runtime::Runtime::new().unwrap().block_on(common::TestDb::new("CREATE TABLE t (a int);"));
+    let db = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(common::TestDb::new("CREATE TABLE t (a int);"));
     let mut child = Command::new(BIN)
         .args(["serve", "--database-url", &socket_dsn(common::AGENT, &db.name)])
         .env("PGWARDEN_LOG", "debug")
@@ -79,7 +94,8 @@ fn stdout_carries_only_protocol_messages() {
     let mut replies = Vec::new();
     for line in stdout.lines() {
         let line = line.unwrap();
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("non-protocol line on stdout: {line:?} ({e})"));
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("non-protocol line on stdout: {line:?} ({e})"));
         assert_eq!(v["jsonrpc"], json!("2.0"), "{line}");
         replies.push(v);
         if replies.len() == 5 {
@@ -96,7 +112,10 @@ fn stdout_carries_only_protocol_messages() {
     assert_eq!(by_id(5)["result"]["isError"], json!(false));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(stderr.contains("using the database"), "start-up logs go to stderr: {stderr}");
+    assert!(
+        stderr.contains("using the database"),
+        "start-up logs go to stderr: {stderr}"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +123,10 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
     let dir = tempfile::Builder::new().prefix("pgw-sbx-").tempdir_in("/tmp").unwrap();
     let sandbox_dir = dir.path().join("sandbox");
     let cmd = tokio::process::Command::new(BIN).configure(|c| {
-        c.arg("serve").arg("--sandbox-dir").arg(&sandbox_dir).env_remove("DATABASE_URL");
+        c.arg("serve")
+            .arg("--sandbox-dir")
+            .arg(&sandbox_dir)
+            .env_remove("DATABASE_URL");
     });
     let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("MCP session with the sandbox");
     let call = |tool: &str, args: Value| {
@@ -117,16 +139,27 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
         .iter()
         .map(|t| format!("{}.{}", t["schema"].as_str().unwrap(), t["name"].as_str().unwrap()))
         .collect();
-    for t in ["public.customers", "public.orders", "public.products", "analytics.monthly_revenue"] {
+    for t in [
+        "public.customers",
+        "public.orders",
+        "public.products",
+        "analytics.monthly_revenue",
+    ] {
         assert!(tables.contains(&t.to_string()), "{t} missing: {tables:?}");
     }
     let r = client
-        .call_tool(call("query", json!({"sql": "SELECT count(*) AS n, count(email) AS e, current_user AS u FROM customers"})))
+        .call_tool(call(
+            "query",
+            json!({"sql": "SELECT count(*) AS n, count(email) AS e, current_user AS u FROM customers"}),
+        ))
         .await
         .unwrap();
     let out = r.structured_content.unwrap();
     assert_eq!(out["rows"][0], json!([200, 200, "pgwarden_agent"]));
-    let d = client.call_tool(call("describe_table", json!({"table": "customers"}))).await.unwrap();
+    let d = client
+        .call_tool(call("describe_table", json!({"table": "customers"})))
+        .await
+        .unwrap();
     let cols = d.structured_content.unwrap()["columns"].clone();
     assert!(cols.as_array().unwrap().iter().any(|c| c["name"] == "phone"));
     client.cancel().await.unwrap();
@@ -137,6 +170,9 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
     while pid_file.exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!pid_file.exists(), "the sandbox cluster is still running after pgwarden exited");
+    assert!(
+        !pid_file.exists(),
+        "the sandbox cluster is still running after pgwarden exited"
+    );
     assert!(sandbox_dir.join("seeded").is_file());
 }

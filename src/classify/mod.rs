@@ -182,7 +182,12 @@ fn classify_statement(statement: &Statement) -> (StatementAssessment, walk::Walk
             reasons.push(f.reason.clone());
         }
     }
-    let assessment = StatementAssessment { kind: base.kind, category, risk: category.risk(), reasons };
+    let assessment = StatementAssessment {
+        kind: base.kind,
+        category,
+        risk: category.risk(),
+        reasons,
+    };
     (assessment, walked)
 }
 

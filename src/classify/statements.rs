@@ -16,7 +16,14 @@ pub struct Base {
 }
 
 fn mk(kind: &str, category: Category, reason: impl Into<String>) -> Base {
-    Base { kind: kind.to_string(), finding: Finding { category, reason: reason.into() }, plan_only: false }
+    Base {
+        kind: kind.to_string(),
+        finding: Finding {
+            category,
+            reason: reason.into(),
+        },
+        plan_only: false,
+    }
 }
 
 /// `EXPLAIN` runs its target when ANALYZE is on, in either spelling (sqlparser_gaps §3.3).
@@ -25,7 +32,10 @@ pub fn explain_analyzes(analyze: bool, options: Option<&[sqlparser::ast::Utility
         || options.unwrap_or_default().iter().any(|o| {
             let name = o.name.value.to_lowercase();
             (name == "analyze" || name == "analyse")
-                && !matches!(o.arg.as_ref().map(|a| a.to_string().to_lowercase()).as_deref(), Some("false" | "off" | "0"))
+                && !matches!(
+                    o.arg.as_ref().map(|a| a.to_string().to_lowercase()).as_deref(),
+                    Some("false" | "off" | "0")
+                )
         })
 }
 
@@ -33,7 +43,12 @@ pub fn base_of(statement: &Statement) -> Base {
     use Category::*;
     match statement {
         Statement::Query(_) => mk("SELECT", Read, "a query"),
-        Statement::Explain { analyze, options, statement: target, .. } => {
+        Statement::Explain {
+            analyze,
+            options,
+            statement: target,
+            ..
+        } => {
             if explain_analyzes(*analyze, options.as_deref()) {
                 let mut b = mk("EXPLAIN ANALYZE", Read, "EXPLAIN ANALYZE executes its target");
                 // CREATE TABLE AS / SELECT INTO / CREATE MATERIALIZED VIEW under EXPLAIN ANALYZE create
@@ -48,34 +63,73 @@ pub fn base_of(statement: &Statement) -> Base {
                 }
                 b
             } else {
-                Base { plan_only: true, ..mk("EXPLAIN", Read, "EXPLAIN without ANALYZE only plans") }
+                Base {
+                    plan_only: true,
+                    ..mk("EXPLAIN", Read, "EXPLAIN without ANALYZE only plans")
+                }
             }
         }
         Statement::ShowVariable { variable } => {
-            let name = variable.iter().map(|i| i.value.to_lowercase()).collect::<Vec<_>>().join(".");
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(".");
             if PUBLIC_SETTINGS.contains(&name.as_str()) {
                 mk("SHOW", Read, "shows a public setting")
             } else {
-                mk("SHOW", Export, format!("shows the setting `{name}`, which may hold a secret"))
+                mk(
+                    "SHOW",
+                    Export,
+                    format!("shows the setting `{name}`, which may hold a secret"),
+                )
             }
         }
         // Cursors without WITH HOLD die with the transaction; FETCH/CLOSE only read them.
-        Statement::Declare { stmts } if stmts.iter().all(|d| d.hold != Some(true)) => mk("DECLARE", Read, "declares a cursor"),
-        Statement::Declare { .. } => mk("DECLARE", Admin, "DECLARE … WITH HOLD keeps a cursor after the transaction"),
+        Statement::Declare { stmts } if stmts.iter().all(|d| d.hold != Some(true)) => {
+            mk("DECLARE", Read, "declares a cursor")
+        }
+        Statement::Declare { .. } => mk(
+            "DECLARE",
+            Admin,
+            "DECLARE … WITH HOLD keeps a cursor after the transaction",
+        ),
         Statement::Fetch { .. } => mk("FETCH", Read, "reads from a cursor"),
         Statement::Close { .. } => mk("CLOSE", Read, "closes a cursor"),
 
         Statement::Insert(i) => mk("INSERT", Write, format!("inserts into `{}`", i.table)),
         Statement::Update(u) => match &u.selection {
-            None => mk("UPDATE", Destructive, format!("UPDATE of `{}` without WHERE changes every row", u.table.relation)),
-            Some(w) if is_tautology(w) => mk("UPDATE", Destructive, format!("UPDATE of `{}` with an always-true WHERE `{w}`", u.table.relation)),
+            None => mk(
+                "UPDATE",
+                Destructive,
+                format!("UPDATE of `{}` without WHERE changes every row", u.table.relation),
+            ),
+            Some(w) if is_tautology(w) => mk(
+                "UPDATE",
+                Destructive,
+                format!("UPDATE of `{}` with an always-true WHERE `{w}`", u.table.relation),
+            ),
             Some(_) => mk("UPDATE", Write, format!("updates `{}`", u.table.relation)),
         },
         Statement::Delete(d) => {
-            let target = d.to_string().split_whitespace().skip_while(|w| !w.eq_ignore_ascii_case("from")).nth(1).unwrap_or("?").to_string();
+            let target = d
+                .to_string()
+                .split_whitespace()
+                .skip_while(|w| !w.eq_ignore_ascii_case("from"))
+                .nth(1)
+                .unwrap_or("?")
+                .to_string();
             match &d.selection {
-                None if d.using.is_none() => mk("DELETE", Destructive, format!("DELETE from `{target}` without WHERE removes every row")),
-                Some(w) if is_tautology(w) => mk("DELETE", Destructive, format!("DELETE from `{target}` with an always-true WHERE `{w}`")),
+                None if d.using.is_none() => mk(
+                    "DELETE",
+                    Destructive,
+                    format!("DELETE from `{target}` without WHERE removes every row"),
+                ),
+                Some(w) if is_tautology(w) => mk(
+                    "DELETE",
+                    Destructive,
+                    format!("DELETE from `{target}` with an always-true WHERE `{w}`"),
+                ),
                 _ => mk("DELETE", Write, format!("deletes from `{target}`")),
             }
         }
@@ -84,16 +138,37 @@ pub fn base_of(statement: &Statement) -> Base {
         }
         Statement::Merge(m) => mk("MERGE", Write, format!("merges into `{}`", m.table)),
         Statement::Copy { to: false, .. } => mk("COPY FROM", Write, "COPY … FROM loads rows into a table"),
-        Statement::Copy { target: CopyTarget::Program { .. }, .. } => {
-            mk("COPY TO PROGRAM", Privilege, "COPY … TO PROGRAM runs a shell command on the database server")
-        }
-        Statement::Copy { target: CopyTarget::File { filename }, .. } => {
-            mk("COPY TO", Export, format!("COPY … TO writes the server file `{filename}`"))
-        }
+        Statement::Copy {
+            target: CopyTarget::Program { .. },
+            ..
+        } => mk(
+            "COPY TO PROGRAM",
+            Privilege,
+            "COPY … TO PROGRAM runs a shell command on the database server",
+        ),
+        Statement::Copy {
+            target: CopyTarget::File { filename },
+            ..
+        } => mk(
+            "COPY TO",
+            Export,
+            format!("COPY … TO writes the server file `{filename}`"),
+        ),
         Statement::Copy { .. } => mk("COPY TO", Export, "COPY … TO STDOUT exports data"),
         Statement::NOTIFY { .. } => mk("NOTIFY", Write, "NOTIFY sends a message to other sessions"),
 
-        Statement::Truncate(t) => mk("TRUNCATE", Destructive, format!("TRUNCATE `{}` removes every row", t.table_names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))),
+        Statement::Truncate(t) => mk(
+            "TRUNCATE",
+            Destructive,
+            format!(
+                "TRUNCATE `{}` removes every row",
+                t.table_names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
         Statement::Drop { object_type, names, .. } => {
             let what = names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
             let kind = format!("DROP {object_type}");
@@ -102,11 +177,21 @@ pub fn base_of(statement: &Statement) -> Base {
                 _ => mk(&kind, Destructive, format!("drops `{what}`")),
             }
         }
-        Statement::DropFunction(_) | Statement::DropProcedure { .. } | Statement::DropTrigger(_) | Statement::DropExtension(_)
-        | Statement::DropPolicy(_) | Statement::DropDomain(_) | Statement::DropOperator(_) | Statement::DropOperatorFamily(_)
-        | Statement::DropOperatorClass(_) | Statement::DropSecret { .. } | Statement::DropConnector { .. } => {
-            mk(&kind_of(statement), Destructive, format!("`{}` drops an object", kind_of(statement)))
-        }
+        Statement::DropFunction(_)
+        | Statement::DropProcedure { .. }
+        | Statement::DropTrigger(_)
+        | Statement::DropExtension(_)
+        | Statement::DropPolicy(_)
+        | Statement::DropDomain(_)
+        | Statement::DropOperator(_)
+        | Statement::DropOperatorFamily(_)
+        | Statement::DropOperatorClass(_)
+        | Statement::DropSecret { .. }
+        | Statement::DropConnector { .. } => mk(
+            &kind_of(statement),
+            Destructive,
+            format!("`{}` drops an object", kind_of(statement)),
+        ),
         Statement::AlterTable(a) => {
             let drops = a.operations.iter().any(|op| {
                 matches!(
@@ -118,55 +203,140 @@ pub fn base_of(statement: &Statement) -> Base {
                         | AlterTableOperation::DropForeignKey { .. }
                 )
             });
-            let owner = a.operations.iter().any(|op| matches!(op, AlterTableOperation::OwnerTo { .. }));
+            let owner = a
+                .operations
+                .iter()
+                .any(|op| matches!(op, AlterTableOperation::OwnerTo { .. }));
             if owner {
                 mk("ALTER TABLE", Privilege, format!("changes the owner of `{}`", a.name))
             } else if drops {
-                mk("ALTER TABLE", Destructive, format!("ALTER TABLE `{}` drops a column or constraint", a.name))
+                mk(
+                    "ALTER TABLE",
+                    Destructive,
+                    format!("ALTER TABLE `{}` drops a column or constraint", a.name),
+                )
             } else {
                 mk("ALTER TABLE", Ddl, format!("alters `{}`", a.name))
             }
         }
-        Statement::CreateFunction(f) if f.security.as_ref().is_some_and(|s| s.to_string().to_uppercase().contains("DEFINER")) => {
-            mk("CREATE FUNCTION", Privilege, format!("creates SECURITY DEFINER function `{}`", f.name))
+        Statement::CreateFunction(f)
+            if f.security
+                .as_ref()
+                .is_some_and(|s| s.to_string().to_uppercase().contains("DEFINER")) =>
+        {
+            mk(
+                "CREATE FUNCTION",
+                Privilege,
+                format!("creates SECURITY DEFINER function `{}`", f.name),
+            )
         }
-        Statement::CreateTable(_) | Statement::CreateView(_) | Statement::CreateIndex(_) | Statement::CreateSchema { .. }
-        | Statement::CreateSequence { .. } | Statement::CreateDomain(_) | Statement::CreateType { .. } | Statement::CreateFunction(_)
-        | Statement::CreateProcedure { .. } | Statement::CreateTrigger(_) | Statement::CreateExtension(_) | Statement::CreatePolicy(_)
-        | Statement::CreateServer(_) | Statement::CreateDatabase { .. } | Statement::CreateOperator(_) | Statement::CreateOperatorFamily(_)
-        | Statement::CreateOperatorClass(_) | Statement::CreateTextSearch(_) | Statement::CreateCollation(_) | Statement::CreateVirtualTable { .. }
-        | Statement::AlterSchema(_) | Statement::AlterIndex { .. } | Statement::AlterView { .. } | Statement::AlterFunction(_)
-        | Statement::AlterType(_) | Statement::AlterCollation(_) | Statement::AlterOperator(_) | Statement::AlterOperatorFamily(_)
-        | Statement::AlterOperatorClass(_) | Statement::AlterTextSearch(_) | Statement::AlterPolicy(_) | Statement::RenameTable(_)
-        | Statement::Comment { .. } => mk(&kind_of(statement), Ddl, format!("`{}` changes the schema", kind_of(statement))),
+        Statement::CreateTable(_)
+        | Statement::CreateView(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateSchema { .. }
+        | Statement::CreateSequence { .. }
+        | Statement::CreateDomain(_)
+        | Statement::CreateType { .. }
+        | Statement::CreateFunction(_)
+        | Statement::CreateProcedure { .. }
+        | Statement::CreateTrigger(_)
+        | Statement::CreateExtension(_)
+        | Statement::CreatePolicy(_)
+        | Statement::CreateServer(_)
+        | Statement::CreateDatabase { .. }
+        | Statement::CreateOperator(_)
+        | Statement::CreateOperatorFamily(_)
+        | Statement::CreateOperatorClass(_)
+        | Statement::CreateTextSearch(_)
+        | Statement::CreateCollation(_)
+        | Statement::CreateVirtualTable { .. }
+        | Statement::AlterSchema(_)
+        | Statement::AlterIndex { .. }
+        | Statement::AlterView { .. }
+        | Statement::AlterFunction(_)
+        | Statement::AlterType(_)
+        | Statement::AlterCollation(_)
+        | Statement::AlterOperator(_)
+        | Statement::AlterOperatorFamily(_)
+        | Statement::AlterOperatorClass(_)
+        | Statement::AlterTextSearch(_)
+        | Statement::AlterPolicy(_)
+        | Statement::RenameTable(_)
+        | Statement::Comment { .. } => mk(
+            &kind_of(statement),
+            Ddl,
+            format!("`{}` changes the schema", kind_of(statement)),
+        ),
 
-        Statement::Grant(_) | Statement::Revoke(_) | Statement::CreateRole(_) | Statement::AlterRole { .. } | Statement::CreateUser(_)
-        | Statement::AlterUser(_) => mk(&kind_of(statement), Privilege, format!("`{}` changes privileges or roles", kind_of(statement))),
-        Statement::Set(Set::SetRole { .. }) => mk("SET ROLE", Privilege, "SET ROLE switches to another role's privileges"),
-        Statement::Set(Set::SetSessionAuthorization(_)) => {
-            mk("SET SESSION AUTHORIZATION", Privilege, "SET SESSION AUTHORIZATION switches user")
+        Statement::Grant(_)
+        | Statement::Revoke(_)
+        | Statement::CreateRole(_)
+        | Statement::AlterRole { .. }
+        | Statement::CreateUser(_)
+        | Statement::AlterUser(_) => mk(
+            &kind_of(statement),
+            Privilege,
+            format!("`{}` changes privileges or roles", kind_of(statement)),
+        ),
+        Statement::Set(Set::SetRole { .. }) => {
+            mk("SET ROLE", Privilege, "SET ROLE switches to another role's privileges")
         }
+        Statement::Set(Set::SetSessionAuthorization(_)) => mk(
+            "SET SESSION AUTHORIZATION",
+            Privilege,
+            "SET SESSION AUTHORIZATION switches user",
+        ),
         // RESET ROLE parses as a generic RESET of a parameter named ROLE (sqlparser_gaps §3.6).
-        Statement::Reset(r) if matches!(&r.reset, Reset::SessionAuthorization) || r.reset_names_role() => {
-            mk("RESET", Privilege, "RESET ROLE/SESSION AUTHORIZATION switches privileges")
-        }
+        Statement::Reset(r) if matches!(&r.reset, Reset::SessionAuthorization) || r.reset_names_role() => mk(
+            "RESET",
+            Privilege,
+            "RESET ROLE/SESSION AUTHORIZATION switches privileges",
+        ),
         // Every SET/RESET can undo a guard (transaction mode, timeouts, string lexing): never a read.
         Statement::Set(_) => mk("SET", Admin, format!("`{}` changes session state", statement)),
         Statement::Reset(_) => mk("RESET", Admin, "RESET changes session state"),
         Statement::Discard { .. } => mk("DISCARD", Admin, "DISCARD changes session state"),
-        Statement::StartTransaction { .. } | Statement::Commit { .. } | Statement::Rollback { .. } | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. } => {
-            mk(&kind_of(statement), Admin, format!("`{}` is transaction control, which can end pgwarden's guard transaction", kind_of(statement)))
-        }
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => mk(
+            &kind_of(statement),
+            Admin,
+            format!(
+                "`{}` is transaction control, which can end pgwarden's guard transaction",
+                kind_of(statement)
+            ),
+        ),
         // PREPARE survives ROLLBACK; its body is walked as a nested statement too.
-        Statement::Prepare { .. } => mk("PREPARE", Admin, "PREPARE creates a prepared statement that outlives the transaction"),
+        Statement::Prepare { .. } => mk(
+            "PREPARE",
+            Admin,
+            "PREPARE creates a prepared statement that outlives the transaction",
+        ),
         Statement::Deallocate { .. } => mk("DEALLOCATE", Admin, "DEALLOCATE changes session state"),
-        Statement::Vacuum(_) | Statement::Analyze(_) | Statement::Lock(_) | Statement::LISTEN { .. } | Statement::UNLISTEN { .. }
-        | Statement::Load { .. } => mk(&kind_of(statement), Admin, format!("`{}` is maintenance or session administration", kind_of(statement))),
+        Statement::Vacuum(_)
+        | Statement::Analyze(_)
+        | Statement::Lock(_)
+        | Statement::LISTEN { .. }
+        | Statement::UNLISTEN { .. }
+        | Statement::Load { .. } => mk(
+            &kind_of(statement),
+            Admin,
+            format!("`{}` is maintenance or session administration", kind_of(statement)),
+        ),
         // EXECUTE and CALL run code whose content the text does not show.
-        Statement::Execute { .. } => mk("EXECUTE", Unknown, "EXECUTE runs a prepared statement whose content is not visible here"),
+        Statement::Execute { .. } => mk(
+            "EXECUTE",
+            Unknown,
+            "EXECUTE runs a prepared statement whose content is not visible here",
+        ),
         Statement::Call(_) => mk("CALL", Unknown, "CALL runs a procedure whose body is not visible here"),
-        other => mk(&kind_of(other), Unknown, format!("`{}` is not a statement pgwarden has classified", kind_of(other))),
+        other => mk(
+            &kind_of(other),
+            Unknown,
+            format!("`{}` is not a statement pgwarden has classified", kind_of(other)),
+        ),
     }
 }
 
@@ -194,7 +364,12 @@ pub fn kind_of(statement: &Statement) -> String {
         Some("CREATE" | "ALTER" | "DROP" | "START" | "RELEASE") => 2,
         _ => 1,
     };
-    words.iter().take(n).map(|w| w.to_uppercase()).collect::<Vec<_>>().join(" ")
+    words
+        .iter()
+        .take(n)
+        .map(|w| w.to_uppercase())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// WHERE clauses that match every row: `true`, `1 = 1`, `x = x`, `NOT false`, `… OR true`.
@@ -202,13 +377,34 @@ pub fn is_tautology(e: &Expr) -> bool {
     match e {
         Expr::Value(v) => matches!(v.value, Value::Boolean(true)),
         Expr::Nested(inner) => is_tautology(inner),
-        Expr::UnaryOp { op: UnaryOperator::Not, expr } => is_contradiction(expr),
-        Expr::BinaryOp { left, op: BinaryOperator::Or, right } => is_tautology(left) || is_tautology(right),
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => is_tautology(left) && is_tautology(right),
-        Expr::BinaryOp { left, op: BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq, right } => left == right,
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => is_contradiction(expr),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Or,
+            right,
+        } => is_tautology(left) || is_tautology(right),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => is_tautology(left) && is_tautology(right),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq,
+            right,
+        } => left == right,
         // `1 <> 2`, `'a' <> 'b'`: two different literals.
-        Expr::BinaryOp { left, op: BinaryOperator::NotEq, right } => is_literal(left) && is_literal(right) && left != right,
-        Expr::IsNotNull(inner) => is_literal(inner) && !matches!(&**inner, Expr::Value(v) if matches!(v.value, Value::Null)),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::NotEq,
+            right,
+        } => is_literal(left) && is_literal(right) && left != right,
+        Expr::IsNotNull(inner) => {
+            is_literal(inner) && !matches!(&**inner, Expr::Value(v) if matches!(v.value, Value::Null))
+        }
         Expr::IsTrue(inner) => is_tautology(inner),
         Expr::IsNotFalse(inner) => is_tautology(inner),
         _ => false,
@@ -219,10 +415,25 @@ fn is_contradiction(e: &Expr) -> bool {
     match e {
         Expr::Value(v) => matches!(v.value, Value::Boolean(false)),
         Expr::Nested(inner) => is_contradiction(inner),
-        Expr::UnaryOp { op: UnaryOperator::Not, expr } => is_tautology(expr),
-        Expr::BinaryOp { left, op: BinaryOperator::NotEq, right } => left == right,
-        Expr::BinaryOp { left, op: BinaryOperator::And, right } => is_contradiction(left) || is_contradiction(right),
-        Expr::BinaryOp { left, op: BinaryOperator::Or, right } => is_contradiction(left) && is_contradiction(right),
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => is_tautology(expr),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::NotEq,
+            right,
+        } => left == right,
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => is_contradiction(left) || is_contradiction(right),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Or,
+            right,
+        } => is_contradiction(left) && is_contradiction(right),
         _ => false,
     }
 }
@@ -230,4 +441,3 @@ fn is_contradiction(e: &Expr) -> bool {
 fn is_literal(e: &Expr) -> bool {
     matches!(e, Expr::Value(_))
 }
-

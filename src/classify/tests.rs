@@ -43,10 +43,19 @@ fn each_rule_assigns_its_category() {
         ("DELETE FROM t WHERE NOT false", Destructive),
         ("DELETE FROM t WHERE id = 3 OR true", Destructive),
         ("DELETE FROM t WHERE 1 <> 2", Destructive),
-        ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE", Destructive),
-        ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v", Write),
+        (
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+            Destructive,
+        ),
+        (
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v",
+            Write,
+        ),
         ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", Destructive),
-        ("WITH d AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM d", Write),
+        (
+            "WITH d AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM d",
+            Write,
+        ),
         ("SELECT * FROM t FOR UPDATE", Write),
         ("SELECT * INTO t2 FROM t", Ddl),
         ("CREATE TABLE x (a int)", Ddl),
@@ -85,7 +94,10 @@ fn each_rule_assigns_its_category() {
         ("COPY (DELETE FROM t RETURNING *) TO STDOUT", Destructive),
         ("SELECT pg_read_file('/etc/passwd')", Export),
         ("SELECT * FROM pg_ls_dir('.')", Export),
-        ("SELECT x FROM t CROSS JOIN LATERAL pg_read_file('/etc/passwd') AS x", Export),
+        (
+            "SELECT x FROM t CROSS JOIN LATERAL pg_read_file('/etc/passwd') AS x",
+            Export,
+        ),
         ("VALUES (pg_terminate_backend(1))", Admin),
         ("SELECT * FROM dblink_exec('dbname=x', 'DROP TABLE t')", Unknown),
         ("SELECT set_config('statement_timeout', '0', false)", Admin),
@@ -127,14 +139,26 @@ fn a_batch_takes_its_highest_risk_and_lists_every_statement() {
 #[test]
 fn reasons_name_the_ast_fact() {
     let a = classify("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d");
-    assert!(a.reasons.iter().any(|r| r.contains("data-modifying CTE `d`") && r.contains("`t`")), "{:?}", a.reasons);
+    assert!(
+        a.reasons
+            .iter()
+            .any(|r| r.contains("data-modifying CTE `d`") && r.contains("`t`")),
+        "{:?}",
+        a.reasons
+    );
     let a = classify("SELECT * FROM pg_read_file('/etc/passwd')");
-    assert!(a.reasons.iter().any(|r| r.contains("calls `pg_read_file` in FROM")), "{:?}", a.reasons);
+    assert!(
+        a.reasons.iter().any(|r| r.contains("calls `pg_read_file` in FROM")),
+        "{:?}",
+        a.reasons
+    );
 }
 
 #[test]
 fn tables_are_schema_qualified_and_functions_listed() {
-    let a = classify("WITH x AS (SELECT 1) SELECT * FROM orders o JOIN sales.Invoices i ON true, x, \"Mixed\" WHERE lower(o.v) = 'a'");
+    let a = classify(
+        "WITH x AS (SELECT 1) SELECT * FROM orders o JOIN sales.Invoices i ON true, x, \"Mixed\" WHERE lower(o.v) = 'a'",
+    );
     assert_eq!(a.tables, vec!["public.Mixed", "public.orders", "sales.invoices"]);
     assert_eq!(a.functions, vec!["lower"]);
     let a = classify("SELECT * FROM generate_series(1, 3)");

@@ -5,7 +5,8 @@
 use std::{collections::BTreeSet, ops::ControlFlow};
 
 use sqlparser::ast::{
-    BinaryOperator, DataType, Expr, ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, Visit, Visitor,
+    BinaryOperator, DataType, Expr, ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, Visit,
+    Visitor,
 };
 
 use super::{
@@ -24,7 +25,10 @@ pub struct Walked {
 /// Walks `statement`. With `plan_only` (plain EXPLAIN) the target's statement kinds do not count,
 /// since it is never run, but its function calls and misleading shapes still do.
 pub fn walk(statement: &Statement, plan_only: bool) -> Walked {
-    let mut w = Walk { plan_only, ..Walk::default() };
+    let mut w = Walk {
+        plan_only,
+        ..Walk::default()
+    };
     let _ = statement.visit(&mut w);
     // Relations the visitor does not report as such.
     for name in named_relations(statement) {
@@ -92,7 +96,11 @@ fn qualify(parts: &[(String, bool)]) -> String {
     match parts {
         [name] => {
             let n = fold(name);
-            if n.starts_with("pg_") { format!("pg_catalog.{n}") } else { format!("public.{n}") }
+            if n.starts_with("pg_") {
+                format!("pg_catalog.{n}")
+            } else {
+                format!("public.{n}")
+            }
         }
         [.., schema, name] => format!("{}.{}", fold(schema), fold(name)),
         [] => String::new(),
@@ -107,7 +115,10 @@ impl Visitor for Walk {
         if self.depth > 1 && !self.plan_only && !self.reported.contains(&(statement as *const _)) {
             let nested = base_of(statement);
             if nested.finding.category != Category::Read {
-                self.find(nested.finding.category, format!("nested {}: {}", kind_of(statement), nested.finding.reason));
+                self.find(
+                    nested.finding.category,
+                    format!("nested {}: {}", kind_of(statement), nested.finding.reason),
+                );
             }
         }
         ControlFlow::Continue(())
@@ -123,12 +134,16 @@ impl Visitor for Walk {
             for cte in &with.cte_tables {
                 let name = cte.alias.name.value.clone();
                 self.cte_names.insert(name.to_lowercase());
-                if let SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) = &*cte.query.body
+                if let SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) =
+                    &*cte.query.body
                     && !self.plan_only
                 {
                     let nested = base_of(s);
                     self.reported.push(s as *const _);
-                    self.find(nested.finding.category, format!("data-modifying CTE `{name}`: {}", nested.finding.reason));
+                    self.find(
+                        nested.finding.category,
+                        format!("data-modifying CTE `{name}`: {}", nested.finding.reason),
+                    );
                 }
             }
         }
@@ -142,15 +157,24 @@ impl Visitor for Walk {
         if let Some(into) = &select.into
             && !self.plan_only
         {
-            self.find(Category::Ddl, format!("SELECT … INTO creates the table `{}`", into.table));
+            self.find(
+                Category::Ddl,
+                format!("SELECT … INTO creates the table `{}`", into.table),
+            );
         }
         ControlFlow::Continue(())
     }
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
         let parts = parts_of(relation);
-        let last = parts.last().map(|(v, q)| if *q { v.clone() } else { v.to_lowercase() }).unwrap_or_default();
-        let system = parts.len() == 1 || parts.get(parts.len().saturating_sub(2)).is_some_and(|(s, _)| s.eq_ignore_ascii_case("pg_catalog"));
+        let last = parts
+            .last()
+            .map(|(v, q)| if *q { v.clone() } else { v.to_lowercase() })
+            .unwrap_or_default();
+        let system = parts.len() == 1
+            || parts
+                .get(parts.len().saturating_sub(2))
+                .is_some_and(|(s, _)| s.eq_ignore_ascii_case("pg_catalog"));
         if system && SENSITIVE_RELATIONS.contains(&last.as_str()) {
             self.find(Category::Export, format!("reads the sensitive catalog `{last}`"));
         }
@@ -161,13 +185,19 @@ impl Visitor for Walk {
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
         match factor {
             // Set-returning functions in FROM are relations to the parser (sqlparser_gaps §3.4).
-            TableFactor::Table { name, args: Some(_), .. } | TableFactor::Function { name, .. } => {
+            TableFactor::Table {
+                name, args: Some(_), ..
+            }
+            | TableFactor::Function { name, .. } => {
                 self.table_functions.insert(qualify(&parts_of(name)));
                 self.function(name, "in FROM");
             }
             // `FROM ONLY t` parses as a table named ONLY aliased `t` (sqlparser_gaps §3.1).
             TableFactor::Table { name, .. } if parts_of(name).as_slice() == [("ONLY".to_string(), false)] => {
-                self.find(Category::Unknown, "`FROM ONLY` is misread by the parser, so the table it reads is unknown".into());
+                self.find(
+                    Category::Unknown,
+                    "`FROM ONLY` is misread by the parser, so the table it reads is unknown".into(),
+                );
             }
             TableFactor::Table { .. }
             | TableFactor::Derived { .. }
@@ -175,7 +205,10 @@ impl Visitor for Walk {
             | TableFactor::UNNEST { .. }
             | TableFactor::NestedJoin { .. }
             | TableFactor::XmlTable { .. } => {}
-            other => self.find(Category::Unknown, format!("`{other}` is not PostgreSQL FROM syntax pgwarden has classified")),
+            other => self.find(
+                Category::Unknown,
+                format!("`{other}` is not PostgreSQL FROM syntax pgwarden has classified"),
+            ),
         }
         ControlFlow::Continue(())
     }
@@ -187,19 +220,43 @@ impl Visitor for Walk {
             }
             Expr::Function(f) => self.function(&f.name, "in an expression"),
             // `U&"…"` identifiers parse as `U & "…"` with the escapes left undecoded (sqlparser_gaps §3.2).
-            Expr::BinaryOp { left, op: BinaryOperator::BitwiseAnd, .. }
-                if matches!(&**left, Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("u")) =>
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::BitwiseAnd,
+                ..
+            } if matches!(&**left, Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("u")) =>
             {
-                self.find(Category::Unknown, "uses a `U&\"…\"` identifier, which the parser misreads".into());
+                self.find(
+                    Category::Unknown,
+                    "uses a `U&\"…\"` identifier, which the parser misreads".into(),
+                );
             }
-            Expr::BinaryOp { op: BinaryOperator::Custom(op), .. } => {
-                self.find(Category::Unknown, format!("uses the custom operator `{op}`, which may run any function"));
+            Expr::BinaryOp {
+                op: BinaryOperator::Custom(op),
+                ..
+            } => {
+                self.find(
+                    Category::Unknown,
+                    format!("uses the custom operator `{op}`, which may run any function"),
+                );
             }
-            Expr::BinaryOp { op: BinaryOperator::PGCustomBinaryOperator(parts), .. } => {
-                self.find(Category::Unknown, format!("uses `OPERATOR({})`, which may run any function", parts.join(".")));
+            Expr::BinaryOp {
+                op: BinaryOperator::PGCustomBinaryOperator(parts),
+                ..
+            } => {
+                self.find(
+                    Category::Unknown,
+                    format!("uses `OPERATOR({})`, which may run any function", parts.join(".")),
+                );
             }
-            Expr::Cast { data_type: DataType::Custom(name, _), .. } if !is_builtin_type(name) => {
-                self.find(Category::Unknown, format!("casts to the type `{name}`; a user-defined cast may run any function"));
+            Expr::Cast {
+                data_type: DataType::Custom(name, _),
+                ..
+            } if !is_builtin_type(name) => {
+                self.find(
+                    Category::Unknown,
+                    format!("casts to the type `{name}`; a user-defined cast may run any function"),
+                );
             }
             _ => {}
         }
@@ -219,12 +276,17 @@ fn named_relations(statement: &Statement) -> Vec<&ObjectName> {
         Statement::Drop { object_type, names, .. }
             if matches!(
                 object_type,
-                sqlparser::ast::ObjectType::Table | sqlparser::ast::ObjectType::View | sqlparser::ast::ObjectType::MaterializedView
+                sqlparser::ast::ObjectType::Table
+                    | sqlparser::ast::ObjectType::View
+                    | sqlparser::ast::ObjectType::MaterializedView
             ) =>
         {
             names.iter().collect()
         }
-        Statement::Copy { source: CopySource::Table { table_name, .. }, .. } => vec![table_name],
+        Statement::Copy {
+            source: CopySource::Table { table_name, .. },
+            ..
+        } => vec![table_name],
         Statement::Grant(g) => grant_tables(&g.objects),
         Statement::Revoke(r) => grant_tables(&r.objects),
         _ => vec![],
@@ -237,9 +299,12 @@ fn public_setting_lookup(f: &sqlparser::ast::Function) -> bool {
     if canonical(&parts_of(&f.name)) != "current_setting" {
         return false;
     }
-    let FunctionArguments::List(list) = &f.args else { return false };
+    let FunctionArguments::List(list) = &f.args else {
+        return false;
+    };
     match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] | [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))), _] => {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))]
+        | [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))), _] => {
             matches!(&v.value, Value::SingleQuotedString(name) if super::functions::PUBLIC_SETTINGS.contains(&name.to_lowercase().as_str()))
         }
         _ => false,
@@ -249,12 +314,60 @@ fn public_setting_lookup(f: &sqlparser::ast::Function) -> bool {
 /// Built-in types the parser reports as `Custom`; casts to them run only built-in code.
 fn is_builtin_type(name: &ObjectName) -> bool {
     const BUILTIN: &[&str] = &[
-        "regclass", "regtype", "regproc", "regprocedure", "regnamespace", "regrole", "regoper", "regoperator",
-        "regconfig", "regdictionary", "xml", "inet", "cidr", "macaddr", "macaddr8", "tsvector", "tsquery", "money",
-        "point", "line", "lseg", "box", "path", "polygon", "circle", "int4range", "int8range", "numrange", "tsrange",
-        "tstzrange", "daterange", "int4multirange", "int8multirange", "nummultirange", "name", "oid", "xid", "pg_lsn",
-        "bit", "varbit", "bpchar", "jsonpath", "citext", "int2", "int4", "int8", "float4", "float8", "bool",
-        "timestamptz", "timetz", "txid_snapshot", "pg_snapshot", "record",
+        "regclass",
+        "regtype",
+        "regproc",
+        "regprocedure",
+        "regnamespace",
+        "regrole",
+        "regoper",
+        "regoperator",
+        "regconfig",
+        "regdictionary",
+        "xml",
+        "inet",
+        "cidr",
+        "macaddr",
+        "macaddr8",
+        "tsvector",
+        "tsquery",
+        "money",
+        "point",
+        "line",
+        "lseg",
+        "box",
+        "path",
+        "polygon",
+        "circle",
+        "int4range",
+        "int8range",
+        "numrange",
+        "tsrange",
+        "tstzrange",
+        "daterange",
+        "int4multirange",
+        "int8multirange",
+        "nummultirange",
+        "name",
+        "oid",
+        "xid",
+        "pg_lsn",
+        "bit",
+        "varbit",
+        "bpchar",
+        "jsonpath",
+        "citext",
+        "int2",
+        "int4",
+        "int8",
+        "float4",
+        "float8",
+        "bool",
+        "timestamptz",
+        "timetz",
+        "txid_snapshot",
+        "pg_snapshot",
+        "record",
     ];
     let canon = canonical(&parts_of(name));
     BUILTIN.contains(&canon.as_str())

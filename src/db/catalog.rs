@@ -130,13 +130,23 @@ impl Database {
                     .await
                     .map_err(DbError::from_pg)?
                     .iter()
-                    .map(|r| SchemaInfo { name: r.get(0), comment: r.get(1) })
+                    .map(|r| SchemaInfo {
+                        name: r.get(0),
+                        comment: r.get(1),
+                    })
                     .collect();
                 if let Some(name) = &schema
                     && !schemas.iter().any(|s| &s.name == name)
                 {
-                    let available = schemas.iter().map(|s| format!("`{}`", s.name)).collect::<Vec<_>>().join(", ");
-                    return Err(CatalogError::NoSchema { name: name.clone(), available });
+                    let available = schemas
+                        .iter()
+                        .map(|s| format!("`{}`", s.name))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(CatalogError::NoSchema {
+                        name: name.clone(),
+                        available,
+                    });
                 }
                 let rows = tx
                     .query(
@@ -170,7 +180,11 @@ impl Database {
                     Some(name) => schemas.into_iter().filter(|s| &s.name == name).collect(),
                     None => schemas,
                 };
-                Ok(TableList { schemas, tables, truncated })
+                Ok(TableList {
+                    schemas,
+                    tables,
+                    truncated,
+                })
             })
             .await
     }

@@ -25,7 +25,11 @@ pub enum ClusterError {
     #[error("socket path `{0}` is too long for a Unix socket (max 107 bytes); choose a shorter sandbox directory")]
     SocketPathTooLong(String),
     #[error("{action} failed in `{dir}`: {detail}")]
-    Io { action: &'static str, dir: String, detail: String },
+    Io {
+        action: &'static str,
+        dir: String,
+        detail: String,
+    },
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
 }
@@ -99,7 +103,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(dir: PathBuf, bindir: PathBuf, owner: Option<Owner>) -> Result<Cluster, ClusterError> {
-        let cluster = Cluster { bindir, dir, owner, port: 5432 };
+        let cluster = Cluster {
+            bindir,
+            dir,
+            owner,
+            port: 5432,
+        };
         let socket = cluster.socket_dir().join(format!(".s.PGSQL.{}", cluster.port));
         if socket.as_os_str().len() > 107 {
             return Err(ClusterError::SocketPathTooLong(socket.display().to_string()));
@@ -190,7 +199,16 @@ impl Cluster {
         let data = self.data_dir();
         self.run(
             "pg_ctl",
-            &["start".as_ref(), "-w".as_ref(), "-t".as_ref(), "60".as_ref(), "-D".as_ref(), data.as_os_str(), "-l".as_ref(), log.as_os_str()],
+            &[
+                "start".as_ref(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                "60".as_ref(),
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+            ],
         )
         .map(|_| ())
         .map_err(|e| match e {
@@ -204,15 +222,28 @@ impl Cluster {
 
     pub fn stop(&self) -> Result<(), ClusterError> {
         let data = self.data_dir();
-        self.run("pg_ctl", &["stop".as_ref(), "-w".as_ref(), "-m".as_ref(), "fast".as_ref(), "-D".as_ref(), data.as_os_str()])
-            .map(|_| ())
+        self.run(
+            "pg_ctl",
+            &[
+                "stop".as_ref(),
+                "-w".as_ref(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-D".as_ref(),
+                data.as_os_str(),
+            ],
+        )
+        .map(|_| ())
     }
 
     /// A ready-to-run command for one of the cluster's binaries, as the cluster's owner,
     /// with stdout captured (our own stdout is the MCP channel).
     pub fn command(&self, binary: &str) -> Command {
         let mut cmd = Command::new(self.bindir.join(binary));
-        cmd.current_dir(&self.dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.env_remove("PGDATA").env("LC_ALL", "C");
         if let Some(o) = self.owner {
             cmd.uid(o.uid).gid(o.gid);
@@ -236,17 +267,34 @@ impl Cluster {
     fn run(&self, binary: &str, args: &[&std::ffi::OsStr]) -> Result<Output, ClusterError> {
         let mut cmd = self.command(binary);
         cmd.args(args);
-        let command = format!("{binary} {}", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
-        let out = cmd.output().map_err(|e| ClusterError::Command { command: command.clone(), output: e.to_string() })?;
+        let command = format!(
+            "{binary} {}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        );
+        let out = cmd.output().map_err(|e| ClusterError::Command {
+            command: command.clone(),
+            output: e.to_string(),
+        })?;
         if !out.status.success() {
-            let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-            return Err(ClusterError::Command { command, output: output.trim().to_string() });
+            let output = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return Err(ClusterError::Command {
+                command,
+                output: output.trim().to_string(),
+            });
         }
         Ok(out)
     }
 
     fn io(&self, action: &'static str, e: std::io::Error) -> ClusterError {
-        ClusterError::Io { action, dir: self.dir.display().to_string(), detail: e.to_string() }
+        ClusterError::Io {
+            action,
+            dir: self.dir.display().to_string(),
+            detail: e.to_string(),
+        }
     }
 }
 

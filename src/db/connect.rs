@@ -18,13 +18,23 @@ pub enum ConnectError {
     #[error("cannot reach PostgreSQL at {target}: {reason}; check the host and port, and that the server is running")]
     Unreachable { target: String, reason: String },
     #[error("login to {target} failed: {message} (SQLSTATE {code}); check the user name and password in the URL")]
-    Login { target: String, code: String, message: String },
+    Login {
+        target: String,
+        code: String,
+        message: String,
+    },
     #[error("database does not exist at {target}: {message}; create it or fix the database name in the URL")]
     NoDatabase { target: String, message: String },
-    #[error("TLS with {target} failed: {reason}; use `sslmode=disable` for a server without TLS, or `sslrootcert=/path/ca.pem` to trust a private CA")]
+    #[error(
+        "TLS with {target} failed: {reason}; use `sslmode=disable` for a server without TLS, or `sslrootcert=/path/ca.pem` to trust a private CA"
+    )]
     Tls { target: String, reason: String },
     #[error("PostgreSQL at {target} refused the connection: {message} (SQLSTATE {code})")]
-    Refused { target: String, code: String, message: String },
+    Refused {
+        target: String,
+        code: String,
+        message: String,
+    },
     #[error("connecting to {target} timed out after {secs} s; check the host and port and any firewall in between")]
     Timeout { target: String, secs: u64 },
     #[error("cannot build the connection pool: {0}")]
@@ -48,8 +58,9 @@ pub struct Target {
 /// plain text and remote hosts use TLS when the server offers it.
 pub fn parse_target(url: &str) -> Result<Target, ConnectError> {
     let (cleaned, sslmode, rootcert) = strip_tls_params(url);
-    let mut config: tokio_postgres::Config =
-        cleaned.parse().map_err(|e: tokio_postgres::Error| ConnectError::BadUrl(redact_err(&e.to_string(), url)))?;
+    let mut config: tokio_postgres::Config = cleaned
+        .parse()
+        .map_err(|e: tokio_postgres::Error| ConnectError::BadUrl(redact_err(&e.to_string(), url)))?;
     if config.get_hosts().is_empty() {
         return Err(ConnectError::BadUrl("no host given".into()));
     }
@@ -89,7 +100,11 @@ impl Target {
     /// A target for a cluster we started ourselves (Unix socket, no TLS needed).
     pub fn from_config(config: tokio_postgres::Config) -> Result<Target, ConnectError> {
         let display = describe(&config);
-        Ok(Target { config, tls: make_tls(None)?, display })
+        Ok(Target {
+            config,
+            tls: make_tls(None)?,
+            display,
+        })
     }
 }
 
@@ -160,14 +175,21 @@ fn make_tls(rootcert: Option<PathBuf>) -> Result<MakeRustlsConnect, ConnectError
     if let Some(path) = rootcert {
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
             .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| ConnectError::RootCert { path: path.clone(), reason: e.to_string() })?;
+            .map_err(|e| ConnectError::RootCert {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(ConnectError::RootCert { path, reason: "no PEM certificates in it".into() });
+            return Err(ConnectError::RootCert {
+                path,
+                reason: "no PEM certificates in it".into(),
+            });
         }
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| ConnectError::RootCert { path: path.clone(), reason: e.to_string() })?;
+            roots.add(cert).map_err(|e| ConnectError::RootCert {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -202,7 +224,9 @@ pub async fn connect_pool(target: &Target, max_size: usize) -> Result<Pool, Conn
         target.tls.clone(),
         // Each call resets its own connection before returning it (see `db::session`), so recycling
         // only has to check that the socket is still open.
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
     );
     let pool = Pool::builder(manager)
         .max_size(max_size)
@@ -210,7 +234,10 @@ pub async fn connect_pool(target: &Target, max_size: usize) -> Result<Pool, Conn
         .map_err(|e| ConnectError::Pool(e.to_string()))?;
     let secs = target.config.get_connect_timeout().map(|d| d.as_secs()).unwrap_or(10);
     match tokio::time::timeout(Duration::from_secs(secs + 1), pool.get()).await {
-        Err(_) => Err(ConnectError::Timeout { target: target.display.clone(), secs }),
+        Err(_) => Err(ConnectError::Timeout {
+            target: target.display.clone(),
+            secs,
+        }),
         Ok(Ok(_client)) => Ok(pool),
         Ok(Err(e)) => Err(explain_pool_error(&target.display, e)),
     }
@@ -265,7 +292,8 @@ mod tests {
 
     #[test]
     fn tls_params_are_taken_out_of_urls_and_dsns() {
-        let (u, m, r) = strip_tls_params("postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x");
+        let (u, m, r) =
+            strip_tls_params("postgres://u:p@h/db?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x");
         assert_eq!(u, "postgres://u:p@h/db?application_name=x");
         assert_eq!(m.as_deref(), Some("verify-full"));
         assert_eq!(r, Some(PathBuf::from("/ca.pem")));
@@ -286,10 +314,16 @@ mod tests {
 
     #[test]
     fn bad_urls_say_what_is_wrong_without_the_password() {
-        let e = parse_target("postgres://u:hunter2@h:notaport/db").err().unwrap().to_string();
+        let e = parse_target("postgres://u:hunter2@h:notaport/db")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("invalid database URL"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-        let e = parse_target("postgres://u@h/db?sslmode=sometimes").err().unwrap().to_string();
+        let e = parse_target("postgres://u@h/db?sslmode=sometimes")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("unknown sslmode `sometimes`"), "{e}");
     }
 

@@ -38,7 +38,11 @@ impl Database {
     /// Connects and checks the connection now, so that a wrong URL fails at start-up.
     pub async fn connect(target: Target, pool_size: usize) -> Result<Database, ConnectError> {
         let pool = connect::connect_pool(&target, pool_size).await?;
-        Ok(Database { pool, tls: target.tls, display: target.display })
+        Ok(Database {
+            pool,
+            tls: target.tls,
+            display: target.display,
+        })
     }
 
     pub async fn facts(&self) -> Result<ServerFacts, DbError> {
@@ -51,6 +55,11 @@ impl Database {
             )
             .await
             .map_err(DbError::from_pg)?;
-        Ok(ServerFacts { version: row.get(0), user: row.get(1), database: row.get(2), superuser: row.get(3) })
+        Ok(ServerFacts {
+            version: row.get(0),
+            user: row.get(1),
+            database: row.get(2),
+            superuser: row.get(3),
+        })
     }
 }

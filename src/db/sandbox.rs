@@ -51,8 +51,16 @@ impl Sandbox {
         let cluster = Cluster::new(dir, bindir, owner)?;
         cluster.prepare_dir()?;
         let lock_path = cluster.dir.join("pgwarden.lock");
-        let lock_err = |e: std::io::Error| SandboxError::Lock { path: lock_path.display().to_string(), reason: e.to_string() };
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(lock_err)?;
+        let lock_err = |e: std::io::Error| SandboxError::Lock {
+            path: lock_path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(lock_err)?;
         loop {
             // Set-up happens under the exclusive lock, so two pgwardens never initialise at once and
             // nobody stops the cluster while another is starting it.

@@ -14,7 +14,13 @@ use super::Database;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("{}", sql_message(.code, .message, .detail, .hint, .position))]
-    Sql { code: String, message: String, detail: Option<String>, hint: Option<String>, position: Option<u32> },
+    Sql {
+        code: String,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+        position: Option<u32>,
+    },
     #[error("{0}")]
     Client(String),
     #[error("the call was cancelled; nothing was kept")]
@@ -25,7 +31,13 @@ pub enum DbError {
     Unavailable(String),
 }
 
-fn sql_message(code: &str, message: &str, detail: &Option<String>, hint: &Option<String>, position: &Option<u32>) -> String {
+fn sql_message(
+    code: &str,
+    message: &str,
+    detail: &Option<String>,
+    hint: &Option<String>,
+    position: &Option<u32>,
+) -> String {
     let mut out = format!("SQL error {code}: {message}");
     if let Some(p) = position {
         out.push_str(&format!(" (at character {p})"));
@@ -43,12 +55,21 @@ impl DbError {
     pub fn from_pg(e: tokio_postgres::Error) -> DbError {
         if let Some(db) = e.as_db_error() {
             let code = db.code().code().to_string();
-            let hint = db.hint().map(str::to_string).or_else(|| our_hint(&code).map(str::to_string));
+            let hint = db
+                .hint()
+                .map(str::to_string)
+                .or_else(|| our_hint(&code).map(str::to_string));
             let position = match db.position() {
                 Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
                 _ => None,
             };
-            return DbError::Sql { code, message: db.message().to_string(), detail: db.detail().map(str::to_string), hint, position };
+            return DbError::Sql {
+                code,
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint,
+                position,
+            };
         }
         if e.is_closed() {
             return DbError::Unavailable(e.to_string());
@@ -96,7 +117,10 @@ pub(super) struct Session {
 impl Session {
     pub(super) async fn open(db: &Database) -> Result<Session, DbError> {
         let conn = db.pool.get().await.map_err(DbError::pool)?;
-        Ok(Session { conn: Some(conn), db: db.clone() })
+        Ok(Session {
+            conn: Some(conn),
+            db: db.clone(),
+        })
     }
 
     /// `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`, a transaction-local `statement_timeout`,
@@ -104,7 +128,9 @@ impl Session {
     /// transaction can switch it to read-write (defenses.md §0.2).
     pub(super) async fn begin_read(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
         let tx = self.start_read_only().await?;
-        tx.batch_execute(&snapshot_sql(timeout)).await.map_err(DbError::from_pg)?;
+        tx.batch_execute(&snapshot_sql(timeout))
+            .await
+            .map_err(DbError::from_pg)?;
         Ok(tx)
     }
 
@@ -125,7 +151,10 @@ impl Session {
     }
 
     async fn start_read_only(&mut self) -> Result<Transaction<'_>, DbError> {
-        let conn = self.conn.as_mut().ok_or_else(|| DbError::Unavailable("connection already released".into()))?;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| DbError::Unavailable("connection already released".into()))?;
         conn.build_transaction()
             .isolation_level(IsolationLevel::RepeatableRead)
             .read_only(true)
@@ -171,7 +200,9 @@ impl Drop for Session {
     /// cleanly goes back to the pool.
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return drop(Object::take(conn)) };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return drop(Object::take(conn));
+        };
         handle.spawn(async move {
             // The dropped transaction already queued its ROLLBACK. DISCARD ALL refuses to run inside a
             // transaction block, so if anything were still open it fails and the connection is dropped.

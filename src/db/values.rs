@@ -58,9 +58,15 @@ fn decode(ty: &Type, buf: &[u8]) -> Result<Value, BoxError> {
         Type::INT4 => json!(pt::int4_from_sql(buf)?),
         Type::INT8 => {
             let v = pt::int8_from_sql(buf)?;
-            if v.abs() <= MAX_SAFE_INT { json!(v) } else { json!(v.to_string()) }
+            if v.abs() <= MAX_SAFE_INT {
+                json!(v)
+            } else {
+                json!(v.to_string())
+            }
         }
-        Type::OID | Type::REGCLASS | Type::REGPROC | Type::REGTYPE | Type::XID | Type::CID => json!(pt::oid_from_sql(buf)?),
+        Type::OID | Type::REGCLASS | Type::REGPROC | Type::REGTYPE | Type::XID | Type::CID => {
+            json!(pt::oid_from_sql(buf)?)
+        }
         Type::FLOAT4 => float(pt::float4_from_sql(buf)? as f64, |v| json!(v as f32)),
         Type::FLOAT8 => float(pt::float8_from_sql(buf)?, |v| json!(v)),
         Type::NUMERIC => json!(numeric_to_string(buf)?),
@@ -93,7 +99,15 @@ fn decode(ty: &Type, buf: &[u8]) -> Result<Value, BoxError> {
         Type::BIT | Type::VARBIT => {
             let v = pt::varbit_from_sql(buf)?;
             let bytes = v.bytes();
-            json!((0..v.len()).map(|i| if bytes[i / 8] & (0x80 >> (i % 8)) != 0 { '1' } else { '0' }).collect::<String>())
+            json!(
+                (0..v.len())
+                    .map(|i| if bytes[i / 8] & (0x80 >> (i % 8)) != 0 {
+                        '1'
+                    } else {
+                        '0'
+                    })
+                    .collect::<String>()
+            )
         }
         Type::PG_LSN => {
             let lsn = pt::lsn_from_sql(buf)?;
@@ -118,7 +132,10 @@ fn decode_array(member: &Type, buf: &[u8]) -> Result<Value, BoxError> {
     let array = pt::array_from_sql(buf)?;
     let dims: Vec<usize> = {
         use fallible_iterator::FallibleIterator;
-        array.dimensions().map(|d: ArrayDimension| Ok(d.len as usize)).collect()?
+        array
+            .dimensions()
+            .map(|d: ArrayDimension| Ok(d.len as usize))
+            .collect()?
     };
     let mut values = Vec::new();
     {
@@ -170,7 +187,9 @@ fn hex(bytes: &[u8]) -> String {
 /// Postgres' binary numeric (base-10000 digits) to its exact decimal text.
 pub fn numeric_to_string(buf: &[u8]) -> Result<String, BoxError> {
     let word = |i: usize| -> Result<u16, BoxError> {
-        buf.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or_else(|| "numeric value too short".into())
+        buf.get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(|| "numeric value too short".into())
     };
     let ndigits = word(0)? as usize;
     let weight = word(2)? as i16 as i64;
@@ -184,7 +203,13 @@ pub fn numeric_to_string(buf: &[u8]) -> Result<String, BoxError> {
         other => return Err(format!("invalid numeric sign {other:#x}").into()),
     }
     let digits: Vec<u16> = (0..ndigits).map(|i| word(8 + 2 * i)).collect::<Result<_, _>>()?;
-    let digit = |idx: i64| if idx >= 0 && (idx as usize) < digits.len() { digits[idx as usize] } else { 0 };
+    let digit = |idx: i64| {
+        if idx >= 0 && (idx as usize) < digits.len() {
+            digits[idx as usize]
+        } else {
+            0
+        }
+    };
     let mut out = String::new();
     if sign == 0x4000 {
         out.push('-');
@@ -242,7 +267,12 @@ fn timetz_to_string(buf: &[u8]) -> Result<String, BoxError> {
     // Postgres stores the zone as seconds *west* of UTC.
     let east = -i32::from_be_bytes(buf[8..].try_into()?);
     let (sign, abs) = if east < 0 { ('-', -east) } else { ('+', east) };
-    Ok(format!("{}{sign}{:02}:{:02}", time_to_string(micros), abs / 3600, abs % 3600 / 60))
+    Ok(format!(
+        "{}{sign}{:02}:{:02}",
+        time_to_string(micros),
+        abs / 3600,
+        abs % 3600 / 60
+    ))
 }
 
 fn timestamp_to_string(micros: i64, suffix: &str) -> String {
@@ -276,7 +306,12 @@ fn interval_to_string(buf: &[u8]) -> Result<String, BoxError> {
         out.push('T');
         let neg = micros < 0;
         let abs = micros.unsigned_abs();
-        let (h, m, s, us) = (abs / 3_600_000_000, abs / 60_000_000 % 60, abs / 1_000_000 % 60, abs % 1_000_000);
+        let (h, m, s, us) = (
+            abs / 3_600_000_000,
+            abs / 60_000_000 % 60,
+            abs / 1_000_000 % 60,
+            abs % 1_000_000,
+        );
         let sign = if neg { "-" } else { "" };
         if h != 0 {
             out.push_str(&format!("{sign}{h}H"));
@@ -285,7 +320,11 @@ fn interval_to_string(buf: &[u8]) -> Result<String, BoxError> {
             out.push_str(&format!("{sign}{m}M"));
         }
         if s != 0 || us != 0 {
-            let frac = if us != 0 { format!(".{us:06}").trim_end_matches('0').to_string() } else { String::new() };
+            let frac = if us != 0 {
+                format!(".{us:06}").trim_end_matches('0').to_string()
+            } else {
+                String::new()
+            };
             out.push_str(&format!("{sign}{s}{frac}S"));
         }
     }
@@ -312,7 +351,10 @@ mod tests {
         // 12345678901234567890.12 = [1234, 5678, 9012, 3456, 7890] weight 4, frac [1200]
         let n = numeric(6, 4, 0, 2, &[1234, 5678, 9012, 3456, 7890, 1200]);
         assert_eq!(numeric_to_string(&n).unwrap(), "12345678901234567890.12");
-        assert_eq!(numeric_to_string(&numeric(1, -1, 0x4000, 5, &[12])).unwrap(), "-0.00120");
+        assert_eq!(
+            numeric_to_string(&numeric(1, -1, 0x4000, 5, &[12])).unwrap(),
+            "-0.00120"
+        );
         assert_eq!(numeric_to_string(&numeric(0, 0, 0, 0, &[])).unwrap(), "0");
         assert_eq!(numeric_to_string(&numeric(1, 1, 0, 0, &[7])).unwrap(), "70000");
         assert_eq!(numeric_to_string(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
@@ -326,7 +368,10 @@ mod tests {
             b.extend(m.to_be_bytes());
             interval_to_string(&b).unwrap()
         };
-        assert_eq!(iv(4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000, 3, 14), "P1Y2M3DT4H5M6.5S");
+        assert_eq!(
+            iv(4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000, 3, 14),
+            "P1Y2M3DT4H5M6.5S"
+        );
         assert_eq!(iv(0, 0, 0), "PT0S");
         assert_eq!(iv(-90_000_000, 0, 0), "PT-1M-30S");
     }

@@ -23,7 +23,12 @@ pub fn to_text(d: &TableDescription) -> String {
     }
     out.push_str("\ncolumns:\n");
     for c in &d.columns {
-        out.push_str(&format!("  {} {}{}", c.name, c.type_name, if c.nullable { "" } else { " NOT NULL" }));
+        out.push_str(&format!(
+            "  {} {}{}",
+            c.name,
+            c.type_name,
+            if c.nullable { "" } else { " NOT NULL" }
+        ));
         if let Some(g) = &c.generated {
             out.push_str(&format!(" GENERATED {g}"));
         }

@@ -46,9 +46,17 @@ impl QueryOutput {
             "{} row{}{} in {} ms\ncolumns: {}\n",
             self.row_count,
             if self.row_count == 1 { "" } else { "s" },
-            if self.truncated { format!(" (truncated at max_rows={}; more rows exist)", self.max_rows) } else { String::new() },
+            if self.truncated {
+                format!(" (truncated at max_rows={}; more rows exist)", self.max_rows)
+            } else {
+                String::new()
+            },
             self.elapsed_ms,
-            self.columns.iter().map(|c| format!("{} {}", c.name, c.type_name)).collect::<Vec<_>>().join(" | ")
+            self.columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.type_name))
+                .collect::<Vec<_>>()
+                .join(" | ")
         );
         for row in &self.rows {
             out.push_str(&serde_json::Value::Array(row.clone()).to_string());

@@ -41,10 +41,19 @@ pub fn cluster() -> &'static TestCluster {
     CLUSTER.get_or_init(|| {
         let owner = Owner::for_current_process().expect("cluster owner");
         // Under /tmp so that the `postgres` user can reach it when we run as root.
-        let dir = tempfile::Builder::new().prefix("pgw-test-").tempdir_in("/tmp").expect("temp dir").keep();
+        let dir = tempfile::Builder::new()
+            .prefix("pgw-test-")
+            .tempdir_in("/tmp")
+            .expect("temp dir")
+            .keep();
         let cluster = Cluster::new(dir.clone(), find_binaries().expect("PostgreSQL binaries"), owner).expect("cluster");
         cluster
-            .init(&["fsync = off", "synchronous_commit = off", "full_page_writes = off", "max_connections = 200"])
+            .init(&[
+                "fsync = off",
+                "synchronous_commit = off",
+                "full_page_writes = off",
+                "max_connections = 200",
+            ])
             .expect("initdb");
         cluster.start().expect("start cluster");
         // The watchdog holds a pipe from us; when this process ends for any reason the pipe closes,
@@ -70,7 +79,10 @@ pub fn cluster() -> &'static TestCluster {
         let setup = format!("CREATE ROLE {AGENT} LOGIN");
         block_on_sql(&cluster, "postgres", &setup);
         block_on_sql(&cluster, "template1", HARDEN_SQL);
-        TestCluster { cluster, _watchdog: Mutex::new(watchdog) }
+        TestCluster {
+            cluster,
+            _watchdog: Mutex::new(watchdog),
+        }
     })
 }
 
@@ -79,11 +91,18 @@ fn block_on_sql(cluster: &Cluster, db: &str, sql: &str) {
     let sql = sql.to_string();
     std::thread::scope(|s| {
         s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-                let (client, conn) = config.connect(tokio_postgres::NoTls).await.expect("connect as postgres");
-                tokio::spawn(conn);
-                client.batch_execute(&sql).await.expect("setup SQL");
-            })
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let (client, conn) = config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .expect("connect as postgres");
+                    tokio::spawn(conn);
+                    client.batch_execute(&sql).await.expect("setup SQL");
+                })
         });
     });
 }
@@ -96,11 +115,22 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new(setup: &str) -> TestDb {
         let c = &cluster().cluster;
-        let name = format!("t{}_{}", std::process::id(), DB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            DB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
         let admin = superuser(c, "postgres").await;
-        admin.batch_execute(&format!("CREATE DATABASE {name} OWNER {AGENT}")).await.expect("create database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {AGENT}"))
+            .await
+            .expect("create database");
         if !setup.is_empty() {
-            agent_client(&name).await.batch_execute(setup).await.expect("test setup SQL");
+            agent_client(&name)
+                .await
+                .batch_execute(setup)
+                .await
+                .expect("test setup SQL");
         }
         TestDb { name }
     }
@@ -110,7 +140,9 @@ impl TestDb {
     }
 
     pub async fn database(&self, pool_size: usize) -> Database {
-        Database::connect(Target::from_config(self.config()).unwrap(), pool_size).await.expect("connect")
+        Database::connect(Target::from_config(self.config()).unwrap(), pool_size)
+            .await
+            .expect("connect")
     }
 
     /// A direct connection (as the agent role) for checking what really happened.
@@ -125,14 +157,22 @@ impl TestDb {
 }
 
 async fn superuser(c: &Cluster, db: &str) -> tokio_postgres::Client {
-    let (client, conn) = c.connect_config("postgres", db).connect(tokio_postgres::NoTls).await.expect("connect as postgres");
+    let (client, conn) = c
+        .connect_config("postgres", db)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect as postgres");
     tokio::spawn(conn);
     client
 }
 
 async fn agent_client(db: &str) -> tokio_postgres::Client {
-    let (client, conn) =
-        cluster().cluster.connect_config(AGENT, db).connect(tokio_postgres::NoTls).await.expect("connect as agent");
+    let (client, conn) = cluster()
+        .cluster
+        .connect_config(AGENT, db)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect as agent");
     tokio::spawn(conn);
     client
 }
@@ -160,7 +200,8 @@ impl Mcp {
     }
 
     pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().expect("object args"));
+        let params = CallToolRequestParams::new(tool.to_string())
+            .with_arguments(args.as_object().cloned().expect("object args"));
         tokio::time::timeout(Duration::from_secs(60), self.client.call_tool(params))
             .await
             .expect("tool call timed out")
@@ -177,13 +218,22 @@ impl Mcp {
     /// Calls a tool that must fail and returns the error text shown to the model.
     pub async fn err(&self, tool: &str, args: Value) -> String {
         let r = self.call(tool, args.clone()).await;
-        assert_eq!(r.is_error, Some(true), "{tool} {args} should have failed but returned: {}", text(&r));
+        assert_eq!(
+            r.is_error,
+            Some(true),
+            "{tool} {args} should have failed but returned: {}",
+            text(&r)
+        );
         text(&r)
     }
 }
 
 pub fn text(r: &CallToolResult) -> String {
-    r.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn limits() -> Limits {
