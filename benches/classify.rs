@@ -1,21 +1,16 @@
 //! Classifier throughput over the shared corpus, against sqlparser's parse alone in the same run.
 //! Run: `cargo bench --bench classify`.
 
+#[path = "../tests/common/corpus.rs"]
+mod corpus;
+
 use std::time::Instant;
 
 use pgwarden::classify::classify;
 use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
 
 fn main() {
-    let corpus: Vec<String> = include_str!("../tests/data/sql-corpus.tsv")
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            l.split('\t')
-                .nth(3)
-                .map(|s| s.replace("\\n", "\n").replace("\\t", "\t"))
-        })
-        .collect();
+    let corpus: Vec<String> = corpus::rows().into_iter().map(|r| r.sql).collect();
     let rounds = 200;
     for sql in &corpus {
         std::hint::black_box(classify(sql));

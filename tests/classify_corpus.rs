@@ -3,56 +3,10 @@
 
 use pgwarden::classify::classify;
 
-struct Row {
-    id: String,
-    expected: String,
-    sql: String,
-}
+#[path = "common/corpus.rs"]
+mod corpus;
 
-/// COPY-text unescaping, as the corpus is written.
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('t') => out.push('\t'),
-            Some('r') => out.push('\r'),
-            Some('v') => out.push('\x0b'),
-            Some('\\') => out.push('\\'),
-            Some('x') => {
-                let hex: String = [chars.next(), chars.next()].into_iter().flatten().collect();
-                out.push(u8::from_str_radix(&hex, 16).map(char::from).unwrap_or('?'));
-            }
-            Some(other) => {
-                out.push('\\');
-                out.push(other);
-            }
-            None => out.push('\\'),
-        }
-    }
-    out
-}
-
-fn corpus() -> Vec<Row> {
-    include_str!("data/sql-corpus.tsv")
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let cols: Vec<&str> = line.split('\t').collect();
-            Row {
-                id: cols[0].into(),
-                expected: cols[2].into(),
-                sql: unescape(cols[3]),
-            }
-        })
-        .collect()
-}
+use corpus::{Row, rows as corpus};
 
 #[test]
 fn corpus_is_complete() {

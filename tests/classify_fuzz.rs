@@ -1,6 +1,9 @@
 //! Property test over mutated corpus statements: the classifier never panics, and text that does
 //! not parse is never a read. Deterministic (seeded xorshift), so a failure reproduces.
 
+#[path = "common/corpus.rs"]
+mod corpus;
+
 use pgwarden::classify::classify;
 use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
 
@@ -76,15 +79,7 @@ fn mutate(rng: &mut Rng, base: &str, other: &str) -> String {
 
 #[test]
 fn mutated_sql_never_panics_and_unparseable_text_is_never_a_read() {
-    let corpus: Vec<String> = include_str!("data/sql-corpus.tsv")
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            l.split('\t')
-                .nth(3)
-                .map(|s| s.replace("\\n", "\n").replace("\\t", "\t"))
-        })
-        .collect();
+    let corpus: Vec<String> = corpus::rows().into_iter().map(|r| r.sql).collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut unparseable = 0;
     for i in 0..20_000 {

@@ -15,8 +15,6 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use sqlparser::{ast::Statement, dialect::PostgreSqlDialect, parser::Parser};
 
-pub use functions::{canonical, is_read_safe};
-
 /// What a statement does, from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -2,7 +2,7 @@
 //! with a comment where the choice is not obvious; everything else is `unknown`.
 
 use sqlparser::ast::{
-    AlterTableOperation, BinaryOperator, CopyTarget, Expr, MergeAction, ObjectType, Reset, Set, Statement,
+    AlterTableOperation, BinaryOperator, CopyTarget, Expr, FromTable, MergeAction, ObjectType, Reset, Set, Statement,
     UnaryOperator, Value,
 };
 
@@ -112,13 +112,12 @@ pub fn base_of(statement: &Statement) -> Base {
             Some(_) => mk("UPDATE", Write, format!("updates `{}`", u.table.relation)),
         },
         Statement::Delete(d) => {
-            let target = d
-                .to_string()
-                .split_whitespace()
-                .skip_while(|w| !w.eq_ignore_ascii_case("from"))
-                .nth(1)
-                .unwrap_or("?")
-                .to_string();
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
+            let target = from
+                .iter()
+                .map(|t| t.relation.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
             match &d.selection {
                 None if d.using.is_none() => mk(
                     "DELETE",
@@ -287,7 +286,7 @@ pub fn base_of(statement: &Statement) -> Base {
             "SET SESSION AUTHORIZATION switches user",
         ),
         // RESET ROLE parses as a generic RESET of a parameter named ROLE (sqlparser_gaps §3.6).
-        Statement::Reset(r) if matches!(&r.reset, Reset::SessionAuthorization) || r.reset_names_role() => mk(
+        Statement::Reset(r) if resets_role(&r.reset) => mk(
             "RESET",
             Privilege,
             "RESET ROLE/SESSION AUTHORIZATION switches privileges",
@@ -340,19 +339,15 @@ pub fn base_of(statement: &Statement) -> Base {
     }
 }
 
-trait ResetExt {
-    fn reset_names_role(&self) -> bool;
-}
-
-impl ResetExt for sqlparser::ast::ResetStatement {
-    fn reset_names_role(&self) -> bool {
-        match &self.reset {
-            Reset::ConfigurationParameter(name) => {
-                let n = name.to_string().to_lowercase();
-                n == "role" || n == "session_authorization"
-            }
-            _ => false,
+/// `RESET ROLE` parses as a RESET of a configuration parameter named ROLE.
+fn resets_role(reset: &Reset) -> bool {
+    match reset {
+        Reset::SessionAuthorization => true,
+        Reset::ConfigurationParameter(name) => {
+            let n = name.to_string().to_lowercase();
+            n == "role" || n == "session_authorization"
         }
+        _ => false,
     }
 }
 

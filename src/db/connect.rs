@@ -239,20 +239,20 @@ pub async fn connect_pool(target: &Target, max_size: usize) -> Result<Pool, Conn
             secs,
         }),
         Ok(Ok(_client)) => Ok(pool),
-        Ok(Err(e)) => Err(explain_pool_error(&target.display, e)),
+        Ok(Err(e)) => Err(explain_pool_error(&target.display, secs, e)),
     }
 }
 
-fn explain_pool_error(target: &str, e: deadpool_postgres::PoolError) -> ConnectError {
+fn explain_pool_error(target: &str, secs: u64, e: deadpool_postgres::PoolError) -> ConnectError {
     let target = target.to_string();
     match e {
-        deadpool_postgres::PoolError::Backend(pg) => explain_pg_error(target, &pg),
-        deadpool_postgres::PoolError::Timeout(_) => ConnectError::Timeout { target, secs: 10 },
+        deadpool_postgres::PoolError::Backend(pg) => explain_pg_error(target, secs, &pg),
+        deadpool_postgres::PoolError::Timeout(_) => ConnectError::Timeout { target, secs },
         other => ConnectError::Pool(other.to_string()),
     }
 }
 
-fn explain_pg_error(target: String, e: &tokio_postgres::Error) -> ConnectError {
+fn explain_pg_error(target: String, secs: u64, e: &tokio_postgres::Error) -> ConnectError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code().to_string();
         let message = db.message().to_string();
@@ -267,7 +267,7 @@ fn explain_pg_error(target: String, e: &tokio_postgres::Error) -> ConnectError {
     if lower.contains("tls") || lower.contains("certificate") || lower.contains("ssl") {
         ConnectError::Tls { target, reason }
     } else if lower.contains("timed out") || lower.contains("timeout") {
-        ConnectError::Timeout { target, secs: 10 }
+        ConnectError::Timeout { target, secs }
     } else {
         ConnectError::Unreachable { target, reason }
     }

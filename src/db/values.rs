@@ -2,6 +2,7 @@
 //! ISO 8601 times, JSON as JSON, arrays as arrays, and a clear placeholder for types we do not decode.
 
 use chrono::{DateTime, NaiveDate, NaiveTime};
+use fallible_iterator::FallibleIterator;
 use postgres_protocol::types as pt;
 use serde_json::{Value, json};
 use tokio_postgres::types::{FromSql, Kind, Type};
@@ -130,20 +131,14 @@ fn float(v: f64, finite: impl Fn(f64) -> Value) -> Value {
 fn decode_array(member: &Type, buf: &[u8]) -> Result<Value, BoxError> {
     use postgres_protocol::types::ArrayDimension;
     let array = pt::array_from_sql(buf)?;
-    let dims: Vec<usize> = {
-        use fallible_iterator::FallibleIterator;
-        array
-            .dimensions()
-            .map(|d: ArrayDimension| Ok(d.len as usize))
-            .collect()?
-    };
+    let dims: Vec<usize> = array
+        .dimensions()
+        .map(|d: ArrayDimension| Ok(d.len as usize))
+        .collect()?;
     let mut values = Vec::new();
-    {
-        use fallible_iterator::FallibleIterator;
-        let mut it = array.values();
-        while let Some(v) = it.next()? {
-            values.push(to_json(member, v));
-        }
+    let mut it = array.values();
+    while let Some(v) = it.next()? {
+        values.push(to_json(member, v));
     }
     if dims.is_empty() {
         return Ok(Value::Array(vec![]));
