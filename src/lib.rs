@@ -15,6 +15,7 @@ pub mod classify;
 pub mod config;
 pub mod db;
 pub mod pipeline;
+pub mod policy;
 pub mod server;
 pub mod tools;
 

@@ -12,11 +12,11 @@ mod walk;
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlparser::{ast::Statement, dialect::PostgreSqlDialect, parser::Parser};
 
 /// What a statement does, from least to most severe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
     Read,
@@ -30,7 +30,7 @@ pub enum Category {
 }
 
 /// How much harm a mistake could do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
     Low,
@@ -95,12 +95,17 @@ pub struct StatementAssessment {
 #[derive(Debug, Clone, Serialize)]
 pub struct Assessment {
     pub statements: Vec<StatementAssessment>,
-    /// Every category found, least severe first.
+    /// Every category found in any statement or nested part, least severe first: a `SELECT` with a
+    /// data-modifying CTE is `[read, write]`.
     pub categories: Vec<Category>,
     /// The highest risk of any statement.
     pub risk: Risk,
     /// Relations touched, schema-qualified (`public.` when written without a schema).
     pub tables: Vec<String>,
+    /// One-part names that match a CTE but could also mean a table (a DML target, a reference in
+    /// the CTE's own body). Policy treats them as tables; they are not listed in `tables`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cte_shadowed: Vec<String>,
     /// Functions called, canonical names.
     pub functions: Vec<String>,
     /// Why the risk is what it is, one sentence per AST fact.
@@ -129,6 +134,7 @@ impl Assessment {
             categories: vec![Category::Unknown],
             risk: Category::Unknown.risk(),
             tables: vec![],
+            cte_shadowed: vec![],
             functions: vec![],
             reasons: vec![reason],
         }
@@ -145,15 +151,18 @@ pub fn classify(sql: &str) -> Assessment {
         return Assessment::unknown("no SQL statement found".into());
     }
     let mut tables = BTreeSet::new();
+    let mut shadowed = BTreeSet::new();
     let mut functions = BTreeSet::new();
+    let mut categories = BTreeSet::new();
     let mut statements = Vec::new();
     for statement in &parsed {
-        let (assessment, walk) = classify_statement(statement);
+        let (assessment, walk, found) = classify_statement(statement);
         tables.extend(walk.tables);
+        shadowed.extend(walk.shadowed);
         functions.extend(walk.functions);
+        categories.extend(found);
         statements.push(assessment);
     }
-    let categories: BTreeSet<Category> = statements.iter().map(|s| s.category).collect();
     let mut reasons: Vec<String> = statements.iter().flat_map(|s| s.reasons.iter().cloned()).collect();
     if parsed.len() > 1 {
         reasons.push(format!("{} statements in one text", parsed.len()));
@@ -161,6 +170,7 @@ pub fn classify(sql: &str) -> Assessment {
     Assessment {
         risk: statements.iter().map(|s| s.risk).max().unwrap_or(Risk::High),
         categories: categories.into_iter().collect(),
+        cte_shadowed: shadowed.difference(&tables).cloned().collect(),
         tables: tables.into_iter().collect(),
         functions: functions.into_iter().collect(),
         reasons,
@@ -168,12 +178,13 @@ pub fn classify(sql: &str) -> Assessment {
     }
 }
 
-fn classify_statement(statement: &Statement) -> (StatementAssessment, walk::Walked) {
+fn classify_statement(statement: &Statement) -> (StatementAssessment, walk::Walked, BTreeSet<Category>) {
     let base = statements::base_of(statement);
     let walked = walk::walk(statement, base.plan_only);
     let mut findings = vec![base.finding];
     findings.extend(walked.findings.iter().cloned());
-    let category = findings.iter().map(|f| f.category).max().unwrap_or(Category::Unknown);
+    let found: BTreeSet<Category> = findings.iter().map(|f| f.category).collect();
+    let category = found.iter().copied().max().unwrap_or(Category::Unknown);
     let mut reasons: Vec<String> = Vec::new();
     for f in findings.iter().filter(|f| f.category != Category::Read) {
         if !reasons.contains(&f.reason) {
@@ -186,7 +197,7 @@ fn classify_statement(statement: &Statement) -> (StatementAssessment, walk::Walk
         risk: category.risk(),
         reasons,
     };
-    (assessment, walked)
+    (assessment, walked, found)
 }
 
 #[cfg(test)]

@@ -165,3 +165,21 @@ fn tables_are_schema_qualified_and_functions_listed() {
     assert!(a.tables.is_empty(), "{:?}", a.tables);
     assert_eq!(a.functions, vec!["generate_series"]);
 }
+
+#[test]
+fn categories_list_every_finding_not_only_the_worst() {
+    let a = classify("WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) SELECT * FROM d");
+    assert_eq!(a.categories, vec![Read, Write]);
+    assert_eq!(a.category(), Write);
+}
+
+#[test]
+fn a_name_shared_by_a_cte_and_a_table_is_kept_for_policy() {
+    // The DELETE target cannot be the CTE: Postgres deletes from the table `canary`.
+    let a = classify("WITH canary AS (DELETE FROM canary RETURNING *) SELECT * FROM canary");
+    assert_eq!(a.cte_shadowed, vec!["public.canary".to_string()]);
+    assert!(a.tables.is_empty(), "{:?}", a.tables);
+    let b = classify("WITH c AS (SELECT 1) SELECT * FROM c JOIN public.c USING (x)");
+    assert_eq!(b.tables, vec!["public.c".to_string()]);
+    assert!(b.cte_shadowed.is_empty(), "already a table: {:?}", b.cte_shadowed);
+}

@@ -19,6 +19,9 @@ use super::{
 pub struct Walked {
     pub findings: Vec<Finding>,
     pub tables: BTreeSet<String>,
+    /// One-part names that match a CTE of the statement. They usually mean the CTE, but a DML
+    /// target or a reference inside the CTE's own body means the table, so policy counts them too.
+    pub shadowed: BTreeSet<String>,
     pub functions: BTreeSet<String>,
 }
 
@@ -36,13 +39,17 @@ pub fn walk(statement: &Statement, plan_only: bool) -> Walked {
     }
     let cte_names = std::mem::take(&mut w.cte_names);
     let table_functions = std::mem::take(&mut w.table_functions);
-    w.out.tables = w
-        .relations
-        .into_iter()
-        .filter(|parts| !(parts.len() == 1 && cte_names.contains(&parts[0].0.to_lowercase())))
-        .map(|parts| qualify(&parts))
-        .filter(|t| !table_functions.contains(t))
-        .collect();
+    for parts in std::mem::take(&mut w.relations) {
+        let name = qualify(&parts);
+        if table_functions.contains(&name) {
+            continue;
+        }
+        if parts.len() == 1 && cte_names.contains(&parts[0].0.to_lowercase()) {
+            w.out.shadowed.insert(name);
+        } else {
+            w.out.tables.insert(name);
+        }
+    }
     w.out
 }
 

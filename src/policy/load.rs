@@ -1,0 +1,486 @@
+//! Reading policy files: TOML into raw structs, then every check that makes a policy trustworthy
+//! (known keys and values, unique ids, no unreachable rules, tags that exist), each error naming
+//! its file and line and saying what is expected.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    ops::Range,
+    path::Path,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{CallLimits, Effect, Glob, Mask, Origin, Policy, Rule, TOOLS, TableTags, matching};
+use crate::classify::{Category, Risk};
+
+/// One thing wrong with a policy, at a place when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub origin: Option<Origin>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.origin {
+            Some(o) => write!(f, "`{o}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Everything wrong with a policy, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyErrors(pub Vec<LoadError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    defaults: Option<Spanned<RawLimits>>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    #[serde(default)]
+    tables: BTreeMap<Spanned<String>, RawTable>,
+    #[serde(default)]
+    columns: BTreeMap<Spanned<String>, RawColumn>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_rows: Option<Spanned<i64>>,
+    statement_timeout: Option<Spanned<String>>,
+    approval_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: Spanned<String>,
+    effect: Effect,
+    reason: Option<String>,
+    tools: Option<Spanned<Vec<String>>>,
+    categories: Option<Spanned<Vec<Category>>>,
+    tables: Option<Spanned<Vec<String>>>,
+    tags: Option<Spanned<Vec<String>>>,
+    risk_at_least: Option<Risk>,
+    principals: Option<Spanned<Vec<String>>>,
+    max_rows: Option<Spanned<i64>>,
+    statement_timeout: Option<Spanned<String>>,
+    approval_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    tags: Spanned<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    mask: Mask,
+}
+
+/// Loads a file, or every `*.toml` in a directory in name order.
+pub fn load_path(path: &Path) -> Result<Policy, PolicyErrors> {
+    let fail = |message: String| PolicyErrors(vec![LoadError { origin: None, message }]);
+    let files = if path.is_dir() {
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| fail(format!("cannot read the policy directory `{}`: {e}", path.display())))?;
+        let mut files: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(fail(format!(
+                "no `*.toml` files in the policy directory `{}`; add one (see tool-policies/README.md)",
+                path.display()
+            )));
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut sources = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            fail(format!(
+                "cannot read the policy file `{}`: {e}; pass a readable file or directory to `--policy`",
+                file.display()
+            ))
+        })?;
+        sources.push((file.display().to_string(), text));
+    }
+    parse_sources(&sources)
+}
+
+/// Parses and validates `(name, text)` sources as one policy, rules concatenated in order.
+pub fn parse_sources(sources: &[(String, String)]) -> Result<Policy, PolicyErrors> {
+    let mut b = Builder::default();
+    for (name, text) in sources {
+        b.sources.push(name.clone());
+        match toml::from_str::<RawFile>(text) {
+            Ok(raw) => b.add_file(name, text, raw),
+            Err(e) => b.errors.push(LoadError {
+                origin: e.span().map(|s| origin(name, text, s)),
+                message: reword(e.message()),
+            }),
+        }
+    }
+    b.finish()
+}
+
+fn origin(file: &str, text: &str, span: Range<usize>) -> Origin {
+    let at = span.start.min(text.len());
+    Origin {
+        file: file.to_string(),
+        line: text.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1,
+    }
+}
+
+/// serde's words for TOML's things: keys, not fields; values, not variants.
+fn reword(message: &str) -> String {
+    message
+        .trim()
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+        .replace("unknown variant", "unknown value")
+        .replace(", expected", "; expected")
+}
+
+#[derive(Default)]
+struct Builder {
+    sources: Vec<String>,
+    errors: Vec<LoadError>,
+    defaults: CallLimits,
+    defaults_at: BTreeMap<&'static str, Origin>,
+    rules: Vec<Rule>,
+    tables: Vec<TableTags>,
+    masks: BTreeMap<String, BTreeMap<String, super::Mask>>,
+    mask_at: BTreeMap<String, Origin>,
+}
+
+impl Builder {
+    fn error(&mut self, at: Origin, message: String) {
+        self.errors.push(LoadError {
+            origin: Some(at),
+            message,
+        });
+    }
+
+    fn add_file(&mut self, file: &str, text: &str, raw: RawFile) {
+        let at = |span: Range<usize>| origin(file, text, span);
+        if let Some(d) = raw.defaults {
+            let place = at(d.span());
+            let d = d.into_inner();
+            let limits = self.limits(&at, d.max_rows, d.statement_timeout, d.approval_timeout);
+            for (key, set) in [
+                ("max_rows", limits.max_rows.is_some()),
+                ("statement_timeout", limits.statement_timeout.is_some()),
+                ("approval_timeout", limits.approval_timeout.is_some()),
+            ] {
+                if !set {
+                    continue;
+                }
+                if let Some(first) = self.defaults_at.get(key) {
+                    let message = format!("`defaults.{key}` is already set at `{first}`; set it in one file only");
+                    self.error(place.clone(), message);
+                } else {
+                    self.defaults_at.insert(key, place.clone());
+                }
+            }
+            self.defaults = limits.or(self.defaults);
+        }
+        for r in raw.rule {
+            self.add_rule(&at, r);
+        }
+        for (key, table) in raw.tables {
+            let place = at(key.span());
+            let pattern = key.into_inner();
+            if let Err(m) = table_pattern(&pattern) {
+                self.error(place.clone(), format!("table `{pattern}`: {m}"));
+            }
+            let tags = table.tags.into_inner();
+            if tags.is_empty()
+                || tags
+                    .iter()
+                    .any(|t| t.trim().is_empty() || t.contains(char::is_whitespace))
+            {
+                self.error(
+                    place.clone(),
+                    format!("table `{pattern}`: `tags` must be a non-empty list of words, e.g. `tags = [\"pii\"]`"),
+                );
+            }
+            if let Some(first) = self.tables.iter().find(|t| t.pattern.0 == pattern) {
+                let message = format!(
+                    "table `{pattern}` is already tagged at `{}`; merge the two",
+                    first.origin
+                );
+                self.error(place.clone(), message);
+            }
+            self.tables.push(TableTags {
+                pattern: Glob(pattern),
+                tags,
+                origin: place,
+            });
+        }
+        for (key, column) in raw.columns {
+            let place = at(key.span());
+            let name = key.into_inner();
+            let parts: Vec<&str> = name.split('.').collect();
+            if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || p.contains('*')) {
+                self.error(
+                    place,
+                    format!(
+                        "column `{name}`: write `schema.table.column` exactly, e.g. `public.customers.email` (no patterns)"
+                    ),
+                );
+                continue;
+            }
+            let table = format!("{}.{}", parts[0], parts[1]);
+            if let Some(first) = self.mask_at.get(&name) {
+                let message = format!("column `{name}` already has a mask at `{first}`; keep one");
+                self.error(place, message);
+                continue;
+            }
+            self.mask_at.insert(name.clone(), place);
+            self.masks
+                .entry(table)
+                .or_default()
+                .insert(parts[2].to_string(), column.mask);
+        }
+    }
+
+    fn limits(
+        &mut self,
+        at: &dyn Fn(Range<usize>) -> Origin,
+        max_rows: Option<Spanned<i64>>,
+        statement_timeout: Option<Spanned<String>>,
+        approval_timeout: Option<Spanned<String>>,
+    ) -> CallLimits {
+        let mut limits = CallLimits::default();
+        if let Some(n) = max_rows {
+            match u32::try_from(*n.get_ref()) {
+                Ok(v) if v >= 1 => limits.max_rows = Some(v),
+                _ => self.error(
+                    at(n.span()),
+                    format!(
+                        "`max_rows` must be a whole number from 1 to {} (got {})",
+                        u32::MAX,
+                        n.get_ref()
+                    ),
+                ),
+            }
+        }
+        limits.statement_timeout = statement_timeout.and_then(|d| self.duration(at, "statement_timeout", d));
+        limits.approval_timeout = approval_timeout.and_then(|d| self.duration(at, "approval_timeout", d));
+        limits
+    }
+
+    fn duration(&mut self, at: &dyn Fn(Range<usize>) -> Origin, key: &str, raw: Spanned<String>) -> Option<Duration> {
+        match humantime::parse_duration(raw.get_ref()) {
+            Ok(d) if d >= Duration::from_millis(1) => Some(d),
+            _ => {
+                self.error(
+                    at(raw.span()),
+                    format!(
+                        "`{key}` must be a duration such as \"15s\", \"500ms\" or \"5m\" (got `{}`)",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn add_rule(&mut self, at: &dyn Fn(Range<usize>) -> Origin, r: RawRule) {
+        let place = at(r.id.span());
+        let id = r.id.into_inner();
+        let name = if id.is_empty() {
+            "(no id)".to_string()
+        } else {
+            id.clone()
+        };
+        if id.trim().is_empty() || id.contains(char::is_whitespace) {
+            self.error(
+                place.clone(),
+                format!("rule id `{id}` must be a non-empty word without spaces, e.g. `reads-run`"),
+            );
+        }
+        if let Some(first) = self.rules.iter().find(|x| x.id == id) {
+            let message = format!(
+                "rule id `{id}` is already used at `{}`; ids must be unique",
+                first.origin
+            );
+            self.error(place.clone(), message);
+        }
+        let tools = self.list(at, &name, "tools", r.tools, |t: &String| {
+            if TOOLS.contains(&t.as_str()) {
+                Ok(t.clone())
+            } else {
+                Err(format!("unknown tool `{t}`; expected one of {}", quoted(TOOLS)))
+            }
+        });
+        let categories = self.list(at, &name, "categories", r.categories, |c: &Category| Ok(*c));
+        let tables = self.list(at, &name, "tables", r.tables, |t: &String| {
+            table_pattern(t)
+                .map(|_| Glob(t.clone()))
+                .map_err(|m| format!("table `{t}`: {m}"))
+        });
+        let tags = self.list(at, &name, "tags", r.tags, |t: &String| {
+            if t.trim().is_empty() {
+                Err("tags must not be empty strings".into())
+            } else {
+                Ok(t.clone())
+            }
+        });
+        let principals = self.list(at, &name, "principals", r.principals, |p: &String| {
+            if p.trim().is_empty() {
+                Err("principals must not be empty strings; use `*` for anyone named".into())
+            } else {
+                Ok(Glob(p.clone()))
+            }
+        });
+        let limits = self.limits(at, r.max_rows, r.statement_timeout, r.approval_timeout);
+        if r.effect == Effect::Deny && (limits.max_rows.is_some() || limits.statement_timeout.is_some()) {
+            self.error(
+                place.clone(),
+                format!("rule `{name}` denies, so `max_rows` and `statement_timeout` have no effect; remove them"),
+            );
+        }
+        if r.effect != Effect::Approve && limits.approval_timeout.is_some() {
+            self.error(
+                place.clone(),
+                format!("rule `{name}` does not ask for approval, so `approval_timeout` has no effect; remove it"),
+            );
+        }
+        self.rules.push(Rule {
+            id,
+            effect: r.effect,
+            reason: r.reason.filter(|s| !s.trim().is_empty()),
+            tools,
+            categories,
+            tables,
+            tags,
+            risk_at_least: r.risk_at_least,
+            principals,
+            limits,
+            origin: place,
+        });
+    }
+
+    /// A match-key list: never empty, every item valid.
+    fn list<T, U>(
+        &mut self,
+        at: &dyn Fn(Range<usize>) -> Origin,
+        rule: &str,
+        key: &str,
+        raw: Option<Spanned<Vec<T>>>,
+        check: impl Fn(&T) -> Result<U, String>,
+    ) -> Option<Vec<U>> {
+        let raw = raw?;
+        let place = at(raw.span());
+        if raw.get_ref().is_empty() {
+            self.error(
+                place,
+                format!("rule `{rule}`: `{key} = []` never matches anything; remove the key to match any {key}"),
+            );
+            return Some(Vec::new());
+        }
+        let mut out = Vec::new();
+        for item in raw.get_ref() {
+            match check(item) {
+                Ok(v) => out.push(v),
+                Err(m) => self.error(place.clone(), format!("rule `{rule}`: {m}")),
+            }
+        }
+        Some(out)
+    }
+
+    fn finish(mut self) -> Result<Policy, PolicyErrors> {
+        if self.rules.is_empty() && self.errors.is_empty() {
+            self.errors.push(LoadError {
+                origin: None,
+                message: format!(
+                    "no `[[rule]]` in {}; without rules every call is denied — add rules (see tool-policies/README.md)",
+                    quoted(&self.sources)
+                ),
+            });
+        }
+        // Tags a rule names but no table carries: almost always a typo, and the rule could never match.
+        let known: BTreeSet<&str> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.tags.iter().map(String::as_str))
+            .collect();
+        let mut late = Vec::new();
+        for rule in &self.rules {
+            for tag in rule.tags.iter().flatten() {
+                if !known.contains(tag.as_str()) {
+                    late.push(LoadError {
+                        origin: Some(rule.origin.clone()),
+                        message: format!(
+                            "rule `{}` matches tag `{tag}`, but no `[tables.\"…\"]` entry carries it; tag a table or fix the spelling (known tags: {})",
+                            rule.id,
+                            if known.is_empty() { "none".to_string() } else { quoted(&known.iter().collect::<Vec<_>>()) }
+                        ),
+                    });
+                }
+            }
+        }
+        for (i, later) in self.rules.iter().enumerate() {
+            if let Some(earlier) = self.rules[..i].iter().find(|e| matching::covers(e, later)) {
+                late.push(LoadError {
+                    origin: Some(later.origin.clone()),
+                    message: format!(
+                        "rule `{}` can never match: rule `{}` at `{}` comes first and matches every call it would; move `{}` above it or narrow `{}`",
+                        later.id, earlier.id, earlier.origin, later.id, earlier.id
+                    ),
+                });
+            }
+        }
+        self.errors.extend(late);
+        if !self.errors.is_empty() {
+            return Err(PolicyErrors(self.errors));
+        }
+        Ok(Policy {
+            defaults: self.defaults,
+            rules: self.rules,
+            tables: self.tables,
+            masks: self.masks,
+            sources: self.sources,
+        })
+    }
+}
+
+/// A `schema.table` pattern: `*` is any run of characters; the name needs its schema.
+fn table_pattern(p: &str) -> Result<(), String> {
+    if p == "*" {
+        return Ok(());
+    }
+    match p.split_once('.') {
+        Some((schema, table)) if !schema.is_empty() && !table.is_empty() => Ok(()),
+        _ => Err("write `schema.table`, e.g. `public.customers`, `finance.*` or `*`".into()),
+    }
+}
+
+fn quoted<T: fmt::Display>(items: &[T]) -> String {
+    items.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+}

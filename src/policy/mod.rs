@@ -1,0 +1,281 @@
+//! Who may do what without asking: rules, table tags and column masks loaded from
+//! `tool-policies/*.toml`, and `evaluate`, a pure function from an assessed call to a decision.
+//!
+//! Rules are checked top to bottom and the first match decides; no match is `deny`. Match keys are
+//! read in the safe direction for each effect: an `allow` rule must cover *everything* the call
+//! touches (every category, every table), an `approve` or `deny` rule needs only *one* hit. So an
+//! allow rule never lets an unlisted table or category ride along, and a deny rule is never dodged
+//! by adding a harmless table to the query.
+
+mod load;
+mod matching;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Assessment, Category, Risk};
+pub use load::{LoadError, PolicyErrors};
+pub use matching::Glob;
+
+/// The tools a rule may name. `export` and `grant` are accepted ahead of their tools so that policy
+/// files written for them load today.
+pub const TOOLS: &[&str] = &["query", "export", "grant", "list_tables", "describe_table"];
+
+/// The built-in policy used when the operator gives none: `tool-policies/default.toml`.
+pub const DEFAULT_POLICY: &str = include_str!("../../tool-policies/default.toml");
+
+/// How long a reviewer has to answer, when neither the rule nor `[defaults]` say. Defaults to 5 min.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    Allow,
+    Approve,
+    Deny,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Approve => "approve",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
+/// How a masked column is shown. Every mask yields text (or NULL for NULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mask {
+    /// `alice@example.com` → `a***@example.com`.
+    Email,
+    /// Any value → `[redacted]`.
+    Redact,
+    /// A salted SHA-256 prefix: equal values stay equal within one server run, so joins and
+    /// `GROUP BY` still work, but the value cannot be looked up.
+    Hash,
+    /// `123-45-6789` → `***6789`; values of four characters or fewer are fully hidden.
+    Last4,
+    /// Always NULL.
+    Null,
+}
+
+impl Mask {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mask::Email => "email",
+            Mask::Redact => "redact",
+            Mask::Hash => "hash",
+            Mask::Last4 => "last4",
+            Mask::Null => "null",
+        }
+    }
+}
+
+/// Where a rule or setting was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Per-call limits a rule or `[defaults]` may set. Unset means "the server's setting".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallLimits {
+    /// The most rows a call returns.
+    pub max_rows: Option<u32>,
+    pub statement_timeout: Option<Duration>,
+    pub approval_timeout: Option<Duration>,
+}
+
+impl CallLimits {
+    /// `self`, with unset values taken from `fallback`.
+    fn or(self, fallback: CallLimits) -> CallLimits {
+        CallLimits {
+            max_rows: self.max_rows.or(fallback.max_rows),
+            statement_timeout: self.statement_timeout.or(fallback.statement_timeout),
+            approval_timeout: self.approval_timeout.or(fallback.approval_timeout),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub effect: Effect,
+    /// Shown to the model on `deny` and to the reviewer on `approve`.
+    pub reason: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub categories: Option<Vec<Category>>,
+    pub tables: Option<Vec<Glob>>,
+    pub tags: Option<Vec<String>>,
+    pub risk_at_least: Option<Risk>,
+    pub principals: Option<Vec<Glob>>,
+    pub limits: CallLimits,
+    pub origin: Origin,
+}
+
+/// Tags given to the tables a pattern matches.
+#[derive(Debug, Clone)]
+pub struct TableTags {
+    pub pattern: Glob,
+    pub tags: Vec<String>,
+    pub origin: Origin,
+}
+
+/// A loaded, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub defaults: CallLimits,
+    pub rules: Vec<Rule>,
+    pub tables: Vec<TableTags>,
+    /// `schema.table` → column → mask, names exactly as Postgres stores them.
+    pub masks: BTreeMap<String, BTreeMap<String, Mask>>,
+    /// The files it came from, in load order.
+    pub sources: Vec<String>,
+}
+
+/// What is being decided: one tool call, as classified.
+pub struct Request<'a> {
+    pub tool: &'a str,
+    pub assessment: &'a Assessment,
+    /// Who is calling, when the operator configured it (`--principal`).
+    pub principal: Option<&'a str>,
+}
+
+/// A masked column the call touches, for prompts and reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaskedColumn {
+    /// `schema.table.column`.
+    pub column: String,
+    pub mask: Mask,
+}
+
+/// The outcome of `evaluate`: the effect, the rule that decided and what applies to the call.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub effect: Effect,
+    /// The deciding rule's id; `None` when no rule matched (and the effect is `deny`).
+    pub rule: Option<String>,
+    pub origin: Option<Origin>,
+    /// The rule's `reason`, or a sentence saying what matched.
+    pub reason: String,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub statement_timeout: Option<Duration>,
+    pub max_rows: Option<u32>,
+    #[serde(serialize_with = "ser_duration")]
+    pub approval_timeout: Duration,
+    /// Tags of the tables the call touches.
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// Masks on the tables the call touches.
+    pub masks: Vec<MaskedColumn>,
+}
+
+impl Decision {
+    /// "rule `x` (file:line)", or "no rule" when none matched.
+    pub fn rule_label(&self) -> String {
+        match (&self.rule, &self.origin) {
+            (Some(id), Some(origin)) => format!("rule `{id}` ({origin})"),
+            (Some(id), None) => format!("rule `{id}`"),
+            _ => "no policy rule".into(),
+        }
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+impl Policy {
+    /// The built-in `default.toml`.
+    pub fn builtin() -> Policy {
+        load::parse_sources(&[("built-in default.toml".into(), DEFAULT_POLICY.into())])
+            .expect("the built-in default policy is valid (tested)")
+    }
+
+    /// Loads a file, or every `*.toml` in a directory in name order.
+    pub fn load(path: &std::path::Path) -> Result<Policy, PolicyErrors> {
+        load::load_path(path)
+    }
+
+    /// Parses policy text; `name` is used in error messages.
+    pub fn parse(name: &str, text: &str) -> Result<Policy, PolicyErrors> {
+        load::parse_sources(&[(name.into(), text.into())])
+    }
+
+    /// Tags of `table` (`schema.table`), from every matching `[tables."…"]` entry.
+    pub fn tags_of(&self, table: &str) -> BTreeSet<&str> {
+        self.tables
+            .iter()
+            .filter(|t| t.pattern.matches(table))
+            .flat_map(|t| t.tags.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Decides `request`: the first matching rule wins; no match is `deny`.
+    pub fn evaluate(&self, request: &Request<'_>) -> Decision {
+        let a = request.assessment;
+        let mut touched: BTreeSet<&str> = a.tables.iter().map(String::as_str).collect();
+        touched.extend(a.cte_shadowed.iter().map(String::as_str));
+        let tags: BTreeMap<&str, BTreeSet<&str>> = touched.iter().map(|t| (*t, self.tags_of(t))).collect();
+        let subject = matching::Subject {
+            tool: request.tool,
+            categories: a.categories.iter().copied().collect(),
+            risk: a.risk,
+            tables: &tags,
+            principal: request.principal,
+        };
+        let rule = self.rules.iter().find(|r| matching::matches(r, &subject));
+        let limits = rule.map(|r| r.limits).unwrap_or_default().or(self.defaults);
+        Decision {
+            effect: rule.map_or(Effect::Deny, |r| r.effect),
+            rule: rule.map(|r| r.id.clone()),
+            origin: rule.map(|r| r.origin.clone()),
+            reason: match rule {
+                Some(r) => r.reason.clone().unwrap_or_else(|| matching::describe(r)),
+                None => "no rule matched this call, and what no rule allows is denied".into(),
+            },
+            statement_timeout: limits.statement_timeout,
+            max_rows: limits.max_rows,
+            approval_timeout: limits.approval_timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT),
+            tags: tags
+                .iter()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(table, t)| (table.to_string(), t.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            masks: touched
+                .iter()
+                .filter_map(|t| self.masks.get(*t).map(|cols| (t, cols)))
+                .flat_map(|(t, cols)| {
+                    cols.iter().map(move |(c, m)| MaskedColumn {
+                        column: format!("{t}.{c}"),
+                        mask: *m,
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,352 @@
+use super::*;
+use crate::classify::classify;
+
+const POLICY: &str = r#"
+[defaults]
+max_rows = 100
+statement_timeout = "10s"
+
+[tables."public.customers"]
+tags = ["pii", "gdpr"]
+
+[tables."finance.*"]
+tags = ["finance"]
+
+[tables."public.scratch_*"]
+tags = ["scratch"]
+
+[columns."public.customers.email"]
+mask = "email"
+
+[[rule]]
+id = "canary-frozen"
+effect = "deny"
+tools = ["query"]
+categories = ["write", "destructive", "ddl"]
+tables = ["public.canary", "finance.*"]
+reason = "the canary table and finance are frozen"
+
+[[rule]]
+id = "admin-denied"
+effect = "deny"
+categories = ["admin"]
+
+[[rule]]
+id = "ci-may-not-touch-pii"
+effect = "deny"
+tags = ["pii"]
+principals = ["ci-*"]
+
+[[rule]]
+id = "scratch-writes-run"
+effect = "allow"
+categories = ["write", "ddl"]
+tags = ["scratch"]
+max_rows = 5
+
+[[rule]]
+id = "pii-reads-need-approval"
+effect = "approve"
+categories = ["read"]
+tags = ["pii"]
+approval_timeout = "15m"
+
+[[rule]]
+id = "reads-run"
+effect = "allow"
+categories = ["read"]
+statement_timeout = "2s"
+
+[[rule]]
+id = "critical-needs-approval"
+effect = "approve"
+risk_at_least = "critical"
+
+[[rule]]
+id = "alice-writes"
+effect = "approve"
+categories = ["write"]
+principals = ["alice"]
+"#;
+
+fn decide(policy: &Policy, tool: &str, sql: &str, principal: Option<&str>) -> Decision {
+    let assessment = classify(sql);
+    policy.evaluate(&Request {
+        tool,
+        assessment: &assessment,
+        principal,
+    })
+}
+
+#[test]
+fn the_first_matching_rule_decides_and_no_match_denies() {
+    let p = Policy::parse("t.toml", POLICY).unwrap();
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, Option<&str>, Effect, Option<&str>)] = &[
+        // tool, sql, principal → effect, deciding rule
+        ("query", "SELECT * FROM orders", None, Effect::Allow, Some("reads-run")),
+        ("query", "UPDATE canary SET x = 1 WHERE id = 2", None, Effect::Deny, Some("canary-frozen")),
+        ("query", "DROP TABLE finance.ledger", None, Effect::Deny, Some("canary-frozen")),
+        // One hit is enough for a deny rule: a harmless extra table does not dodge it.
+        ("query", "UPDATE public.orders o SET x = 1 FROM canary c WHERE c.id = o.id", None, Effect::Deny, Some("canary-frozen")),
+        // …and a CTE that shares the table's name does not hide the DELETE target.
+        ("query", "WITH canary AS (DELETE FROM canary WHERE id = 1 RETURNING *) SELECT * FROM canary", None, Effect::Deny, Some("canary-frozen")),
+        // `tools` must match: the same write through another tool is not this rule's business.
+        ("export", "UPDATE canary SET x = 1 WHERE id = 2", None, Effect::Deny, None),
+        ("query", "SET work_mem = '1GB'", None, Effect::Deny, Some("admin-denied")),
+        ("query", "SELECT * FROM customers", Some("ci-nightly"), Effect::Deny, Some("ci-may-not-touch-pii")),
+        ("query", "SELECT * FROM customers", Some("bob"), Effect::Approve, Some("pii-reads-need-approval")),
+        // A principals rule never matches an anonymous caller.
+        ("query", "SELECT * FROM customers", None, Effect::Approve, Some("pii-reads-need-approval")),
+        // Tags come from patterns too, and an allow rule must cover every table touched.
+        ("query", "INSERT INTO scratch_a VALUES (1)", None, Effect::Allow, Some("scratch-writes-run")),
+        ("query", "INSERT INTO scratch_a SELECT * FROM orders", None, Effect::Deny, None),
+        ("query", "INSERT INTO scratch_a SELECT * FROM scratch_b", None, Effect::Allow, Some("scratch-writes-run")),
+        // An allow rule must cover every category: a hidden DELETE in a read is not a read.
+        ("query", "WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM d", Some("alice"), Effect::Approve, Some("alice-writes")),
+        ("query", "WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM d", None, Effect::Deny, None),
+        // Reading is part of a write: `write` covers an UPDATE that reads another table.
+        ("query", "UPDATE scratch_a SET x = o.x FROM scratch_b o WHERE o.id = scratch_a.id", None, Effect::Allow, Some("scratch-writes-run")),
+        ("query", "TRUNCATE orders", None, Effect::Approve, Some("critical-needs-approval")),
+        ("query", "GRANT ALL ON orders TO PUBLIC", None, Effect::Approve, Some("critical-needs-approval")),
+        ("query", "UPDATE orders SET x = 1 WHERE id = 2", Some("alice"), Effect::Approve, Some("alice-writes")),
+        ("query", "UPDATE orders SET x = 1 WHERE id = 2", Some("bob"), Effect::Deny, None),
+        ("query", "SELEC oops", None, Effect::Deny, None),
+    ];
+    for (tool, sql, principal, effect, rule) in cases {
+        let d = decide(&p, tool, sql, *principal);
+        assert_eq!(
+            (d.effect, d.rule.as_deref()),
+            (*effect, *rule),
+            "{tool} `{sql}` as {principal:?}: {}",
+            d.reason
+        );
+    }
+}
+
+#[test]
+fn decisions_carry_limits_tags_masks_and_a_reason() {
+    let p = Policy::parse("t.toml", POLICY).unwrap();
+    let d = decide(&p, "query", "SELECT * FROM orders", None);
+    assert_eq!(d.max_rows, Some(100), "from [defaults]");
+    assert_eq!(d.statement_timeout, Some(Duration::from_secs(2)), "the rule's own");
+    assert_eq!(d.approval_timeout, DEFAULT_APPROVAL_TIMEOUT);
+    assert!(d.reason.contains("reads-run"), "{}", d.reason);
+
+    let d = decide(&p, "query", "INSERT INTO scratch_a VALUES (1)", None);
+    assert_eq!(d.max_rows, Some(5));
+    assert_eq!(d.statement_timeout, Some(Duration::from_secs(10)));
+
+    let d = decide(&p, "query", "SELECT c.email FROM customers c", None);
+    assert_eq!(d.approval_timeout, Duration::from_secs(900));
+    assert_eq!(d.tags["public.customers"], vec!["gdpr", "pii"]);
+    assert_eq!(
+        d.masks,
+        vec![MaskedColumn {
+            column: "public.customers.email".into(),
+            mask: Mask::Email
+        }]
+    );
+
+    let d = decide(&p, "query", "UPDATE canary SET x = 1 WHERE id = 2", None);
+    assert_eq!(d.reason, "the canary table and finance are frozen");
+    assert_eq!(d.rule_label(), "rule `canary-frozen` (t.toml:19)");
+    let d = decide(&p, "query", "SELEC oops", None);
+    assert_eq!(d.rule_label(), "no policy rule");
+}
+
+#[test]
+fn shipped_policies_load_and_say_what_the_readme_says() {
+    for (name, text) in [
+        ("default.toml", DEFAULT_POLICY),
+        ("readonly.toml", include_str!("../../tool-policies/readonly.toml")),
+        ("sandbox.toml", include_str!("../../tool-policies/sandbox.toml")),
+    ] {
+        Policy::parse(name, text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let default = Policy::builtin();
+    #[rustfmt::skip]
+    let cases = [
+        ("SELECT * FROM orders", Effect::Allow),
+        ("UPDATE orders SET x = 1 WHERE id = 1", Effect::Approve),
+        ("CREATE TABLE t (x int)", Effect::Approve),
+        ("DROP TABLE orders", Effect::Approve),
+        ("GRANT SELECT ON orders TO bob", Effect::Approve),
+        ("COPY orders TO STDOUT", Effect::Approve),
+        ("SELEC 1", Effect::Approve),
+        ("VACUUM orders", Effect::Deny),
+        ("SET search_path = evil", Effect::Deny),
+    ];
+    for (sql, effect) in cases {
+        assert_eq!(decide(&default, "query", sql, None).effect, effect, "default: {sql}");
+    }
+    let readonly = Policy::parse("readonly.toml", include_str!("../../tool-policies/readonly.toml")).unwrap();
+    for (sql, effect) in cases {
+        let want = if effect == Effect::Allow {
+            Effect::Allow
+        } else {
+            Effect::Deny
+        };
+        assert_eq!(decide(&readonly, "query", sql, None).effect, want, "readonly: {sql}");
+    }
+    let sandbox = Policy::parse("sandbox.toml", include_str!("../../tool-policies/sandbox.toml")).unwrap();
+    let d = decide(&sandbox, "query", "DELETE FROM customers", None);
+    assert_eq!(
+        (d.effect, d.rule.as_deref()),
+        (Effect::Deny, Some("customers-are-never-destroyed"))
+    );
+    let d = decide(&sandbox, "query", "SELECT * FROM analytics.monthly_revenue", None);
+    assert_eq!((d.rule.as_deref(), d.max_rows), (Some("reporting-reads"), Some(1000)));
+    let d = decide(
+        &sandbox,
+        "query",
+        "UPDATE orders SET status = 'x' WHERE id = 1",
+        Some("finance-bot"),
+    );
+    assert_eq!(d.rule.as_deref(), Some("finance-team-changes-orders"));
+}
+
+/// Each bad file gives exactly this error (file:line and message).
+#[test]
+fn every_bad_file_is_refused_with_its_line_and_the_fix() {
+    let ok_rule = "[[rule]]\nid = \"r\"\neffect = \"allow\"\ncategories = [\"read\"]\n";
+    #[rustfmt::skip]
+    let cases: Vec<(String, &str)> = vec![
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n".into(),
+         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `max_rows`, `statement_timeout`, `approval_timeout`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"alow\"\n".into(),
+         "`bad.toml:3`: unknown value `alow`; expected one of `allow`, `approve`, `deny`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategories = [\"reads\"]\n".into(),
+         "`bad.toml:4`: unknown value `reads`; expected one of `read`, `write`, `export`, `ddl`, `admin`, `unknown`, `destructive`, `privilege`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nrisk_at_least = \"severe\"\n".into(),
+         "`bad.toml:4`: unknown value `severe`; expected one of `low`, `medium`, `high`, `critical`"),
+        ("[[rule]]\neffect = \"allow\"\n".into(),
+         "`bad.toml:1`: missing key `id`"),
+        ("[[rule]]\nid = \"a\"\n".into(),
+         "`bad.toml:1`: missing key `effect`"),
+        (format!("{ok_rule}[[rule]]\nid = \"r\"\neffect = \"deny\"\ntools = [\"query\"]\n"),
+         "`bad.toml:6`: rule id `r` is already used at `bad.toml:2`; ids must be unique"),
+        (format!("[[rule]]\nid = \"all\"\neffect = \"approve\"\n{ok_rule}"),
+         "`bad.toml:5`: rule `r` can never match: rule `all` at `bad.toml:2` comes first and matches every call it would; move `r` above it or narrow `all`"),
+        ("[[rule]]\nid = \"w\"\neffect = \"deny\"\ncategories = [\"write\", \"read\"]\n[[rule]]\nid = \"r\"\neffect = \"allow\"\ncategories = [\"read\"]\n".into(),
+         "`bad.toml:6`: rule `r` can never match: rule `w` at `bad.toml:2` comes first and matches every call it would; move `r` above it or narrow `w`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ntools = [\"sql\"]\n".into(),
+         "`bad.toml:4`: rule `a`: unknown tool `sql`; expected one of `query`, `export`, `grant`, `list_tables`, `describe_table`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ntables = [\"customers\"]\n".into(),
+         "`bad.toml:4`: rule `a`: table `customers`: write `schema.table`, e.g. `public.customers`, `finance.*` or `*`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ntools = []\n".into(),
+         "`bad.toml:4`: rule `a`: `tools = []` never matches anything; remove the key to match any tools"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ntags = [\"pi\"]\n[tables.\"public.c\"]\ntags = [\"pii\"]\n".into(),
+         "`bad.toml:2`: rule `a` matches tag `pi`, but no `[tables.\"…\"]` entry carries it; tag a table or fix the spelling (known tags: `pii`)"),
+        ("[[rule]]\nid = \"a b\"\neffect = \"deny\"\n".into(),
+         "`bad.toml:2`: rule id `a b` must be a non-empty word without spaces, e.g. `reads-run`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmax_rows = 0\n".into(),
+         "`bad.toml:4`: `max_rows` must be a whole number from 1 to 4294967295 (got 0)"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nstatement_timeout = \"soon\"\n".into(),
+         "`bad.toml:4`: `statement_timeout` must be a duration such as \"15s\", \"500ms\" or \"5m\" (got `soon`)"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\nmax_rows = 5\n".into(),
+         "`bad.toml:2`: rule `a` denies, so `max_rows` and `statement_timeout` have no effect; remove them"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\napproval_timeout = \"1m\"\n".into(),
+         "`bad.toml:2`: rule `a` does not ask for approval, so `approval_timeout` has no effect; remove it"),
+        (format!("{ok_rule}[defaults]\nmax_row = 5\n"),
+         "`bad.toml:6`: unknown key `max_row`; expected one of `max_rows`, `statement_timeout`, `approval_timeout`"),
+        (format!("{ok_rule}[tables.\"public.c\"]\ntags = []\n"),
+         "`bad.toml:5`: table `public.c`: `tags` must be a non-empty list of words, e.g. `tags = [\"pii\"]`"),
+        (format!("{ok_rule}[tables.\"c\"]\ntags = [\"x\"]\n"),
+         "`bad.toml:5`: table `c`: write `schema.table`, e.g. `public.customers`, `finance.*` or `*`"),
+        (format!("{ok_rule}[columns.\"public.c\"]\nmask = \"email\"\n"),
+         "`bad.toml:5`: column `public.c`: write `schema.table.column` exactly, e.g. `public.customers.email` (no patterns)"),
+        (format!("{ok_rule}[columns.\"public.c.email\"]\nmask = \"scramble\"\n"),
+         "`bad.toml:6`: unknown value `scramble`; expected one of `email`, `redact`, `hash`, `last4`, `null`"),
+        (format!("{ok_rule}[colums.\"public.c.email\"]\nmask = \"email\"\n"),
+         "`bad.toml:5`: unknown key `colums`; expected one of `defaults`, `rule`, `tables`, `columns`"),
+        ("[[rule]\nid = \"a\"\n".into(),
+         "`bad.toml:1`: unclosed array table; expected `]`"),
+        ("[defaults]\nmax_rows = 5\n".into(),
+         "no `[[rule]]` in `bad.toml`; without rules every call is denied — add rules (see tool-policies/README.md)"),
+    ];
+    for (text, want) in cases {
+        let err = Policy::parse("bad.toml", &text).expect_err(&text);
+        assert_eq!(err.to_string(), want, "for:\n{text}");
+    }
+}
+
+#[test]
+fn a_directory_concatenates_files_in_name_order_and_names_each_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("20-rules.toml"),
+        "[[rule]]\nid = \"all\"\neffect = \"approve\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("10-tags.toml"),
+        "[tables.\"public.c\"]\ntags = [\"pii\"]\n[[rule]]\nid = \"pii\"\neffect = \"deny\"\ntags = [\"pii\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+    let p = Policy::load(dir.path()).unwrap();
+    assert_eq!(
+        p.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["pii", "all"]
+    );
+    assert!(p.rules[1].origin.file.ends_with("20-rules.toml"));
+
+    std::fs::write(
+        dir.path().join("30-dup.toml"),
+        "[[rule]]\nid = \"pii\"\neffect = \"deny\"\n",
+    )
+    .unwrap();
+    let err = Policy::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("30-dup.toml:2`: rule id `pii` is already used at `"),
+        "{err}"
+    );
+    assert!(err.contains("10-tags.toml:4`"), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = Policy::load(empty.path()).unwrap_err().to_string();
+    assert!(err.starts_with("no `*.toml` files in the policy directory"), "{err}");
+    let err = Policy::load(&dir.path().join("missing.toml")).unwrap_err().to_string();
+    assert!(err.starts_with("cannot read the policy file"), "{err}");
+}
+
+#[test]
+fn unreachable_detection_respects_each_effects_direction() {
+    // An allow rule over `public.*` does not cover a deny rule on one table: the deny also fires
+    // when a public table is joined with a table outside `public`.
+    let ok = [
+        "[[rule]]\nid = \"a\"\neffect = \"allow\"\ntables = [\"public.*\"]\n[[rule]]\nid = \"d\"\neffect = \"deny\"\ntables = [\"public.t\"]\n",
+        "[[rule]]\nid = \"a\"\neffect = \"deny\"\nprincipals = [\"ci-*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\n",
+        "[[rule]]\nid = \"a\"\neffect = \"deny\"\ntables = [\"public.x*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\ntables = [\"public.*\"]\n",
+    ];
+    for text in ok {
+        Policy::parse("t.toml", text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+    let unreachable = [
+        "[[rule]]\nid = \"a\"\neffect = \"deny\"\ntables = [\"public.*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\ntables = [\"public.x*\"]\n",
+        "[[rule]]\nid = \"a\"\neffect = \"deny\"\nprincipals = [\"ci-*\"]\n[[rule]]\nid = \"b\"\neffect = \"allow\"\nprincipals = [\"ci-main\"]\n",
+        "[[rule]]\nid = \"a\"\neffect = \"approve\"\nrisk_at_least = \"medium\"\n[[rule]]\nid = \"b\"\neffect = \"deny\"\nrisk_at_least = \"high\"\ntools = [\"query\"]\n",
+        "[[rule]]\nid = \"a\"\neffect = \"allow\"\ntables = [\"*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\ntables = [\"public.t\"]\n",
+    ];
+    for text in unreachable {
+        let err = Policy::parse("t.toml", text).expect_err(text).to_string();
+        assert!(err.contains("rule `b` can never match"), "{err}");
+    }
+}
+
+#[test]
+fn globs_match_any_run_of_characters() {
+    for (pattern, text, want) in [
+        ("finance.*", "finance.ledger", true),
+        ("finance.*", "finances.ledger", false),
+        ("*.audit_log", "ops.audit_log", true),
+        ("ci-*", "ci-", true),
+        ("a*b*c", "axxbyyc", true),
+        ("a*b*c", "axxbyy", false),
+        ("*", "", true),
+        ("public.t", "public.T", false),
+    ] {
+        assert_eq!(Glob(pattern.into()).matches(text), want, "{pattern} ~ {text}");
+    }
+}
