@@ -1,55 +1,31 @@
-//! `pgwarden check`: the assessment of a SQL text and the decision it would get, for people and
-//! scripts. Until policy files land, the decision is built in: reads are allowed, everything else
-//! needs approval.
+//! `pgwarden check`: the assessment of a SQL text and the policy decision it would get, for people
+//! and scripts.
 
 use serde::Serialize;
 
-use crate::classify::{Assessment, Category};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Decision {
-    /// `allow`, `approve` or `deny`.
-    pub effect: &'static str,
-    /// The rules that decided, by id.
-    pub rules: Vec<&'static str>,
-}
-
-pub fn decide(assessment: &Assessment) -> Decision {
-    if assessment.is_read() {
-        Decision {
-            effect: "allow",
-            rules: vec!["builtin-reads-run"],
-        }
-    } else {
-        Decision {
-            effect: "approve",
-            rules: vec!["builtin-non-reads-need-approval"],
-        }
-    }
-}
+use crate::{
+    classify::{Assessment, Category},
+    policy::Decision,
+};
 
 #[derive(Serialize)]
 struct Report<'a> {
     #[serde(flatten)]
     assessment: &'a Assessment,
-    decision: Decision,
+    decision: &'a Decision,
 }
 
-pub fn to_json(assessment: &Assessment) -> String {
-    serde_json::to_string_pretty(&Report {
-        assessment,
-        decision: decide(assessment),
-    })
-    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+pub fn to_json(assessment: &Assessment, decision: &Decision) -> String {
+    serde_json::to_string_pretty(&Report { assessment, decision }).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-pub fn to_text(assessment: &Assessment) -> String {
-    let d = decide(assessment);
+pub fn to_text(assessment: &Assessment, d: &Decision) -> String {
     let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
     let mut out = format!(
-        "decision: {} (rule {})\nrisk: {}\ncategories: {}\n",
-        d.effect,
-        d.rules.join(", "),
+        "decision: {} by {}\n  {}\nrisk: {}\ncategories: {}\n",
+        d.effect.as_str(),
+        d.rule_label(),
+        d.reason,
         assessment.risk.as_str(),
         assessment
             .categories
@@ -78,5 +54,27 @@ pub fn to_text(assessment: &Assessment) -> String {
         list(&assessment.tables),
         list(&assessment.functions)
     ));
+    for (table, tags) in &d.tags {
+        out.push_str(&format!("tags: {table}: {}\n", tags.join(", ")));
+    }
+    for m in &d.masks {
+        out.push_str(&format!("mask: {} ({})\n", m.column, m.mask.as_str()));
+    }
+    let mut limits = Vec::new();
+    if let Some(n) = d.max_rows {
+        limits.push(format!("max_rows {n}"));
+    }
+    if let Some(t) = d.statement_timeout {
+        limits.push(format!("statement_timeout {}", humantime::format_duration(t)));
+    }
+    if d.effect == crate::policy::Effect::Approve {
+        limits.push(format!(
+            "approval_timeout {}",
+            humantime::format_duration(d.approval_timeout)
+        ));
+    }
+    if !limits.is_empty() {
+        out.push_str(&format!("limits: {}\n", limits.join(", ")));
+    }
     out
 }

@@ -1,7 +1,9 @@
 //! Settings for `serve`, parsed and validated once in `main` and passed down as plain values.
 //! Nothing below `main` reads the environment.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use crate::policy::Policy;
 
 /// Which database pgwarden serves.
 #[derive(Debug, Clone)]
@@ -39,6 +41,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Connections kept open to Postgres. Defaults to 4.
     pub pool_size: usize,
+    /// Defaults to the built-in `tool-policies/default.toml`.
+    pub policy: Arc<Policy>,
+    /// Who uses this server, for rules with `principals`. Defaults to none.
+    pub principal: Option<String>,
 }
 
 /// A setting that does not make sense, named with the fix.

@@ -12,6 +12,7 @@ use pgwarden::{
         sandbox::{self, Sandbox},
     },
     pipeline::Pipeline,
+    policy::{Policy, Request},
 };
 use rmcp::ServiceExt;
 
@@ -30,8 +31,20 @@ struct Cli {
 enum Command {
     /// Serve MCP over stdio (for Claude Desktop, Claude Code, VS Code, Cursor).
     Serve(ServeArgs),
-    /// Classify SQL offline and show the decision it would get (SQL from the argument or stdin).
+    /// Classify SQL offline and show the policy decision it would get (SQL from the argument or stdin).
     Check(CheckArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file or directory and list its rules; exits non-zero on any error.
+    Lint {
+        /// A policy file, or a directory of `*.toml` files.
+        path: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -39,6 +52,15 @@ struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Policy file or directory to decide with; the built-in default policy when omitted.
+    #[arg(long, env = "PGWARDEN_POLICY")]
+    policy: Option<PathBuf>,
+    /// The tool the SQL would be sent through.
+    #[arg(long, default_value = "query", value_parser = clap::builder::PossibleValuesParser::new(pgwarden::policy::TOOLS))]
+    tool: String,
+    /// Decide as this principal (see `serve --principal`).
+    #[arg(long)]
+    principal: Option<String>,
     /// The SQL to check; read from stdin when omitted.
     sql: Option<String>,
 }
@@ -71,6 +93,14 @@ struct ServeArgs {
     /// Connections kept open to PostgreSQL.
     #[arg(long, env = "PGWARDEN_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pool_size: u16,
+    /// Policy file, or directory of `*.toml` files read in name order. Defaults to the built-in copy
+    /// of `tool-policies/default.toml` (reads run, changes need approval, admin is denied).
+    #[arg(long, env = "PGWARDEN_POLICY")]
+    policy: Option<PathBuf>,
+    /// Who uses this server, for policy rules with `principals` (e.g. set per user in the client's
+    /// MCP config). Unset, rules with `principals` never match.
+    #[arg(long, env = "PGWARDEN_PRINCIPAL")]
+    principal: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -90,6 +120,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Check(args) => check(args),
+        Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,16 +146,52 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
             sql
         }
     };
+    let policy = load_policy(args.policy.as_deref())?;
     let assessment = pgwarden::classify::classify(&sql);
+    let decision = policy.evaluate(&Request {
+        tool: &args.tool,
+        assessment: &assessment,
+        principal: args.principal.as_deref(),
+    });
     let out = match args.format {
-        Format::Text => pgwarden::check::to_text(&assessment),
-        Format::Json => pgwarden::check::to_json(&assessment) + "\n",
+        Format::Text => pgwarden::check::to_text(&assessment, &decision),
+        Format::Json => pgwarden::check::to_json(&assessment, &decision) + "\n",
     };
+    write_stdout(&out)
+}
+
+fn write_stdout(out: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    std::io::stdout()
-        .write_all(out.as_bytes())
-        .context("writing the report")?;
-    Ok(())
+    std::io::stdout().write_all(out.as_bytes()).context("writing to stdout")
+}
+
+fn load_policy(path: Option<&std::path::Path>) -> anyhow::Result<Policy> {
+    match path {
+        None => Ok(Policy::builtin()),
+        Some(path) => Policy::load(path).map_err(|e| anyhow::anyhow!("invalid policy `{}`:\n{e}", path.display())),
+    }
+}
+
+fn lint(path: &std::path::Path) -> anyhow::Result<()> {
+    let policy = load_policy(Some(path))?;
+    let mut out = format!(
+        "ok: {} rule(s), {} tagged table pattern(s), {} masked column(s) from {}\n",
+        policy.rules.len(),
+        policy.tables.len(),
+        policy.masks.values().map(|m| m.len()).sum::<usize>(),
+        policy.sources.join(", ")
+    );
+    for (i, rule) in policy.rules.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>3}. {:<7} {}  ({})\n",
+            i + 1,
+            rule.effect.as_str(),
+            rule.id,
+            rule.origin
+        ));
+    }
+    out.push_str("  -. deny    (no rule matched)\n");
+    write_stdout(&out)
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
@@ -146,10 +213,13 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         statement_timeout: args.statement_timeout,
     }
     .validate()?;
+    let policy = load_policy(args.policy.as_deref())?;
     Ok(Settings {
         database,
         limits,
         pool_size: args.pool_size as usize,
+        policy: Arc::new(policy),
+        principal: args.principal.filter(|p| !p.trim().is_empty()),
     })
 }
 
@@ -188,7 +258,17 @@ async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::R
             facts.user
         );
     }
-    let pipeline = Arc::new(Pipeline::new(db, settings.limits));
+    tracing::info!(
+        "policy: {} ({} rules)",
+        settings.policy.sources.join(", "),
+        settings.policy.rules.len()
+    );
+    let pipeline = Arc::new(Pipeline::new(
+        db,
+        settings.limits,
+        settings.policy.clone(),
+        settings.principal.clone(),
+    ));
     let service = PgWarden::new(pipeline)
         .serve(rmcp::transport::stdio())
         .await

@@ -1,18 +1,20 @@
-//! The only place the steps meet: a tool call's `Action` is classified, then executed, and the
-//! outcome shaped for the model. (Policy, approval and audit join here in later stages.)
+//! The only place the steps meet: a tool call's `Action` is classified, decided by the policy, then
+//! executed with the policy's limits and masks, and the outcome shaped for the model. (Approval and
+//! audit join here in later stages.)
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    classify,
+    classify::{self, Assessment},
     config::Limits,
     db::{
         Database, DbError,
         catalog::{CatalogError, TableDescription, TableList},
         read::ReadLimits,
     },
+    policy::{Decision, Effect, Policy, Request},
     tools::query::QueryOutput,
 };
 
@@ -21,6 +23,8 @@ use crate::{
 pub struct Caller {
     pub client_name: Option<String>,
     pub client_version: Option<String>,
+    /// Who the operator says is using this server (`--principal`); policy rules can match it.
+    pub principal: Option<String>,
     /// Minted per server instance on stdio.
     pub session_id: String,
 }
@@ -41,6 +45,11 @@ pub enum ToolError {
     BadArguments(String),
     #[error("refused: {0}. Nothing was executed.")]
     Refused(String),
+    /// The policy said `deny`.
+    #[error(
+        "denied by {rule}: {reason}. Nothing was executed; this is the operator's policy, so do not retry it in another form — ask the user instead."
+    )]
+    Denied { rule: String, reason: String },
     #[error("{0}")]
     Db(DbError),
     #[error("{0}")]
@@ -75,11 +84,51 @@ impl ToolError {
 pub struct Pipeline {
     db: Database,
     limits: Limits,
+    policy: Arc<Policy>,
+    principal: Option<String>,
 }
 
 impl Pipeline {
-    pub fn new(db: Database, limits: Limits) -> Pipeline {
-        Pipeline { db, limits }
+    pub fn new(db: Database, limits: Limits, policy: Arc<Policy>, principal: Option<String>) -> Pipeline {
+        Pipeline {
+            db,
+            limits,
+            policy,
+            principal,
+        }
+    }
+
+    /// The operator-configured principal, for `Caller`.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    /// The policy's decision for `action`; `allow` comes back, `deny` and `approve` become errors.
+    fn decide(&self, action: &Action, assessment: &Assessment) -> Result<Decision, ToolError> {
+        let decision = self.policy.evaluate(&Request {
+            tool: action.tool,
+            assessment,
+            principal: action.caller.principal.as_deref(),
+        });
+        tracing::info!(
+            tool = action.tool,
+            effect = decision.effect.as_str(),
+            rule = decision.rule.as_deref().unwrap_or("-"),
+            "policy decision"
+        );
+        match decision.effect {
+            Effect::Allow => Ok(decision),
+            Effect::Deny => Err(ToolError::Denied {
+                rule: decision.rule_label(),
+                reason: decision.reason,
+            }),
+            Effect::Approve => Err(ToolError::Refused(format!(
+                "{} requires a person's approval ({}), and this pgwarden cannot ask for approvals yet; \
+                 ask the user to run it themselves or to change the policy",
+                decision.rule_label(),
+                decision.reason
+            ))),
+        }
     }
 
     pub async fn query(
@@ -95,9 +144,6 @@ impl Pipeline {
                 "`sql` is empty; pass one SELECT statement".into(),
             ));
         }
-        let (max_rows, notice) = self.row_cap(max_rows)?;
-        // Until policies and approval land, only plain reads run at all. The database guards (READ
-        // ONLY, extended protocol) still apply: the classifier is a layer, not a replacement.
         let assessment = classify::classify(sql);
         if assessment.statements.len() > 1 {
             return Err(ToolError::Refused(format!(
@@ -105,17 +151,23 @@ impl Pipeline {
                 assessment.statements.len()
             )));
         }
+        let decision = self.decide(action, &assessment)?;
+        // Only reads have an execution path until approvals land; a policy that allows a write
+        // outright is honoured then. The database guards (READ ONLY, extended protocol) apply
+        // whatever the classifier says: it is a layer, not a replacement.
         if !assessment.is_read() {
             return Err(ToolError::Refused(format!(
-                "classified as {} (risk {}): {}; `query` only runs reads until approvals are available",
+                "classified as {} (risk {}): {}; {} allows it, but this pgwarden runs only reads through `query` so far",
                 assessment.category().as_str(),
                 assessment.risk.as_str(),
-                assessment.reasons.join("; ")
+                assessment.reasons.join("; "),
+                decision.rule_label()
             )));
         }
+        let (max_rows, notice) = self.row_cap(max_rows, decision.max_rows)?;
         let limits = ReadLimits {
             max_rows,
-            statement_timeout: self.limits.statement_timeout,
+            statement_timeout: decision.statement_timeout.unwrap_or(self.limits.statement_timeout),
         };
         let result = self.db.read(sql, limits, ct).await?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -137,34 +189,57 @@ impl Pipeline {
         })
     }
 
-    fn row_cap(&self, requested: Option<i64>) -> Result<(u32, Option<String>), ToolError> {
-        let limit = self.limits.max_rows_limit;
+    /// The rows this call may return: what the model asked for, within the server's hard limit and
+    /// the policy's cap for this call.
+    fn row_cap(&self, requested: Option<i64>, policy_cap: Option<u32>) -> Result<(u32, Option<String>), ToolError> {
+        let limit = policy_cap.map_or(self.limits.max_rows_limit, |p| p.min(self.limits.max_rows_limit));
         match requested {
-            None => Ok((self.limits.default_max_rows, None)),
+            None => Ok((self.limits.default_max_rows.min(limit), None)),
             Some(n) if n < 1 => Err(ToolError::BadArguments(format!(
                 "`max_rows` must be at least 1 (got {n})"
             ))),
             Some(n) if n > limit as i64 => Ok((
                 limit,
-                Some(format!("max_rows {n} is above this server's limit; capped at {limit}")),
+                Some(format!(
+                    "max_rows {n} is above the limit for this call; capped at {limit}"
+                )),
             )),
             Some(n) => Ok((n as u32, None)),
         }
     }
 
-    pub async fn list_tables(&self, schema: Option<&str>, ct: &CancellationToken) -> Result<TableList, ToolError> {
-        Ok(self.db.list_tables(schema, self.limits.statement_timeout, ct).await?)
+    /// Discovery is a catalog read: the policy decides it like any read, with no tables.
+    pub async fn list_tables(
+        &self,
+        action: &Action,
+        schema: Option<&str>,
+        ct: &CancellationToken,
+    ) -> Result<TableList, ToolError> {
+        let decision = self.decide(action, &classify::classify("SELECT 1"))?;
+        let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
+        Ok(self.db.list_tables(schema, timeout, ct).await?)
     }
 
-    pub async fn describe_table(&self, table: &str, ct: &CancellationToken) -> Result<TableDescription, ToolError> {
-        if table.trim().is_empty() {
+    /// Describing a table is decided as a read of that table, so table and tag rules apply.
+    pub async fn describe_table(
+        &self,
+        action: &Action,
+        table: &str,
+        ct: &CancellationToken,
+    ) -> Result<TableDescription, ToolError> {
+        let table = table.trim();
+        if table.is_empty() {
             return Err(ToolError::BadArguments(
                 "`table` is empty; pass a table name such as `orders` or `sales.orders`".into(),
             ));
         }
-        Ok(self
-            .db
-            .describe_table(table.trim(), self.limits.statement_timeout, ct)
-            .await?)
+        // Anything that is not exactly one relation name cannot name a table.
+        let assessment = classify::classify(&format!("SELECT * FROM {table}"));
+        if !assessment.is_read() || assessment.tables.len() != 1 || assessment.statements.len() != 1 {
+            return Err(CatalogError::NoTable(table.to_string()).into());
+        }
+        let decision = self.decide(action, &assessment)?;
+        let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
+        Ok(self.db.describe_table(table, timeout, ct).await?)
     }
 }

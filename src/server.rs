@@ -26,8 +26,9 @@ use crate::{
 
 const INSTRUCTIONS: &str = "pgwarden gives you a PostgreSQL database. Start with `list_tables`, then \
 `describe_table` for the columns you need, then `query` with one SELECT per call. Results are capped \
-(`truncated: true` means more rows exist: filter or aggregate instead of raising the cap). Writes, DDL \
-and session changes are refused.";
+(`truncated: true` means more rows exist: filter or aggregate instead of raising the cap). The operator's \
+policy decides what runs: writes, DDL and session changes are refused or need a person's approval, and \
+some columns come back masked (e.g. `a***@example.com`); a denial names the rule, so do not work around it.";
 
 #[derive(Clone)]
 pub struct PgWarden {
@@ -60,6 +61,7 @@ impl PgWarden {
             caller: Caller {
                 client_name: client.as_ref().map(|c| c.name.clone()),
                 client_version: client.as_ref().map(|c| c.version.clone()),
+                principal: self.pipeline.principal().map(str::to_string),
                 session_id: self.session_id.clone(),
             },
         }
@@ -83,7 +85,8 @@ impl PgWarden {
     #[tool(
         description = "Run one read-only PostgreSQL query (a single SELECT; CTEs, joins and aggregates are fine) \
                        and get typed rows back. Rows are capped by `max_rows`; `truncated: true` means more exist. \
-                       Writes, DDL, SET and multiple statements are refused.",
+                       Writes, DDL, SET and multiple statements are refused; the operator's policy may deny some \
+                       tables and mask some columns.",
         output_schema = schema_for_output::<QueryOutput>(),
         annotations(title = "Query (read-only)", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
     )]
@@ -109,7 +112,12 @@ impl PgWarden {
         Parameters(args): Parameters<ListTablesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        match self.pipeline.list_tables(args.schema.as_deref(), &ctx.ct).await {
+        let action = self.action("list_tables", None, None, &ctx);
+        match self
+            .pipeline
+            .list_tables(&action, args.schema.as_deref(), &ctx.ct)
+            .await
+        {
             Ok(list) => success(&list, tools::list_tables::to_text(&list)),
             Err(e) => failure(e),
         }
@@ -125,7 +133,8 @@ impl PgWarden {
         Parameters(args): Parameters<DescribeTableArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        match self.pipeline.describe_table(&args.table, &ctx.ct).await {
+        let action = self.action("describe_table", None, None, &ctx);
+        match self.pipeline.describe_table(&action, &args.table, &ctx.ct).await {
             Ok(d) => success(&d, tools::describe_table::to_text(&d)),
             Err(e) => failure(e),
         }

@@ -18,6 +18,7 @@ use pgwarden::{
         sandbox::HARDEN_SQL,
     },
     pipeline::Pipeline,
+    policy::Policy,
 };
 use rmcp::{
     RoleClient, ServiceExt,
@@ -188,8 +189,23 @@ impl Mcp {
     }
 
     pub async fn start_with(database: Database, limits: Limits) -> Mcp {
+        Self::start_with_policy(database, limits, Policy::builtin(), None).await
+    }
+
+    /// A server deciding with `policy` (TOML text) as `principal`.
+    pub async fn with_policy(db: &TestDb, policy: &str, principal: Option<&str>) -> Mcp {
+        let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
+        Self::start_with_policy(db.database(2).await, limits(), policy, principal.map(str::to_string)).await
+    }
+
+    pub async fn start_with_policy(
+        database: Database,
+        limits: Limits,
+        policy: Policy,
+        principal: Option<String>,
+    ) -> Mcp {
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let server = PgWarden::new(Arc::new(Pipeline::new(database, limits)));
+        let server = PgWarden::new(Arc::new(Pipeline::new(database, limits, Arc::new(policy), principal)));
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {
                 let _ = running.waiting().await;
