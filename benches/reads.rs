@@ -73,12 +73,12 @@ async fn main() {
         statement_timeout: Duration::from_secs(15),
     };
     for i in 0..200 {
-        database.read(&sql_for(i), limits, &ct).await.unwrap();
+        database.read(&sql_for(i), limits, None, &ct).await.unwrap();
     }
     let mut layer_samples = Vec::with_capacity(iterations);
     for i in 0..iterations {
         let t = Instant::now();
-        let r = database.read(&sql_for(i), limits, &ct).await.unwrap();
+        let r = database.read(&sql_for(i), limits, None, &ct).await.unwrap();
         assert_eq!(r.rows.len(), 1);
         layer_samples.push(t.elapsed());
     }

@@ -12,6 +12,7 @@ use crate::{
     db::{
         Database, DbError,
         catalog::{CatalogError, TableDescription, TableList},
+        mask::Masking,
         read::ReadLimits,
     },
     policy::{Decision, Effect, Policy, Request},
@@ -85,15 +86,22 @@ pub struct Pipeline {
     db: Database,
     limits: Limits,
     policy: Arc<Policy>,
+    /// The policy's masks with this run's hash salt; `None` when the policy masks nothing.
+    masking: Option<Masking>,
     principal: Option<String>,
 }
 
 impl Pipeline {
     pub fn new(db: Database, limits: Limits, policy: Arc<Policy>, principal: Option<String>) -> Pipeline {
+        let masking = (!policy.masks.is_empty()).then(|| Masking {
+            masks: policy.masks.clone(),
+            salt: uuid::Uuid::new_v4().simple().to_string(),
+        });
         Pipeline {
             db,
             limits,
             policy,
+            masking,
             principal,
         }
     }
@@ -169,7 +177,7 @@ impl Pipeline {
             max_rows,
             statement_timeout: decision.statement_timeout.unwrap_or(self.limits.statement_timeout),
         };
-        let result = self.db.read(sql, limits, ct).await?;
+        let result = self.db.read(sql, limits, self.masking.as_ref(), ct).await?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             tool = action.tool,

@@ -7,7 +7,12 @@ use futures_util::{TryStreamExt, pin_mut};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Database, DbError, session::Session, values};
+use super::{
+    Database, DbError,
+    mask::{CATALOG_SQL, Masking, References, Resolution},
+    session::Session,
+    values,
+};
 
 /// A result column: its name and Postgres type (`int8`, `text[]`, `numeric`, …).
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq)]
@@ -36,14 +41,65 @@ pub struct ReadLimits {
 impl Database {
     /// Runs `sql` (text from the agent) as a read. The statement is sent with Parse/Bind/Execute, so
     /// Postgres itself rejects a second statement (42601); the READ ONLY transaction rejects writes
-    /// (25006); the transaction is always rolled back.
-    pub async fn read(&self, sql: &str, limits: ReadLimits, ct: &CancellationToken) -> Result<ReadResult, DbError> {
+    /// (25006); the transaction is always rolled back. With `masking`, masked columns are masked
+    /// inside Postgres (see `mask`), or the read is refused.
+    pub async fn read(
+        &self,
+        sql: &str,
+        limits: ReadLimits,
+        masking: Option<&Masking>,
+        ct: &CancellationToken,
+    ) -> Result<ReadResult, DbError> {
         let max_rows = limits.max_rows.clamp(1, i32::MAX as u32 - 1) as usize;
+        // A query that names no relation cannot reach a masked column.
+        let masked = match masking {
+            Some(m) => References::of(sql)
+                .map_err(|e| DbError::Masked(e.0))?
+                .map(|refs| (m, refs)),
+            None => None,
+        };
         let mut session = Session::open(self).await?;
         let deadline = limits.statement_timeout + Duration::from_secs(5);
         session
             .guarded(ct, deadline, async |s: &mut Session| {
-                let (tx, statement) = s.begin_read_prepared(limits.statement_timeout, sql).await?;
+                let (tx, statement, found) = match masked {
+                    None => {
+                        let (tx, statement) = s.begin_read_prepared(limits.statement_timeout, sql).await?;
+                        (tx, statement, None)
+                    }
+                    Some((masking, refs)) => {
+                        use tokio_postgres::types::Type;
+                        let names = refs.names();
+                        let (tables, columns) = masking.catalog_params();
+                        let (tx, rows) = s
+                            .begin_read_query(
+                                limits.statement_timeout,
+                                CATALOG_SQL,
+                                &[(&names, Type::TEXT_ARRAY), (&tables, Type::TEXT_ARRAY), (&columns, Type::TEXT_ARRAY)],
+                            )
+                            .await?;
+                        let json: serde_json::Value = rows
+                            .first()
+                            .and_then(|r| r.try_get(0).ok())
+                            .ok_or_else(|| DbError::Masked("the catalog lookup for masks returned nothing".into()))?;
+                        let found: Resolution = serde_json::from_value(json)
+                            .map_err(|e| DbError::Masked(format!("the catalog lookup for masks was unreadable: {e}")))?;
+                        let rewritten = masking.rewrite(refs, &found).map_err(|e| DbError::Masked(e.0))?;
+                        let statement = tx
+                            .prepare(rewritten.as_deref().unwrap_or(sql))
+                            .await
+                            .map_err(DbError::from_pg)?;
+                        (tx, statement, Some(found))
+                    }
+                };
+                if let Some(found) = &found
+                    && let Some(c) = statement.columns().iter().find(|c| Masking::leaks(found, c.table_oid(), c.column_id()))
+                {
+                    return Err(DbError::Masked(format!(
+                        "result column `{}` would come straight from a masked column",
+                        c.name()
+                    )));
+                }
                 if !statement.params().is_empty() {
                     return Err(DbError::Client(format!(
                         "the statement has {} parameter placeholder(s) ($1 …); `query` takes no parameters, so write the values into the SQL",

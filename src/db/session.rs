@@ -29,6 +29,9 @@ pub enum DbError {
     Deadline(Duration),
     #[error("the database is unavailable right now; try again shortly")]
     Unavailable(String),
+    /// The result could have carried a masked column raw.
+    #[error("refused to protect masked columns: {0}. Nothing was returned.")]
+    Masked(String),
 }
 
 fn sql_message(
@@ -148,6 +151,22 @@ impl Session {
         snapshot.map_err(DbError::from_pg)?;
         let statement = statement.map_err(DbError::from_pg)?;
         Ok((tx, statement))
+    }
+
+    /// [`Session::begin_read`] plus one query of our own with typed parameters, pipelined behind the
+    /// snapshot batch (one round trip for both).
+    pub(super) async fn begin_read_query(
+        &mut self,
+        timeout: Duration,
+        sql: &str,
+        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type)],
+    ) -> Result<(Transaction<'_>, Vec<tokio_postgres::Row>), DbError> {
+        let tx = self.start_read_only().await?;
+        let setup = snapshot_sql(timeout);
+        let (snapshot, rows) = futures_util::future::join(tx.batch_execute(&setup), tx.query_typed(sql, params)).await;
+        snapshot.map_err(DbError::from_pg)?;
+        let rows = rows.map_err(DbError::from_pg)?;
+        Ok((tx, rows))
     }
 
     async fn start_read_only(&mut self) -> Result<Transaction<'_>, DbError> {

@@ -1,0 +1,328 @@
+//! Policy over MCP against a real Postgres: deny rules stop calls without a prompt, per-call limits
+//! apply, and masked columns never come back raw — through aliases, subqueries, expressions,
+//! whole-row values, CTEs, partitions, or views.
+
+mod common;
+
+use common::{Mcp, TestDb, text};
+use serde_json::{Value, json};
+
+const SETUP: &str = r#"
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text, token text);
+INSERT INTO customers VALUES
+  (1, 'Ada', 'ada.lovelace@corp.com', '123-45-6789', 'tok-secret-1'),
+  (2, 'Grace', 'grace.hopper@navy.mil', '987-65-4321', 'tok-secret-1'),
+  (3, 'Alan', NULL, NULL, NULL);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric);
+INSERT INTO orders VALUES (10, 1, 9.99), (11, 2, 20.00);
+CREATE TABLE canary (id int PRIMARY KEY, v text);
+INSERT INTO canary VALUES (1, 'alive');
+CREATE VIEW v_emails AS SELECT id, lower(email) AS contact FROM customers;
+CREATE VIEW v_filtered AS SELECT id, name FROM customers WHERE email LIKE '%@corp.com';
+CREATE VIEW v_rows AS SELECT row_to_json(c) AS j FROM customers c;
+CREATE VIEW v_names AS SELECT id, name FROM customers;
+CREATE VIEW v_over AS SELECT * FROM v_emails;
+CREATE MATERIALIZED VIEW mv_emails AS SELECT email FROM customers;
+CREATE TABLE people (id int, region text, email text) PARTITION BY LIST (region);
+CREATE TABLE people_eu PARTITION OF people FOR VALUES IN ('eu');
+INSERT INTO people VALUES (1, 'eu', 'linus.t@kernel.org');
+CREATE SCHEMA app;
+CREATE TABLE app.customers (id int, email text);
+INSERT INTO app.customers VALUES (1, 'not-masked@app.example');
+"#;
+
+const POLICY: &str = r#"
+[defaults]
+max_rows = 50
+
+[tables."public.customers"]
+tags = ["pii"]
+
+[columns."public.customers.email"]
+mask = "email"
+[columns."public.customers.ssn"]
+mask = "last4"
+[columns."public.customers.token"]
+mask = "hash"
+[columns."public.people.email"]
+mask = "redact"
+
+[[rule]]
+id = "canary-frozen"
+effect = "deny"
+tables = ["public.canary"]
+categories = ["write", "destructive", "ddl"]
+reason = "the canary table is frozen"
+
+[[rule]]
+id = "tiny-orders"
+effect = "allow"
+categories = ["read"]
+tables = ["public.orders"]
+max_rows = 1
+statement_timeout = "200ms"
+
+[[rule]]
+id = "reads-run"
+effect = "allow"
+categories = ["read"]
+
+[[rule]]
+id = "changes-need-approval"
+effect = "approve"
+categories = ["write", "ddl", "destructive", "privilege", "export", "unknown"]
+"#;
+
+/// Raw values that must never appear in anything the model receives.
+const SECRETS: &[&str] = &[
+    "ada.lovelace",
+    "grace.hopper",
+    "123-45-6789",
+    "987-65-4321",
+    "tok-secret",
+    "linus.t",
+    "ADA.LOVELACE",
+    "GRACE.HOPPER",
+];
+
+fn assert_no_secret(sql: &str, r: &rmcp::model::CallToolResult) {
+    let everything = format!("{}\n{}", text(r), r.structured_content.clone().unwrap_or(Value::Null));
+    for s in SECRETS {
+        assert!(!everything.contains(s), "`{sql}` leaked `{s}`:\n{everything}");
+    }
+}
+
+#[tokio::test]
+async fn masked_columns_never_come_back_raw() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = Mcp::with_policy(&db, POLICY, None).await;
+
+    // Plain columns are masked with the column's own mask, NULL stays NULL.
+    let out = mcp
+        .ok(
+            "query",
+            json!({"sql": "SELECT id, email, ssn FROM customers ORDER BY id"}),
+        )
+        .await;
+    assert_eq!(
+        out["rows"],
+        json!([
+            [1, "a***@corp.com", "***6789"],
+            [2, "g***@navy.mil", "***4321"],
+            [3, null, null]
+        ])
+    );
+    // Hash: equal values stay equal, nothing of the value shows.
+    let out = mcp
+        .ok("query", json!({"sql": "SELECT token FROM customers ORDER BY id"}))
+        .await;
+    let t = &out["rows"];
+    assert_eq!(t[0], t[1], "same token, same digest");
+    assert_eq!(t[2][0], Value::Null);
+    assert_eq!(t[0][0].as_str().unwrap().len(), 16);
+
+    #[rustfmt::skip]
+    let shapes = [
+        "SELECT * FROM customers",
+        "SELECT email AS e, ssn AS s FROM customers",
+        "SELECT e FROM (SELECT email AS e FROM customers) s",
+        "SELECT upper(email), ssn || '' FROM customers",
+        "SELECT email || '' AS x, concat(ssn, token) FROM customers",
+        "SELECT c FROM customers c",
+        "SELECT to_json(c), row_to_json(c.*) FROM customers c",
+        "SELECT array_agg(c.*) FROM customers c",
+        "SELECT string_agg(email, ',') FROM customers",
+        "WITH x AS (SELECT * FROM customers) SELECT * FROM x",
+        "WITH x AS MATERIALIZED (SELECT email FROM public.customers) SELECT upper(email) FROM x",
+        "SELECT * FROM public.customers",
+        "SELECT * FROM PUBLIC.CUSTOMERS",
+        "SELECT * FROM \"customers\"",
+        "SELECT customers.email FROM customers",
+        "SELECT (SELECT email FROM customers ORDER BY id LIMIT 1)",
+        "SELECT o.id, x.email FROM orders o, LATERAL (SELECT email FROM customers c WHERE c.id = o.customer_id) x",
+        "SELECT c.email, o.total FROM customers c JOIN orders o ON o.customer_id = c.id",
+        "SELECT a.email, b.ssn FROM customers a JOIN customers b USING (id)",
+        "SELECT email FROM customers UNION ALL SELECT 'x'",
+        "SELECT email FROM people_eu",
+        "SELECT * FROM people",
+        "SELECT format('%s', email), substr(ssn, 1, 11) FROM customers",
+        "SELECT email FROM customers WHERE email IS NOT NULL ORDER BY email",
+    ];
+    for sql in shapes {
+        let r = mcp.call("query", json!({"sql": sql})).await;
+        assert_ne!(r.is_error, Some(true), "`{sql}` failed: {}", text(&r));
+        assert_no_secret(sql, &r);
+    }
+
+    // Filters see the masked value too, so they cannot be used as an oracle.
+    let out = mcp
+        .ok(
+            "query",
+            json!({"sql": "SELECT count(*) FROM customers WHERE email = 'ada.lovelace@corp.com'"}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!([[0]]));
+    let out = mcp
+        .ok(
+            "query",
+            json!({"sql": "SELECT count(*) FROM customers WHERE ssn LIKE '123%'"}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!([[0]]));
+
+    // Unmasked columns, other tables and same-named tables elsewhere are untouched.
+    let out = mcp
+        .ok("query", json!({"sql": "SELECT name FROM customers ORDER BY id"}))
+        .await;
+    assert_eq!(out["rows"], json!([["Ada"], ["Grace"], ["Alan"]]));
+    let out = mcp.ok("query", json!({"sql": "SELECT email FROM app.customers"})).await;
+    assert_eq!(out["rows"], json!([["not-masked@app.example"]]));
+    let out = mcp
+        .ok("query", json!({"sql": "SELECT * FROM v_names ORDER BY id"}))
+        .await;
+    assert_eq!(
+        out["rows"][0],
+        json!([1, "Ada"]),
+        "a view that reads no masked column runs"
+    );
+
+    // What cannot be masked is refused, and says why.
+    for (sql, why) in [
+        (
+            "SELECT * FROM v_emails",
+            "view that reads masked columns of `public.customers`",
+        ),
+        ("SELECT id FROM v_filtered", "view that reads masked columns"),
+        ("SELECT * FROM v_rows", "view that reads masked columns"),
+        ("SELECT * FROM v_over", "view that reads masked columns"),
+        ("SELECT * FROM mv_emails", "view that reads masked columns"),
+        (
+            "SELECT upper(contact) FROM public.v_emails",
+            "view that reads masked columns",
+        ),
+        (
+            "WITH customers AS (SELECT 1 AS email) SELECT * FROM customers",
+            "CTE name `customers` is also the name of a table with masked columns",
+        ),
+    ] {
+        let r = mcp.call("query", json!({"sql": sql})).await;
+        assert_eq!(r.is_error, Some(true), "`{sql}` should be refused: {}", text(&r));
+        assert!(text(&r).contains(why), "`{sql}`: {}", text(&r));
+        assert!(text(&r).contains("refused to protect masked columns"), "{}", text(&r));
+        assert_no_secret(sql, &r);
+    }
+    // Shapes the classifier cannot read fully need approval (refused for now), so they never run.
+    for sql in [
+        "SELECT email FROM ONLY customers",
+        "TABLE customers",
+        "SELECT query_to_xml('SELECT email FROM customers', true, true, '')",
+    ] {
+        let r = mcp.call("query", json!({"sql": sql})).await;
+        assert_eq!(r.is_error, Some(true), "`{sql}`: {}", text(&r));
+        assert_no_secret(sql, &r);
+    }
+}
+
+#[tokio::test]
+async fn a_deny_rule_stops_a_write_without_any_prompt() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = Mcp::with_policy(&db, POLICY, None).await;
+    for sql in [
+        "UPDATE canary SET v = 'dead' WHERE id = 1",
+        "DELETE FROM canary",
+        "WITH canary AS (DELETE FROM canary WHERE id = 1 RETURNING *) SELECT * FROM canary",
+        "UPDATE orders o SET total = 0 FROM canary c WHERE c.id = o.id",
+        "DROP TABLE canary",
+    ] {
+        let e = mcp.err("query", json!({"sql": sql})).await;
+        assert!(
+            e.starts_with("denied by rule `canary-frozen` (test.toml:"),
+            "`{sql}`: {e}"
+        );
+        assert!(e.contains("the canary table is frozen"), "{e}");
+    }
+    let r = db
+        .client()
+        .await
+        .query_one("SELECT v FROM canary WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "alive");
+    // A write elsewhere is not denied but needs approval, which this build cannot ask for yet.
+    let e = mcp
+        .err("query", json!({"sql": "UPDATE orders SET total = 0 WHERE id = 10"}))
+        .await;
+    assert!(
+        e.contains("rule `changes-need-approval`") && e.contains("approval"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn policy_limits_apply_per_call() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = Mcp::with_policy(&db, POLICY, None).await;
+    // `tiny-orders` caps orders at one row …
+    let out = mcp
+        .ok("query", json!({"sql": "SELECT * FROM orders", "max_rows": 100}))
+        .await;
+    assert_eq!(
+        (out["row_count"].clone(), out["truncated"].clone()),
+        (json!(1), json!(true))
+    );
+    assert!(out["notice"].as_str().unwrap().contains("capped at 1"), "{out}");
+    // … and gives it 200 ms.
+    let e = mcp
+        .err(
+            "query",
+            json!({"sql": "SELECT count(*) FROM orders, generate_series(1, 1000000000)"}),
+        )
+        .await;
+    assert!(e.contains("57014"), "{e}");
+    // Other reads get `[defaults]`: 50 rows.
+    let out = mcp
+        .ok(
+            "query",
+            json!({"sql": "SELECT * FROM generate_series(1, 100)", "max_rows": 100}),
+        )
+        .await;
+    assert_eq!(out["row_count"], json!(50));
+}
+
+#[tokio::test]
+async fn principals_and_discovery_go_through_the_policy() {
+    let db = TestDb::new(SETUP).await;
+    let policy = r#"
+[tables."public.customers"]
+tags = ["pii"]
+
+[[rule]]
+id = "ci-no-pii"
+effect = "deny"
+tags = ["pii"]
+principals = ["ci-*"]
+reason = "CI jobs do not read personal data"
+
+[[rule]]
+id = "reads-run"
+effect = "allow"
+categories = ["read"]
+"#;
+    let ci = Mcp::with_policy(&db, policy, Some("ci-nightly")).await;
+    let e = ci.err("query", json!({"sql": "SELECT name FROM customers"})).await;
+    assert!(e.starts_with("denied by rule `ci-no-pii`"), "{e}");
+    let e = ci.err("describe_table", json!({"table": "customers"})).await;
+    assert!(e.contains("CI jobs do not read personal data"), "{e}");
+    ci.ok("describe_table", json!({"table": "orders"})).await;
+    ci.ok("list_tables", json!({})).await;
+
+    let alice = Mcp::with_policy(&db, policy, Some("alice")).await;
+    alice.ok("query", json!({"sql": "SELECT name FROM customers"})).await;
+    alice.ok("describe_table", json!({"table": "customers"})).await;
+
+    // A policy that allows nothing for discovery denies it by default.
+    let only_query = "[[rule]]\nid = \"q\"\neffect = \"allow\"\ntools = [\"query\"]\ncategories = [\"read\"]\n";
+    let m = Mcp::with_policy(&db, only_query, None).await;
+    let e = m.err("list_tables", json!({})).await;
+    assert!(e.starts_with("denied by no policy rule"), "{e}");
+}
