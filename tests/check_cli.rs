@@ -71,3 +71,72 @@ fn usage_errors_exit_non_zero() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("PGWARDEN_POLICY")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_with_a_policy_shows_the_deciding_rule_tags_and_masks() {
+    let (ok, out, err) = run(&["check", "--policy", "tool-policies/sandbox.toml", "DELETE FROM customers"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("decision: deny by rule `customers-are-never-destroyed` (tool-policies/sandbox.toml:"),
+        "{out}"
+    );
+    assert!(out.contains("tags: public.customers: gdpr, pii"), "{out}");
+    assert!(out.contains("mask: public.customers.email (email)"), "{out}");
+
+    let (ok, out, _) = run(&[
+        "check",
+        "--policy",
+        "tool-policies/sandbox.toml",
+        "--principal",
+        "alice",
+        "--format",
+        "json",
+        "UPDATE orders SET status = 'x' WHERE id = 1",
+    ]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"]["rule"], "finance-team-changes-orders");
+    assert_eq!(v["decision"]["approval_timeout"], "15m");
+
+    let (ok, out, _) = run(&["check", "--policy", "tool-policies/readonly.toml", "--tool", "query", "VACUUM"]);
+    assert!(ok);
+    assert!(out.starts_with("decision: deny by rule `readonly-denies-the-rest`"), "{out}");
+}
+
+#[test]
+fn policy_lint_accepts_every_shipped_file_and_names_the_line_of_a_bad_one() {
+    for file in ["default.toml", "readonly.toml", "sandbox.toml"] {
+        let path = format!("tool-policies/{file}");
+        let (ok, out, err) = run(&["policy", "lint", &path]);
+        assert!(ok, "{path}: {err}");
+        assert!(out.starts_with("ok: "), "{out}");
+    }
+    let (_, out, _) = run(&["policy", "lint", "tool-policies/default.toml"]);
+    assert!(out.contains("1. deny    admin-denied  (tool-policies/default.toml:"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n").unwrap();
+    let (ok, out, err) = run(&["policy", "lint", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains(&format!("`{}:4`: unknown key `categoriez`", bad.display())), "{err}");
+
+    // `serve` refuses to start with it, before touching any database.
+    let (ok, _, err) = run(&["serve", "--policy", bad.to_str().unwrap(), "--database-url", "postgres://x@127.0.0.1:1/x"]);
+    assert!(!ok);
+    assert!(err.contains("unknown key `categoriez`"), "{err}");
+}
