@@ -2,6 +2,8 @@
 //!
 //! 1. a point read through pgwarden (real MCP client ↔ server in process) versus the same read
 //!    through raw tokio-postgres, and pgwarden's database layer alone — reported as ratios;
+//!    Also the cost of column masks: the same point read through the database layer with a mask
+//!    on `items.name` (catalog lookup + rewrite), against the unmasked layer read.
 //! 2. `SELECT * FROM` a 1M-row table through the `pgwarden serve` binary: wall time of the capped
 //!    read and the server process's peak RSS (VmHWM).
 //!
@@ -83,6 +85,29 @@ async fn main() {
         layer_samples.push(t.elapsed());
     }
 
+    // The same read with a mask on the table: one catalog round trip, an AST rewrite, masked in SQL.
+    let masking = pgwarden::db::mask::Masking {
+        masks: [(
+            "public.items".to_string(),
+            [("name".to_string(), pgwarden::policy::Mask::Email)]
+                .into_iter()
+                .collect(),
+        )]
+        .into_iter()
+        .collect(),
+        salt: "bench".into(),
+    };
+    for i in 0..200 {
+        database.read(&sql_for(i), limits, Some(&masking), &ct).await.unwrap();
+    }
+    let mut masked_samples = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let t = Instant::now();
+        let r = database.read(&sql_for(i), limits, Some(&masking), &ct).await.unwrap();
+        assert_eq!(r.rows[0][1], json!("***"), "masked (no @, so fully hidden)");
+        masked_samples.push(t.elapsed());
+    }
+
     // The whole thing: an MCP client calling `query` on the real server (classify + execute + JSON).
     let mcp = common::Mcp::start_with(db.database(2).await, common::limits()).await;
     for i in 0..200 {
@@ -99,6 +124,7 @@ async fn main() {
     let (raw_med, raw_p99, raw_mean) = stats(raw_samples);
     let (layer_med, layer_p99, layer_mean) = stats(layer_samples);
     let (mcp_med, mcp_p99, mcp_mean) = stats(mcp_samples);
+    let (masked_med, masked_p99, masked_mean) = stats(masked_samples);
     println!("point read, {iterations} iterations each (µs)        median      p99     mean   ratio (median)");
     println!("raw tokio-postgres (baseline)               {raw_med:>9.1} {raw_p99:>8.1} {raw_mean:>8.1}   1.00");
     println!(
@@ -108,6 +134,11 @@ async fn main() {
     println!(
         "pgwarden over MCP (in-process client)       {mcp_med:>9.1} {mcp_p99:>8.1} {mcp_mean:>8.1}   {:.2}",
         mcp_med / raw_med
+    );
+    println!(
+        "pgwarden db layer, masked column            {masked_med:>9.1} {masked_p99:>8.1} {masked_mean:>8.1}   {:.2} ({:.2}x the unmasked layer read)",
+        masked_med / raw_med,
+        masked_med / layer_med
     );
 
     // 1M rows through the real binary: capped, and the server's memory stays small.

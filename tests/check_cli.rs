@@ -87,7 +87,12 @@ fn run(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn check_with_a_policy_shows_the_deciding_rule_tags_and_masks() {
-    let (ok, out, err) = run(&["check", "--policy", "tool-policies/sandbox.toml", "DELETE FROM customers"]);
+    let (ok, out, err) = run(&[
+        "check",
+        "--policy",
+        "tool-policies/sandbox.toml",
+        "DELETE FROM customers",
+    ]);
     assert!(ok, "{err}");
     assert!(
         out.starts_with("decision: deny by rule `customers-are-never-destroyed` (tool-policies/sandbox.toml:"),
@@ -111,9 +116,19 @@ fn check_with_a_policy_shows_the_deciding_rule_tags_and_masks() {
     assert_eq!(v["decision"]["rule"], "finance-team-changes-orders");
     assert_eq!(v["decision"]["approval_timeout"], "15m");
 
-    let (ok, out, _) = run(&["check", "--policy", "tool-policies/readonly.toml", "--tool", "query", "VACUUM"]);
+    let (ok, out, _) = run(&[
+        "check",
+        "--policy",
+        "tool-policies/readonly.toml",
+        "--tool",
+        "query",
+        "VACUUM",
+    ]);
     assert!(ok);
-    assert!(out.starts_with("decision: deny by rule `readonly-denies-the-rest`"), "{out}");
+    assert!(
+        out.starts_with("decision: deny by rule `readonly-denies-the-rest`"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -125,18 +140,34 @@ fn policy_lint_accepts_every_shipped_file_and_names_the_line_of_a_bad_one() {
         assert!(out.starts_with("ok: "), "{out}");
     }
     let (_, out, _) = run(&["policy", "lint", "tool-policies/default.toml"]);
-    assert!(out.contains("1. deny    admin-denied  (tool-policies/default.toml:"), "{out}");
+    assert!(
+        out.contains("1. deny    admin-denied  (tool-policies/default.toml:"),
+        "{out}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n",
+    )
+    .unwrap();
     let (ok, out, err) = run(&["policy", "lint", bad.to_str().unwrap()]);
     assert!(!ok);
     assert!(out.is_empty(), "{out}");
-    assert!(err.contains(&format!("`{}:4`: unknown key `categoriez`", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!("`{}:4`: unknown key `categoriez`", bad.display())),
+        "{err}"
+    );
 
     // `serve` refuses to start with it, before touching any database.
-    let (ok, _, err) = run(&["serve", "--policy", bad.to_str().unwrap(), "--database-url", "postgres://x@127.0.0.1:1/x"]);
+    let (ok, _, err) = run(&[
+        "serve",
+        "--policy",
+        bad.to_str().unwrap(),
+        "--database-url",
+        "postgres://x@127.0.0.1:1/x",
+    ]);
     assert!(!ok);
     assert!(err.contains("unknown key `categoriez`"), "{err}");
 }

@@ -155,39 +155,79 @@ struct Resolved {
     sources: Vec<String>,
 }
 
+/// The cheap first look at the names a query uses (`$1`, as written): what each resolves to, its
+/// kind, whether it has a parent, and its columns. Enough on its own when no name is a view or a
+/// partition/child; otherwise `CATALOG_SQL` follows.
+pub const RESOLVE_SQL: &str = r#"
+SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+  'name', u.name,
+  'oid', c.oid::int8,
+  'kind', c.relkind,
+  'plain', n.nspname || '.' || c.relname,
+  'qualified', pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname),
+  'has_parent', c.relispartition OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid),
+  'columns', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(a.attname, a.attnum) ORDER BY a.attnum), '[]')
+                FROM pg_catalog.pg_attribute a
+               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+)), '[]')
+FROM unnest($1::text[]) AS u(name)
+JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+"#;
+
+/// One row of `RESOLVE_SQL`.
+#[derive(Debug, Deserialize)]
+pub struct Named {
+    name: String,
+    oid: u32,
+    kind: String,
+    plain: String,
+    qualified: String,
+    has_parent: bool,
+    columns: Vec<(String, i16)>,
+}
+
 /// One query: relation names (as written) and the policy's masked tables and columns. Answers with
-/// one JSON value, `{refs: [...], masked_columns: [[oid, attnum], ...]}`.
+/// one JSON value, `{refs: [...], masked_columns: [[oid, attnum], ...]}`. It starts from the names
+/// the query uses and walks down (views to what they read, children to their parents) through the
+/// catalog indexes, so its cost does not grow with the size of the catalog.
 pub const CATALOG_SQL: &str = r#"
 WITH RECURSIVE
-masked(oid, policy_table) AS (
-    SELECT c.oid, n.nspname || '.' || c.relname
-      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname || '.' || c.relname = ANY($2::text[])
+refs AS (
+    SELECT u.name, pg_catalog.to_regclass(u.name)::oid AS oid FROM unnest($1::text[]) AS u(name)
+),
+-- What each referenced view or materialized view reads, through other views too.
+deps(ref, oid, subid) AS (
+    SELECT r.oid, d.refobjid, d.refobjsubid
+      FROM refs r
+      JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.oid
+      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = w.oid
+                                 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> r.oid
     UNION
-    SELECT i.inhrelid, m.policy_table
-      FROM pg_catalog.pg_inherits i JOIN masked m ON i.inhparent = m.oid
+    SELECT x.ref, d.refobjid, d.refobjsubid
+      FROM deps x
+      JOIN pg_catalog.pg_rewrite w ON w.ev_class = x.oid
+      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = w.oid
+                                 AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid <> x.oid
+),
+-- Every relation in sight with its ancestors: partitions and inheritance children take their parents' masks.
+anc(base, oid) AS (
+    SELECT s.oid, s.oid FROM (SELECT oid FROM refs WHERE oid IS NOT NULL UNION SELECT oid FROM deps) s
+    UNION
+    SELECT a.base, i.inhparent FROM anc a JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.oid
 ),
 masked_cols AS (
-    SELECT m.oid, a.attnum, m.policy_table
-      FROM masked m
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = m.oid AND a.attnum > 0 AND NOT a.attisdropped
-     WHERE m.policy_table || '.' || a.attname = ANY($3::text[])
+    SELECT a.base AS oid, att.attnum, n.nspname || '.' || c.relname AS policy_table
+      FROM anc a
+      JOIN pg_catalog.pg_class c ON c.oid = a.oid
+      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_catalog.pg_attribute att ON att.attrelid = a.base AND att.attnum > 0 AND NOT att.attisdropped
+     WHERE n.nspname || '.' || c.relname = ANY($2::text[])
+       AND n.nspname || '.' || c.relname || '.' || att.attname = ANY($3::text[])
 ),
-tainted(oid, source) AS (
-    SELECT r.ev_class, mc.policy_table
-      FROM pg_catalog.pg_depend d
-      JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-      JOIN masked_cols mc ON d.refobjid = mc.oid AND d.refobjsubid IN (0, mc.attnum)
-     WHERE d.refclassid = 'pg_catalog.pg_class'::regclass AND r.ev_class <> d.refobjid
-    UNION
-    SELECT r.ev_class, t.source
-      FROM tainted t
-      JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::regclass AND d.refobjid = t.oid
-      JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.objid = r.oid
-     WHERE r.ev_class <> t.oid
-),
-refs AS (
-    SELECT u.name, pg_catalog.to_regclass(u.name) AS oid FROM unnest($1::text[]) AS u(name)
+tainted AS (
+    SELECT DISTINCT x.ref, mc.policy_table AS source
+      FROM deps x JOIN masked_cols mc ON mc.oid = x.oid AND x.subid IN (0, mc.attnum)
 )
 SELECT pg_catalog.json_build_object(
   'refs', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
@@ -199,8 +239,8 @@ SELECT pg_catalog.json_build_object(
       'columns', (SELECT coalesce(pg_catalog.json_agg(a.attname ORDER BY a.attnum), '[]')
                     FROM pg_catalog.pg_attribute a
                    WHERE a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped),
-      'tainted', EXISTS (SELECT 1 FROM tainted t WHERE t.oid = r.oid),
-      'sources', (SELECT coalesce(pg_catalog.json_agg(DISTINCT t.source), '[]') FROM tainted t WHERE t.oid = r.oid)
+      'tainted', EXISTS (SELECT 1 FROM tainted t WHERE t.ref = r.oid),
+      'sources', (SELECT coalesce(pg_catalog.json_agg(t.source), '[]') FROM tainted t WHERE t.ref = r.oid)
   )), '[]') FROM refs r WHERE r.oid IS NOT NULL),
   'masked_columns', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(mc.oid::int8, mc.attnum)), '[]')
                        FROM masked_cols mc)
@@ -217,6 +257,39 @@ impl Masking {
             .flat_map(|(t, cols)| cols.keys().map(move |c| format!("{t}.{c}")))
             .collect();
         (tables, columns)
+    }
+
+    /// The resolution from `RESOLVE_SQL` alone, when it is complete: no name is a view or
+    /// materialized view (whose masked reads need the dependency walk) and none has a parent (whose
+    /// masks it inherits). `None` means run `CATALOG_SQL`.
+    pub fn resolve_named(&self, named: Vec<Named>) -> Option<Resolution> {
+        if named.iter().any(|n| n.has_parent || n.kind == "v" || n.kind == "m") {
+            return None;
+        }
+        let mut masked_columns = Vec::new();
+        let refs = named
+            .into_iter()
+            .map(|n| {
+                let masks = self.masks.get(&n.plain);
+                if let Some(masks) = masks {
+                    masked_columns.extend(
+                        n.columns
+                            .iter()
+                            .filter(|(c, _)| masks.contains_key(c))
+                            .map(|(_, att)| (n.oid, *att)),
+                    );
+                }
+                Resolved {
+                    name: n.name,
+                    policy_table: masks.map(|_| n.plain),
+                    qualified: Some(n.qualified),
+                    columns: n.columns.into_iter().map(|(c, _)| c).collect(),
+                    tainted: false,
+                    sources: vec![],
+                }
+            })
+            .collect();
+        Some(Resolution { refs, masked_columns })
     }
 
     /// The query with every masked table replaced by its masked subquery, or the reason it cannot

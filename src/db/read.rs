@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Database, DbError,
-    mask::{CATALOG_SQL, Masking, References, Resolution},
+    mask::{CATALOG_SQL, Masking, Named, RESOLVE_SQL, References, Resolution},
     session::Session,
     values,
 };
@@ -72,18 +72,22 @@ impl Database {
                         let names = refs.names();
                         let (tables, columns) = masking.catalog_params();
                         let (tx, rows) = s
-                            .begin_read_query(
-                                limits.statement_timeout,
-                                CATALOG_SQL,
-                                &[(&names, Type::TEXT_ARRAY), (&tables, Type::TEXT_ARRAY), (&columns, Type::TEXT_ARRAY)],
-                            )
+                            .begin_read_query(limits.statement_timeout, RESOLVE_SQL, &[(&names, Type::TEXT_ARRAY)])
                             .await?;
-                        let json: serde_json::Value = rows
-                            .first()
-                            .and_then(|r| r.try_get(0).ok())
-                            .ok_or_else(|| DbError::Masked("the catalog lookup for masks returned nothing".into()))?;
-                        let found: Resolution = serde_json::from_value(json)
-                            .map_err(|e| DbError::Masked(format!("the catalog lookup for masks was unreadable: {e}")))?;
+                        let named: Vec<Named> = catalog_json(&rows)?;
+                        let found: Resolution = match masking.resolve_named(named) {
+                            Some(found) => found,
+                            None => {
+                                let rows = tx
+                                    .query_typed(
+                                        CATALOG_SQL,
+                                        &[(&names, Type::TEXT_ARRAY), (&tables, Type::TEXT_ARRAY), (&columns, Type::TEXT_ARRAY)],
+                                    )
+                                    .await
+                                    .map_err(DbError::from_pg)?;
+                                catalog_json(&rows)?
+                            }
+                        };
                         let rewritten = masking.rewrite(refs, &found).map_err(|e| DbError::Masked(e.0))?;
                         let statement = tx
                             .prepare(rewritten.as_deref().unwrap_or(sql))
@@ -134,4 +138,14 @@ impl Database {
             })
             .await
     }
+}
+
+/// The single JSON value our catalog queries answer with, decoded.
+fn catalog_json<T: serde::de::DeserializeOwned>(rows: &[tokio_postgres::Row]) -> Result<T, DbError> {
+    let json: serde_json::Value = rows
+        .first()
+        .and_then(|r| r.try_get(0).ok())
+        .ok_or_else(|| DbError::Masked("the catalog lookup for masks returned nothing".into()))?;
+    serde_json::from_value(json)
+        .map_err(|e| DbError::Masked(format!("the catalog lookup for masks was unreadable: {e}")))
 }
