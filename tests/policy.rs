@@ -204,6 +204,14 @@ async fn masked_columns_never_come_back_raw() {
             "WITH customers AS (SELECT 1 AS email) SELECT * FROM customers",
             "CTE name `customers` is also the name of a table with masked columns",
         ),
+        (
+            "SELECT email FROM customers TABLESAMPLE SYSTEM (100)",
+            "`customers` has masked columns and is used where masks cannot be applied",
+        ),
+        (
+            "EXPLAIN VERBOSE SELECT token FROM customers",
+            "EXPLAIN of a query over masked columns",
+        ),
     ] {
         let r = mcp.call("query", json!({"sql": sql})).await;
         assert_eq!(r.is_error, Some(true), "`{sql}` should be refused: {}", text(&r));

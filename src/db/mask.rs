@@ -328,6 +328,16 @@ impl Masking {
         if !refs.names.keys().any(|n| sensitive(n)) {
             return Ok(None);
         }
+        // A plan shows the masking expressions themselves, including the hash salt.
+        if matches!(
+            refs.statement,
+            Statement::Explain { .. } | Statement::ExplainTable { .. }
+        ) {
+            return Err(MaskRefusal(
+                "EXPLAIN of a query over masked columns is not available, since the plan would show how they are masked"
+                    .into(),
+            ));
+        }
         let mut statement = refs.statement;
         let mut rewriter = Rewrite {
             masking: self,

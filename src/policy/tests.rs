@@ -81,8 +81,10 @@ fn decide(policy: &Policy, tool: &str, sql: &str, principal: Option<&str>) -> De
 #[test]
 fn the_first_matching_rule_decides_and_no_match_denies() {
     let p = Policy::parse("t.toml", POLICY).unwrap();
+    /// tool, sql, principal → effect, deciding rule
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Effect, Option<&'a str>);
     #[rustfmt::skip]
-    let cases: &[(&str, &str, Option<&str>, Effect, Option<&str>)] = &[
+    let cases: &[Case] = &[
         // tool, sql, principal → effect, deciding rule
         ("query", "SELECT * FROM orders", None, Effect::Allow, Some("reads-run")),
         ("query", "UPDATE canary SET x = 1 WHERE id = 2", None, Effect::Deny, Some("canary-frozen")),
