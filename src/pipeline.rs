@@ -248,6 +248,15 @@ impl Pipeline {
         }
         let decision = self.decide(action, &assessment)?;
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
-        Ok(self.db.describe_table(table, timeout, ct).await?)
+        let mut d = self.db.describe_table(table, timeout, ct).await?;
+        // Tell the model up front which columns it will only see masked.
+        let name = format!("{}.{}", d.schema, d.name);
+        d.tags = self.policy.tags_of(&name).into_iter().map(str::to_string).collect();
+        if let Some(masks) = self.policy.masks.get(&name) {
+            for c in &mut d.columns {
+                c.mask = masks.get(&c.name).copied();
+            }
+        }
+        Ok(d)
     }
 }

@@ -186,6 +186,20 @@ async fn masked_columns_never_come_back_raw() {
         "a view that reads no masked column runs"
     );
 
+    // describe_table tells the model which columns it will only see masked.
+    let d = mcp.ok("describe_table", json!({"table": "customers"})).await;
+    assert_eq!(d["tags"], json!(["pii"]));
+    let masks: Vec<Value> = d["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["mask"].clone())
+        .collect();
+    assert_eq!(
+        masks,
+        [Value::Null, Value::Null, json!("email"), json!("last4"), json!("hash")]
+    );
+
     // What cannot be masked is refused, and says why.
     for (sql, why) in [
         (

@@ -48,6 +48,9 @@ pub struct ColumnInfo {
     /// `always`/`by default` for identity columns, `stored` for generated ones.
     pub generated: Option<String>,
     pub comment: Option<String>,
+    /// Set when the policy masks this column: `query` returns it masked, and filters see the mask.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<crate::policy::Mask>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -89,6 +92,9 @@ pub struct TableDescription {
     pub constraints: Vec<ConstraintInfo>,
     /// The view's query, for views and materialized views.
     pub view_definition: Option<String>,
+    /// Compliance tags the policy gives this table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// Failures of discovery that the model should correct.
@@ -241,6 +247,7 @@ impl Database {
                         default: r.get(3),
                         generated: r.get(4),
                         comment: r.get(5),
+                        mask: None,
                     })
                     .collect();
                 let constraints = tx
@@ -301,6 +308,7 @@ impl Database {
                     indexes,
                     constraints: others,
                     view_definition: head.get(6),
+                    tags: vec![],
                 })
             })
             .await

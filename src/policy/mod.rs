@@ -51,7 +51,7 @@ impl Effect {
 }
 
 /// How a masked column is shown. Every mask yields text (or NULL for NULL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mask {
     /// `alice@example.com` → `a***@example.com`.

@@ -21,6 +21,9 @@ pub fn to_text(d: &TableDescription) -> String {
     if let Some(c) = &d.comment {
         out.push_str(&format!(" — {c}"));
     }
+    if !d.tags.is_empty() {
+        out.push_str(&format!(" [tags: {}]", d.tags.join(", ")));
+    }
     out.push_str("\ncolumns:\n");
     for c in &d.columns {
         out.push_str(&format!(
@@ -37,6 +40,9 @@ pub fn to_text(d: &TableDescription) -> String {
         }
         if let Some(com) = &c.comment {
             out.push_str(&format!(" — {com}"));
+        }
+        if let Some(m) = c.mask {
+            out.push_str(&format!(" [masked: {}]", m.as_str()));
         }
         out.push('\n');
     }
