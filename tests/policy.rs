@@ -235,6 +235,7 @@ async fn masked_columns_never_come_back_raw() {
     }
     // Shapes the classifier cannot read fully need approval (refused for now), so they never run.
     for sql in [
+        "SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats WHERE tablename = 'customers'",
         "SELECT email FROM ONLY customers",
         "TABLE customers",
         "SELECT query_to_xml('SELECT email FROM customers', true, true, '')",
@@ -347,4 +348,38 @@ categories = ["read"]
     let m = Mcp::with_policy(&db, only_query, None).await;
     let e = m.err("list_tables", json!({})).await;
     assert!(e.starts_with("denied by no policy rule"), "{e}");
+}
+
+#[tokio::test]
+async fn the_database_layer_refuses_statistics_that_sample_masked_columns() {
+    // The classifier already calls pg_stats an export; this pins the mask layer's own guard, which
+    // exports (a read category of their own) will rely on.
+    let db = TestDb::new(&format!("{SETUP} ANALYZE customers;")).await;
+    let database = db.database(1).await;
+    let masking = pgwarden::db::mask::Masking {
+        masks: pgwarden::policy::Policy::parse("t.toml", POLICY).unwrap().masks,
+        salt: "s".into(),
+    };
+    let limits = pgwarden::db::read::ReadLimits {
+        max_rows: 10,
+        statement_timeout: std::time::Duration::from_secs(5),
+    };
+    let ct = tokio_util::sync::CancellationToken::new();
+    let sql =
+        "SELECT most_common_vals::text, histogram_bounds::text FROM pg_catalog.pg_stats WHERE tablename = 'customers'";
+    let raw = database.read(sql, limits, None, &ct).await.unwrap();
+    let rows = format!("{:?}", raw.rows);
+    assert!(
+        rows.contains("tok-secret") && rows.contains("ada.lovelace"),
+        "the leak is real without masks: {rows}"
+    );
+    let e = database
+        .read(sql, limits, Some(&masking), &ct)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`pg_catalog.pg_stats` holds samples of column values"),
+        "{e}"
+    );
 }

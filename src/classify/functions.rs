@@ -478,4 +478,10 @@ pub const SENSITIVE_RELATIONS: &[&str] = &[
     "pg_stat_replication",
     "pg_replication_slots",
     "pg_subscription",
+    // Planner statistics hold samples of column values (most common values, histogram bounds).
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext_data",
 ];

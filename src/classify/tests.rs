@@ -112,6 +112,7 @@ fn each_rule_assigns_its_category() {
         ("SELECT * FROM pg_authid", Export),
         ("SELECT usename, passwd FROM pg_catalog.pg_shadow", Export),
         ("SELECT query FROM pg_stat_activity", Export),
+        ("SELECT most_common_vals FROM pg_stats WHERE attname = 'email'", Export),
         ("SELECT my_function(1)", Unknown),
         ("SELECT public.touch()", Unknown),
         ("SELECT U&\"pg\\005fread\\005ffile\"('/etc/hostname')", Unknown),

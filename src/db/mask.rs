@@ -6,7 +6,8 @@
 //! expression under the column's own name. Whatever the query does next (aliases, subqueries,
 //! `upper(email)`, `email || ''`, whole-row `to_json(c)`, filters) sees only the masked value.
 //! What cannot be rewritten is refused: views and materialized views that read a masked column,
-//! `TABLE t`, CTE names that shadow a masked table. As a last check, no result column may come
+//! `TABLE t`, CTE names that shadow a masked table, planner statistics (`pg_stats`, which hold
+//! samples of column values). As a last check, no result column may come
 //! straight from a masked column (RowDescription's table OID and attribute number).
 
 use std::{
@@ -175,6 +176,15 @@ JOIN pg_catalog.pg_class c ON c.oid = pg_catalog.to_regclass(u.name)
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 "#;
 
+/// Catalogs whose rows carry samples of any column's values (most common values, histograms).
+const STATISTICS: &[&str] = &[
+    "pg_catalog.pg_stats",
+    "pg_catalog.pg_stats_ext",
+    "pg_catalog.pg_stats_ext_exprs",
+    "pg_catalog.pg_statistic",
+    "pg_catalog.pg_statistic_ext_data",
+];
+
 /// One row of `RESOLVE_SQL`.
 #[derive(Debug, Deserialize)]
 pub struct Named {
@@ -262,9 +272,15 @@ impl Masking {
     /// The resolution from `RESOLVE_SQL` alone, when it is complete: no name is a view or
     /// materialized view (whose masked reads need the dependency walk) and none has a parent (whose
     /// masks it inherits). `None` means run `CATALOG_SQL`.
-    pub fn resolve_named(&self, named: Vec<Named>) -> Option<Resolution> {
+    pub fn resolve_named(&self, named: Vec<Named>) -> Result<Option<Resolution>, MaskRefusal> {
+        if let Some(n) = named.iter().find(|n| STATISTICS.contains(&n.plain.as_str())) {
+            return Err(MaskRefusal(format!(
+                "`{}` holds samples of column values, masked columns included",
+                n.name
+            )));
+        }
         if named.iter().any(|n| n.has_parent || n.kind == "v" || n.kind == "m") {
-            return None;
+            return Ok(None);
         }
         let mut masked_columns = Vec::new();
         let refs = named
@@ -289,7 +305,7 @@ impl Masking {
                 }
             })
             .collect();
-        Some(Resolution { refs, masked_columns })
+        Ok(Some(Resolution { refs, masked_columns }))
     }
 
     /// The query with every masked table replaced by its masked subquery, or the reason it cannot

@@ -75,7 +75,7 @@ impl Database {
                             .begin_read_query(limits.statement_timeout, RESOLVE_SQL, &[(&names, Type::TEXT_ARRAY)])
                             .await?;
                         let named: Vec<Named> = catalog_json(&rows)?;
-                        let found: Resolution = match masking.resolve_named(named) {
+                        let found: Resolution = match masking.resolve_named(named).map_err(|e| DbError::Masked(e.0))? {
                             Some(found) => found,
                             None => {
                                 let rows = tx
