@@ -124,15 +124,27 @@ impl Pipeline {
             rule = decision.rule.as_deref().unwrap_or("-"),
             "policy decision"
         );
+        let what = || {
+            let mut s = format!(
+                "classified as {} (risk {})",
+                assessment.category().as_str(),
+                assessment.risk.as_str()
+            );
+            if !assessment.reasons.is_empty() {
+                s.push_str(&format!(": {}", assessment.reasons.join("; ")));
+            }
+            s
+        };
         match decision.effect {
             Effect::Allow => Ok(decision),
             Effect::Deny => Err(ToolError::Denied {
                 rule: decision.rule_label(),
-                reason: decision.reason,
+                reason: format!("{} ({})", decision.reason, what()),
             }),
             Effect::Approve => Err(ToolError::Refused(format!(
-                "{} requires a person's approval ({}), and this pgwarden cannot ask for approvals yet; \
+                "{}; {} requires a person's approval ({}), and this pgwarden cannot ask for approvals yet; \
                  ask the user to run it themselves or to change the policy",
+                what(),
                 decision.rule_label(),
                 decision.reason
             ))),
