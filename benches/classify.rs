@@ -1,4 +1,5 @@
-//! Classifier throughput over the shared corpus, against sqlparser's parse alone in the same run.
+//! Classifier throughput over the shared corpus, against sqlparser's parse alone in the same run,
+//! and classification plus the policy decision (the shipped `sandbox.toml`: tags, patterns, masks).
 //! Run: `cargo bench --bench classify`.
 
 #[path = "../tests/common/corpus.rs"]
@@ -6,7 +7,10 @@ mod corpus;
 
 use std::time::Instant;
 
-use pgwarden::classify::classify;
+use pgwarden::{
+    classify::classify,
+    policy::{Policy, Request},
+};
 use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
 
 fn main() {
@@ -36,9 +40,20 @@ fn main() {
     let (rate, p50, p99) = measure(&|sql| {
         std::hint::black_box(classify(sql));
     });
+    let policy = Policy::parse("sandbox.toml", include_str!("../tool-policies/sandbox.toml")).unwrap();
+    let (policy_rate, policy_p50, policy_p99) = measure(&|sql| {
+        let assessment = classify(sql);
+        std::hint::black_box(policy.evaluate(&Request {
+            tool: "query",
+            assessment: &assessment,
+            principal: Some("alice"),
+        }));
+    });
     println!("{} corpus statements x {rounds} rounds", corpus.len());
     println!("                          statements/s    p50 µs   p99 µs");
     println!("sqlparser parse (baseline) {parse_rate:>13.0} {parse_p50:>9.2} {parse_p99:>8.2}");
     println!("pgwarden classify          {rate:>13.0} {p50:>9.2} {p99:>8.2}");
+    println!("classify + policy decision {policy_rate:>13.0} {policy_p50:>9.2} {policy_p99:>8.2}");
     println!("classify / parse p50 ratio: {:.2}", p50 / parse_p50);
+    println!("classify + policy / parse p50 ratio: {:.2}", policy_p50 / parse_p50);
 }
