@@ -10,6 +10,7 @@
 //! `server` owns the MCP surface, `pipeline` is the only place the steps meet, `classify` is pure,
 //! and `db` is the only module that talks to Postgres.
 
+pub mod approval;
 pub mod check;
 pub mod classify;
 pub mod config;

@@ -1,12 +1,15 @@
-//! The only place the steps meet: a tool call's `Action` is classified, decided by the policy, then
-//! executed with the policy's limits and masks, and the outcome shaped for the model. (Approval and
-//! audit join here in later stages.)
+//! The only place the steps meet: a tool call's `Action` is classified, decided by the policy,
+//! approved by a person when the policy says so, then executed with the policy's limits and masks,
+//! and the outcome shaped for the model. (The audit joins here in a later stage.)
 
 use std::{sync::Arc, time::Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use rmcp::model::InputRequiredResult;
+
 use crate::{
+    approval::{self, Asked, Channel, ReviewPacket, Verdict},
     classify::{self, Assessment},
     config::Limits,
     db::{
@@ -14,10 +17,14 @@ use crate::{
         catalog::{CatalogError, TableDescription, TableList},
         mask::Masking,
         read::ReadLimits,
+        write::{WriteError, WriteOptions},
     },
     policy::{Decision, Effect, Policy, Request},
-    tools::query::QueryOutput,
+    tools::query::{Change, QueryOutput},
 };
+
+/// `RETURNING` rows shown for an approved change, at most.
+const RETURNING_SHOWN: usize = 10;
 
 /// Who is calling, as far as the transport tells us.
 #[derive(Debug, Clone, Default)]
@@ -51,10 +58,30 @@ pub enum ToolError {
         "denied by {rule}: {reason}. Nothing was executed; this is the operator's policy, so do not retry it in another form — ask the user instead."
     )]
     Denied { rule: String, reason: String },
+    /// A person (or the lack of one) did not approve the call.
+    #[error(
+        "not approved: {why}{}. It was {what}, and {rule} requires a person's approval. Nothing was executed; adapt the plan, or ask the user how to proceed.",
+        reason.as_ref().map(|r| format!(" (reviewer's reason: \"{r}\")")).unwrap_or_default()
+    )]
+    NotApproved {
+        rule: String,
+        what: String,
+        why: String,
+        reason: Option<String>,
+    },
+    /// The change ran but was rolled back, e.g. over the reviewer's row limit.
+    #[error("{0}")]
+    RolledBack(String),
     #[error("{0}")]
     Db(DbError),
     #[error("{0}")]
     Catalog(String),
+}
+
+/// A call's result: done, or waiting for the client to answer an approval prompt (2026-07-28).
+pub enum Outcome<T> {
+    Done(T),
+    InputRequired(InputRequiredResult),
 }
 
 impl From<DbError> for ToolError {
@@ -111,8 +138,9 @@ impl Pipeline {
         self.principal.as_deref()
     }
 
-    /// The policy's decision for `action`; `allow` comes back, `deny` and `approve` become errors.
-    fn decide(&self, action: &Action, assessment: &Assessment) -> Result<Decision, ToolError> {
+    /// The policy's decision for `action`: `deny` becomes an error. With `approvable`, `approve`
+    /// comes back for the caller to ask a person; otherwise it is refused too.
+    fn decide(&self, action: &Action, assessment: &Assessment, approvable: bool) -> Result<Decision, ToolError> {
         let decision = self.policy.evaluate(&Request {
             tool: action.tool,
             assessment,
@@ -124,29 +152,20 @@ impl Pipeline {
             rule = decision.rule.as_deref().unwrap_or("-"),
             "policy decision"
         );
-        let what = || {
-            let mut s = format!(
-                "classified as {} (risk {})",
-                assessment.category().as_str(),
-                assessment.risk.as_str()
-            );
-            if !assessment.reasons.is_empty() {
-                s.push_str(&format!(": {}", assessment.reasons.join("; ")));
-            }
-            s
-        };
+        let what = || describe(assessment);
         match decision.effect {
             Effect::Allow => Ok(decision),
+            Effect::Approve if approvable => Ok(decision),
             Effect::Deny => Err(ToolError::Denied {
                 rule: decision.rule_label(),
                 reason: format!("{} ({})", decision.reason, what()),
             }),
             Effect::Approve => Err(ToolError::Refused(format!(
-                "{}; {} requires a person's approval ({}), and this pgwarden cannot ask for approvals yet; \
-                 ask the user to run it themselves or to change the policy",
+                "{}; {} requires a person's approval ({}), and `{}` cannot ask for one",
                 what(),
                 decision.rule_label(),
-                decision.reason
+                decision.reason,
+                action.tool
             ))),
         }
     }
@@ -155,14 +174,13 @@ impl Pipeline {
         &self,
         action: &Action,
         max_rows: Option<i64>,
+        channel: &Channel,
         ct: &CancellationToken,
-    ) -> Result<QueryOutput, ToolError> {
+    ) -> Result<Outcome<QueryOutput>, ToolError> {
         let started = Instant::now();
         let sql = action.sql.as_deref().unwrap_or_default();
         if sql.trim().is_empty() {
-            return Err(ToolError::BadArguments(
-                "`sql` is empty; pass one SELECT statement".into(),
-            ));
+            return Err(ToolError::BadArguments("`sql` is empty; pass one SQL statement".into()));
         }
         let assessment = classify::classify(sql);
         if assessment.statements.len() > 1 {
@@ -171,42 +189,174 @@ impl Pipeline {
                 assessment.statements.len()
             )));
         }
-        let decision = self.decide(action, &assessment)?;
-        // Only reads have an execution path until approvals land; a policy that allows a write
-        // outright is honoured then. The database guards (READ ONLY, extended protocol) apply
-        // whatever the classifier says: it is a layer, not a replacement.
-        if !assessment.is_read() {
-            return Err(ToolError::Refused(format!(
-                "classified as {} (risk {}): {}; {} allows it, but this pgwarden runs only reads through `query` so far",
-                assessment.category().as_str(),
-                assessment.risk.as_str(),
-                assessment.reasons.join("; "),
-                decision.rule_label()
-            )));
-        }
+        let decision = self.decide(action, &assessment, true)?;
         let (max_rows, notice) = self.row_cap(max_rows, decision.max_rows)?;
-        let limits = ReadLimits {
-            max_rows,
-            statement_timeout: decision.statement_timeout.unwrap_or(self.limits.statement_timeout),
+        let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
+        let approved = match decision.effect {
+            Effect::Approve => {
+                let hash = approval::action_hash(action, &serde_json::json!({ "max_rows": max_rows }));
+                match self
+                    .approve(action, &assessment, &decision, &hash, timeout, channel, ct)
+                    .await?
+                {
+                    Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
+                    Outcome::Done(verdict) => Some(verdict),
+                }
+            }
+            _ => None,
         };
-        let result = self.db.read(sql, limits, self.masking.as_ref(), ct).await?;
+        let (dry_run, max_rows_affected, reviewer_reason) = match approved {
+            Some(Verdict::Approved {
+                dry_run,
+                max_rows_affected,
+                reason,
+            }) => (dry_run, max_rows_affected, reason),
+            _ => (false, None, None),
+        };
+        if assessment.is_read() {
+            // A read that needed approval (an export, say) runs like any read: READ ONLY, rolled back.
+            let limits = ReadLimits {
+                max_rows,
+                statement_timeout: timeout,
+            };
+            let result = self.db.read(sql, limits, self.masking.as_ref(), ct).await?;
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(
+                tool = action.tool,
+                rows = result.rows.len(),
+                truncated = result.truncated,
+                elapsed_ms,
+                "query done"
+            );
+            return Ok(Outcome::Done(QueryOutput {
+                row_count: result.rows.len(),
+                columns: result.columns,
+                rows: result.rows,
+                truncated: result.truncated,
+                max_rows,
+                elapsed_ms,
+                notice,
+                change: None,
+            }));
+        }
+        // A change: allowed outright or approved. Masked columns never come back through RETURNING.
+        let returning_rows = if self.masking.is_some() {
+            0
+        } else {
+            RETURNING_SHOWN.min(max_rows as usize)
+        };
+        let opts = WriteOptions {
+            statement_timeout: timeout,
+            dry_run,
+            max_rows_affected,
+            returning_rows,
+        };
+        let result = self.db.write(sql, opts, ct).await.map_err(|e| match e {
+            WriteError::OverLimit { .. } => ToolError::RolledBack(e.to_string()),
+            WriteError::Db(DbError::Sql { ref code, .. }) if code == "25001" => ToolError::Refused(format!(
+                "{e}; pgwarden runs every change inside a transaction (so a dry run or row limit can roll it back), \
+                 and this statement cannot run in one — ask the user to run it outside pgwarden"
+            )),
+            WriteError::Db(db) => ToolError::Db(db),
+        })?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             tool = action.tool,
-            rows = result.rows.len(),
-            truncated = result.truncated,
+            rows_affected = result.rows_affected,
+            committed = result.committed,
             elapsed_ms,
-            "query done"
+            "change done"
         );
-        Ok(QueryOutput {
+        let mut notes: Vec<String> = notice.into_iter().collect();
+        if self.masking.is_some() {
+            notes.push("RETURNING rows are not shown while the policy masks columns".into());
+        }
+        Ok(Outcome::Done(QueryOutput {
             row_count: result.rows.len(),
+            truncated: (result.rows.len() as u64) < result.rows_affected && !result.rows.is_empty(),
             columns: result.columns,
             rows: result.rows,
-            truncated: result.truncated,
             max_rows,
             elapsed_ms,
-            notice,
-        })
+            notice: (!notes.is_empty()).then(|| notes.join("; ")),
+            change: Some(Change {
+                rows_affected: result.rows_affected,
+                committed: result.committed,
+                dry_run,
+                row_limit: max_rows_affected,
+                approved_under: (decision.effect == Effect::Approve).then(|| decision.rule_label()),
+                reviewer_reason,
+            }),
+        }))
+    }
+
+    /// Asks a person about an `approve` decision; a refusal of any kind is an error naming the rule.
+    #[allow(clippy::too_many_arguments)]
+    async fn approve(
+        &self,
+        action: &Action,
+        assessment: &Assessment,
+        decision: &Decision,
+        hash: &str,
+        timeout: std::time::Duration,
+        channel: &Channel,
+        ct: &CancellationToken,
+    ) -> Result<Outcome<Verdict>, ToolError> {
+        let not_approved = |why: String, reason: Option<String>| ToolError::NotApproved {
+            rule: decision.rule_label(),
+            what: describe(assessment),
+            why,
+            reason,
+        };
+        if matches!(channel, Channel::Unavailable) {
+            return Err(not_approved(
+                "this client cannot show approval prompts (it declared no elicitation capability), so no person \
+                 could approve it — a reply in the chat cannot approve it either. The operator can allow it in the \
+                 policy, or use a client that shows MCP approval prompts (e.g. Claude Code, VS Code)"
+                    .into(),
+                None,
+            ));
+        }
+        let packet = if channel.has_answer() {
+            None
+        } else {
+            let kind = assessment
+                .statements
+                .first()
+                .map(|s| s.kind.as_str())
+                .unwrap_or_default();
+            let estimate = if matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") {
+                self.db
+                    .estimate_rows(action.sql.as_deref().unwrap_or_default(), timeout, ct)
+                    .await
+            } else {
+                None
+            };
+            Some(ReviewPacket::new(action, assessment, decision, estimate))
+        };
+        let asked = channel
+            .ask(packet.as_ref(), hash, decision.approval_timeout, ct)
+            .await
+            .map_err(|e| ToolError::Refused(e.to_string()))?;
+        match asked {
+            Asked::InputRequired(r) => Ok(Outcome::InputRequired(r)),
+            Asked::Verdict(Verdict::NotApproved { why, reason }) => {
+                tracing::info!(
+                    tool = action.tool,
+                    rule = decision.rule.as_deref().unwrap_or("-"),
+                    "not approved: {why}"
+                );
+                Err(not_approved(why, reason))
+            }
+            Asked::Verdict(v) => {
+                tracing::info!(
+                    tool = action.tool,
+                    rule = decision.rule.as_deref().unwrap_or("-"),
+                    "approved: {v:?}"
+                );
+                Ok(Outcome::Done(v))
+            }
+        }
     }
 
     /// The rows this call may return: what the model asked for, within the server's hard limit and
@@ -235,7 +385,7 @@ impl Pipeline {
         schema: Option<&str>,
         ct: &CancellationToken,
     ) -> Result<TableList, ToolError> {
-        let decision = self.decide(action, &classify::classify("SELECT 1"))?;
+        let decision = self.decide(action, &classify::classify("SELECT 1"), false)?;
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
         Ok(self.db.list_tables(schema, timeout, ct).await?)
     }
@@ -258,7 +408,7 @@ impl Pipeline {
         if !assessment.is_read() || assessment.tables.len() != 1 || assessment.statements.len() != 1 {
             return Err(CatalogError::NoTable(table.to_string()).into());
         }
-        let decision = self.decide(action, &assessment)?;
+        let decision = self.decide(action, &assessment, false)?;
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
         let mut d = self.db.describe_table(table, timeout, ct).await?;
         // Tell the model up front which columns it will only see masked.
@@ -271,4 +421,17 @@ impl Pipeline {
         }
         Ok(d)
     }
+}
+
+/// "classified as write (risk medium): updates `public.orders`", for messages to the model.
+fn describe(assessment: &Assessment) -> String {
+    let mut s = format!(
+        "classified as {} (risk {})",
+        assessment.category().as_str(),
+        assessment.risk.as_str()
+    );
+    if !assessment.reasons.is_empty() {
+        s.push_str(&format!(": {}", assessment.reasons.join("; ")));
+    }
+    s
 }

@@ -6,16 +6,24 @@ use std::sync::Arc;
 
 use rmcp::{
     ErrorData as McpError, ServerHandler,
-    handler::server::{common::schema_for_output, tool::ToolRouter, wrapper::Parameters},
-    model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig},
+    handler::server::{
+        common::schema_for_output,
+        tool::{InputResponses, RequestState, ToolRouter},
+        wrapper::Parameters,
+    },
+    model::{
+        CallToolResponse, CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities,
+        ServerConfig,
+    },
     service::{RequestContext, RoleServer},
     tool, tool_handler, tool_router,
 };
 use serde::Serialize;
 
 use crate::{
+    approval::{Channel, StateSealer},
     db::catalog::{TableDescription, TableList},
-    pipeline::{Action, Caller, Pipeline, ToolError},
+    pipeline::{Action, Caller, Outcome, Pipeline, ToolError},
     tools::{
         self,
         describe_table::DescribeTableArgs,
@@ -27,12 +35,15 @@ use crate::{
 const INSTRUCTIONS: &str = "pgwarden gives you a PostgreSQL database. Start with `list_tables`, then \
 `describe_table` for the columns you need, then `query` with one SELECT per call. Results are capped \
 (`truncated: true` means more rows exist: filter or aggregate instead of raising the cap). The operator's \
-policy decides what runs: writes, DDL and session changes are refused or need a person's approval, and \
-some columns come back masked (e.g. `a***@example.com`); a denial names the rule, so do not work around it.";
+policy decides what runs: writes and DDL usually need the user's approval in a prompt (give an `intent`), \
+session changes are refused, and some columns come back masked (e.g. `a***@example.com`). A denial or a \
+refused approval names the rule and reason: adapt your plan, do not work around it.";
 
 #[derive(Clone)]
 pub struct PgWarden {
     pipeline: Arc<Pipeline>,
+    /// Seals 2026-07-28 approval states; its key lives only in this process.
+    sealer: Arc<StateSealer>,
     session_id: String,
     tool_router: ToolRouter<PgWarden>,
 }
@@ -41,8 +52,39 @@ impl PgWarden {
     pub fn new(pipeline: Arc<Pipeline>) -> PgWarden {
         PgWarden {
             pipeline,
+            sealer: Arc::new(StateSealer::new()),
             session_id: uuid::Uuid::new_v4().to_string(),
             tool_router: Self::tool_router(),
+        }
+    }
+
+    /// How this call can reach a person: an elicitation request (2025 protocols), an
+    /// `InputRequiredResult` round trip (2026-07-28), or not at all (no elicitation capability).
+    fn channel(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        state: Option<String>,
+        responses: Option<rmcp::model::InputResponses>,
+    ) -> Channel {
+        // `{}` means form mode (2025-06-18 clients); a URL-only client cannot show our form.
+        let can_prompt = ctx
+            .client_capabilities()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.form.is_some() || e.url.is_none());
+        if !can_prompt {
+            return Channel::Unavailable;
+        }
+        if ctx
+            .protocol_version()
+            .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
+        {
+            Channel::InputRequired {
+                sealer: self.sealer.clone(),
+                state,
+                responses,
+            }
+        } else {
+            Channel::Elicit(ctx.peer.clone())
         }
     }
 
@@ -83,22 +125,27 @@ fn failure(e: ToolError) -> Result<CallToolResult, McpError> {
 impl PgWarden {
     /// Run one read-only SQL query (SELECT) and return typed rows.
     #[tool(
-        description = "Run one read-only PostgreSQL query (a single SELECT; CTEs, joins and aggregates are fine) \
-                       and get typed rows back. Rows are capped by `max_rows`; `truncated: true` means more exist. \
-                       Writes, DDL, SET and multiple statements are refused; the operator's policy may deny some \
-                       tables and mask some columns.",
+        description = "Run one PostgreSQL statement. Reads (a single SELECT; CTEs, joins and aggregates are fine) \
+                       return typed rows, capped by `max_rows`; `truncated: true` means more exist. Writes and DDL \
+                       run only if the operator's policy allows them — usually after the user approves them in a \
+                       prompt that shows the SQL, its risk and your `intent`, so say in `intent` why you need it. \
+                       The policy may deny some statements or tables and mask some columns.",
         output_schema = schema_for_output::<QueryOutput>(),
-        annotations(title = "Query (read-only)", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(title = "Query", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
     )]
     async fn query(
         &self,
         Parameters(args): Parameters<QueryArgs>,
+        RequestState(state): RequestState,
+        InputResponses(responses): InputResponses,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
+    ) -> Result<CallToolResponse, McpError> {
         let action = self.action("query", Some(args.sql), args.intent, &ctx);
-        match self.pipeline.query(&action, args.max_rows, &ctx.ct).await {
-            Ok(out) => success(&out, out.to_text()),
-            Err(e) => failure(e),
+        let channel = self.channel(&ctx, state, responses);
+        match self.pipeline.query(&action, args.max_rows, &channel, &ctx.ct).await {
+            Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
+            Ok(Outcome::InputRequired(r)) => Ok(r.into()),
+            Err(e) => failure(e).map(Into::into),
         }
     }
 

@@ -235,6 +235,8 @@ async fn masked_columns_never_come_back_raw() {
     }
     // Shapes the classifier cannot read fully need approval (refused for now), so they never run.
     for sql in [
+        // Regression (red team): `$a€$` opens a dollar-quoted string for PostgreSQL but not for the parser.
+        "SELECT $a€$, $$ $a€$ AS p, (SELECT string_agg(email || ' ' || ssn, ', ') FROM customers) AS q, $a€$ $$, $a€$",
         "SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats WHERE tablename = 'customers'",
         "SELECT email FROM ONLY customers",
         "TABLE customers",

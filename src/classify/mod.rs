@@ -13,7 +13,12 @@ mod walk;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use sqlparser::{ast::Statement, dialect::PostgreSqlDialect, parser::Parser};
+use sqlparser::{
+    ast::Statement,
+    dialect::PostgreSqlDialect,
+    parser::Parser,
+    tokenizer::{Token, Tokenizer},
+};
 
 /// What a statement does, from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -143,7 +148,27 @@ impl Assessment {
 
 /// Classifies every statement in `sql`; the text as a whole takes the highest risk.
 pub fn classify(sql: &str) -> Assessment {
-    let parsed = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+    let dialect = PostgreSqlDialect {};
+    let tokens = match Tokenizer::new(&dialect, sql).tokenize_with_location() {
+        Ok(tokens) => tokens,
+        Err(e) => return Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
+    };
+    // PostgreSQL opens a dollar-quoted string at `$tag$` for any tag byte >= 0x80, sqlparser only for
+    // alphanumerics: `$a€$ … $a€$` is a string to one and live SQL to the other. Where sqlparser
+    // sees a `$…` placeholder, the two readings may differ, and `query` takes no parameters anyway.
+    if let Some(p) = tokens.iter().find_map(|t| match &t.token {
+        Token::Placeholder(p) => Some(p),
+        _ => None,
+    }) {
+        return Assessment::unknown(format!(
+            "`{p}` is a parameter placeholder or a dollar-quote tag that PostgreSQL and pgwarden's parser read \
+             differently, so what the text does is unknown; write values into the SQL, and use plain tags such as `$body$`"
+        ));
+    }
+    let parsed = match Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+    {
         Ok(statements) => statements,
         Err(e) => return Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
     };

@@ -184,3 +184,29 @@ fn a_name_shared_by_a_cte_and_a_table_is_kept_for_policy() {
     assert_eq!(b.tables, vec!["public.c".to_string()]);
     assert!(b.cte_shadowed.is_empty(), "already a table: {:?}", b.cte_shadowed);
 }
+
+/// Regression: a dollar-quote tag with a non-alphanumeric byte >= 0x80 (`$a€$`) opens a string for
+/// PostgreSQL but not for sqlparser, which hid a subquery on `customers` inside what it took for a
+/// `$$` string (found by red-teaming the masks).
+#[test]
+fn dollar_quote_tags_the_parser_misreads_are_unknown() {
+    for sql in [
+        "SELECT $a€$, $$ $a€$ AS p, (SELECT string_agg(email, ',') FROM customers) AS q, $a€$ $$, $a€$",
+        "SELECT $€$, $$ $€$ AS p, (SELECT 1) AS q, $€$ $$, $€$",
+        "SELECT $a\u{a0}$ x $a\u{a0}$",
+        "SELECT $1",
+        "SELECT * FROM t WHERE id = $1",
+    ] {
+        let a = classify(sql);
+        assert_eq!(a.category(), Unknown, "{sql}: {:?}", a.reasons);
+        assert!(a.reasons[0].contains("dollar-quote tag"), "{:?}", a.reasons);
+    }
+    for sql in [
+        "SELECT $$ x $$",
+        "SELECT $body$ x $body$",
+        "SELECT $é$ x $é$",
+        "SELECT data ? 'k' FROM t",
+    ] {
+        assert_eq!(category(sql), Read, "{sql}: {:?}", classify(sql).reasons);
+    }
+}

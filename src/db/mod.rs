@@ -9,6 +9,7 @@ pub mod read;
 pub mod sandbox;
 mod session;
 pub mod values;
+pub mod write;
 
 use deadpool_postgres::Pool;
 use tokio_postgres_rustls::MakeRustlsConnect;

@@ -169,6 +169,25 @@ impl Session {
         Ok((tx, rows))
     }
 
+    /// A read-write transaction for an approved change, with the transaction-local timeout.
+    pub(super) async fn begin_write(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| DbError::Unavailable("connection already released".into()))?;
+        let tx = conn
+            .build_transaction()
+            .read_only(false)
+            .start()
+            .await
+            .map_err(DbError::from_pg)?;
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}"))
+            .await
+            .map_err(DbError::from_pg)?;
+        Ok(tx)
+    }
+
     async fn start_read_only(&mut self) -> Result<Transaction<'_>, DbError> {
         let conn = self
             .conn

@@ -8,8 +8,9 @@ use crate::db::Column;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryArgs {
-    /// One PostgreSQL SELECT statement (CTEs, joins, subqueries and aggregates are fine). Writes,
-    /// DDL, SET and multiple statements are refused.
+    /// One PostgreSQL statement. Reads (SELECT, CTEs, joins, aggregates) run directly; writes and DDL
+    /// run only if the operator's policy allows them, usually after a person approves them in a
+    /// prompt. One statement per call.
     pub sql: String,
     /// Most rows to return (default set by the server, usually 500). More rows than this sets
     /// `truncated: true`; the server also enforces a hard maximum.
@@ -37,11 +38,62 @@ pub struct QueryOutput {
     /// Set when the server adjusted the request, e.g. capped `max_rows`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+    /// For a change (INSERT, UPDATE, DELETE, MERGE, DDL): what happened. `rows` then holds the first
+    /// `RETURNING` rows, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Change {
+    /// Rows inserted, updated, deleted or merged (0 for DDL).
+    pub rows_affected: u64,
+    /// False for a dry run: it ran, and was rolled back.
+    pub committed: bool,
+    pub dry_run: bool,
+    /// The most rows the reviewer allowed the change to touch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_limit: Option<u64>,
+    /// The policy rule under which a person approved it; absent when the policy allowed it outright.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_under: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reviewer_reason: Option<String>,
 }
 
 impl QueryOutput {
     /// Compact, unambiguous text: a header, then one JSON array per row.
     pub fn to_text(&self) -> String {
+        if let Some(c) = &self.change {
+            let mut out = format!(
+                "{} row{} affected; {}{}\n",
+                c.rows_affected,
+                if c.rows_affected == 1 { "" } else { "s" },
+                if c.committed {
+                    "committed"
+                } else {
+                    "rolled back (dry run)"
+                },
+                c.approved_under
+                    .as_ref()
+                    .map(|r| format!("; approved under {r}"))
+                    .unwrap_or_default()
+            );
+            if let Some(r) = &c.reviewer_reason {
+                out.push_str(&format!("reviewer's reason: {r}\n"));
+            }
+            if !self.rows.is_empty() {
+                out.push_str("returning:\n");
+                for row in &self.rows {
+                    out.push_str(&serde_json::Value::Array(row.clone()).to_string());
+                    out.push('\n');
+                }
+            }
+            if let Some(n) = &self.notice {
+                out.push_str(&format!("note: {n}\n"));
+            }
+            return out;
+        }
         let mut out = format!(
             "{} row{}{} in {} ms\ncolumns: {}\n",
             self.row_count,

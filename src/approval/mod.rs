@@ -1,0 +1,162 @@
+//! Asking a person: the review packet, the form, and the channel that carries them — an
+//! `elicitation/create` request mid-call (protocols 2025-06-18/2025-11-25), or an
+//! `InputRequiredResult` with a sealed `requestState` that the client answers by retrying the call
+//! (2026-07-28). Nothing the model sends can approve anything: only the client's answer to our
+//! prompt, bound to the exact action, counts.
+
+pub mod form;
+pub mod packet;
+pub mod state;
+
+use std::{sync::Arc, time::Duration};
+
+use rmcp::{
+    Peer,
+    model::{
+        ElicitRequest, ElicitRequestParams, ElicitResult, InputRequest, InputRequests, InputRequiredResult,
+        InputResponses,
+    },
+    service::{RoleServer, ServiceError},
+};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+pub use form::Verdict;
+pub use packet::ReviewPacket;
+pub use state::StateSealer;
+
+use crate::pipeline::Action;
+
+/// The key of our one input request in an `InputRequiredResult`.
+const INPUT_KEY: &str = "approval";
+
+/// How this call can reach a person.
+pub enum Channel {
+    /// An `elicitation/create` request to the client, answered within the call.
+    Elicit(Peer<RoleServer>),
+    /// 2026-07-28: ask by returning `InputRequiredResult`; the retry carries the answer and our state.
+    InputRequired {
+        sealer: Arc<StateSealer>,
+        state: Option<String>,
+        responses: Option<InputResponses>,
+    },
+    /// The client declared no elicitation capability.
+    Unavailable,
+}
+
+/// The result of asking.
+pub enum Asked {
+    Verdict(Verdict),
+    /// Return this to the client; the call continues when it retries with the answer.
+    InputRequired(InputRequiredResult),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("{0}; nothing was executed")]
+    State(#[from] state::StateError),
+    #[error(
+        "the retried call carries {0}; nothing was executed — approval only comes from answering pgwarden's own prompt"
+    )]
+    Incomplete(&'static str),
+    #[error("the approval prompt could not be built: {0}")]
+    Form(String),
+}
+
+impl Channel {
+    /// True when the client has answered a prompt of ours (a 2026-07-28 retry): no new prompt is built.
+    pub fn has_answer(&self) -> bool {
+        matches!(
+            self,
+            Channel::InputRequired { state: Some(_), .. } | Channel::InputRequired { responses: Some(_), .. }
+        )
+    }
+
+    /// Asks the person, or reads the answer they gave. `timeout` bounds the wait for an answer.
+    pub async fn ask(
+        &self,
+        packet: Option<&ReviewPacket>,
+        action_hash: &str,
+        timeout: Duration,
+        ct: &CancellationToken,
+    ) -> Result<Asked, ApprovalError> {
+        match self {
+            Channel::Unavailable => Ok(Asked::Verdict(Verdict::not_approved(
+                "this client cannot show approval prompts (it declared no elicitation capability)",
+            ))),
+            Channel::Elicit(peer) => {
+                let packet = packet.ok_or(ApprovalError::Form("no review packet".into()))?;
+                let params = ElicitRequestParams::FormElicitationParams {
+                    meta: None,
+                    message: packet.message(),
+                    requested_schema: form::schema().map_err(ApprovalError::Form)?,
+                };
+                let answer = tokio::select! {
+                    r = peer.create_elicitation_with_timeout(params, Some(timeout)) => r,
+                    _ = ct.cancelled() => return Ok(Asked::Verdict(Verdict::not_approved("the tool call was cancelled while waiting for approval"))),
+                };
+                Ok(Asked::Verdict(match answer {
+                    Ok(answer) => form::read(&answer),
+                    Err(ServiceError::Timeout { .. }) => {
+                        Verdict::not_approved(format!("no answer within {}", humantime::format_duration(timeout)))
+                    }
+                    Err(ServiceError::TransportClosed) | Err(ServiceError::TransportSend(_)) => {
+                        Verdict::not_approved("the client connection closed before an answer")
+                    }
+                    Err(e) => Verdict::not_approved(format!("the client did not show the prompt ({e})")),
+                }))
+            }
+            Channel::InputRequired {
+                sealer,
+                state,
+                responses,
+            } => match (state, responses) {
+                (None, None) => {
+                    let packet = packet.ok_or(ApprovalError::Form("no review packet".into()))?;
+                    let params = ElicitRequestParams::FormElicitationParams {
+                        meta: None,
+                        message: packet.message(),
+                        requested_schema: form::schema().map_err(ApprovalError::Form)?,
+                    };
+                    let mut requests = InputRequests::new();
+                    requests.insert(INPUT_KEY.into(), InputRequest::Elicitation(ElicitRequest::new(params)));
+                    let sealed = sealer.seal(action_hash, timeout);
+                    Ok(Asked::InputRequired(InputRequiredResult::new(
+                        Some(requests),
+                        Some(sealed),
+                    )))
+                }
+                (Some(state), Some(responses)) => {
+                    sealer.open(state, action_hash, timeout)?;
+                    let answer = responses
+                        .get(INPUT_KEY)
+                        .cloned()
+                        .ok_or(ApprovalError::Incomplete("no answer to pgwarden's approval prompt"))?;
+                    Ok(Asked::Verdict(match serde_json::from_value::<ElicitResult>(answer) {
+                        Ok(answer) => form::read(&answer),
+                        Err(_) => Verdict::not_approved("the answer to the approval prompt was unreadable"),
+                    }))
+                }
+                (Some(_), None) => Err(ApprovalError::Incomplete("a request state but no answer")),
+                (None, Some(_)) => Err(ApprovalError::Incomplete("an answer without pgwarden's request state")),
+            },
+        }
+    }
+}
+
+/// What one approval covers: the tool, the exact SQL, the call's other arguments, and the caller.
+pub fn action_hash(action: &Action, extra: &serde_json::Value) -> String {
+    let c = &action.caller;
+    let canonical = serde_json::json!([
+        action.tool,
+        action.sql,
+        action.intent,
+        extra,
+        c.principal,
+        c.client_name,
+        c.client_version,
+        c.session_id,
+    ]);
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,166 @@
+//! The review packet: everything a person needs to decide, in the prompt's message, concise and
+//! scannable. The SQL shown is the exact text that will run; pretty-printed only when the pretty form
+//! parses to the very same statement.
+
+use serde::Serialize;
+use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+
+use crate::{classify::Assessment, pipeline::Action, policy::Decision};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewPacket {
+    /// One line: what, where, how risky.
+    pub summary: String,
+    pub sql: String,
+    pub category: String,
+    pub risk: String,
+    pub reasons: Vec<String>,
+    /// `schema.table` with its policy tags.
+    pub tables: Vec<(String, Vec<String>)>,
+    /// "rule `x` (file:line)" and its reason.
+    pub rule: String,
+    pub rule_reason: String,
+    /// The planner's estimate of rows touched, for UPDATE/DELETE/MERGE/INSERT … SELECT.
+    pub estimated_rows: Option<f64>,
+    pub requested_by: String,
+    /// The model's own account of why; not verified.
+    pub intent: Option<String>,
+}
+
+impl ReviewPacket {
+    pub fn new(action: &Action, a: &Assessment, d: &Decision, estimated_rows: Option<f64>) -> ReviewPacket {
+        let sql = action.sql.as_deref().unwrap_or_default();
+        let kinds: Vec<&str> = a.statements.iter().map(|s| s.kind.as_str()).collect();
+        let mut tables: Vec<(String, Vec<String>)> = a
+            .tables
+            .iter()
+            .map(|t| (t.clone(), d.tags.get(t).cloned().unwrap_or_default()))
+            .collect();
+        tables.extend(
+            a.cte_shadowed
+                .iter()
+                .map(|t| (t.clone(), d.tags.get(t).cloned().unwrap_or_default())),
+        );
+        let on = if a.tables.is_empty() {
+            String::new()
+        } else {
+            format!(" on {}", a.tables.join(", "))
+        };
+        let c = &action.caller;
+        let mut who = vec![match (&c.client_name, &c.client_version) {
+            (Some(n), Some(v)) => format!("{n} {v}"),
+            (Some(n), None) => n.clone(),
+            _ => "an unnamed client".into(),
+        }];
+        if let Some(p) = &c.principal {
+            who.push(format!("principal {p}"));
+        }
+        who.push(format!("session {}", c.session_id.get(..8).unwrap_or(&c.session_id)));
+        ReviewPacket {
+            summary: format!(
+                "{}{on} via `{}` ({}, risk {})",
+                kinds.join("; "),
+                action.tool,
+                a.category().as_str(),
+                a.risk.as_str()
+            ),
+            sql: pretty(sql),
+            category: a.category().as_str().into(),
+            risk: a.risk.as_str().into(),
+            reasons: a.reasons.clone(),
+            tables,
+            rule: d.rule_label(),
+            rule_reason: d.reason.clone(),
+            estimated_rows,
+            requested_by: who.join(" · "),
+            intent: action.intent.clone().filter(|s| !s.trim().is_empty()),
+        }
+    }
+
+    /// The prompt's message.
+    pub fn message(&self) -> String {
+        let mut m = format!(
+            "pgwarden: approve this {}?\n{}\n",
+            self.category,
+            visible(&self.summary)
+        );
+        m.push_str(&format!("Rule: {} — {}\n", self.rule, self.rule_reason));
+        if let Some(n) = self.estimated_rows {
+            m.push_str(&format!("Estimated rows: ~{n:.0} (planner estimate)\n"));
+        }
+        if !self.tables.is_empty() {
+            let t: Vec<String> = self
+                .tables
+                .iter()
+                .map(|(t, tags)| {
+                    if tags.is_empty() {
+                        t.clone()
+                    } else {
+                        format!("{t} [{}]", tags.join(", "))
+                    }
+                })
+                .collect();
+            m.push_str(&format!("Tables: {}\n", visible(&t.join(", "))));
+        }
+        for r in &self.reasons {
+            m.push_str(&format!("Why it is {}: {}\n", self.risk, visible(r)));
+        }
+        m.push_str(&format!("Requested by: {}\n", visible(&self.requested_by)));
+        if let Some(i) = &self.intent {
+            m.push_str(&format!("Intent (the model's words, unverified): {}\n", visible(i)));
+        }
+        m.push_str(&format!("\nSQL (exactly what will run):\n{}\n", visible(&self.sql)));
+        m.push_str(
+            "\nApprove runs it and commits; Dry run runs it, reports the rows and rolls back; Deny runs nothing. \
+             A row limit rolls the change back if it touches more rows.",
+        );
+        m
+    }
+}
+
+/// sqlparser's pretty form when it parses back to the same statements, else the text as given.
+fn pretty(sql: &str) -> String {
+    let dialect = PostgreSqlDialect {};
+    let Ok(original) = Parser::parse_sql(&dialect, sql) else {
+        return sql.trim().to_string();
+    };
+    let printed: Vec<String> = original.iter().map(|s| format!("{s:#}")).collect();
+    let joined = printed.join(";\n");
+    match Parser::parse_sql(&dialect, &joined) {
+        Ok(again) if again == original => joined,
+        _ => sql.trim().to_string(),
+    }
+}
+
+/// Control and bidirectional-formatting characters shown as `\u{…}` so the text cannot hide what it
+/// does; newlines and tabs stay.
+pub fn visible(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            let hidden = (c.is_control() && c != '\n' && c != '\t')
+                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+            if hidden {
+                format!("\\u{{{:04X}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretty_sql_is_the_same_statement_and_hidden_characters_show() {
+        let p = pretty("update orders set status='x' where id=1");
+        assert!(p.starts_with("UPDATE orders"), "{p}");
+        assert_eq!(
+            Parser::parse_sql(&PostgreSqlDialect {}, &p).unwrap(),
+            Parser::parse_sql(&PostgreSqlDialect {}, "update orders set status='x' where id=1").unwrap()
+        );
+        assert_eq!(pretty("SELEC nonsense"), "SELEC nonsense");
+        assert_eq!(visible("a\u{202E}b\rc\n"), "a\\u{202E}b\\u{000D}c\n");
+    }
+}

@@ -1,0 +1,154 @@
+//! Approved changes: the exact statement a person approved, through the extended protocol, inside
+//! a transaction that commits only when it is not a dry run and stayed within the reviewer's row
+//! limit. Also the row estimate (`EXPLAIN`, never `ANALYZE`) shown in the review packet.
+
+use std::time::Duration;
+
+use futures_util::{TryStreamExt, pin_mut};
+use tokio_util::sync::CancellationToken;
+
+use super::{Column, Database, DbError, session::Session, values};
+
+/// How to run one approved change.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    pub statement_timeout: Duration,
+    /// Roll back after running: report what would have changed.
+    pub dry_run: bool,
+    /// Roll back, and say so, when more rows than this change.
+    pub max_rows_affected: Option<u64>,
+    /// `RETURNING` rows kept for the result; 0 shows none.
+    pub returning_rows: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    /// Rows the statement inserted, updated, deleted or merged (0 for DDL).
+    pub rows_affected: u64,
+    pub committed: bool,
+    /// The first `RETURNING` rows, when asked for.
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+/// Why an approved change did not commit although it ran.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(
+        "the change touched {affected} rows, more than the reviewer's limit of {limit}; it was rolled back and nothing changed"
+    )]
+    OverLimit { affected: u64, limit: u64 },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl Database {
+    /// Runs `sql`, as approved, in a read-write transaction.
+    pub async fn write(
+        &self,
+        sql: &str,
+        opts: WriteOptions,
+        ct: &CancellationToken,
+    ) -> Result<WriteResult, WriteError> {
+        let mut session = Session::open(self).await?;
+        let deadline = opts.statement_timeout + Duration::from_secs(5);
+        session
+            .guarded(ct, deadline, async |s: &mut Session| {
+                let tx = s.begin_write(opts.statement_timeout).await?;
+                let statement = tx.prepare(sql).await.map_err(DbError::from_pg)?;
+                if !statement.params().is_empty() {
+                    return Err(DbError::Client(format!(
+                        "the statement has {} parameter placeholder(s) ($1 …); write the values into the SQL",
+                        statement.params().len()
+                    ))
+                    .into());
+                }
+                let columns: Vec<Column> = statement
+                    .columns()
+                    .iter()
+                    .map(|c| Column {
+                        name: c.name().to_string(),
+                        type_name: values::type_name(c.type_()),
+                    })
+                    .collect();
+                let stream = tx
+                    .query_raw(&statement, std::iter::empty::<i32>())
+                    .await
+                    .map_err(DbError::from_pg)?;
+                pin_mut!(stream);
+                let mut rows = Vec::new();
+                while let Some(row) = stream.try_next().await.map_err(DbError::from_pg)? {
+                    if rows.len() < opts.returning_rows {
+                        let decoded = (0..row.len())
+                            .map(|i| {
+                                let cell: values::RawCell =
+                                    row.try_get(i).map_err(|e| DbError::Client(e.to_string()))?;
+                                Ok(values::to_json(row.columns()[i].type_(), cell.0))
+                            })
+                            .collect::<Result<Vec<_>, DbError>>()?;
+                        rows.push(decoded);
+                    }
+                }
+                let rows_affected = stream.rows_affected().unwrap_or(0);
+                if let Some(limit) = opts.max_rows_affected
+                    && rows_affected > limit
+                {
+                    // Dropping the transaction rolls it back.
+                    return Err(WriteError::OverLimit {
+                        affected: rows_affected,
+                        limit,
+                    });
+                }
+                let committed = if opts.dry_run {
+                    tx.rollback().await.map_err(DbError::from_pg)?;
+                    false
+                } else {
+                    tx.commit().await.map_err(DbError::from_pg)?;
+                    true
+                };
+                Ok(WriteResult {
+                    rows_affected,
+                    committed,
+                    columns: if opts.returning_rows > 0 { columns } else { vec![] },
+                    rows,
+                })
+            })
+            .await
+    }
+
+    /// The planner's estimate of the rows `sql` would touch, from `EXPLAIN (FORMAT JSON)` in a read-only
+    /// transaction (planning only: nothing runs). `None` when there is no estimate to give.
+    pub async fn estimate_rows(&self, sql: &str, timeout: Duration, ct: &CancellationToken) -> Option<f64> {
+        let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
+        let result = self
+            .read(
+                &explain,
+                super::read::ReadLimits {
+                    max_rows: 1,
+                    statement_timeout: timeout,
+                },
+                None,
+                ct,
+            )
+            .await;
+        let plan = match result {
+            Ok(r) => r.rows.into_iter().next()?.into_iter().next()?,
+            Err(e) => {
+                tracing::debug!("no row estimate: {e}");
+                return None;
+            }
+        };
+        let plan = match plan {
+            serde_json::Value::String(s) => serde_json::from_str(&s).ok()?,
+            v => v,
+        };
+        let top = plan.get(0)?.get("Plan")?;
+        // ModifyTable reports 0 rows itself; the rows it will change come from its input.
+        let node = if top.get("Node Type").and_then(|n| n.as_str()) == Some("ModifyTable") {
+            top.get("Plans").and_then(|p| p.get(0)).unwrap_or(top)
+        } else {
+            top
+        };
+        node.get("Plan Rows").and_then(|r| r.as_f64())
+    }
+}
