@@ -1,6 +1,6 @@
 //! The review packet: everything a person needs to decide, in the prompt's message, concise and
-//! scannable. The SQL shown is the exact text that will run; pretty-printed only when the pretty form
-//! parses to the very same statement.
+//! scannable. The SQL is pretty-printed only when the pretty form parses to the very same statement
+//! as the text that will be sent; otherwise the text is shown as given.
 
 use serde::Serialize;
 use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
@@ -84,7 +84,7 @@ impl ReviewPacket {
             self.category,
             visible(&self.summary)
         );
-        m.push_str(&format!("Rule: {} — {}\n", self.rule, self.rule_reason));
+        m.push_str(&format!("Decided by: {} — {}\n", self.rule, self.rule_reason));
         if let Some(n) = self.estimated_rows {
             m.push_str(&format!("Estimated rows: ~{n:.0} (planner estimate)\n"));
         }
@@ -103,13 +103,13 @@ impl ReviewPacket {
             m.push_str(&format!("Tables: {}\n", visible(&t.join(", "))));
         }
         for r in &self.reasons {
-            m.push_str(&format!("Why it is {}: {}\n", self.risk, visible(r)));
+            m.push_str(&format!("Why: {}\n", visible(r)));
         }
         m.push_str(&format!("Requested by: {}\n", visible(&self.requested_by)));
         if let Some(i) = &self.intent {
             m.push_str(&format!("Intent (the model's words, unverified): {}\n", visible(i)));
         }
-        m.push_str(&format!("\nSQL (exactly what will run):\n{}\n", visible(&self.sql)));
+        m.push_str(&format!("\nSQL:\n{}\n", visible(&self.sql)));
         m.push_str(
             "\nApprove runs it and commits; Dry run runs it, reports the rows and rolls back; Deny runs nothing. \
              A row limit rolls the change back if it touches more rows.",

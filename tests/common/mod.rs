@@ -21,9 +21,12 @@ use pgwarden::{
     policy::Policy,
 };
 use rmcp::{
-    RoleClient, ServiceExt,
-    model::{CallToolRequestParams, CallToolResult},
-    service::RunningService,
+    ClientHandler, ClientLifecycleMode, ClientServiceExt, ErrorData, RoleClient, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult,
+        ElicitationAction, Implementation, ProtocolVersion,
+    },
+    service::{RequestContext, RunningService},
 };
 use serde_json::Value;
 
@@ -178,9 +181,129 @@ async fn agent_client(db: &str) -> tokio_postgres::Client {
     client
 }
 
-/// An MCP client session with a real pgwarden server, in process over a duplex pipe.
-pub struct Mcp {
-    pub client: RunningService<RoleClient, ()>,
+/// An MCP client session with a real pgwarden server, in process over a duplex pipe. `H` is the
+/// client's handler: `()` declares no elicitation; [`Reviewer`] answers approval prompts.
+pub struct Mcp<H: ClientHandler = ()> {
+    pub client: RunningService<RoleClient, H>,
+}
+
+/// How the scripted reviewer answers.
+#[derive(Clone)]
+pub enum Answer {
+    Reply(ElicitResult),
+    /// Never answers (until the server gives up and cancels the prompt).
+    Hang,
+}
+
+/// A client that can show prompts and answers them from a script, recording every message shown.
+#[derive(Clone)]
+pub struct Reviewer {
+    pub answer: Arc<Mutex<Answer>>,
+    pub seen: Arc<Mutex<Vec<String>>>,
+    pub elicitation: bool,
+}
+
+impl Reviewer {
+    pub fn new(answer: Answer) -> Reviewer {
+        Reviewer {
+            answer: Arc::new(Mutex::new(answer)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            elicitation: true,
+        }
+    }
+
+    /// Answers `decision` (with optional row limit and reason), as a person clicking the form would.
+    pub fn says(decision: &str, max_rows_affected: Option<u64>, reason: Option<&str>) -> Reviewer {
+        let mut content = serde_json::json!({ "decision": decision });
+        if let Some(n) = max_rows_affected {
+            content["max_rows_affected"] = n.into();
+        }
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        Reviewer::new(Answer::Reply(
+            ElicitResult::new(ElicitationAction::Accept).with_content(content),
+        ))
+    }
+
+    pub fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    pub fn prompts(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl ClientHandler for Reviewer {
+    fn get_info(&self) -> ClientConfig {
+        let caps = if self.elicitation {
+            ClientCapabilities::builder().enable_elicitation().build()
+        } else {
+            ClientCapabilities::default()
+        };
+        ClientConfig::new(caps, Implementation::new("pgwarden-test-reviewer", "1.0"))
+            .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        if let ElicitRequestParams::FormElicitationParams { message, .. } = &request {
+            self.seen.lock().unwrap().push(message.clone());
+        }
+        let answer = self.answer.lock().unwrap().clone();
+        match answer {
+            Answer::Reply(r) => Ok(r),
+            Answer::Hang => {
+                cx.ct.cancelled().await;
+                Ok(ElicitResult::new(ElicitationAction::Cancel))
+            }
+        }
+    }
+}
+
+/// Which protocol era a reviewed session negotiates.
+#[derive(Clone, Copy, Debug)]
+pub enum Era {
+    /// `initialize`, 2025-06-18: prompts arrive as `elicitation/create` requests mid-call.
+    Legacy,
+    /// `server/discover`, 2026-07-28: prompts arrive in an `InputRequiredResult`.
+    Modern,
+}
+
+impl Mcp<Reviewer> {
+    /// A session with `reviewer` answering prompts, deciding with `policy` (TOML text).
+    pub async fn reviewed(db: &TestDb, policy: &str, reviewer: Reviewer, era: Era) -> Mcp<Reviewer> {
+        let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let server = PgWarden::new(Arc::new(Pipeline::new(
+            db.database(2).await,
+            limits(),
+            Arc::new(policy),
+            None,
+        )));
+        tokio::spawn(async move {
+            if let Ok(running) = server.serve(server_io).await {
+                let _ = running.waiting().await;
+            }
+        });
+        let client = match era {
+            Era::Legacy => reviewer.serve(client_io).await.expect("MCP handshake"),
+            Era::Modern => reviewer
+                .serve_with_lifecycle(
+                    client_io,
+                    ClientLifecycleMode::Discover {
+                        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                    },
+                )
+                .await
+                .expect("MCP discover"),
+        };
+        Mcp { client }
+    }
 }
 
 impl Mcp {
@@ -214,7 +337,9 @@ impl Mcp {
         let client = ().serve(client_io).await.expect("MCP handshake");
         Mcp { client }
     }
+}
 
+impl<H: ClientHandler> Mcp<H> {
     pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
         let params = CallToolRequestParams::new(tool.to_string())
             .with_arguments(args.as_object().cloned().expect("object args"));
