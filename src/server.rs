@@ -159,7 +159,7 @@ impl PgWarden {
         Parameters(args): Parameters<ListTablesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let action = self.action("list_tables", None, None, &ctx);
+        let action = self.action("list_tables", None, args.intent, &ctx);
         match self
             .pipeline
             .list_tables(&action, args.schema.as_deref(), &ctx.ct)
@@ -180,7 +180,7 @@ impl PgWarden {
         Parameters(args): Parameters<DescribeTableArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let action = self.action("describe_table", None, None, &ctx);
+        let action = self.action("describe_table", None, args.intent, &ctx);
         match self.pipeline.describe_table(&action, &args.table, &ctx.ct).await {
             Ok(d) => success(&d, tools::describe_table::to_text(&d)),
             Err(e) => failure(e),

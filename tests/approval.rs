@@ -282,3 +282,27 @@ async fn a_policy_that_allows_a_write_runs_it_without_a_prompt() {
     assert!(reviewer.prompts().is_empty());
     assert_eq!(statuses(&db).await, ["cancelled", "cancelled", "shipped"]);
 }
+
+#[tokio::test]
+async fn a_statement_that_cannot_run_in_a_transaction_is_refused_with_the_reason() {
+    let db = TestDb::new(SETUP).await;
+    let reviewer = Reviewer::says("approve", None, None);
+    let mcp = Mcp::reviewed(&db, POLICY, reviewer, Era::Legacy).await;
+    let e = mcp
+        .err(
+            "query",
+            json!({"sql": "CREATE INDEX CONCURRENTLY orders_status_idx ON orders (status)"}),
+        )
+        .await;
+    assert!(e.contains("25001") && e.contains("cannot run in one"), "{e}");
+    let indexes = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_status_idx'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(indexes.get::<_, i64>(0), 0);
+}

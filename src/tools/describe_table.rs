@@ -11,6 +11,9 @@ pub struct DescribeTableArgs {
     /// The table or view, as in SQL: `orders`, `analytics.monthly_revenue`, or `"MixedCase"`.
     /// Unqualified names resolve through the search_path (usually `public`).
     pub table: String,
+    /// Why you are looking, in a sentence. Recorded with the call.
+    #[serde(default)]
+    pub intent: Option<String>,
 }
 
 pub fn to_text(d: &TableDescription) -> String {

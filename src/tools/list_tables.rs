@@ -11,6 +11,9 @@ pub struct ListTablesArgs {
     /// Only this schema (exact name). Omit to list every non-system schema.
     #[serde(default)]
     pub schema: Option<String>,
+    /// Why you are looking, in a sentence. Recorded with the call.
+    #[serde(default)]
+    pub intent: Option<String>,
 }
 
 pub fn to_text(list: &TableList) -> String {
