@@ -15,6 +15,7 @@ pub mod check;
 pub mod classify;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod pipeline;
 pub mod policy;
 pub mod server;

@@ -29,6 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Try pgwarden in the terminal: starts `serve` on the sandbox and gives you a small MCP client
+    /// that runs SQL and shows approval prompts.
+    Demo(DemoArgs),
     /// Serve MCP over stdio (for Claude Desktop, Claude Code, VS Code, Cursor).
     Serve(ServeArgs),
     /// Classify SQL offline and show the policy decision it would get (SQL from the argument or stdin).
@@ -45,6 +48,19 @@ enum PolicyCommand {
         /// A policy file, or a directory of `*.toml` files.
         path: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Policy file or directory for the server (default: the built-in default policy).
+    #[arg(long, env = "PGWARDEN_POLICY")]
+    policy: Option<PathBuf>,
+    /// Where the sandbox cluster lives (default as for `serve`).
+    #[arg(long, env = "PGWARDEN_SANDBOX_DIR")]
+    sandbox_dir: Option<PathBuf>,
+    /// Serve this database instead of the sandbox.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -119,6 +135,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Check(args) => check(args),
         Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
     };
@@ -158,6 +175,32 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         Format::Json => pgwarden::check::to_json(&assessment, &decision) + "\n",
     };
     write_stdout(&out)
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let mut serve_args = Vec::new();
+    if let Some(p) = args.policy {
+        // Check it here, so a bad file is reported before anything starts.
+        load_policy(Some(&p))?;
+        serve_args.extend(["--policy".to_string(), p.display().to_string()]);
+    }
+    if let Some(d) = args.sandbox_dir {
+        serve_args.extend(["--sandbox-dir".to_string(), d.display().to_string()]);
+    }
+    let serve_env: Vec<(String, String)> = args
+        .database_url
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| ("DATABASE_URL".to_string(), u))
+        .into_iter()
+        .collect();
+    let exe = std::env::current_exe().context("finding the pgwarden binary")?;
+    pgwarden::demo::run(pgwarden::demo::DemoOptions {
+        exe,
+        serve_args,
+        serve_env,
+    })
+    .await?;
+    Ok(())
 }
 
 fn write_stdout(out: &str) -> anyhow::Result<()> {

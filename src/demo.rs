@@ -1,0 +1,280 @@
+//! `pgwarden demo`: a small terminal MCP client for trying pgwarden. It launches `pgwarden serve` as
+//! a child over stdio (the same path Claude uses), reads SQL and `\` commands, prints results as
+//! tables, and renders approval prompts in the terminal so a person can approve, dry-run or deny.
+
+use std::{path::PathBuf, sync::Arc};
+
+use rmcp::{
+    ClientHandler, ErrorData, RoleClient, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult,
+        ElicitationAction, Implementation,
+    },
+    service::RequestContext,
+    transport::{ConfigureCommandExt, TokioChildProcess},
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin},
+    sync::Mutex,
+};
+
+/// What `demo` needs to start its server.
+pub struct DemoOptions {
+    /// This binary, to run as `serve`.
+    pub exe: PathBuf,
+    /// Extra arguments for `serve` (`--policy`, `--sandbox-dir`, …).
+    pub serve_args: Vec<String>,
+    /// Extra environment for `serve` (a database URL goes here, not on the command line).
+    pub serve_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot start `pgwarden serve`: {0}")]
+    Start(String),
+    #[error("terminal: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Input = Arc<Mutex<Lines<BufReader<Stdin>>>>;
+
+/// Answers approval prompts from the terminal. Shares stdin with the read loop, which is waiting on
+/// the tool call while a prompt is open.
+#[derive(Clone)]
+struct TerminalReviewer {
+    input: Input,
+}
+
+impl ClientHandler for TerminalReviewer {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::builder().enable_elicitation().build(),
+            Implementation::new("pgwarden-demo", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _cx: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let ElicitRequestParams::FormElicitationParams { message, .. } = request else {
+            return Ok(ElicitResult::new(ElicitationAction::Decline));
+        };
+        let mut out = tokio::io::stdout();
+        let bar = "─".repeat(72);
+        let _ = out.write_all(format!("\n{bar}\n{message}\n{bar}\n").as_bytes()).await;
+        let mut input = self.input.lock().await;
+        let decision = loop {
+            let _ = out.write_all(b"[a]pprove, [d]ry run or [n] deny? ").await;
+            let _ = out.flush().await;
+            match input.next_line().await {
+                Ok(Some(l)) => match l.trim().to_lowercase().as_str() {
+                    "a" | "approve" => break "approve",
+                    "d" | "dry run" | "dry_run" => break "dry_run",
+                    "n" | "deny" => break "deny",
+                    _ => continue,
+                },
+                // End of input: nobody is there to approve.
+                _ => return Ok(ElicitResult::new(ElicitationAction::Cancel)),
+            }
+        };
+        let mut content = json!({ "decision": decision });
+        if decision != "deny" {
+            let _ = out.write_all(b"row limit (blank for none): ").await;
+            let _ = out.flush().await;
+            if let Ok(Some(l)) = input.next_line().await
+                && let Ok(n) = l.trim().parse::<u64>()
+            {
+                content["max_rows_affected"] = n.into();
+            }
+        }
+        let _ = out.write_all(b"reason (optional): ").await;
+        let _ = out.flush().await;
+        if let Ok(Some(l)) = input.next_line().await
+            && !l.trim().is_empty()
+        {
+            content["reason"] = l.trim().into();
+        }
+        Ok(ElicitResult::new(ElicitationAction::Accept).with_content(content))
+    }
+}
+
+const HELP: &str = "Type SQL ending with `;` (it may span lines), or a command:
+  \\tables          list tables (list_tables)
+  \\d NAME          describe a table (describe_table)
+  \\tools           the tools the server offers
+  \\help            this help
+  \\q               quit
+Reads run at once; writes and DDL show an approval prompt here, as Claude Code would.";
+
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    let cmd = tokio::process::Command::new(&options.exe).configure(|c| {
+        c.arg("serve")
+            .args(&options.serve_args)
+            .envs(options.serve_env.iter().map(|(k, v)| (k, v)))
+            .env("PGWARDEN_LOG", "warn");
+    });
+    let transport = TokioChildProcess::new(cmd).map_err(|e| DemoError::Start(e.to_string()))?;
+    let input: Input = Arc::new(Mutex::new(BufReader::new(tokio::io::stdin()).lines()));
+    let mut out = tokio::io::stdout();
+    out.write_all(b"pgwarden demo: starting the server (the sandbox may take a few seconds the first time)...\n")
+        .await?;
+    let client = TerminalReviewer { input: input.clone() }
+        .serve(transport)
+        .await
+        .map_err(|e| DemoError::Start(e.to_string()))?;
+    out.write_all(format!("connected. {HELP}\n").as_bytes()).await?;
+    let mut buffer = String::new();
+    loop {
+        out.write_all(if buffer.is_empty() {
+            b"pgwarden> "
+        } else {
+            b"      ... "
+        })
+        .await?;
+        out.flush().await?;
+        let line = { input.lock().await.next_line().await? };
+        let Some(line) = line else { break };
+        let trimmed = line.trim();
+        if buffer.is_empty() && trimmed.starts_with('\\') {
+            let (cmd, arg) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
+            let text = match cmd {
+                "\\q" => break,
+                "\\help" | "\\?" => HELP.to_string(),
+                "\\tools" => match client.list_all_tools().await {
+                    Ok(tools) => tools
+                        .iter()
+                        .map(|t| format!("{}: {}", t.name, t.description.as_deref().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    Err(e) => format!("error: {e}"),
+                },
+                "\\tables" => call(&client, "list_tables", json!({})).await,
+                "\\d" if !arg.trim().is_empty() => call(&client, "describe_table", json!({"table": arg.trim()})).await,
+                _ => format!("unknown command `{cmd}`; \\help lists them"),
+            };
+            out.write_all(format!("{text}\n").as_bytes()).await?;
+            continue;
+        }
+        if trimmed.is_empty() && buffer.is_empty() {
+            continue;
+        }
+        buffer.push_str(&line);
+        buffer.push('\n');
+        if !trimmed.ends_with(';') {
+            continue;
+        }
+        let sql = std::mem::take(&mut buffer);
+        let text = call(
+            &client,
+            "query",
+            json!({"sql": sql.trim(), "intent": "typed by a person in pgwarden demo"}),
+        )
+        .await;
+        out.write_all(format!("{text}\n").as_bytes()).await?;
+    }
+    let _ = client.cancel().await;
+    Ok(())
+}
+
+async fn call<S: rmcp::Service<RoleClient>>(
+    client: &rmcp::service::RunningService<RoleClient, S>,
+    tool: &str,
+    args: Value,
+) -> String {
+    let params =
+        CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap_or_default());
+    match client.call_tool(params).await {
+        Ok(r) => render(tool, &r),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Rows as an aligned table; everything else as the server's own text.
+fn render(tool: &str, r: &CallToolResult) -> String {
+    let text: String = r
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if r.is_error == Some(true) {
+        return format!("error: {text}");
+    }
+    let Some(v) = &r.structured_content else { return text };
+    if tool != "query" || v.get("change").is_some() {
+        return text;
+    }
+    let columns: Vec<String> = v["columns"]
+        .as_array()
+        .map(|c| c.iter().map(|c| c["name"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = v["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| {
+                    row.as_array()
+                        .map(|cells| cells.iter().map(cell).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = format!("{}\n", line(&columns));
+    out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "({} row{}{})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        if v["truncated"] == json!(true) {
+            ", truncated"
+        } else {
+            ""
+        }
+    ));
+    if let Some(n) = v.get("notice").and_then(|n| n.as_str()) {
+        out.push_str(&format!("\nnote: {n}"));
+    }
+    out
+}
+
+/// One cell, at most 40 characters, NULL spelled out.
+fn cell(v: &Value) -> String {
+    let s = match v {
+        Value::Null => "NULL".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let s = s.replace('\n', "\\n");
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(39).collect::<String>())
+    } else {
+        s
+    }
+}
