@@ -172,7 +172,9 @@ async fn statement_timeout_stops_a_long_query() {
             json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000000)"}),
         )
         .await;
-    assert!(e.contains("57014"), "{e}");
+    // 57014, or 25P02 with the timeout hint when the timer fires at the Sync after Bind (which
+    // tokio-postgres does not read); regression for a rare failure of this test under load.
+    assert!(e.contains("57014") || e.contains("25P02"), "{e}");
     assert!(e.contains("statement_timeout"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // The connection is usable afterwards.

@@ -100,6 +100,13 @@ fn our_hint(code: &str) -> Option<&'static str> {
         "25001" => Some("the transaction mode cannot be changed: pgwarden's read transaction has already started"),
         "57014" => Some("the statement hit pgwarden's statement_timeout; narrow the query (WHERE, LIMIT) or aggregate"),
         "42601" => Some("send exactly one SQL statement per call"),
+        // tokio-postgres stops reading a Bind or Parse reply at BindComplete/RowDescription, so a
+        // statement_timeout that fires at the Sync right after is only seen as this error on the
+        // next step. In pgwarden's own calls that is what it means.
+        "25P02" => Some(
+            "an earlier step of this call was cancelled, almost always by pgwarden's statement_timeout: \
+             narrow the query (WHERE, LIMIT) or aggregate",
+        ),
         _ => None,
     }
 }

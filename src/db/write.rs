@@ -35,7 +35,8 @@ pub struct WriteResult {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(
-        "the change touched {affected} rows, more than the reviewer's limit of {limit}; it was rolled back and nothing changed"
+        "the change touched {affected} row{}, more than the reviewer's limit of {limit}; it was rolled back and nothing changed",
+        if *affected == 1 { "" } else { "s" }
     )]
     OverLimit { affected: u64, limit: u64 },
     #[error(transparent)]
