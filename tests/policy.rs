@@ -296,7 +296,8 @@ async fn policy_limits_apply_per_call() {
         (json!(1), json!(true))
     );
     assert!(out["notice"].as_str().unwrap().contains("capped at 1"), "{out}");
-    // … and gives it 200 ms.
+    // … and gives it 200 ms (the server's own default would be 15 s).
+    let started = std::time::Instant::now();
     let e = mcp
         .err(
             "query",
@@ -307,6 +308,7 @@ async fn policy_limits_apply_per_call() {
     // 25P02 on the next step; both name the timeout (regression: a bare 25P02 under load).
     assert!(e.contains("57014") || e.contains("25P02"), "{e}");
     assert!(e.contains("statement_timeout"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the rule's timeout applied");
     // Other reads get `[defaults]`: 50 rows.
     let out = mcp
         .ok(
