@@ -166,22 +166,10 @@ async fn no_answer_within_the_approval_timeout_runs_nothing() {
 
 #[tokio::test]
 async fn a_tool_call_cancelled_while_the_prompt_is_open_runs_nothing() {
-    use rmcp::model::{CallToolRequest, ClientRequest};
-    use rmcp::service::PeerRequestOptions;
     let db = TestDb::new(SETUP).await;
     let reviewer = Reviewer::new(Answer::Hang);
     let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
-    let params =
-        CallToolRequestParams::new("query").with_arguments(json!({"sql": UPDATE}).as_object().cloned().unwrap());
-    let handle = mcp
-        .client
-        .peer()
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let handle = mcp.start_call("query", json!({"sql": UPDATE})).await;
     for _ in 0..100 {
         if !reviewer.prompts().is_empty() {
             break;

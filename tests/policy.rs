@@ -308,7 +308,10 @@ async fn policy_limits_apply_per_call() {
     // 25P02 on the next step; both name the timeout (regression: a bare 25P02 under load).
     assert!(e.contains("57014") || e.contains("25P02"), "{e}");
     assert!(e.contains("statement_timeout"), "{e}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the rule's timeout applied");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the rule's timeout applied"
+    );
     // Other reads get `[defaults]`: 50 rows.
     let out = mcp
         .ok(

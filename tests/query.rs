@@ -337,8 +337,6 @@ async fn a_clean_connection_is_reused_rather_than_reopened() {
 
 #[tokio::test]
 async fn a_cancelled_call_stops_its_query_in_postgres() {
-    use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
-    use rmcp::service::PeerRequestOptions;
     let db = TestDb::new("").await;
     let mcp = Mcp::start(
         &db,
@@ -348,21 +346,12 @@ async fn a_cancelled_call_stops_its_query_in_postgres() {
         },
     )
     .await;
-    let params = CallToolRequestParams::new("query").with_arguments(
-        json!({"sql": "SELECT count(*) FROM generate_series(1, 10000000000) AS marker_for_cancel_test"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-    );
     let handle = mcp
-        .client
-        .peer()
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-            PeerRequestOptions::no_options(),
+        .start_call(
+            "query",
+            json!({"sql": "SELECT count(*) FROM generate_series(1, 10000000000) AS marker_for_cancel_test"}),
         )
-        .await
-        .unwrap();
+        .await;
     let admin = db.admin().await;
     let running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%marker_for_cancel_test%' AND state = 'active' AND pid <> pg_backend_pid()";
     let wait_for = |want: i64| {

@@ -340,6 +340,21 @@ impl Mcp {
 }
 
 impl<H: ClientHandler> Mcp<H> {
+    /// Starts a tool call that the test can cancel (`handle.cancel(..)`) while it runs.
+    pub async fn start_call(&self, tool: &str, args: Value) -> rmcp::service::RequestHandle<RoleClient> {
+        use rmcp::model::{CallToolRequest, ClientRequest};
+        let params = CallToolRequestParams::new(tool.to_string())
+            .with_arguments(args.as_object().cloned().expect("object args"));
+        self.client
+            .peer()
+            .send_cancellable_request(
+                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
+                rmcp::service::PeerRequestOptions::no_options(),
+            )
+            .await
+            .expect("send the tool call")
+    }
+
     pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
         let params = CallToolRequestParams::new(tool.to_string())
             .with_arguments(args.as_object().cloned().expect("object args"));
