@@ -38,6 +38,8 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: DatabaseChoice,
+    /// The audit trail. Defaults to `$XDG_STATE_HOME/pgwarden/audit.jsonl`.
+    pub audit_log: PathBuf,
     pub limits: Limits,
     /// Connections kept open to Postgres. Defaults to 4.
     pub pool_size: usize,

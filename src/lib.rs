@@ -11,6 +11,7 @@
 //! and `db` is the only module that talks to Postgres.
 
 pub mod approval;
+pub mod audit;
 pub mod check;
 pub mod classify;
 pub mod config;
@@ -20,5 +21,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod server;
 pub mod tools;
+pub mod trail;
 
 pub use server::PgWarden;

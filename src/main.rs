@@ -39,6 +39,33 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check and read the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exits non-zero naming the first line edited, deleted, inserted or reordered.
+    Verify {
+        /// The audit file (`--audit-log` of `serve`).
+        path: PathBuf,
+    },
+    /// Print records as a table (or JSON lines with `--format json`).
+    Show {
+        path: PathBuf,
+        /// Only records at or after this time (RFC 3339, or a date such as 2026-11-21).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only `allowed`, `approved`, `dry_run`, `denied`, `not_approved` or `failed` records.
+        #[arg(long)]
+        decision: Option<String>,
+        /// Only this tool.
+        #[arg(long)]
+        tool: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +144,10 @@ struct ServeArgs {
     /// MCP config). Unset, rules with `principals` never match.
     #[arg(long, env = "PGWARDEN_PRINCIPAL")]
     principal: Option<String>,
+    /// The audit trail (hash-chained JSONL). Defaults to `$XDG_STATE_HOME/pgwarden/audit.jsonl`
+    /// (`~/.local/state/…`; `/var/log/pgwarden/audit.jsonl` as root).
+    #[arg(long, env = "PGWARDEN_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +169,14 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Check(args) => check(args),
         Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
+        Command::Audit(AuditCommand::Verify { path }) => audit_verify(&path),
+        Command::Audit(AuditCommand::Show {
+            path,
+            since,
+            decision,
+            tool,
+            format,
+        }) => audit_show(&path, since, decision, tool, format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,6 +242,36 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn audit_verify(path: &std::path::Path) -> anyhow::Result<()> {
+    let records = pgwarden::audit::verify::verify(path).map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
+    write_stdout(&format!(
+        "ok: `{}` holds {} records, chained from genesis{}\n",
+        path.display(),
+        records.len(),
+        records.last().map(|r| format!(" to {}", r.time)).unwrap_or_default()
+    ))
+}
+
+fn audit_show(
+    path: &std::path::Path,
+    since: Option<String>,
+    decision: Option<String>,
+    tool: Option<String>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let records = pgwarden::audit::verify::verify(path).map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
+    let filter = pgwarden::audit::verify::Filter { since, decision, tool };
+    let kept: Vec<_> = records.iter().filter(|r| filter.keeps(r)).collect();
+    let out = match format {
+        Format::Text => pgwarden::audit::verify::table(&kept),
+        Format::Json => kept
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .collect(),
+    };
+    write_stdout(&out)
+}
+
 fn write_stdout(out: &str) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().write_all(out.as_bytes()).context("writing to stdout")
@@ -257,7 +326,17 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     }
     .validate()?;
     let policy = load_policy(args.policy.as_deref())?;
+    let audit_log = args.audit_log.unwrap_or_else(|| {
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        pgwarden::audit::default_path(
+            std::env::var_os("XDG_STATE_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+            is_root,
+        )
+    });
     Ok(Settings {
+        audit_log,
         database,
         limits,
         pool_size: args.pool_size as usize,
@@ -306,25 +385,31 @@ async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::R
         settings.policy.sources.join(", "),
         settings.policy.rules.len()
     );
+    let audit = Arc::new(pgwarden::audit::AuditLog::open(&settings.audit_log)?);
+    tracing::info!("audit trail: {}", settings.audit_log.display());
     let pipeline = Arc::new(Pipeline::new(
         db,
         settings.limits,
         settings.policy.clone(),
         settings.principal.clone(),
+        audit.clone(),
     ));
     let service = PgWarden::new(pipeline)
         .serve(rmcp::transport::stdio())
         .await
         .context("starting the MCP session")?;
     let cancel = service.cancellation_token();
-    tokio::select! {
-        r = service.waiting() => { r.context("MCP session")?; }
+    let result = tokio::select! {
+        r = service.waiting() => r.map(|_| ()).context("MCP session"),
         _ = shutdown_signal() => {
             tracing::info!("shutting down on signal");
             cancel.cancel();
+            Ok(())
         }
-    }
-    Ok(())
+    };
+    // Batched records (reads) become durable on a clean shutdown.
+    audit.flush()?;
+    result
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,7 @@ use rmcp::model::InputRequiredResult;
 
 use crate::{
     approval::{self, Asked, Channel, ReviewPacket, Verdict},
+    audit::{ApprovalRecord, AuditLog, OutcomeRecord},
     classify::{self, Assessment},
     config::Limits,
     db::{
@@ -21,6 +22,7 @@ use crate::{
     },
     policy::{Decision, Effect, Policy, Request},
     tools::query::{Change, QueryOutput},
+    trail::Trail,
 };
 
 /// `RETURNING` rows shown for an approved change, at most.
@@ -116,10 +118,17 @@ pub struct Pipeline {
     /// The policy's masks with this run's hash salt; `None` when the policy masks nothing.
     masking: Option<Masking>,
     principal: Option<String>,
+    audit: Arc<AuditLog>,
 }
 
 impl Pipeline {
-    pub fn new(db: Database, limits: Limits, policy: Arc<Policy>, principal: Option<String>) -> Pipeline {
+    pub fn new(
+        db: Database,
+        limits: Limits,
+        policy: Arc<Policy>,
+        principal: Option<String>,
+        audit: Arc<AuditLog>,
+    ) -> Pipeline {
         let masking = (!policy.masks.is_empty()).then(|| Masking {
             masks: policy.masks.clone(),
             salt: uuid::Uuid::new_v4().simple().to_string(),
@@ -130,6 +139,7 @@ impl Pipeline {
             policy,
             masking,
             principal,
+            audit,
         }
     }
 
@@ -140,12 +150,13 @@ impl Pipeline {
 
     /// The policy's decision for `action`: `deny` becomes an error. With `approvable`, `approve`
     /// comes back for the caller to ask a person; otherwise it is refused too.
-    fn decide(&self, action: &Action, assessment: &Assessment, approvable: bool) -> Result<Decision, ToolError> {
-        let decision = self.policy.evaluate(&Request {
-            tool: action.tool,
-            assessment,
-            principal: action.caller.principal.as_deref(),
-        });
+    fn decide(
+        &self,
+        action: &Action,
+        assessment: &Assessment,
+        decision: Decision,
+        approvable: bool,
+    ) -> Result<Decision, ToolError> {
         tracing::info!(
             tool = action.tool,
             effect = decision.effect.as_str(),
@@ -177,26 +188,65 @@ impl Pipeline {
         channel: &Channel,
         ct: &CancellationToken,
     ) -> Result<Outcome<QueryOutput>, ToolError> {
+        let mut trail = Trail::new(action, serde_json::json!({ "max_rows": max_rows }));
+        let result = self.run_query(action, max_rows, channel, ct, &mut trail).await;
+        let outcome = trail.query_outcome(&result);
+        self.finish(&trail, outcome, result)
+    }
+
+    /// Writes the call's last record. A read or refusal that cannot be audited is not returned; a
+    /// change that already ran (its decision is on disk) is reported with the failure logged.
+    fn finish<T>(&self, trail: &Trail, outcome: OutcomeRecord, result: Result<T, ToolError>) -> Result<T, ToolError> {
+        match self.audit.append(trail.final_record(outcome), trail.decision_written) {
+            Ok(_) => result,
+            Err(e) if trail.decision_written => {
+                tracing::error!("the outcome of an audited change could not be recorded: {e}");
+                result
+            }
+            Err(e) => {
+                tracing::error!("audit write failed: {e}");
+                Err(ToolError::Refused(format!(
+                    "the audit record could not be written ({e}), and pgwarden returns nothing it has not recorded"
+                )))
+            }
+        }
+    }
+
+    async fn run_query(
+        &self,
+        action: &Action,
+        max_rows: Option<i64>,
+        channel: &Channel,
+        ct: &CancellationToken,
+        trail: &mut Trail,
+    ) -> Result<Outcome<QueryOutput>, ToolError> {
         let started = Instant::now();
         let sql = action.sql.as_deref().unwrap_or_default();
         if sql.trim().is_empty() {
             return Err(ToolError::BadArguments("`sql` is empty; pass one SQL statement".into()));
         }
         let assessment = classify::classify(sql);
+        trail.assessed(&assessment);
         if assessment.statements.len() > 1 {
             return Err(ToolError::Refused(format!(
                 "{} statements given; `query` runs exactly one statement per call",
                 assessment.statements.len()
             )));
         }
-        let decision = self.decide(action, &assessment, true)?;
+        let decision = self.policy.evaluate(&Request {
+            tool: action.tool,
+            assessment: &assessment,
+            principal: action.caller.principal.as_deref(),
+        });
+        trail.decided(&decision);
+        let decision = self.decide(action, &assessment, decision, true)?;
         let (max_rows, notice) = self.row_cap(max_rows, decision.max_rows)?;
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
         let approved = match decision.effect {
             Effect::Approve => {
                 let hash = approval::action_hash(action, &serde_json::json!({ "max_rows": max_rows }));
                 match self
-                    .approve(action, &assessment, &decision, &hash, timeout, channel, ct)
+                    .approve(action, &assessment, &decision, &hash, timeout, channel, ct, trail)
                     .await?
                 {
                     Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
@@ -239,7 +289,12 @@ impl Pipeline {
                 change: None,
             }));
         }
-        // A change: allowed outright or approved. Masked columns never come back through RETURNING.
+        // A change: allowed outright or approved. Its decision is on disk before it runs.
+        self.audit
+            .append(trail.decision_record(), true)
+            .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
+        trail.decision_written = true;
+        // Masked columns never come back through RETURNING.
         let returning_rows = if self.masking.is_some() {
             0
         } else {
@@ -257,6 +312,20 @@ impl Pipeline {
                 "{e}; pgwarden runs every change inside a transaction (so a dry run or row limit can roll it back), \
                  and this statement cannot run in one — ask the user to run it outside pgwarden"
             )),
+            // A failing row's detail lists raw column values; with masks in play it is withheld.
+            WriteError::Db(DbError::Sql {
+                code,
+                message,
+                hint,
+                position,
+                ..
+            }) if self.masking.is_some() => ToolError::Db(DbError::Sql {
+                code,
+                message,
+                detail: Some("withheld: it can show raw values of masked columns".into()),
+                hint,
+                position,
+            }),
             WriteError::Db(db) => ToolError::Db(db),
         })?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -301,7 +370,23 @@ impl Pipeline {
         timeout: std::time::Duration,
         channel: &Channel,
         ct: &CancellationToken,
+        trail: &mut Trail,
     ) -> Result<Outcome<Verdict>, ToolError> {
+        let asked_at = Instant::now();
+        let channel_name = match channel {
+            Channel::Elicit(_) => "elicitation",
+            Channel::InputRequired { .. } => "input_required",
+            Channel::Unavailable => "none",
+        };
+        let mut record = |answer: &str, row_limit: Option<u64>, reason: Option<String>| {
+            trail.approval(ApprovalRecord {
+                channel: channel_name.into(),
+                answer: answer.into(),
+                row_limit,
+                reason,
+                waited_ms: asked_at.elapsed().as_millis() as u64,
+            })
+        };
         let not_approved = |why: String, reason: Option<String>| ToolError::NotApproved {
             rule: decision.rule_label(),
             what: describe(assessment),
@@ -309,6 +394,7 @@ impl Pipeline {
             reason,
         };
         if matches!(channel, Channel::Unavailable) {
+            record("the client cannot show prompts", None, None);
             return Err(not_approved(
                 "this client cannot show approval prompts (it declared no elicitation capability), so no person \
                  could approve it — a reply in the chat cannot approve it either. The operator can allow it in the \
@@ -385,9 +471,29 @@ impl Pipeline {
         schema: Option<&str>,
         ct: &CancellationToken,
     ) -> Result<TableList, ToolError> {
-        let decision = self.decide(action, &classify::classify("SELECT 1"), false)?;
-        let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
-        Ok(self.db.list_tables(schema, timeout, ct).await?)
+        let mut trail = Trail::new(action, serde_json::json!({ "schema": schema }));
+        let result = async {
+            let assessment = classify::classify("SELECT 1");
+            let decision = self.evaluate(action, &assessment, &mut trail);
+            let decision = self.decide(action, &assessment, decision, false)?;
+            let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
+            Ok(self.db.list_tables(schema, timeout, ct).await?)
+        }
+        .await;
+        let outcome = trail.simple_outcome(&result);
+        self.finish(&trail, outcome, result)
+    }
+
+    /// The policy's decision, recorded in the trail.
+    fn evaluate(&self, action: &Action, assessment: &Assessment, trail: &mut Trail) -> Decision {
+        trail.assessed(assessment);
+        let decision = self.policy.evaluate(&Request {
+            tool: action.tool,
+            assessment,
+            principal: action.caller.principal.as_deref(),
+        });
+        trail.decided(&decision);
+        decision
     }
 
     /// Describing a table is decided as a read of that table, so table and tag rules apply.
@@ -396,6 +502,19 @@ impl Pipeline {
         action: &Action,
         table: &str,
         ct: &CancellationToken,
+    ) -> Result<TableDescription, ToolError> {
+        let mut trail = Trail::new(action, serde_json::json!({ "table": table }));
+        let result = self.run_describe(action, table, ct, &mut trail).await;
+        let outcome = trail.simple_outcome(&result);
+        self.finish(&trail, outcome, result)
+    }
+
+    async fn run_describe(
+        &self,
+        action: &Action,
+        table: &str,
+        ct: &CancellationToken,
+        trail: &mut Trail,
     ) -> Result<TableDescription, ToolError> {
         let table = table.trim();
         if table.is_empty() {
@@ -408,7 +527,8 @@ impl Pipeline {
         if !assessment.is_read() || assessment.tables.len() != 1 || assessment.statements.len() != 1 {
             return Err(CatalogError::NoTable(table.to_string()).into());
         }
-        let decision = self.decide(action, &assessment, false)?;
+        let decision = self.evaluate(action, &assessment, trail);
+        let decision = self.decide(action, &assessment, decision, false)?;
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
         let mut d = self.db.describe_table(table, timeout, ct).await?;
         // Tell the model up front which columns it will only see masked.

@@ -12,6 +12,7 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
         .args(["demo", "--sandbox-dir"])
         .arg(dir.path().join("sandbox"))
         .env_remove("DATABASE_URL")
+        .env("PGWARDEN_AUDIT_LOG", dir.path().join("audit.jsonl"))
         .env_remove("PGWARDEN_POLICY")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -32,6 +32,7 @@ fn failing_start(url: &str) -> (String, String) {
     let out = Command::new(BIN)
         .args(["serve", "--database-url", url])
         .env_remove("DATABASE_URL")
+        .env("PGWARDEN_AUDIT_LOG", "/tmp/pgwarden-test-audit/startup.jsonl")
         .stdin(Stdio::piped())
         .output()
         .expect("run pgwarden");
@@ -73,6 +74,7 @@ fn stdout_carries_only_protocol_messages() {
     let mut child = Command::new(BIN)
         .args(["serve", "--database-url", &socket_dsn(common::AGENT, &db.name)])
         .env("PGWARDEN_LOG", "debug")
+        .env("PGWARDEN_AUDIT_LOG", "/tmp/pgwarden-test-audit/startup.jsonl")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -126,7 +128,8 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
         c.arg("serve")
             .arg("--sandbox-dir")
             .arg(&sandbox_dir)
-            .env_remove("DATABASE_URL");
+            .env_remove("DATABASE_URL")
+            .env("PGWARDEN_AUDIT_LOG", sandbox_dir.with_file_name("audit.jsonl"));
     });
     let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("MCP session with the sandbox");
     let call = |tool: &str, args: Value| {

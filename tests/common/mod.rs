@@ -185,6 +185,18 @@ async fn agent_client(db: &str) -> tokio_postgres::Client {
 /// client's handler: `()` declares no elicitation; [`Reviewer`] answers approval prompts.
 pub struct Mcp<H: ClientHandler = ()> {
     pub client: RunningService<RoleClient, H>,
+    /// Holds this server's audit trail (`audit.jsonl`); removed with the session.
+    pub audit_dir: Arc<tempfile::TempDir>,
+}
+
+/// A fresh audit trail in its own temporary directory.
+fn audit_log() -> (Arc<tempfile::TempDir>, Arc<pgwarden::audit::AuditLog>) {
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-audit-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let log = pgwarden::audit::AuditLog::open(&dir.path().join("audit.jsonl")).expect("audit log");
+    (Arc::new(dir), Arc::new(log))
 }
 
 /// How the scripted reviewer answers.
@@ -279,11 +291,13 @@ impl Mcp<Reviewer> {
     pub async fn reviewed(db: &TestDb, policy: &str, reviewer: Reviewer, era: Era) -> Mcp<Reviewer> {
         let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
+        let (audit_dir, audit) = audit_log();
         let server = PgWarden::new(Arc::new(Pipeline::new(
             db.database(2).await,
             limits(),
             Arc::new(policy),
             None,
+            audit,
         )));
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {
@@ -302,7 +316,7 @@ impl Mcp<Reviewer> {
                 .await
                 .expect("MCP discover"),
         };
-        Mcp { client }
+        Mcp { client, audit_dir }
     }
 }
 
@@ -328,18 +342,34 @@ impl Mcp {
         principal: Option<String>,
     ) -> Mcp {
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let server = PgWarden::new(Arc::new(Pipeline::new(database, limits, Arc::new(policy), principal)));
+        let (audit_dir, audit) = audit_log();
+        let server = PgWarden::new(Arc::new(Pipeline::new(
+            database,
+            limits,
+            Arc::new(policy),
+            principal,
+            audit,
+        )));
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {
                 let _ = running.waiting().await;
             }
         });
         let client = ().serve(client_io).await.expect("MCP handshake");
-        Mcp { client }
+        Mcp { client, audit_dir }
     }
 }
 
 impl<H: ClientHandler> Mcp<H> {
+    pub fn audit_path(&self) -> std::path::PathBuf {
+        self.audit_dir.path().join("audit.jsonl")
+    }
+
+    /// Every record of this server's audit trail, after checking the chain.
+    pub fn audit_records(&self) -> Vec<pgwarden::audit::Record> {
+        pgwarden::audit::verify::verify(&self.audit_path()).expect("the audit chain verifies")
+    }
+
     /// Starts a tool call that the test can cancel (`handle.cancel(..)`) while it runs.
     pub async fn start_call(&self, tool: &str, args: Value) -> rmcp::service::RequestHandle<RoleClient> {
         use rmcp::model::{CallToolRequest, ClientRequest};

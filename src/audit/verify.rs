@@ -1,0 +1,166 @@
+//! `pgwarden audit verify` and `pgwarden audit show`: recompute the chain and name the first line
+//! that was edited, deleted, inserted or reordered; print records for a person or a script.
+
+use std::path::Path;
+
+use super::{GENESIS_PREV, Record, hash_of};
+
+/// The first line that breaks the chain, and how.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{file}:{line}`: {problem}")]
+pub struct Broken {
+    pub file: String,
+    pub line: usize,
+    pub problem: String,
+}
+
+/// Reads and checks every record; returns them when the chain is whole.
+pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
+    let file = path.display().to_string();
+    let broken = |line: usize, problem: String| Broken {
+        file: file.clone(),
+        line,
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| broken(0, format!("cannot read the audit log: {e}")))?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        let n = text.lines().count();
+        return Err(broken(n, "the last line is incomplete (a write was cut short)".into()));
+    }
+    let mut records = Vec::new();
+    let mut prev_hash = GENESIS_PREV.to_string();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let value: serde_json::Value = serde_json::from_str(raw)
+            .map_err(|e| broken(n, format!("not a JSON record ({e}); the line was edited")))?;
+        let record: Record = serde_json::from_value(value.clone())
+            .map_err(|e| broken(n, format!("not an audit record ({e}); the line was edited")))?;
+        if record.hash.as_deref() != Some(hash_of(&value).as_str()) {
+            return Err(broken(
+                n,
+                "its hash does not match its content: the line was edited".into(),
+            ));
+        }
+        if record.seq != i as u64 {
+            let problem = if record.seq > i as u64 {
+                format!(
+                    "sequence {} where {i} was expected: a line before it was deleted",
+                    record.seq
+                )
+            } else {
+                format!(
+                    "sequence {} where {i} was expected: a line was inserted or lines were reordered",
+                    record.seq
+                )
+            };
+            return Err(broken(n, problem));
+        }
+        if record.prev != prev_hash {
+            return Err(broken(
+                n,
+                "it does not follow the line before it (prev hash differs): lines were inserted, deleted or reordered"
+                    .into(),
+            ));
+        }
+        prev_hash = record.hash.clone().unwrap_or_default();
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Which records `show` prints.
+#[derive(Debug, Default)]
+pub struct Filter {
+    /// RFC 3339 time or date (`2026-11-21`); records at or after it.
+    pub since: Option<String>,
+    /// `allowed`, `approved`, `denied`, `not_approved`, `failed`, … (matches the decision or outcome).
+    pub decision: Option<String>,
+    pub tool: Option<String>,
+}
+
+impl Filter {
+    pub fn keeps(&self, r: &Record) -> bool {
+        if r.event == Some(super::Event::Genesis) {
+            return false;
+        }
+        if let Some(since) = &self.since
+            && r.time.as_str() < since.as_str()
+        {
+            return false;
+        }
+        if let Some(tool) = &self.tool
+            && r.tool.as_deref() != Some(tool.as_str())
+        {
+            return false;
+        }
+        if let Some(d) = &self.decision
+            && label(r) != *d
+        {
+            return false;
+        }
+        true
+    }
+}
+
+/// One word for what happened: `allowed`, `approved`, `denied`, `not_approved`, `failed`, `pending`.
+pub fn label(r: &Record) -> String {
+    let status = r.outcome.as_ref().map(|o| o.status.as_str());
+    match (r.decision.as_deref(), status) {
+        (Some("deny"), _) => "denied".into(),
+        (_, Some("not_approved")) => "not_approved".into(),
+        (_, Some("error" | "rolled_back" | "cancelled" | "refused")) => "failed".into(),
+        (Some("approve"), _) if r.approval.as_ref().is_some_and(|a| a.answer == "dry_run") => "dry_run".into(),
+        (Some("approve"), _) => "approved".into(),
+        (Some("allow"), _) => "allowed".into(),
+        _ if r.event == Some(super::Event::Outcome) => status.unwrap_or("outcome").into(),
+        _ => "-".into(),
+    }
+}
+
+/// A readable table, one record per line.
+pub fn table(records: &[&Record]) -> String {
+    let mut out = format!(
+        "{:<24} {:>5} {:<8} {:<14} {:<12} {:<28} {}\n",
+        "time", "seq", "event", "tool", "result", "rule", "sql / outcome"
+    );
+    for r in records {
+        let event = match r.event {
+            Some(super::Event::Decision) => "decision",
+            Some(super::Event::Outcome) => "outcome",
+            Some(super::Event::Call) => "call",
+            _ => "-",
+        };
+        let mut detail = r.sql.clone().unwrap_or_default().replace('\n', " ");
+        if let Some(o) = &r.outcome {
+            let mut bits = vec![o.status.clone()];
+            if let Some(n) = o.rows {
+                bits.push(format!("{n} rows"));
+            }
+            if let Some(n) = o.rows_affected {
+                bits.push(format!("{n} affected"));
+            }
+            if let Some(c) = &o.sqlstate {
+                bits.push(c.clone());
+            }
+            detail = if detail.is_empty() {
+                bits.join(", ")
+            } else {
+                format!("{detail}  → {}", bits.join(", "))
+            };
+        }
+        if detail.chars().count() > 100 {
+            detail = format!("{}…", detail.chars().take(99).collect::<String>());
+        }
+        out.push_str(&format!(
+            "{:<24} {:>5} {:<8} {:<14} {:<12} {:<28} {}\n",
+            r.time.get(..23).unwrap_or(&r.time),
+            r.seq,
+            event,
+            r.tool.as_deref().unwrap_or("-"),
+            label(r),
+            r.rule.as_deref().unwrap_or("-"),
+            detail
+        ));
+    }
+    out
+}

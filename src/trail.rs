@@ -1,0 +1,166 @@
+//! One call's audit trail: the facts gathered as the pipeline runs, turned into records — a
+//! `decision` written before a change runs, then its `outcome`, or a single `call` record for reads,
+//! refusals and denials.
+
+use std::time::Instant;
+
+use crate::{
+    audit::{ApprovalRecord, Event, OutcomeRecord, Record, redact},
+    classify::Assessment,
+    db::DbError,
+    pipeline::{Action, Outcome, ToolError},
+    policy::Decision,
+    tools::query::QueryOutput,
+};
+
+pub struct Trail {
+    base: Record,
+    started: Instant,
+    /// A durable `decision` record exists: the final record is its `outcome`.
+    pub decision_written: bool,
+}
+
+impl Trail {
+    pub fn new(action: &Action, extra_arguments: serde_json::Value) -> Trail {
+        let c = &action.caller;
+        let sql = action.sql.as_deref().map(redact::sql);
+        let mut arguments = serde_json::json!({});
+        if let Some(s) = &sql {
+            arguments["sql"] = s.clone().into();
+        }
+        if let Some(i) = &action.intent {
+            arguments["intent"] = i.clone().into();
+        }
+        if let (Some(map), Some(extra)) = (arguments.as_object_mut(), extra_arguments.as_object()) {
+            map.extend(
+                extra
+                    .iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        Trail {
+            base: Record {
+                call_id: Some(uuid::Uuid::new_v4().to_string()),
+                session_id: Some(c.session_id.clone()),
+                client: c.client_name.as_ref().map(|n| match &c.client_version {
+                    Some(v) => format!("{n} {v}"),
+                    None => n.clone(),
+                }),
+                principal: c.principal.clone(),
+                tool: Some(action.tool.to_string()),
+                arguments: Some(arguments),
+                sql,
+                ..Record::default()
+            },
+            started: Instant::now(),
+            decision_written: false,
+        }
+    }
+
+    pub fn assessed(&mut self, a: &Assessment) {
+        self.base.categories = a.categories.iter().map(|c| c.as_str().to_string()).collect();
+        self.base.risk = Some(a.risk.as_str().into());
+        self.base.reasons = a.reasons.clone();
+    }
+
+    pub fn decided(&mut self, d: &Decision) {
+        self.base.decision = Some(d.effect.as_str().into());
+        self.base.rule = Some(match (&d.rule, &d.origin) {
+            (Some(id), Some(o)) => format!("{id} ({o})"),
+            (Some(id), None) => id.clone(),
+            _ => "(no rule matched)".into(),
+        });
+    }
+
+    pub fn approval(&mut self, a: ApprovalRecord) {
+        self.base.approval = Some(a);
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The record written, durably, before a change runs.
+    pub fn decision_record(&self) -> Record {
+        Record {
+            event: Some(Event::Decision),
+            ..self.base.clone()
+        }
+    }
+
+    /// What a `query` call came to.
+    pub fn query_outcome(&self, result: &Result<Outcome<QueryOutput>, ToolError>) -> OutcomeRecord {
+        let duration_ms = self.elapsed_ms();
+        match result {
+            Ok(Outcome::Done(out)) => OutcomeRecord {
+                status: "ok".into(),
+                rows: out.change.is_none().then_some(out.row_count as u64),
+                rows_affected: out.change.as_ref().map(|c| c.rows_affected),
+                committed: out.change.as_ref().map(|c| c.committed),
+                duration_ms,
+                ..OutcomeRecord::default()
+            },
+            Ok(Outcome::InputRequired(_)) => OutcomeRecord {
+                status: "awaiting_approval".into(),
+                duration_ms,
+                ..OutcomeRecord::default()
+            },
+            Err(e) => failure(e, duration_ms),
+        }
+    }
+
+    /// What a discovery call came to.
+    pub fn simple_outcome<T>(&self, result: &Result<T, ToolError>) -> OutcomeRecord {
+        match result {
+            Ok(_) => OutcomeRecord {
+                status: "ok".into(),
+                duration_ms: self.elapsed_ms(),
+                ..OutcomeRecord::default()
+            },
+            Err(e) => failure(e, self.elapsed_ms()),
+        }
+    }
+
+    /// The last record of the call: the `outcome` of a decision, or the whole `call`.
+    pub fn final_record(&self, outcome: OutcomeRecord) -> Record {
+        if self.decision_written {
+            // The outcome repeats only what links it to its decision.
+            Record {
+                event: Some(Event::Outcome),
+                call_id: self.base.call_id.clone(),
+                session_id: self.base.session_id.clone(),
+                tool: self.base.tool.clone(),
+                outcome: Some(outcome),
+                ..Record::default()
+            }
+        } else {
+            Record {
+                event: Some(Event::Call),
+                outcome: Some(outcome),
+                ..self.base.clone()
+            }
+        }
+    }
+}
+
+pub fn failure(e: &ToolError, duration_ms: u64) -> OutcomeRecord {
+    let status = match e {
+        ToolError::Denied { .. } => "denied",
+        ToolError::NotApproved { .. } => "not_approved",
+        ToolError::RolledBack(_) => "rolled_back",
+        ToolError::Db(DbError::Cancelled) => "cancelled",
+        ToolError::Refused(_) | ToolError::BadArguments(_) => "refused",
+        _ => "error",
+    };
+    OutcomeRecord {
+        status: status.into(),
+        duration_ms,
+        sqlstate: match e {
+            ToolError::Db(d) => d.code().map(str::to_string),
+            _ => None,
+        },
+        message: Some(redact::sql(&e.to_string())),
+        ..OutcomeRecord::default()
+    }
+}
