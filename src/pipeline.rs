@@ -425,13 +425,17 @@ impl Pipeline {
             .await
             .map_err(|e| ToolError::Refused(e.to_string()))?;
         match asked {
-            Asked::InputRequired(r) => Ok(Outcome::InputRequired(r)),
+            Asked::InputRequired(r) => {
+                record("prompt sent (input_required)", None, None);
+                Ok(Outcome::InputRequired(r))
+            }
             Asked::Verdict(Verdict::NotApproved { why, reason }) => {
                 tracing::info!(
                     tool = action.tool,
                     rule = decision.rule.as_deref().unwrap_or("-"),
                     "not approved: {why}"
                 );
+                record(&why, None, reason.clone());
                 Err(not_approved(why, reason))
             }
             Asked::Verdict(v) => {
@@ -440,6 +444,18 @@ impl Pipeline {
                     rule = decision.rule.as_deref().unwrap_or("-"),
                     "approved: {v:?}"
                 );
+                if let Verdict::Approved {
+                    dry_run,
+                    max_rows_affected,
+                    reason,
+                } = &v
+                {
+                    record(
+                        if *dry_run { "dry_run" } else { "approve" },
+                        *max_rows_affected,
+                        reason.clone(),
+                    );
+                }
                 Ok(Outcome::Done(v))
             }
         }

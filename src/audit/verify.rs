@@ -164,3 +164,113 @@ pub fn table(records: &[&Record]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditLog, Event, Record};
+
+    fn log_with(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        for i in 0..n {
+            log.append(
+                Record {
+                    event: Some(Event::Call),
+                    tool: Some("query".into()),
+                    sql: Some(format!("SELECT {i}")),
+                    ..Record::default()
+                },
+                false,
+            )
+            .unwrap();
+        }
+        (dir, path)
+    }
+
+    fn rewrite(path: &std::path::Path, f: impl FnOnce(&mut Vec<String>)) {
+        let mut lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        f(&mut lines);
+        std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    #[test]
+    fn the_chain_names_the_first_edited_deleted_inserted_or_reordered_line() {
+        let (_d, path) = log_with(5);
+        assert_eq!(verify(&path).unwrap().len(), 6, "genesis + 5");
+        let original = std::fs::read_to_string(&path).unwrap();
+        let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>)>, usize, &str)> = vec![
+            (
+                "edit",
+                Box::new(|l| l[3] = l[3].replace("SELECT 2", "SELECT 9")),
+                4,
+                "edited",
+            ),
+            (
+                "delete",
+                Box::new(|l| {
+                    l.remove(2);
+                }),
+                3,
+                "deleted",
+            ),
+            (
+                "insert",
+                Box::new(|l| {
+                    let x = l[2].clone();
+                    l.insert(3, x);
+                }),
+                4,
+                "inserted or lines were reordered",
+            ),
+            ("swap", Box::new(|l| l.swap(2, 3)), 3, "deleted"),
+            (
+                "truncate last",
+                Box::new(|l| {
+                    let n = l.len() - 1;
+                    l[n].truncate(10);
+                }),
+                6,
+                "edited",
+            ),
+        ];
+        for (name, change, line, word) in cases {
+            std::fs::write(&path, &original).unwrap();
+            rewrite(&path, change);
+            let e = verify(&path).expect_err(name);
+            assert_eq!(e.line, line, "{name}: {e}");
+            assert!(e.problem.contains(word), "{name}: {e}");
+        }
+        // A torn last line (no newline) is named too.
+        std::fs::write(&path, &original[..original.len() - 5]).unwrap();
+        assert!(verify(&path).unwrap_err().problem.contains("incomplete"));
+    }
+
+    #[test]
+    fn a_new_process_continues_the_chain_and_a_torn_tail_is_refused() {
+        let (_d, path) = log_with(2);
+        let again = AuditLog::open(&path).unwrap();
+        again
+            .append(
+                Record {
+                    event: Some(Event::Call),
+                    ..Record::default()
+                },
+                true,
+            )
+            .unwrap();
+        let records = verify(&path).unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 3]).unwrap();
+        assert!(matches!(
+            AuditLog::open(&path),
+            Err(crate::audit::AuditError::Torn { .. })
+        ));
+    }
+}

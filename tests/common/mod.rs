@@ -341,8 +341,20 @@ impl Mcp {
         policy: Policy,
         principal: Option<String>,
     ) -> Mcp {
-        let (server_io, client_io) = tokio::io::duplex(1 << 20);
         let (audit_dir, audit) = audit_log();
+        Self::start_with_audit(database, limits, policy, principal, audit_dir, audit).await
+    }
+
+    /// A server writing its audit trail to `audit` (which may be unwritable, e.g. `/dev/full`).
+    pub async fn start_with_audit(
+        database: Database,
+        limits: Limits,
+        policy: Policy,
+        principal: Option<String>,
+        audit_dir: Arc<tempfile::TempDir>,
+        audit: Arc<pgwarden::audit::AuditLog>,
+    ) -> Mcp {
+        let (server_io, client_io) = tokio::io::duplex(1 << 20);
         let server = PgWarden::new(Arc::new(Pipeline::new(
             database,
             limits,

@@ -1,0 +1,322 @@
+//! The audit trail over real MCP against a real Postgres: every call is recorded, the chain
+//! verifies (and `pgwarden audit verify` fails on tampering), secrets are redacted, changes are
+//! recorded before they run, and no record means no action.
+
+mod common;
+
+use std::{process::Command, sync::Arc, time::Duration};
+
+use common::{Era, Mcp, Reviewer, TestDb, text};
+use pgwarden::audit::{AuditLog, Event};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
+
+const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
+                     INSERT INTO orders VALUES (1, 'open'), (2, 'open'), (3, 'shipped');";
+
+const POLICY: &str = r#"
+[[rule]]
+id = "no-deletes"
+effect = "deny"
+categories = ["write", "destructive"]
+tables = ["public.orders"]
+reason = "orders are never deleted"
+tools = ["query"]
+risk_at_least = "critical"
+
+[[rule]]
+id = "reads-run"
+effect = "allow"
+categories = ["read"]
+
+[[rule]]
+id = "changes-need-approval"
+effect = "approve"
+categories = ["write", "ddl", "destructive", "privilege", "export", "unknown"]
+"#;
+
+#[tokio::test]
+async fn a_session_is_recorded_call_by_call_and_tampering_is_caught() {
+    let db = TestDb::new(SETUP).await;
+    db.admin()
+        .await
+        .batch_execute("ALTER ROLE pgwarden_agent CREATEROLE")
+        .await
+        .unwrap();
+    let reviewer = Reviewer::says("approve", None, Some("ok by ops"));
+    let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
+
+    mcp.ok("query", json!({"sql": "SELECT * FROM orders", "intent": "look"}))
+        .await;
+    mcp.ok(
+        "query",
+        json!({"sql": "UPDATE orders SET status = 'paid' WHERE id = 1"}),
+    )
+    .await;
+    mcp.err("query", json!({"sql": "SELECT 1/0"})).await;
+    let role = mcp
+        .call(
+            "query",
+            json!({"sql": "CREATE ROLE audit_probe LOGIN PASSWORD 'hunter2-secret'"}),
+        )
+        .await;
+    assert_ne!(role.is_error, Some(true), "{}", text(&role));
+    let e = mcp.err("query", json!({"sql": "DELETE FROM orders"})).await;
+    assert!(e.starts_with("denied by rule `no-deletes`"), "{e}");
+
+    let path = mcp.audit_path();
+    let raw = std::fs::read_to_string(&path).unwrap();
+    assert!(!raw.contains("hunter2"), "the password reached the audit file");
+    let records = mcp.audit_records();
+    let events: Vec<(Option<Event>, Option<&str>, Option<&str>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r.event,
+                r.decision.as_deref(),
+                r.outcome.as_ref().map(|o| o.status.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            (Some(Event::Genesis), None, None),
+            (Some(Event::Call), Some("allow"), Some("ok")),
+            (Some(Event::Decision), Some("approve"), None),
+            (Some(Event::Outcome), None, Some("ok")),
+            (Some(Event::Call), Some("allow"), Some("error")),
+            (Some(Event::Decision), Some("approve"), None),
+            (Some(Event::Outcome), None, Some("ok")),
+            (Some(Event::Call), Some("deny"), Some("denied")),
+        ]
+    );
+    let read = &records[1];
+    assert_eq!(read.outcome.as_ref().unwrap().rows, Some(3));
+    assert_eq!(read.arguments.as_ref().unwrap()["intent"], json!("look"));
+    assert_eq!(read.client.as_deref(), Some("pgwarden-test-reviewer 1.0"));
+    let update = &records[2];
+    let approval = update.approval.as_ref().unwrap();
+    assert_eq!(
+        (approval.channel.as_str(), approval.answer.as_str()),
+        ("elicitation", "approve")
+    );
+    assert_eq!(approval.reason.as_deref(), Some("ok by ops"));
+    assert_eq!(
+        update
+            .rule
+            .as_deref()
+            .map(|r| r.starts_with("changes-need-approval (test.toml:")),
+        Some(true)
+    );
+    assert_eq!(records[3].call_id, update.call_id, "the outcome names its decision");
+    assert_eq!(records[3].outcome.as_ref().unwrap().rows_affected, Some(1));
+    assert_eq!(records[4].outcome.as_ref().unwrap().sqlstate.as_deref(), Some("22012"));
+    assert_eq!(
+        records[5].sql.as_deref(),
+        Some("CREATE ROLE audit_probe LOGIN PASSWORD '[redacted]'")
+    );
+    assert_eq!(
+        records[7].rule.as_deref().map(|r| r.starts_with("no-deletes")),
+        Some(true)
+    );
+
+    // The CLI agrees, and names the line of each kind of tampering.
+    let verify = |p: &std::path::Path| {
+        let out = Command::new(BIN).args(["audit", "verify"]).arg(p).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = verify(&path);
+    assert!(
+        ok && out.starts_with("ok: ") && out.contains("holds 8 records"),
+        "{out}"
+    );
+    let lines: Vec<&str> = raw.lines().collect();
+    let tampered = path.with_file_name("tampered.jsonl");
+    for (name, doctored, line) in [
+        (
+            "edited",
+            {
+                let mut l = lines.clone();
+                let e = l[2].replace("paid", "void");
+                l[2] = Box::leak(e.into_boxed_str());
+                l
+            },
+            3,
+        ),
+        (
+            "deleted",
+            {
+                let mut l = lines.clone();
+                l.remove(4);
+                l
+            },
+            5,
+        ),
+        (
+            "inserted",
+            {
+                let mut l = lines.clone();
+                l.insert(2, lines[1]);
+                l
+            },
+            3,
+        ),
+        (
+            "swapped",
+            {
+                let mut l = lines.clone();
+                l.swap(5, 6);
+                l
+            },
+            6,
+        ),
+    ] {
+        std::fs::write(&tampered, doctored.join("\n") + "\n").unwrap();
+        let (ok, out) = verify(&tampered);
+        assert!(!ok, "{name}: {out}");
+        assert!(out.contains(&format!("tampered.jsonl:{line}`")), "{name}: {out}");
+    }
+    let show = Command::new(BIN)
+        .args(["audit", "show", "--decision", "denied"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.contains("DELETE FROM orders") && !show.contains("UPDATE orders"),
+        "{show}"
+    );
+}
+
+#[tokio::test]
+async fn an_unwritable_audit_file_stops_calls_from_running() {
+    let db = TestDb::new(SETUP).await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let full = Arc::new(AuditLog::open(std::path::Path::new("/dev/full")).expect("open /dev/full"));
+    let policy = pgwarden::policy::Policy::parse(
+        "t.toml",
+        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
+    )
+    .unwrap();
+    let mcp = Mcp::<()>::start_with_audit(db.database(2).await, common::limits(), policy, None, dir, full).await;
+    let e = mcp
+        .err(
+            "query",
+            json!({"sql": "UPDATE orders SET status = 'paid'  WHERE id = 1"}),
+        )
+        .await;
+    assert!(e.contains("the audit record could not be written"), "{e}");
+    let e = mcp.err("query", json!({"sql": "SELECT * FROM orders"})).await;
+    assert!(e.contains("pgwarden returns nothing it has not recorded"), "{e}");
+    let status: String = db
+        .client()
+        .await
+        .query_one("SELECT status FROM orders WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "open", "the write did not run");
+}
+
+#[tokio::test]
+async fn concurrent_calls_write_whole_lines_in_one_chain() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = Arc::new(Mcp::with_policy(&db, POLICY, None).await);
+    let calls = (0..40).map(|i| {
+        let mcp = mcp.clone();
+        tokio::spawn(async move {
+            mcp.ok(
+                "query",
+                json!({"sql": format!("SELECT {i} AS n, count(*) FROM generate_series(1, 20000)")}),
+            )
+            .await
+        })
+    });
+    for c in calls {
+        c.await.unwrap();
+    }
+    let records = mcp.audit_records();
+    assert_eq!(records.len(), 41);
+    let mut seen: Vec<String> = records[1..].iter().map(|r| r.sql.clone().unwrap()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 40, "every call once");
+}
+
+#[tokio::test]
+async fn a_crash_between_decision_and_action_leaves_a_decision_without_outcome() {
+    let db = TestDb::new(SETUP).await;
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-crash-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
+    )
+    .unwrap();
+    // Hold the row so the approved UPDATE blocks after its decision is on disk.
+    let mut holder = db.admin().await;
+    let tx = holder.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM orders WHERE id = 1 FOR UPDATE", &[])
+        .await
+        .unwrap();
+
+    let c = &common::cluster().cluster;
+    let dsn = format!(
+        "host={} port={} user={} dbname={}",
+        c.socket_dir().display(),
+        c.port,
+        common::AGENT,
+        db.name
+    );
+    use rmcp::{
+        ServiceExt,
+        transport::{ConfigureCommandExt, TokioChildProcess},
+    };
+    let cmd = tokio::process::Command::new(BIN).configure(|c| {
+        c.args(["serve", "--database-url", &dsn, "--policy"])
+            .arg(&policy)
+            .arg("--audit-log")
+            .arg(&audit);
+    });
+    let transport = TokioChildProcess::new(cmd).unwrap();
+    let pid = transport.id().unwrap();
+    let client = ().serve(transport).await.unwrap();
+    let params = rmcp::model::CallToolRequestParams::new("query").with_arguments(
+        json!({"sql": "UPDATE orders SET status = 'paid' WHERE id = 1"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    );
+    let call = tokio::spawn(async move { client.call_tool(params).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&audit)
+        .unwrap_or_default()
+        .contains("\"event\":\"decision\"")
+    {
+        assert!(std::time::Instant::now() < deadline, "no decision record appeared");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: sending SIGKILL to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = call.await;
+    tx.rollback().await.unwrap();
+
+    let records = pgwarden::audit::verify::verify(&audit).expect("the chain is whole after a crash");
+    let last = records.last().unwrap();
+    assert_eq!(last.event, Some(Event::Decision));
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.event == Some(Event::Outcome) && r.call_id == last.call_id),
+        "a visible decision without an outcome"
+    );
+}
