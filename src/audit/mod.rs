@@ -232,9 +232,11 @@ impl AuditLog {
         }
         let mut start = len;
         let mut buf = Vec::new();
-        // Read backwards in chunks until the last complete line is in `buf`.
+        // Read backwards in growing chunks until the last complete line is in `buf`.
+        let mut chunk_size = 4096u64;
         loop {
-            let step = (64 * 1024u64).min(start);
+            let step = chunk_size.min(start);
+            chunk_size *= 2;
             start -= step;
             file.seek(SeekFrom::Start(start)).map_err(io)?;
             let mut chunk = vec![0; (len - start) as usize - buf.len()];

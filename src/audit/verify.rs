@@ -252,6 +252,25 @@ mod tests {
     }
 
     #[test]
+    fn records_longer_than_the_tail_read_still_chain() {
+        let (_d, path) = log_with(1);
+        let log = AuditLog::open(&path).unwrap();
+        for n in [10_000, 70_000, 10] {
+            let sql = format!("SELECT '{}'", "x".repeat(n));
+            log.append(
+                Record {
+                    event: Some(Event::Call),
+                    sql: Some(sql),
+                    ..Record::default()
+                },
+                false,
+            )
+            .unwrap();
+        }
+        assert_eq!(verify(&path).unwrap().len(), 5);
+    }
+
+    #[test]
     fn a_new_process_continues_the_chain_and_a_torn_tail_is_refused() {
         let (_d, path) = log_with(2);
         let again = AuditLog::open(&path).unwrap();
