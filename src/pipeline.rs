@@ -263,6 +263,13 @@ impl Pipeline {
             }) => (dry_run, max_rows_affected, reason),
             _ => (false, None, None),
         };
+        // A change, or anything a person approved (an export-category read, say), is on disk before it runs.
+        if decision.effect == Effect::Approve || !assessment.is_read() {
+            self.audit
+                .append(trail.decision_record(), true)
+                .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
+            trail.decision_written = true;
+        }
         if assessment.is_read() {
             // A read that needed approval (an export, say) runs like any read: READ ONLY, rolled back.
             let limits = ReadLimits {
@@ -289,11 +296,6 @@ impl Pipeline {
                 change: None,
             }));
         }
-        // A change: allowed outright or approved. Its decision is on disk before it runs.
-        self.audit
-            .append(trail.decision_record(), true)
-            .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
-        trail.decision_written = true;
         // Masked columns never come back through RETURNING.
         let returning_rows = if self.masking.is_some() {
             0
