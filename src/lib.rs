@@ -17,6 +17,7 @@ pub mod classify;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod export_path;
 pub mod pipeline;
 pub mod policy;
 pub mod server;

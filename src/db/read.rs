@@ -62,62 +62,21 @@ impl Database {
         let deadline = limits.statement_timeout + Duration::from_secs(5);
         session
             .guarded(ct, deadline, async |s: &mut Session| {
-                let (tx, statement, found) = match masked {
-                    None => {
-                        let (tx, statement) = s.begin_read_prepared(limits.statement_timeout, sql).await?;
-                        (tx, statement, None)
-                    }
-                    Some((masking, refs)) => {
-                        use tokio_postgres::types::Type;
-                        let names = refs.names();
-                        let (tables, columns) = masking.catalog_params();
-                        let (tx, rows) = s
-                            .begin_read_query(limits.statement_timeout, RESOLVE_SQL, &[(&names, Type::TEXT_ARRAY)])
-                            .await?;
-                        let named: Vec<Named> = catalog_json(&rows)?;
-                        let found: Resolution = match masking.resolve_named(named).map_err(|e| DbError::Masked(e.0))? {
-                            Some(found) => found,
-                            None => {
-                                let rows = tx
-                                    .query_typed(
-                                        CATALOG_SQL,
-                                        &[(&names, Type::TEXT_ARRAY), (&tables, Type::TEXT_ARRAY), (&columns, Type::TEXT_ARRAY)],
-                                    )
-                                    .await
-                                    .map_err(DbError::from_pg)?;
-                                catalog_json(&rows)?
-                            }
-                        };
-                        let rewritten = masking.rewrite(refs, &found).map_err(|e| DbError::Masked(e.0))?;
-                        let statement = tx
-                            .prepare(rewritten.as_deref().unwrap_or(sql))
-                            .await
-                            .map_err(DbError::from_pg)?;
-                        (tx, statement, Some(found))
-                    }
-                };
-                if let Some(found) = &found
-                    && let Some(c) = statement.columns().iter().find(|c| Masking::leaks(found, c.table_oid(), c.column_id()))
-                {
-                    return Err(DbError::Masked(format!(
-                        "result column `{}` would come straight from a masked column",
-                        c.name()
-                    )));
-                }
-                if !statement.params().is_empty() {
-                    return Err(DbError::Client(format!(
-                        "the statement has {} parameter placeholder(s) ($1 …); `query` takes no parameters, so write the values into the SQL",
-                        statement.params().len()
-                    )));
-                }
+                let (tx, statement, _) = begin_masked_read(s, limits.statement_timeout, sql, masked).await?;
                 let columns: Vec<Column> = statement
                     .columns()
                     .iter()
-                    .map(|c| Column { name: c.name().to_string(), type_name: values::type_name(c.type_()) })
+                    .map(|c| Column {
+                        name: c.name().to_string(),
+                        type_name: values::type_name(c.type_()),
+                    })
                     .collect();
                 let portal = tx.bind(&statement, &[]).await.map_err(DbError::from_pg)?;
                 // One row past the cap tells "exactly max_rows" apart from "more than max_rows".
-                let stream = tx.query_portal_raw(&portal, max_rows as i32 + 1).await.map_err(DbError::from_pg)?;
+                let stream = tx
+                    .query_portal_raw(&portal, max_rows as i32 + 1)
+                    .await
+                    .map_err(DbError::from_pg)?;
                 pin_mut!(stream);
                 let mut rows = Vec::new();
                 let mut truncated = false;
@@ -134,7 +93,11 @@ impl Database {
                         .collect::<Result<Vec<_>, DbError>>()?;
                     rows.push(decoded);
                 }
-                Ok(ReadResult { columns, rows, truncated })
+                Ok(ReadResult {
+                    columns,
+                    rows,
+                    truncated,
+                })
             })
             .await
     }
@@ -148,4 +111,72 @@ fn catalog_json<T: serde::de::DeserializeOwned>(rows: &[tokio_postgres::Row]) ->
         .ok_or_else(|| DbError::Masked("the catalog lookup for masks returned nothing".into()))?;
     serde_json::from_value(json)
         .map_err(|e| DbError::Masked(format!("the catalog lookup for masks was unreadable: {e}")))
+}
+
+/// The read transaction for agent text, prepared (Parse/Describe): with masks, names are resolved
+/// and masked tables rewritten first, and no result column may come straight from a masked column.
+/// Returns the transaction, the prepared statement and the SQL text it was prepared from.
+pub(super) async fn begin_masked_read<'s>(
+    s: &'s mut Session,
+    timeout: Duration,
+    sql: &str,
+    masked: Option<(&Masking, References)>,
+) -> Result<(deadpool_postgres::Transaction<'s>, tokio_postgres::Statement, String), DbError> {
+    let (tx, statement, found, run) = match masked {
+        None => {
+            let (tx, statement) = s.begin_read_prepared(timeout, sql).await?;
+            (tx, statement, None, sql.to_string())
+        }
+        Some((masking, refs)) => {
+            use tokio_postgres::types::Type;
+            let names = refs.names();
+            let (tables, columns) = masking.catalog_params();
+            let (tx, rows) = s
+                .begin_read_query(timeout, RESOLVE_SQL, &[(&names, Type::TEXT_ARRAY)])
+                .await?;
+            let named: Vec<Named> = catalog_json(&rows)?;
+            let found: Resolution = match masking.resolve_named(named).map_err(|e| DbError::Masked(e.0))? {
+                Some(found) => found,
+                None => {
+                    let rows = tx
+                        .query_typed(
+                            CATALOG_SQL,
+                            &[
+                                (&names, Type::TEXT_ARRAY),
+                                (&tables, Type::TEXT_ARRAY),
+                                (&columns, Type::TEXT_ARRAY),
+                            ],
+                        )
+                        .await
+                        .map_err(DbError::from_pg)?;
+                    catalog_json(&rows)?
+                }
+            };
+            let rewritten = masking.rewrite(refs, &found).map_err(|e| DbError::Masked(e.0))?;
+            let statement = tx
+                .prepare(rewritten.as_deref().unwrap_or(sql))
+                .await
+                .map_err(DbError::from_pg)?;
+            let run = rewritten.unwrap_or_else(|| sql.to_string());
+            (tx, statement, Some(found), run)
+        }
+    };
+    if let Some(found) = &found
+        && let Some(c) = statement
+            .columns()
+            .iter()
+            .find(|c| Masking::leaks(found, c.table_oid(), c.column_id()))
+    {
+        return Err(DbError::Masked(format!(
+            "result column `{}` would come straight from a masked column",
+            c.name()
+        )));
+    }
+    if !statement.params().is_empty() {
+        return Err(DbError::Client(format!(
+            "the statement has {} parameter placeholder(s) ($1 …); pgwarden takes no parameters, so write the values into the SQL",
+            statement.params().len()
+        )));
+    }
+    Ok((tx, statement, run))
 }
