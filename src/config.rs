@@ -40,6 +40,8 @@ pub struct Settings {
     pub database: DatabaseChoice,
     /// The audit trail. Defaults to `$XDG_STATE_HOME/pgwarden/audit.jsonl`.
     pub audit_log: PathBuf,
+    /// Where exports go. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
+    pub export_dir: PathBuf,
     pub limits: Limits,
     /// Connections kept open to Postgres. Defaults to 4.
     pub pool_size: usize,

@@ -148,6 +148,10 @@ struct ServeArgs {
     /// (`~/.local/state/…`; `/var/log/pgwarden/audit.jsonl` as root).
     #[arg(long, env = "PGWARDEN_AUDIT_LOG")]
     audit_log: Option<PathBuf>,
+    /// Where `export` writes files. Defaults to `$XDG_DATA_HOME/pgwarden/exports`
+    /// (`~/.local/share/…`; `/var/lib/pgwarden/exports` as root).
+    #[arg(long, env = "PGWARDEN_EXPORT_DIR")]
+    export_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -335,8 +339,18 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             is_root,
         )
     });
+    let export_dir = args.export_dir.unwrap_or_else(|| {
+        // SAFETY: geteuid has no preconditions.
+        let is_root = unsafe { libc::geteuid() } == 0;
+        pgwarden::export_path::default_dir(
+            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+            is_root,
+        )
+    });
     Ok(Settings {
         audit_log,
+        export_dir,
         database,
         limits,
         pool_size: args.pool_size as usize,
@@ -393,6 +407,7 @@ async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::R
         settings.policy.clone(),
         settings.principal.clone(),
         audit.clone(),
+        settings.export_dir.clone(),
     ));
     let service = PgWarden::new(pipeline)
         .serve(rmcp::transport::stdio())

@@ -27,6 +27,7 @@ use crate::{
     tools::{
         self,
         describe_table::DescribeTableArgs,
+        export::{ExportArgs, ExportOutput},
         list_tables::ListTablesArgs,
         query::{QueryArgs, QueryOutput},
     },
@@ -143,6 +144,44 @@ impl PgWarden {
         let action = self.action("query", Some(args.sql), args.intent, &ctx);
         let channel = self.channel(&ctx, state, responses);
         match self.pipeline.query(&action, args.max_rows, &channel, &ctx.ct).await {
+            Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
+            Ok(Outcome::InputRequired(r)) => Ok(r.into()),
+            Err(e) => failure(e).map(Into::into),
+        }
+    }
+
+    #[tool(
+        description = "Export the rows of one read query to a file (CSV or JSON lines) under the server's export \
+                       directory. A person usually approves it first and sees your `intent`, the columns and the \
+                       target; masked columns stay masked in the file. Returns the path, row count, size and SHA-256.",
+        output_schema = schema_for_output::<ExportOutput>(),
+        annotations(title = "Export to a file", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn export(
+        &self,
+        Parameters(args): Parameters<ExportArgs>,
+        RequestState(state): RequestState,
+        InputResponses(responses): InputResponses,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let action = self.action("export", Some(args.sql.clone()), Some(args.intent.clone()), &ctx);
+        let channel = self.channel(&ctx, state, responses);
+        // Progress notifications (rows written) when the client asked for them.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        if let Some(token) = ctx.meta.get_progress_token() {
+            let peer = ctx.peer.clone();
+            tokio::spawn(async move {
+                while let Some(rows) = rx.recv().await {
+                    let param = rmcp::model::ProgressNotificationParam::new(token.clone(), rows as f64)
+                        .with_message(format!("{rows} rows written"));
+                    let _ = peer.notify_progress(param).await;
+                }
+            });
+        }
+        let progress = move |rows: u64| {
+            let _ = tx.send(rows);
+        };
+        match self.pipeline.export(&action, &args, &channel, &progress, &ctx.ct).await {
             Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
             Ok(Outcome::InputRequired(r)) => Ok(r.into()),
             Err(e) => failure(e).map(Into::into),

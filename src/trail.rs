@@ -110,6 +110,30 @@ impl Trail {
         }
     }
 
+    /// What an `export` call came to.
+    pub fn export_outcome(
+        &self,
+        result: &Result<Outcome<crate::tools::export::ExportOutput>, ToolError>,
+    ) -> OutcomeRecord {
+        match result {
+            Ok(Outcome::Done(out)) => OutcomeRecord {
+                status: "ok".into(),
+                rows: Some(out.rows),
+                duration_ms: self.elapsed_ms(),
+                path: Some(out.path.clone()),
+                bytes: Some(out.bytes),
+                sha256: Some(out.sha256.clone()),
+                ..OutcomeRecord::default()
+            },
+            Ok(Outcome::InputRequired(_)) => OutcomeRecord {
+                status: "awaiting_approval".into(),
+                duration_ms: self.elapsed_ms(),
+                ..OutcomeRecord::default()
+            },
+            Err(e) => failure(e, self.elapsed_ms()),
+        }
+    }
+
     /// What a discovery call came to.
     pub fn simple_outcome<T>(&self, result: &Result<T, ToolError>) -> OutcomeRecord {
         match result {

@@ -25,6 +25,8 @@ pub struct ReviewPacket {
     pub requested_by: String,
     /// The model's own account of why; not verified.
     pub intent: Option<String>,
+    /// Tool-specific lines (an export's target and columns).
+    pub details: Vec<String>,
 }
 
 impl ReviewPacket {
@@ -74,6 +76,7 @@ impl ReviewPacket {
             estimated_rows,
             requested_by: who.join(" · "),
             intent: action.intent.clone().filter(|s| !s.trim().is_empty()),
+            details: vec![],
         }
     }
 
@@ -85,6 +88,9 @@ impl ReviewPacket {
             visible(&self.summary)
         );
         m.push_str(&format!("Decided by: {} — {}\n", self.rule, self.rule_reason));
+        for d in &self.details {
+            m.push_str(&format!("{}\n", visible(d)));
+        }
         if let Some(n) = self.estimated_rows {
             m.push_str(&format!("Estimated rows: ~{n:.0} (planner estimate)\n"));
         }

@@ -65,6 +65,13 @@ pub struct OutcomeRecord {
     pub sqlstate: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub message: Option<String>,
+    /// An export's file, size and SHA-256.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sha256: Option<String>,
 }
 
 /// One line of the audit file. `seq`, `prev`, `hash` and `time` are set by [`AuditLog::append`].

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod cluster;
 pub mod connect;
+pub mod export;
 pub mod mask;
 pub mod read;
 pub mod sandbox;

@@ -2,6 +2,7 @@
 //! output, and the compact text a model reads. Handlers only turn arguments into an `Action`.
 
 pub mod describe_table;
+pub mod export;
 pub mod list_tables;
 pub mod query;
 

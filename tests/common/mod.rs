@@ -298,6 +298,7 @@ impl Mcp<Reviewer> {
             Arc::new(policy),
             None,
             audit,
+            audit_dir.path().join("exports"),
         )));
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {
@@ -361,6 +362,7 @@ impl Mcp {
             Arc::new(policy),
             principal,
             audit,
+            audit_dir.path().join("exports"),
         )));
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {

@@ -25,6 +25,8 @@ use crate::{
     trail::Trail,
 };
 
+mod export;
+
 /// `RETURNING` rows shown for an approved change, at most.
 const RETURNING_SHOWN: usize = 10;
 
@@ -119,6 +121,8 @@ pub struct Pipeline {
     masking: Option<Masking>,
     principal: Option<String>,
     audit: Arc<AuditLog>,
+    /// Where `export` writes. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
+    export_dir: std::path::PathBuf,
 }
 
 impl Pipeline {
@@ -128,6 +132,7 @@ impl Pipeline {
         policy: Arc<Policy>,
         principal: Option<String>,
         audit: Arc<AuditLog>,
+        export_dir: std::path::PathBuf,
     ) -> Pipeline {
         let masking = (!policy.masks.is_empty()).then(|| Masking {
             masks: policy.masks.clone(),
@@ -140,6 +145,7 @@ impl Pipeline {
             masking,
             principal,
             audit,
+            export_dir,
         }
     }
 
@@ -246,7 +252,17 @@ impl Pipeline {
             Effect::Approve => {
                 let hash = approval::action_hash(action, &serde_json::json!({ "max_rows": max_rows }));
                 match self
-                    .approve(action, &assessment, &decision, &hash, timeout, channel, ct, trail)
+                    .approve(
+                        action,
+                        &assessment,
+                        &decision,
+                        &hash,
+                        timeout,
+                        channel,
+                        ct,
+                        trail,
+                        vec![],
+                    )
                     .await?
                 {
                     Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
@@ -373,6 +389,7 @@ impl Pipeline {
         channel: &Channel,
         ct: &CancellationToken,
         trail: &mut Trail,
+        details: Vec<String>,
     ) -> Result<Outcome<Verdict>, ToolError> {
         let asked_at = Instant::now();
         let channel_name = match channel {
@@ -413,14 +430,16 @@ impl Pipeline {
                 .first()
                 .map(|s| s.kind.as_str())
                 .unwrap_or_default();
-            let estimate = if matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") {
+            let estimate = if matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export" {
                 self.db
                     .estimate_rows(action.sql.as_deref().unwrap_or_default(), timeout, ct)
                     .await
             } else {
                 None
             };
-            Some(ReviewPacket::new(action, assessment, decision, estimate))
+            let mut packet = ReviewPacket::new(action, assessment, decision, estimate);
+            packet.details = details;
+            Some(packet)
         };
         let asked = channel
             .ask(packet.as_ref(), hash, decision.approval_timeout, ct)

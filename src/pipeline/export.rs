@@ -1,0 +1,211 @@
+//! `export` through the pipeline: the path is checked before anything runs, the SQL must be a read,
+//! the call is decided as category `export` with the read's tables and tags, a person approves it
+//! (by default), the decision is on disk, then rows stream to a temporary file renamed into place.
+
+use std::{collections::BTreeSet, time::Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Action, Outcome, Pipeline, ToolError};
+use crate::{
+    approval::{self, Channel, Verdict},
+    classify::{self, Category},
+    db::export::{ExportFormat, ExportSpec},
+    export_path,
+    tools::export::{ExportArgs, ExportOutput},
+    trail::Trail,
+};
+
+impl Pipeline {
+    pub async fn export(
+        &self,
+        action: &Action,
+        args: &ExportArgs,
+        channel: &Channel,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        ct: &CancellationToken,
+    ) -> Result<Outcome<ExportOutput>, ToolError> {
+        let extra = serde_json::json!({
+            "path": args.path,
+            "format": args.format.unwrap_or_default(),
+            "header": args.header,
+            "overwrite": args.overwrite,
+        });
+        let mut trail = Trail::new(action, extra.clone());
+        let result = self
+            .run_export(action, args, &extra, channel, progress, ct, &mut trail)
+            .await;
+        let outcome = trail.export_outcome(&result);
+        self.finish(&trail, outcome, result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_export(
+        &self,
+        action: &Action,
+        args: &ExportArgs,
+        extra: &serde_json::Value,
+        channel: &Channel,
+        progress: &(dyn Fn(u64) + Send + Sync),
+        ct: &CancellationToken,
+        trail: &mut Trail,
+    ) -> Result<Outcome<ExportOutput>, ToolError> {
+        let started = Instant::now();
+        let sql = args.sql.trim();
+        if sql.is_empty() {
+            return Err(ToolError::BadArguments("`sql` is empty; pass one SELECT".into()));
+        }
+        if args.intent.trim().is_empty() {
+            return Err(ToolError::BadArguments(
+                "`intent` is required for exports: say in a sentence why these rows need to leave the database".into(),
+            ));
+        }
+        let overwrite = args.overwrite.unwrap_or(false);
+        let target = export_path::resolve(&self.export_dir, &args.path, overwrite)
+            .map_err(|e| ToolError::BadArguments(e.to_string()))?;
+        let read = classify::classify(sql);
+        if read.statements.len() != 1 || !read.is_read() {
+            trail.assessed(&read);
+            return Err(ToolError::Refused(format!(
+                "`export` only exports one plain read, and this is {}",
+                super::describe(&read)
+            )));
+        }
+        // Policy sees an export: the read's tables and tags, category `export`.
+        let mut assessment = read.clone();
+        let categories: BTreeSet<Category> = assessment
+            .categories
+            .iter()
+            .copied()
+            .chain([Category::Export])
+            .collect();
+        assessment.categories = categories.into_iter().collect();
+        assessment.risk = assessment.risk.max(Category::Export.risk());
+        assessment
+            .reasons
+            .push("writes query results to a file outside the database".into());
+        let decision = self.evaluate(action, &assessment, trail);
+        let decision = self.decide(action, &assessment, decision, true)?;
+        let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
+        let format = args.format.unwrap_or_default();
+        let header = args.header.unwrap_or(true) && format == ExportFormat::Csv;
+
+        // Described (and checked against masks) before anyone is asked.
+        let columns = self.db.describe_query(sql, self.masking.as_ref(), timeout, ct).await?;
+        if decision.effect == crate::policy::Effect::Approve {
+            let masks: Vec<String> = decision
+                .masks
+                .iter()
+                .map(|m| format!("{} ({})", m.column, m.mask.as_str()))
+                .collect();
+            let mut details = vec![
+                format!(
+                    "Target: {}{} ({:?}{})",
+                    target.display(),
+                    if overwrite {
+                        " — REPLACES the existing file"
+                    } else {
+                        ""
+                    },
+                    format,
+                    if header { ", header" } else { "" }
+                ),
+                format!(
+                    "Columns: {}",
+                    columns
+                        .iter()
+                        .map(|c| format!("{} {}", c.name, c.type_name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ];
+            if !masks.is_empty() {
+                details.push(format!("Masked in the file: {}", masks.join(", ")));
+            }
+            let hash = approval::action_hash(action, extra);
+            match self
+                .approve(
+                    action,
+                    &assessment,
+                    &decision,
+                    &hash,
+                    timeout,
+                    channel,
+                    ct,
+                    trail,
+                    details,
+                )
+                .await?
+            {
+                Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
+                Outcome::Done(Verdict::Approved { dry_run: true, .. }) => {
+                    return Err(ToolError::NotApproved {
+                        rule: decision.rule_label(),
+                        what: super::describe(&assessment),
+                        why: "a dry run of an export writes nothing; the reviewer did not approve writing the file"
+                            .into(),
+                        reason: None,
+                    });
+                }
+                Outcome::Done(Verdict::Approved { .. }) => {}
+                Outcome::Done(Verdict::NotApproved { .. }) => unreachable_not_approved()?,
+            }
+        }
+        // The data leaves the database only once this is on disk.
+        self.audit
+            .append(trail.decision_record(), true)
+            .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
+        trail.decision_written = true;
+
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let partial = target.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
+        let spec = ExportSpec {
+            format,
+            header,
+            statement_timeout: timeout,
+        };
+        let written = self
+            .db
+            .export(sql, spec, self.masking.as_ref(), &partial, progress, ct)
+            .await;
+        let result = match written {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e.into());
+            }
+        };
+        if !overwrite && target.exists() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ToolError::Refused(format!(
+                "`{}` appeared while the export ran; the rows were not written over it",
+                args.path
+            )));
+        }
+        if let Err(e) = std::fs::rename(&partial, &target) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(ToolError::Refused(format!(
+                "the finished file could not be put in place: {e}"
+            )));
+        }
+        Ok(Outcome::Done(ExportOutput {
+            path: target.display().to_string(),
+            format,
+            rows: result.rows,
+            bytes: result.bytes,
+            sha256: result.sha256,
+            columns,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }))
+    }
+}
+
+/// `approve` turns every refusal into an error, so a `NotApproved` verdict never comes back as Ok.
+fn unreachable_not_approved() -> Result<(), ToolError> {
+    Err(ToolError::Refused(
+        "internal: an unapproved export reached execution".into(),
+    ))
+}

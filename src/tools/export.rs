@@ -1,0 +1,53 @@
+//! `export`: write a read query's rows to a file under the export directory, after approval.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Column, export::ExportFormat};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportArgs {
+    /// One SELECT whose rows to export (writes are refused).
+    pub sql: String,
+    /// `csv` (default) or `jsonl`.
+    #[serde(default)]
+    pub format: Option<ExportFormat>,
+    /// File path relative to the server's export directory, e.g. `orders-2026-q3.csv`.
+    pub path: String,
+    /// Why these rows need to leave the database, in a sentence. Required: the reviewer sees it.
+    pub intent: String,
+    /// CSV header line with column names (default true).
+    #[serde(default)]
+    pub header: Option<bool>,
+    /// Replace an existing file at `path` (the reviewer is told). Default false.
+    #[serde(default)]
+    pub overwrite: Option<bool>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExportOutput {
+    /// Absolute path of the file written.
+    pub path: String,
+    pub format: ExportFormat,
+    pub rows: u64,
+    pub bytes: u64,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    pub columns: Vec<Column>,
+    pub elapsed_ms: u64,
+}
+
+impl ExportOutput {
+    pub fn to_text(&self) -> String {
+        format!(
+            "exported {} row{} ({} bytes, {:?}) to {}\nsha256 {}\n",
+            self.rows,
+            if self.rows == 1 { "" } else { "s" },
+            self.bytes,
+            self.format,
+            self.path,
+            self.sha256
+        )
+    }
+}
