@@ -1,0 +1,127 @@
+//! Export throughput: 1M rows through `pgwarden serve` (the real binary, MCP over stdio) against
+//! `psql \copy` of the same query into the same directory, in one run; and the server's peak RSS.
+//!
+//! Run: `cargo bench --bench export` (optionally `-- --rounds 5`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rmcp::{
+    ServiceExt,
+    model::CallToolRequestParams,
+    transport::{ConfigureCommandExt, TokioChildProcess},
+};
+use serde_json::json;
+
+const QUERY: &str = "SELECT * FROM million";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .skip_while(|a| a != "--rounds")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let db = common::TestDb::new(
+        "CREATE TABLE million AS SELECT g AS id, md5(g::text) AS payload, g * 0.5 AS amount, \
+         now() - g * interval '1 second' AS at FROM generate_series(1, 1000000) g; ANALYZE;",
+    )
+    .await;
+    let work = tempfile::Builder::new()
+        .prefix("pgw-export-bench-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let c = &common::cluster().cluster;
+    let psql = c.bindir.join("psql");
+
+    // Baseline: psql \copy of the same query, same format, same disk.
+    let mut psql_times = Vec::new();
+    for i in 0..rounds {
+        let file = work.path().join(format!("psql-{i}.csv"));
+        let t = Instant::now();
+        let status = std::process::Command::new(&psql)
+            .args(["-X", "-q", "-h"])
+            .arg(c.socket_dir())
+            .args(["-p", &c.port.to_string(), "-U", common::AGENT, "-d", &db.name, "-c"])
+            .arg(format!(
+                "\\copy ({QUERY}) TO '{}' WITH (FORMAT csv, HEADER true)",
+                file.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        psql_times.push(t.elapsed());
+    }
+
+    let policy = work.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nid = \"exports-run\"\neffect = \"allow\"\ncategories = [\"read\", \"export\"]\n",
+    )
+    .unwrap();
+    let dsn = format!(
+        "host={} port={} user={} dbname={}",
+        c.socket_dir().display(),
+        c.port,
+        common::AGENT,
+        db.name
+    );
+    let exports = work.path().join("exports");
+    let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden")).configure(|cmd| {
+        cmd.args(["serve", "--database-url", &dsn, "--policy"])
+            .arg(&policy)
+            .arg("--export-dir")
+            .arg(&exports)
+            .arg("--audit-log")
+            .arg(work.path().join("audit.jsonl"))
+            .args(["--statement-timeout", "120s"])
+            .env("PGWARDEN_LOG", "warn");
+    });
+    let transport = TokioChildProcess::new(cmd).unwrap();
+    let pid = transport.id().unwrap();
+    let client = ().serve(transport).await.unwrap();
+    let after_start = vm_hwm_kib(pid);
+    let mut times = Vec::new();
+    for i in 0..rounds {
+        let args = json!({"sql": QUERY, "path": format!("pgw-{i}.csv"), "intent": "benchmark"});
+        let t = Instant::now();
+        let r = client
+            .call_tool(CallToolRequestParams::new("export").with_arguments(args.as_object().cloned().unwrap()))
+            .await
+            .unwrap();
+        times.push(t.elapsed());
+        let out = r.structured_content.expect("export result");
+        assert_eq!(out["rows"], json!(1_000_000), "{out}");
+        let ours = std::fs::metadata(exports.join(format!("pgw-{i}.csv"))).unwrap().len();
+        let theirs = std::fs::metadata(work.path().join("psql-0.csv")).unwrap().len();
+        assert_eq!(ours, theirs, "same bytes as psql");
+    }
+    let peak = vm_hwm_kib(pid);
+    let _ = client.cancel().await;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1000.0
+    };
+    let (p, g) = (median(psql_times), median(times));
+    println!("export of {QUERY} (1M rows, CSV with header), median of {rounds}");
+    println!("psql \\copy (baseline)        {p:>9.1} ms   1.00");
+    println!("pgwarden export over MCP     {g:>9.1} ms   {:.2}", g / p);
+    println!(
+        "server peak RSS (VmHWM): {:.1} MiB (after start-up: {:.1} MiB)",
+        peak as f64 / 1024.0,
+        after_start as f64 / 1024.0
+    );
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
