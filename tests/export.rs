@@ -239,3 +239,26 @@ async fn a_cancelled_export_leaves_no_file() {
         "{last:?}"
     );
 }
+
+#[tokio::test]
+async fn a_long_export_reports_progress_in_rows_written() {
+    let db = TestDb::new(SETUP).await;
+    let reviewer = Reviewer::says("approve", None, None);
+    let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
+    let out = mcp
+        .ok(
+            "export",
+            json!({"sql": "SELECT g FROM generate_series(1, 50000) g", "path": "p.csv", "intent": "x"}),
+        )
+        .await;
+    assert_eq!(out["rows"], json!(50000));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = reviewer.progress.lock().unwrap().clone();
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|(_, m)| m.as_deref().is_some_and(|m| m.ends_with("rows written"))),
+        "{seen:?}"
+    );
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "increasing: {seen:?}");
+}

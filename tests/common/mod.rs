@@ -213,6 +213,8 @@ pub struct Reviewer {
     pub answer: Arc<Mutex<Answer>>,
     pub seen: Arc<Mutex<Vec<String>>>,
     pub elicitation: bool,
+    /// Progress notifications received: (progress, message).
+    pub progress: Arc<Mutex<Vec<(f64, Option<String>)>>>,
 }
 
 impl Reviewer {
@@ -221,6 +223,7 @@ impl Reviewer {
             answer: Arc::new(Mutex::new(answer)),
             seen: Arc::new(Mutex::new(Vec::new())),
             elicitation: true,
+            progress: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -256,6 +259,14 @@ impl ClientHandler for Reviewer {
         };
         ClientConfig::new(caps, Implementation::new("pgwarden-test-reviewer", "1.0"))
             .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _cx: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push((params.progress, params.message));
     }
 
     async fn create_elicitation(
