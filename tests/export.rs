@@ -53,6 +53,12 @@ async fn csv_and_jsonl_keep_quoting_nulls_newlines_unicode_and_every_digit() {
     assert_eq!(out["rows"], json!(4));
     let path = out["path"].as_str().unwrap();
     assert!(path.starts_with(export_dir(&mcp).canonicalize().unwrap().to_str().unwrap()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "owner-only"
+    );
     let csv = std::fs::read(path).unwrap();
     assert_eq!(out["bytes"], json!(csv.len()));
     let digest: String = {

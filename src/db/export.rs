@@ -101,7 +101,14 @@ impl Database {
                 };
                 let stream = tx.copy_out(copy.as_str()).await.map_err(DbError::from_pg)?;
                 pin_mut!(stream);
-                let out = tokio::fs::File::create(file).await.map_err(io)?;
+                // Owner-only: exports usually hold the data an operator guards most.
+                let out = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(file)
+                    .await
+                    .map_err(io)?;
                 let mut out = tokio::io::BufWriter::with_capacity(1 << 20, out);
                 let mut hasher = Sha256::new();
                 let mut counter = RowCounter::new(spec.format);
