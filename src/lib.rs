@@ -18,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod export_path;
+pub mod grant;
 pub mod pipeline;
 pub mod policy;
 pub mod server;

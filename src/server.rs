@@ -28,6 +28,7 @@ use crate::{
         self,
         describe_table::DescribeTableArgs,
         export::{ExportArgs, ExportOutput},
+        grant::{GrantArgs, GrantOutput},
         list_tables::ListTablesArgs,
         query::{QueryArgs, QueryOutput},
     },
@@ -182,6 +183,29 @@ impl PgWarden {
             let _ = tx.send(rows);
         };
         match self.pipeline.export(&action, &args, &channel, &progress, &ctx.ct).await {
+            Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
+            Ok(Outcome::InputRequired(r)) => Ok(r.into()),
+            Err(e) => failure(e).map(Into::into),
+        }
+    }
+
+    #[tool(
+        description = "Grant or revoke privileges (structured; no SQL). A person reviews every change and sees the \
+                       exact statement, the role's privileges before and after, and your `intent`. Names are matched \
+                       exactly against the catalog: unknown roles or objects are refused.",
+        output_schema = schema_for_output::<GrantOutput>(),
+        annotations(title = "Grant or revoke privileges", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn grant(
+        &self,
+        Parameters(args): Parameters<GrantArgs>,
+        RequestState(state): RequestState,
+        InputResponses(responses): InputResponses,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let action = self.action("grant", None, Some(args.intent.clone()), &ctx);
+        let channel = self.channel(&ctx, state, responses);
+        match self.pipeline.grant(&action, &args, &channel, &ctx.ct).await {
             Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
             Ok(Outcome::InputRequired(r)) => Ok(r.into()),
             Err(e) => failure(e).map(Into::into),

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod connect;
 pub mod export;
+pub mod grant;
 pub mod mask;
 pub mod read;
 pub mod sandbox;

@@ -26,6 +26,7 @@ use crate::{
 };
 
 mod export;
+mod grant;
 
 /// `RETURNING` rows shown for an approved change, at most.
 const RETURNING_SHOWN: usize = 10;

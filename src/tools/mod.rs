@@ -3,6 +3,7 @@
 
 pub mod describe_table;
 pub mod export;
+pub mod grant;
 pub mod list_tables;
 pub mod query;
 

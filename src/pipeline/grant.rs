@@ -1,0 +1,222 @@
+//! `grant` through the pipeline: arguments checked, every name resolved in the catalog, the
+//! statement built from quoted identifiers, decided as `privilege`/`critical`, shown to a person with
+//! the role's privileges before → after, run exactly as shown, and audited.
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Action, Outcome, Pipeline, ToolError};
+use crate::{
+    approval::{self, Channel, Verdict},
+    classify::{Assessment, Category, Risk, StatementAssessment},
+    db::{
+        grant::{Grantee, LookupError},
+        write::{WriteError, WriteOptions},
+    },
+    grant::{self, GrantAction, ObjectType},
+    policy::Effect,
+    tools::grant::{GrantArgs, GrantOutput, ObjectPrivileges},
+    trail::Trail,
+};
+
+impl Pipeline {
+    pub async fn grant(
+        &self,
+        action: &Action,
+        args: &GrantArgs,
+        channel: &Channel,
+        ct: &CancellationToken,
+    ) -> Result<Outcome<GrantOutput>, ToolError> {
+        let extra = serde_json::json!({
+            "action": args.action,
+            "privileges": args.privileges,
+            "object_type": args.object_type,
+            "objects": args.objects,
+            "role": args.role,
+            "with_grant_option": args.with_grant_option,
+        });
+        let mut trail = Trail::new(action, extra.clone());
+        let result = self.run_grant(action, args, &extra, channel, ct, &mut trail).await;
+        let outcome = trail.simple_outcome(&result);
+        self.finish(&trail, outcome, result)
+    }
+
+    async fn run_grant(
+        &self,
+        action: &Action,
+        args: &GrantArgs,
+        extra: &serde_json::Value,
+        channel: &Channel,
+        ct: &CancellationToken,
+        trail: &mut Trail,
+    ) -> Result<Outcome<GrantOutput>, ToolError> {
+        if args.intent.trim().is_empty() {
+            return Err(ToolError::BadArguments(
+                "`intent` is required for privilege changes: say in a sentence why the role needs this".into(),
+            ));
+        }
+        let privileges = grant::privileges(args.object_type, &args.privileges).map_err(ToolError::BadArguments)?;
+        let timeout = self.limits.statement_timeout;
+        let (grantee, objects) = self
+            .db
+            .resolve_grant(args.object_type, &args.objects, args.role.trim(), timeout, ct)
+            .await
+            .map_err(|e| match e {
+                LookupError::NotFound(m) => ToolError::BadArguments(m),
+                LookupError::Db(d) => ToolError::Db(d),
+            })?;
+        let with_grant_option = args.with_grant_option.unwrap_or(false);
+        let object_sql: Vec<String> = objects.iter().map(|o| o.sql.clone()).collect();
+        let statement = grant::statement(
+            args.action,
+            &privileges,
+            args.object_type,
+            &object_sql,
+            &grantee.sql(),
+            with_grant_option,
+        );
+        let verb = match args.action {
+            GrantAction::Grant => "grants",
+            GrantAction::Revoke => "revokes",
+        };
+        let shown: Vec<String> = objects.iter().map(|o| o.display.clone()).collect();
+        let mut reasons = vec![format!(
+            "{verb} {} on {} {} {} {}",
+            privileges.join(", "),
+            args.object_type.as_str().replace('_', " "),
+            shown.join(", "),
+            if args.action == GrantAction::Grant {
+                "to"
+            } else {
+                "from"
+            },
+            grantee.display()
+        )];
+        let mut warnings = Vec::new();
+        if grantee == Grantee::Public {
+            warnings.push("⚠ PUBLIC: this applies to EVERY role, including ones created later".to_string());
+        }
+        if privileges == ["ALL"] {
+            warnings.push("⚠ ALL PRIVILEGES: every privilege on these objects".to_string());
+        }
+        if with_grant_option && args.action == GrantAction::Grant {
+            warnings.push("⚠ WITH GRANT OPTION: the role may pass these privileges on to others".to_string());
+        }
+        reasons.extend(warnings.iter().cloned());
+        let tables: Vec<String> = match args.object_type {
+            ObjectType::Table | ObjectType::Sequence => shown.clone(),
+            _ => vec![],
+        };
+        let assessment = Assessment {
+            statements: vec![StatementAssessment {
+                kind: statement.split_whitespace().next().unwrap_or("GRANT").to_string(),
+                category: Category::Privilege,
+                risk: Risk::Critical,
+                reasons: reasons.clone(),
+            }],
+            categories: vec![Category::Privilege],
+            risk: Risk::Critical,
+            tables,
+            cte_shadowed: vec![],
+            functions: vec![],
+            reasons,
+        };
+        let decision = self.evaluate(action, &assessment, trail);
+        let decision = self.decide(action, &assessment, decision, true)?;
+        let before = self
+            .db
+            .privileges_held(&grantee, args.object_type, &objects, timeout, ct)
+            .await?;
+        let mut dry_run = false;
+        if decision.effect == Effect::Approve {
+            let mut details = warnings;
+            details.push(format!("Statement: {statement}"));
+            details.push(format!(
+                "Role: {} — privileges now (before → after):",
+                grantee.display()
+            ));
+            for (object, held) in &before {
+                let after: Vec<String> = expected_after(args.action, &privileges, args.object_type, held);
+                details.push(format!(
+                    "  {object}: {} → {}",
+                    list(held),
+                    if args.object_type == ObjectType::AllTablesInSchema {
+                        format!("{} on every table in the schema", privileges.join(", "))
+                    } else {
+                        list(&after)
+                    }
+                ));
+            }
+            let hash = approval::action_hash(action, extra);
+            let asked = self
+                .approve(
+                    action,
+                    &assessment,
+                    &decision,
+                    &hash,
+                    timeout,
+                    channel,
+                    ct,
+                    trail,
+                    details,
+                )
+                .await?;
+            match asked {
+                Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
+                Outcome::Done(Verdict::Approved { dry_run: d, .. }) => dry_run = d,
+                Outcome::Done(Verdict::NotApproved { .. }) => {
+                    return Err(ToolError::Refused(
+                        "internal: an unapproved grant reached execution".into(),
+                    ));
+                }
+            }
+        }
+        self.audit
+            .append(trail.decision_record(), true)
+            .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
+        trail.decision_written = true;
+        let opts = WriteOptions {
+            statement_timeout: timeout,
+            dry_run,
+            max_rows_affected: None,
+            returning_rows: 0,
+        };
+        let result = self.db.write(&statement, opts, ct).await.map_err(|e| match e {
+            WriteError::Db(d) => ToolError::Db(d),
+            other => ToolError::RolledBack(other.to_string()),
+        })?;
+        let after = self
+            .db
+            .privileges_held(&grantee, args.object_type, &objects, timeout, ct)
+            .await?;
+        Ok(Outcome::Done(GrantOutput {
+            statement,
+            committed: result.committed,
+            privileges_after: after
+                .into_iter()
+                .map(|(object, privileges)| ObjectPrivileges { object, privileges })
+                .collect(),
+        }))
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+/// What the role should hold afterwards, for the prompt (inherited privileges may remain after a
+/// revoke; the result reports what it really holds).
+fn expected_after(action: GrantAction, asked: &[String], t: ObjectType, held: &[String]) -> Vec<String> {
+    let asked: Vec<String> = if asked == ["ALL"] {
+        t.privileges().iter().map(|p| p.to_string()).collect()
+    } else {
+        asked.to_vec()
+    };
+    t.privileges()
+        .iter()
+        .map(|p| p.to_string())
+        .filter(|p| match action {
+            GrantAction::Grant => held.contains(p) || asked.contains(p),
+            GrantAction::Revoke => held.contains(p) && !asked.contains(p),
+        })
+        .collect()
+}
