@@ -18,6 +18,8 @@ pub struct Trail {
     started: Instant,
     /// A durable `decision` record exists: the final record is its `outcome`.
     pub decision_written: bool,
+    /// Tool-specific facts for the last record (a grant's privileges after).
+    after: Option<serde_json::Value>,
 }
 
 impl Trail {
@@ -55,6 +57,7 @@ impl Trail {
             },
             started: Instant::now(),
             decision_written: false,
+            after: None,
         }
     }
 
@@ -71,6 +74,16 @@ impl Trail {
             (Some(id), None) => id.clone(),
             _ => "(no rule matched)".into(),
         });
+    }
+
+    /// Facts recorded with the decision (and the whole call).
+    pub fn details(&mut self, v: serde_json::Value) {
+        self.base.details = Some(v);
+    }
+
+    /// Facts recorded with the outcome.
+    pub fn details_after(&mut self, v: serde_json::Value) {
+        self.after = Some(v);
     }
 
     pub fn approval(&mut self, a: ApprovalRecord) {
@@ -156,14 +169,19 @@ impl Trail {
                 session_id: self.base.session_id.clone(),
                 tool: self.base.tool.clone(),
                 outcome: Some(outcome),
+                details: self.after.clone(),
                 ..Record::default()
             }
         } else {
-            Record {
+            let mut record = Record {
                 event: Some(Event::Call),
                 outcome: Some(outcome),
                 ..self.base.clone()
+            };
+            if let (Some(before), Some(after)) = (&self.base.details, &self.after) {
+                record.details = Some(serde_json::json!({ "before": before, "after": after }));
             }
+            record
         }
     }
 }

@@ -119,6 +119,26 @@ async fn grant_and_revoke_take_effect_on_every_object_type() {
     ] {
         assert!(prompt.contains(needle), "prompt lacks `{needle}`:\n{prompt}");
     }
+    // The audit trail has the statement and the privileges before and after.
+    let records = mcp.audit_records();
+    let decision = records
+        .iter()
+        .find(|r| r.tool.as_deref() == Some("grant") && r.details.is_some())
+        .unwrap();
+    let d = decision.details.as_ref().unwrap();
+    assert_eq!(
+        d["statement"],
+        json!("GRANT SELECT ON TABLE \"app\".\"orders\" TO \"analyst\"")
+    );
+    assert_eq!(d["before"]["app.orders"], json!([]));
+    let outcome = records
+        .iter()
+        .find(|r| r.call_id == decision.call_id && r.outcome.is_some())
+        .unwrap();
+    assert_eq!(
+        outcome.details.as_ref().unwrap()["after"]["app.orders"],
+        json!(["SELECT"])
+    );
     // Exact names reach even awkward objects, quoted correctly.
     mcp.ok(
         "grant",

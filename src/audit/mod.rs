@@ -112,6 +112,10 @@ pub struct Record {
     pub approval: Option<ApprovalRecord>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub outcome: Option<OutcomeRecord>,
+    /// Tool-specific facts: a grant's statement and the role's privileges before (on the decision)
+    /// and after (on the outcome).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub details: Option<serde_json::Value>,
     pub prev: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hash: Option<String>,

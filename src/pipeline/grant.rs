@@ -126,6 +126,13 @@ impl Pipeline {
             .db
             .privileges_held(&grantee, args.object_type, &objects, timeout, ct)
             .await?;
+        let privileges_json = |v: &[(String, Vec<String>)]| -> serde_json::Value {
+            v.iter()
+                .map(|(o, p)| (o.clone(), serde_json::json!(p)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        trail.details(serde_json::json!({ "statement": statement, "before": privileges_json(&before) }));
         let mut dry_run = false;
         if decision.effect == Effect::Approve {
             let mut details = warnings;
@@ -188,6 +195,7 @@ impl Pipeline {
             .db
             .privileges_held(&grantee, args.object_type, &objects, timeout, ct)
             .await?;
+        trail.details_after(serde_json::json!({ "after": privileges_json(&after), "committed": result.committed }));
         Ok(Outcome::Done(GrantOutput {
             statement,
             committed: result.committed,
