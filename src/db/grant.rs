@@ -124,25 +124,13 @@ impl Database {
                                 sql: format!("{}.{}", quote_ident(&s), quote_ident(&n)),
                             }
                         }
-                        ObjectType::Schema | ObjectType::AllTablesInSchema => {
-                            let rows = q(
-                                "SELECT oid, nspname::text FROM pg_catalog.pg_namespace WHERE nspname = $1",
-                                &[name],
-                            )
-                            .await?;
-                            let r = rows.first().ok_or_else(missing)?;
-                            GrantObject {
-                                oid: r.get(0),
-                                display: r.get(1),
-                                sql: quote_ident(&r.get::<_, String>(1)),
-                            }
-                        }
-                        ObjectType::Database => {
-                            let rows = q(
-                                "SELECT oid, datname::text FROM pg_catalog.pg_database WHERE datname = $1",
-                                &[name],
-                            )
-                            .await?;
+                        ObjectType::Schema | ObjectType::AllTablesInSchema | ObjectType::Database => {
+                            let sql = if object_type == ObjectType::Database {
+                                "SELECT oid, datname::text FROM pg_catalog.pg_database WHERE datname = $1"
+                            } else {
+                                "SELECT oid, nspname::text FROM pg_catalog.pg_namespace WHERE nspname = $1"
+                            };
+                            let rows = q(sql, &[name]).await?;
                             let r = rows.first().ok_or_else(missing)?;
                             GrantObject {
                                 oid: r.get(0),

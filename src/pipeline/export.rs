@@ -152,10 +152,7 @@ impl Pipeline {
             }
         }
         // The data leaves the database only once this is on disk.
-        self.audit
-            .append(trail.decision_record(), true)
-            .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
-        trail.decision_written = true;
+        self.write_decision(trail)?;
 
         let name = target
             .file_name()

@@ -177,10 +177,7 @@ impl Pipeline {
                 }
             }
         }
-        self.audit
-            .append(trail.decision_record(), true)
-            .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
-        trail.decision_written = true;
+        self.write_decision(trail)?;
         let opts = WriteOptions {
             statement_timeout: timeout,
             dry_run,

@@ -201,6 +201,15 @@ impl Pipeline {
         self.finish(&trail, outcome, result)
     }
 
+    /// The decision, fsynced, before an action runs: no record, no action.
+    fn write_decision(&self, trail: &mut Trail) -> Result<(), ToolError> {
+        self.audit
+            .append(trail.decision_record(), true)
+            .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
+        trail.decision_written = true;
+        Ok(())
+    }
+
     /// Writes the call's last record. A read or refusal that cannot be audited is not returned; a
     /// change that already ran (its decision is on disk) is reported with the failure logged.
     fn finish<T>(&self, trail: &Trail, outcome: OutcomeRecord, result: Result<T, ToolError>) -> Result<T, ToolError> {
@@ -282,10 +291,7 @@ impl Pipeline {
         };
         // A change, or anything a person approved (an export-category read, say), is on disk before it runs.
         if decision.effect == Effect::Approve || !assessment.is_read() {
-            self.audit
-                .append(trail.decision_record(), true)
-                .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
-            trail.decision_written = true;
+            self.write_decision(trail)?;
         }
         if assessment.is_read() {
             // A read that needed approval (an export, say) runs like any read: READ ONLY, rolled back.
