@@ -35,15 +35,13 @@ pub fn sql(sql: &str) -> String {
             Token::SingleQuotedString(s)
             | Token::EscapedStringLiteral(s)
             | Token::NationalStringLiteral(s)
-            | Token::UnicodeStringLiteral(s) => {
-                if after_password || looks_secret(s) {
-                    cuts.extend(span(t, &offset));
-                }
+            | Token::UnicodeStringLiteral(s)
+                if (after_password || looks_secret(s)) =>
+            {
+                cuts.extend(span(t, &offset));
             }
-            Token::DollarQuotedString(d) => {
-                if after_password || looks_secret(&d.value) {
-                    cuts.extend(span(t, &offset));
-                }
+            Token::DollarQuotedString(d) if (after_password || looks_secret(&d.value)) => {
+                cuts.extend(span(t, &offset));
             }
             _ => {}
         }

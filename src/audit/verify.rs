@@ -204,7 +204,8 @@ mod tests {
         let (_d, path) = log_with(5);
         assert_eq!(verify(&path).unwrap().len(), 6, "genesis + 5");
         let original = std::fs::read_to_string(&path).unwrap();
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>)>, usize, &str)> = vec![
+        type Tamper = Box<dyn FnOnce(&mut Vec<String>)>;
+        let cases: Vec<(&str, Tamper, usize, &str)> = vec![
             (
                 "edit",
                 Box::new(|l| l[3] = l[3].replace("SELECT 2", "SELECT 9")),

@@ -207,6 +207,9 @@ pub enum Answer {
     Hang,
 }
 
+/// One progress notification: (progress, message).
+pub type Progress = (f64, Option<String>);
+
 /// A client that can show prompts and answers them from a script, recording every message shown.
 #[derive(Clone)]
 pub struct Reviewer {
@@ -214,7 +217,7 @@ pub struct Reviewer {
     pub seen: Arc<Mutex<Vec<String>>>,
     pub elicitation: bool,
     /// Progress notifications received: (progress, message).
-    pub progress: Arc<Mutex<Vec<(f64, Option<String>)>>>,
+    pub progress: Arc<Mutex<Vec<Progress>>>,
 }
 
 impl Reviewer {
