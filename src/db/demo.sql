@@ -45,8 +45,10 @@ FROM generate_series(1, 24) AS i;
 INSERT INTO customers (name, email, phone, country, created_at)
 SELECT (ARRAY['Ada','Grace','Alan','Edsger','Barbara','Donald','Frances','Ken','Radia','Tim'])[1 + i % 10]
            || ' ' || (ARRAY['Lovelace','Hopper','Turing','Dijkstra','Liskov','Knuth','Allen','Thompson','Perlman','Berners-Lee'])[1 + (i * 7) % 10],
-       'customer' || i || '@example.com',
-       '+44 20 7946 ' || lpad((i * 97 % 10000)::text, 4, '0'),
+       -- Not derivable from `id`, so a masked column really hides something in the demo.
+       lower((ARRAY['ada','grace','alan','edsger','barbara','donald','frances','ken','radia','tim'])[1 + i % 10])
+           || '.' || substr(md5('email' || i), 1, 8) || '@example.com',
+       '+44 20 7946 ' || lpad(((('x' || substr(md5('phone' || i), 1, 6))::bit(24)::int) % 10000)::text, 4, '0'),
        (ARRAY['GB','DE','FR','US','NL','SE'])[1 + i % 6],
        timestamptz '2025-01-01 09:00:00+00' + (i * interval '17 hours')
 FROM generate_series(1, 200) AS i;
