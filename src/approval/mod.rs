@@ -6,6 +6,7 @@
 
 pub mod form;
 pub mod packet;
+pub mod pending;
 pub mod state;
 
 use std::{sync::Arc, time::Duration};
