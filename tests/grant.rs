@@ -24,11 +24,14 @@ const POLICY: &str = include_str!("../tool-policies/default.toml");
 
 async fn setup() -> TestDb {
     let db = TestDb::new(SETUP).await;
-    let admin = db.admin().await;
-    admin
-        .batch_execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'analyst') THEN CREATE ROLE analyst; END IF; END $$")
-        .await
-        .unwrap();
+    // Roles are cluster-wide and the tests run in parallel: the first one creates it.
+    if let Err(e) = db.admin().await.batch_execute("CREATE ROLE analyst").await {
+        let code = e.code().map(|c| c.code().to_string());
+        assert!(
+            matches!(code.as_deref(), Some("42710" | "23505")),
+            "creating the test role: {e:?}"
+        );
+    }
     db
 }
 
