@@ -99,10 +99,7 @@ pub fn privileges(object_type: ObjectType, asked: &[String]) -> Result<Vec<Strin
     Ok(out)
 }
 
-/// `"name"`, with embedded quotes doubled: every identifier in the statement goes through this.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::db::quote_ident;
 
 /// The statement, from names the catalog confirmed. `objects` are already SQL (quoted identifiers,
 /// or a function's `regprocedure` text from PostgreSQL itself); `grantee` is a quoted role or

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Column, Database, DbError,
-    mask::{Masking, References},
-    read::begin_masked_read,
+    mask::Masking,
+    read::{begin_masked_read, masked_refs},
     session::Session,
     values,
 };
@@ -145,15 +145,6 @@ impl Database {
             })
             .await
     }
-}
-
-fn masked_refs<'m>(sql: &str, masking: Option<&'m Masking>) -> Result<Option<(&'m Masking, References)>, DbError> {
-    Ok(match masking {
-        Some(m) => References::of(sql)
-            .map_err(|e| DbError::Masked(e.0))?
-            .map(|refs| (m, refs)),
-        None => None,
-    })
 }
 
 /// Counts records: newlines outside CSV quotes (a quoted field may hold newlines; `""` is a quote).

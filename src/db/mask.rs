@@ -24,6 +24,7 @@ use sqlparser::{
     parser::Parser,
 };
 
+use super::quote_ident;
 use crate::policy::Mask;
 
 /// The masks of a policy, ready to apply.
@@ -479,11 +480,6 @@ impl VisitorMut for Rewrite<'_> {
         *self.rewritten.entry(key).or_default() += 1;
         ControlFlow::Continue(())
     }
-}
-
-/// `"name"`, with embedded quotes doubled.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The SQL expression for `mask` over the (quoted) column `col`. NULL stays NULL; the result is text.

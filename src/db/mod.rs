@@ -20,6 +20,11 @@ pub use connect::{ConnectError, Target};
 pub use read::{Column, ReadResult};
 pub use session::DbError;
 
+/// `"name"`, with embedded quotes doubled: how pgwarden writes every identifier it puts in SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// A connected database: the pool, the TLS connector (also needed to cancel queries), and a
 /// password-free description for logs.
 #[derive(Clone)]

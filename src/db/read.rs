@@ -51,13 +51,7 @@ impl Database {
         ct: &CancellationToken,
     ) -> Result<ReadResult, DbError> {
         let max_rows = limits.max_rows.clamp(1, i32::MAX as u32 - 1) as usize;
-        // A query that names no relation cannot reach a masked column.
-        let masked = match masking {
-            Some(m) => References::of(sql)
-                .map_err(|e| DbError::Masked(e.0))?
-                .map(|refs| (m, refs)),
-            None => None,
-        };
+        let masked = masked_refs(sql, masking)?;
         let mut session = Session::open(self).await?;
         let deadline = limits.statement_timeout + Duration::from_secs(5);
         session
@@ -111,6 +105,20 @@ fn catalog_json<T: serde::de::DeserializeOwned>(rows: &[tokio_postgres::Row]) ->
         .ok_or_else(|| DbError::Masked("the catalog lookup for masks returned nothing".into()))?;
     serde_json::from_value(json)
         .map_err(|e| DbError::Masked(format!("the catalog lookup for masks was unreadable: {e}")))
+}
+
+/// The relations `sql` names, when masks are in play. A query that names no relation cannot reach a
+/// masked column, so it gets `None` and runs as written.
+pub(super) fn masked_refs<'m>(
+    sql: &str,
+    masking: Option<&'m Masking>,
+) -> Result<Option<(&'m Masking, References)>, DbError> {
+    Ok(match masking {
+        Some(m) => References::of(sql)
+            .map_err(|e| DbError::Masked(e.0))?
+            .map(|refs| (m, refs)),
+        None => None,
+    })
 }
 
 /// The read transaction for agent text, prepared (Parse/Describe): with masks, names are resolved

@@ -249,12 +249,7 @@ impl Pipeline {
                 assessment.statements.len()
             )));
         }
-        let decision = self.policy.evaluate(&Request {
-            tool: action.tool,
-            assessment: &assessment,
-            principal: action.caller.principal.as_deref(),
-        });
-        trail.decided(&decision);
+        let decision = self.evaluate(action, &assessment, trail);
         let decision = self.decide(action, &assessment, decision, true)?;
         let (max_rows, notice) = self.row_cap(max_rows, decision.max_rows)?;
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
