@@ -82,7 +82,7 @@ async fn main() {
     let transport = TokioChildProcess::new(cmd).unwrap();
     let pid = transport.id().unwrap();
     let client = ().serve(transport).await.unwrap();
-    let after_start = vm_hwm_kib(pid);
+    let after_start = common::vm_hwm_kib(pid);
     let mut times = Vec::new();
     for i in 0..rounds {
         let args = json!({"sql": QUERY, "path": format!("pgw-{i}.csv"), "intent": "benchmark"});
@@ -98,7 +98,7 @@ async fn main() {
         let theirs = std::fs::metadata(work.path().join("psql-0.csv")).unwrap().len();
         assert_eq!(ours, theirs, "same bytes as psql");
     }
-    let peak = vm_hwm_kib(pid);
+    let peak = common::vm_hwm_kib(pid);
     let _ = client.cancel().await;
     let median = |mut v: Vec<Duration>| {
         v.sort();
@@ -113,15 +113,4 @@ async fn main() {
         peak as f64 / 1024.0,
         after_start as f64 / 1024.0
     );
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
 }

@@ -161,7 +161,7 @@ async fn main() {
     let call = |sql: &str| {
         CallToolRequestParams::new("query").with_arguments(json!({"sql": sql}).as_object().cloned().unwrap())
     };
-    let baseline_rss = vm_hwm_kib(pid);
+    let baseline_rss = common::vm_hwm_kib(pid);
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -175,7 +175,7 @@ async fn main() {
     let r = client.call_tool(call("SELECT count(*) FROM million")).await.unwrap();
     let full_scan = t.elapsed();
     assert_eq!(r.structured_content.unwrap()["rows"][0][0], json!(1_000_000));
-    let peak = vm_hwm_kib(pid);
+    let peak = common::vm_hwm_kib(pid);
     client.cancel().await.unwrap();
     times.sort();
     println!();
@@ -198,15 +198,4 @@ async fn main() {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
 }

@@ -77,3 +77,57 @@ impl Limits {
         Ok(self)
     }
 }
+
+/// Where pgwarden keeps something by default: `root_path` when running as root (root's home is
+/// closed to the `postgres` user), else `$XDG_…/pgwarden/<leaf>` (`xdg`, when absolute) or
+/// `~/<home_sub>/pgwarden/<leaf>`, or under `/tmp` without a home.
+pub fn default_location(
+    is_root: bool,
+    root_path: &str,
+    xdg: Option<PathBuf>,
+    home: Option<PathBuf>,
+    home_sub: &str,
+    leaf: &str,
+) -> PathBuf {
+    if is_root {
+        return PathBuf::from(root_path);
+    }
+    xdg.filter(|p| p.is_absolute())
+        .or_else(|| home.map(|h| h.join(home_sub)))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("pgwarden")
+        .join(leaf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_locations_follow_xdg_then_home_and_root_goes_elsewhere() {
+        let home = Some(PathBuf::from("/home/ada"));
+        let at = |root, xdg: Option<&str>, home: Option<PathBuf>| {
+            default_location(
+                root,
+                "/var/lib/pgwarden/sandbox",
+                xdg.map(PathBuf::from),
+                home,
+                ".local/share",
+                "sandbox",
+            )
+        };
+        assert_eq!(
+            at(false, Some("/data"), home.clone()),
+            PathBuf::from("/data/pgwarden/sandbox")
+        );
+        assert_eq!(
+            at(false, Some("relative"), home.clone()),
+            PathBuf::from("/home/ada/.local/share/pgwarden/sandbox")
+        );
+        assert_eq!(at(false, None, None), PathBuf::from("/tmp/pgwarden/sandbox"));
+        assert_eq!(
+            at(true, Some("/data"), home),
+            PathBuf::from("/var/lib/pgwarden/sandbox")
+        );
+    }
+}

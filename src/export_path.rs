@@ -77,18 +77,6 @@ pub fn resolve(dir: &Path, relative: &str, overwrite: bool) -> Result<PathBuf, P
     }
 }
 
-/// `$XDG_DATA_HOME/pgwarden/exports` (`~/.local/share/…`; `/var/lib/pgwarden/exports` as root).
-pub fn default_dir(xdg_data_home: Option<PathBuf>, home: Option<PathBuf>, is_root: bool) -> PathBuf {
-    if is_root {
-        return PathBuf::from("/var/lib/pgwarden/exports");
-    }
-    xdg_data_home
-        .filter(|p| p.is_absolute())
-        .or_else(|| home.map(|h| h.join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("pgwarden/exports")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,7 @@ use clap::{Parser, Subcommand};
 use pgwarden::{
     PgWarden,
     config::{DatabaseChoice, Limits, Settings},
-    db::{
-        Database, Target,
-        sandbox::{self, Sandbox},
-    },
+    db::{Database, Target, sandbox::Sandbox},
     pipeline::Pipeline,
     policy::{Policy, Request},
 };
@@ -310,17 +307,25 @@ fn lint(path: &std::path::Path) -> anyhow::Result<()> {
     write_stdout(&out)
 }
 
+/// A default path from the environment (see `config::default_location`).
+fn default_location(root_path: &str, xdg_var: &str, home_sub: &str, leaf: &str) -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    pgwarden::config::default_location(
+        is_root,
+        root_path,
+        std::env::var_os(xdg_var).map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+        home_sub,
+        leaf,
+    )
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let database = match args.database_url.filter(|u| !u.trim().is_empty()) {
         Some(url) => DatabaseChoice::Url(url),
         None => DatabaseChoice::Sandbox(args.sandbox_dir.unwrap_or_else(|| {
-            // SAFETY: geteuid has no preconditions.
-            let is_root = unsafe { libc::geteuid() } == 0;
-            sandbox::default_dir(
-                std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
-                std::env::var_os("HOME").map(PathBuf::from),
-                is_root,
-            )
+            default_location("/var/lib/pgwarden/sandbox", "XDG_DATA_HOME", ".local/share", "sandbox")
         })),
     };
     let limits = Limits {
@@ -331,23 +336,16 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     .validate()?;
     let policy = load_policy(args.policy.as_deref())?;
     let audit_log = args.audit_log.unwrap_or_else(|| {
-        // SAFETY: geteuid has no preconditions.
-        let is_root = unsafe { libc::geteuid() } == 0;
-        pgwarden::audit::default_path(
-            std::env::var_os("XDG_STATE_HOME").map(PathBuf::from),
-            std::env::var_os("HOME").map(PathBuf::from),
-            is_root,
+        default_location(
+            "/var/log/pgwarden/audit.jsonl",
+            "XDG_STATE_HOME",
+            ".local/state",
+            "audit.jsonl",
         )
     });
-    let export_dir = args.export_dir.unwrap_or_else(|| {
-        // SAFETY: geteuid has no preconditions.
-        let is_root = unsafe { libc::geteuid() } == 0;
-        pgwarden::export_path::default_dir(
-            std::env::var_os("XDG_DATA_HOME").map(PathBuf::from),
-            std::env::var_os("HOME").map(PathBuf::from),
-            is_root,
-        )
-    });
+    let export_dir = args
+        .export_dir
+        .unwrap_or_else(|| default_location("/var/lib/pgwarden/exports", "XDG_DATA_HOME", ".local/share", "exports"));
     Ok(Settings {
         audit_log,
         export_dir,

@@ -319,16 +319,3 @@ impl Drop for FileLock {
         unsafe { libc::flock(self.0, libc::LOCK_UN) };
     }
 }
-
-/// `$XDG_STATE_HOME/pgwarden/audit.jsonl`, else `~/.local/state/…`; `/var/log/pgwarden/audit.jsonl`
-/// as root.
-pub fn default_path(xdg_state_home: Option<PathBuf>, home: Option<PathBuf>, is_root: bool) -> PathBuf {
-    if is_root {
-        return PathBuf::from("/var/log/pgwarden/audit.jsonl");
-    }
-    xdg_state_home
-        .filter(|p| p.is_absolute())
-        .or_else(|| home.map(|h| h.join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("pgwarden/audit.jsonl")
-}

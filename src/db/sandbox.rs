@@ -22,20 +22,6 @@ pub enum SandboxError {
     Seed(String),
 }
 
-/// Where the sandbox lives when no `--sandbox-dir` is given: `$XDG_DATA_HOME/pgwarden/sandbox`, or
-/// `~/.local/share/pgwarden/sandbox`. As root the cluster runs as `postgres`, which cannot enter
-/// root's home, so root uses `/var/lib/pgwarden/sandbox`.
-pub fn default_dir(xdg_data_home: Option<PathBuf>, home: Option<PathBuf>, is_root: bool) -> PathBuf {
-    if is_root {
-        return PathBuf::from("/var/lib/pgwarden/sandbox");
-    }
-    xdg_data_home
-        .filter(|p| p.is_absolute())
-        .or_else(|| home.map(|h| h.join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join("pgwarden/sandbox")
-}
-
 /// A running sandbox this process holds a share of (a shared `flock` on `pgwarden.lock`).
 pub struct Sandbox {
     pub cluster: Cluster,

@@ -6,9 +6,9 @@ use std::{collections::BTreeSet, time::Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Action, Outcome, Pipeline, ToolError};
+use super::{Action, Ask, Outcome, Pipeline, ToolError};
 use crate::{
-    approval::{self, Channel, Verdict},
+    approval::Channel,
     classify::{self, Category},
     db::export::{ExportFormat, ExportSpec},
     export_path,
@@ -122,33 +122,25 @@ impl Pipeline {
             if !masks.is_empty() {
                 details.push(format!("Masked in the file: {}", masks.join(", ")));
             }
-            let hash = approval::action_hash(action, extra);
-            match self
-                .approve(
-                    action,
-                    &assessment,
-                    &decision,
-                    &hash,
-                    timeout,
-                    channel,
-                    ct,
-                    trail,
-                    details,
-                )
-                .await?
-            {
+            let ask = Ask {
+                assessment: &assessment,
+                decision: &decision,
+                arguments: extra.clone(),
+                timeout,
+                details,
+            };
+            match self.approve(action, ask, channel, ct, trail).await? {
                 Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
-                Outcome::Done(Verdict::Approved { dry_run: true, .. }) => {
+                Outcome::Done(approved) if approved.dry_run => {
                     return Err(ToolError::NotApproved {
                         rule: decision.rule_label(),
                         what: super::describe(&assessment),
                         why: "a dry run of an export writes nothing; the reviewer did not approve writing the file"
                             .into(),
-                        reason: None,
+                        reason: approved.reason,
                     });
                 }
-                Outcome::Done(Verdict::Approved { .. }) => {}
-                Outcome::Done(Verdict::NotApproved { .. }) => unreachable_not_approved()?,
+                Outcome::Done(_) => {}
             }
         }
         // The data leaves the database only once this is on disk.
@@ -198,11 +190,4 @@ impl Pipeline {
             elapsed_ms: started.elapsed().as_millis() as u64,
         }))
     }
-}
-
-/// `approve` turns every refusal into an error, so a `NotApproved` verdict never comes back as Ok.
-fn unreachable_not_approved() -> Result<(), ToolError> {
-    Err(ToolError::Refused(
-        "internal: an unapproved export reached execution".into(),
-    ))
 }

@@ -4,9 +4,9 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Action, Outcome, Pipeline, ToolError};
+use super::{Action, Ask, Outcome, Pipeline, ToolError};
 use crate::{
-    approval::{self, Channel, Verdict},
+    approval::Channel,
     classify::{Assessment, Category, Risk, StatementAssessment},
     db::{
         grant::{Grantee, LookupError},
@@ -153,28 +153,16 @@ impl Pipeline {
                     }
                 ));
             }
-            let hash = approval::action_hash(action, extra);
-            let asked = self
-                .approve(
-                    action,
-                    &assessment,
-                    &decision,
-                    &hash,
-                    timeout,
-                    channel,
-                    ct,
-                    trail,
-                    details,
-                )
-                .await?;
-            match asked {
+            let ask = Ask {
+                assessment: &assessment,
+                decision: &decision,
+                arguments: extra.clone(),
+                timeout,
+                details,
+            };
+            match self.approve(action, ask, channel, ct, trail).await? {
                 Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
-                Outcome::Done(Verdict::Approved { dry_run: d, .. }) => dry_run = d,
-                Outcome::Done(Verdict::NotApproved { .. }) => {
-                    return Err(ToolError::Refused(
-                        "internal: an unapproved grant reached execution".into(),
-                    ));
-                }
+                Outcome::Done(approved) => dry_run = approved.dry_run,
             }
         }
         self.write_decision(trail)?;

@@ -83,6 +83,26 @@ pub enum ToolError {
     Catalog(String),
 }
 
+/// What `approve` needs to know about the call beyond the action itself.
+struct Ask<'a> {
+    assessment: &'a Assessment,
+    decision: &'a Decision,
+    /// The call's arguments besides the SQL and intent: part of what the approval is bound to.
+    arguments: serde_json::Value,
+    /// For the row estimate shown in the prompt.
+    timeout: std::time::Duration,
+    /// Tool-specific lines for the prompt (an export's target, a grant's before → after).
+    details: Vec<String>,
+}
+
+/// What a person approved (a refusal of any kind is an error instead).
+#[derive(Debug, Default)]
+struct Approved {
+    dry_run: bool,
+    max_rows_affected: Option<u64>,
+    reason: Option<String>,
+}
+
 /// A call's result: done, or waiting for the client to answer an approval prompt (2026-07-28).
 pub enum Outcome<T> {
     Done(T),
@@ -255,35 +275,25 @@ impl Pipeline {
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
         let approved = match decision.effect {
             Effect::Approve => {
-                let hash = approval::action_hash(action, &serde_json::json!({ "max_rows": max_rows }));
-                match self
-                    .approve(
-                        action,
-                        &assessment,
-                        &decision,
-                        &hash,
-                        timeout,
-                        channel,
-                        ct,
-                        trail,
-                        vec![],
-                    )
-                    .await?
-                {
+                let ask = Ask {
+                    assessment: &assessment,
+                    decision: &decision,
+                    arguments: serde_json::json!({ "max_rows": max_rows }),
+                    timeout,
+                    details: vec![],
+                };
+                match self.approve(action, ask, channel, ct, trail).await? {
                     Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
-                    Outcome::Done(verdict) => Some(verdict),
+                    Outcome::Done(approved) => approved,
                 }
             }
-            _ => None,
+            _ => Approved::default(),
         };
-        let (dry_run, max_rows_affected, reviewer_reason) = match approved {
-            Some(Verdict::Approved {
-                dry_run,
-                max_rows_affected,
-                reason,
-            }) => (dry_run, max_rows_affected, reason),
-            _ => (false, None, None),
-        };
+        let Approved {
+            dry_run,
+            max_rows_affected,
+            reason: reviewer_reason,
+        } = approved;
         // A change, or anything a person approved (an export-category read, say), is on disk before it runs.
         if decision.effect == Effect::Approve || !assessment.is_read() {
             self.write_decision(trail)?;
@@ -384,15 +394,19 @@ impl Pipeline {
     async fn approve(
         &self,
         action: &Action,
-        assessment: &Assessment,
-        decision: &Decision,
-        hash: &str,
-        timeout: std::time::Duration,
+        ask: Ask<'_>,
         channel: &Channel,
         ct: &CancellationToken,
         trail: &mut Trail,
-        details: Vec<String>,
-    ) -> Result<Outcome<Verdict>, ToolError> {
+    ) -> Result<Outcome<Approved>, ToolError> {
+        let Ask {
+            assessment,
+            decision,
+            arguments,
+            timeout,
+            details,
+        } = ask;
+        let hash = approval::action_hash(action, &arguments);
         let asked_at = Instant::now();
         let channel_name = match channel {
             Channel::Elicit(_) => "elicitation",
@@ -444,7 +458,7 @@ impl Pipeline {
             Some(packet)
         };
         let asked = channel
-            .ask(packet.as_ref(), hash, decision.approval_timeout, ct)
+            .ask(packet.as_ref(), &hash, decision.approval_timeout, ct)
             .await
             .map_err(|e| ToolError::Refused(e.to_string()))?;
         match asked {
@@ -461,25 +475,28 @@ impl Pipeline {
                 record(&why, None, reason.clone());
                 Err(not_approved(why, reason))
             }
-            Asked::Verdict(v) => {
+            Asked::Verdict(Verdict::Approved {
+                dry_run,
+                max_rows_affected,
+                reason,
+            }) => {
                 tracing::info!(
                     tool = action.tool,
                     rule = decision.rule.as_deref().unwrap_or("-"),
-                    "approved: {v:?}"
+                    dry_run,
+                    ?max_rows_affected,
+                    "approved"
                 );
-                if let Verdict::Approved {
+                record(
+                    if dry_run { "dry_run" } else { "approve" },
+                    max_rows_affected,
+                    reason.clone(),
+                );
+                Ok(Outcome::Done(Approved {
                     dry_run,
                     max_rows_affected,
                     reason,
-                } = &v
-                {
-                    record(
-                        if *dry_run { "dry_run" } else { "approve" },
-                        *max_rows_affected,
-                        reason.clone(),
-                    );
-                }
-                Ok(Outcome::Done(v))
+                }))
             }
         }
     }

@@ -453,3 +453,15 @@ pub fn text(r: &CallToolResult) -> String {
 pub fn limits() -> Limits {
     Limits::default()
 }
+
+/// Peak resident memory (VmHWM) of a process, in KiB, for the benchmarks.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
