@@ -4,28 +4,37 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use rmcp::{
     ErrorData as McpError, ServerHandler,
     handler::server::{
         common::schema_for_output,
-        tool::{InputResponses, RequestState, ToolRouter},
+        tool::{InputResponses, RequestState, ToolCallContext, ToolRouter},
         wrapper::Parameters,
     },
     model::{
-        CallToolResponse, CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities,
-        ServerConfig,
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
+        ListResourcesResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProtocolVersion,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
+        ServerCapabilities, ServerConfig,
     },
     service::{RequestContext, RoleServer},
-    tool, tool_handler, tool_router,
+    tool, tool_router,
 };
 use serde::Serialize;
 
 use crate::{
-    approval::{Channel, StateSealer},
+    approval::{
+        Channel, LocalRoute, Preapproved, Route, StateSealer,
+        hub::{PendingInfo, state_words},
+        pending::{Awaited, Decision, PendingError, State, Via},
+    },
     db::catalog::{TableDescription, TableList},
     pipeline::{Action, Caller, Outcome, Pipeline, ToolError},
     tools::{
         self,
+        approval::{AwaitArgs, AwaitOutput, OrPending, PendingApproval, ReviewDecision, ReviewRef},
         describe_table::DescribeTableArgs,
         export::{ExportArgs, ExportOutput},
         grant::{GrantArgs, GrantOutput},
@@ -34,12 +43,34 @@ use crate::{
     },
 };
 
+/// The MCP Apps extension a host declares when it renders `ui://` views.
+pub const UI_EXTENSION: &str = "io.modelcontextprotocol/ui";
+/// The review card's resource: static, the same bytes for every approval.
+pub const REVIEW_URI: &str = "ui://pgwarden/review.html";
+pub const REVIEW_MIME: &str = "text/html;profile=mcp-app";
+const REVIEW_HTML: &str = include_str!("../assets/review.html");
+/// Where the card's per-approval secret travels: only in the guarded call's result `_meta`.
+pub const REVIEW_META_KEY: &str = "dev.pgwarden/review";
+/// Tools that need approval and link the card.
+const GUARDED: &[&str] = &["query", "export", "grant"];
+/// Tools only the card may call (`visibility: ["app"]`), listed only to hosts that render it.
+pub const APP_ONLY: &[&str] = &[
+    "pgwarden_review_ready",
+    "pgwarden_review_status",
+    "pgwarden_review_decide",
+    "pgwarden_review_open",
+];
+/// `pgwarden_await` sends a progress notification this often while it waits.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 const INSTRUCTIONS: &str = "pgwarden gives you a PostgreSQL database. Start with `list_tables`, then \
 `describe_table` for the columns you need, then `query` with one SELECT per call. Results are capped \
 (`truncated: true` means more rows exist: filter or aggregate instead of raising the cap). The operator's \
 policy decides what runs: writes and DDL usually need the user's approval in a prompt (give an `intent`), \
 session changes are refused, and some columns come back masked (e.g. `a***@example.com`). A denial or a \
-refused approval names the rule and reason: adapt your plan, do not work around it.";
+refused approval names the rule and reason: adapt your plan, do not work around it. A result with \
+`status: \"pending_approval\"` ran nothing: a person decides it outside this chat; call `pgwarden_await` with its \
+`approval_id` — you cannot approve anything yourself.";
 
 #[derive(Clone)]
 pub struct PgWarden {
@@ -90,6 +121,25 @@ impl PgWarden {
         }
     }
 
+    /// Every way this call can reach a person; `arguments` are stored if it becomes a pending approval.
+    fn route(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        state: Option<String>,
+        responses: Option<rmcp::model::InputResponses>,
+        arguments: serde_json::Value,
+    ) -> Route {
+        Route {
+            client: self.channel(ctx, state, responses),
+            local: Some(LocalRoute {
+                approvals: self.pipeline.approvals().clone(),
+                arguments,
+                card_host: card_host(ctx),
+            }),
+            preapproved: None,
+        }
+    }
+
     fn action(
         &self,
         tool: &'static str,
@@ -123,6 +173,73 @@ fn failure(e: ToolError) -> Result<CallToolResult, McpError> {
     Ok(CallToolResult::error(vec![ContentBlock::text(e.for_model())]))
 }
 
+/// Whether the host renders MCP Apps views (it declared the UI extension with our MIME type).
+pub fn card_host(ctx: &RequestContext<RoleServer>) -> bool {
+    ctx.client_capabilities()
+        .and_then(|c| c.extensions)
+        .and_then(|e| e.get(UI_EXTENSION).cloned())
+        .is_some_and(|ui| {
+            ui.get("mimeTypes")
+                .and_then(|m| m.as_array())
+                .is_none_or(|m| m.iter().any(|t| t.as_str() == Some(REVIEW_MIME)))
+        })
+}
+
+/// The pending envelope: the same instructions in `content` and `structuredContent.message`; the
+/// card's nonce only in `_meta`, and only for hosts that render the card.
+fn pending_result(info: &PendingInfo, card: bool) -> CallToolResult {
+    let pending = PendingApproval::new(info);
+    let text = pending.message.clone();
+    let mut result =
+        CallToolResult::structured(serde_json::to_value(&pending).unwrap_or_else(|_| serde_json::json!({})));
+    result.content = vec![ContentBlock::text(text)];
+    if card && info.surfaces.contains(&"mcp_app") {
+        let mut meta = JsonObject::new();
+        meta.insert(
+            REVIEW_META_KEY.into(),
+            serde_json::json!({ "nonce": info.nonce, "action_hash": info.action_hash }),
+        );
+        result.meta = Some(MetaObject(meta));
+    }
+    result
+}
+
+/// A guarded tool's result.
+fn respond<T: Serialize>(
+    outcome: Result<Outcome<T>, ToolError>,
+    text: impl FnOnce(&T) -> String,
+    card: bool,
+) -> Result<CallToolResponse, McpError> {
+    match outcome {
+        Ok(Outcome::Done(out)) => {
+            let t = text(&out);
+            success(&out, t).map(Into::into)
+        }
+        Ok(Outcome::InputRequired(r)) => Ok(r.into()),
+        Ok(Outcome::Pending(info)) => Ok(pending_result(&info, card).into()),
+        Err(e) => failure(e).map(Into::into),
+    }
+}
+
+/// A guarded tool's output schema: its own output, or a pending approval (both objects).
+fn guarded_schema<T: schemars::JsonSchema + std::any::Any>() -> std::sync::Arc<JsonObject> {
+    let mut schema = schema_for_output::<OrPending<T>>().as_ref().clone();
+    schema.insert("type".into(), serde_json::json!("object"));
+    std::sync::Arc::new(schema)
+}
+
+fn await_output(out: AwaitOutput, is_error: bool) -> Result<CallToolResult, McpError> {
+    let text = match &out.result {
+        Some(_) => out.message.clone(),
+        None => out.message.clone(),
+    };
+    let mut r = success(&out, text)?;
+    if is_error {
+        r.is_error = Some(true);
+    }
+    Ok(r)
+}
+
 #[tool_router]
 impl PgWarden {
     /// Run one read-only SQL query (SELECT) and return typed rows.
@@ -132,7 +249,7 @@ impl PgWarden {
                        run only if the operator's policy allows them — usually after the user approves them in a \
                        prompt that shows the SQL, its risk and your `intent`, so say in `intent` why you need it. \
                        The policy may deny some statements or tables and mask some columns.",
-        output_schema = schema_for_output::<QueryOutput>(),
+        output_schema = guarded_schema::<QueryOutput>(),
         annotations(title = "Query", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
     )]
     async fn query(
@@ -142,20 +259,18 @@ impl PgWarden {
         InputResponses(responses): InputResponses,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        let stored = serde_json::to_value(&args).unwrap_or_default();
         let action = self.action("query", Some(args.sql), args.intent, &ctx);
-        let channel = self.channel(&ctx, state, responses);
-        match self.pipeline.query(&action, args.max_rows, &channel, &ctx.ct).await {
-            Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
-            Ok(Outcome::InputRequired(r)) => Ok(r.into()),
-            Err(e) => failure(e).map(Into::into),
-        }
+        let route = self.route(&ctx, state, responses, stored);
+        let outcome = self.pipeline.query(&action, args.max_rows, &route, &ctx.ct).await;
+        respond(outcome, QueryOutput::to_text, card_host(&ctx))
     }
 
     #[tool(
         description = "Export the rows of one read query to a file (CSV or JSON lines) under the server's export \
                        directory. A person usually approves it first and sees your `intent`, the columns and the \
                        target; masked columns stay masked in the file. Returns the path, row count, size and SHA-256.",
-        output_schema = schema_for_output::<ExportOutput>(),
+        output_schema = guarded_schema::<ExportOutput>(),
         annotations(title = "Export to a file", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
     )]
     async fn export(
@@ -166,7 +281,7 @@ impl PgWarden {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let action = self.action("export", Some(args.sql.clone()), Some(args.intent.clone()), &ctx);
-        let channel = self.channel(&ctx, state, responses);
+        let route = self.route(&ctx, state, responses, serde_json::to_value(&args).unwrap_or_default());
         // Progress notifications (rows written) when the client asked for them.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
         if let Some(token) = ctx.meta.get_progress_token() {
@@ -182,18 +297,15 @@ impl PgWarden {
         let progress = move |rows: u64| {
             let _ = tx.send(rows);
         };
-        match self.pipeline.export(&action, &args, &channel, &progress, &ctx.ct).await {
-            Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
-            Ok(Outcome::InputRequired(r)) => Ok(r.into()),
-            Err(e) => failure(e).map(Into::into),
-        }
+        let outcome = self.pipeline.export(&action, &args, &route, &progress, &ctx.ct).await;
+        respond(outcome, ExportOutput::to_text, card_host(&ctx))
     }
 
     #[tool(
         description = "Grant or revoke privileges (structured; no SQL). A person reviews every change and sees the \
                        exact statement, the role's privileges before and after, and your `intent`. Names are matched \
                        exactly against the catalog: unknown roles or objects are refused.",
-        output_schema = schema_for_output::<GrantOutput>(),
+        output_schema = guarded_schema::<GrantOutput>(),
         annotations(title = "Grant or revoke privileges", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
     )]
     async fn grant(
@@ -204,12 +316,9 @@ impl PgWarden {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let action = self.action("grant", None, Some(args.intent.clone()), &ctx);
-        let channel = self.channel(&ctx, state, responses);
-        match self.pipeline.grant(&action, &args, &channel, &ctx.ct).await {
-            Ok(Outcome::Done(out)) => success(&out, out.to_text()).map(Into::into),
-            Ok(Outcome::InputRequired(r)) => Ok(r.into()),
-            Err(e) => failure(e).map(Into::into),
-        }
+        let route = self.route(&ctx, state, responses, serde_json::to_value(&args).unwrap_or_default());
+        let outcome = self.pipeline.grant(&action, &args, &route, &ctx.ct).await;
+        respond(outcome, GrantOutput::to_text, card_host(&ctx))
     }
 
     #[tool(
@@ -249,13 +358,397 @@ impl PgWarden {
             Err(e) => failure(e),
         }
     }
+
+    #[tool(
+        description = "Wait for a person's decision on a pending approval (a call that returned `status: \"pending_approval\"`), \
+                       then get its outcome. If they approved, the stored call runs now, exactly once — with their dry run \
+                       or row limit — and its result is returned. Otherwise: denied (with their reason), expired, cancelled, \
+                       or still pending after the wait (up to about 40 s). Only a person can approve, outside this chat; if it \
+                       is still pending, tell the user what awaits their decision and end your turn.",
+        output_schema = schema_for_output::<AwaitOutput>(),
+        annotations(title = "Await an approval", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+    )]
+    async fn pgwarden_await(
+        &self,
+        Parameters(args): Parameters<AwaitArgs>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        self.await_approval(args, &ctx).await
+    }
+
+    #[tool(
+        description = "Review card only: the card reports that it is on screen.",
+        meta = app_only_meta()
+    )]
+    async fn pgwarden_review_ready(
+        &self,
+        Parameters(args): Parameters<ReviewRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        if !card_host(&ctx) {
+            return Err(McpError::invalid_params("unknown tool", None));
+        }
+        match self.pipeline.approvals().store.card_ready(&args.approval_id, &args.nonce) {
+            Ok(()) => Ok(CallToolResult::success(vec![ContentBlock::text("ok")])),
+            Err(e) => failure(ToolError::Refused(e.to_string())),
+        }
+    }
+
+    #[tool(
+        description = "Review card only: the state of the approval the card shows.",
+        meta = app_only_meta()
+    )]
+    async fn pgwarden_review_status(
+        &self,
+        Parameters(args): Parameters<ReviewRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        if !card_host(&ctx) {
+            return Err(McpError::invalid_params("unknown tool", None));
+        }
+        match self.pipeline.approvals().store.state_for_card(&args.approval_id, &args.nonce) {
+            Ok(state) => card_state(&state),
+            Err(e) => failure(ToolError::Refused(e.to_string())),
+        }
+    }
+
+    #[tool(
+        description = "Review card only: the person's decision on the approval the card shows.",
+        meta = app_only_meta()
+    )]
+    async fn pgwarden_review_decide(
+        &self,
+        Parameters(args): Parameters<ReviewDecision>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        if !card_host(&ctx) {
+            return Err(McpError::invalid_params("unknown tool", None));
+        }
+        let reason = args.reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        let decision = match args.decision.as_str() {
+            "approve" | "dry_run" => Decision::Approve {
+                dry_run: args.decision == "dry_run",
+                max_rows_affected: args.max_rows_affected,
+                reason,
+            },
+            "deny" => Decision::Deny { reason },
+            other => {
+                return failure(ToolError::BadArguments(format!(
+                    "unknown decision `{other}`; expected approve, dry_run or deny"
+                )));
+            }
+        };
+        let via = Via::Card { nonce: args.nonce };
+        match self
+            .pipeline
+            .approvals()
+            .store
+            .decide(&args.approval_id, &args.action_hash, &via, decision)
+        {
+            Ok(state) => card_state(&state),
+            Err(e) => failure(ToolError::Refused(e.to_string())),
+        }
+    }
+
+    #[tool(
+        description = "Review card only: open the pgwarden review window in the person's browser.",
+        meta = app_only_meta()
+    )]
+    async fn pgwarden_review_open(
+        &self,
+        Parameters(args): Parameters<ReviewRef>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        if !card_host(&ctx) {
+            return Err(McpError::invalid_params("unknown tool", None));
+        }
+        let approvals = self.pipeline.approvals();
+        if let Err(e) = approvals.store.state_for_card(&args.approval_id, &args.nonce) {
+            return failure(ToolError::Refused(e.to_string()));
+        }
+        match approvals.console.show().await {
+            Ok(_) => Ok(CallToolResult::success(vec![ContentBlock::text(
+                "the review window is open in the browser",
+            )])),
+            Err(e) => failure(ToolError::Refused(e)),
+        }
+    }
 }
 
-#[tool_handler(router = self.tool_router)]
+/// `_meta` of the card's tools: callable by the card, hidden from the model.
+fn app_only_meta() -> MetaObject {
+    let mut m = JsonObject::new();
+    m.insert("ui".into(), serde_json::json!({ "visibility": ["app"] }));
+    MetaObject(m)
+}
+
+fn card_state(state: &State) -> Result<CallToolResult, McpError> {
+    let (word, label) = state_words(state);
+    success(&serde_json::json!({ "state": word, "state_label": label }), label.clone())
+}
+
+impl PgWarden {
+    /// `pgwarden_await`: waits within the budget (progress every few seconds), then reports; an
+    /// approved action runs here, once, from what was stored — never from anything the model sends.
+    async fn await_approval(
+        &self,
+        args: AwaitArgs,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let approvals = self.pipeline.approvals().clone();
+        let store = &approvals.store;
+        let id = args.approval_id.trim().to_string();
+        let budget = args
+            .wait_seconds
+            .map(Duration::from_secs)
+            .map_or(approvals.settings.wait_budget, |w| w.min(approvals.settings.wait_budget));
+        let until = tokio::time::Instant::now() + budget;
+        let token = ctx.meta.get_progress_token();
+        let mut ticks = 0u32;
+        let status = |status: &str, message: String, reason: Option<String>, timed_out: bool| AwaitOutput {
+            status: status.into(),
+            executed: false,
+            approval_id: id.clone(),
+            timed_out,
+            message,
+            reviewer_reason: reason,
+            result: None,
+        };
+        let awaited = loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let slice = left.min(PROGRESS_EVERY);
+            let r = tokio::select! {
+                r = store.wait(&id, &self.session_id, slice) => r,
+                _ = ctx.ct.cancelled() => return failure(ToolError::Refused(
+                    "the wait was cancelled; the approval itself is unchanged".into())),
+            };
+            match r {
+                Ok(Awaited::StillPending) if !left.is_zero() && slice < left => {
+                    ticks += 1;
+                    if let Some(token) = &token {
+                        let p = rmcp::model::ProgressNotificationParam::new(token.clone(), f64::from(ticks))
+                            .with_message(format!("waiting for a person's decision on {id}"));
+                        let _ = ctx.peer.notify_progress(p).await;
+                    }
+                }
+                other => break other,
+            }
+        };
+        let out = match awaited {
+            Err(PendingError::Unknown(_)) => status(
+                "unknown_or_expired",
+                format!(
+                    "pgwarden has no approval `{id}`: it expired, or the server restarted (pending approvals do not \
+                     survive a restart). Nothing was executed. If the user still wants it, make the original call again."
+                ),
+                None,
+                false,
+            ),
+            Err(e) => return failure(ToolError::Refused(e.to_string())),
+            Ok(Awaited::StillPending) => status(
+                "pending",
+                format!(
+                    "Still waiting for a person's decision on {id} (nothing was executed). Tell the user that \
+                     pgwarden's review window (or card) has an action waiting for them, then end your turn; call \
+                     pgwarden_await again when they say they have decided."
+                ),
+                None,
+                true,
+            ),
+            Ok(Awaited::Finished(state)) => {
+                let (word, label) = state_words(&state);
+                let (message, reason) = match state {
+                    State::Denied { reason } => (
+                        format!(
+                            "A person DENIED {id}; nothing was executed. Do not retry it in another form — ask the user \
+                             how to proceed.{}",
+                            reason.as_ref().map(|r| format!(" Their reason: \"{r}\"")).unwrap_or_default()
+                        ),
+                        reason,
+                    ),
+                    State::Executing => (
+                        format!("{id} is being run by another pgwarden_await call right now."),
+                        None,
+                    ),
+                    State::Done { .. } => (format!("{id} already ran; an approval runs once."), None),
+                    _ => (format!("{id} {label}; nothing was executed."), None),
+                };
+                status(word, message, reason, false)
+            }
+            Ok(Awaited::Execute {
+                action: call,
+                dry_run,
+                max_rows_affected,
+                reason,
+            }) => {
+                let route = Route {
+                    client: Channel::Unavailable,
+                    local: None,
+                    preapproved: Some(Preapproved {
+                        approval_id: id.clone(),
+                        hash: call.hash.clone(),
+                        dry_run,
+                        max_rows_affected,
+                        reason: reason.clone(),
+                    }),
+                };
+                let ran = self.run_stored(&call, &route, ctx).await;
+                store.finish(&id, ran.is_ok());
+                let how = match (dry_run, max_rows_affected) {
+                    (true, _) => "approved as a dry run (rolled back)".to_string(),
+                    (false, Some(n)) => format!("approved with a row limit of {n}"),
+                    (false, None) => "approved".to_string(),
+                };
+                let why = reason.as_ref().map(|r| format!(" Reviewer's note: \"{r}\".")).unwrap_or_default();
+                match ran {
+                    Ok((value, text)) => AwaitOutput {
+                        status: "executed".into(),
+                        executed: true,
+                        approval_id: id.clone(),
+                        timed_out: false,
+                        message: format!("A person {how} {id}; it ran once.{why}\n{text}"),
+                        reviewer_reason: reason,
+                        result: Some(value),
+                    },
+                    Err(e) => {
+                        return await_output(
+                            AwaitOutput {
+                                status: "failed".into(),
+                                executed: true,
+                                approval_id: id.clone(),
+                                timed_out: false,
+                                message: format!("A person {how} {id}, but running it failed: {}", e.for_model()),
+                                reviewer_reason: reason,
+                                result: None,
+                            },
+                            true,
+                        );
+                    }
+                }
+            }
+        };
+        await_output(out, false)
+    }
+
+    /// Runs a stored call through the pipeline again (classification and policy are re-checked, and
+    /// the call must hash to what the person approved).
+    async fn run_stored(
+        &self,
+        call: &crate::approval::hub::StoredCall,
+        route: &Route,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<(serde_json::Value, String), ToolError> {
+        fn done<T: Serialize>(o: Outcome<T>, text: impl FnOnce(&T) -> String) -> Result<(serde_json::Value, String), ToolError> {
+            match o {
+                Outcome::Done(out) => Ok((serde_json::to_value(&out).unwrap_or_default(), text(&out))),
+                _ => Err(ToolError::Refused("the approved call asked for another approval".into())),
+            }
+        }
+        let bad = |e: serde_json::Error| ToolError::Refused(format!("the stored call could not be read back ({e})"));
+        match call.tool {
+            "query" => {
+                let args: QueryArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
+                done(self.pipeline.query(&call.action, args.max_rows, route, &ctx.ct).await?, QueryOutput::to_text)
+            }
+            "export" => {
+                let args: ExportArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
+                let progress = |_: u64| {};
+                done(
+                    self.pipeline.export(&call.action, &args, route, &progress, &ctx.ct).await?,
+                    ExportOutput::to_text,
+                )
+            }
+            "grant" => {
+                let args: GrantArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
+                done(self.pipeline.grant(&call.action, &args, route, &ctx.ct).await?, GrantOutput::to_text)
+            }
+            other => Err(ToolError::Refused(format!("`{other}` calls cannot be approved later"))),
+        }
+    }
+}
+
 impl ServerHandler for PgWarden {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
             .with_server_info(Implementation::new("pgwarden", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        // The card's tools do not exist for hosts that cannot render the card.
+        if APP_ONLY.contains(&request.name.as_ref()) && !card_host(&context) {
+            return Err(McpError::invalid_params(format!("unknown tool `{}`", request.name), None));
+        }
+        let tcc = ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+
+    /// Hosts that render MCP Apps get the card linked on guarded tools and the card's app-only
+    /// tools; every other client sees neither.
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let card = card_host(&context);
+        let tools = self
+            .tool_router
+            .list_all()
+            .into_iter()
+            .filter(|t| card || !APP_ONLY.contains(&t.name.as_ref()))
+            .map(|mut t| {
+                if card && GUARDED.contains(&t.name.as_ref()) {
+                    let mut meta = t.meta.take().unwrap_or_default();
+                    meta.0
+                        .insert("ui".into(), serde_json::json!({ "resourceUri": REVIEW_URI }));
+                    t.meta = Some(meta);
+                }
+                t
+            })
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
+        self.tool_router.get(name).cloned()
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let mut resources = vec![];
+        if card_host(&context) {
+            let mut r = Resource::new(REVIEW_URI, "pgwarden-review")
+                .with_title("pgwarden approval card")
+                .with_description("Shows a pending pgwarden approval so the person in the chat can decide it");
+            r.mime_type = Some(REVIEW_MIME.into());
+            resources.push(r);
+        }
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        if request.uri != REVIEW_URI {
+            return Err(McpError::resource_not_found(format!("no resource `{}`", request.uri), None));
+        }
+        let mut meta = JsonObject::new();
+        meta.insert("ui".into(), serde_json::json!({ "prefersBorder": true }));
+        let contents = ResourceContents::TextResourceContents {
+            uri: REVIEW_URI.into(),
+            mime_type: Some(REVIEW_MIME.into()),
+            text: REVIEW_HTML.into(),
+            meta: Some(MetaObject(meta)),
+        };
+        Ok(ReadResourceResponse::Complete(ReadResourceResult::new(vec![contents])))
     }
 }

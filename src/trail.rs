@@ -18,6 +18,8 @@ pub struct Trail {
     started: Instant,
     /// A durable `decision` record exists: the final record is its `outcome`.
     pub decision_written: bool,
+    /// The pending approval whose stored call this is running, if any.
+    pub executed_approval: Option<String>,
     /// Tool-specific facts for the last record (a grant's privileges after).
     after: Option<serde_json::Value>,
 }
@@ -57,6 +59,7 @@ impl Trail {
             },
             started: Instant::now(),
             decision_written: false,
+            executed_approval: None,
             after: None,
         }
     }
@@ -114,11 +117,7 @@ impl Trail {
                 duration_ms,
                 ..OutcomeRecord::default()
             },
-            Ok(Outcome::InputRequired(_)) => OutcomeRecord {
-                status: "awaiting_approval".into(),
-                duration_ms,
-                ..OutcomeRecord::default()
-            },
+            Ok(other) => self.waiting(other),
             Err(e) => failure(e, duration_ms),
         }
     }
@@ -138,12 +137,23 @@ impl Trail {
                 sha256: Some(out.sha256.clone()),
                 ..OutcomeRecord::default()
             },
-            Ok(Outcome::InputRequired(_)) => OutcomeRecord {
-                status: "awaiting_approval".into(),
-                duration_ms: self.elapsed_ms(),
-                ..OutcomeRecord::default()
-            },
+            Ok(other) => self.waiting(other),
             Err(e) => failure(e, self.elapsed_ms()),
+        }
+    }
+
+    /// A call that returned before a person decided: waiting for the client's answer
+    /// (`awaiting_approval`) or for the console or card (`pending_approval`).
+    pub fn waiting<T>(&self, outcome: &Outcome<T>) -> OutcomeRecord {
+        OutcomeRecord {
+            status: match outcome {
+                Outcome::Done(_) => "ok",
+                Outcome::InputRequired(_) => "awaiting_approval",
+                Outcome::Pending(_) => "pending_approval",
+            }
+            .into(),
+            duration_ms: self.elapsed_ms(),
+            ..OutcomeRecord::default()
         }
     }
 

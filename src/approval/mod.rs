@@ -5,6 +5,7 @@
 //! prompt, bound to the exact action, counts.
 
 pub mod form;
+pub mod hub;
 pub mod packet;
 pub mod pending;
 pub mod state;
@@ -43,6 +44,47 @@ pub enum Channel {
     },
     /// The client declared no elicitation capability.
     Unavailable,
+}
+
+/// Everything a guarded call can use to get a person's decision.
+pub struct Route {
+    /// The client's own prompt.
+    pub client: Channel,
+    /// Pending approvals decided outside the call (console, card); `None` where not offered.
+    pub local: Option<LocalRoute>,
+    /// Set when `pgwarden_await` runs a stored call a person already approved.
+    pub preapproved: Option<Preapproved>,
+}
+
+impl Route {
+    /// Only the client's prompt.
+    pub fn client(channel: Channel) -> Route {
+        Route {
+            client: channel,
+            local: None,
+            preapproved: None,
+        }
+    }
+}
+
+/// What a pending approval needs from the call that creates it.
+pub struct LocalRoute {
+    pub approvals: Arc<hub::Approvals>,
+    /// The tool's arguments as given, stored to run later.
+    pub arguments: serde_json::Value,
+    /// The host renders MCP Apps (declared `io.modelcontextprotocol/ui`).
+    pub card_host: bool,
+}
+
+/// A stored call a person approved, being run by `pgwarden_await`.
+#[derive(Debug, Clone)]
+pub struct Preapproved {
+    pub approval_id: String,
+    /// The hash the person approved; the call must still hash to it.
+    pub hash: String,
+    pub dry_run: bool,
+    pub max_rows_affected: Option<u64>,
+    pub reason: Option<String>,
 }
 
 /// The result of asking.

@@ -12,6 +12,7 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
+use sha2::{Digest, Sha256};
 use tokio::{sync::watch, time::Instant};
 
 /// Where an approval is in its life. Terminal: `Denied`, `Expired`, `Cancelled`, `Done`.
@@ -76,6 +77,73 @@ pub enum PendingError {
     AlreadyDecided(String),
     #[error("approval `{0}` belongs to another session")]
     NotYours(String),
+    #[error("this approval cannot be decided here: {0}")]
+    WrongChannel(String),
+    #[error("the decision could not be recorded in the audit log ({0}); nothing changed")]
+    Audit(String),
+}
+
+/// Where a decision comes from. The store checks what each channel may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The local review console, signed in by the person at this computer (`user`).
+    Console { user: String },
+    /// The review card in the chat (MCP Apps), proving itself with the approval's nonce.
+    Card { nonce: String },
+}
+
+impl Via {
+    pub fn channel(&self) -> &'static str {
+        match self {
+            Via::Console { .. } => "console",
+            Via::Card { .. } => "mcp_app",
+        }
+    }
+
+    fn decided_by(&self) -> String {
+        match self {
+            Via::Console { user } => user.clone(),
+            Via::Card { .. } => "the person in the chat client (host-attested)".into(),
+        }
+    }
+}
+
+/// What channels show about an approval. Nothing here is secret except `nonce`, which only the
+/// card gets (through the result's `_meta`).
+#[derive(Debug, Clone)]
+pub struct Review {
+    /// The review packet as the channels render it.
+    pub packet: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// Whether a client-level channel (the card) may decide; false when policy needs `local`.
+    pub card_may_decide: bool,
+    /// The card's per-approval secret.
+    pub nonce: String,
+}
+
+/// A state change, handed to the store's recorder before it takes effect.
+#[derive(Debug)]
+pub struct Transition<'a> {
+    pub id: &'a str,
+    pub session: &'a str,
+    pub hash: &'a str,
+    pub to: &'a State,
+    pub channel: &'a str,
+    pub decided_by: Option<String>,
+}
+
+/// Writes transitions somewhere durable (the audit log). An error stops a decision or an
+/// execution; expiry and cancellation happen regardless (they only take authority away).
+pub type Recorder = Box<dyn Fn(&Transition<'_>) -> Result<(), String> + Send + Sync>;
+
+/// One approval, as the channels list it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub hash: String,
+    pub state: State,
+    pub review: Review,
 }
 
 /// What a person decides in a channel.
@@ -98,12 +166,20 @@ struct Entry<A> {
     state: watch::Sender<State>,
     /// When the current state expires, for `Pending` and `Approved`.
     deadline: Instant,
+    review: Review,
+    /// The card reported that it is showing this approval.
+    card_ready: bool,
+    /// Creation order, for listing.
+    seq: u64,
 }
 
 /// The approvals of this process. `A` is the stored action that runs once approved.
 pub struct ApprovalStore<A> {
     ttls: Ttls,
     entries: Mutex<HashMap<String, Entry<A>>>,
+    record: Recorder,
+    /// Bumped on every change, so channels can wait for news.
+    generation: watch::Sender<u64>,
 }
 
 /// What `wait` reports.
@@ -123,30 +199,65 @@ pub enum Awaited<A> {
 }
 
 impl<A: Clone> ApprovalStore<A> {
-    pub fn new(ttls: Ttls) -> ApprovalStore<A> {
+    pub fn new(ttls: Ttls, record: Recorder) -> ApprovalStore<A> {
         ApprovalStore {
             ttls,
             entries: Mutex::new(HashMap::new()),
+            record,
+            generation: watch::channel(0).0,
         }
+    }
+
+    pub fn ttls(&self) -> Ttls {
+        self.ttls
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry<A>>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records and applies a transition. `must_record`: a failed record stops it.
+    fn transition(
+        &self,
+        id: &str,
+        e: &mut Entry<A>,
+        to: State,
+        channel: &str,
+        decided_by: Option<String>,
+        must_record: bool,
+    ) -> Result<(), PendingError> {
+        let t = Transition {
+            id,
+            session: &e.session,
+            hash: &e.hash,
+            to: &to,
+            channel,
+            decided_by,
+        };
+        if let Err(err) = (self.record)(&t) {
+            if must_record {
+                return Err(PendingError::Audit(err));
+            }
+            tracing::error!(approval = id, "approval transition not recorded: {err}");
+        }
+        e.state.send_replace(to);
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
     /// Expires what is past its deadline (called on every access).
     fn sweep(&self, entries: &mut HashMap<String, Entry<A>>) {
         let now = Instant::now();
-        for e in entries.values_mut() {
+        for (id, e) in entries.iter_mut() {
             let current = e.state.borrow().clone();
             if matches!(current, State::Pending | State::Approved { .. }) && now >= e.deadline {
-                e.state.send_replace(State::Expired);
+                let _ = self.transition(id, e, State::Expired, "ttl", None, false);
             }
         }
     }
 
     /// A new pending approval, or the id of an identical one still pending in the same session.
-    pub fn create(&self, session: &str, hash: &str, action: A) -> Result<String, PendingError> {
+    pub fn create(&self, session: &str, hash: &str, action: A, review: Review) -> Result<String, PendingError> {
         let mut entries = self.lock();
         self.sweep(&mut entries);
         if let Some((id, _)) = entries
@@ -162,26 +273,42 @@ impl<A: Clone> ApprovalStore<A> {
         if open >= self.ttls.max_open_per_session {
             return Err(PendingError::TooMany(open));
         }
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        let id = format!("apr_{}", uuid::Uuid::new_v4().simple());
+        let seq = entries.values().map(|e| e.seq + 1).max().unwrap_or(0);
         let (state, _) = watch::channel(State::Pending);
-        entries.insert(
-            id.clone(),
-            Entry {
-                session: session.into(),
-                hash: hash.into(),
-                action,
-                state,
-                deadline: Instant::now() + self.ttls.pending,
-            },
-        );
+        let mut e = Entry {
+            session: session.into(),
+            hash: hash.into(),
+            action,
+            state,
+            deadline: Instant::now() + self.ttls.pending,
+            review,
+            card_ready: false,
+            seq,
+        };
+        self.transition(&id, &mut e, State::Pending, "created", None, true)?;
+        entries.insert(id.clone(), e);
         Ok(id)
     }
 
-    /// A person's decision, carrying the hash of what they were shown. Only channel handlers call this.
-    pub fn decide(&self, id: &str, shown_hash: &str, decision: Decision) -> Result<State, PendingError> {
+    /// A person's decision, carrying the hash of what they were shown. Only channel handlers call
+    /// this — no model-visible tool does.
+    pub fn decide(&self, id: &str, shown_hash: &str, via: &Via, decision: Decision) -> Result<State, PendingError> {
         let mut entries = self.lock();
         self.sweep(&mut entries);
         let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+        if let Via::Card { nonce } = via {
+            if !same_secret(nonce, &e.review.nonce) {
+                return Err(PendingError::WrongChannel(
+                    "the card's proof does not match this approval".into(),
+                ));
+            }
+            if !e.review.card_may_decide {
+                return Err(PendingError::WrongChannel(
+                    "the policy needs a local approval for this action: decide it in the pgwarden review window".into(),
+                ));
+            }
+        }
         if e.hash != shown_hash {
             return Err(PendingError::StaleHash);
         }
@@ -193,29 +320,89 @@ impl<A: Clone> ApprovalStore<A> {
                 dry_run,
                 max_rows_affected,
                 reason,
-            } => {
-                e.deadline = Instant::now() + self.ttls.approved_unused;
-                State::Approved {
-                    dry_run,
-                    max_rows_affected,
-                    reason,
-                }
-            }
+            } => State::Approved {
+                dry_run,
+                max_rows_affected,
+                reason,
+            },
             Decision::Deny { reason } => State::Denied { reason },
         };
-        e.state.send_replace(next.clone());
+        self.transition(id, e, next.clone(), via.channel(), Some(via.decided_by()), true)?;
+        if matches!(next, State::Approved { .. }) {
+            e.deadline = Instant::now() + self.ttls.approved_unused;
+        }
         Ok(next)
     }
 
     /// Cancels a pending (or approved, unclaimed) approval.
-    pub fn cancel(&self, id: &str) {
+    pub fn cancel(&self, id: &str, why: &str) {
         let mut entries = self.lock();
         if let Some(e) = entries.get_mut(id)
             && !e.state.borrow().is_terminal()
             && *e.state.borrow() != State::Executing
         {
-            e.state.send_replace(State::Cancelled);
+            let _ = self.transition(id, e, State::Cancelled, why, None, false);
         }
+    }
+
+    /// The card says it is on screen (with the approval's nonce).
+    pub fn card_ready(&self, id: &str, nonce: &str) -> Result<(), PendingError> {
+        let mut entries = self.lock();
+        let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+        if !same_secret(nonce, &e.review.nonce) {
+            return Err(PendingError::WrongChannel("the card's proof does not match this approval".into()));
+        }
+        e.card_ready = true;
+        Ok(())
+    }
+
+    /// Whether the card reported itself on screen.
+    pub fn is_card_ready(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|e| e.card_ready)
+    }
+
+    /// The state of `id`, for a channel holding its nonce.
+    pub fn state_for_card(&self, id: &str, nonce: &str) -> Result<State, PendingError> {
+        let mut entries = self.lock();
+        self.sweep(&mut entries);
+        let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+        if !same_secret(nonce, &e.review.nonce) {
+            return Err(PendingError::WrongChannel("the card's proof does not match this approval".into()));
+        }
+        Ok(e.state.borrow().clone())
+    }
+
+    /// Every approval of this process (newest first), for the console.
+    pub fn list(&self) -> Vec<Listed> {
+        let mut entries = self.lock();
+        self.sweep(&mut entries);
+        let mut all: Vec<(u64, Listed)> = entries
+            .iter()
+            .map(|(id, e)| {
+                (
+                    e.seq,
+                    Listed {
+                        id: id.clone(),
+                        hash: e.hash.clone(),
+                        state: e.state.borrow().clone(),
+                        review: e.review.clone(),
+                    },
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all.into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// The current generation and a receiver that sees the next change.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Moves expired entries along, so waiting channels see it.
+    pub fn tick(&self) {
+        let mut entries = self.lock();
+        self.sweep(&mut entries);
     }
 
     /// Waits up to `budget` for a decision. Exactly one caller gets `Execute` for an approval.
@@ -260,7 +447,7 @@ impl<A: Clone> ApprovalStore<A> {
                 max_rows_affected,
                 reason,
             } => {
-                e.state.send_replace(State::Executing);
+                self.transition(id, e, State::Executing, "await", None, true)?;
                 Some(Awaited::Execute {
                     action: e.action.clone(),
                     dry_run,
@@ -274,10 +461,11 @@ impl<A: Clone> ApprovalStore<A> {
 
     /// Records how the execution ended.
     pub fn finish(&self, id: &str, ok: bool) {
-        if let Some(e) = self.lock().get_mut(id)
+        let mut entries = self.lock();
+        if let Some(e) = entries.get_mut(id)
             && *e.state.borrow() == State::Executing
         {
-            e.state.send_replace(State::Done { ok });
+            let _ = self.transition(id, e, State::Done { ok }, "executed", None, false);
         }
     }
 
@@ -287,6 +475,17 @@ impl<A: Clone> ApprovalStore<A> {
         self.sweep(&mut entries);
         entries.get(id).map(|e| e.state.borrow().clone())
     }
+}
+
+/// Compares two secrets without an early exit (by their SHA-256, so lengths leak nothing either).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0 && !b.is_empty()
+}
+
+/// A fresh 256-bit secret, hex.
+pub fn new_secret() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 /// The first 40 bits of an action hash, grouped for people: `a3f9-0c21-7e`.
@@ -306,6 +505,34 @@ mod tests {
 
     use super::*;
 
+    fn review() -> Review {
+        Review {
+            packet: serde_json::json!({}),
+            created_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+            card_may_decide: true,
+            nonce: "n0nce".into(),
+        }
+    }
+
+    fn console() -> Via {
+        Via::Console { user: "alice".into() }
+    }
+
+    /// A store whose recorder keeps `id to channel` lines.
+    fn recorded<A: Clone>() -> (ApprovalStore<A>, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let store = ApprovalStore::new(
+            Ttls::default(),
+            Box::new(move |t: &Transition<'_>| {
+                sink.lock().unwrap().push(format!("{:?} {}", t.to, t.channel));
+                Ok(())
+            }),
+        );
+        (store, log)
+    }
+
     fn approve() -> Decision {
         Decision::Approve {
             dry_run: false,
@@ -316,8 +543,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fifty_concurrent_awaits_execute_once() {
-        let store = Arc::new(ApprovalStore::<String>::new(Ttls::default()));
-        let id = store.create("s", "h", "UPDATE t SET x = 1".into()).unwrap();
+        let store = Arc::new(recorded::<String>().0);
+        let id = store.create("s", "h", "UPDATE t SET x = 1".into(), review()).unwrap();
         let waits: Vec<_> = (0..50)
             .map(|_| {
                 let store = store.clone();
@@ -326,7 +553,7 @@ mod tests {
             })
             .collect();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        store.decide(&id, "h", approve()).unwrap();
+        store.decide(&id, "h", &console(), approve()).unwrap();
         let mut executions = 0;
         for w in waits {
             if let Awaited::Execute { .. } = w.await.unwrap().unwrap() {
@@ -338,30 +565,30 @@ mod tests {
         store.finish(&id, true);
         assert_eq!(store.state(&id), Some(State::Done { ok: true }));
         assert_eq!(
-            store.decide(&id, "h", approve()),
+            store.decide(&id, "h", &console(), approve()),
             Err(PendingError::AlreadyDecided(id.clone()))
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn ttls_expire_pending_and_unclaimed_approvals() {
-        let store = ApprovalStore::<u8>::new(Ttls::default());
-        let a = store.create("s", "a", 1).unwrap();
+        let (store, _) = recorded::<u8>();
+        let a = store.create("s", "a", 1, review()).unwrap();
         tokio::time::advance(Duration::from_secs(601)).await;
         assert_eq!(store.state(&a), Some(State::Expired));
         assert_eq!(
-            store.decide(&a, "a", approve()),
+            store.decide(&a, "a", &console(), approve()),
             Err(PendingError::AlreadyDecided(a.clone()))
         );
-        let b = store.create("s", "b", 2).unwrap();
-        store.decide(&b, "b", approve()).unwrap();
+        let b = store.create("s", "b", 2, review()).unwrap();
+        store.decide(&b, "b", &console(), approve()).unwrap();
         tokio::time::advance(Duration::from_secs(301)).await;
         assert_eq!(
             store.wait(&b, "s", Duration::from_secs(1)).await,
             Ok(Awaited::Finished(State::Expired))
         );
         // Still pending after the wait budget: the model is told so.
-        let c = store.create("s", "c", 3).unwrap();
+        let c = store.create("s", "c", 3, review()).unwrap();
         assert_eq!(
             store.wait(&c, "s", Duration::from_secs(40)).await,
             Ok(Awaited::StillPending)
@@ -370,26 +597,27 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn binding_identity_caps_and_denials() {
-        let store = ApprovalStore::<u8>::new(Ttls::default());
-        let a = store.create("s", "a", 1).unwrap();
+        let (store, _) = recorded::<u8>();
+        let a = store.create("s", "a", 1, review()).unwrap();
         assert_eq!(
-            store.create("s", "a", 1).unwrap(),
+            store.create("s", "a", 1, review()).unwrap(),
             a,
             "an identical pending action reuses its id"
         );
-        assert_ne!(store.create("other", "a", 1).unwrap(), a, "per session");
-        assert_eq!(store.decide(&a, "a-stale", approve()), Err(PendingError::StaleHash));
+        assert_ne!(store.create("other", "a", 1, review()).unwrap(), a, "per session");
+        assert_eq!(store.decide(&a, "a-stale", &console(), approve()), Err(PendingError::StaleHash));
         assert_eq!(
             store.wait(&a, "other", Duration::from_secs(1)).await,
             Err(PendingError::NotYours(a.clone()))
         );
-        store.create("s", "b", 2).unwrap();
-        store.create("s", "c", 3).unwrap();
-        assert_eq!(store.create("s", "d", 4), Err(PendingError::TooMany(3)));
+        store.create("s", "b", 2, review()).unwrap();
+        store.create("s", "c", 3, review()).unwrap();
+        assert_eq!(store.create("s", "d", 4, review()), Err(PendingError::TooMany(3)));
         store
             .decide(
                 &a,
                 "a",
+                &console(),
                 Decision::Deny {
                     reason: Some("no".into()),
                 },
@@ -406,5 +634,60 @@ mod tests {
             Err(PendingError::Unknown("nope".into()))
         );
         assert_eq!(fingerprint("a3f90c217e99"), "a3f9-0c21-7e");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn card_needs_its_nonce_and_permission_and_every_transition_is_recorded_first() {
+        let (store, log) = recorded::<u8>();
+        let a = store.create("s", "a", 1, review()).unwrap();
+        let wrong = Via::Card { nonce: "guess".into() };
+        assert!(matches!(store.decide(&a, "a", &wrong, approve()), Err(PendingError::WrongChannel(_))));
+        assert!(store.card_ready(&a, "guess").is_err());
+        assert!(!store.is_card_ready(&a));
+        store.card_ready(&a, "n0nce").unwrap();
+        assert!(store.is_card_ready(&a));
+        let card = Via::Card { nonce: "n0nce".into() };
+        store.decide(&a, "a", &card, approve()).unwrap();
+        let Awaited::Execute { .. } = store.wait(&a, "s", Duration::from_secs(1)).await.unwrap() else {
+            panic!("approved by the card")
+        };
+        store.finish(&a, true);
+        let critical = store
+            .create(
+                "s",
+                "b",
+                2,
+                Review {
+                    card_may_decide: false,
+                    ..review()
+                },
+            )
+            .unwrap();
+        assert!(matches!(
+            store.decide(&critical, "b", &card, approve()),
+            Err(PendingError::WrongChannel(m)) if m.contains("local approval")
+        ));
+        store.cancel(&critical, "cancelled by the client");
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "Pending created",
+                "Approved { dry_run: false, max_rows_affected: None, reason: None } mcp_app",
+                "Executing await",
+                "Done { ok: true } executed",
+                "Pending created",
+                "Cancelled cancelled by the client",
+            ]
+        );
+        // A decision that cannot be recorded does not happen.
+        let failing = ApprovalStore::<u8>::new(
+            Ttls::default(),
+            Box::new(|t: &Transition<'_>| {
+                if *t.to == State::Pending { Ok(()) } else { Err("disk full".into()) }
+            }),
+        );
+        let c = failing.create("s", "c", 3, review()).unwrap();
+        assert!(matches!(failing.decide(&c, "c", &console(), approve()), Err(PendingError::Audit(_))));
+        assert_eq!(failing.state(&c), Some(State::Pending));
     }
 }

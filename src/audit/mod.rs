@@ -33,15 +33,28 @@ pub enum Event {
     Outcome,
     /// A whole call in one record: reads, refusals and denials.
     Call,
+    /// A pending approval changed state (created, decided, expired, cancelled, executing, done),
+    /// written before the change takes effect.
+    Approval,
 }
 
 /// The reviewer's part, when a person was asked.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ApprovalRecord {
-    /// `elicitation`, `input_required` or `none` (the client could not show prompts).
+    /// `elicitation`, `input_required`, `console`, `mcp_app`, or `none` (no channel could ask).
     pub channel: String,
-    /// `approve`, `dry_run`, or why it was not approved.
+    /// `approve`, `dry_run`, or why it was not approved; for a pending approval, its new state.
     pub answer: String,
+    /// Who decided, for decisions made outside the client: the local OS user for the console.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decided_by: Option<String>,
+    /// The pending approval this record is about, and the action it is bound to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub approval_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub action_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub row_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -113,6 +113,7 @@ pub fn label(r: &Record) -> String {
         (Some("approve"), _) => "approved".into(),
         (Some("allow"), _) => "allowed".into(),
         _ if r.event == Some(super::Event::Outcome) => status.unwrap_or("outcome").into(),
+        _ if r.event == Some(super::Event::Approval) => r.approval.as_ref().map_or("-".into(), |a| a.answer.clone()),
         _ => "-".into(),
     }
 }
@@ -128,9 +129,19 @@ pub fn table(records: &[&Record]) -> String {
             Some(super::Event::Decision) => "decision",
             Some(super::Event::Outcome) => "outcome",
             Some(super::Event::Call) => "call",
+            Some(super::Event::Approval) => "approval",
             _ => "-",
         };
         let mut detail = r.sql.clone().unwrap_or_default().replace('\n', " ");
+        if let (Some(super::Event::Approval), Some(a)) = (r.event, &r.approval) {
+            detail = format!(
+                "{} {} via {}{}",
+                a.approval_id.as_deref().unwrap_or("-"),
+                a.fingerprint.as_deref().unwrap_or(""),
+                a.channel,
+                a.decided_by.as_ref().map(|d| format!(" by {d}")).unwrap_or_default()
+            );
+        }
         if let Some(o) = &r.outcome {
             let mut bits = vec![o.status.clone()];
             if let Some(n) = o.rows {

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Action, Ask, Outcome, Pipeline, ToolError};
 use crate::{
-    approval::Channel,
+    approval::Route,
     classify::{self, Category},
     db::export::{ExportFormat, ExportSpec},
     export_path,
@@ -21,7 +21,7 @@ impl Pipeline {
         &self,
         action: &Action,
         args: &ExportArgs,
-        channel: &Channel,
+        route: &Route,
         progress: &(dyn Fn(u64) + Send + Sync),
         ct: &CancellationToken,
     ) -> Result<Outcome<ExportOutput>, ToolError> {
@@ -33,7 +33,7 @@ impl Pipeline {
         });
         let mut trail = Trail::new(action, extra.clone());
         let result = self
-            .run_export(action, args, &extra, channel, progress, ct, &mut trail)
+            .run_export(action, args, &extra, route, progress, ct, &mut trail)
             .await;
         let outcome = trail.export_outcome(&result);
         self.finish(&trail, outcome, result)
@@ -45,7 +45,7 @@ impl Pipeline {
         action: &Action,
         args: &ExportArgs,
         extra: &serde_json::Value,
-        channel: &Channel,
+        route: &Route,
         progress: &(dyn Fn(u64) + Send + Sync),
         ct: &CancellationToken,
         trail: &mut Trail,
@@ -129,8 +129,9 @@ impl Pipeline {
                 timeout,
                 details,
             };
-            match self.approve(action, ask, channel, ct, trail).await? {
+            match self.approve(action, ask, route, ct, trail).await? {
                 Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
+                Outcome::Pending(p) => return Ok(Outcome::Pending(p)),
                 Outcome::Done(approved) if approved.dry_run => {
                     return Err(ToolError::NotApproved {
                         rule: decision.rule_label(),

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Action, Ask, Outcome, Pipeline, ToolError};
 use crate::{
-    approval::Channel,
+    approval::Route,
     classify::{Assessment, Category, Risk, StatementAssessment},
     db::{
         grant::{Grantee, LookupError},
@@ -23,7 +23,7 @@ impl Pipeline {
         &self,
         action: &Action,
         args: &GrantArgs,
-        channel: &Channel,
+        route: &Route,
         ct: &CancellationToken,
     ) -> Result<Outcome<GrantOutput>, ToolError> {
         let extra = serde_json::json!({
@@ -35,8 +35,11 @@ impl Pipeline {
             "with_grant_option": args.with_grant_option,
         });
         let mut trail = Trail::new(action, extra.clone());
-        let result = self.run_grant(action, args, &extra, channel, ct, &mut trail).await;
-        let outcome = trail.simple_outcome(&result);
+        let result = self.run_grant(action, args, &extra, route, ct, &mut trail).await;
+        let outcome = match &result {
+            Ok(waiting @ (Outcome::InputRequired(_) | Outcome::Pending(_))) => trail.waiting(waiting),
+            other => trail.simple_outcome(other),
+        };
         self.finish(&trail, outcome, result)
     }
 
@@ -45,7 +48,7 @@ impl Pipeline {
         action: &Action,
         args: &GrantArgs,
         extra: &serde_json::Value,
-        channel: &Channel,
+        route: &Route,
         ct: &CancellationToken,
         trail: &mut Trail,
     ) -> Result<Outcome<GrantOutput>, ToolError> {
@@ -160,8 +163,9 @@ impl Pipeline {
                 timeout,
                 details,
             };
-            match self.approve(action, ask, channel, ct, trail).await? {
+            match self.approve(action, ask, route, ct, trail).await? {
                 Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
+                Outcome::Pending(p) => return Ok(Outcome::Pending(p)),
                 Outcome::Done(approved) => dry_run = approved.dry_run,
             }
         }

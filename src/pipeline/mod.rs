@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 use rmcp::model::InputRequiredResult;
 
 use crate::{
-    approval::{self, Asked, Channel, ReviewPacket, Verdict},
+    approval::{
+        self, Asked, Channel, ReviewPacket, Route, Verdict,
+        hub::{Approvals, PendingInfo, StoredCall, Surfaces},
+        pending::{Awaited, State},
+    },
     audit::{ApprovalRecord, AuditLog, OutcomeRecord},
     classify::{self, Assessment},
     config::Limits,
@@ -20,7 +24,7 @@ use crate::{
         read::ReadLimits,
         write::{WriteError, WriteOptions},
     },
-    policy::{Decision, Effect, Policy, Request},
+    policy::{ApprovalChannel, Decision, Effect, Level, Policy, Request},
     tools::query::{Change, QueryOutput},
     trail::Trail,
 };
@@ -103,10 +107,12 @@ struct Approved {
     reason: Option<String>,
 }
 
-/// A call's result: done, or waiting for the client to answer an approval prompt (2026-07-28).
+/// A call's result: done, waiting for the client to answer an approval prompt (2026-07-28), or
+/// waiting for a person in the console or the card (`pgwarden_await` picks it up).
 pub enum Outcome<T> {
     Done(T),
     InputRequired(InputRequiredResult),
+    Pending(PendingInfo),
 }
 
 impl From<DbError> for ToolError {
@@ -144,6 +150,8 @@ pub struct Pipeline {
     audit: Arc<AuditLog>,
     /// Where `export` writes. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
     export_dir: std::path::PathBuf,
+    /// Pending approvals, the console and the card.
+    approvals: Arc<Approvals>,
 }
 
 impl Pipeline {
@@ -159,7 +167,15 @@ impl Pipeline {
             masks: policy.masks.clone(),
             salt: uuid::Uuid::new_v4().simple().to_string(),
         });
+        let label = format!(
+            "pgwarden {} (pid {}) · policy {}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            policy.sources.join(", ")
+        );
+        let approvals = Approvals::new(policy.approval.clone(), audit.clone(), label);
         Pipeline {
+            approvals,
             db,
             limits,
             policy,
@@ -168,6 +184,11 @@ impl Pipeline {
             audit,
             export_dir,
         }
+    }
+
+    /// The pending approvals of this process.
+    pub fn approvals(&self) -> &Arc<Approvals> {
+        &self.approvals
     }
 
     /// The operator-configured principal, for `Caller`.
@@ -212,11 +233,11 @@ impl Pipeline {
         &self,
         action: &Action,
         max_rows: Option<i64>,
-        channel: &Channel,
+        route: &Route,
         ct: &CancellationToken,
     ) -> Result<Outcome<QueryOutput>, ToolError> {
         let mut trail = Trail::new(action, serde_json::json!({ "max_rows": max_rows }));
-        let result = self.run_query(action, max_rows, channel, ct, &mut trail).await;
+        let result = self.run_query(action, max_rows, route, ct, &mut trail).await;
         let outcome = trail.query_outcome(&result);
         self.finish(&trail, outcome, result)
     }
@@ -233,7 +254,13 @@ impl Pipeline {
     /// Writes the call's last record. A read or refusal that cannot be audited is not returned; a
     /// change that already ran (its decision is on disk) is reported with the failure logged.
     fn finish<T>(&self, trail: &Trail, outcome: OutcomeRecord, result: Result<T, ToolError>) -> Result<T, ToolError> {
-        match self.audit.append(trail.final_record(outcome), trail.decision_written) {
+        let ok = outcome.status == "ok";
+        let written = self.audit.append(trail.final_record(outcome), trail.decision_written);
+        // The stored call of an approval ran (or failed): its approval is done either way.
+        if let Some(id) = &trail.executed_approval {
+            self.approvals.store.finish(id, ok);
+        }
+        match written {
             Ok(_) => result,
             Err(e) if trail.decision_written => {
                 tracing::error!("the outcome of an audited change could not be recorded: {e}");
@@ -252,7 +279,7 @@ impl Pipeline {
         &self,
         action: &Action,
         max_rows: Option<i64>,
-        channel: &Channel,
+        route: &Route,
         ct: &CancellationToken,
         trail: &mut Trail,
     ) -> Result<Outcome<QueryOutput>, ToolError> {
@@ -282,8 +309,9 @@ impl Pipeline {
                     timeout,
                     details: vec![],
                 };
-                match self.approve(action, ask, channel, ct, trail).await? {
+                match self.approve(action, ask, route, ct, trail).await? {
                     Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
+                    Outcome::Pending(p) => return Ok(Outcome::Pending(p)),
                     Outcome::Done(approved) => approved,
                 }
             }
@@ -390,12 +418,15 @@ impl Pipeline {
     }
 
     /// Asks a person about an `approve` decision; a refusal of any kind is an error naming the rule.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// In order: a stored call someone already approved (run by `pgwarden_await`) must still be the
+    /// same action; the client's own prompt when the policy accepts a `client` channel and the client
+    /// can show one; else a pending approval for the console or the card; else a refusal.
     async fn approve(
         &self,
         action: &Action,
         ask: Ask<'_>,
-        channel: &Channel,
+        route: &Route,
         ct: &CancellationToken,
         trail: &mut Trail,
     ) -> Result<Outcome<Approved>, ToolError> {
@@ -408,37 +439,64 @@ impl Pipeline {
         } = ask;
         let hash = approval::action_hash(action, &arguments);
         let asked_at = Instant::now();
-        let channel_name = match channel {
-            Channel::Elicit(_) => "elicitation",
-            Channel::InputRequired { .. } => "input_required",
-            Channel::Unavailable => "none",
-        };
-        let mut record = |answer: &str, row_limit: Option<u64>, reason: Option<String>| {
-            trail.approval(ApprovalRecord {
-                channel: channel_name.into(),
-                answer: answer.into(),
-                row_limit,
-                reason,
-                waited_ms: asked_at.elapsed().as_millis() as u64,
-            })
-        };
         let not_approved = |why: String, reason: Option<String>| ToolError::NotApproved {
             rule: decision.rule_label(),
             what: describe(assessment),
             why,
             reason,
         };
-        if matches!(channel, Channel::Unavailable) {
-            record("the client cannot show prompts", None, None);
-            return Err(not_approved(
-                "this client cannot show approval prompts (it declared no elicitation capability), so no person \
-                 could approve it — a reply in the chat cannot approve it either. The operator can allow it in the \
-                 policy, or use a client that shows MCP approval prompts (e.g. Claude Code, VS Code)"
-                    .into(),
-                None,
-            ));
+        if let Some(pre) = &route.preapproved {
+            trail.approval(ApprovalRecord {
+                channel: "pgwarden_await".into(),
+                answer: if pre.dry_run { "dry_run" } else { "approve" }.into(),
+                row_limit: pre.max_rows_affected,
+                reason: pre.reason.clone(),
+                approval_id: Some(pre.approval_id.clone()),
+                action_hash: Some(hash.clone()),
+                fingerprint: Some(approval::pending::fingerprint(&hash)),
+                ..ApprovalRecord::default()
+            });
+            trail.executed_approval = Some(pre.approval_id.clone());
+            if pre.hash != hash {
+                return Err(ToolError::Refused(
+                    "the approved action no longer matches what would run now (its arguments or caller changed); \
+                     make the call again to ask for a new approval"
+                        .into(),
+                ));
+            }
+            return Ok(Outcome::Done(Approved {
+                dry_run: pre.dry_run,
+                max_rows_affected: pre.max_rows_affected,
+                reason: pre.reason.clone(),
+            }));
         }
-        let packet = if channel.has_answer() {
+        let settings = &self.approvals.settings;
+        let level = settings.level_for(assessment.risk, decision.min_channel);
+        let client_prompt = level == Level::Client
+            && settings.enabled(ApprovalChannel::Elicitation)
+            && !matches!(route.client, Channel::Unavailable);
+        let local = route
+            .local
+            .as_ref()
+            .filter(|l| self.approvals.reachable(l.card_host, level));
+        if !client_prompt && local.is_none() {
+            trail.approval(ApprovalRecord {
+                channel: "none".into(),
+                answer: "no channel can ask a person".into(),
+                ..ApprovalRecord::default()
+            });
+            let why = if level == Level::Local {
+                "the policy needs this approved at this computer (`min_channel = \"local\"`), and the review console is \
+                 not available here"
+            } else {
+                "this client cannot show approval prompts and no other approval channel is enabled, so no person \
+                 could approve it — a reply in the chat cannot approve it either. The operator can allow it in the \
+                 policy, enable the review console (`[approval] channels`), or use a client that shows MCP approval \
+                 prompts"
+            };
+            return Err(not_approved(why.into(), None));
+        }
+        let packet = if route.client.has_answer() {
             None
         } else {
             let kind = assessment
@@ -457,7 +515,32 @@ impl Pipeline {
             packet.details = details;
             Some(packet)
         };
-        let asked = channel
+        if !client_prompt {
+            let (local, packet) = match (local, packet) {
+                (Some(l), Some(p)) => (l, p),
+                _ => return Err(not_approved("no approval channel is available".into(), None)),
+            };
+            return self
+                .approve_pending(action, local, &hash, &packet, level, ct, trail, not_approved)
+                .await;
+        }
+        let channel_name = match &route.client {
+            Channel::Elicit(_) => "elicitation",
+            Channel::InputRequired { .. } => "input_required",
+            Channel::Unavailable => "none",
+        };
+        let mut record = |answer: &str, row_limit: Option<u64>, reason: Option<String>| {
+            trail.approval(ApprovalRecord {
+                channel: channel_name.into(),
+                answer: answer.into(),
+                row_limit,
+                reason,
+                waited_ms: asked_at.elapsed().as_millis() as u64,
+                ..ApprovalRecord::default()
+            })
+        };
+        let asked = route
+            .client
             .ask(packet.as_ref(), &hash, decision.approval_timeout, ct)
             .await
             .map_err(|e| ToolError::Refused(e.to_string()))?;
@@ -497,6 +580,100 @@ impl Pipeline {
                     max_rows_affected,
                     reason,
                 }))
+            }
+        }
+    }
+
+    /// A pending approval: shown in the console (and the card), then waited for within the budget
+    /// unless the host renders the card (which needs the result first). Approved in time → the
+    /// call goes on and runs now; otherwise the model gets the handle for `pgwarden_await`.
+    #[allow(clippy::too_many_arguments)]
+    async fn approve_pending(
+        &self,
+        action: &Action,
+        local: &approval::LocalRoute,
+        hash: &str,
+        packet: &ReviewPacket,
+        level: Level,
+        ct: &CancellationToken,
+        trail: &mut Trail,
+        not_approved: impl Fn(String, Option<String>) -> ToolError,
+    ) -> Result<Outcome<Approved>, ToolError> {
+        let call = StoredCall {
+            tool: action.tool,
+            arguments: local.arguments.clone(),
+            action: action.clone(),
+            hash: hash.to_string(),
+        };
+        let surfaces = Surfaces {
+            card: local.card_host,
+            level,
+        };
+        let info = local
+            .approvals
+            .open(call, hash, packet, surfaces)
+            .await
+            .map_err(|e| ToolError::Refused(e.to_string()))?;
+        let record = |trail: &mut Trail, answer: &str| {
+            trail.approval(ApprovalRecord {
+                channel: info.surfaces.join("+"),
+                answer: answer.into(),
+                approval_id: Some(info.approval_id.clone()),
+                action_hash: Some(hash.to_string()),
+                fingerprint: Some(info.fingerprint.clone()),
+                ..ApprovalRecord::default()
+            })
+        };
+        let store = &local.approvals.store;
+        if info.surfaces.is_empty() {
+            store.cancel(&info.approval_id, "no surface could show it");
+            record(trail, "no surface could show it");
+            return Err(not_approved(
+                format!(
+                    "this client cannot show approval prompts, and {}; nothing can reach a person here",
+                    info.console_problem.as_deref().unwrap_or("the review console could not be shown")
+                ),
+                None,
+            ));
+        }
+        if local.card_host && info.surfaces.contains(&"mcp_app") {
+            record(trail, "pending");
+            return Ok(Outcome::Pending(info));
+        }
+        let waited = tokio::select! {
+            w = store.wait(&info.approval_id, &action.caller.session_id, info.wait_budget) => w,
+            _ = ct.cancelled() => {
+                store.cancel(&info.approval_id, "the tool call was cancelled");
+                record(trail, "cancelled with the call");
+                return Err(not_approved("the tool call was cancelled while waiting for approval".into(), None));
+            }
+        };
+        match waited.map_err(|e| ToolError::Refused(e.to_string()))? {
+            Awaited::StillPending => {
+                record(trail, "pending");
+                Ok(Outcome::Pending(info))
+            }
+            Awaited::Execute {
+                dry_run,
+                max_rows_affected,
+                reason,
+                ..
+            } => {
+                record(trail, if dry_run { "dry_run" } else { "approve" });
+                trail.executed_approval = Some(info.approval_id.clone());
+                Ok(Outcome::Done(Approved {
+                    dry_run,
+                    max_rows_affected,
+                    reason,
+                }))
+            }
+            Awaited::Finished(state) => {
+                let (word, sentence) = approval::hub::state_words(&state);
+                record(trail, word);
+                Err(match state {
+                    State::Denied { reason } => not_approved("a person denied it in the review console".into(), reason),
+                    _ => not_approved(format!("the approval {sentence}"), None),
+                })
             }
         }
     }

@@ -13,7 +13,10 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{CallLimits, Effect, Glob, Mask, Origin, Policy, Rule, TOOLS, TableTags, matching};
+use super::{
+    ApprovalChannel, ApprovalSettings, CallLimits, Effect, Glob, Level, Mask, Origin, Policy, Rule, TOOLS, TableTags,
+    matching,
+};
 use crate::classify::{Category, Risk};
 
 /// One thing wrong with a policy, at a place when there is one.
@@ -52,6 +55,7 @@ impl fmt::Display for PolicyErrors {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     defaults: Option<Spanned<RawLimits>>,
+    approval: Option<Spanned<RawApproval>>,
     #[serde(default)]
     rule: Vec<RawRule>,
     #[serde(default)]
@@ -70,6 +74,17 @@ struct RawLimits {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawApproval {
+    wait_budget: Option<Spanned<String>>,
+    pending_ttl: Option<Spanned<String>>,
+    approved_ttl: Option<Spanned<String>>,
+    max_open_per_session: Option<Spanned<i64>>,
+    channels: Option<Spanned<Vec<ApprovalChannel>>>,
+    min_channel: Option<BTreeMap<Risk, Level>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRule {
     id: Spanned<String>,
     effect: Effect,
@@ -83,6 +98,7 @@ struct RawRule {
     max_rows: Option<Spanned<i64>>,
     statement_timeout: Option<Spanned<String>>,
     approval_timeout: Option<Spanned<String>>,
+    min_channel: Option<Level>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +187,8 @@ struct Builder {
     errors: Vec<LoadError>,
     defaults: CallLimits,
     defaults_at: BTreeMap<&'static str, Origin>,
+    approval: ApprovalSettings,
+    approval_at: Option<Origin>,
     rules: Vec<Rule>,
     tables: Vec<TableTags>,
     masks: BTreeMap<String, BTreeMap<String, super::Mask>>,
@@ -207,6 +225,9 @@ impl Builder {
                 }
             }
             self.defaults = limits.or(self.defaults);
+        }
+        if let Some(a) = raw.approval {
+            self.add_approval(&at, a);
         }
         for r in raw.rule {
             self.add_rule(&at, r);
@@ -310,6 +331,75 @@ impl Builder {
         }
     }
 
+    fn add_approval(&mut self, at: &dyn Fn(Range<usize>) -> Origin, raw: Spanned<RawApproval>) {
+        let place = at(raw.span());
+        if let Some(first) = &self.approval_at {
+            let message = format!("`[approval]` is already set at `{first}`; set it in one file only");
+            self.error(place, message);
+            return;
+        }
+        self.approval_at = Some(place.clone());
+        let a = raw.into_inner();
+        let mut s = ApprovalSettings::default();
+        let durations = [
+            ("wait_budget", a.wait_budget, &mut s.wait_budget),
+            ("pending_ttl", a.pending_ttl, &mut s.pending_ttl),
+            ("approved_ttl", a.approved_ttl, &mut s.approved_ttl),
+        ];
+        for (key, raw, slot) in durations {
+            if let Some(d) = raw.and_then(|d| self.duration(at, key, d)) {
+                *slot = d;
+            }
+        }
+        if s.wait_budget > Duration::from_secs(300) {
+            self.error(
+                place.clone(),
+                format!(
+                    "`approval.wait_budget` is {}, longer than clients wait for a tool call (Claude Desktop gives up after about 60 s); use at most \"5m\", ideally \"40s\"",
+                    humantime::format_duration(s.wait_budget)
+                ),
+            );
+        }
+        if s.pending_ttl < s.wait_budget {
+            self.error(
+                place.clone(),
+                "`approval.pending_ttl` must be at least `wait_budget`, or approvals expire while the model waits".into(),
+            );
+        }
+        if let Some(n) = a.max_open_per_session {
+            match usize::try_from(*n.get_ref()) {
+                Ok(v) if (1..=100).contains(&v) => s.max_open_per_session = v,
+                _ => self.error(
+                    at(n.span()),
+                    format!(
+                        "`approval.max_open_per_session` must be a whole number from 1 to 100 (got {})",
+                        n.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(c) = a.channels {
+            let list = c.get_ref();
+            if list.is_empty() {
+                self.error(
+                    at(c.span()),
+                    "`approval.channels = []` means no person can ever approve anything; list at least one of \"elicitation\", \"mcp_app\", \"console\" (or make the rules `deny`)".into(),
+                );
+            }
+            s.channels = list.iter().copied().collect();
+        }
+        for (risk, level) in a.min_channel.unwrap_or_default() {
+            s.min_channel.insert(risk, level);
+        }
+        if !s.channels.is_empty() && !s.enabled(ApprovalChannel::Console) && s.min_channel.values().any(|l| *l == Level::Local) {
+            self.error(
+                place,
+                "`approval.min_channel` asks for `local` approval for some risk, but the `console` channel is off, so those calls could never be approved; enable \"console\" or lower `min_channel` (the default is critical = \"local\")".into(),
+            );
+        }
+        self.approval = s;
+    }
+
     fn add_rule(&mut self, at: &dyn Fn(Range<usize>) -> Origin, r: RawRule) {
         let place = at(r.id.span());
         let id = r.id.into_inner();
@@ -365,6 +455,12 @@ impl Builder {
                 format!("rule `{name}` denies, so `max_rows` and `statement_timeout` have no effect; remove them"),
             );
         }
+        if r.effect != Effect::Approve && r.min_channel.is_some() {
+            self.error(
+                place.clone(),
+                format!("rule `{name}` does not ask for approval, so `min_channel` has no effect; remove it"),
+            );
+        }
         if r.effect != Effect::Approve && limits.approval_timeout.is_some() {
             self.error(
                 place.clone(),
@@ -382,6 +478,7 @@ impl Builder {
             risk_at_least: r.risk_at_least,
             principals,
             limits,
+            min_channel: r.min_channel,
             origin: place,
         });
     }
@@ -460,8 +557,20 @@ impl Builder {
         if !self.errors.is_empty() {
             return Err(PolicyErrors(self.errors));
         }
+        if !self.approval.enabled(ApprovalChannel::Console)
+            && let Some(rule) = self.rules.iter().find(|r| r.min_channel == Some(Level::Local))
+        {
+            return Err(PolicyErrors(vec![LoadError {
+                origin: Some(rule.origin.clone()),
+                message: format!(
+                    "rule `{}` needs `local` approval, but the `console` channel is off in `[approval]`; enable it or lower `min_channel`",
+                    rule.id
+                ),
+            }]));
+        }
         Ok(Policy {
             defaults: self.defaults,
+            approval: self.approval,
             rules: self.rules,
             tables: self.tables,
             masks: self.masks,

@@ -125,6 +125,8 @@ pub struct Rule {
     pub risk_at_least: Option<Risk>,
     pub principals: Option<Vec<Glob>>,
     pub limits: CallLimits,
+    /// The weakest approval channel this rule accepts (on top of `[approval.min_channel]`).
+    pub min_channel: Option<Level>,
     pub origin: Origin,
 }
 
@@ -136,10 +138,92 @@ pub struct TableTags {
     pub origin: Origin,
 }
 
+/// How strong an approval channel must be (`[approval.min_channel]`, a rule's `min_channel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The MCP client shows the prompt (elicitation) or card (MCP Apps): trust rests on the host.
+    Client,
+    /// The review console pgwarden opens in the person's browser: trust rests on the OS session.
+    Local,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Client => "client",
+            Level::Local => "local",
+        }
+    }
+}
+
+/// The ways pgwarden can reach a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalChannel {
+    /// The client's own prompt (`elicitation/create` or a 2026-07-28 input request).
+    Elicitation,
+    /// The review card inside the chat, for hosts that render MCP Apps.
+    McpApp,
+    /// The local review console in the browser.
+    Console,
+}
+
+/// `[approval]`: how approvals outside the client's own prompt work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSettings {
+    /// How long a guarded call or `pgwarden_await` waits for a decision before answering "still
+    /// pending". Defaults to 40 s, below every known client's tool-call timeout.
+    pub wait_budget: Duration,
+    /// How long a pending approval waits for a person. Defaults to 10 min.
+    pub pending_ttl: Duration,
+    /// How long an approved action waits for `pgwarden_await` to run it. Defaults to 5 min.
+    pub approved_ttl: Duration,
+    /// Open approvals per session. Defaults to 3.
+    pub max_open_per_session: usize,
+    /// The enabled channels. Defaults to all three.
+    pub channels: BTreeSet<ApprovalChannel>,
+    /// The weakest channel that may approve a call of each risk (low, medium, high, critical).
+    /// Defaults to `client` up to high and `local` for critical.
+    pub min_channel: BTreeMap<Risk, Level>,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            wait_budget: Duration::from_secs(40),
+            pending_ttl: Duration::from_secs(600),
+            approved_ttl: Duration::from_secs(300),
+            max_open_per_session: 3,
+            channels: [ApprovalChannel::Elicitation, ApprovalChannel::McpApp, ApprovalChannel::Console].into(),
+            min_channel: [
+                (Risk::Low, Level::Client),
+                (Risk::Medium, Level::Client),
+                (Risk::High, Level::Client),
+                (Risk::Critical, Level::Local),
+            ]
+            .into(),
+        }
+    }
+}
+
+impl ApprovalSettings {
+    /// The weakest channel allowed for a call of `risk` under a rule asking for at least `rule`.
+    pub fn level_for(&self, risk: Risk, rule: Option<Level>) -> Level {
+        let by_risk = self.min_channel.get(&risk).copied().unwrap_or(Level::Client);
+        rule.map_or(by_risk, |r| r.max(by_risk))
+    }
+
+    pub fn enabled(&self, channel: ApprovalChannel) -> bool {
+        self.channels.contains(&channel)
+    }
+}
+
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub defaults: CallLimits,
+    pub approval: ApprovalSettings,
     pub rules: Vec<Rule>,
     pub tables: Vec<TableTags>,
     /// `schema.table` → column → mask, names exactly as Postgres stores them.
@@ -182,6 +266,8 @@ pub struct Decision {
     pub tags: BTreeMap<String, Vec<String>>,
     /// Masks on the tables the call touches.
     pub masks: Vec<MaskedColumn>,
+    /// The deciding rule's `min_channel`, if it set one.
+    pub min_channel: Option<Level>,
 }
 
 impl Decision {
@@ -273,6 +359,7 @@ impl Policy {
                     })
                 })
                 .collect(),
+            min_channel: rule.and_then(|r| r.min_channel),
         }
     }
 }

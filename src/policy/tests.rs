@@ -215,7 +215,7 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
     #[rustfmt::skip]
     let cases: Vec<(String, &str)> = vec![
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n".into(),
-         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `max_rows`, `statement_timeout`, `approval_timeout`"),
+         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `max_rows`, `statement_timeout`, `approval_timeout`, `min_channel`"),
         ("[[rule]]\nid = \"a\"\neffect = \"alow\"\n".into(),
          "`bad.toml:3`: unknown value `alow`; expected one of `allow`, `approve`, `deny`"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategories = [\"reads\"]\n".into(),
@@ -261,7 +261,21 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
         (format!("{ok_rule}[columns.\"public.c.email\"]\nmask = \"scramble\"\n"),
          "`bad.toml:6`: unknown value `scramble`; expected one of `email`, `redact`, `hash`, `last4`, `null`"),
         (format!("{ok_rule}[colums.\"public.c.email\"]\nmask = \"email\"\n"),
-         "`bad.toml:5`: unknown key `colums`; expected one of `defaults`, `rule`, `tables`, `columns`"),
+         "`bad.toml:5`: unknown key `colums`; expected one of `defaults`, `approval`, `rule`, `tables`, `columns`"),
+        (format!("{ok_rule}[approval]\nwait_budget = \"10m\"\n"),
+         "`bad.toml:5`: `approval.wait_budget` is 10m, longer than clients wait for a tool call (Claude Desktop gives up after about 60 s); use at most \"5m\", ideally \"40s\""),
+        (format!("{ok_rule}[approval]\nchannels = []\n"),
+         "`bad.toml:6`: `approval.channels = []` means no person can ever approve anything; list at least one of \"elicitation\", \"mcp_app\", \"console\" (or make the rules `deny`)"),
+        (format!("{ok_rule}[approval]\nchannels = [\"slack\"]\n"),
+         "`bad.toml:6`: unknown value `slack`; expected one of `elicitation`, `mcp_app`, `console`"),
+        (format!("{ok_rule}[approval]\nchannels = [\"elicitation\"]\n"),
+         "`bad.toml:5`: `approval.min_channel` asks for `local` approval for some risk, but the `console` channel is off, so those calls could never be approved; enable \"console\" or lower `min_channel` (the default is critical = \"local\")"),
+        (format!("{ok_rule}[approval.min_channel]\ncritical = \"remote\"\n"),
+         "`bad.toml:6`: unknown value `remote`; expected `client` or `local`"),
+        (format!("{ok_rule}[approval]\nmax_open_per_session = 0\n"),
+         "`bad.toml:6`: `approval.max_open_per_session` must be a whole number from 1 to 100 (got 0)"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmin_channel = \"local\"\n".into(),
+         "`bad.toml:2`: rule `a` does not ask for approval, so `min_channel` has no effect; remove it"),
         ("[[rule]\nid = \"a\"\n".into(),
          "`bad.toml:1`: unclosed array table; expected `]`"),
         ("[defaults]\nmax_rows = 5\n".into(),
@@ -351,4 +365,29 @@ fn globs_match_any_run_of_characters() {
     ] {
         assert_eq!(Glob(pattern.into()).matches(text), want, "{pattern} ~ {text}");
     }
+}
+
+#[test]
+fn approval_settings_load_with_defaults_and_per_rule_minimum() {
+    let p = Policy::parse(
+        "a.toml",
+        "[approval]\nwait_budget = \"2s\"\npending_ttl = \"1m\"\nchannels = [\"console\"]\n\
+         [approval.min_channel]\nhigh = \"local\"\n\
+         [[rule]]\nid = \"w\"\neffect = \"approve\"\ncategories = [\"write\"]\nmin_channel = \"local\"\n",
+    )
+    .unwrap();
+    let a = &p.approval;
+    assert_eq!(a.wait_budget, std::time::Duration::from_secs(2));
+    assert_eq!(a.pending_ttl, std::time::Duration::from_secs(60));
+    assert_eq!(a.approved_ttl, std::time::Duration::from_secs(300), "default kept");
+    assert!(a.enabled(ApprovalChannel::Console) && !a.enabled(ApprovalChannel::Elicitation));
+    assert_eq!(a.level_for(Risk::High, None), Level::Local);
+    assert_eq!(a.level_for(Risk::Critical, None), Level::Local, "default kept");
+    assert_eq!(a.level_for(Risk::Low, None), Level::Client);
+    let d = decide(&p, "query", "UPDATE t SET x = 1 WHERE id = 1", None);
+    assert_eq!(a.level_for(Risk::Medium, d.min_channel), Level::Local, "the rule raises it");
+    let default = Policy::builtin().approval;
+    assert_eq!(default, ApprovalSettings::default());
+    assert_eq!(default.level_for(Risk::High, None), Level::Client);
+    assert_eq!(default.level_for(Risk::Critical, None), Level::Local);
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grant::{GrantAction, ObjectType};
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantArgs {
     /// `grant` or `revoke`.

@@ -1,6 +1,7 @@
 //! One file per tool: its arguments (whose doc comments become the input schema), its structured
 //! output, and the compact text a model reads. Handlers only turn arguments into an `Action`.
 
+pub mod approval;
 pub mod describe_table;
 pub mod export;
 pub mod grant;

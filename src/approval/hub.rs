@@ -1,0 +1,248 @@
+//! Approvals that outlive the tool call: the pending store, the review console and the card, put
+//! together. A guarded call that no in-client prompt can approve becomes a pending approval here;
+//! the person decides it in the console (or the card); `pgwarden_await` runs the stored call once.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{
+    ReviewPacket,
+    packet::visible,
+    pending::{ApprovalStore, PendingError, Review, State, Transition, Ttls, fingerprint, new_secret},
+};
+use crate::{
+    audit::{ApprovalRecord, AuditLog, Event, Record},
+    console::Console,
+    pipeline::Action,
+    policy::{ApprovalChannel, ApprovalSettings, Level},
+};
+
+/// The call an approval stands for, exactly as it will run: the tool, its arguments as given
+/// (the model cannot send new ones later) and the caller.
+#[derive(Debug, Clone)]
+pub struct StoredCall {
+    pub tool: &'static str,
+    pub arguments: serde_json::Value,
+    pub action: Action,
+    /// The action hash the person approves.
+    pub hash: String,
+}
+
+pub type Store = ApprovalStore<StoredCall>;
+
+/// What the model (and the card) is told about a new pending approval.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingInfo {
+    pub approval_id: String,
+    pub fingerprint: String,
+    pub expires_at: String,
+    /// Where the person can decide: `mcp_app` (the card in this chat), `local_console`.
+    pub surfaces: Vec<&'static str>,
+    /// Whether the card may decide (false when the policy needs a local approval).
+    pub can_decide_here: bool,
+    /// The packet the card shows (the console has its own copy).
+    pub packet: serde_json::Value,
+    /// Why the console could not be shown, if it could not.
+    #[serde(skip)]
+    pub console_problem: Option<String>,
+    /// The card's secret and the action hash: only for the result's `_meta`, never for the model.
+    #[serde(skip)]
+    pub nonce: String,
+    #[serde(skip)]
+    pub action_hash: String,
+    /// How long `pgwarden_await` waits.
+    #[serde(skip)]
+    pub wait_budget: std::time::Duration,
+}
+
+/// The approvals of this process.
+pub struct Approvals {
+    pub settings: ApprovalSettings,
+    pub store: Arc<Store>,
+    pub console: Arc<Console>,
+}
+
+/// Where a new pending approval will be shown.
+pub struct Surfaces {
+    /// The host renders MCP Apps and the card channel is on.
+    pub card: bool,
+    /// The weakest channel the policy accepts for this call.
+    pub level: Level,
+}
+
+impl Approvals {
+    pub fn new(settings: ApprovalSettings, audit: Arc<AuditLog>, label: String) -> Arc<Approvals> {
+        let ttls = Ttls {
+            pending: settings.pending_ttl,
+            approved_unused: settings.approved_ttl,
+            max_open_per_session: settings.max_open_per_session,
+        };
+        let record = move |t: &Transition<'_>| {
+            let (state, _) = state_words(t.to);
+            let mut record = Record {
+                event: Some(Event::Approval),
+                session_id: Some(t.session.to_string()),
+                approval: Some(ApprovalRecord {
+                    channel: t.channel.to_string(),
+                    answer: state.to_string(),
+                    decided_by: t.decided_by.clone(),
+                    approval_id: Some(t.id.to_string()),
+                    action_hash: Some(t.hash.to_string()),
+                    fingerprint: Some(fingerprint(t.hash)),
+                    ..ApprovalRecord::default()
+                }),
+                ..Record::default()
+            };
+            if let Some(a) = record.approval.as_mut() {
+                match t.to {
+                    State::Approved {
+                        max_rows_affected,
+                        reason,
+                        ..
+                    } => {
+                        a.row_limit = *max_rows_affected;
+                        a.reason = reason.clone();
+                    }
+                    State::Denied { reason } => a.reason = reason.clone(),
+                    _ => {}
+                }
+            }
+            // Decisions and executions are fsynced before they take effect.
+            let durable = !matches!(t.to, State::Pending);
+            audit
+                .append(std::mem::take(&mut record), durable)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let store = Arc::new(ApprovalStore::new(ttls, Box::new(record)));
+        Arc::new(Approvals {
+            console: Arc::new(Console::new(store.clone(), label)),
+            settings,
+            store,
+        })
+    }
+
+    /// Whether some channel outside the client's prompt can approve a call needing `level`.
+    pub fn reachable(&self, card_host: bool, level: Level) -> bool {
+        let s = &self.settings;
+        s.enabled(ApprovalChannel::Console)
+            || (card_host && s.enabled(ApprovalChannel::McpApp) && level == Level::Client)
+    }
+
+    /// A pending approval for `call`, shown on the surfaces that can take it.
+    pub async fn open(
+        &self,
+        call: StoredCall,
+        hash: &str,
+        packet: &ReviewPacket,
+        surfaces: Surfaces,
+    ) -> Result<PendingInfo, PendingError> {
+        let settings = &self.settings;
+        let card = surfaces.card && settings.enabled(ApprovalChannel::McpApp);
+        let console = settings.enabled(ApprovalChannel::Console);
+        let card_may_decide = card && surfaces.level == Level::Client;
+        let now = chrono::Utc::now();
+        let expires_at =
+            now + chrono::Duration::from_std(settings.pending_ttl).unwrap_or_else(|_| chrono::Duration::minutes(10));
+        let shown = shown_packet(call.tool, packet);
+        let session = call.action.caller.session_id.clone();
+        let review = Review {
+            packet: shown.clone(),
+            created_at: now,
+            expires_at,
+            card_may_decide,
+            nonce: new_secret(),
+        };
+        let nonce = review.nonce.clone();
+        let id = self.store.create(&session, hash, call, review)?;
+        let mut info = PendingInfo {
+            fingerprint: fingerprint(hash),
+            expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            surfaces: vec![],
+            can_decide_here: card_may_decide,
+            packet: shown,
+            console_problem: None,
+            nonce,
+            action_hash: hash.to_string(),
+            wait_budget: settings.wait_budget,
+            approval_id: id.clone(),
+        };
+        if card {
+            info.surfaces.push("mcp_app");
+        }
+        if console {
+            // With a card that can decide, the console opens only if the card does not show up.
+            if card_may_decide {
+                info.surfaces.push("local_console");
+                self.open_console_unless_card_ready(id);
+            } else {
+                match self.console.show().await {
+                    Ok(_) => info.surfaces.push("local_console"),
+                    Err(e) => {
+                        tracing::warn!(approval = info.approval_id, "review console not shown: {e}");
+                        info.console_problem = Some(e);
+                    }
+                }
+            }
+        }
+        Ok(info)
+    }
+
+    /// The card must report itself on screen within a few seconds; otherwise the console opens.
+    fn open_console_unless_card_ready(&self, id: String) {
+        let store = self.store.clone();
+        let console = self.console.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CARD_READY_WITHIN).await;
+            if !store.is_card_ready(&id) && store.state(&id) == Some(State::Pending) {
+                tracing::info!(approval = id, "the review card did not report ready; opening the console");
+                if let Err(e) = console.show().await {
+                    tracing::warn!(approval = id, "review console not shown: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// How long the card has to report that it is on screen.
+pub const CARD_READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A word and a sentence for a state, for the console, the card and the model.
+pub fn state_words(state: &State) -> (&'static str, String) {
+    match state {
+        State::Pending => ("pending", "waiting for a person's decision".into()),
+        State::Approved { dry_run: true, .. } => ("dry_run", "approved as a dry run; runs (and rolls back) at the next pgwarden_await".into()),
+        State::Approved {
+            max_rows_affected: Some(n),
+            ..
+        } => ("approved", format!("approved with a row limit of {n}; runs at the next pgwarden_await")),
+        State::Approved { .. } => ("approved", "approved; runs at the next pgwarden_await".into()),
+        State::Denied { reason: Some(r) } => ("denied", format!("denied: {}", visible(r))),
+        State::Denied { reason: None } => ("denied", "denied".into()),
+        State::Expired => ("expired", "expired without being run".into()),
+        State::Cancelled => ("cancelled", "cancelled".into()),
+        State::Executing => ("executing", "running now".into()),
+        State::Done { ok: true } => ("done", "ran".into()),
+        State::Done { ok: false } => ("failed", "ran and failed".into()),
+    }
+}
+
+/// The packet as the console and the card show it: every string with hidden characters visible.
+fn shown_packet(tool: &str, p: &ReviewPacket) -> serde_json::Value {
+    serde_json::json!({
+        "summary": visible(&p.summary),
+        "tool": tool,
+        "sql": visible(&p.sql),
+        "category": p.category,
+        "risk": p.risk,
+        "reasons": p.reasons.iter().map(|r| visible(r)).collect::<Vec<_>>(),
+        "tables": p.tables.iter().map(|(t, tags)| serde_json::json!({ "name": visible(t), "tags": tags })).collect::<Vec<_>>(),
+        "rule": visible(&p.rule),
+        "rule_reason": visible(&p.rule_reason),
+        "estimated_rows": p.estimated_rows,
+        "requested_by": visible(&p.requested_by),
+        "intent": p.intent.as_deref().map(visible),
+        "details": p.details.iter().map(|d| visible(d)).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,236 @@
+//! The local review console: a small web page served by the `pgwarden serve` process itself on
+//! 127.0.0.1 (random port), where the person at this computer approves or denies pending calls.
+//!
+//! The model has no way in. pgwarden opens the browser itself at `/login#k=<secret>`: the one-time
+//! secret sits in the URL fragment (never sent in a request line, a log or a Referer), the page
+//! trades it for an HttpOnly, SameSite=Strict session cookie, and the secret is never written to
+//! stdout, stderr, the audit log or a tool result. Every request must carry our own Host (against
+//! DNS rebinding) and, when it has one, our own Origin; state changes also need the session's CSRF
+//! token and the action hash the person was shown. No CORS headers are ever sent.
+
+mod http;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sha2::{Digest, Sha256};
+use tokio::{sync::OnceCell, time::Instant};
+
+use crate::approval::{
+    hub::Store,
+    pending::{new_secret, same_secret},
+};
+
+/// A login secret is good for one use within this time.
+const LOGIN_TTL: Duration = Duration::from_secs(120);
+/// Wrong secrets before the current one is thrown away.
+const LOGIN_ATTEMPTS: u32 = 5;
+/// A console tab that polled this recently is still open: no new tab is launched.
+const TAB_ALIVE: Duration = Duration::from_secs(35);
+
+/// The console of this process, started on first need.
+pub struct Console {
+    store: Arc<Store>,
+    /// Shown in the page header: which server and client this console serves.
+    label: String,
+    running: OnceCell<Arc<Shared>>,
+}
+
+/// What the HTTP handlers share.
+struct Shared {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    label: String,
+    /// The person signing in: the OS user running pgwarden.
+    user: String,
+    login: Mutex<Login>,
+    /// SHA-256 of a session cookie → its CSRF token.
+    sessions: Mutex<HashMap<Vec<u8>, String>>,
+    last_poll: Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct Login {
+    secret: Option<(String, Instant)>,
+    failures: u32,
+}
+
+impl Console {
+    pub fn new(store: Arc<Store>, label: String) -> Console {
+        Console {
+            store,
+            label,
+            running: OnceCell::new(),
+        }
+    }
+
+    async fn shared(&self) -> std::io::Result<Arc<Shared>> {
+        self.running
+            .get_or_try_init(|| async {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+                let shared = Arc::new(Shared {
+                    addr: listener.local_addr()?,
+                    store: self.store.clone(),
+                    label: self.label.clone(),
+                    user: os_user(),
+                    login: Mutex::new(Login::default()),
+                    sessions: Mutex::new(HashMap::new()),
+                    last_poll: Mutex::new(None),
+                });
+                tracing::info!(port = shared.addr.port(), "review console listening on 127.0.0.1");
+                http::serve(listener, shared.clone());
+                Ok(shared)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The console's address, starting it if needed.
+    pub async fn addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.shared().await?.addr)
+    }
+
+    /// Makes sure the person sees the console: if no console tab is open, opens the browser at a
+    /// fresh login URL. `Ok(true)` when a browser was launched, `Ok(false)` when a tab is open.
+    pub async fn show(&self) -> Result<bool, String> {
+        let shared = self
+            .shared()
+            .await
+            .map_err(|e| format!("the review console could not start: {e}"))?;
+        if shared.tab_open() {
+            return Ok(false);
+        }
+        let secret = new_secret();
+        let url = format!("http://127.0.0.1:{}/login#k={secret}", shared.addr.port());
+        *shared.lock_login() = Login {
+            secret: Some((secret, Instant::now() + LOGIN_TTL)),
+            failures: 0,
+        };
+        open_browser(&url).await?;
+        tracing::info!(port = shared.addr.port(), "opened the review console in the browser");
+        Ok(true)
+    }
+}
+
+impl Shared {
+    fn lock_login(&self) -> std::sync::MutexGuard<'_, Login> {
+        self.login.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tab_open(&self) -> bool {
+        self.last_poll
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < TAB_ALIVE)
+    }
+
+    fn polled(&self) {
+        *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Trades the one-time secret for a session: `Some((cookie, csrf))`.
+    fn sign_in(&self, given: &str) -> Result<String, &'static str> {
+        let mut login = self.lock_login();
+        let Some((secret, until)) = login.secret.clone() else {
+            return Err("this sign-in link was already used or has expired; pgwarden opens a new one at the next approval");
+        };
+        if Instant::now() >= until {
+            login.secret = None;
+            return Err("this sign-in link has expired; pgwarden opens a new one at the next approval");
+        }
+        if !same_secret(given, &secret) {
+            login.failures += 1;
+            if login.failures >= LOGIN_ATTEMPTS {
+                login.secret = None;
+                tracing::warn!("review console: too many wrong sign-in secrets; the current link is revoked");
+            }
+            return Err("wrong sign-in secret");
+        }
+        login.secret = None;
+        let cookie = new_secret();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(Sha256::digest(cookie.as_bytes()).to_vec(), new_secret());
+        Ok(cookie)
+    }
+
+    /// The CSRF token of the session this cookie opens.
+    fn session(&self, cookie: &str) -> Option<String> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(Sha256::digest(cookie.as_bytes()).as_slice())
+            .cloned()
+    }
+}
+
+/// The OS user running pgwarden (who signs in to the console), for the audit log.
+fn os_user() -> String {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(name) if !name.is_empty() => format!("{name} (uid {uid}, local console)"),
+        _ => format!("uid {uid} (local console)"),
+    }
+}
+
+/// Opens `url` in the person's browser: `$BROWSER` (a command; `%s` is replaced by the URL, else
+/// the URL is appended), else the platform's opener. Nothing it prints reaches our stdout.
+async fn open_browser(url: &str) -> Result<(), String> {
+    let (program, mut args): (String, Vec<String>) = match std::env::var("BROWSER") {
+        Ok(b) if !b.trim().is_empty() => {
+            // Python's convention: alternatives separated by the path separator; the first is used.
+            let first = b.split(':').next().unwrap_or_default();
+            let mut words = first.split_whitespace().map(str::to_string);
+            let program = words.next().unwrap_or_default();
+            (program, words.collect())
+        }
+        _ if cfg!(target_os = "macos") => ("/usr/bin/open".into(), vec![]),
+        _ if cfg!(windows) => ("rundll32".into(), vec!["url.dll,FileProtocolHandler".into()]),
+        _ => {
+            let desktop = ["DISPLAY", "WAYLAND_DISPLAY"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+            if !desktop {
+                return Err(
+                    "there is no desktop session to open the review console in (no DISPLAY or WAYLAND_DISPLAY, \
+                     and $BROWSER is not set)"
+                        .into(),
+                );
+            }
+            ("xdg-open".into(), vec![])
+        }
+    };
+    if args.iter().any(|a| a.contains("%s")) {
+        for a in &mut args {
+            *a = a.replace("%s", url);
+        }
+    } else {
+        args.push(url.to_string());
+    }
+    let mut child = tokio::process::Command::new(&program)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("the browser could not be started (`{program}`: {e}); set $BROWSER to a browser command"))?;
+    // Openers return at once; a browser keeps running. Only a quick failure is reported.
+    match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
+        Ok(Ok(status)) if !status.success() => Err(format!(
+            "the browser command `{program}` failed ({status}); set $BROWSER to a browser command"
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            Ok(())
+        }
+    }
+}
