@@ -388,7 +388,12 @@ impl PgWarden {
         if !card_host(&ctx) {
             return Err(McpError::invalid_params("unknown tool", None));
         }
-        match self.pipeline.approvals().store.card_ready(&args.approval_id, &args.nonce) {
+        match self
+            .pipeline
+            .approvals()
+            .store
+            .card_ready(&args.approval_id, &args.nonce)
+        {
             Ok(()) => Ok(CallToolResult::success(vec![ContentBlock::text("ok")])),
             Err(e) => failure(ToolError::Refused(e.to_string())),
         }
@@ -406,7 +411,12 @@ impl PgWarden {
         if !card_host(&ctx) {
             return Err(McpError::invalid_params("unknown tool", None));
         }
-        match self.pipeline.approvals().store.state_for_card(&args.approval_id, &args.nonce) {
+        match self
+            .pipeline
+            .approvals()
+            .store
+            .state_for_card(&args.approval_id, &args.nonce)
+        {
             Ok(state) => card_state(&state),
             Err(e) => failure(ToolError::Refused(e.to_string())),
         }
@@ -484,7 +494,10 @@ fn app_only_meta() -> MetaObject {
 
 fn card_state(state: &State) -> Result<CallToolResult, McpError> {
     let (word, label) = state_words(state);
-    success(&serde_json::json!({ "state": word, "state_label": label }), label.clone())
+    success(
+        &serde_json::json!({ "state": word, "state_label": label }),
+        label.clone(),
+    )
 }
 
 impl PgWarden {
@@ -501,7 +514,9 @@ impl PgWarden {
         let budget = args
             .wait_seconds
             .map(Duration::from_secs)
-            .map_or(approvals.settings.wait_budget, |w| w.min(approvals.settings.wait_budget));
+            .map_or(approvals.settings.wait_budget, |w| {
+                w.min(approvals.settings.wait_budget)
+            });
         let until = tokio::time::Instant::now() + budget;
         let token = ctx.meta.get_progress_token();
         let mut ticks = 0u32;
@@ -562,7 +577,10 @@ impl PgWarden {
                         format!(
                             "A person DENIED {id}; nothing was executed. Do not retry it in another form — ask the user \
                              how to proceed.{}",
-                            reason.as_ref().map(|r| format!(" Their reason: \"{r}\"")).unwrap_or_default()
+                            reason
+                                .as_ref()
+                                .map(|r| format!(" Their reason: \"{r}\""))
+                                .unwrap_or_default()
                         ),
                         reason,
                     ),
@@ -599,7 +617,10 @@ impl PgWarden {
                     (false, Some(n)) => format!("approved with a row limit of {n}"),
                     (false, None) => "approved".to_string(),
                 };
-                let why = reason.as_ref().map(|r| format!(" Reviewer's note: \"{r}\".")).unwrap_or_default();
+                let why = reason
+                    .as_ref()
+                    .map(|r| format!(" Reviewer's note: \"{r}\"."))
+                    .unwrap_or_default();
                 match ran {
                     Ok((value, text)) => AwaitOutput {
                         status: "executed".into(),
@@ -638,29 +659,42 @@ impl PgWarden {
         route: &Route,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<(serde_json::Value, String), ToolError> {
-        fn done<T: Serialize>(o: Outcome<T>, text: impl FnOnce(&T) -> String) -> Result<(serde_json::Value, String), ToolError> {
+        fn done<T: Serialize>(
+            o: Outcome<T>,
+            text: impl FnOnce(&T) -> String,
+        ) -> Result<(serde_json::Value, String), ToolError> {
             match o {
                 Outcome::Done(out) => Ok((serde_json::to_value(&out).unwrap_or_default(), text(&out))),
-                _ => Err(ToolError::Refused("the approved call asked for another approval".into())),
+                _ => Err(ToolError::Refused(
+                    "the approved call asked for another approval".into(),
+                )),
             }
         }
         let bad = |e: serde_json::Error| ToolError::Refused(format!("the stored call could not be read back ({e})"));
         match call.tool {
             "query" => {
                 let args: QueryArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
-                done(self.pipeline.query(&call.action, args.max_rows, route, &ctx.ct).await?, QueryOutput::to_text)
+                done(
+                    self.pipeline.query(&call.action, args.max_rows, route, &ctx.ct).await?,
+                    QueryOutput::to_text,
+                )
             }
             "export" => {
                 let args: ExportArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
                 let progress = |_: u64| {};
                 done(
-                    self.pipeline.export(&call.action, &args, route, &progress, &ctx.ct).await?,
+                    self.pipeline
+                        .export(&call.action, &args, route, &progress, &ctx.ct)
+                        .await?,
                     ExportOutput::to_text,
                 )
             }
             "grant" => {
                 let args: GrantArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
-                done(self.pipeline.grant(&call.action, &args, route, &ctx.ct).await?, GrantOutput::to_text)
+                done(
+                    self.pipeline.grant(&call.action, &args, route, &ctx.ct).await?,
+                    GrantOutput::to_text,
+                )
             }
             other => Err(ToolError::Refused(format!("`{other}` calls cannot be approved later"))),
         }
@@ -681,7 +715,10 @@ impl ServerHandler for PgWarden {
     ) -> Result<CallToolResponse, McpError> {
         // The card's tools do not exist for hosts that cannot render the card.
         if APP_ONLY.contains(&request.name.as_ref()) && !card_host(&context) {
-            return Err(McpError::invalid_params(format!("unknown tool `{}`", request.name), None));
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{}`", request.name),
+                None,
+            ));
         }
         let tcc = ToolCallContext::new(self, request, context);
         self.tool_router.call(tcc).await
@@ -739,7 +776,10 @@ impl ServerHandler for PgWarden {
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         if request.uri != REVIEW_URI {
-            return Err(McpError::resource_not_found(format!("no resource `{}`", request.uri), None));
+            return Err(McpError::resource_not_found(
+                format!("no resource `{}`", request.uri),
+                None,
+            ));
         }
         let mut meta = JsonObject::new();
         meta.insert("ui".into(), serde_json::json!({ "prefersBorder": true }));

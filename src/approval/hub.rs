@@ -196,7 +196,10 @@ impl Approvals {
         tokio::spawn(async move {
             tokio::time::sleep(CARD_READY_WITHIN).await;
             if !store.is_card_ready(&id) && store.state(&id) == Some(State::Pending) {
-                tracing::info!(approval = id, "the review card did not report ready; opening the console");
+                tracing::info!(
+                    approval = id,
+                    "the review card did not report ready; opening the console"
+                );
                 if let Err(e) = console.show().await {
                     tracing::warn!(approval = id, "review console not shown: {e}");
                 }
@@ -212,11 +215,17 @@ pub const CARD_READY_WITHIN: std::time::Duration = std::time::Duration::from_sec
 pub fn state_words(state: &State) -> (&'static str, String) {
     match state {
         State::Pending => ("pending", "waiting for a person's decision".into()),
-        State::Approved { dry_run: true, .. } => ("dry_run", "approved as a dry run; runs (and rolls back) at the next pgwarden_await".into()),
+        State::Approved { dry_run: true, .. } => (
+            "dry_run",
+            "approved as a dry run; runs (and rolls back) at the next pgwarden_await".into(),
+        ),
         State::Approved {
             max_rows_affected: Some(n),
             ..
-        } => ("approved", format!("approved with a row limit of {n}; runs at the next pgwarden_await")),
+        } => (
+            "approved",
+            format!("approved with a row limit of {n}; runs at the next pgwarden_await"),
+        ),
         State::Approved { .. } => ("approved", "approved; runs at the next pgwarden_await".into()),
         State::Denied { reason: Some(r) } => ("denied", format!("denied: {}", visible(r))),
         State::Denied { reason: None } => ("denied", "denied".into()),

@@ -350,7 +350,9 @@ impl<A: Clone> ApprovalStore<A> {
         let mut entries = self.lock();
         let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
         if !same_secret(nonce, &e.review.nonce) {
-            return Err(PendingError::WrongChannel("the card's proof does not match this approval".into()));
+            return Err(PendingError::WrongChannel(
+                "the card's proof does not match this approval".into(),
+            ));
         }
         e.card_ready = true;
         Ok(())
@@ -367,7 +369,9 @@ impl<A: Clone> ApprovalStore<A> {
         self.sweep(&mut entries);
         let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
         if !same_secret(nonce, &e.review.nonce) {
-            return Err(PendingError::WrongChannel("the card's proof does not match this approval".into()));
+            return Err(PendingError::WrongChannel(
+                "the card's proof does not match this approval".into(),
+            ));
         }
         Ok(e.state.borrow().clone())
     }
@@ -605,7 +609,10 @@ mod tests {
             "an identical pending action reuses its id"
         );
         assert_ne!(store.create("other", "a", 1, review()).unwrap(), a, "per session");
-        assert_eq!(store.decide(&a, "a-stale", &console(), approve()), Err(PendingError::StaleHash));
+        assert_eq!(
+            store.decide(&a, "a-stale", &console(), approve()),
+            Err(PendingError::StaleHash)
+        );
         assert_eq!(
             store.wait(&a, "other", Duration::from_secs(1)).await,
             Err(PendingError::NotYours(a.clone()))
@@ -641,7 +648,10 @@ mod tests {
         let (store, log) = recorded::<u8>();
         let a = store.create("s", "a", 1, review()).unwrap();
         let wrong = Via::Card { nonce: "guess".into() };
-        assert!(matches!(store.decide(&a, "a", &wrong, approve()), Err(PendingError::WrongChannel(_))));
+        assert!(matches!(
+            store.decide(&a, "a", &wrong, approve()),
+            Err(PendingError::WrongChannel(_))
+        ));
         assert!(store.card_ready(&a, "guess").is_err());
         assert!(!store.is_card_ready(&a));
         store.card_ready(&a, "n0nce").unwrap();
@@ -683,11 +693,18 @@ mod tests {
         let failing = ApprovalStore::<u8>::new(
             Ttls::default(),
             Box::new(|t: &Transition<'_>| {
-                if *t.to == State::Pending { Ok(()) } else { Err("disk full".into()) }
+                if *t.to == State::Pending {
+                    Ok(())
+                } else {
+                    Err("disk full".into())
+                }
             }),
         );
         let c = failing.create("s", "c", 3, review()).unwrap();
-        assert!(matches!(failing.decide(&c, "c", &console(), approve()), Err(PendingError::Audit(_))));
+        assert!(matches!(
+            failing.decide(&c, "c", &console(), approve()),
+            Err(PendingError::Audit(_))
+        ));
         assert_eq!(failing.state(&c), Some(State::Pending));
     }
 }

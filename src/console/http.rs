@@ -114,7 +114,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
     // DNS rebinding: a page on another name that resolves here carries its own Host.
     match header(&req, header::HOST) {
         Some(h) if allowed_origin(shared, h, false) => {}
-        _ => return error(StatusCode::FORBIDDEN, "wrong Host: the console answers only to 127.0.0.1 and localhost"),
+        _ => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "wrong Host: the console answers only to 127.0.0.1 and localhost",
+            );
+        }
     }
     let origin = header(&req, header::ORIGIN);
     if origin.is_some_and(|o| !allowed_origin(shared, o, true))
@@ -288,7 +293,10 @@ async fn decide(shared: &Shared, req: Request<Incoming>, csrf: &str) -> Reply {
     match shared.store.decide(&d.approval_id, &d.action_hash, &via, decision) {
         Ok(state) => {
             let (state, label) = state_words(&state);
-            json(StatusCode::OK, serde_json::json!({ "state": state, "state_label": label }))
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "state": state, "state_label": label }),
+            )
         }
         Err(e @ (PendingError::StaleHash | PendingError::AlreadyDecided(_))) => {
             error(StatusCode::CONFLICT, &e.to_string())

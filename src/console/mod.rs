@@ -38,6 +38,8 @@ pub struct Console {
     /// Shown in the page header: which server and client this console serves.
     label: String,
     running: OnceCell<Arc<Shared>>,
+    /// A browser command used instead of `$BROWSER` (tests, and embedders that know better).
+    browser: Mutex<Option<String>>,
 }
 
 /// What the HTTP handlers share.
@@ -65,7 +67,13 @@ impl Console {
             store,
             label,
             running: OnceCell::new(),
+            browser: Mutex::new(None),
         }
+    }
+
+    /// Opens the console with `command` (same form as `$BROWSER`) instead of `$BROWSER`.
+    pub fn use_browser(&self, command: &str) {
+        *self.browser.lock().unwrap_or_else(|p| p.into_inner()) = Some(command.to_string());
     }
 
     async fn shared(&self) -> std::io::Result<Arc<Shared>> {
@@ -110,7 +118,8 @@ impl Console {
             secret: Some((secret, Instant::now() + LOGIN_TTL)),
             failures: 0,
         };
-        open_browser(&url).await?;
+        let browser = self.browser.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        open_browser(&url, browser).await?;
         tracing::info!(port = shared.addr.port(), "opened the review console in the browser");
         Ok(true)
     }
@@ -136,7 +145,9 @@ impl Shared {
     fn sign_in(&self, given: &str) -> Result<String, &'static str> {
         let mut login = self.lock_login();
         let Some((secret, until)) = login.secret.clone() else {
-            return Err("this sign-in link was already used or has expired; pgwarden opens a new one at the next approval");
+            return Err(
+                "this sign-in link was already used or has expired; pgwarden opens a new one at the next approval",
+            );
         };
         if Instant::now() >= until {
             login.secret = None;
@@ -181,8 +192,8 @@ fn os_user() -> String {
 
 /// Opens `url` in the person's browser: `$BROWSER` (a command; `%s` is replaced by the URL, else
 /// the URL is appended), else the platform's opener. Nothing it prints reaches our stdout.
-async fn open_browser(url: &str) -> Result<(), String> {
-    let (program, mut args): (String, Vec<String>) = match std::env::var("BROWSER") {
+async fn open_browser(url: &str, browser: Option<String>) -> Result<(), String> {
+    let (program, mut args): (String, Vec<String>) = match browser.map_or_else(|| std::env::var("BROWSER"), Ok) {
         Ok(b) if !b.trim().is_empty() => {
             // Python's convention: alternatives separated by the path separator; the first is used.
             let first = b.split(':').next().unwrap_or_default();
@@ -219,7 +230,9 @@ async fn open_browser(url: &str) -> Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("the browser could not be started (`{program}`: {e}); set $BROWSER to a browser command"))?;
+        .map_err(|e| {
+            format!("the browser could not be started (`{program}`: {e}); set $BROWSER to a browser command")
+        })?;
     // Openers return at once; a browser keeps running. Only a quick failure is reported.
     match tokio::time::timeout(Duration::from_secs(3), child.wait()).await {
         Ok(Ok(status)) if !status.success() => Err(format!(

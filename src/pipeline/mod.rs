@@ -630,8 +630,13 @@ impl Pipeline {
             record(trail, "no surface could show it");
             return Err(not_approved(
                 format!(
-                    "this client cannot show approval prompts, and {}; nothing can reach a person here",
-                    info.console_problem.as_deref().unwrap_or("the review console could not be shown")
+                    "this client cannot show approval prompts, and {}, so no person could approve it — a reply in the \
+                     chat cannot approve it either. The operator can allow it in the policy, run pgwarden where it \
+                     can open a browser for its review console (or set $BROWSER), or use a client that shows MCP \
+                     approval prompts",
+                    info.console_problem
+                        .as_deref()
+                        .unwrap_or("the review console could not be shown")
                 ),
                 None,
             ));

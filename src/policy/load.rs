@@ -363,7 +363,8 @@ impl Builder {
         if s.pending_ttl < s.wait_budget {
             self.error(
                 place.clone(),
-                "`approval.pending_ttl` must be at least `wait_budget`, or approvals expire while the model waits".into(),
+                "`approval.pending_ttl` must be at least `wait_budget`, or approvals expire while the model waits"
+                    .into(),
             );
         }
         if let Some(n) = a.max_open_per_session {
@@ -391,7 +392,10 @@ impl Builder {
         for (risk, level) in a.min_channel.unwrap_or_default() {
             s.min_channel.insert(risk, level);
         }
-        if !s.channels.is_empty() && !s.enabled(ApprovalChannel::Console) && s.min_channel.values().any(|l| *l == Level::Local) {
+        if !s.channels.is_empty()
+            && !s.enabled(ApprovalChannel::Console)
+            && s.min_channel.values().any(|l| *l == Level::Local)
+        {
             self.error(
                 place,
                 "`approval.min_channel` asks for `local` approval for some risk, but the `console` channel is off, so those calls could never be approved; enable \"console\" or lower `min_channel` (the default is critical = \"local\")".into(),

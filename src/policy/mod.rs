@@ -195,7 +195,12 @@ impl Default for ApprovalSettings {
             pending_ttl: Duration::from_secs(600),
             approved_ttl: Duration::from_secs(300),
             max_open_per_session: 3,
-            channels: [ApprovalChannel::Elicitation, ApprovalChannel::McpApp, ApprovalChannel::Console].into(),
+            channels: [
+                ApprovalChannel::Elicitation,
+                ApprovalChannel::McpApp,
+                ApprovalChannel::Console,
+            ]
+            .into(),
             min_channel: [
                 (Risk::Low, Level::Client),
                 (Risk::Medium, Level::Client),

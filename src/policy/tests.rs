@@ -385,7 +385,11 @@ fn approval_settings_load_with_defaults_and_per_rule_minimum() {
     assert_eq!(a.level_for(Risk::Critical, None), Level::Local, "default kept");
     assert_eq!(a.level_for(Risk::Low, None), Level::Client);
     let d = decide(&p, "query", "UPDATE t SET x = 1 WHERE id = 1", None);
-    assert_eq!(a.level_for(Risk::Medium, d.min_channel), Level::Local, "the rule raises it");
+    assert_eq!(
+        a.level_for(Risk::Medium, d.min_channel),
+        Level::Local,
+        "the rule raises it"
+    );
     let default = Policy::builtin().approval;
     assert_eq!(default, ApprovalSettings::default());
     assert_eq!(default.level_for(Risk::High, None), Level::Client);

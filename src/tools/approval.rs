@@ -44,7 +44,9 @@ impl PendingApproval {
             info.surfaces.contains(&"mcp_app"),
             info.surfaces.contains(&"local_console"),
         ) {
-            (true, true) => "in the pgwarden approval card in this chat, or in the pgwarden review window on their screen",
+            (true, true) => {
+                "in the pgwarden approval card in this chat, or in the pgwarden review window on their screen"
+            }
             (true, false) => "in the pgwarden approval card in this chat",
             _ => "in the pgwarden review window that opened in their browser",
         };

@@ -185,6 +185,8 @@ async fn agent_client(db: &str) -> tokio_postgres::Client {
 /// client's handler: `()` declares no elicitation; [`Reviewer`] answers approval prompts.
 pub struct Mcp<H: ClientHandler = ()> {
     pub client: RunningService<RoleClient, H>,
+    /// The server's pipeline, for what a test plays outside MCP (the review console).
+    pub pipeline: Arc<Pipeline>,
     /// Holds this server's audit trail (`audit.jsonl`); removed with the session.
     pub audit_dir: Arc<tempfile::TempDir>,
 }
@@ -300,20 +302,48 @@ pub enum Era {
     Modern,
 }
 
+/// A session with any client handler (its `get_info` declares its capabilities), legacy handshake.
+pub async fn session<H: ClientHandler>(db: &TestDb, policy: &str, handler: H) -> Mcp<H> {
+    let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
+    let (audit_dir, audit) = audit_log();
+    let pipeline = new_pipeline(Pipeline::new(
+        db.database(2).await,
+        limits(),
+        Arc::new(policy),
+        None,
+        audit,
+        audit_dir.path().join("exports"),
+    ));
+    let server = PgWarden::new(pipeline.clone());
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let client = handler.serve(client_io).await.expect("MCP handshake");
+    Mcp {
+        client,
+        pipeline,
+        audit_dir,
+    }
+}
+
 impl Mcp<Reviewer> {
     /// A session with `reviewer` answering prompts, deciding with `policy` (TOML text).
     pub async fn reviewed(db: &TestDb, policy: &str, reviewer: Reviewer, era: Era) -> Mcp<Reviewer> {
         let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
         let (audit_dir, audit) = audit_log();
-        let server = PgWarden::new(Arc::new(Pipeline::new(
+        let pipeline = new_pipeline(Pipeline::new(
             db.database(2).await,
             limits(),
             Arc::new(policy),
             None,
             audit,
             audit_dir.path().join("exports"),
-        )));
+        ));
+        let server = PgWarden::new(pipeline.clone());
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {
                 let _ = running.waiting().await;
@@ -331,8 +361,18 @@ impl Mcp<Reviewer> {
                 .await
                 .expect("MCP discover"),
         };
-        Mcp { client, audit_dir }
+        Mcp {
+            client,
+            pipeline,
+            audit_dir,
+        }
     }
+}
+
+/// A pipeline whose review console never opens a real browser (a test plays the browser itself).
+pub fn new_pipeline(pipeline: Pipeline) -> Arc<Pipeline> {
+    pipeline.approvals().console.use_browser("false");
+    Arc::new(pipeline)
 }
 
 impl Mcp {
@@ -370,21 +410,26 @@ impl Mcp {
         audit: Arc<pgwarden::audit::AuditLog>,
     ) -> Mcp {
         let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let server = PgWarden::new(Arc::new(Pipeline::new(
+        let pipeline = new_pipeline(Pipeline::new(
             database,
             limits,
             Arc::new(policy),
             principal,
             audit,
             audit_dir.path().join("exports"),
-        )));
+        ));
+        let server = PgWarden::new(pipeline.clone());
         tokio::spawn(async move {
             if let Ok(running) = server.serve(server_io).await {
                 let _ = running.waiting().await;
             }
         });
         let client = ().serve(client_io).await.expect("MCP handshake");
-        Mcp { client, audit_dir }
+        Mcp {
+            client,
+            pipeline,
+            audit_dir,
+        }
     }
 }
 

@@ -1,0 +1,849 @@
+//! Approvals for clients without elicitation: a guarded call becomes a pending approval, the person
+//! decides in the local review console (played here over real HTTP, as a browser would) or in the
+//! MCP Apps card, and `pgwarden_await` runs the stored call exactly once.
+
+mod common;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use common::{Mcp, TestDb, session, text};
+use rmcp::{
+    ClientHandler,
+    model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, ReadResourceRequestParams},
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SETUP: &str = "CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL);
+                     INSERT INTO counters VALUES (1, 0), (2, 0), (3, 0);";
+const BUMP_ONE: &str = "UPDATE counters SET n = n + 1 WHERE id = 1";
+const BUMP_ALL: &str = "UPDATE counters SET n = n + 1";
+
+/// Writes need approval; the console is the only channel outside the client; short waits.
+const POLICY: &str = r#"
+[approval]
+wait_budget = "1s"
+pending_ttl = "30s"
+channels = ["elicitation", "mcp_app", "console"]
+
+[[rule]]
+id = "reads-run"
+effect = "allow"
+categories = ["read"]
+
+[[rule]]
+id = "changes-need-approval"
+effect = "approve"
+categories = ["write", "ddl", "destructive"]
+reason = "changes need a person"
+"#;
+
+/// A client that declares no elicitation; with `ui`, it declares the MCP Apps extension.
+#[derive(Clone, Default)]
+struct Host {
+    ui: bool,
+}
+
+impl ClientHandler for Host {
+    fn get_info(&self) -> ClientConfig {
+        let mut caps = ClientCapabilities::default();
+        if self.ui {
+            let mut ext = BTreeMap::new();
+            ext.insert(
+                "io.modelcontextprotocol/ui".to_string(),
+                json!({ "mimeTypes": ["text/html;profile=mcp-app"] })
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            );
+            caps.extensions = Some(ext);
+        }
+        ClientConfig::new(caps, Implementation::new("pgwarden-test-host", "1.0"))
+            .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+}
+
+/// What the "browser" pgwarden launches does: remember the URL it was given.
+struct FakeBrowser {
+    dir: tempfile::TempDir,
+}
+
+impl FakeBrowser {
+    fn install<H: ClientHandler>(mcp: &Mcp<H>) -> FakeBrowser {
+        let dir = tempfile::Builder::new()
+            .prefix("pgw-browser-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = dir.path().join("browser.sh");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$1\" >> '{}'\n", dir.path().join("urls").display()),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        mcp.pipeline.approvals().console.use_browser(script.to_str().unwrap());
+        FakeBrowser { dir }
+    }
+
+    fn urls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("urls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits for the launch and returns (port, secret) from `http://127.0.0.1:PORT/login#k=SECRET`.
+    async fn login_url(&self) -> (u16, String) {
+        for _ in 0..100 {
+            if let Some(url) = self.urls().last() {
+                let rest = url.strip_prefix("http://127.0.0.1:").expect("loopback URL");
+                let (port, rest) = rest.split_once('/').unwrap();
+                let secret = rest.strip_prefix("login#k=").expect("secret in the fragment");
+                return (port.parse().unwrap(), secret.to_string());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("pgwarden never opened the browser");
+    }
+}
+
+/// One HTTP/1.1 exchange with the console: (status, lowercased headers, body).
+async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or_default());
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = BTreeMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// A signed-in console session, as the page holds it.
+struct Console {
+    port: u16,
+    cookie: String,
+    origin: String,
+}
+
+impl Console {
+    /// Signs in the way `login.js` does: POST the fragment's secret with the page's Origin.
+    async fn sign_in(port: u16, secret: &str) -> Console {
+        let origin = format!("http://127.0.0.1:{port}");
+        let page = http(port, "GET", "/login", &[], None).await;
+        assert_eq!(page.status, 200);
+        let r = http(
+            port,
+            "POST",
+            "/api/login",
+            &[("Origin", &origin), ("Content-Type", "application/json")],
+            Some(&json!({ "secret": secret }).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+        let set = r.headers.get("set-cookie").expect("a session cookie");
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        let cookie = set.split(';').next().unwrap().to_string();
+        Console { port, cookie, origin }
+    }
+
+    async fn pending(&self) -> Value {
+        let r = http(self.port, "GET", "/api/pending", &[("Cookie", &self.cookie)], None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    }
+
+    /// Decides the approval `id` with the hash the console shows for it.
+    async fn decide(&self, id: &str, decision: &str, max_rows: Option<u64>, reason: Option<&str>) -> Response {
+        let listed = self.pending().await;
+        let a = listed["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["approval_id"] == id)
+            .cloned()
+            .expect("listed");
+        let csrf = listed["csrf"].as_str().unwrap().to_string();
+        let body = json!({
+            "approval_id": id,
+            "action_hash": a["action_hash"],
+            "decision": decision,
+            "max_rows_affected": max_rows,
+            "reason": reason,
+        });
+        http(
+            self.port,
+            "POST",
+            "/api/decide",
+            &[
+                ("Cookie", &self.cookie),
+                ("Origin", &self.origin),
+                ("Content-Type", "application/json"),
+                ("X-CSRF-Token", &csrf),
+            ],
+            Some(&body.to_string()),
+        )
+        .await
+    }
+}
+
+async fn counts(db: &TestDb) -> Vec<i32> {
+    db.client()
+        .await
+        .query("SELECT n FROM counters ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// A guarded call that must come back pending; returns its structured content.
+async fn pending_call<H: ClientHandler>(mcp: &Mcp<H>, sql: &str) -> Value {
+    let r = mcp
+        .call("query", json!({ "sql": sql, "intent": "bump the counter" }))
+        .await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let s = r.structured_content.clone().expect("structured");
+    assert_eq!(s["status"], "pending_approval", "{s}");
+    assert_eq!(s["executed"], false);
+    let id = s["approval_id"].as_str().unwrap();
+    let t = text(&r);
+    assert_eq!(
+        t,
+        s["message"].as_str().unwrap(),
+        "the same instructions in content and structuredContent"
+    );
+    assert!(t.starts_with("NOT EXECUTED"), "{t}");
+    assert!(t.contains("You cannot approve it yourself"), "{t}");
+    assert!(
+        t.contains(&format!("pgwarden_await {{\"approval_id\":\"{id}\"}}")),
+        "{t}"
+    );
+    assert!(t.contains(s["fingerprint"].as_str().unwrap()), "{t}");
+    s
+}
+
+async fn await_call<H: ClientHandler>(mcp: &Mcp<H>, id: &str) -> (Value, bool) {
+    let r = mcp.call("pgwarden_await", json!({ "approval_id": id })).await;
+    (
+        r.structured_content.clone().expect("structured"),
+        r.is_error == Some(true),
+    )
+}
+
+#[tokio::test]
+async fn console_approval_runs_the_stored_call_once_and_every_step_is_audited() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host::default()).await;
+    let browser = FakeBrowser::install(&mcp);
+    let pending = pending_call(&mcp, BUMP_ONE).await;
+    let id = pending["approval_id"].as_str().unwrap().to_string();
+    assert_eq!(pending["surfaces"], json!(["local_console"]));
+    assert_eq!(counts(&db).await, [0, 0, 0], "nothing ran");
+
+    // The identical call in the same session gets the same handle (no new window either).
+    let again = pending_call(&mcp, BUMP_ONE).await;
+    assert_eq!(again["approval_id"], pending["approval_id"]);
+
+    let (port, secret) = browser.login_url().await;
+    assert_eq!(
+        mcp.pipeline.approvals().console.addr().await.unwrap().ip().to_string(),
+        "127.0.0.1"
+    );
+    let console = Console::sign_in(port, &secret).await;
+    let listed = console.pending().await;
+    let a = &listed["approvals"][0];
+    assert_eq!(a["approval_id"], id.as_str());
+    assert_eq!(a["state"], "pending");
+    assert_eq!(a["fingerprint"], pending["fingerprint"]);
+    let sql = a["packet"]["sql"].as_str().unwrap();
+    assert!(
+        sql.contains("counters") && sql.contains("n + 1") && sql.contains("id = 1"),
+        "{sql}"
+    );
+    assert_eq!(a["packet"]["intent"], "bump the counter");
+    assert_eq!(a["packet"]["risk"], "medium");
+    assert!(
+        a["packet"]["requested_by"]
+            .as_str()
+            .unwrap()
+            .contains("pgwarden-test-host")
+    );
+
+    // Still pending: await says so after its budget, and nothing ran.
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(
+        (out["status"].as_str(), out["timed_out"].as_bool()),
+        (Some("pending"), Some(true))
+    );
+    assert_eq!(counts(&db).await, [0, 0, 0]);
+
+    let r = console.decide(&id, "approve", None, Some("ok by me")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "approved");
+    assert_eq!(
+        console.decide(&id, "approve", None, None).await.status,
+        409,
+        "decided once"
+    );
+
+    // Several awaits at once: exactly one runs it.
+    let results = futures_util::future::join_all((0..5).map(|_| await_call(&mcp, &id))).await;
+    let executed: Vec<_> = results.iter().filter(|(o, _)| o["executed"] == true).collect();
+    assert_eq!(executed.len(), 1, "{results:?}");
+    let (ran, is_error) = executed[0];
+    assert!(!is_error);
+    assert_eq!(ran["status"], "executed");
+    assert_eq!(ran["result"]["change"]["rows_affected"], 1);
+    assert_eq!(ran["reviewer_reason"], "ok by me");
+    assert_eq!(counts(&db).await, [1, 0, 0], "ran exactly once");
+    let (after, _) = await_call(&mcp, &id).await;
+    assert_eq!(after["status"], "done", "{after}");
+    assert_eq!(counts(&db).await, [1, 0, 0]);
+
+    // The audit trail: every transition, with channel and decider, before its effect.
+    let records = mcp.audit_records();
+    let transitions: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.event == Some(pgwarden::audit::Event::Approval))
+        .map(|r| {
+            let a = r.approval.as_ref().unwrap();
+            assert_eq!(a.approval_id.as_deref(), Some(id.as_str()));
+            (a.answer.clone(), a.channel.clone())
+        })
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            ("pending".into(), "created".into()),
+            ("approved".into(), "console".into()),
+            ("executing".into(), "await".into()),
+            ("done".into(), "executed".into()),
+        ]
+    );
+    let approved = records
+        .iter()
+        .find(|r| r.approval.as_ref().is_some_and(|a| a.answer == "approved"))
+        .unwrap();
+    assert!(
+        approved
+            .approval
+            .as_ref()
+            .unwrap()
+            .decided_by
+            .as_deref()
+            .unwrap()
+            .contains("local console"),
+        "{approved:?}"
+    );
+    let decision = records
+        .iter()
+        .find(|r| r.event == Some(pgwarden::audit::Event::Decision))
+        .expect("the run's decision record");
+    assert_eq!(decision.sql.as_deref(), Some(BUMP_ONE));
+    let decision_seq = decision.seq;
+    let executing_seq = records
+        .iter()
+        .find(|r| r.approval.as_ref().is_some_and(|a| a.answer == "executing"))
+        .unwrap()
+        .seq;
+    assert!(
+        executing_seq < decision_seq,
+        "the claim is recorded before the change runs"
+    );
+
+    // The login secret is nowhere the model or the log can see.
+    let audit = std::fs::read_to_string(mcp.audit_path()).unwrap();
+    assert!(!audit.contains(&secret));
+    assert!(!audit.contains(console.cookie.split('=').nth(1).unwrap()));
+    for (o, _) in &results {
+        assert!(!o.to_string().contains(&secret));
+    }
+    assert!(!pending.to_string().contains(&secret));
+}
+
+#[tokio::test]
+async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
+    let db = TestDb::new(SETUP).await;
+    let policy = POLICY.replace("pending_ttl = \"30s\"", "pending_ttl = \"3s\"");
+    let mcp = session(&db, &policy, Host::default()).await;
+    let browser = FakeBrowser::install(&mcp);
+
+    // Deny, with a reason the model receives.
+    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (port, secret) = browser.login_url().await;
+    let console = Console::sign_in(port, &secret).await;
+    assert_eq!(
+        console.decide(&id, "deny", None, Some("not on a Friday")).await.status,
+        200
+    );
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(out["status"], "denied");
+    assert_eq!(out["executed"], false);
+    assert_eq!(out["reviewer_reason"], "not on a Friday");
+    assert!(out["message"].as_str().unwrap().contains("not on a Friday"));
+    assert_eq!(counts(&db).await, [0, 0, 0]);
+
+    // Dry run: runs, reports, rolls back.
+    let id = pending_call(&mcp, BUMP_ALL).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(console.decide(&id, "dry_run", None, None).await.status, 200);
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(out["status"], "executed");
+    assert_eq!(out["result"]["change"]["dry_run"], true);
+    assert_eq!(out["result"]["change"]["rows_affected"], 3);
+    assert_eq!(counts(&db).await, [0, 0, 0]);
+
+    // Row limit below what it touches: rolled back, reported as a failure.
+    let id = pending_call(&mcp, BUMP_ALL).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(console.decide(&id, "approve", Some(2), None).await.status, 200);
+    let (out, is_error) = await_call(&mcp, &id).await;
+    assert!(is_error, "{out}");
+    assert_eq!(out["status"], "failed");
+    assert!(out["message"].as_str().unwrap().contains("rolled back"), "{out}");
+    assert_eq!(counts(&db).await, [0, 0, 0]);
+
+    // Nobody decides: it expires, and a late approval is refused.
+    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(out["status"], "expired", "{out}");
+    assert_eq!(console.decide(&id, "approve", None, None).await.status, 409);
+    assert_eq!(counts(&db).await, [0, 0, 0]);
+
+    // An unknown handle (e.g. after a restart) fails closed.
+    let (out, _) = await_call(&mcp, "apr_0000").await;
+    assert_eq!(out["status"], "unknown_or_expired");
+}
+
+#[tokio::test]
+async fn approved_within_the_wait_the_call_itself_returns_the_result() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = Arc::new(
+        session(
+            &db,
+            &POLICY.replace("wait_budget = \"1s\"", "wait_budget = \"20s\""),
+            Host::default(),
+        )
+        .await,
+    );
+    let browser = FakeBrowser::install(&mcp);
+    let call = {
+        let mcp = mcp.clone();
+        tokio::spawn(async move { mcp.call("query", json!({ "sql": BUMP_ONE })).await })
+    };
+    let (port, secret) = browser.login_url().await;
+    let console = Console::sign_in(port, &secret).await;
+    let id = loop {
+        let listed = console.pending().await;
+        if let Some(id) = listed["approvals"][0]["approval_id"].as_str() {
+            break id.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
+    let r = call.await.unwrap();
+    let s = r.structured_content.clone().unwrap();
+    assert_eq!(s["change"]["rows_affected"], 1, "{s}");
+    assert_eq!(counts(&db).await, [1, 0, 0]);
+    let (after, _) = await_call(&mcp, &id).await;
+    assert_eq!(after["status"], "done");
+
+    // A call cancelled while it waits cancels its approval; the console cannot approve it later.
+    let handle = mcp.start_call("query", json!({ "sql": BUMP_ALL })).await;
+    let id = loop {
+        let listed = console.pending().await;
+        let open = listed["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["state"] == "pending")
+            .map(|a| a["approval_id"].as_str().unwrap().to_string());
+        if let Some(id) = open {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    handle.cancel(None).await.unwrap();
+    for _ in 0..100 {
+        if mcp.pipeline.approvals().store.state(&id) == Some(pgwarden::approval::pending::State::Cancelled) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(console.decide(&id, "approve", None, None).await.status, 409);
+    assert_eq!(counts(&db).await, [1, 0, 0]);
+}
+
+#[tokio::test]
+async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secrets() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host::default()).await;
+    let browser = FakeBrowser::install(&mcp);
+    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (port, secret) = browser.login_url().await;
+    let origin = format!("http://127.0.0.1:{port}");
+    let json_ct = ("Content-Type", "application/json");
+    let login_body = json!({ "secret": secret }).to_string();
+
+    // DNS rebinding: a foreign Host is refused before anything else, even with the right secret.
+    let r = http(port, "GET", "/login", &[("Host", "evil.example")], None).await;
+    assert_eq!(r.status, 403);
+    let r = http(
+        port,
+        "POST",
+        "/api/login",
+        &[("Host", &format!("evil.example:{port}")), ("Origin", &origin), json_ct],
+        Some(&login_body),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // A foreign Origin, and a sign-in without any Origin.
+    let r = http(
+        port,
+        "POST",
+        "/api/login",
+        &[("Origin", "http://evil.example"), json_ct],
+        Some(&login_body),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = http(port, "POST", "/api/login", &[json_ct], Some(&login_body)).await;
+    assert_eq!(r.status, 403);
+    // No session: 401 for the page and the API.
+    for path in ["/", "/api/pending"] {
+        assert_eq!(http(port, "GET", path, &[], None).await.status, 401, "{path}");
+    }
+    let r = http(
+        port,
+        "GET",
+        "/api/pending",
+        &[("Cookie", "pgwarden_session=guess")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // None of the refusals used up the secret; the real sign-in works once.
+    let console = Console::sign_in(port, &secret).await;
+    let r = http(
+        port,
+        "POST",
+        "/api/login",
+        &[("Origin", &origin), json_ct],
+        Some(&login_body),
+    )
+    .await;
+    assert_eq!(r.status, 401, "a used secret is refused");
+    // Signed in, but a decision without the CSRF token, or with a foreign Origin, is refused.
+    let listed = console.pending().await;
+    let hash = listed["approvals"][0]["action_hash"].as_str().unwrap().to_string();
+    let body = json!({ "approval_id": id, "action_hash": hash, "decision": "approve" }).to_string();
+    let r = http(
+        port,
+        "POST",
+        "/api/decide",
+        &[("Cookie", &console.cookie), ("Origin", &origin), json_ct],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let csrf = listed["csrf"].as_str().unwrap();
+    let r = http(
+        port,
+        "POST",
+        "/api/decide",
+        &[
+            ("Cookie", &console.cookie),
+            ("Origin", "http://evil.example"),
+            json_ct,
+            ("X-CSRF-Token", csrf),
+        ],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // A decision on a different version of the action (stale hash) is refused.
+    let stale = json!({ "approval_id": id, "action_hash": "0".repeat(64), "decision": "approve" }).to_string();
+    let r = http(
+        port,
+        "POST",
+        "/api/decide",
+        &[
+            ("Cookie", &console.cookie),
+            ("Origin", &origin),
+            json_ct,
+            ("X-CSRF-Token", csrf),
+        ],
+        Some(&stale),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(
+        mcp.pipeline.approvals().store.state(&id),
+        Some(pgwarden::approval::pending::State::Pending)
+    );
+    // Headers: strict CSP, no framing, no caching, and never CORS.
+    for r in [
+        http(port, "GET", "/login", &[], None).await,
+        http(port, "GET", "/", &[("Cookie", &console.cookie)], None).await,
+        http(port, "OPTIONS", "/api/decide", &[("Origin", &origin)], None).await,
+    ] {
+        let csp = r.headers.get("content-security-policy").expect("CSP");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(r.headers.get("x-frame-options").map(String::as_str), Some("DENY"));
+        assert_eq!(r.headers.get("cache-control").map(String::as_str), Some("no-store"));
+        assert!(
+            !r.headers.keys().any(|k| k.starts_with("access-control-")),
+            "{:?}",
+            r.headers
+        );
+    }
+    // A console tab polled recently, so a new approval launches no second window.
+    let id2 = pending_call(&mcp, BUMP_ALL).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(id2, id);
+    assert_eq!(browser.urls().len(), 1, "no second window while a console tab is open");
+}
+
+#[tokio::test]
+async fn the_card_decides_with_its_nonce_and_only_app_tools_can() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host { ui: true }).await;
+    let _browser = FakeBrowser::install(&mcp);
+    let tools = mcp.client.list_all_tools().await.unwrap();
+    let by_name = |n: &str| tools.iter().find(|t| t.name == n).cloned();
+    for guarded in ["query", "export", "grant"] {
+        let meta = by_name(guarded).unwrap().meta.unwrap();
+        assert_eq!(meta.0["ui"]["resourceUri"], "ui://pgwarden/review.html");
+    }
+    for app in [
+        "pgwarden_review_ready",
+        "pgwarden_review_status",
+        "pgwarden_review_decide",
+        "pgwarden_review_open",
+    ] {
+        let meta = by_name(app)
+            .unwrap_or_else(|| panic!("{app} listed for a UI host"))
+            .meta
+            .unwrap();
+        assert_eq!(meta.0["ui"]["visibility"], json!(["app"]), "{app}");
+    }
+    // The card's resource is static: the same bytes whatever is pending.
+    let read = || async {
+        let r = mcp
+            .client
+            .read_resource(ReadResourceRequestParams::new("ui://pgwarden/review.html"))
+            .await
+            .unwrap();
+        serde_json::to_value(&r.contents[0]).unwrap()
+    };
+    let before = read().await;
+    assert_eq!(before["mimeType"], "text/html;profile=mcp-app");
+
+    // A UI host gets the pending result at once, with the nonce only in `_meta`.
+    let started = std::time::Instant::now();
+    let r = mcp.call("query", json!({ "sql": BUMP_ONE, "intent": "bump" })).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "no wait for a card host"
+    );
+    let s = r.structured_content.clone().unwrap();
+    assert_eq!(s["status"], "pending_approval");
+    assert_eq!(s["can_decide_here"], true);
+    assert_eq!(s["surfaces"], json!(["mcp_app", "local_console"]));
+    let review = &r.meta.as_ref().expect("_meta").0["dev.pgwarden/review"];
+    let nonce = review["nonce"].as_str().unwrap().to_string();
+    let hash = review["action_hash"].as_str().unwrap().to_string();
+    assert!(
+        !text(&r).contains(&nonce) && !s.to_string().contains(&nonce),
+        "the nonce is only in _meta"
+    );
+    assert_eq!(read().await, before);
+    let id = s["approval_id"].as_str().unwrap().to_string();
+
+    let decide = |nonce: String, hash: String, decision: &str| json!({ "approval_id": id, "nonce": nonce, "action_hash": hash, "decision": decision });
+    let e = mcp
+        .err(
+            "pgwarden_review_decide",
+            decide("guess".into(), hash.clone(), "approve"),
+        )
+        .await;
+    assert!(e.contains("proof does not match"), "{e}");
+    let e = mcp
+        .err(
+            "pgwarden_review_decide",
+            decide(nonce.clone(), "0".repeat(64), "approve"),
+        )
+        .await;
+    assert!(e.contains("hash mismatch"), "{e}");
+    let r = mcp
+        .call("pgwarden_review_ready", json!({ "approval_id": id, "nonce": nonce }))
+        .await;
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let st = mcp
+        .ok("pgwarden_review_status", json!({ "approval_id": id, "nonce": nonce }))
+        .await;
+    assert_eq!(st["state"], "pending");
+    let st = mcp
+        .ok("pgwarden_review_decide", decide(nonce.clone(), hash.clone(), "approve"))
+        .await;
+    assert_eq!(st["state"], "approved");
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(out["status"], "executed");
+    assert_eq!(counts(&db).await, [1, 0, 0]);
+    let approved = mcp
+        .audit_records()
+        .into_iter()
+        .find(|r| r.approval.as_ref().is_some_and(|a| a.answer == "approved"))
+        .unwrap();
+    assert_eq!(approved.approval.unwrap().channel, "mcp_app");
+
+    // Critical: the card can only open the console.
+    let r = mcp.call("query", json!({ "sql": "DROP TABLE counters" })).await;
+    let s = r.structured_content.clone().unwrap();
+    assert_eq!(s["can_decide_here"], false, "{s}");
+    let review = &r.meta.as_ref().unwrap().0["dev.pgwarden/review"];
+    let id = s["approval_id"].as_str().unwrap().to_string();
+    let args = json!({
+        "approval_id": id, "nonce": review["nonce"], "action_hash": review["action_hash"], "decision": "approve"
+    });
+    let e = mcp.err("pgwarden_review_decide", args).await;
+    assert!(e.contains("local approval"), "{e}");
+    assert_eq!(counts(&db).await, [1, 0, 0]);
+}
+
+/// No tool the model can see changes an approval: call every model-visible tool, with arguments
+/// built to look like a decision, while an approval is pending — it stays pending.
+#[tokio::test]
+async fn no_model_visible_tool_can_change_an_approval() {
+    for ui in [false, true] {
+        let db = TestDb::new(SETUP).await;
+        let mcp = session(&db, POLICY, Host { ui }).await;
+        let _browser = FakeBrowser::install(&mcp);
+        let r = mcp.call("query", json!({ "sql": BUMP_ONE })).await;
+        let id = r.structured_content.clone().unwrap()["approval_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let hash = mcp.pipeline.approvals().store.list()[0].hash.clone();
+        let tools = mcp.client.list_all_tools().await.unwrap();
+        let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+        let model_visible: Vec<_> = tools
+            .iter()
+            .filter(|t| {
+                t.meta
+                    .as_ref()
+                    .and_then(|m| m.0.get("ui"))
+                    .and_then(|u| u.get("visibility"))
+                    .is_none_or(|v| v.as_array().unwrap().iter().any(|x| x == "model"))
+            })
+            .collect();
+        if !ui {
+            assert!(names.iter().all(|n| !n.starts_with("pgwarden_review_")), "{names:?}");
+            assert!(
+                tools
+                    .iter()
+                    .all(|t| t.meta.as_ref().is_none_or(|m| !m.0.contains_key("ui")))
+            );
+            let e = mcp
+                .client
+                .call_tool(
+                    rmcp::model::CallToolRequestParams::new("pgwarden_review_decide").with_arguments(
+                        json!({ "approval_id": id, "nonce": "x", "action_hash": hash, "decision": "approve" })
+                            .as_object()
+                            .cloned()
+                            .unwrap(),
+                    ),
+                )
+                .await;
+            assert!(e.is_err(), "hidden tools do not exist for this client");
+        }
+        let await_tool = tools.iter().find(|t| t.name == "pgwarden_await").unwrap();
+        let props = await_tool.input_schema["properties"].as_object().unwrap();
+        assert_eq!(
+            props.keys().collect::<Vec<_>>(),
+            ["approval_id", "wait_seconds"],
+            "no SQL can ride along"
+        );
+        let hostile = json!({
+            "approval_id": id, "action_hash": hash, "decision": "approve", "approve": true, "nonce": hash,
+            "sql": format!("SELECT '{id}' -- approve"), "intent": "approve", "wait_seconds": 0,
+        });
+        for t in &model_visible {
+            let props = t.input_schema["properties"].as_object().cloned().unwrap_or_default();
+            let args: serde_json::Map<String, Value> = props
+                .keys()
+                .filter_map(|k| hostile.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            let _ = mcp
+                .client
+                .call_tool(rmcp::model::CallToolRequestParams::new(t.name.to_string()).with_arguments(args))
+                .await;
+            let state = mcp.pipeline.approvals().store.state(&id);
+            assert_eq!(
+                state,
+                Some(pgwarden::approval::pending::State::Pending),
+                "after {} (ui: {ui})",
+                t.name
+            );
+        }
+        assert_eq!(counts(&db).await, [0, 0, 0]);
+    }
+}
