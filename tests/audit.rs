@@ -34,6 +34,10 @@ categories = ["read"]
 id = "changes-need-approval"
 effect = "approve"
 categories = ["write", "ddl", "destructive", "privilege", "export", "unknown"]
+
+# The reviewer here is the client's prompt, also for critical statements (CREATE ROLE).
+[approval.min_channel]
+critical = "client"
 "#;
 
 #[tokio::test]

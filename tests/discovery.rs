@@ -134,16 +134,20 @@ async fn tools_are_listed_with_honest_annotations_and_output_schemas() {
     let tools = mcp.client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort();
-    assert_eq!(names, ["describe_table", "export", "grant", "list_tables", "query"]);
+    assert_eq!(
+        names,
+        ["describe_table", "export", "grant", "list_tables", "pgwarden_await", "query"]
+    );
     for t in &tools {
         let a = t.annotations.as_ref().expect("annotations");
         // `query` can change data once a person approves it, and `export` writes files: neither
-        // may claim to be read-only; only `query` can destroy data.
-        let read_only = !["query", "export", "grant"].contains(&t.name.as_ref());
-        assert_eq!(a.read_only_hint, Some(read_only), "{}", t.name);
+        // may claim to be read-only; `query`, `grant` (and `pgwarden_await`, which runs an approved
+        // call of either) can destroy data.
+        let changes = ["query", "export", "grant", "pgwarden_await"].contains(&t.name.as_ref());
+        assert_eq!(a.read_only_hint, Some(!changes), "{}", t.name);
         assert_eq!(
             a.destructive_hint,
-            Some(t.name == "query" || t.name == "grant"),
+            Some(t.name == "query" || t.name == "grant" || t.name == "pgwarden_await"),
             "{}",
             t.name
         );

@@ -20,7 +20,12 @@ CREATE FUNCTION app.g() RETURNS int LANGUAGE sql AS 'SELECT 3';
 REVOKE EXECUTE ON FUNCTION app.f(int), app.f(text), app.g() FROM PUBLIC;
 "#;
 
-const POLICY: &str = include_str!("../tool-policies/default.toml");
+/// The default policy, but approved in the client's prompt even at critical risk (grants are
+/// critical; by default those go to the local review console, which these tests do not play).
+const POLICY: &str = concat!(
+    include_str!("../tool-policies/default.toml"),
+    "\n[approval.min_channel]\ncritical = \"client\"\n"
+);
 
 async fn setup() -> TestDb {
     let db = TestDb::new(SETUP).await;

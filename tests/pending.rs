@@ -847,3 +847,78 @@ async fn no_model_visible_tool_can_change_an_approval() {
         assert_eq!(counts(&db).await, [0, 0, 0]);
     }
 }
+
+/// The real binary, as Claude Desktop runs it: `$BROWSER` gets the sign-in URL, and its secret
+/// appears nowhere else — not in stderr, not in any tool result, not in the audit file.
+#[tokio::test]
+async fn the_sign_in_secret_never_leaves_the_browser_url() {
+    use rmcp::{ServiceExt, transport::TokioChildProcess};
+    let db = TestDb::new(SETUP).await;
+    let dir = tempfile::Builder::new().prefix("pgw-bin-").tempdir_in("/tmp").unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let stderr = dir.path().join("stderr.log");
+    let script = dir.path().join("browser.sh");
+    let urls = dir.path().join("urls");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$1\" >> '{}'\n", urls.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = &common::cluster().cluster;
+    let dsn = format!(
+        "host={} port={} user={} dbname={}",
+        c.socket_dir().display(),
+        c.port,
+        common::AGENT,
+        db.name
+    );
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"));
+    cmd.args(["serve", "--database-url", &dsn, "--policy"])
+        .arg(&policy)
+        .arg("--audit-log")
+        .arg(&audit)
+        .env("BROWSER", &script)
+        .env("RUST_LOG", "debug");
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let client = ().serve(transport).await.unwrap();
+    let call = |tool: &str, args: Value| {
+        let params =
+            rmcp::model::CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap());
+        let client = &client;
+        async move { client.call_tool(params).await.unwrap() }
+    };
+    let mut seen = Vec::new();
+    let r = call("query", json!({ "sql": BUMP_ONE })).await;
+    seen.push(serde_json::to_string(&r).unwrap());
+    let id = r.structured_content.unwrap()["approval_id"].as_str().unwrap().to_string();
+    let url = std::fs::read_to_string(&urls).unwrap();
+    let url = url.trim();
+    let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
+    let (port, rest) = rest.split_once('/').unwrap();
+    let secret = rest.strip_prefix("login#k=").unwrap().to_string();
+    assert_eq!(secret.len(), 64, "256 bits");
+    let console = Console::sign_in(port.parse().unwrap(), &secret).await;
+    assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
+    let r = call("pgwarden_await", json!({ "approval_id": id })).await;
+    assert_eq!(r.structured_content.as_ref().unwrap()["status"], "executed");
+    seen.push(serde_json::to_string(&r).unwrap());
+    for tool in ["list_tables", "pgwarden_await"] {
+        let args = if tool == "list_tables" { json!({}) } else { json!({ "approval_id": id }) };
+        seen.push(serde_json::to_string(&call(tool, args).await).unwrap());
+    }
+    client.cancel().await.unwrap();
+    let cookie = console.cookie.split('=').nth(1).unwrap().to_string();
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert!(err.contains("opened the review console"), "{err}");
+    for (what, text) in [("stderr", err), ("audit", std::fs::read_to_string(&audit).unwrap())]
+        .into_iter()
+        .chain(seen.into_iter().map(|s| ("a tool result", s)))
+    {
+        assert!(!text.contains(&secret), "the sign-in secret is in {what}");
+        assert!(!text.contains(&cookie), "the session cookie is in {what}");
+    }
+    assert_eq!(counts(&db).await, [1, 0, 0]);
+}
