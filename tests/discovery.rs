@@ -136,7 +136,14 @@ async fn tools_are_listed_with_honest_annotations_and_output_schemas() {
     names.sort();
     assert_eq!(
         names,
-        ["describe_table", "export", "grant", "list_tables", "pgwarden_await", "query"]
+        [
+            "describe_table",
+            "export",
+            "grant",
+            "list_tables",
+            "pgwarden_await",
+            "query"
+        ]
     );
     for t in &tools {
         let a = t.annotations.as_ref().expect("annotations");

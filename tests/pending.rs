@@ -885,15 +885,18 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
         .unwrap();
     let client = ().serve(transport).await.unwrap();
     let call = |tool: &str, args: Value| {
-        let params =
-            rmcp::model::CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap());
+        let params = rmcp::model::CallToolRequestParams::new(tool.to_string())
+            .with_arguments(args.as_object().cloned().unwrap());
         let client = &client;
         async move { client.call_tool(params).await.unwrap() }
     };
     let mut seen = Vec::new();
     let r = call("query", json!({ "sql": BUMP_ONE })).await;
     seen.push(serde_json::to_string(&r).unwrap());
-    let id = r.structured_content.unwrap()["approval_id"].as_str().unwrap().to_string();
+    let id = r.structured_content.unwrap()["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = std::fs::read_to_string(&urls).unwrap();
     let url = url.trim();
     let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
@@ -906,7 +909,11 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     assert_eq!(r.structured_content.as_ref().unwrap()["status"], "executed");
     seen.push(serde_json::to_string(&r).unwrap());
     for tool in ["list_tables", "pgwarden_await"] {
-        let args = if tool == "list_tables" { json!({}) } else { json!({ "approval_id": id }) };
+        let args = if tool == "list_tables" {
+            json!({})
+        } else {
+            json!({ "approval_id": id })
+        };
         seen.push(serde_json::to_string(&call(tool, args).await).unwrap());
     }
     client.cancel().await.unwrap();

@@ -394,7 +394,7 @@ impl<A: Clone> ApprovalStore<A> {
                 )
             })
             .collect();
-        all.sort_by(|a, b| b.0.cmp(&a.0));
+        all.sort_by_key(|e| std::cmp::Reverse(e.0));
         all.into_iter().map(|(_, l)| l).collect()
     }
 

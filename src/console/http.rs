@@ -97,7 +97,7 @@ fn allowed_origin(shared: &Shared, value: &str, with_scheme: bool) -> bool {
     value == format!("{scheme}127.0.0.1:{port}") || value == format!("{scheme}localhost:{port}")
 }
 
-fn header<'a>(req: &'a Request<Incoming>, name: header::HeaderName) -> Option<&'a str> {
+fn header(req: &Request<Incoming>, name: header::HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 

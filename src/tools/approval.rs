@@ -80,8 +80,10 @@ impl PendingApproval {
     }
 }
 
-/// A guarded tool's structured result: its own output, or a pending approval.
+/// A guarded tool's structured result: its own output, or a pending approval. (Only its schema is
+/// used, for the tools' output schemas.)
 #[derive(Debug, Serialize, JsonSchema)]
+#[allow(clippy::large_enum_variant)]
 #[serde(untagged)]
 pub enum OrPending<T> {
     Done(T),
