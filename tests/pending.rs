@@ -929,3 +929,24 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     }
     assert_eq!(counts(&db).await, [1, 0, 0]);
 }
+
+#[tokio::test]
+async fn five_wrong_sign_in_secrets_revoke_the_link() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host::default()).await;
+    let browser = FakeBrowser::install(&mcp);
+    pending_call(&mcp, BUMP_ONE).await;
+    let (port, secret) = browser.login_url().await;
+    let origin = format!("http://127.0.0.1:{port}");
+    let headers = [("Origin", origin.as_str()), ("Content-Type", "application/json")];
+    for guess in 0..5 {
+        let body = json!({ "secret": format!("{guess:064}") }).to_string();
+        assert_eq!(
+            http(port, "POST", "/api/login", &headers, Some(&body)).await.status,
+            401
+        );
+    }
+    let body = json!({ "secret": secret }).to_string();
+    let r = http(port, "POST", "/api/login", &headers, Some(&body)).await;
+    assert_eq!(r.status, 401, "revoked after five wrong tries: {}", r.body);
+}

@@ -203,3 +203,62 @@ pub fn action_hash(action: &Action, extra: &serde_json::Value) -> String {
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Caller;
+
+    fn action(sql: &str) -> Action {
+        Action {
+            tool: "query",
+            sql: Some(sql.into()),
+            intent: Some("fix the typo".into()),
+            caller: Caller {
+                client_name: Some("c".into()),
+                client_version: Some("1".into()),
+                principal: None,
+                session_id: "s".into(),
+            },
+        }
+    }
+
+    /// Any byte of the SQL, any argument, the intent and the caller are bound: changing one changes
+    /// the hash, so an approval never covers a different action.
+    #[test]
+    fn every_byte_and_parameter_changes_the_action_hash() {
+        let sql = "UPDATE orders SET status = 'x' WHERE id = 1";
+        let args = serde_json::json!({ "max_rows": 500 });
+        let base = action_hash(&action(sql), &args);
+        assert_eq!(base, action_hash(&action(sql), &args), "stable");
+        let mut seen = std::collections::HashSet::from([base.clone()]);
+        for i in 0..sql.len() {
+            for replacement in [b' ', b'2', b';', 0x0b] {
+                let mut bytes = sql.as_bytes().to_vec();
+                if bytes[i] == replacement {
+                    continue;
+                }
+                bytes[i] = replacement;
+                let changed = String::from_utf8(bytes).unwrap();
+                assert!(seen.insert(action_hash(&action(&changed), &args)), "{changed:?}");
+            }
+        }
+        assert_ne!(base, action_hash(&action(&format!("{sql} ")), &args), "a trailing byte");
+        for other in [
+            serde_json::json!({ "max_rows": 501 }),
+            serde_json::json!({ "max_rows": "500" }),
+            serde_json::json!({}),
+        ] {
+            assert_ne!(base, action_hash(&action(sql), &other), "{other}");
+        }
+        let mut a = action(sql);
+        a.intent = Some("fix the typo!".into());
+        assert_ne!(base, action_hash(&a, &args));
+        let mut a = action(sql);
+        a.caller.session_id = "t".into();
+        assert_ne!(base, action_hash(&a, &args));
+        let mut a = action(sql);
+        a.tool = "export";
+        assert_ne!(base, action_hash(&a, &args));
+    }
+}
