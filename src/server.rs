@@ -380,14 +380,7 @@ impl PgWarden {
         description = "Review card only: the card reports that it is on screen.",
         meta = app_only_meta()
     )]
-    async fn pgwarden_review_ready(
-        &self,
-        Parameters(args): Parameters<ReviewRef>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        if !card_host(&ctx) {
-            return Err(McpError::invalid_params("unknown tool", None));
-        }
+    async fn pgwarden_review_ready(&self, Parameters(args): Parameters<ReviewRef>) -> Result<CallToolResult, McpError> {
         match self
             .pipeline
             .approvals()
@@ -406,11 +399,7 @@ impl PgWarden {
     async fn pgwarden_review_status(
         &self,
         Parameters(args): Parameters<ReviewRef>,
-        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        if !card_host(&ctx) {
-            return Err(McpError::invalid_params("unknown tool", None));
-        }
         match self
             .pipeline
             .approvals()
@@ -429,24 +418,10 @@ impl PgWarden {
     async fn pgwarden_review_decide(
         &self,
         Parameters(args): Parameters<ReviewDecision>,
-        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        if !card_host(&ctx) {
-            return Err(McpError::invalid_params("unknown tool", None));
-        }
-        let reason = args.reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
-        let decision = match args.decision.as_str() {
-            "approve" | "dry_run" => Decision::Approve {
-                dry_run: args.decision == "dry_run",
-                max_rows_affected: args.max_rows_affected,
-                reason,
-            },
-            "deny" => Decision::Deny { reason },
-            other => {
-                return failure(ToolError::BadArguments(format!(
-                    "unknown decision `{other}`; expected approve, dry_run or deny"
-                )));
-            }
+        let decision = match Decision::parse(&args.decision, args.max_rows_affected, args.reason) {
+            Ok(d) => d,
+            Err(m) => return failure(ToolError::BadArguments(m)),
         };
         let via = Via::Card { nonce: args.nonce };
         match self
@@ -464,14 +439,7 @@ impl PgWarden {
         description = "Review card only: open the pgwarden review window in the person's browser.",
         meta = app_only_meta()
     )]
-    async fn pgwarden_review_open(
-        &self,
-        Parameters(args): Parameters<ReviewRef>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        if !card_host(&ctx) {
-            return Err(McpError::invalid_params("unknown tool", None));
-        }
+    async fn pgwarden_review_open(&self, Parameters(args): Parameters<ReviewRef>) -> Result<CallToolResult, McpError> {
         let approvals = self.pipeline.approvals();
         if let Err(e) = approvals.store.state_for_card(&args.approval_id, &args.nonce) {
             return failure(ToolError::Refused(e.to_string()));

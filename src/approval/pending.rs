@@ -159,6 +159,22 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// A channel's answer: `approve`, `dry_run` or `deny`, with an optional row limit and reason.
+    pub fn parse(decision: &str, max_rows_affected: Option<u64>, reason: Option<String>) -> Result<Decision, String> {
+        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        match decision {
+            "approve" | "dry_run" => Ok(Decision::Approve {
+                dry_run: decision == "dry_run",
+                max_rows_affected,
+                reason,
+            }),
+            "deny" => Ok(Decision::Deny { reason }),
+            other => Err(format!("unknown decision `{other}`; expected approve, dry_run or deny")),
+        }
+    }
+}
+
 struct Entry<A> {
     session: String,
     hash: String,

@@ -272,20 +272,9 @@ async fn decide(shared: &Shared, req: Request<Incoming>, csrf: &str) -> Reply {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let reason = d.reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
-    let decision = match d.decision.as_str() {
-        "approve" | "dry_run" => Decision::Approve {
-            dry_run: d.decision == "dry_run",
-            max_rows_affected: d.max_rows_affected,
-            reason,
-        },
-        "deny" => Decision::Deny { reason },
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("unknown decision `{other}`; expected approve, dry_run or deny"),
-            );
-        }
+    let decision = match Decision::parse(&d.decision, d.max_rows_affected, d.reason) {
+        Ok(d) => d,
+        Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
     let via = Via::Console {
         user: shared.user.clone(),
