@@ -717,6 +717,13 @@ async fn the_card_decides_with_its_nonce_and_only_app_tools_can() {
     );
     assert_eq!(read().await, before);
     let id = s["approval_id"].as_str().unwrap().to_string();
+    // The identical call again: the same approval, and the same nonce (the card it shows can decide).
+    let again = mcp.call("query", json!({ "sql": BUMP_ONE, "intent": "bump" })).await;
+    assert_eq!(again.structured_content.as_ref().unwrap()["approval_id"], id.as_str());
+    assert_eq!(
+        again.meta.as_ref().unwrap().0["dev.pgwarden/review"]["nonce"],
+        nonce.as_str()
+    );
 
     let decide = |nonce: String, hash: String, decision: &str| json!({ "approval_id": id, "nonce": nonce, "action_hash": hash, "decision": decision });
     let e = mcp

@@ -154,11 +154,11 @@ impl Approvals {
             card_may_decide,
             nonce: new_secret(),
         };
+        let (id, review) = self.store.create_or_reuse(&session, hash, call, review)?;
         let nonce = review.nonce.clone();
-        let id = self.store.create(&session, hash, call, review)?;
         let mut info = PendingInfo {
             fingerprint: fingerprint(hash),
-            expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expires_at: review.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             surfaces: vec![],
             can_decide_here: card_may_decide,
             packet: shown,

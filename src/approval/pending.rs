@@ -274,13 +274,25 @@ impl<A: Clone> ApprovalStore<A> {
 
     /// A new pending approval, or the id of an identical one still pending in the same session.
     pub fn create(&self, session: &str, hash: &str, action: A, review: Review) -> Result<String, PendingError> {
+        self.create_or_reuse(session, hash, action, review).map(|(id, _)| id)
+    }
+
+    /// Like [`create`](Self::create), also returning the review kept for the id (an existing
+    /// approval keeps its own expiry and nonce).
+    pub fn create_or_reuse(
+        &self,
+        session: &str,
+        hash: &str,
+        action: A,
+        review: Review,
+    ) -> Result<(String, Review), PendingError> {
         let mut entries = self.lock();
         self.sweep(&mut entries);
-        if let Some((id, _)) = entries
+        if let Some((id, e)) = entries
             .iter()
             .find(|(_, e)| e.session == session && e.hash == hash && *e.state.borrow() == State::Pending)
         {
-            return Ok(id.clone());
+            return Ok((id.clone(), e.review.clone()));
         }
         let open = entries
             .values()
@@ -303,8 +315,9 @@ impl<A: Clone> ApprovalStore<A> {
             seq,
         };
         self.transition(&id, &mut e, State::Pending, "created", None, true)?;
+        let kept = e.review.clone();
         entries.insert(id.clone(), e);
-        Ok(id)
+        Ok((id, kept))
     }
 
     /// A person's decision, carrying the hash of what they were shown. Only channel handlers call
