@@ -229,11 +229,7 @@ fn guarded_schema<T: schemars::JsonSchema + std::any::Any>() -> std::sync::Arc<J
 }
 
 fn await_output(out: AwaitOutput, is_error: bool) -> Result<CallToolResult, McpError> {
-    let text = match &out.result {
-        Some(_) => out.message.clone(),
-        None => out.message.clone(),
-    };
-    let mut r = success(&out, text)?;
+    let mut r = success(&out, out.message.clone())?;
     if is_error {
         r.is_error = Some(true);
     }

@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::{
     ReviewPacket,
     packet::visible,
@@ -32,7 +30,7 @@ pub struct StoredCall {
 pub type Store = ApprovalStore<StoredCall>;
 
 /// What the model (and the card) is told about a new pending approval.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PendingInfo {
     pub approval_id: String,
     pub fingerprint: String,
@@ -44,15 +42,11 @@ pub struct PendingInfo {
     /// The packet the card shows (the console has its own copy).
     pub packet: serde_json::Value,
     /// Why the console could not be shown, if it could not.
-    #[serde(skip)]
     pub console_problem: Option<String>,
     /// The card's secret and the action hash: only for the result's `_meta`, never for the model.
-    #[serde(skip)]
     pub nonce: String,
-    #[serde(skip)]
     pub action_hash: String,
     /// How long `pgwarden_await` waits.
-    #[serde(skip)]
     pub wait_budget: std::time::Duration,
 }
 

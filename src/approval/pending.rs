@@ -327,11 +327,7 @@ impl<A: Clone> ApprovalStore<A> {
         self.sweep(&mut entries);
         let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
         if let Via::Card { nonce } = via {
-            if !same_secret(nonce, &e.review.nonce) {
-                return Err(PendingError::WrongChannel(
-                    "the card's proof does not match this approval".into(),
-                ));
-            }
+            check_nonce(e, nonce)?;
             if !e.review.card_may_decide {
                 return Err(PendingError::WrongChannel(
                     "the policy needs a local approval for this action: decide it in the pgwarden review window".into(),
@@ -378,11 +374,7 @@ impl<A: Clone> ApprovalStore<A> {
     pub fn card_ready(&self, id: &str, nonce: &str) -> Result<(), PendingError> {
         let mut entries = self.lock();
         let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
-        if !same_secret(nonce, &e.review.nonce) {
-            return Err(PendingError::WrongChannel(
-                "the card's proof does not match this approval".into(),
-            ));
-        }
+        check_nonce(e, nonce)?;
         e.card_ready = true;
         Ok(())
     }
@@ -397,11 +389,7 @@ impl<A: Clone> ApprovalStore<A> {
         let mut entries = self.lock();
         self.sweep(&mut entries);
         let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
-        if !same_secret(nonce, &e.review.nonce) {
-            return Err(PendingError::WrongChannel(
-                "the card's proof does not match this approval".into(),
-            ));
-        }
+        check_nonce(e, nonce)?;
         Ok(e.state.borrow().clone())
     }
 
@@ -507,6 +495,17 @@ impl<A: Clone> ApprovalStore<A> {
         let mut entries = self.lock();
         self.sweep(&mut entries);
         entries.get(id).map(|e| e.state.borrow().clone())
+    }
+}
+
+/// The card proves itself with the approval's nonce.
+fn check_nonce<A>(e: &Entry<A>, nonce: &str) -> Result<(), PendingError> {
+    if same_secret(nonce, &e.review.nonce) {
+        Ok(())
+    } else {
+        Err(PendingError::WrongChannel(
+            "the card's proof does not match this approval".into(),
+        ))
     }
 }
 

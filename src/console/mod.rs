@@ -141,7 +141,7 @@ impl Shared {
         *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
-    /// Trades the one-time secret for a session: `Some((cookie, csrf))`.
+    /// Trades the one-time secret for a session; returns the session cookie.
     fn sign_in(&self, given: &str) -> Result<String, &'static str> {
         let mut login = self.lock_login();
         let Some((secret, until)) = login.secret.clone() else {

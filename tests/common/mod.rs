@@ -304,14 +304,48 @@ pub enum Era {
 
 /// A session with any client handler (its `get_info` declares its capabilities), legacy handshake.
 pub async fn session<H: ClientHandler>(db: &TestDb, policy: &str, handler: H) -> Mcp<H> {
+    session_in(db, policy, handler, Era::Legacy).await
+}
+
+/// A session with `handler`, deciding with `policy` (TOML text), in protocol era `era`.
+pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H, era: Era) -> Mcp<H> {
     let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
-    let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let (audit_dir, audit) = audit_log();
+    let (pipeline, client_io) = spawn_server(db.database(2).await, limits(), policy, None, &audit_dir, audit);
+    let client = match era {
+        Era::Legacy => handler.serve(client_io).await.expect("MCP handshake"),
+        Era::Modern => handler
+            .serve_with_lifecycle(
+                client_io,
+                ClientLifecycleMode::Discover {
+                    preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                },
+            )
+            .await
+            .expect("MCP discover"),
+    };
+    Mcp {
+        client,
+        pipeline,
+        audit_dir,
+    }
+}
+
+/// A real server on one end of an in-process pipe; returns its pipeline and the client's end.
+fn spawn_server(
+    database: Database,
+    limits: Limits,
+    policy: Policy,
+    principal: Option<String>,
+    audit_dir: &tempfile::TempDir,
+    audit: Arc<pgwarden::audit::AuditLog>,
+) -> (Arc<Pipeline>, tokio::io::DuplexStream) {
+    let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let pipeline = new_pipeline(Pipeline::new(
-        db.database(2).await,
-        limits(),
+        database,
+        limits,
         Arc::new(policy),
-        None,
+        principal,
         audit,
         audit_dir.path().join("exports"),
     ));
@@ -321,51 +355,13 @@ pub async fn session<H: ClientHandler>(db: &TestDb, policy: &str, handler: H) ->
             let _ = running.waiting().await;
         }
     });
-    let client = handler.serve(client_io).await.expect("MCP handshake");
-    Mcp {
-        client,
-        pipeline,
-        audit_dir,
-    }
+    (pipeline, client_io)
 }
 
 impl Mcp<Reviewer> {
     /// A session with `reviewer` answering prompts, deciding with `policy` (TOML text).
     pub async fn reviewed(db: &TestDb, policy: &str, reviewer: Reviewer, era: Era) -> Mcp<Reviewer> {
-        let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
-        let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let (audit_dir, audit) = audit_log();
-        let pipeline = new_pipeline(Pipeline::new(
-            db.database(2).await,
-            limits(),
-            Arc::new(policy),
-            None,
-            audit,
-            audit_dir.path().join("exports"),
-        ));
-        let server = PgWarden::new(pipeline.clone());
-        tokio::spawn(async move {
-            if let Ok(running) = server.serve(server_io).await {
-                let _ = running.waiting().await;
-            }
-        });
-        let client = match era {
-            Era::Legacy => reviewer.serve(client_io).await.expect("MCP handshake"),
-            Era::Modern => reviewer
-                .serve_with_lifecycle(
-                    client_io,
-                    ClientLifecycleMode::Discover {
-                        preferred_versions: vec![ProtocolVersion::V_2026_07_28],
-                    },
-                )
-                .await
-                .expect("MCP discover"),
-        };
-        Mcp {
-            client,
-            pipeline,
-            audit_dir,
-        }
+        session_in(db, policy, reviewer, era).await
     }
 }
 
@@ -409,21 +405,7 @@ impl Mcp {
         audit_dir: Arc<tempfile::TempDir>,
         audit: Arc<pgwarden::audit::AuditLog>,
     ) -> Mcp {
-        let (server_io, client_io) = tokio::io::duplex(1 << 20);
-        let pipeline = new_pipeline(Pipeline::new(
-            database,
-            limits,
-            Arc::new(policy),
-            principal,
-            audit,
-            audit_dir.path().join("exports"),
-        ));
-        let server = PgWarden::new(pipeline.clone());
-        tokio::spawn(async move {
-            if let Ok(running) = server.serve(server_io).await {
-                let _ = running.waiting().await;
-            }
-        });
+        let (pipeline, client_io) = spawn_server(database, limits, policy, principal, &audit_dir, audit);
         let client = ().serve(client_io).await.expect("MCP handshake");
         Mcp {
             client,
