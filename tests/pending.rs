@@ -4,12 +4,19 @@
 
 mod common;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
-use common::{Mcp, TestDb, session, text};
+use common::{Answer, Era, Mcp, Reviewer, TestDb, session, session_in, text};
 use rmcp::{
     ClientHandler,
-    model::{ClientCapabilities, ClientConfig, Implementation, ProtocolVersion, ReadResourceRequestParams},
+    model::{
+        ClientCapabilities, ClientConfig, ElicitResult, ElicitationAction, Implementation, ProtocolVersion,
+        ReadResourceRequestParams,
+    },
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +49,8 @@ reason = "changes need a person"
 #[derive(Clone, Default)]
 struct Host {
     ui: bool,
+    /// Progress notifications received: (progress, message).
+    progress: Arc<Mutex<Vec<common::Progress>>>,
 }
 
 impl ClientHandler for Host {
@@ -60,6 +69,14 @@ impl ClientHandler for Host {
         }
         ClientConfig::new(caps, Implementation::new("pgwarden-test-host", "1.0"))
             .with_protocol_version(ProtocolVersion::V_2025_06_18)
+    }
+
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _cx: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push((params.progress, params.message));
     }
 }
 
@@ -665,7 +682,15 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
 #[tokio::test]
 async fn the_card_decides_with_its_nonce_and_only_app_tools_can() {
     let db = TestDb::new(SETUP).await;
-    let mcp = session(&db, POLICY, Host { ui: true }).await;
+    let mcp = session(
+        &db,
+        POLICY,
+        Host {
+            ui: true,
+            ..Host::default()
+        },
+    )
+    .await;
     let _browser = FakeBrowser::install(&mcp);
     let tools = mcp.client.list_all_tools().await.unwrap();
     let by_name = |n: &str| tools.iter().find(|t| t.name == n).cloned();
@@ -782,7 +807,7 @@ async fn the_card_decides_with_its_nonce_and_only_app_tools_can() {
 async fn no_model_visible_tool_can_change_an_approval() {
     for ui in [false, true] {
         let db = TestDb::new(SETUP).await;
-        let mcp = session(&db, POLICY, Host { ui }).await;
+        let mcp = session(&db, POLICY, Host { ui, ..Host::default() }).await;
         let _browser = FakeBrowser::install(&mcp);
         let r = mcp.call("query", json!({ "sql": BUMP_ONE })).await;
         let id = r.structured_content.clone().unwrap()["approval_id"]
@@ -956,4 +981,228 @@ async fn five_wrong_sign_in_secrets_revoke_the_link() {
     let body = json!({ "secret": secret }).to_string();
     let r = http(port, "POST", "/api/login", &headers, Some(&body)).await;
     assert_eq!(r.status, 401, "revoked after five wrong tries: {}", r.body);
+}
+
+/// The transitions the audit trail recorded for approval `id`: (state, channel, decided_by).
+fn transitions<H: ClientHandler>(mcp: &Mcp<H>, id: &str) -> Vec<(String, String, Option<String>)> {
+    mcp.audit_records()
+        .iter()
+        .filter_map(|r| {
+            r.approval
+                .as_ref()
+                .filter(|_| r.event == Some(pgwarden::audit::Event::Approval))
+        })
+        .filter(|a| a.approval_id.as_deref() == Some(id))
+        .map(|a| (a.answer.clone(), a.channel.clone(), a.decided_by.clone()))
+        .collect()
+}
+
+fn approve() -> ElicitResult {
+    ElicitResult::new(ElicitationAction::Accept).with_content(json!({ "decision": "approve" }))
+}
+
+/// A client that shows prompts but whose person takes longer than the call may wait: the call turns
+/// into a pending approval with the prompt still open, and the late answer decides it.
+#[tokio::test]
+async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer_decides() {
+    let db = TestDb::new(SETUP).await;
+    let reviewer = Reviewer::new(Answer::After(Duration::from_millis(2500), approve()));
+    let mcp = session(&db, POLICY, reviewer.clone()).await;
+    let _browser = FakeBrowser::install(&mcp);
+    let started = std::time::Instant::now();
+    let pending = pending_call(&mcp, BUMP_ONE).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2300),
+        "the call returned at its budget (1 s), not when the person answered: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(reviewer.prompts().len(), 1, "the client's prompt was shown");
+    assert_eq!(pending["surfaces"], json!(["client_prompt", "local_console"]));
+    let message = pending["message"].as_str().unwrap();
+    assert!(
+        message.contains("in the approval prompt their MCP client is showing"),
+        "{message}"
+    );
+    assert_eq!(counts(&db).await, [0, 0, 0], "nothing ran yet");
+
+    let id = pending["approval_id"].as_str().unwrap().to_string();
+    let mut out = Value::Null;
+    for _ in 0..6 {
+        out = await_call(&mcp, &id).await.0;
+        if out["status"] != "pending" {
+            break;
+        }
+    }
+    assert_eq!(out["status"], "executed", "{out}");
+    assert_eq!(counts(&db).await, [1, 0, 0], "ran once, after the late answer");
+    let t = transitions(&mcp, &id);
+    assert_eq!(t[1].0, "approved", "{t:?}");
+    assert_eq!(t[1].1, "elicitation", "{t:?}");
+    assert!(t[1].2.as_deref().unwrap().contains("client's prompt"), "{t:?}");
+    assert_eq!(*reviewer.withdrawn.lock().unwrap(), 0);
+}
+
+/// The open prompt and the console are two places for one decision: the first wins, and the client
+/// is told to close the prompt it still shows.
+#[tokio::test]
+async fn a_decision_in_the_console_closes_the_prompt_still_open() {
+    let db = TestDb::new(SETUP).await;
+    let reviewer = Reviewer::new(Answer::Hang);
+    let mcp = session(&db, POLICY, reviewer.clone()).await;
+    let browser = FakeBrowser::install(&mcp);
+    let pending = pending_call(&mcp, BUMP_ONE).await;
+    let id = pending["approval_id"].as_str().unwrap().to_string();
+    let (port, secret) = browser.login_url().await;
+    let console = Console::sign_in(port, &secret).await;
+    assert_eq!(*reviewer.withdrawn.lock().unwrap(), 0, "the prompt is still open");
+    let r = console.decide(&id, "deny", None, Some("not today")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for _ in 0..100 {
+        if *reviewer.withdrawn.lock().unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *reviewer.withdrawn.lock().unwrap(),
+        1,
+        "the client was told to close its prompt"
+    );
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(out["status"], "denied");
+    assert_eq!(out["reviewer_reason"], "not today");
+    assert_eq!(counts(&db).await, [0, 0, 0]);
+    let t = transitions(&mcp, &id);
+    assert_eq!(
+        t.iter().map(|(s, c, _)| (s.as_str(), c.as_str())).collect::<Vec<_>>(),
+        [("pending", "created"), ("denied", "console")],
+        "the prompt's late \"cancel\" decided nothing"
+    );
+}
+
+/// A decline faster than a person can read (clients that auto-decline) is not a person's "no": the
+/// approval goes on to the console, in both protocol eras. With `instant_decline = "0s"` the same
+/// decline is taken as a person's.
+#[tokio::test]
+async fn an_instant_decline_goes_on_to_the_console_in_both_eras() {
+    for era in [Era::Legacy, Era::Modern] {
+        let db = TestDb::new(SETUP).await;
+        let reviewer = Reviewer::new(Answer::Reply(ElicitResult::new(ElicitationAction::Decline)));
+        let mcp = session_in(&db, POLICY, reviewer.clone(), era).await;
+        let browser = FakeBrowser::install(&mcp);
+        let pending = pending_call(&mcp, BUMP_ONE).await;
+        assert_eq!(reviewer.prompts().len(), 1, "{era:?}: the client was asked first");
+        assert_eq!(pending["surfaces"], json!(["local_console"]), "{era:?}");
+        let id = pending["approval_id"].as_str().unwrap().to_string();
+        let records = mcp.audit_records();
+        let declined = records
+            .iter()
+            .filter_map(|r| r.approval.as_ref()?.client_prompt.clone())
+            .find(|p| p.contains("faster than a person can read"))
+            .unwrap_or_else(|| panic!("{era:?}: the quick decline is recorded"));
+        assert!(declined.contains("declined pgwarden's approval prompt"), "{declined}");
+
+        let (port, secret) = browser.login_url().await;
+        let console = Console::sign_in(port, &secret).await;
+        assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
+        let (out, _) = await_call(&mcp, &id).await;
+        assert_eq!(out["status"], "executed", "{era:?}: {out}");
+        assert_eq!(counts(&db).await, [1, 0, 0], "{era:?}");
+
+        let strict = POLICY.replace("[approval]\n", "[approval]\ninstant_decline = \"0s\"\n");
+        let mcp = session_in(&db, &strict, reviewer.clone(), era).await;
+        let e = mcp.err("query", json!({ "sql": BUMP_ONE })).await;
+        assert!(
+            e.starts_with("not approved: the reviewer declined the prompt"),
+            "{era:?}: {e}"
+        );
+        assert_eq!(counts(&db).await, [1, 0, 0], "{era:?}");
+    }
+}
+
+/// The card has a few seconds to report that it is on screen; when it does not, the console opens
+/// too. A card that reports ready keeps the console closed.
+#[tokio::test]
+async fn the_console_opens_only_when_the_card_does_not_report_ready() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(
+        &db,
+        POLICY,
+        Host {
+            ui: true,
+            ..Host::default()
+        },
+    )
+    .await;
+    let browser = FakeBrowser::install(&mcp);
+    let within = pgwarden::approval::hub::CARD_READY_WITHIN;
+
+    let r = mcp.call("query", json!({ "sql": BUMP_ONE, "intent": "bump" })).await;
+    let id = r.structured_content.as_ref().unwrap()["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let nonce = r.meta.as_ref().unwrap().0["dev.pgwarden/review"]["nonce"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ready = mcp
+        .call("pgwarden_review_ready", json!({ "approval_id": id, "nonce": nonce }))
+        .await;
+    assert_ne!(ready.is_error, Some(true), "{}", text(&ready));
+    tokio::time::sleep(within + Duration::from_millis(700)).await;
+    assert!(browser.urls().is_empty(), "the card is up: no console window");
+
+    let r = mcp
+        .call(
+            "query",
+            json!({ "sql": "UPDATE counters SET n = n + 1 WHERE id = 2", "intent": "bump two" }),
+        )
+        .await;
+    assert_eq!(
+        r.structured_content.as_ref().unwrap()["can_decide_here"],
+        true,
+        "the card can decide it"
+    );
+    tokio::time::sleep(within - Duration::from_millis(1500)).await;
+    assert!(browser.urls().is_empty(), "the card still has time");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(browser.urls().len(), 1, "no card on screen: the console opened");
+}
+
+/// `pgwarden_await` sends progress notifications while it waits (here one, before the decision).
+#[tokio::test]
+async fn await_reports_progress_while_it_waits() {
+    let db = TestDb::new(SETUP).await;
+    let policy = POLICY.replace("wait_budget = \"1s\"", "wait_budget = \"20s\"");
+    let host = Host {
+        ui: true,
+        ..Host::default()
+    };
+    let mcp = session(&db, &policy, host.clone()).await;
+    let _browser = FakeBrowser::install(&mcp);
+    let r = mcp.call("query", json!({ "sql": BUMP_ONE, "intent": "bump" })).await;
+    let id = r.structured_content.as_ref().unwrap()["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let review = &r.meta.as_ref().unwrap().0["dev.pgwarden/review"];
+    let decide = json!({ "approval_id": id, "nonce": review["nonce"], "action_hash": review["action_hash"], "decision": "approve" });
+    let card = mcp.client.peer().clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(6500)).await;
+        let params = rmcp::model::CallToolRequestParams::new("pgwarden_review_decide")
+            .with_arguments(decide.as_object().cloned().unwrap());
+        card.call_tool(params).await.unwrap();
+    });
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(out["status"], "executed", "{out}");
+    let seen = host.progress.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "one notification at 5 s, then the decision at 6.5 s: {seen:?}"
+    );
+    assert_eq!(seen[0].0, 1.0);
+    assert!(seen[0].1.as_deref().unwrap().contains(&id), "{seen:?}");
 }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::{
-    ReviewPacket,
+    OpenPrompt, Reply, ReviewPacket, Verdict,
     packet::visible,
-    pending::{ApprovalStore, PendingError, Review, State, Transition, Ttls, fingerprint, new_secret},
+    pending::{ApprovalStore, Decision, PendingError, Review, State, Transition, Ttls, Via, fingerprint, new_secret},
 };
 use crate::{
     audit::{ApprovalRecord, AuditLog, Event, Record},
@@ -35,7 +35,8 @@ pub struct PendingInfo {
     pub approval_id: String,
     pub fingerprint: String,
     pub expires_at: String,
-    /// Where the person can decide: `mcp_app` (the card in this chat), `local_console`.
+    /// Where the person can decide: `client_prompt` (still open), `mcp_app` (the card in this
+    /// chat), `local_console`.
     pub surfaces: Vec<&'static str>,
     /// Whether the card may decide (false when the policy needs a local approval).
     pub can_decide_here: bool,
@@ -63,6 +64,8 @@ pub struct Surfaces {
     pub card: bool,
     /// The weakest channel the policy accepts for this call.
     pub level: Level,
+    /// The client's own prompt is still open (the call's budget ran out before an answer).
+    pub prompt: bool,
 }
 
 impl Approvals {
@@ -162,6 +165,9 @@ impl Approvals {
             wait_budget: settings.wait_budget,
             approval_id: id.clone(),
         };
+        if surfaces.prompt {
+            info.surfaces.push("client_prompt");
+        }
         if card {
             info.surfaces.push("mcp_app");
         }
@@ -181,6 +187,59 @@ impl Approvals {
             }
         }
         Ok(info)
+    }
+
+    /// A prompt the call stopped waiting for stays open: its answer decides the approval, unless a
+    /// person decided it elsewhere first (then the client is told to close the prompt).
+    pub fn follow_prompt(&self, id: String, hash: String, mut prompt: OpenPrompt) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut changes = store.changes();
+            let reply = loop {
+                let replied = tokio::select! {
+                    r = prompt.reply(None) => Some(r),
+                    changed = changes.changed() => {
+                        if changed.is_err() { Some(None) } else { None }
+                    }
+                };
+                match replied {
+                    Some(reply) => break reply,
+                    None if store.state(&id) == Some(State::Pending) => continue,
+                    None => {
+                        prompt.withdraw("the approval was decided elsewhere").await;
+                        return;
+                    }
+                }
+            };
+            let decision = match reply {
+                Some(Reply::Person(Verdict::Approved {
+                    dry_run,
+                    max_rows_affected,
+                    reason,
+                })) => Decision::Approve {
+                    dry_run,
+                    max_rows_affected,
+                    reason,
+                },
+                Some(Reply::Person(Verdict::NotApproved { reason, why })) => {
+                    tracing::info!(approval = id, "not approved in the client's prompt: {why}");
+                    Decision::Deny { reason }
+                }
+                other => {
+                    tracing::info!(
+                        approval = id,
+                        "the client's prompt closed without a decision: {other:?}"
+                    );
+                    return;
+                }
+            };
+            if let Err(e) = store.decide(&id, &hash, &Via::Prompt, decision) {
+                tracing::info!(
+                    approval = id,
+                    "the late answer in the client's prompt was not taken: {e}"
+                );
+            }
+        });
     }
 
     /// The card must report itself on screen within a few seconds; otherwise the console opens.

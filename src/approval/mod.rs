@@ -10,15 +10,19 @@ pub mod packet;
 pub mod pending;
 pub mod state;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use rmcp::{
     Peer,
     model::{
-        ElicitRequest, ElicitRequestParams, ElicitResult, InputRequest, InputRequests, InputRequiredResult,
-        InputResponses,
+        CancelledNotification, CancelledNotificationParam, ClientResult, ElicitRequest, ElicitRequestParams,
+        ElicitResult, ElicitationAction, InputRequest, InputRequests, InputRequiredResult, InputResponses,
+        ServerRequest,
     },
-    service::{RoleServer, ServiceError},
+    service::{PeerRequestOptions, RequestHandle, RoleServer},
 };
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -87,11 +91,121 @@ pub struct Preapproved {
     pub reason: Option<String>,
 }
 
+/// How long to ask, and how to read a quick "no".
+pub struct Asking {
+    /// The prompt's whole life: the rule's `approval_timeout`.
+    pub timeout: Duration,
+    /// How long the call itself waits for the answer. After it the prompt stays open and the call
+    /// becomes a pending approval, so it does not outlive the client's tool-call timeout. `None`:
+    /// the call waits out `timeout`.
+    pub budget: Option<Duration>,
+    /// A decline or dismissal faster than this came from the client, not from a person reading it.
+    pub instant_decline: Duration,
+}
+
 /// The result of asking.
 pub enum Asked {
     Verdict(Verdict),
     /// Return this to the client; the call continues when it retries with the answer.
     InputRequired(InputRequiredResult),
+    /// The client declined the prompt without a person: too fast for anyone to have read it.
+    Unseen(String),
+    /// No answer within the call's budget; the prompt is still open.
+    StillOpen(OpenPrompt),
+}
+
+/// What came back from a prompt.
+#[derive(Debug)]
+pub enum Reply {
+    /// A person's answer (anything but an explicit approve or dry run is not approval).
+    Person(Verdict),
+    /// The client declined without a person (see [`Asking::instant_decline`]).
+    Unseen(String),
+    /// No answer: the prompt timed out, the client failed it, or the connection closed.
+    NoAnswer(String),
+}
+
+impl Reply {
+    /// Reads an answer that came `after` the prompt was sent.
+    fn read(answer: &ElicitResult, after: Duration, instant_decline: Duration) -> Reply {
+        let what = match answer.action {
+            ElicitationAction::Decline => "declined",
+            ElicitationAction::Cancel => "dismissed",
+            _ => return Reply::Person(form::read(answer)),
+        };
+        if after < instant_decline {
+            Reply::Unseen(format!(
+                "the client {what} pgwarden's approval prompt {} ms after it was sent — faster than a person can read \
+                 it, so it was most likely never shown",
+                after.as_millis()
+            ))
+        } else {
+            Reply::Person(form::read(answer))
+        }
+    }
+}
+
+/// An `elicitation/create` request the client has not answered yet. It can outlive the tool call
+/// that sent it: a late answer then decides the pending approval the call turned into.
+pub struct OpenPrompt {
+    handle: RequestHandle<RoleServer>,
+    sent: Instant,
+    timeout: Duration,
+    instant_decline: Duration,
+}
+
+impl std::fmt::Debug for OpenPrompt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenPrompt").field("id", &self.handle.id).finish()
+    }
+}
+
+impl OpenPrompt {
+    async fn send(peer: &Peer<RoleServer>, params: ElicitRequestParams, asking: &Asking) -> Result<OpenPrompt, String> {
+        let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+        let handle = peer
+            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .await
+            .map_err(|e| format!("the client did not show the prompt ({e})"))?;
+        Ok(OpenPrompt {
+            handle,
+            sent: Instant::now(),
+            timeout: asking.timeout,
+            instant_decline: asking.instant_decline,
+        })
+    }
+
+    /// Waits for the answer until `until`, or the prompt's own timeout (after which the client is
+    /// told to close it). `None` when `until` came first and the prompt is still open.
+    pub async fn reply(&mut self, until: Option<Instant>) -> Option<Reply> {
+        let deadline = self.sent + self.timeout;
+        let stop = until.map_or(deadline, |u| u.min(deadline));
+        match tokio::time::timeout_at(stop.into(), &mut self.handle.rx).await {
+            Ok(Ok(Ok(ClientResult::ElicitResult(answer)))) => {
+                Some(Reply::read(&answer, self.sent.elapsed(), self.instant_decline))
+            }
+            Ok(Ok(Ok(_))) => Some(Reply::Person(Verdict::not_approved(
+                "the client answered the prompt with something that is not an answer to it",
+            ))),
+            Ok(Ok(Err(e))) => Some(Reply::NoAnswer(format!("the client did not show the prompt ({e})"))),
+            Ok(Err(_)) => Some(Reply::NoAnswer("the client connection closed before an answer".into())),
+            Err(_) if stop < deadline => None,
+            Err(_) => {
+                let why = format!("no answer within {}", humantime::format_duration(self.timeout));
+                self.withdraw(&why).await;
+                Some(Reply::NoAnswer(why))
+            }
+        }
+    }
+
+    /// Tells the client the prompt is no longer needed, so it can close it.
+    pub async fn withdraw(&self, reason: &str) {
+        let notification = CancelledNotification::new(CancelledNotificationParam::new(
+            Some(self.handle.id.clone()),
+            Some(reason.to_string()),
+        ));
+        let _ = self.handle.peer.send_notification(notification.into()).await;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,39 +229,48 @@ impl Channel {
         )
     }
 
-    /// Asks the person, or reads the answer they gave. `timeout` bounds the wait for an answer.
+    /// Asks the person, or reads the answer they gave.
     pub async fn ask(
         &self,
         packet: Option<&ReviewPacket>,
         action_hash: &str,
-        timeout: Duration,
+        asking: &Asking,
         ct: &CancellationToken,
     ) -> Result<Asked, ApprovalError> {
+        let params = || -> Result<ElicitRequestParams, ApprovalError> {
+            let packet = packet.ok_or(ApprovalError::Form("no review packet".into()))?;
+            Ok(ElicitRequestParams::FormElicitationParams {
+                meta: None,
+                message: packet.message(),
+                requested_schema: form::schema().map_err(ApprovalError::Form)?,
+            })
+        };
         match self {
             Channel::Unavailable => Ok(Asked::Verdict(Verdict::not_approved(
                 "this client cannot show approval prompts (it declared no elicitation capability)",
             ))),
             Channel::Elicit(peer) => {
-                let packet = packet.ok_or(ApprovalError::Form("no review packet".into()))?;
-                let params = ElicitRequestParams::FormElicitationParams {
-                    meta: None,
-                    message: packet.message(),
-                    requested_schema: form::schema().map_err(ApprovalError::Form)?,
+                let mut prompt = match OpenPrompt::send(peer, params()?, asking).await {
+                    Ok(p) => p,
+                    Err(why) => return Ok(Asked::Verdict(Verdict::not_approved(why))),
                 };
-                let answer = tokio::select! {
-                    r = peer.create_elicitation_with_timeout(params, Some(timeout)) => r,
-                    _ = ct.cancelled() => return Ok(Asked::Verdict(Verdict::not_approved("the tool call was cancelled while waiting for approval"))),
+                let until = asking.budget.map(|b| Instant::now() + b);
+                let replied = tokio::select! {
+                    r = prompt.reply(until) => Some(r),
+                    _ = ct.cancelled() => None,
                 };
-                Ok(Asked::Verdict(match answer {
-                    Ok(answer) => form::read(&answer),
-                    Err(ServiceError::Timeout { .. }) => {
-                        Verdict::not_approved(format!("no answer within {}", humantime::format_duration(timeout)))
+                Ok(match replied {
+                    None => {
+                        prompt.withdraw("the tool call was cancelled").await;
+                        Asked::Verdict(Verdict::not_approved(
+                            "the tool call was cancelled while waiting for approval",
+                        ))
                     }
-                    Err(ServiceError::TransportClosed) | Err(ServiceError::TransportSend(_)) => {
-                        Verdict::not_approved("the client connection closed before an answer")
-                    }
-                    Err(e) => Verdict::not_approved(format!("the client did not show the prompt ({e})")),
-                }))
+                    Some(None) => Asked::StillOpen(prompt),
+                    Some(Some(Reply::Person(v))) => Asked::Verdict(v),
+                    Some(Some(Reply::Unseen(why))) => Asked::Unseen(why),
+                    Some(Some(Reply::NoAnswer(why))) => Asked::Verdict(Verdict::not_approved(why)),
+                })
             }
             Channel::InputRequired {
                 sealer,
@@ -155,30 +278,33 @@ impl Channel {
                 responses,
             } => match (state, responses) {
                 (None, None) => {
-                    let packet = packet.ok_or(ApprovalError::Form("no review packet".into()))?;
-                    let params = ElicitRequestParams::FormElicitationParams {
-                        meta: None,
-                        message: packet.message(),
-                        requested_schema: form::schema().map_err(ApprovalError::Form)?,
-                    };
                     let mut requests = InputRequests::new();
-                    requests.insert(INPUT_KEY.into(), InputRequest::Elicitation(ElicitRequest::new(params)));
-                    let sealed = sealer.seal(action_hash, timeout);
+                    requests.insert(
+                        INPUT_KEY.into(),
+                        InputRequest::Elicitation(ElicitRequest::new(params()?)),
+                    );
+                    let sealed = sealer.seal(action_hash, asking.timeout);
                     Ok(Asked::InputRequired(InputRequiredResult::new(
                         Some(requests),
                         Some(sealed),
                     )))
                 }
                 (Some(state), Some(responses)) => {
-                    sealer.open(state, action_hash, timeout)?;
+                    let age = sealer.open(state, action_hash, asking.timeout)?;
                     let answer = responses
                         .get(INPUT_KEY)
                         .cloned()
                         .ok_or(ApprovalError::Incomplete("no answer to pgwarden's approval prompt"))?;
-                    Ok(Asked::Verdict(match serde_json::from_value::<ElicitResult>(answer) {
-                        Ok(answer) => form::read(&answer),
-                        Err(_) => Verdict::not_approved("the answer to the approval prompt was unreadable"),
-                    }))
+                    Ok(match serde_json::from_value::<ElicitResult>(answer) {
+                        Ok(answer) => match Reply::read(&answer, age, asking.instant_decline) {
+                            Reply::Unseen(why) => Asked::Unseen(why),
+                            Reply::Person(v) => Asked::Verdict(v),
+                            Reply::NoAnswer(why) => Asked::Verdict(Verdict::not_approved(why)),
+                        },
+                        Err(_) => Asked::Verdict(Verdict::not_approved(
+                            "the answer to the approval prompt was unreadable",
+                        )),
+                    })
                 }
                 (Some(_), None) => Err(ApprovalError::Incomplete("a request state but no answer")),
                 (None, Some(_)) => Err(ApprovalError::Incomplete("an answer without pgwarden's request state")),

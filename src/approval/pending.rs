@@ -90,6 +90,9 @@ pub enum Via {
     Console { user: String },
     /// The review card in the chat (MCP Apps), proving itself with the approval's nonce.
     Card { nonce: String },
+    /// A late answer to the client's own prompt, which pgwarden sent for this action (the call
+    /// stopped waiting for it, and the approval went pending).
+    Prompt,
 }
 
 impl Via {
@@ -97,6 +100,7 @@ impl Via {
         match self {
             Via::Console { .. } => "console",
             Via::Card { .. } => "mcp_app",
+            Via::Prompt => "elicitation",
         }
     }
 
@@ -104,6 +108,7 @@ impl Via {
         match self {
             Via::Console { user } => user.clone(),
             Via::Card { .. } => "the person in the chat client (host-attested)".into(),
+            Via::Prompt => "the person answering the client's prompt (client-attested)".into(),
         }
     }
 }

@@ -13,6 +13,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize)]
 struct Sealed {
     nonce: String,
+    /// When the prompt was sent (Unix milliseconds), to tell a client's instant "no" from a person's.
+    issued_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Seals and opens approval states; remembers the ones already used until they expire.
@@ -48,6 +56,7 @@ impl StateSealer {
     pub fn seal(&self, action_hash: &str, ttl: Duration) -> String {
         let sealed = Sealed {
             nonce: uuid::Uuid::new_v4().simple().to_string(),
+            issued_ms: unix_ms(),
         };
         let options = SealOptions::new().associated_data(action_hash.as_bytes()).ttl(ttl);
         self.codec
@@ -55,8 +64,9 @@ impl StateSealer {
             .unwrap_or_else(|_| self.codec.seal_with(sealed.nonce.as_bytes(), &options))
     }
 
-    /// Opens a state for `action_hash`, once. `ttl` bounds how long its nonce is remembered.
-    pub fn open(&self, state: &str, action_hash: &str, ttl: Duration) -> Result<(), StateError> {
+    /// Opens a state for `action_hash`, once, and says how long ago the prompt was sent. `ttl`
+    /// bounds how long its nonce is remembered.
+    pub fn open(&self, state: &str, action_hash: &str, ttl: Duration) -> Result<Duration, StateError> {
         let sealed: Sealed = self
             .codec
             .open_json_with(state, action_hash.as_bytes())
@@ -68,7 +78,7 @@ impl StateSealer {
             return Err(StateError::Replayed);
         }
         used.insert(sealed.nonce, now + ttl + Duration::from_secs(60));
-        Ok(())
+        Ok(Duration::from_millis(unix_ms().saturating_sub(sealed.issued_ms)))
     }
 }
 
@@ -96,7 +106,11 @@ mod tests {
             Err(StateError::Invalid),
             "other key"
         );
-        assert_eq!(s.open(&state, "hash-a", ttl), Ok(()));
+        let age = s.open(&state, "hash-a", ttl).expect("opens");
+        assert!(
+            age < Duration::from_secs(1),
+            "how long ago the prompt was sent: {age:?}"
+        );
         assert_eq!(s.open(&state, "hash-a", ttl), Err(StateError::Replayed));
         let short = s.seal("hash-a", Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(1100));

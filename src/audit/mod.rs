@@ -59,6 +59,10 @@ pub struct ApprovalRecord {
     pub row_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// For a call that went pending after asking in the client: what became of that prompt (no
+    /// answer within the wait budget, or declined too fast to be a person's).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client_prompt: Option<String>,
     pub waited_ms: u64,
 }
 

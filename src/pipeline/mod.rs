@@ -10,7 +10,7 @@ use rmcp::model::InputRequiredResult;
 
 use crate::{
     approval::{
-        self, Asked, Channel, ReviewPacket, Route, Verdict,
+        self, Asked, Asking, Channel, ReviewPacket, Route, Verdict,
         hub::{Approvals, PendingInfo, StoredCall, Surfaces},
         pending::{Awaited, State},
     },
@@ -97,6 +97,18 @@ struct Ask<'a> {
     timeout: std::time::Duration,
     /// Tool-specific lines for the prompt (an export's target, a grant's before → after).
     details: Vec<String>,
+}
+
+/// A call about to become a pending approval.
+struct Pending<'a> {
+    local: &'a approval::LocalRoute,
+    hash: &'a str,
+    packet: &'a ReviewPacket,
+    level: Level,
+    /// The client's prompt, still open: its answer can decide the approval.
+    prompt: Option<approval::OpenPrompt>,
+    /// Why the client's own prompt did not settle it, when there was one.
+    client_prompt: Option<&'a str>,
 }
 
 /// What a person approved (a refusal of any kind is an error instead).
@@ -496,9 +508,7 @@ impl Pipeline {
             };
             return Err(not_approved(why.into(), None));
         }
-        let packet = if route.client.has_answer() {
-            None
-        } else {
+        let review = || async {
             let kind = assessment
                 .statements
                 .first()
@@ -512,24 +522,43 @@ impl Pipeline {
                 None
             };
             let mut packet = ReviewPacket::new(action, assessment, decision, estimate);
-            packet.details = details;
-            Some(packet)
+            packet.details = details.clone();
+            packet
         };
         if !client_prompt {
-            let (local, packet) = match (local, packet) {
-                (Some(l), Some(p)) => (l, p),
-                _ => return Err(not_approved("no approval channel is available".into(), None)),
+            let Some(local) = local else {
+                return Err(not_approved("no approval channel is available".into(), None));
             };
-            return self
-                .approve_pending(action, local, &hash, &packet, level, ct, trail, not_approved)
-                .await;
+            let pending = Pending {
+                local,
+                hash: &hash,
+                packet: &review().await,
+                level,
+                prompt: None,
+                client_prompt: None,
+            };
+            return self.approve_pending(action, pending, ct, trail, not_approved).await;
         }
+        // A prompt the client answers later needs somewhere for that answer to go: a pending approval.
+        let budget = (route.local.is_some() && matches!(route.client, Channel::Elicit(_)))
+            .then_some(settings.wait_budget)
+            .filter(|b| *b < decision.approval_timeout);
+        let asking = Asking {
+            timeout: decision.approval_timeout,
+            budget,
+            instant_decline: settings.instant_decline,
+        };
+        let packet = if route.client.has_answer() {
+            None
+        } else {
+            Some(review().await)
+        };
         let channel_name = match &route.client {
             Channel::Elicit(_) => "elicitation",
             Channel::InputRequired { .. } => "input_required",
             Channel::Unavailable => "none",
         };
-        let mut record = |answer: &str, row_limit: Option<u64>, reason: Option<String>| {
+        let record = |trail: &mut Trail, answer: &str, row_limit: Option<u64>, reason: Option<String>| {
             trail.approval(ApprovalRecord {
                 channel: channel_name.into(),
                 answer: answer.into(),
@@ -541,13 +570,63 @@ impl Pipeline {
         };
         let asked = route
             .client
-            .ask(packet.as_ref(), &hash, decision.approval_timeout, ct)
+            .ask(packet.as_ref(), &hash, &asking, ct)
             .await
             .map_err(|e| ToolError::Refused(e.to_string()))?;
         match asked {
             Asked::InputRequired(r) => {
-                record("prompt sent (input_required)", None, None);
+                record(trail, "prompt sent (input_required)", None, None);
                 Ok(Outcome::InputRequired(r))
+            }
+            Asked::StillOpen(prompt) => {
+                record(
+                    trail,
+                    "no answer within the wait budget; the prompt stays open",
+                    None,
+                    None,
+                );
+                let Some(local) = route.local.as_ref() else {
+                    return Err(not_approved("no approval channel is available".into(), None));
+                };
+                let packet = match packet {
+                    Some(p) => p,
+                    None => review().await,
+                };
+                let pending = Pending {
+                    local,
+                    hash: &hash,
+                    packet: &packet,
+                    level,
+                    prompt: Some(prompt),
+                    client_prompt: Some("no answer within the wait budget; the prompt stays open"),
+                };
+                self.approve_pending(action, pending, ct, trail, not_approved).await
+            }
+            Asked::Unseen(why) => {
+                tracing::info!(tool = action.tool, "{why}");
+                record(trail, &why, None, None);
+                match local {
+                    // Nothing approved it; another channel may still reach the person.
+                    Some(local) => {
+                        let packet = match packet {
+                            Some(p) => p,
+                            None => review().await,
+                        };
+                        let pending = Pending {
+                            local,
+                            hash: &hash,
+                            packet: &packet,
+                            level,
+                            prompt: None,
+                            client_prompt: Some(&why),
+                        };
+                        self.approve_pending(action, pending, ct, trail, not_approved).await
+                    }
+                    None => Err(not_approved(
+                        format!("{why}, and no other approval channel is enabled, so nobody could approve it"),
+                        None,
+                    )),
+                }
             }
             Asked::Verdict(Verdict::NotApproved { why, reason }) => {
                 tracing::info!(
@@ -555,7 +634,7 @@ impl Pipeline {
                     rule = decision.rule.as_deref().unwrap_or("-"),
                     "not approved: {why}"
                 );
-                record(&why, None, reason.clone());
+                record(trail, &why, None, reason.clone());
                 Err(not_approved(why, reason))
             }
             Asked::Verdict(Verdict::Approved {
@@ -571,6 +650,7 @@ impl Pipeline {
                     "approved"
                 );
                 record(
+                    trail,
                     if dry_run { "dry_run" } else { "approve" },
                     max_rows_affected,
                     reason.clone(),
@@ -587,18 +667,22 @@ impl Pipeline {
     /// A pending approval: shown in the console (and the card), then waited for within the budget
     /// unless the host renders the card (which needs the result first). Approved in time → the
     /// call goes on and runs now; otherwise the model gets the handle for `pgwarden_await`.
-    #[allow(clippy::too_many_arguments)]
     async fn approve_pending(
         &self,
         action: &Action,
-        local: &approval::LocalRoute,
-        hash: &str,
-        packet: &ReviewPacket,
-        level: Level,
+        pending: Pending<'_>,
         ct: &CancellationToken,
         trail: &mut Trail,
         not_approved: impl Fn(String, Option<String>) -> ToolError,
     ) -> Result<Outcome<Approved>, ToolError> {
+        let Pending {
+            local,
+            hash,
+            packet,
+            level,
+            prompt,
+            client_prompt,
+        } = pending;
         let call = StoredCall {
             tool: action.tool,
             arguments: local.arguments.clone(),
@@ -608,12 +692,17 @@ impl Pipeline {
         let surfaces = Surfaces {
             card: local.card_host,
             level,
+            prompt: prompt.is_some(),
         };
-        let info = local
-            .approvals
-            .open(call, hash, packet, surfaces)
-            .await
-            .map_err(|e| ToolError::Refused(e.to_string()))?;
+        let info = match local.approvals.open(call, hash, packet, surfaces).await {
+            Ok(info) => info,
+            Err(e) => {
+                if let Some(p) = &prompt {
+                    p.withdraw("pgwarden could not keep the approval open").await;
+                }
+                return Err(ToolError::Refused(e.to_string()));
+            }
+        };
         let record = |trail: &mut Trail, answer: &str| {
             trail.approval(ApprovalRecord {
                 channel: info.surfaces.join("+"),
@@ -621,6 +710,7 @@ impl Pipeline {
                 approval_id: Some(info.approval_id.clone()),
                 action_hash: Some(hash.to_string()),
                 fingerprint: Some(info.fingerprint.clone()),
+                client_prompt: client_prompt.map(str::to_string),
                 ..ApprovalRecord::default()
             })
         };
@@ -630,16 +720,25 @@ impl Pipeline {
             record(trail, "no surface could show it");
             return Err(not_approved(
                 format!(
-                    "this client cannot show approval prompts, and {}, so no person could approve it — a reply in the \
+                    "{}, and {}, so no person could approve it — a reply in the \
                      chat cannot approve it either. The operator can allow it in the policy, run pgwarden where it \
                      can open a browser for its review console (or set $BROWSER), or use a client that shows MCP \
                      approval prompts",
+                    client_prompt.unwrap_or("this client cannot show approval prompts"),
                     info.console_problem
                         .as_deref()
                         .unwrap_or("the review console could not be shown")
                 ),
                 None,
             ));
+        }
+        if let Some(prompt) = prompt {
+            // The call already waited its budget for the prompt; its answer now decides the approval.
+            local
+                .approvals
+                .follow_prompt(info.approval_id.clone(), hash.to_string(), prompt);
+            record(trail, "pending");
+            return Ok(Outcome::Pending(info));
         }
         if local.card_host && info.surfaces.contains(&"mcp_app") {
             record(trail, "pending");

@@ -78,6 +78,7 @@ struct RawApproval {
     wait_budget: Option<Spanned<String>>,
     pending_ttl: Option<Spanned<String>>,
     approved_ttl: Option<Spanned<String>>,
+    instant_decline: Option<Spanned<String>>,
     max_open_per_session: Option<Spanned<i64>>,
     channels: Option<Spanned<Vec<ApprovalChannel>>>,
     min_channel: Option<BTreeMap<Risk, Level>>,
@@ -357,6 +358,28 @@ impl Builder {
                 format!(
                     "`approval.wait_budget` is {}, longer than clients wait for a tool call (Claude Desktop gives up after about 60 s); use at most \"5m\", ideally \"40s\"",
                     humantime::format_duration(s.wait_budget)
+                ),
+            );
+        }
+        if let Some(raw) = a.instant_decline {
+            match humantime::parse_duration(raw.get_ref()) {
+                Ok(d) => s.instant_decline = d,
+                Err(_) => self.error(
+                    at(raw.span()),
+                    format!(
+                        "`instant_decline` must be a duration such as \"1s\", \"300ms\" or \"0s\" (got `{}`)",
+                        raw.get_ref()
+                    ),
+                ),
+            }
+        }
+        if s.instant_decline > Duration::from_secs(5) {
+            self.error(
+                place.clone(),
+                format!(
+                    "`approval.instant_decline` is {}; a person can read and decline a prompt in that time, and their \
+                     \"no\" would be taken as the client's. Use at most \"5s\" (default \"1s\", \"0s\" turns it off)",
+                    humantime::format_duration(s.instant_decline)
                 ),
             );
         }

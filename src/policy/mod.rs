@@ -177,6 +177,10 @@ pub struct ApprovalSettings {
     pub wait_budget: Duration,
     /// How long a pending approval waits for a person. Defaults to 10 min.
     pub pending_ttl: Duration,
+    /// A client prompt declined or dismissed faster than this was answered by the client, not by
+    /// a person reading it (some clients auto-decline): the approval moves on to the console or the
+    /// card. Defaults to 1 s; zero takes every decline as a person's.
+    pub instant_decline: Duration,
     /// How long an approved action waits for `pgwarden_await` to run it. Defaults to 5 min.
     pub approved_ttl: Duration,
     /// Open approvals per session. Defaults to 3.
@@ -193,6 +197,7 @@ impl Default for ApprovalSettings {
         ApprovalSettings {
             wait_budget: Duration::from_secs(40),
             pending_ttl: Duration::from_secs(600),
+            instant_decline: Duration::from_secs(1),
             approved_ttl: Duration::from_secs(300),
             max_open_per_session: 3,
             channels: [

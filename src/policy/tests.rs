@@ -272,6 +272,10 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
          "`bad.toml:5`: `approval.min_channel` asks for `local` approval for some risk, but the `console` channel is off, so those calls could never be approved; enable \"console\" or lower `min_channel` (the default is critical = \"local\")"),
         (format!("{ok_rule}[approval.min_channel]\ncritical = \"remote\"\n"),
          "`bad.toml:6`: unknown value `remote`; expected `client` or `local`"),
+        (format!("{ok_rule}[approval]\ninstant_decline = \"10s\"\n"),
+         "`bad.toml:5`: `approval.instant_decline` is 10s; a person can read and decline a prompt in that time, and their \"no\" would be taken as the client's. Use at most \"5s\" (default \"1s\", \"0s\" turns it off)"),
+        (format!("{ok_rule}[approval]\ninstant_decline = \"soon\"\n"),
+         "`bad.toml:6`: `instant_decline` must be a duration such as \"1s\", \"300ms\" or \"0s\" (got `soon`)"),
         (format!("{ok_rule}[approval]\nmax_open_per_session = 0\n"),
          "`bad.toml:6`: `approval.max_open_per_session` must be a whole number from 1 to 100 (got 0)"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmin_channel = \"local\"\n".into(),
@@ -371,7 +375,7 @@ fn globs_match_any_run_of_characters() {
 fn approval_settings_load_with_defaults_and_per_rule_minimum() {
     let p = Policy::parse(
         "a.toml",
-        "[approval]\nwait_budget = \"2s\"\npending_ttl = \"1m\"\nchannels = [\"console\"]\n\
+        "[approval]\nwait_budget = \"2s\"\npending_ttl = \"1m\"\ninstant_decline = \"0s\"\nchannels = [\"console\"]\n\
          [approval.min_channel]\nhigh = \"local\"\n\
          [[rule]]\nid = \"w\"\neffect = \"approve\"\ncategories = [\"write\"]\nmin_channel = \"local\"\n",
     )
@@ -380,6 +384,11 @@ fn approval_settings_load_with_defaults_and_per_rule_minimum() {
     assert_eq!(a.wait_budget, std::time::Duration::from_secs(2));
     assert_eq!(a.pending_ttl, std::time::Duration::from_secs(60));
     assert_eq!(a.approved_ttl, std::time::Duration::from_secs(300), "default kept");
+    assert_eq!(
+        a.instant_decline,
+        std::time::Duration::ZERO,
+        "zero allowed: every decline is a person's"
+    );
     assert!(a.enabled(ApprovalChannel::Console) && !a.enabled(ApprovalChannel::Elicitation));
     assert_eq!(a.level_for(Risk::High, None), Level::Local);
     assert_eq!(a.level_for(Risk::Critical, None), Level::Local, "default kept");
@@ -394,4 +403,5 @@ fn approval_settings_load_with_defaults_and_per_rule_minimum() {
     assert_eq!(default, ApprovalSettings::default());
     assert_eq!(default.level_for(Risk::High, None), Level::Client);
     assert_eq!(default.level_for(Risk::Critical, None), Level::Local);
+    assert_eq!(default.instant_decline, std::time::Duration::from_secs(1));
 }

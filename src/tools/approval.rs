@@ -19,7 +19,8 @@ pub struct PendingApproval {
     pub fingerprint: String,
     /// When the approval expires if nobody decides (RFC 3339).
     pub expires_at: String,
-    /// Where the person can decide: `mcp_app` (a card in this chat), `local_console` (a browser window).
+    /// Where the person can decide: `client_prompt` (the client's own prompt, still open), `mcp_app`
+    /// (a card in this chat), `local_console` (a browser window).
     pub surfaces: Vec<String>,
     /// The next call to make.
     pub next: NextCall,
@@ -40,16 +41,17 @@ pub struct NextCall {
 impl PendingApproval {
     pub fn new(info: &PendingInfo) -> PendingApproval {
         let wait = info.wait_budget.as_secs();
-        let places = match (
-            info.surfaces.contains(&"mcp_app"),
-            info.surfaces.contains(&"local_console"),
-        ) {
-            (true, true) => {
-                "in the pgwarden approval card in this chat, or in the pgwarden review window on their screen"
+        let mut places = vec![];
+        for (surface, place) in [
+            ("client_prompt", "in the approval prompt their MCP client is showing"),
+            ("mcp_app", "in the pgwarden approval card in this chat"),
+            ("local_console", "in the pgwarden review window in their browser"),
+        ] {
+            if info.surfaces.contains(&surface) {
+                places.push(place);
             }
-            (true, false) => "in the pgwarden approval card in this chat",
-            _ => "in the pgwarden review window that opened in their browser",
-        };
+        }
+        let places = places.join(", or ");
         let message = format!(
             "NOT EXECUTED — a human must approve this first.\n\
              pgwarden approval {id} · fingerprint {fp} · {summary}\n\

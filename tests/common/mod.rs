@@ -207,6 +207,8 @@ pub enum Answer {
     Reply(ElicitResult),
     /// Never answers (until the server gives up and cancels the prompt).
     Hang,
+    /// Answers after a while, as a person taking their time would.
+    After(Duration, ElicitResult),
 }
 
 /// One progress notification: (progress, message).
@@ -220,6 +222,8 @@ pub struct Reviewer {
     pub elicitation: bool,
     /// Progress notifications received: (progress, message).
     pub progress: Arc<Mutex<Vec<Progress>>>,
+    /// Prompts the server withdrew (cancelled) while they were open.
+    pub withdrawn: Arc<Mutex<usize>>,
 }
 
 impl Reviewer {
@@ -229,6 +233,7 @@ impl Reviewer {
             seen: Arc::new(Mutex::new(Vec::new())),
             elicitation: true,
             progress: Arc::new(Mutex::new(Vec::new())),
+            withdrawn: Arc::new(Mutex::new(0)),
         }
     }
 
@@ -287,8 +292,16 @@ impl ClientHandler for Reviewer {
             Answer::Reply(r) => Ok(r),
             Answer::Hang => {
                 cx.ct.cancelled().await;
+                *self.withdrawn.lock().unwrap() += 1;
                 Ok(ElicitResult::new(ElicitationAction::Cancel))
             }
+            Answer::After(delay, r) => tokio::select! {
+                _ = tokio::time::sleep(delay) => Ok(r),
+                _ = cx.ct.cancelled() => {
+                    *self.withdrawn.lock().unwrap() += 1;
+                    Ok(ElicitResult::new(ElicitationAction::Cancel))
+                }
+            },
         }
     }
 }
