@@ -167,29 +167,72 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
             continue;
         }
         let sql = std::mem::take(&mut buffer);
-        let text = call(
-            &client,
-            "query",
-            json!({"sql": sql.trim(), "intent": "typed by a person in pgwarden demo"}),
-        )
-        .await;
+        let text = run_sql(&client, sql.trim(), &mut out).await?;
         out.write_all(format!("{text}\n").as_bytes()).await?;
     }
     let _ = client.cancel().await;
     Ok(())
 }
 
-async fn call<S: rmcp::Service<RoleClient>>(
-    client: &rmcp::service::RunningService<RoleClient, S>,
+type Client<S> = rmcp::service::RunningService<RoleClient, S>;
+
+async fn call<S: rmcp::Service<RoleClient>>(client: &Client<S>, tool: &str, args: Value) -> String {
+    match call_result(client, tool, args).await {
+        Ok(r) => render(tool, &r),
+        Err(e) => e,
+    }
+}
+
+async fn call_result<S: rmcp::Service<RoleClient>>(
+    client: &Client<S>,
     tool: &str,
     args: Value,
-) -> String {
+) -> Result<CallToolResult, String> {
     let params =
         CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap_or_default());
-    match client.call_tool(params).await {
-        Ok(r) => render(tool, &r),
-        Err(e) => format!("error: {e}"),
+    client.call_tool(params).await.map_err(|e| format!("error: {e}"))
+}
+
+/// Runs typed SQL. A statement waiting for a person (the prompt was not answered within the
+/// server's wait budget, or it needs the review console) is waited for with `pgwarden_await`, as
+/// someone at a terminal expects, until it is decided or expires.
+async fn run_sql<S: rmcp::Service<RoleClient>>(
+    client: &Client<S>,
+    sql: &str,
+    out: &mut tokio::io::Stdout,
+) -> std::io::Result<String> {
+    let args = json!({"sql": sql, "intent": "typed by a person in pgwarden demo"});
+    let mut r = match call_result(client, "query", args).await {
+        Ok(r) => r,
+        Err(e) => return Ok(e),
+    };
+    let mut tool = "query";
+    while let Some((id, fingerprint)) = waiting(&r) {
+        if tool == "query" {
+            let line = format!(
+                "waiting for a decision on approval {id} (fingerprint {fingerprint}): answer the prompt above, or \
+                 use the pgwarden review window if it opened...\n"
+            );
+            out.write_all(line.as_bytes()).await?;
+            out.flush().await?;
+        }
+        tool = "pgwarden_await";
+        r = match call_result(client, tool, json!({ "approval_id": id })).await {
+            Ok(r) => r,
+            Err(e) => return Ok(e),
+        };
     }
+    Ok(render(tool, &r))
+}
+
+/// The approval a result is still waiting for: (id, fingerprint).
+fn waiting(r: &CallToolResult) -> Option<(String, String)> {
+    let v = r.structured_content.as_ref()?;
+    if !matches!(v["status"].as_str(), Some("pending_approval" | "pending")) {
+        return None;
+    }
+    let id = v["approval_id"].as_str()?.to_string();
+    Some((id, v["fingerprint"].as_str().unwrap_or("-").to_string()))
 }
 
 /// Rows as an aligned table; everything else as the server's own text.

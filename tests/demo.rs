@@ -48,3 +48,81 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
     // The dry run changed nothing: the second read shows the same status as the first.
     assert_eq!(stdout.matches("status\n------\npaid\n").count(), 2, "{stdout}");
 }
+
+/// A person slower than the server's wait budget: the statement comes back pending, the demo keeps
+/// waiting with `pgwarden_await`, and the prompt's late answer runs it once.
+#[test]
+fn demo_waits_for_a_prompt_answered_after_the_wait_budget() {
+    let dir = tempfile::Builder::new().prefix("pgw-demo-").tempdir_in("/tmp").unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "{}\n[approval]\nwait_budget = \"1s\"\n",
+            include_str!("../tool-policies/default.toml")
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["demo", "--sandbox-dir"])
+        .arg(dir.path().join("sandbox"))
+        .arg("--policy")
+        .arg(&policy)
+        .env_remove("DATABASE_URL")
+        .env_remove("BROWSER")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("PGWARDEN_AUDIT_LOG", dir.path().join("audit.jsonl"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut child_out = child.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut child_out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    stdin
+        .write_all(b"UPDATE orders SET status = 'refunded' WHERE id = 1;\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    // The person sees the prompt, reads it for longer than the server waits, then approves.
+    let asked = std::time::Instant::now();
+    while !seen.lock().unwrap().contains("[a]pprove") {
+        assert!(asked.elapsed().as_secs() < 60, "no prompt: {}", seen.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    stdin
+        .write_all(b"a\n\nchecked\nSELECT status FROM orders WHERE id = 1;\n\\q\n")
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let stdout = seen.lock().unwrap().clone();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "[a]pprove, [d]ry run or [n] deny?",
+        "waiting for a decision on approval apr_",
+        "it ran once.",
+        "status\n--------\nrefunded\n",
+    ] {
+        assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
+    }
+    assert_eq!(stdout.matches("ran once").count(), 1, "{stdout}");
+}
