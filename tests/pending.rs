@@ -53,6 +53,16 @@ struct Host {
     progress: Arc<Mutex<Vec<common::Progress>>>,
 }
 
+impl Host {
+    /// A host that renders MCP Apps.
+    fn ui() -> Host {
+        Host {
+            ui: true,
+            ..Host::default()
+        }
+    }
+}
+
 impl ClientHandler for Host {
     fn get_info(&self) -> ClientConfig {
         let mut caps = ClientCapabilities::default();
@@ -682,15 +692,7 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
 #[tokio::test]
 async fn the_card_decides_with_its_nonce_and_only_app_tools_can() {
     let db = TestDb::new(SETUP).await;
-    let mcp = session(
-        &db,
-        POLICY,
-        Host {
-            ui: true,
-            ..Host::default()
-        },
-    )
-    .await;
+    let mcp = session(&db, POLICY, Host::ui()).await;
     let _browser = FakeBrowser::install(&mcp);
     let tools = mcp.client.list_all_tools().await.unwrap();
     let by_name = |n: &str| tools.iter().find(|t| t.name == n).cloned();
@@ -1125,15 +1127,7 @@ async fn an_instant_decline_goes_on_to_the_console_in_both_eras() {
 #[tokio::test]
 async fn the_console_opens_only_when_the_card_does_not_report_ready() {
     let db = TestDb::new(SETUP).await;
-    let mcp = session(
-        &db,
-        POLICY,
-        Host {
-            ui: true,
-            ..Host::default()
-        },
-    )
-    .await;
+    let mcp = session(&db, POLICY, Host::ui()).await;
     let browser = FakeBrowser::install(&mcp);
     let within = pgwarden::approval::hub::CARD_READY_WITHIN;
 
@@ -1175,10 +1169,7 @@ async fn the_console_opens_only_when_the_card_does_not_report_ready() {
 async fn await_reports_progress_while_it_waits() {
     let db = TestDb::new(SETUP).await;
     let policy = POLICY.replace("wait_budget = \"1s\"", "wait_budget = \"20s\"");
-    let host = Host {
-        ui: true,
-        ..Host::default()
-    };
+    let host = Host::ui();
     let mcp = session(&db, &policy, host.clone()).await;
     let _browser = FakeBrowser::install(&mcp);
     let r = mcp.call("query", json!({ "sql": BUMP_ONE, "intent": "bump" })).await;

@@ -573,60 +573,21 @@ impl Pipeline {
             .ask(packet.as_ref(), &hash, &asking, ct)
             .await
             .map_err(|e| ToolError::Refused(e.to_string()))?;
-        match asked {
+        let (prompt, what, target) = match asked {
             Asked::InputRequired(r) => {
                 record(trail, "prompt sent (input_required)", None, None);
-                Ok(Outcome::InputRequired(r))
+                return Ok(Outcome::InputRequired(r));
             }
-            Asked::StillOpen(prompt) => {
-                record(
-                    trail,
-                    "no answer within the wait budget; the prompt stays open",
-                    None,
-                    None,
-                );
-                let Some(local) = route.local.as_ref() else {
-                    return Err(not_approved("no approval channel is available".into(), None));
-                };
-                let packet = match packet {
-                    Some(p) => p,
-                    None => review().await,
-                };
-                let pending = Pending {
-                    local,
-                    hash: &hash,
-                    packet: &packet,
-                    level,
-                    prompt: Some(prompt),
-                    client_prompt: Some("no answer within the wait budget; the prompt stays open"),
-                };
-                self.approve_pending(action, pending, ct, trail, not_approved).await
-            }
+            // The prompt is still a place to decide; the call stops waiting for it.
+            Asked::StillOpen(prompt) => (
+                Some(prompt),
+                "no answer within the wait budget; the prompt stays open".to_string(),
+                route.local.as_ref(),
+            ),
+            // Nothing approved it; another channel may still reach the person.
             Asked::Unseen(why) => {
                 tracing::info!(tool = action.tool, "{why}");
-                record(trail, &why, None, None);
-                match local {
-                    // Nothing approved it; another channel may still reach the person.
-                    Some(local) => {
-                        let packet = match packet {
-                            Some(p) => p,
-                            None => review().await,
-                        };
-                        let pending = Pending {
-                            local,
-                            hash: &hash,
-                            packet: &packet,
-                            level,
-                            prompt: None,
-                            client_prompt: Some(&why),
-                        };
-                        self.approve_pending(action, pending, ct, trail, not_approved).await
-                    }
-                    None => Err(not_approved(
-                        format!("{why}, and no other approval channel is enabled, so nobody could approve it"),
-                        None,
-                    )),
-                }
+                (None, why, local)
             }
             Asked::Verdict(Verdict::NotApproved { why, reason }) => {
                 tracing::info!(
@@ -635,7 +596,7 @@ impl Pipeline {
                     "not approved: {why}"
                 );
                 record(trail, &why, None, reason.clone());
-                Err(not_approved(why, reason))
+                return Err(not_approved(why, reason));
             }
             Asked::Verdict(Verdict::Approved {
                 dry_run,
@@ -655,13 +616,33 @@ impl Pipeline {
                     max_rows_affected,
                     reason.clone(),
                 );
-                Ok(Outcome::Done(Approved {
+                return Ok(Outcome::Done(Approved {
                     dry_run,
                     max_rows_affected,
                     reason,
-                }))
+                }));
             }
-        }
+        };
+        let Some(local) = target else {
+            record(trail, &what, None, None);
+            return Err(not_approved(
+                format!("{what}, and no other approval channel is enabled, so nobody could approve it"),
+                None,
+            ));
+        };
+        let packet = match packet {
+            Some(p) => p,
+            None => review().await,
+        };
+        let pending = Pending {
+            local,
+            hash: &hash,
+            packet: &packet,
+            level,
+            prompt,
+            client_prompt: Some(&what),
+        };
+        self.approve_pending(action, pending, ct, trail, not_approved).await
     }
 
     /// A pending approval: shown in the console (and the card), then waited for within the budget
