@@ -272,7 +272,7 @@ impl Visitor for Walk {
 }
 
 fn named_relations(statement: &Statement) -> Vec<&ObjectName> {
-    use sqlparser::ast::{CopySource, GrantObjects};
+    use sqlparser::ast::{CopySource, GrantObjects, ObjectType};
     fn grant_tables(objects: &Option<GrantObjects>) -> Vec<&ObjectName> {
         match objects {
             Some(GrantObjects::Tables(names)) => names.iter().collect(),
@@ -280,16 +280,11 @@ fn named_relations(statement: &Statement) -> Vec<&ObjectName> {
         }
     }
     match statement {
-        Statement::Drop { object_type, names, .. }
-            if matches!(
-                object_type,
-                sqlparser::ast::ObjectType::Table
-                    | sqlparser::ast::ObjectType::View
-                    | sqlparser::ast::ObjectType::MaterializedView
-            ) =>
-        {
-            names.iter().collect()
-        }
+        Statement::Drop {
+            object_type: ObjectType::Table | ObjectType::View | ObjectType::MaterializedView,
+            names,
+            ..
+        } => names.iter().collect(),
         Statement::Copy {
             source: CopySource::Table { table_name, .. },
             ..
