@@ -124,14 +124,21 @@ fn stdout_carries_only_protocol_messages() {
 async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() {
     let dir = tempfile::Builder::new().prefix("pgw-sbx-").tempdir_in("/tmp").unwrap();
     let sandbox_dir = dir.path().join("sandbox");
-    let cmd = tokio::process::Command::new(BIN).configure(|c| {
-        c.arg("serve")
-            .arg("--sandbox-dir")
-            .arg(&sandbox_dir)
-            .env_remove("DATABASE_URL")
-            .env("PGWARDEN_AUDIT_LOG", sandbox_dir.with_file_name("audit.jsonl"));
-    });
-    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.expect("MCP session with the sandbox");
+    let start = || async {
+        let cmd = tokio::process::Command::new(BIN).configure(|c| {
+            c.arg("serve")
+                .arg("--sandbox-dir")
+                .arg(&sandbox_dir)
+                .env_remove("DATABASE_URL")
+                .env("PGWARDEN_AUDIT_LOG", sandbox_dir.with_file_name("audit.jsonl"));
+        });
+        let session = ().serve(TokioChildProcess::new(cmd).unwrap());
+        tokio::time::timeout(Duration::from_secs(60), session)
+            .await
+            .expect("pgwarden answered `initialize` within 60 s")
+            .expect("MCP session with the sandbox")
+    };
+    let client = start().await;
     let call = |tool: &str, args: Value| {
         CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
     };
@@ -165,10 +172,25 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
         .unwrap();
     let cols = d.structured_content.unwrap()["columns"].clone();
     assert!(cols.as_array().unwrap().iter().any(|c| c["name"] == "phone"));
+
+    // A second client (Claude Desktop and Claude Code at once) shares the running sandbox; the first
+    // leaving does not stop it under the second.
+    let second = start().await;
+    let count = || call("query", json!({"sql": "SELECT count(*) FROM orders"}));
+    let n = second.call_tool(count()).await.unwrap().structured_content.unwrap();
+    assert_eq!(n["rows"][0][0], json!(1500), "{n}");
     client.cancel().await.unwrap();
+    let pid_file = sandbox_dir.join("data/postmaster.pid");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pid_file.exists(),
+        "the first pgwarden out stopped the cluster under the second"
+    );
+    let n = second.call_tool(count()).await.unwrap().structured_content.unwrap();
+    assert_eq!(n["rows"][0][0], json!(1500), "{n}");
+    second.cancel().await.unwrap();
 
     // The last pgwarden out stops the cluster.
-    let pid_file = sandbox_dir.join("data/postmaster.pid");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while pid_file.exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;

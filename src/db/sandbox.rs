@@ -22,10 +22,13 @@ pub enum SandboxError {
     Seed(String),
 }
 
-/// A running sandbox this process holds a share of (a shared `flock` on `pgwarden.lock`).
+/// A running sandbox this process holds a share of: a shared `flock` on `pgwarden.lock`, one per
+/// pgwarden using it. Starting and stopping happen under an exclusive `flock` on `setup.lock`, so two
+/// pgwardens never initialise at once and nobody stops the cluster while another is starting it.
 pub struct Sandbox {
     pub cluster: Cluster,
-    lock: File,
+    users: File,
+    setup: File,
 }
 
 impl Sandbox {
@@ -36,31 +39,29 @@ impl Sandbox {
         let owner = Owner::for_current_process()?;
         let cluster = Cluster::new(dir, bindir, owner)?;
         cluster.prepare_dir()?;
-        let lock_path = cluster.dir.join("pgwarden.lock");
-        let lock_err = |e: std::io::Error| SandboxError::Lock {
-            path: lock_path.display().to_string(),
-            reason: e.to_string(),
+        let open = |name: &str| {
+            let path = cluster.dir.join(name);
+            let file = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| lock_error(&path, e))?;
+            Ok::<_, SandboxError>((file, path))
         };
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(lock_err)?;
-        loop {
-            // Set-up happens under the exclusive lock, so two pgwardens never initialise at once and
-            // nobody stops the cluster while another is starting it.
-            lock.lock().map_err(lock_err)?;
-            let ready = Self::ensure_running(&cluster);
-            lock.unlock().map_err(lock_err)?;
-            ready?;
-            lock.lock_shared().map_err(lock_err)?;
-            // Between unlock and lock_shared a departing pgwarden may have stopped it: look again.
-            if cluster.is_running() {
-                return Ok(Sandbox { cluster, lock });
-            }
-            lock.unlock().map_err(lock_err)?;
+        let (users, users_path) = open("pgwarden.lock")?;
+        let (setup, setup_path) = open("setup.lock")?;
+        if setup.try_lock().is_err() {
+            tracing::info!("another pgwarden is starting or stopping the sandbox; waiting for it");
+            setup.lock().map_err(|e| lock_error(&setup_path, e))?;
         }
+        let ready = Self::ensure_running(&cluster).and_then(|()| {
+            // Never blocks: the only exclusive hold on `pgwarden.lock` is taken under `setup.lock`.
+            users.lock_shared().map_err(|e| lock_error(&users_path, e))
+        });
+        let _ = setup.unlock();
+        ready?;
+        Ok(Sandbox { cluster, users, setup })
     }
 
     fn ensure_running(cluster: &Cluster) -> Result<(), SandboxError> {
@@ -92,14 +93,26 @@ impl Sandbox {
 
     /// Gives up this process's share; the last one out stops the cluster.
     pub fn release(self) {
-        let _ = self.lock.unlock();
-        if self.lock.try_lock().is_ok() {
+        // Under the set-up lock: nobody is between starting the cluster and taking their share.
+        if self.setup.lock().is_err() {
+            return;
+        }
+        let _ = self.users.unlock();
+        if self.users.try_lock().is_ok() {
             tracing::info!("stopping the sandbox cluster (no other pgwarden uses it)");
             if let Err(e) = self.cluster.stop() {
                 tracing::warn!("stopping the sandbox cluster failed: {e}");
             }
-            let _ = self.lock.unlock();
+            let _ = self.users.unlock();
         }
+        let _ = self.setup.unlock();
+    }
+}
+
+fn lock_error(path: &std::path::Path, e: std::io::Error) -> SandboxError {
+    SandboxError::Lock {
+        path: path.display().to_string(),
+        reason: e.to_string(),
     }
 }
 
