@@ -1197,3 +1197,25 @@ async fn await_reports_progress_while_it_waits() {
     assert_eq!(seen[0].0, 1.0);
     assert!(seen[0].1.as_deref().unwrap().contains(&id), "{seen:?}");
 }
+
+/// A prompt closed without a choice after its call returned decides nothing (a client may close
+/// prompts on its own then): the approval stays pending for the console.
+#[tokio::test]
+async fn a_late_dismissal_of_the_prompt_leaves_the_approval_pending() {
+    let db = TestDb::new(SETUP).await;
+    let dismiss = ElicitResult::new(ElicitationAction::Cancel);
+    let reviewer = Reviewer::new(Answer::After(Duration::from_millis(1800), dismiss));
+    let mcp = session(&db, POLICY, reviewer.clone()).await;
+    let browser = FakeBrowser::install(&mcp);
+    let pending = pending_call(&mcp, BUMP_ONE).await;
+    let id = pending["approval_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let store = &mcp.pipeline.approvals().store;
+    assert_eq!(store.state(&id), Some(pgwarden::approval::pending::State::Pending));
+    let (port, secret) = browser.login_url().await;
+    let console = Console::sign_in(port, &secret).await;
+    assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
+    let (out, _) = await_call(&mcp, &id).await;
+    assert_eq!(out["status"], "executed", "{out}");
+    assert_eq!(counts(&db).await, [1, 0, 0]);
+}

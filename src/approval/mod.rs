@@ -121,6 +121,9 @@ pub enum Reply {
     Person(Verdict),
     /// The client declined without a person (see [`Asking::instant_decline`]).
     Unseen(String),
+    /// Closed without a choice (`cancel`): within the call that is not approval; for a prompt
+    /// that outlived its call it decides nothing (a client may close prompts on its own then).
+    Dismissed(String),
     /// No answer: the prompt timed out, the client failed it, or the connection closed.
     NoAnswer(String),
 }
@@ -139,6 +142,8 @@ impl Reply {
                  it, so it was most likely never shown",
                 after.as_millis()
             ))
+        } else if answer.action == ElicitationAction::Cancel {
+            Reply::Dismissed("the prompt was dismissed without an answer".into())
         } else {
             Reply::Person(form::read(answer))
         }
@@ -269,7 +274,9 @@ impl Channel {
                     Some(None) => Asked::StillOpen(prompt),
                     Some(Some(Reply::Person(v))) => Asked::Verdict(v),
                     Some(Some(Reply::Unseen(why))) => Asked::Unseen(why),
-                    Some(Some(Reply::NoAnswer(why))) => Asked::Verdict(Verdict::not_approved(why)),
+                    Some(Some(Reply::NoAnswer(why) | Reply::Dismissed(why))) => {
+                        Asked::Verdict(Verdict::not_approved(why))
+                    }
                 })
             }
             Channel::InputRequired {
@@ -299,7 +306,7 @@ impl Channel {
                         Ok(answer) => match Reply::read(&answer, age, asking.instant_decline) {
                             Reply::Unseen(why) => Asked::Unseen(why),
                             Reply::Person(v) => Asked::Verdict(v),
-                            Reply::NoAnswer(why) => Asked::Verdict(Verdict::not_approved(why)),
+                            Reply::NoAnswer(why) | Reply::Dismissed(why) => Asked::Verdict(Verdict::not_approved(why)),
                         },
                         Err(_) => Asked::Verdict(Verdict::not_approved(
                             "the answer to the approval prompt was unreadable",
