@@ -1008,13 +1008,13 @@ fn approve() -> ElicitResult {
 #[tokio::test]
 async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer_decides() {
     let db = TestDb::new(SETUP).await;
-    let reviewer = Reviewer::new(Answer::After(Duration::from_millis(2500), approve()));
+    let reviewer = Reviewer::new(Answer::After(Duration::from_millis(4000), approve()));
     let mcp = session(&db, POLICY, reviewer.clone()).await;
     let _browser = FakeBrowser::install(&mcp);
     let started = std::time::Instant::now();
     let pending = pending_call(&mcp, BUMP_ONE).await;
     assert!(
-        started.elapsed() < Duration::from_millis(2300),
+        started.elapsed() < Duration::from_millis(3000),
         "the call returned at its budget (1 s), not when the person answered: {:?}",
         started.elapsed()
     );
@@ -1026,8 +1026,14 @@ async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer
         "{message}"
     );
     assert_eq!(counts(&db).await, [0, 0, 0], "nothing ran yet");
-
     let id = pending["approval_id"].as_str().unwrap().to_string();
+
+    // The same call again while it waits: the same approval, and no second prompt that could
+    // approve it a second time.
+    let again = pending_call(&mcp, BUMP_ONE).await;
+    assert_eq!(again["approval_id"], id.as_str());
+    assert_eq!(reviewer.prompts().len(), 1, "one prompt for one action");
+
     let mut out = Value::Null;
     for _ in 0..6 {
         out = await_call(&mcp, &id).await.0;

@@ -325,6 +325,15 @@ impl<A: Clone> ApprovalStore<A> {
         Ok((id, kept))
     }
 
+    /// Whether `session` already has an approval for `hash` waiting for a decision.
+    pub fn is_pending(&self, session: &str, hash: &str) -> bool {
+        let mut entries = self.lock();
+        self.sweep(&mut entries);
+        entries
+            .values()
+            .any(|e| e.session == session && e.hash == hash && *e.state.borrow() == State::Pending)
+    }
+
     /// A person's decision, carrying the hash of what they were shown. Only channel handlers call
     /// this — no model-visible tool does.
     pub fn decide(&self, id: &str, shown_hash: &str, via: &Via, decision: Decision) -> Result<State, PendingError> {

@@ -525,8 +525,14 @@ impl Pipeline {
             packet.details = details.clone();
             packet
         };
-        if !client_prompt {
-            let Some(local) = local else {
+        // The same call again while it waits for a decision: the same approval, not a second prompt
+        // (two prompts could approve it twice).
+        let waiting = route
+            .local
+            .as_ref()
+            .filter(|l| !route.client.has_answer() && l.approvals.store.is_pending(&action.caller.session_id, &hash));
+        if !client_prompt || waiting.is_some() {
+            let Some(local) = waiting.or(local) else {
                 return Err(not_approved("no approval channel is available".into(), None));
             };
             let pending = Pending {
@@ -535,7 +541,7 @@ impl Pipeline {
                 packet: &review().await,
                 level,
                 prompt: None,
-                client_prompt: None,
+                client_prompt: waiting.map(|_| "an identical call is already waiting for a decision"),
             };
             return self.approve_pending(action, pending, ct, trail, not_approved).await;
         }
