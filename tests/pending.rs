@@ -1033,6 +1033,14 @@ async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer
     let again = pending_call(&mcp, BUMP_ONE).await;
     assert_eq!(again["approval_id"], id.as_str());
     assert_eq!(reviewer.prompts().len(), 1, "one prompt for one action");
+    let records = mcp.audit_records();
+    let went_pending = records
+        .iter()
+        .filter_map(|r| r.approval.as_ref())
+        .find(|a| a.client_prompt.as_deref() == Some("no answer within the wait budget; the prompt stays open"))
+        .expect("the call's record says why it went pending");
+    assert_eq!(went_pending.channel, "client_prompt+local_console");
+    assert!(went_pending.waited_ms >= 900, "{went_pending:?}");
 
     let mut out = Value::Null;
     for _ in 0..6 {

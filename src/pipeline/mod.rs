@@ -109,6 +109,8 @@ struct Pending<'a> {
     prompt: Option<approval::OpenPrompt>,
     /// Why the client's own prompt did not settle it, when there was one.
     client_prompt: Option<&'a str>,
+    /// When the call started asking.
+    asked_at: Instant,
 }
 
 /// What a person approved (a refusal of any kind is an error instead).
@@ -542,6 +544,7 @@ impl Pipeline {
                 level,
                 prompt: None,
                 client_prompt: waiting.map(|_| "an identical call is already waiting for a decision"),
+                asked_at,
             };
             return self.approve_pending(action, pending, ct, trail, not_approved).await;
         }
@@ -647,6 +650,7 @@ impl Pipeline {
             level,
             prompt,
             client_prompt: Some(&what),
+            asked_at,
         };
         self.approve_pending(action, pending, ct, trail, not_approved).await
     }
@@ -669,6 +673,7 @@ impl Pipeline {
             level,
             prompt,
             client_prompt,
+            asked_at,
         } = pending;
         let call = StoredCall {
             tool: action.tool,
@@ -698,6 +703,7 @@ impl Pipeline {
                 action_hash: Some(hash.to_string()),
                 fingerprint: Some(info.fingerprint.clone()),
                 client_prompt: client_prompt.map(str::to_string),
+                waited_ms: asked_at.elapsed().as_millis() as u64,
                 ..ApprovalRecord::default()
             })
         };
