@@ -5,20 +5,30 @@ use std::{io::Write, process::Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
 
+/// `pgwarden demo` on a fresh sandbox under `dir`, with pipes; `policy` instead of the default.
+fn demo(dir: &std::path::Path, policy: Option<&std::path::Path>) -> std::process::Child {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["demo", "--sandbox-dir"])
+        .arg(dir.join("sandbox"))
+        .env_remove("DATABASE_URL")
+        .env_remove("PGWARDEN_POLICY")
+        .env_remove("BROWSER")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("PGWARDEN_AUDIT_LOG", dir.join("audit.jsonl"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = policy {
+        cmd.arg("--policy").arg(p);
+    }
+    cmd.spawn().unwrap()
+}
+
 #[test]
 fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
     let dir = tempfile::Builder::new().prefix("pgw-demo-").tempdir_in("/tmp").unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args(["demo", "--sandbox-dir"])
-        .arg(dir.path().join("sandbox"))
-        .env_remove("DATABASE_URL")
-        .env("PGWARDEN_AUDIT_LOG", dir.path().join("audit.jsonl"))
-        .env_remove("PGWARDEN_POLICY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = demo(dir.path(), None);
     // A read; a write answered "dry run" with a row limit and a reason; the read again; a denied
     // write; then quit.
     let script = "SELECT status FROM orders WHERE id = 1;\n\
@@ -63,21 +73,7 @@ fn demo_waits_for_a_prompt_answered_after_the_wait_budget() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args(["demo", "--sandbox-dir"])
-        .arg(dir.path().join("sandbox"))
-        .arg("--policy")
-        .arg(&policy)
-        .env_remove("DATABASE_URL")
-        .env_remove("BROWSER")
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .env("PGWARDEN_AUDIT_LOG", dir.path().join("audit.jsonl"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = demo(dir.path(), Some(&policy));
     let mut stdin = child.stdin.take().unwrap();
     let mut child_out = child.stdout.take().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
