@@ -15,7 +15,6 @@ use super::{
     mask::Masking,
     read::{begin_masked_read, masked_refs},
     session::Session,
-    values,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default)]
@@ -60,14 +59,7 @@ impl Database {
         session
             .guarded(ct, timeout + Duration::from_secs(5), async |s: &mut Session| {
                 let (_tx, statement, _) = begin_masked_read(s, timeout, sql, masked).await?;
-                Ok(statement
-                    .columns()
-                    .iter()
-                    .map(|c| Column {
-                        name: c.name().to_string(),
-                        type_name: values::type_name(c.type_()),
-                    })
-                    .collect())
+                Ok(Column::of(&statement))
             })
             .await
     }

@@ -22,6 +22,20 @@ pub struct Column {
     pub type_name: String,
 }
 
+impl Column {
+    /// The result columns of a prepared statement.
+    pub fn of(statement: &tokio_postgres::Statement) -> Vec<Column> {
+        statement
+            .columns()
+            .iter()
+            .map(|c| Column {
+                name: c.name().to_string(),
+                type_name: values::type_name(c.type_()),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ReadResult {
     pub columns: Vec<Column>,
@@ -57,14 +71,7 @@ impl Database {
         session
             .guarded(ct, deadline, async |s: &mut Session| {
                 let (tx, statement, _) = begin_masked_read(s, limits.statement_timeout, sql, masked).await?;
-                let columns: Vec<Column> = statement
-                    .columns()
-                    .iter()
-                    .map(|c| Column {
-                        name: c.name().to_string(),
-                        type_name: values::type_name(c.type_()),
-                    })
-                    .collect();
+                let columns = Column::of(&statement);
                 let portal = tx.bind(&statement, &[]).await.map_err(DbError::from_pg)?;
                 // One row past the cap tells "exactly max_rows" apart from "more than max_rows".
                 let stream = tx

@@ -64,14 +64,7 @@ impl Database {
                     ))
                     .into());
                 }
-                let columns: Vec<Column> = statement
-                    .columns()
-                    .iter()
-                    .map(|c| Column {
-                        name: c.name().to_string(),
-                        type_name: values::type_name(c.type_()),
-                    })
-                    .collect();
+                let columns = Column::of(&statement);
                 let stream = tx
                     .query_raw(&statement, std::iter::empty::<i32>())
                     .await
