@@ -3,7 +3,8 @@
 //! 1. a point read through pgwarden (real MCP client ↔ server in process) versus the same read
 //!    through raw tokio-postgres, and pgwarden's database layer alone — reported as ratios;
 //!    Also the cost of column masks: the same point read through the database layer with a mask
-//!    on `items.name` (catalog lookup + rewrite), against the unmasked layer read.
+//!    on `items.name` (enforced by Postgres: the agent reads a security-barrier masking view),
+//!    against the unmasked layer read.
 //! 2. `SELECT * FROM` a 1M-row table through the `pgwarden serve` binary: wall time of the capped
 //!    read and the server process's peak RSS (VmHWM).
 //!
@@ -75,35 +76,34 @@ async fn main() {
         statement_timeout: Duration::from_secs(15),
     };
     for i in 0..200 {
-        database.read(&sql_for(i), limits, None, &ct).await.unwrap();
+        database.read(&sql_for(i), limits, &ct).await.unwrap();
     }
     let mut layer_samples = Vec::with_capacity(iterations);
     for i in 0..iterations {
         let t = Instant::now();
-        let r = database.read(&sql_for(i), limits, None, &ct).await.unwrap();
+        let r = database.read(&sql_for(i), limits, &ct).await.unwrap();
         assert_eq!(r.rows.len(), 1);
         layer_samples.push(t.elapsed());
     }
 
-    // The same read with a mask on the table: one catalog round trip, an AST rewrite, masked in SQL.
-    let masking = pgwarden::db::mask::Masking {
-        masks: [(
-            "public.items".to_string(),
-            [("name".to_string(), pgwarden::policy::Mask::Email)]
-                .into_iter()
-                .collect(),
-        )]
-        .into_iter()
-        .collect(),
-        salt: "bench".into(),
-    };
+    // The same read with a mask on `items.name`, enforced by Postgres: the agent reads the
+    // `pgwarden_mask.items` security-barrier view (what `pgwarden setup` made); nothing is rewritten.
+    let masked_db = common::TestDb::owned(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), created_at timestamptz);
+         INSERT INTO items SELECT g, 'item ' || g, g * 1.25, '2025-01-01'::timestamptz + g * interval '1 minute'
+         FROM generate_series(1, 100000) g;
+         ANALYZE;",
+        "[columns.\"public.items.name\"]\nmask = \"email\"\n[[rule]]\nid = \"r\"\neffect = \"allow\"\ncategories = [\"read\"]\n",
+    )
+    .await;
+    let masked_database = masked_db.database(2).await;
     for i in 0..200 {
-        database.read(&sql_for(i), limits, Some(&masking), &ct).await.unwrap();
+        masked_database.read(&sql_for(i), limits, &ct).await.unwrap();
     }
     let mut masked_samples = Vec::with_capacity(iterations);
     for i in 0..iterations {
         let t = Instant::now();
-        let r = database.read(&sql_for(i), limits, Some(&masking), &ct).await.unwrap();
+        let r = masked_database.read(&sql_for(i), limits, &ct).await.unwrap();
         assert_eq!(r.rows[0][1], json!("***"), "masked (no @, so fully hidden)");
         masked_samples.push(t.elapsed());
     }

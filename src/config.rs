@@ -38,6 +38,8 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: DatabaseChoice,
+    /// The login approved changes run as, when not the agent's. Defaults to none (the same login).
+    pub change_database: Option<String>,
     /// The audit trail. Defaults to `$XDG_STATE_HOME/pgwarden/audit.jsonl`.
     pub audit_log: PathBuf,
     /// Where exports go. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.

@@ -23,6 +23,7 @@ pub mod grant;
 pub mod pipeline;
 pub mod policy;
 pub mod server;
+pub mod setup;
 pub mod tools;
 pub mod trail;
 

@@ -33,6 +33,9 @@ enum Command {
     Serve(ServeArgs),
     /// Classify SQL offline and show the policy decision it would get (SQL from the argument or stdin).
     Check(CheckArgs),
+    /// Make a database enforce the policy (run once with a privileged login, again when the masks
+    /// or the tables change): the agent role, the masking views in `pgwarden_mask`, and the grants.
+    Setup(SetupArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -105,6 +108,27 @@ struct CheckArgs {
     sql: Option<String>,
 }
 
+#[derive(clap::Args)]
+struct SetupArgs {
+    /// A privileged login: the tables' owner or a superuser. Prefer the environment variable, so the
+    /// password stays out of the process list.
+    #[arg(long, env = "PGWARDEN_SETUP_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The role pgwarden logs in as for the agent's SQL (created when missing; set its password
+    /// yourself, e.g. `\password pgwarden_agent` in psql).
+    #[arg(long, default_value = "pgwarden_agent")]
+    agent_role: String,
+    /// The policy whose masks the database must enforce (default: the built-in default policy).
+    #[arg(long, env = "PGWARDEN_POLICY")]
+    policy: Option<PathBuf>,
+    /// A schema the agent may read (repeatable). Default: every schema but the system ones.
+    #[arg(long = "schema")]
+    schemas: Vec<String>,
+    /// Print the SQL setup would run, and change nothing.
+    #[arg(long)]
+    print_sql: bool,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
     Text,
@@ -117,6 +141,10 @@ struct ServeArgs {
     /// Without one, pgwarden starts its own sandbox cluster with a demo schema.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// The login approved changes (writes, DDL, grants) run as, when it is not the agent's own
+    /// `DATABASE_URL` login. With masks, what such a change reports back is withheld from the model.
+    #[arg(long, env = "PGWARDEN_CHANGE_DATABASE_URL", hide_env_values = true)]
+    change_database_url: Option<String>,
     /// Where the sandbox cluster lives. Defaults to `$XDG_DATA_HOME/pgwarden/sandbox`
     /// (`~/.local/share/pgwarden/sandbox`; `/var/lib/pgwarden/sandbox` as root).
     #[arg(long, env = "PGWARDEN_SANDBOX_DIR")]
@@ -169,6 +197,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Check(args) => check(args),
+        Command::Setup(args) => runtime.block_on(setup(args)),
         Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
         Command::Audit(AuditCommand::Verify { path }) => audit_verify(&path),
         Command::Audit(AuditCommand::Show {
@@ -241,6 +270,33 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+async fn setup(args: SetupArgs) -> anyhow::Result<()> {
+    let policy = load_policy(args.policy.as_deref())?;
+    let target = Target::from_url(&args.database_url)?;
+    let request = pgwarden::setup::SetupRequest {
+        agent_role: args.agent_role.clone(),
+        schemas: args.schemas,
+        print_only: args.print_sql,
+    };
+    let report = pgwarden::setup::run(&target, &policy.masks, &request)
+        .await
+        .with_context(|| format!("setting up {}", target.display))?;
+    if !report.applied {
+        return write_stdout(&report.sql.iter().map(|s| format!("{s};\n")).collect::<String>());
+    }
+    for w in report.enforcement.iter().flat_map(|e| e.warnings.iter()) {
+        tracing::warn!("{w}");
+    }
+    write_stdout(&format!(
+        "ok: {} now enforces the policy's {} masked column(s) for `{}` ({} statements); connect pgwarden as `{}`\n",
+        target.display,
+        policy.masks.values().map(|m| m.len()).sum::<usize>(),
+        args.agent_role,
+        report.sql.len(),
+        args.agent_role
+    ))
 }
 
 fn audit_verify(path: &std::path::Path) -> anyhow::Result<()> {
@@ -347,6 +403,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         .export_dir
         .unwrap_or_else(|| default_location("/var/lib/pgwarden/exports", "XDG_DATA_HOME", ".local/share", "exports"));
     Ok(Settings {
+        change_database: args.change_database_url.filter(|u| !u.trim().is_empty()),
         audit_log,
         export_dir,
         database,
@@ -359,25 +416,33 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(args)?;
-    let (target, sandbox) = match &settings.database {
-        DatabaseChoice::Url(url) => (Target::from_url(url)?, None),
+    let (target, change, sandbox) = match &settings.database {
+        DatabaseChoice::Url(url) => {
+            let change = settings.change_database.as_deref().map(Target::from_url).transpose()?;
+            (Target::from_url(url)?, change, None)
+        }
         DatabaseChoice::Sandbox(dir) => {
             let dir = dir.clone();
-            let sandbox = tokio::task::spawn_blocking(move || Sandbox::open(dir))
+            let masks = settings.policy.masks.clone();
+            let sandbox = tokio::task::spawn_blocking(move || Sandbox::open(dir, &masks))
                 .await?
                 .context("cannot start the embedded sandbox database")?;
-            (Target::from_config(sandbox.connect_config())?, Some(sandbox))
+            (
+                Target::from_config(sandbox.connect_config())?,
+                Some(Target::from_config(sandbox.change_config())?),
+                Some(sandbox),
+            )
         }
     };
-    let result = run(target, &settings, sandbox.is_some()).await;
+    let result = run(target, change, &settings, sandbox.is_some()).await;
     if let Some(sandbox) = sandbox {
         let _ = tokio::task::spawn_blocking(move || sandbox.release()).await;
     }
     result
 }
 
-async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::Result<()> {
-    let db = Database::connect(target, settings.pool_size).await?;
+async fn run(target: Target, change: Option<Target>, settings: &Settings, is_sandbox: bool) -> anyhow::Result<()> {
+    let db = Database::connect_with_change(target, change, settings.pool_size).await?;
     let facts = db.facts().await.context("reading server facts")?;
     tracing::info!(
         "using {} database {} (PostgreSQL {}, user {})",
@@ -386,6 +451,7 @@ async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::R
         facts.version,
         facts.user
     );
+    check_masks(&db, settings).await?;
     if facts.superuser {
         tracing::warn!(
             "connected as superuser `{}`: reads are still READ ONLY, but a least-privilege role is strongly recommended",
@@ -423,6 +489,19 @@ async fn run(target: Target, settings: &Settings, is_sandbox: bool) -> anyhow::R
     // Batched records (reads) become durable on a clean shutdown.
     audit.flush()?;
     result
+}
+
+/// With masks in the policy, refuses to serve unless Postgres enforces them for the agent's login.
+async fn check_masks(db: &Database, settings: &Settings) -> anyhow::Result<()> {
+    let label = settings.policy.sources.join(",");
+    let (warnings, masked) = db.ensure_masks_enforced(&settings.policy.masks, &label).await?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    if masked > 0 {
+        tracing::info!("masks are enforced by Postgres for this login ({masked} masked relation(s))");
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -40,7 +40,7 @@ fn export_dir<H: rmcp::ClientHandler>(mcp: &Mcp<H>) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn csv_and_jsonl_keep_quoting_nulls_newlines_unicode_and_every_digit() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let reviewer = Reviewer::says("approve", None, None);
     let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
     let sql = "SELECT id, label, note, amount, big FROM things ORDER BY id";
@@ -119,7 +119,7 @@ async fn csv_and_jsonl_keep_quoting_nulls_newlines_unicode_and_every_digit() {
 
 #[tokio::test]
 async fn path_escapes_writes_and_declines_write_nothing() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let reviewer = Reviewer::says("approve", None, None);
     let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
     let sql = "SELECT * FROM things";
@@ -191,7 +191,7 @@ async fn path_escapes_writes_and_declines_write_nothing() {
 
 #[tokio::test]
 async fn masks_apply_in_the_exported_file() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let mcp = Mcp::reviewed(&db, POLICY, Reviewer::says("approve", None, None), Era::Legacy).await;
     for (format, path) in [("csv", "c.csv"), ("jsonl", "c.jsonl")] {
         let out = mcp
@@ -208,7 +208,7 @@ async fn masks_apply_in_the_exported_file() {
 
 #[tokio::test]
 async fn a_cancelled_export_leaves_no_file() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let policy = "[[rule]]\nid = \"exports-run\"\neffect = \"allow\"\ntools = [\"export\"]\ncategories = [\"read\", \"export\"]\n";
     let mcp = Mcp::reviewed(&db, policy, Reviewer::says("deny", None, None), Era::Legacy).await;
     let handle = mcp
@@ -248,7 +248,7 @@ async fn a_cancelled_export_leaves_no_file() {
 
 #[tokio::test]
 async fn a_long_export_reports_progress_in_rows_written() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let reviewer = Reviewer::says("approve", None, None);
     let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
     let out = mcp

@@ -94,7 +94,7 @@ fn assert_no_secret(sql: &str, r: &rmcp::model::CallToolResult) {
 
 #[tokio::test]
 async fn masked_columns_never_come_back_raw() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let mcp = Mcp::with_policy(&db, POLICY, None).await;
 
     // Plain columns are masked with the column's own mask, NULL stays NULL.
@@ -121,6 +121,7 @@ async fn masked_columns_never_come_back_raw() {
     assert_eq!(t[2][0], Value::Null);
     assert_eq!(t[0][0].as_str().unwrap().len(), 16);
 
+    // Every shape reads the masking view (the agent's search_path starts with it).
     #[rustfmt::skip]
     let shapes = [
         "SELECT * FROM customers",
@@ -133,9 +134,7 @@ async fn masked_columns_never_come_back_raw() {
         "SELECT array_agg(c.*) FROM customers c",
         "SELECT string_agg(email, ',') FROM customers",
         "WITH x AS (SELECT * FROM customers) SELECT * FROM x",
-        "WITH x AS MATERIALIZED (SELECT email FROM public.customers) SELECT upper(email) FROM x",
-        "SELECT * FROM public.customers",
-        "SELECT * FROM PUBLIC.CUSTOMERS",
+        "SELECT * FROM CUSTOMERS",
         "SELECT * FROM \"customers\"",
         "SELECT customers.email FROM customers",
         "SELECT (SELECT email FROM customers ORDER BY id LIMIT 1)",
@@ -147,6 +146,8 @@ async fn masked_columns_never_come_back_raw() {
         "SELECT * FROM people",
         "SELECT format('%s', email), substr(ssn, 1, 11) FROM customers",
         "SELECT email FROM customers WHERE email IS NOT NULL ORDER BY email",
+        "WITH customers AS (SELECT 1 AS email) SELECT * FROM customers",
+        "EXPLAIN VERBOSE SELECT token FROM customers",
     ];
     for sql in shapes {
         let r = mcp.call("query", json!({"sql": sql})).await;
@@ -175,6 +176,10 @@ async fn masked_columns_never_come_back_raw() {
         .ok("query", json!({"sql": "SELECT name FROM customers ORDER BY id"}))
         .await;
     assert_eq!(out["rows"], json!([["Ada"], ["Grace"], ["Alan"]]));
+    let out = mcp
+        .ok("query", json!({"sql": "SELECT name FROM public.customers ORDER BY id"}))
+        .await;
+    assert_eq!(out["rows"], json!([["Ada"], ["Grace"], ["Alan"]]), "unmasked base columns stay readable");
     let out = mcp.ok("query", json!({"sql": "SELECT email FROM app.customers"})).await;
     assert_eq!(out["rows"], json!([["not-masked@app.example"]]));
     let out = mcp
@@ -186,9 +191,10 @@ async fn masked_columns_never_come_back_raw() {
         "a view that reads no masked column runs"
     );
 
-    // describe_table tells the model which columns it will only see masked.
+    // describe_table tells the model which columns it will only see masked, of the table itself.
     let d = mcp.ok("describe_table", json!({"table": "customers"})).await;
     assert_eq!(d["tags"], json!(["pii"]));
+    assert_eq!(d["schema"], json!("public"), "{d}");
     let masks: Vec<Value> = d["columns"]
         .as_array()
         .unwrap()
@@ -200,46 +206,34 @@ async fn masked_columns_never_come_back_raw() {
         [Value::Null, Value::Null, json!("email"), json!("last4"), json!("hash")]
     );
 
-    // What cannot be masked is refused, and says why.
-    for (sql, why) in [
-        (
-            "SELECT * FROM v_emails",
-            "view that reads masked columns of `public.customers`",
-        ),
-        ("SELECT id FROM v_filtered", "view that reads masked columns"),
-        ("SELECT * FROM v_rows", "view that reads masked columns"),
-        ("SELECT * FROM v_over", "view that reads masked columns"),
-        ("SELECT * FROM mv_emails", "view that reads masked columns"),
-        (
-            "SELECT upper(contact) FROM public.v_emails",
-            "view that reads masked columns",
-        ),
-        (
-            "WITH customers AS (SELECT 1 AS email) SELECT * FROM customers",
-            "CTE name `customers` is also the name of a table with masked columns",
-        ),
-        (
-            "SELECT email FROM customers TABLESAMPLE SYSTEM (100)",
-            "`customers` has masked columns and is used where masks cannot be applied",
-        ),
-        (
-            "EXPLAIN VERBOSE SELECT token FROM customers",
-            "EXPLAIN of a query over masked columns",
-        ),
+    // The base columns and every view over them: Postgres's own permission error, whatever the
+    // classifier believed.
+    for sql in [
+        "SELECT * FROM public.customers",
+        "SELECT * FROM PUBLIC.CUSTOMERS",
+        "SELECT email FROM public.customers",
+        "SELECT c FROM public.customers c",
+        "SELECT count(*) FROM public.customers WHERE email LIKE 'ada%'",
+        "SELECT email FROM public.people_eu",
+        "SELECT * FROM public.people",
+        "SELECT * FROM v_emails",
+        "SELECT id FROM v_filtered",
+        "SELECT * FROM v_rows",
+        "SELECT * FROM v_over",
+        "SELECT * FROM mv_emails",
+        "SELECT upper(contact) FROM public.v_emails",
     ] {
         let r = mcp.call("query", json!({"sql": sql})).await;
-        assert_eq!(r.is_error, Some(true), "`{sql}` should be refused: {}", text(&r));
-        assert!(text(&r).contains(why), "`{sql}`: {}", text(&r));
-        assert!(text(&r).contains("refused to protect masked columns"), "{}", text(&r));
+        assert_eq!(r.is_error, Some(true), "`{sql}` should fail: {}", text(&r));
+        assert!(text(&r).contains("42501") && text(&r).contains("permission denied"), "`{sql}`: {}", text(&r));
         assert_no_secret(sql, &r);
     }
-    // Shapes the classifier cannot read fully need approval (refused for now), so they never run.
+    // Shapes the classifier cannot read fully need approval (refused here), so they never run.
     for sql in [
         // Regression (red team): `$a€$` opens a dollar-quoted string for PostgreSQL but not for the parser.
         "SELECT $a€$, $$ $a€$ AS p, (SELECT string_agg(email || ' ' || ssn, ', ') FROM customers) AS q, $a€$ $$, $a€$",
         "SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats WHERE tablename = 'customers'",
         "SELECT email FROM ONLY customers",
-        "TABLE customers",
         "SELECT query_to_xml('SELECT email FROM customers', true, true, '')",
     ] {
         let r = mcp.call("query", json!({"sql": sql})).await;
@@ -250,7 +244,7 @@ async fn masked_columns_never_come_back_raw() {
 
 #[tokio::test]
 async fn a_deny_rule_stops_a_write_without_any_prompt() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let mcp = Mcp::with_policy(&db, POLICY, None).await;
     for sql in [
         "UPDATE canary SET v = 'dead' WHERE id = 1",
@@ -285,7 +279,7 @@ async fn a_deny_rule_stops_a_write_without_any_prompt() {
 
 #[tokio::test]
 async fn policy_limits_apply_per_call() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let mcp = Mcp::with_policy(&db, POLICY, None).await;
     // `tiny-orders` caps orders at one row …
     let out = mcp
@@ -324,7 +318,7 @@ async fn policy_limits_apply_per_call() {
 
 #[tokio::test]
 async fn principals_and_discovery_go_through_the_policy() {
-    let db = TestDb::new(SETUP).await;
+    let db = TestDb::owned(SETUP, POLICY).await;
     let policy = r#"
 [tables."public.customers"]
 tags = ["pii"]
@@ -361,35 +355,35 @@ categories = ["read"]
 }
 
 #[tokio::test]
-async fn the_database_layer_refuses_statistics_that_sample_masked_columns() {
-    // The classifier already calls pg_stats an export; this pins the mask layer's own guard, which
-    // exports (a read category of their own) will rely on.
-    let db = TestDb::new(&format!("{SETUP} ANALYZE customers;")).await;
+async fn planner_statistics_of_masked_columns_are_hidden_by_postgres() {
+    // The classifier calls pg_stats an export; below it, Postgres shows the agent statistics only
+    // for columns it may read, so even a read the classifier let through samples nothing masked.
+    let db = TestDb::owned(&format!("{SETUP} ANALYZE customers;"), POLICY).await;
     let database = db.database(1).await;
-    let masking = pgwarden::db::mask::Masking {
-        masks: pgwarden::policy::Policy::parse("t.toml", POLICY).unwrap().masks,
-        salt: "s".into(),
-    };
     let limits = pgwarden::db::read::ReadLimits {
         max_rows: 10,
         statement_timeout: std::time::Duration::from_secs(5),
     };
     let ct = tokio_util::sync::CancellationToken::new();
-    let sql =
-        "SELECT most_common_vals::text, histogram_bounds::text FROM pg_catalog.pg_stats WHERE tablename = 'customers'";
-    let raw = database.read(sql, limits, None, &ct).await.unwrap();
-    let rows = format!("{:?}", raw.rows);
+    let sql = "SELECT attname::text, most_common_vals::text, histogram_bounds::text FROM pg_catalog.pg_stats \
+               WHERE tablename = 'customers' AND schemaname = 'public'";
+    let owner = db.owner_client().await;
+    let rows: Vec<String> = owner
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| format!("{:?} {:?}", r.get::<_, Option<String>>(1), r.get::<_, Option<String>>(2)))
+        .collect();
+    let rows = rows.join("\n");
     assert!(
         rows.contains("tok-secret") && rows.contains("ada.lovelace"),
-        "the leak is real without masks: {rows}"
+        "the statistics hold the values: {rows}"
     );
-    let e = database
-        .read(sql, limits, Some(&masking), &ct)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("`pg_catalog.pg_stats` holds samples of column values"),
-        "{e}"
-    );
+    let seen = database.read(sql, limits, &ct).await.unwrap();
+    let rows = format!("{:?}", seen.rows);
+    assert!(rows.contains("Ada"), "unmasked columns' statistics stay visible: {rows}");
+    for s in SECRETS {
+        assert!(!rows.contains(s), "pg_stats leaked `{s}` to the agent: {rows}");
+    }
 }

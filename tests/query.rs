@@ -247,19 +247,19 @@ async fn the_database_layer_alone_keeps_reads_read_only() {
     };
     let code = |r: Result<_, pgwarden::db::DbError>| r.err().and_then(|e| e.code().map(str::to_string));
     assert_eq!(
-        code(database.read("DELETE FROM x", l, None, &ct).await).as_deref(),
+        code(database.read("DELETE FROM x", l, &ct).await).as_deref(),
         Some("25006")
     );
     assert_eq!(
-        code(database.read("SELECT 1; COMMIT; DROP TABLE x", l, None, &ct).await).as_deref(),
+        code(database.read("SELECT 1; COMMIT; DROP TABLE x", l, &ct).await).as_deref(),
         Some("42601")
     );
     assert_eq!(
-        code(database.read("SET TRANSACTION READ WRITE", l, None, &ct).await).as_deref(),
+        code(database.read("SET TRANSACTION READ WRITE", l, &ct).await).as_deref(),
         Some("25001")
     );
     assert_eq!(
-        code(database.read("CREATE TABLE y (a int)", l, None, &ct).await).as_deref(),
+        code(database.read("CREATE TABLE y (a int)", l, &ct).await).as_deref(),
         Some("25006")
     );
     let n: i64 = db
@@ -283,21 +283,20 @@ async fn session_state_does_not_leak_into_the_next_call() {
     };
     // A SQL-level PREPARE survives ROLLBACK; the reset between calls must remove it.
     database
-        .read("PREPARE leaked AS SELECT 42", l, None, &ct)
+        .read("PREPARE leaked AS SELECT 42", l, &ct)
         .await
         .unwrap();
     let r = database
         .read(
             "SELECT count(*) FROM pg_prepared_statements WHERE from_sql",
             l,
-            None,
             &ct,
         )
         .await
         .unwrap();
     assert_eq!(r.rows[0][0], json!(0));
     let r = database
-        .read("SELECT current_setting('statement_timeout')", l, None, &ct)
+        .read("SELECT current_setting('statement_timeout')", l, &ct)
         .await
         .unwrap();
     assert_eq!(r.rows[0][0], json!("5s"));
@@ -330,8 +329,8 @@ async fn a_clean_connection_is_reused_rather_than_reopened() {
         statement_timeout: Duration::from_secs(5),
     };
     let pid = |r: pgwarden::db::ReadResult| r.rows[0][0].clone();
-    let first = pid(database.read("SELECT pg_backend_pid()", l, None, &ct).await.unwrap());
-    let second = pid(database.read("SELECT pg_backend_pid()", l, None, &ct).await.unwrap());
+    let first = pid(database.read("SELECT pg_backend_pid()", l, &ct).await.unwrap());
+    let second = pid(database.read("SELECT pg_backend_pid()", l, &ct).await.unwrap());
     assert_eq!(first, second, "the reset between calls should keep the connection");
 }
 

@@ -6,11 +6,14 @@
 //! `SELECT … INTO`, custom operators and casts, sensitive catalogs and shapes the parser misreads.
 //! Anything it cannot read is `unknown`: fail closed.
 
+mod embed;
 mod functions;
 mod statements;
 mod walk;
 
 use std::collections::BTreeSet;
+
+pub use embed::{EmbedError, embed};
 
 use serde::{Deserialize, Serialize};
 use sqlparser::{

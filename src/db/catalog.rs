@@ -110,7 +110,8 @@ pub enum CatalogError {
 
 const KIND_SQL: &str = "CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'v' THEN 'view' \
                         WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' ELSE c.relkind::text END";
-const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' \
+const USER_SCHEMA: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgwarden_mask', 'pgwarden_private') \
+                           AND n.nspname NOT LIKE 'pg\\_toast%' \
                            AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
 
 impl Database {
@@ -159,7 +160,7 @@ impl Database {
                         &format!(
                             "SELECT n.nspname::text, c.relname::text, {KIND_SQL}, \
                                     CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END, \
-                                    obj_description(c.oid, 'pg_class'), has_table_privilege(c.oid, 'SELECT') \
+                                    obj_description(c.oid, 'pg_class'), has_any_column_privilege(c.oid, 'SELECT') \
                              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                              WHERE c.relkind IN ('r','p','v','m','f') AND NOT c.relispartition AND {USER_SCHEMA} \
                                AND ($1::text IS NULL OR n.nspname = $1) \
@@ -214,7 +215,14 @@ impl Database {
                                     CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END, \
                                     CASE WHEN c.relkind IN ('v','m') THEN pg_get_viewdef(c.oid, true) END \
                              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                             WHERE c.oid = to_regclass($1) AND c.relkind IN ('r','p','v','m','f')"
+                             WHERE c.oid = coalesce( \
+                                     -- a masking view stands for its table: describe the table
+                                     (SELECT to_regclass(substr(obj_description(m.oid, 'pg_class'), 18)) \
+                                        FROM pg_class m WHERE m.oid = to_regclass($1) \
+                                         AND m.relnamespace = to_regnamespace('pgwarden_mask') \
+                                         AND obj_description(m.oid, 'pg_class') LIKE 'pgwarden mask of %'), \
+                                     to_regclass($1)) \
+                               AND c.relkind IN ('r','p','v','m','f')"
                         ),
                         &[&table],
                     )

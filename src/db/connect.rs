@@ -217,10 +217,36 @@ fn password_of(url: &str) -> Option<String> {
     (!pw.is_empty()).then(|| pw.to_string())
 }
 
+/// Settings that change how PostgreSQL *lexes* SQL, pinned in every connection's startup packet.
+/// A startup option outranks role, database and `postgresql.conf` defaults, so an
+/// `ALTER DATABASE … SET standard_conforming_strings = off` cannot make Postgres read a backslash
+/// differently from pgwarden's parser; `DISCARD ALL` resets to these values, not to the defaults.
+/// Each transaction also checks them ([`LEXING_CHECK_SQL`]).
+pub const LEXING_OPTIONS: &str = "-c standard_conforming_strings=on -c backslash_quote=off";
+
+/// Fails the transaction with a message naming the setting when lexing is not what pgwarden's
+/// parser assumes. Not constant-folded: `current_setting` is only stable.
+pub const LEXING_CHECK_SQL: &str = "SELECT CASE WHEN pg_catalog.current_setting('standard_conforming_strings') = 'on' \
+     AND pg_catalog.current_setting('backslash_quote') = 'off' THEN 1 \
+     ELSE ('pgwarden refuses to run: standard_conforming_strings=' \
+           || pg_catalog.current_setting('standard_conforming_strings') || ', backslash_quote=' \
+           || pg_catalog.current_setting('backslash_quote'))::int END";
+
+/// `config` with [`LEXING_OPTIONS`] added to whatever `options` it already carries.
+pub fn with_lexing_options(config: &tokio_postgres::Config) -> tokio_postgres::Config {
+    let mut config = config.clone();
+    let options = match config.get_options() {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing} {LEXING_OPTIONS}"),
+        _ => LEXING_OPTIONS.to_string(),
+    };
+    config.options(options);
+    config
+}
+
 /// Builds a pool and proves it works by opening one connection now, so a wrong URL fails at start-up.
 pub async fn connect_pool(target: &Target, max_size: usize) -> Result<Pool, ConnectError> {
     let manager = Manager::from_config(
-        target.config.clone(),
+        with_lexing_options(&target.config),
         target.tls.clone(),
         // Each call resets its own connection before returning it (see `db::session`), so recycling
         // only has to check that the socket is still open.

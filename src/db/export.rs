@@ -1,6 +1,6 @@
 //! Exports: `COPY (query) TO STDOUT` in a READ ONLY transaction, streamed chunk by chunk into a file
-//! (constant memory whatever the size), hashed and counted on the way. Masks apply to the query
-//! exactly as for reads.
+//! (constant memory whatever the size), hashed and counted on the way. It runs as the agent's
+//! login, so masks apply exactly as for reads.
 
 use std::{path::Path, time::Duration};
 
@@ -10,12 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Column, Database, DbError,
-    mask::Masking,
-    read::{begin_masked_read, masked_refs},
-    session::Session,
-};
+use super::{Column, Database, DbError, read::begin_agent_read, session::Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
@@ -42,23 +37,35 @@ pub struct ExportResult {
     pub sha256: String,
 }
 
+/// The `COPY … TO STDOUT` that carries `sql`, the agent's text exactly as classified, on lines of
+/// its own; refused when the text would not stand on its own inside it (see `classify::embed`).
+fn copy_text(sql: &str, spec: ExportSpec) -> Result<String, DbError> {
+    let (prefix, suffix) = match spec.format {
+        ExportFormat::Csv => (
+            "COPY (\n".to_string(),
+            format!(
+                "\n) TO STDOUT WITH (FORMAT csv, HEADER {})",
+                if spec.header { "true" } else { "false" }
+            ),
+        ),
+        ExportFormat::Jsonl => (
+            "COPY (SELECT pg_catalog.to_json(pgwarden_row)::text FROM (\n".to_string(),
+            "\n) AS pgwarden_row) TO STDOUT".to_string(),
+        ),
+    };
+    crate::classify::embed(&prefix, sql, &suffix).map_err(|e| DbError::Client(e.to_string()))
+}
+
 /// Rows between progress reports.
 const PROGRESS_EVERY: u64 = 10_000;
 
 impl Database {
-    /// The result columns of `sql` (Parse/Describe only; nothing runs), with masks checked.
-    pub async fn describe_query(
-        &self,
-        sql: &str,
-        masking: Option<&Masking>,
-        timeout: Duration,
-        ct: &CancellationToken,
-    ) -> Result<Vec<Column>, DbError> {
-        let masked = masked_refs(sql, masking)?;
+    /// The result columns of `sql` (Parse/Describe only; nothing runs), as the agent's login.
+    pub async fn describe_query(&self, sql: &str, timeout: Duration, ct: &CancellationToken) -> Result<Vec<Column>, DbError> {
         let mut session = Session::open(self).await?;
         session
             .guarded(ct, timeout + Duration::from_secs(5), async |s: &mut Session| {
-                let (_tx, statement, _) = begin_masked_read(s, timeout, sql, masked).await?;
+                let (_tx, statement) = begin_agent_read(s, timeout, sql).await?;
                 Ok(Column::of(&statement))
             })
             .await
@@ -69,28 +76,16 @@ impl Database {
         &self,
         sql: &str,
         spec: ExportSpec,
-        masking: Option<&Masking>,
         file: &Path,
         progress: &(dyn Fn(u64) + Send + Sync),
         ct: &CancellationToken,
     ) -> Result<ExportResult, DbError> {
-        let masked = masked_refs(sql, masking)?;
         let mut session = Session::open(self).await?;
         let io = |e: std::io::Error| DbError::Client(format!("writing the export file: {e}"));
         session
             .guarded(ct, spec.statement_timeout + Duration::from_secs(5), async |s: &mut Session| {
-                let (tx, _statement, run) = begin_masked_read(s, spec.statement_timeout, sql, masked).await?;
-                // The query goes inside COPY on lines of its own, so a trailing `--` comment cannot
-                // swallow the closing parenthesis.
-                let copy = match spec.format {
-                    ExportFormat::Csv => format!(
-                        "COPY (\n{run}\n) TO STDOUT WITH (FORMAT csv, HEADER {})",
-                        if spec.header { "true" } else { "false" }
-                    ),
-                    ExportFormat::Jsonl => {
-                        format!("COPY (SELECT pg_catalog.to_json(pgwarden_row)::text FROM (\n{run}\n) AS pgwarden_row) TO STDOUT")
-                    }
-                };
+                let (tx, _statement) = begin_agent_read(s, spec.statement_timeout, sql).await?;
+                let copy = copy_text(sql, spec)?;
                 let stream = tx.copy_out(copy.as_str()).await.map_err(DbError::from_pg)?;
                 pin_mut!(stream);
                 // Owner-only: exports usually hold the data an operator guards most.

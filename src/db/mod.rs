@@ -6,7 +6,7 @@ pub mod cluster;
 pub mod connect;
 pub mod export;
 pub mod grant;
-pub mod mask;
+pub mod masking;
 pub mod read;
 pub mod sandbox;
 mod session;
@@ -25,11 +25,19 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A connected database: the pool, the TLS connector (also needed to cancel queries), and a
-/// password-free description for logs.
+/// A connected database: the agent's pool, the pool approved changes run on, the TLS connector
+/// (also needed to cancel queries), and a password-free description for logs.
+///
+/// Agent text that changes nothing (reads, exports, describes) runs as the agent's login, the role
+/// `pgwarden setup` made: Postgres then enforces masks and read access whatever the text says.
+/// Approved changes run as the change login, which is the same login unless the operator gave
+/// another one whose rights they chose.
 #[derive(Clone)]
 pub struct Database {
     pool: Pool,
+    change: Pool,
+    /// True when changes run as a login other than the agent's (which may read masked columns).
+    pub separate_change_login: bool,
     tls: MakeRustlsConnect,
     pub display: String,
 }
@@ -46,12 +54,32 @@ pub struct ServerFacts {
 impl Database {
     /// Connects and checks the connection now, so that a wrong URL fails at start-up.
     pub async fn connect(target: Target, pool_size: usize) -> Result<Database, ConnectError> {
+        Database::connect_with_change(target, None, pool_size).await
+    }
+
+    /// As [`Database::connect`], with approved changes on `change` when given.
+    pub async fn connect_with_change(
+        target: Target,
+        change: Option<Target>,
+        pool_size: usize,
+    ) -> Result<Database, ConnectError> {
         let pool = connect::connect_pool(&target, pool_size).await?;
+        let (change, separate) = match change {
+            Some(c) => (connect::connect_pool(&c, pool_size.div_ceil(2)).await?, true),
+            None => (pool.clone(), false),
+        };
         Ok(Database {
             pool,
+            change,
+            separate_change_login: separate,
             tls: target.tls,
             display: target.display,
         })
+    }
+
+    /// A connection as the agent's login, for pgwarden's own checks.
+    pub async fn agent_client(&self) -> Result<deadpool_postgres::Object, DbError> {
+        self.pool.get().await.map_err(DbError::pool)
     }
 
     pub async fn facts(&self) -> Result<ServerFacts, DbError> {

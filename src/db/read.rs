@@ -7,12 +7,7 @@ use futures_util::{TryStreamExt, pin_mut};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Database, DbError,
-    mask::{CATALOG_SQL, Masking, Named, RESOLVE_SQL, References, Resolution},
-    session::Session,
-    values,
-};
+use super::{Database, DbError, session::Session, values};
 
 /// A result column: its name and Postgres type (`int8`, `text[]`, `numeric`, …).
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq)]
@@ -44,6 +39,13 @@ pub struct ReadResult {
     pub truncated: bool,
 }
 
+/// Which login a read runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Login {
+    Agent,
+    Change,
+}
+
 /// Limits for one read.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadLimits {
@@ -55,22 +57,29 @@ pub struct ReadLimits {
 impl Database {
     /// Runs `sql` (text from the agent) as a read. The statement is sent with Parse/Bind/Execute, so
     /// Postgres itself rejects a second statement (42601); the READ ONLY transaction rejects writes
-    /// (25006); the transaction is always rolled back. With `masking`, masked columns are masked
-    /// inside Postgres (see `mask`), or the read is refused.
-    pub async fn read(
+    /// (25006); the transaction is always rolled back. It runs as the agent's login, so masked
+    /// columns are whatever Postgres lets that role see (see `masking`).
+    pub async fn read(&self, sql: &str, limits: ReadLimits, ct: &CancellationToken) -> Result<ReadResult, DbError> {
+        self.read_on(Login::Agent, sql, limits, ct).await
+    }
+
+    /// [`Database::read`] as `login`.
+    pub(super) async fn read_on(
         &self,
+        login: Login,
         sql: &str,
         limits: ReadLimits,
-        masking: Option<&Masking>,
         ct: &CancellationToken,
     ) -> Result<ReadResult, DbError> {
         let max_rows = limits.max_rows.clamp(1, i32::MAX as u32 - 1) as usize;
-        let masked = masked_refs(sql, masking)?;
-        let mut session = Session::open(self).await?;
+        let mut session = match login {
+            Login::Agent => Session::open(self).await?,
+            Login::Change => Session::open_change(self).await?,
+        };
         let deadline = limits.statement_timeout + Duration::from_secs(5);
         session
             .guarded(ct, deadline, async |s: &mut Session| {
-                let (tx, statement, _) = begin_masked_read(s, limits.statement_timeout, sql, masked).await?;
+                let (tx, statement) = begin_agent_read(s, limits.statement_timeout, sql).await?;
                 let columns = Column::of(&statement);
                 let portal = tx.bind(&statement, &[]).await.map_err(DbError::from_pg)?;
                 // One row past the cap tells "exactly max_rows" apart from "more than max_rows".
@@ -104,94 +113,19 @@ impl Database {
     }
 }
 
-/// The single JSON value our catalog queries answer with, decoded.
-fn catalog_json<T: serde::de::DeserializeOwned>(rows: &[tokio_postgres::Row]) -> Result<T, DbError> {
-    let json: serde_json::Value = rows
-        .first()
-        .and_then(|r| r.try_get(0).ok())
-        .ok_or_else(|| DbError::Masked("the catalog lookup for masks returned nothing".into()))?;
-    serde_json::from_value(json)
-        .map_err(|e| DbError::Masked(format!("the catalog lookup for masks was unreadable: {e}")))
-}
-
-/// The relations `sql` names, when masks are in play. A query that names no relation cannot reach a
-/// masked column, so it gets `None` and runs as written.
-pub(super) fn masked_refs<'m>(
-    sql: &str,
-    masking: Option<&'m Masking>,
-) -> Result<Option<(&'m Masking, References)>, DbError> {
-    Ok(match masking {
-        Some(m) => References::of(sql)
-            .map_err(|e| DbError::Masked(e.0))?
-            .map(|refs| (m, refs)),
-        None => None,
-    })
-}
-
-/// The read transaction for agent text, prepared (Parse/Describe): with masks, names are resolved
-/// and masked tables rewritten first, and no result column may come straight from a masked column.
-/// Returns the transaction, the prepared statement and the SQL text it was prepared from.
-pub(super) async fn begin_masked_read<'s>(
+/// The read transaction for agent text, prepared (Parse/Describe) exactly as written: masks are
+/// Postgres's business (column privileges and masking views, see `masking`), never a rewrite.
+pub(super) async fn begin_agent_read<'s>(
     s: &'s mut Session,
     timeout: Duration,
     sql: &str,
-    masked: Option<(&Masking, References)>,
-) -> Result<(deadpool_postgres::Transaction<'s>, tokio_postgres::Statement, String), DbError> {
-    let (tx, statement, found, run) = match masked {
-        None => {
-            let (tx, statement) = s.begin_read_prepared(timeout, sql).await?;
-            (tx, statement, None, sql.to_string())
-        }
-        Some((masking, refs)) => {
-            use tokio_postgres::types::Type;
-            let names = refs.names();
-            let (tables, columns) = masking.catalog_params();
-            let (tx, rows) = s
-                .begin_read_query(timeout, RESOLVE_SQL, &[(&names, Type::TEXT_ARRAY)])
-                .await?;
-            let named: Vec<Named> = catalog_json(&rows)?;
-            let found: Resolution = match masking.resolve_named(named).map_err(|e| DbError::Masked(e.0))? {
-                Some(found) => found,
-                None => {
-                    let rows = tx
-                        .query_typed(
-                            CATALOG_SQL,
-                            &[
-                                (&names, Type::TEXT_ARRAY),
-                                (&tables, Type::TEXT_ARRAY),
-                                (&columns, Type::TEXT_ARRAY),
-                            ],
-                        )
-                        .await
-                        .map_err(DbError::from_pg)?;
-                    catalog_json(&rows)?
-                }
-            };
-            let rewritten = masking.rewrite(refs, &found).map_err(|e| DbError::Masked(e.0))?;
-            let statement = tx
-                .prepare(rewritten.as_deref().unwrap_or(sql))
-                .await
-                .map_err(DbError::from_pg)?;
-            let run = rewritten.unwrap_or_else(|| sql.to_string());
-            (tx, statement, Some(found), run)
-        }
-    };
-    if let Some(found) = &found
-        && let Some(c) = statement
-            .columns()
-            .iter()
-            .find(|c| Masking::leaks(found, c.table_oid(), c.column_id()))
-    {
-        return Err(DbError::Masked(format!(
-            "result column `{}` would come straight from a masked column",
-            c.name()
-        )));
-    }
+) -> Result<(deadpool_postgres::Transaction<'s>, tokio_postgres::Statement), DbError> {
+    let (tx, statement) = s.begin_read_prepared(timeout, sql).await?;
     if !statement.params().is_empty() {
         return Err(DbError::Client(format!(
             "the statement has {} parameter placeholder(s) ($1 …); pgwarden takes no parameters, so write the values into the SQL",
             statement.params().len()
         )));
     }
-    Ok((tx, statement, run))
+    Ok((tx, statement))
 }

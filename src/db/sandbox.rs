@@ -1,16 +1,22 @@
 //! The embedded default database: a private cluster under the user's data directory, started (or
-//! reused) by `serve`, seeded once with a demo shop, and stopped when the last pgwarden using it exits.
+//! reused) by `serve`, seeded once with a demo shop, set up for the policy's masks at every start
+//! (as `pgwarden setup` would), and stopped when the last pgwarden using it exits.
 
-use std::{fs::File, path::PathBuf};
+use std::{collections::BTreeMap, fs::File, path::PathBuf};
 
 use super::cluster::{Cluster, ClusterError, Owner, find_binaries};
+use crate::policy::Mask;
 
-/// The role the sandbox hands to the agent: owns the demo objects, is not a superuser.
+/// The role the agent's SQL runs as: reads what `setup` granted, owns nothing, is not a superuser.
 pub const AGENT_ROLE: &str = "pgwarden_agent";
+/// The role that owns the demo objects; approved changes run as it.
+pub const OWNER_ROLE: &str = "pgwarden_owner";
 /// The database holding the demo schema.
 pub const DEMO_DB: &str = "demo";
 const DEMO_SQL: &str = include_str!("demo.sql");
 const SEEDED_MARKER: &str = "seeded";
+/// The marker's content. v1 sandboxes had the agent own the demo objects.
+const SEEDED_V2: &str = "demo schema v2 (owner pgwarden_owner)\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -32,9 +38,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Starts the sandbox if it is not running, initialising and seeding it the first time.
-    /// Blocking: call from `spawn_blocking` or before the runtime is busy.
-    pub fn open(dir: PathBuf) -> Result<Sandbox, SandboxError> {
+    /// Starts the sandbox if it is not running, initialising and seeding it the first time, and
+    /// makes it enforce `masks`. Blocking: call from `spawn_blocking` or before the runtime is busy.
+    pub fn open(dir: PathBuf, masks: &BTreeMap<String, BTreeMap<String, Mask>>) -> Result<Sandbox, SandboxError> {
         let bindir = find_binaries()?;
         let owner = Owner::for_current_process()?;
         let cluster = Cluster::new(dir, bindir, owner)?;
@@ -55,7 +61,9 @@ impl Sandbox {
             tracing::info!("another pgwarden is starting or stopping the sandbox; waiting for it");
             setup.lock().map_err(|e| lock_error(&setup_path, e))?;
         }
-        let ready = Self::ensure_running(&cluster).and_then(|()| {
+        let ready = Self::ensure_running(&cluster)
+            .and_then(|()| block_on(apply_masks(&cluster, masks)))
+            .and_then(|()| {
             // Never blocks: the only exclusive hold on `pgwarden.lock` is taken under `setup.lock`.
             users.lock_shared().map_err(|e| lock_error(&users_path, e))
         });
@@ -77,18 +85,31 @@ impl Sandbox {
                 let _ = cluster.stop();
                 return Err(e);
             }
-            std::fs::write(&seeded, b"demo schema v1\n")
+            std::fs::write(&seeded, SEEDED_V2)
                 .map_err(|e| SandboxError::Seed(format!("writing `{}`: {e}", seeded.display())))?;
-        } else if !cluster.is_running() {
-            tracing::info!(dir = %cluster.dir.display(), "starting the sandbox cluster");
-            cluster.start()?;
+        } else {
+            if !cluster.is_running() {
+                tracing::info!(dir = %cluster.dir.display(), "starting the sandbox cluster");
+                cluster.start()?;
+            }
+            if std::fs::read_to_string(&seeded).unwrap_or_default() != SEEDED_V2 {
+                tracing::info!("moving the sandbox's demo objects to the owner role `{OWNER_ROLE}`");
+                block_on(migrate_v1(cluster))?;
+                std::fs::write(&seeded, SEEDED_V2)
+                    .map_err(|e| SandboxError::Seed(format!("writing `{}`: {e}", seeded.display())))?;
+            }
         }
         Ok(())
     }
 
-    /// How pgwarden connects: as the non-superuser agent role, to the demo database.
+    /// How pgwarden connects for the agent's SQL: as the agent role, to the demo database.
     pub fn connect_config(&self) -> tokio_postgres::Config {
         self.cluster.connect_config(AGENT_ROLE, DEMO_DB)
+    }
+
+    /// How pgwarden connects for approved changes: as the owner of the demo objects.
+    pub fn change_config(&self) -> tokio_postgres::Config {
+        self.cluster.connect_config(OWNER_ROLE, DEMO_DB)
     }
 
     /// Gives up this process's share; the last one out stops the cluster.
@@ -116,20 +137,65 @@ fn lock_error(path: &std::path::Path, e: std::io::Error) -> SandboxError {
     }
 }
 
-/// Creates the agent role and demo database, hardens it, and loads the demo schema. Runs our own
-/// fixed SQL only (never agent text), on a private runtime since we are on a blocking thread.
-fn seed(cluster: &Cluster) -> Result<(), SandboxError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs `work` on a private runtime: we are on a blocking thread.
+fn block_on(work: impl std::future::Future<Output = Result<(), SandboxError>>) -> Result<(), SandboxError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| SandboxError::Seed(e.to_string()))?;
-    rt.block_on(async {
+        .map_err(|e| SandboxError::Seed(e.to_string()))?
+        .block_on(work)
+}
+
+/// Creates the owner and agent roles and the demo database, hardens it, and loads the demo schema
+/// as the owner. Runs our own fixed SQL only (never agent text).
+fn seed(cluster: &Cluster) -> Result<(), SandboxError> {
+    block_on(async {
         let admin = cluster.connect_config("postgres", "postgres");
+        run_sql(&admin, &format!("CREATE ROLE {OWNER_ROLE} LOGIN")).await?;
         run_sql(&admin, &format!("CREATE ROLE {AGENT_ROLE} LOGIN")).await?;
-        run_sql(&admin, &format!("CREATE DATABASE {DEMO_DB} OWNER {AGENT_ROLE}")).await?;
+        run_sql(&admin, &format!("CREATE DATABASE {DEMO_DB} OWNER {OWNER_ROLE}")).await?;
         run_sql(&cluster.connect_config("postgres", DEMO_DB), HARDEN_SQL).await?;
-        run_sql(&cluster.connect_config(AGENT_ROLE, DEMO_DB), DEMO_SQL).await
+        run_sql(&cluster.connect_config(OWNER_ROLE, DEMO_DB), DEMO_SQL).await
     })
+}
+
+/// A sandbox seeded before v2 had the agent own everything: hand it all to the owner role.
+async fn migrate_v1(cluster: &Cluster) -> Result<(), SandboxError> {
+    let admin = cluster.connect_config("postgres", "postgres");
+    run_sql(
+        &admin,
+        &format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{OWNER_ROLE}') \
+             THEN CREATE ROLE {OWNER_ROLE} LOGIN; END IF; END $$"
+        ),
+    )
+    .await?;
+    run_sql(
+        &cluster.connect_config("postgres", DEMO_DB),
+        &format!("REASSIGN OWNED BY {AGENT_ROLE} TO {OWNER_ROLE}"),
+    )
+    .await
+}
+
+/// `pgwarden setup` for the sandbox, as its superuser: the agent reads every demo schema, and
+/// Postgres enforces `masks`. Without masks, tables the owner creates later are readable too.
+async fn apply_masks(cluster: &Cluster, masks: &BTreeMap<String, BTreeMap<String, Mask>>) -> Result<(), SandboxError> {
+    let admin = cluster.connect_config("postgres", DEMO_DB);
+    let target = super::Target::from_config(admin.clone()).map_err(|e| SandboxError::Seed(e.to_string()))?;
+    let request = crate::setup::SetupRequest {
+        agent_role: AGENT_ROLE.into(),
+        schemas: vec![],
+        print_only: false,
+    };
+    crate::setup::run(&target, masks, &request)
+        .await
+        .map_err(|e| SandboxError::Seed(format!("setting up masks: {e}")))?;
+    let defaults = if masks.is_empty() { "GRANT SELECT ON TABLES TO" } else { "REVOKE SELECT ON TABLES FROM" };
+    run_sql(
+        &admin,
+        &format!("ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} {defaults} {AGENT_ROLE}"),
+    )
+    .await
 }
 
 /// Defence in depth for the sandbox (research/defenses.md §3 L1): functions that act outside a

@@ -112,24 +112,47 @@ fn our_hint(code: &str) -> Option<&'static str> {
 }
 
 /// Our own fixed text, run right after BEGIN: a transaction-local timeout, then a statement that takes
-/// the snapshot.
+/// the snapshot and checks that Postgres lexes as pgwarden's parser does.
 fn snapshot_sql(timeout: Duration) -> String {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-    format!("SET LOCAL statement_timeout = {ms}; SELECT 1")
+    format!("SET LOCAL statement_timeout = {ms}; {}", super::connect::LEXING_CHECK_SQL)
 }
 
 /// A pooled connection checked out for one call.
 pub(super) struct Session {
     conn: Option<Object>,
     db: Database,
+    /// Set when a statement used a type that is not built in: tokio-postgres then prepared its own
+    /// type-lookup statements, which `DISCARD ALL` deallocates while the client keeps using them,
+    /// so such a connection is closed instead of reset.
+    pub(super) custom_types: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// True when `statement` takes or returns a type that is not built in (an enum, a domain, a
+/// composite such as a view's row type, or an array of one).
+pub(super) fn uses_custom_types(statement: &tokio_postgres::Statement) -> bool {
+    let custom = |t: &tokio_postgres::types::Type| tokio_postgres::types::Type::from_oid(t.oid()).is_none();
+    statement.columns().iter().any(|c| custom(c.type_())) || statement.params().iter().any(custom)
 }
 
 impl Session {
+    /// A connection as the agent's login.
     pub(super) async fn open(db: &Database) -> Result<Session, DbError> {
         let conn = db.pool.get().await.map_err(DbError::pool)?;
         Ok(Session {
             conn: Some(conn),
             db: db.clone(),
+            custom_types: Default::default(),
+        })
+    }
+
+    /// A connection as the login approved changes run as.
+    pub(super) async fn open_change(db: &Database) -> Result<Session, DbError> {
+        let conn = db.change.get().await.map_err(DbError::pool)?;
+        Ok(Session {
+            conn: Some(conn),
+            db: db.clone(),
+            custom_types: Default::default(),
         })
     }
 
@@ -152,28 +175,18 @@ impl Session {
         timeout: Duration,
         sql: &str,
     ) -> Result<(Transaction<'_>, tokio_postgres::Statement), DbError> {
+        let custom_types = self.custom_types.clone();
         let tx = self.start_read_only().await?;
         let setup = snapshot_sql(timeout);
         let (snapshot, statement) = futures_util::future::join(tx.batch_execute(&setup), tx.prepare(sql)).await;
         snapshot.map_err(DbError::from_pg)?;
+        // Set even when the prepare failed: a type lookup may have happened before the error.
+        custom_types.store(
+            statement.as_ref().map(uses_custom_types).unwrap_or(true),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let statement = statement.map_err(DbError::from_pg)?;
         Ok((tx, statement))
-    }
-
-    /// [`Session::begin_read`] plus one query of our own with typed parameters, pipelined behind the
-    /// snapshot batch (one round trip for both).
-    pub(super) async fn begin_read_query(
-        &mut self,
-        timeout: Duration,
-        sql: &str,
-        params: &[(&(dyn tokio_postgres::types::ToSql + Sync), tokio_postgres::types::Type)],
-    ) -> Result<(Transaction<'_>, Vec<tokio_postgres::Row>), DbError> {
-        let tx = self.start_read_only().await?;
-        let setup = snapshot_sql(timeout);
-        let (snapshot, rows) = futures_util::future::join(tx.batch_execute(&setup), tx.query_typed(sql, params)).await;
-        snapshot.map_err(DbError::from_pg)?;
-        let rows = rows.map_err(DbError::from_pg)?;
-        Ok((tx, rows))
     }
 
     /// A read-write transaction for an approved change, with the transaction-local timeout.
@@ -189,8 +202,11 @@ impl Session {
             .await
             .map_err(DbError::from_pg)?;
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-        tx.batch_execute(&format!("SET LOCAL statement_timeout = {ms}"))
-            .await
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {ms}; {}",
+            super::connect::LEXING_CHECK_SQL
+        ))
+        .await
             .map_err(DbError::from_pg)?;
         Ok(tx)
     }
@@ -245,6 +261,9 @@ impl Drop for Session {
     /// cleanly goes back to the pool.
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
+        if self.custom_types.load(std::sync::atomic::Ordering::Relaxed) {
+            return drop(Object::take(conn));
+        }
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return drop(Object::take(conn));
         };
@@ -253,7 +272,8 @@ impl Drop for Session {
             // transaction block, so if anything were still open it fails and the connection is dropped.
             match conn.batch_execute("DISCARD ALL").await {
                 Ok(()) => {
-                    // DISCARD ALL deallocated tokio-postgres' cached type-lookup statements too.
+                    // DISCARD ALL deallocated every prepared statement: forget the cached ones.
+                    // (Calls that made tokio-postgres prepare type lookups never get here.)
                     conn.clear_type_cache();
                     conn.statement_cache.clear();
                 }

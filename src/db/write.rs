@@ -51,12 +51,18 @@ impl Database {
         opts: WriteOptions,
         ct: &CancellationToken,
     ) -> Result<WriteResult, WriteError> {
-        let mut session = Session::open(self).await?;
+        let mut session = Session::open_change(self).await?;
         let deadline = opts.statement_timeout + Duration::from_secs(5);
         session
             .guarded(ct, deadline, async |s: &mut Session| {
+                let custom_types = s.custom_types.clone();
                 let tx = s.begin_write(opts.statement_timeout).await?;
-                let statement = tx.prepare(sql).await.map_err(DbError::from_pg)?;
+                let statement = tx.prepare(sql).await;
+                custom_types.store(
+                    statement.as_ref().map(super::session::uses_custom_types).unwrap_or(true),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let statement = statement.map_err(DbError::from_pg)?;
                 if !statement.params().is_empty() {
                     return Err(DbError::Client(format!(
                         "the statement has {} parameter placeholder(s) ($1 …); write the values into the SQL",
@@ -113,18 +119,19 @@ impl Database {
     /// The planner's estimate of the rows `sql` would touch, from `EXPLAIN (FORMAT JSON)` in a read-only
     /// transaction (planning only: nothing runs). `None` when there is no estimate to give.
     pub async fn estimate_rows(&self, sql: &str, timeout: Duration, ct: &CancellationToken) -> Option<f64> {
-        let explain = format!("EXPLAIN (FORMAT JSON) {sql}");
-        let result = self
-            .read(
-                &explain,
-                super::read::ReadLimits {
-                    max_rows: 1,
-                    statement_timeout: timeout,
-                },
-                None,
-                ct,
-            )
-            .await;
+        let explain = match crate::classify::embed("EXPLAIN (FORMAT JSON) ", sql, "") {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::debug!("no row estimate: {e}");
+                return None;
+            }
+        };
+        // As the change login (planning checks its privileges), READ ONLY and rolled back.
+        let limits = super::read::ReadLimits {
+            max_rows: 1,
+            statement_timeout: timeout,
+        };
+        let result = self.read_on(super::read::Login::Change, &explain, limits, ct).await;
         let plan = match result {
             Ok(r) => r.rows.into_iter().next()?.into_iter().next()?,
             Err(e) => {

@@ -91,7 +91,7 @@ impl Pipeline {
         let header = args.header.unwrap_or(true) && format == ExportFormat::Csv;
 
         // Described (and checked against masks) before anyone is asked.
-        let columns = self.db.describe_query(sql, self.masking.as_ref(), timeout, ct).await?;
+        let columns = self.db.describe_query(sql, timeout, ct).await?;
         if decision.effect == crate::policy::Effect::Approve {
             let masks: Vec<String> = decision
                 .masks
@@ -159,7 +159,7 @@ impl Pipeline {
         };
         let written = self
             .db
-            .export(sql, spec, self.masking.as_ref(), &partial, progress, ct)
+            .export(sql, spec, &partial, progress, ct)
             .await;
         let result = match written {
             Ok(r) => r,

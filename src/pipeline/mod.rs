@@ -20,7 +20,6 @@ use crate::{
     db::{
         Database, DbError,
         catalog::{CatalogError, TableDescription, TableList},
-        mask::Masking,
         read::ReadLimits,
         write::{WriteError, WriteOptions},
     },
@@ -158,8 +157,9 @@ pub struct Pipeline {
     db: Database,
     limits: Limits,
     policy: Arc<Policy>,
-    /// The policy's masks with this run's hash salt; `None` when the policy masks nothing.
-    masking: Option<Masking>,
+    /// The policy masks columns and approved changes run as a login that may read them: what a
+    /// change reports back (RETURNING rows, error details) is withheld from the model.
+    withhold_change_output: bool,
     principal: Option<String>,
     audit: Arc<AuditLog>,
     /// Where `export` writes. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
@@ -177,10 +177,7 @@ impl Pipeline {
         audit: Arc<AuditLog>,
         export_dir: std::path::PathBuf,
     ) -> Pipeline {
-        let masking = (!policy.masks.is_empty()).then(|| Masking {
-            masks: policy.masks.clone(),
-            salt: uuid::Uuid::new_v4().simple().to_string(),
-        });
+        let withhold_change_output = !policy.masks.is_empty() && db.separate_change_login;
         let label = format!(
             "pgwarden {} (pid {}) · policy {}",
             env!("CARGO_PKG_VERSION"),
@@ -193,7 +190,7 @@ impl Pipeline {
             db,
             limits,
             policy,
-            masking,
+            withhold_change_output,
             principal,
             audit,
             export_dir,
@@ -346,7 +343,7 @@ impl Pipeline {
                 max_rows,
                 statement_timeout: timeout,
             };
-            let result = self.db.read(sql, limits, self.masking.as_ref(), ct).await?;
+            let result = self.db.read(sql, limits, ct).await?;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             tracing::info!(
                 tool = action.tool,
@@ -366,8 +363,8 @@ impl Pipeline {
                 change: None,
             }));
         }
-        // Masked columns never come back through RETURNING.
-        let returning_rows = if self.masking.is_some() {
+        // Masked columns never come back through RETURNING of a login that may read them.
+        let returning_rows = if self.withhold_change_output {
             0
         } else {
             RETURNING_SHOWN.min(max_rows as usize)
@@ -384,20 +381,20 @@ impl Pipeline {
                 "{e}; pgwarden runs every change inside a transaction (so a dry run or row limit can roll it back), \
                  and this statement cannot run in one — ask the user to run it outside pgwarden"
             )),
-            // A failing row's detail lists raw column values; with masks in play it is withheld.
-            WriteError::Db(DbError::Sql {
-                code,
-                message,
-                hint,
-                position,
-                ..
-            }) if self.masking.is_some() => ToolError::Db(DbError::Sql {
-                code,
-                message,
-                detail: Some("withheld: it can show raw values of masked columns".into()),
-                hint,
-                position,
-            }),
+            // A failing row's detail, and many messages (`invalid input syntax for type integer:
+            // "…"`), quote column values; from a login that may read masked columns, only the
+            // SQLSTATE and position reach the model.
+            WriteError::Db(DbError::Sql { code, position, .. }) if self.withhold_change_output => {
+                ToolError::Db(DbError::Sql {
+                    message: "the message is withheld: the change ran as a login that can read masked columns, \
+                              and Postgres messages can quote their values"
+                        .into(),
+                    code,
+                    detail: None,
+                    hint: None,
+                    position,
+                })
+            }
             WriteError::Db(db) => ToolError::Db(db),
         })?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -409,7 +406,7 @@ impl Pipeline {
             "change done"
         );
         let mut notes: Vec<String> = notice.into_iter().collect();
-        if self.masking.is_some() {
+        if self.withhold_change_output {
             notes.push("RETURNING rows are not shown while the policy masks columns".into());
         }
         Ok(Outcome::Done(QueryOutput {

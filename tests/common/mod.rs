@@ -31,6 +31,8 @@ use rmcp::{
 use serde_json::Value;
 
 pub const AGENT: &str = "pgwarden_agent";
+/// Owns the tables of an [`TestDb::owned`] database; approved changes there run as it.
+pub const OWNER: &str = "pgwarden_owner";
 
 pub struct TestCluster {
     pub cluster: Cluster,
@@ -80,7 +82,7 @@ pub fn cluster() -> &'static TestCluster {
             cmd.uid(o.uid).gid(o.gid);
         }
         let watchdog = cmd.spawn().expect("watchdog");
-        let setup = format!("CREATE ROLE {AGENT} LOGIN");
+        let setup = format!("CREATE ROLE {AGENT} LOGIN NOINHERIT; CREATE ROLE {OWNER} LOGIN");
         block_on_sql(&cluster, "postgres", &setup);
         block_on_sql(&cluster, "template1", HARDEN_SQL);
         TestCluster {
@@ -111,13 +113,43 @@ fn block_on_sql(cluster: &Cluster, db: &str, sql: &str) {
     });
 }
 
-/// A fresh database owned by the agent role, with `setup` run in it as that role.
+/// A fresh database, with `setup` run in it as its owner: the agent role itself ([`TestDb::new`]),
+/// or [`OWNER`] with the agent reading what `pgwarden setup` granted ([`TestDb::owned`]).
 pub struct TestDb {
     pub name: String,
+    /// Set for [`TestDb::owned`]: approved changes run as this login.
+    pub owner: Option<&'static str>,
 }
 
 impl TestDb {
     pub async fn new(setup: &str) -> TestDb {
+        Self::create(AGENT, setup).await
+    }
+
+    /// A database whose objects [`OWNER`] owns, set up by `pgwarden setup` (as the superuser) for
+    /// the masks of `policy` (TOML text): the agent reads through Postgres's privileges.
+    pub async fn owned(setup: &str, policy: &str) -> TestDb {
+        let mut db = Self::create(OWNER, setup).await;
+        db.owner = Some(OWNER);
+        db.setup(policy).await.expect("pgwarden setup");
+        db
+    }
+
+    /// Runs `pgwarden setup` for `policy` (TOML text) as the superuser.
+    pub async fn setup(&self, policy: &str) -> Result<pgwarden::setup::SetupReport, String> {
+        let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
+        let target = Target::from_config(cluster().cluster.connect_config("postgres", &self.name)).unwrap();
+        let request = pgwarden::setup::SetupRequest {
+            agent_role: AGENT.into(),
+            schemas: vec![],
+            print_only: false,
+        };
+        pgwarden::setup::run(&target, &policy.masks, &request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn create(owner: &str, setup: &str) -> TestDb {
         let c = &cluster().cluster;
         let name = format!(
             "t{}_{}",
@@ -126,17 +158,17 @@ impl TestDb {
         );
         let admin = superuser(c, "postgres").await;
         admin
-            .batch_execute(&format!("CREATE DATABASE {name} OWNER {AGENT}"))
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {owner}"))
             .await
             .expect("create database");
         if !setup.is_empty() {
-            agent_client(&name)
+            role_client(owner, &name)
                 .await
                 .batch_execute(setup)
                 .await
                 .expect("test setup SQL");
         }
-        TestDb { name }
+        TestDb { name, owner: None }
     }
 
     pub fn config(&self) -> tokio_postgres::Config {
@@ -144,9 +176,17 @@ impl TestDb {
     }
 
     pub async fn database(&self, pool_size: usize) -> Database {
-        Database::connect(Target::from_config(self.config()).unwrap(), pool_size)
+        let change = self
+            .owner
+            .map(|o| Target::from_config(cluster().cluster.connect_config(o, &self.name)).unwrap());
+        Database::connect_with_change(Target::from_config(self.config()).unwrap(), change, pool_size)
             .await
             .expect("connect")
+    }
+
+    /// A direct connection as the owner of the tables (the agent for [`TestDb::new`]).
+    pub async fn owner_client(&self) -> tokio_postgres::Client {
+        role_client(self.owner.unwrap_or(AGENT), &self.name).await
     }
 
     /// A direct connection (as the agent role) for checking what really happened.
@@ -171,9 +211,13 @@ async fn superuser(c: &Cluster, db: &str) -> tokio_postgres::Client {
 }
 
 async fn agent_client(db: &str) -> tokio_postgres::Client {
+    role_client(AGENT, db).await
+}
+
+async fn role_client(role: &str, db: &str) -> tokio_postgres::Client {
     let (client, conn) = cluster()
         .cluster
-        .connect_config(AGENT, db)
+        .connect_config(role, db)
         .connect(tokio_postgres::NoTls)
         .await
         .expect("connect as agent");
@@ -324,7 +368,7 @@ pub async fn session<H: ClientHandler>(db: &TestDb, policy: &str, handler: H) ->
 pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H, era: Era) -> Mcp<H> {
     let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
     let (audit_dir, audit) = audit_log();
-    let (pipeline, client_io) = spawn_server(db.database(2).await, limits(), policy, None, &audit_dir, audit);
+    let (pipeline, client_io) = spawn_server(db.database(2).await, limits(), policy, None, &audit_dir, audit).await;
     let client = match era {
         Era::Legacy => handler.serve(client_io).await.expect("MCP handshake"),
         Era::Modern => handler
@@ -345,7 +389,8 @@ pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H,
 }
 
 /// A real server on one end of an in-process pipe; returns its pipeline and the client's end.
-fn spawn_server(
+/// Like `serve`, it refuses a policy with masks that Postgres does not enforce.
+async fn spawn_server(
     database: Database,
     limits: Limits,
     policy: Policy,
@@ -353,6 +398,10 @@ fn spawn_server(
     audit_dir: &tempfile::TempDir,
     audit: Arc<pgwarden::audit::AuditLog>,
 ) -> (Arc<Pipeline>, tokio::io::DuplexStream) {
+    database
+        .ensure_masks_enforced(&policy.masks, "test.toml")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let pipeline = new_pipeline(Pipeline::new(
         database,
@@ -418,7 +467,7 @@ impl Mcp {
         audit_dir: Arc<tempfile::TempDir>,
         audit: Arc<pgwarden::audit::AuditLog>,
     ) -> Mcp {
-        let (pipeline, client_io) = spawn_server(database, limits, policy, principal, &audit_dir, audit);
+        let (pipeline, client_io) = spawn_server(database, limits, policy, principal, &audit_dir, audit).await;
         let client = ().serve(client_io).await.expect("MCP handshake");
         Mcp {
             client,

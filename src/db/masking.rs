@@ -1,0 +1,572 @@
+//! Column masks enforced by PostgreSQL, the way PostgreSQL Anonymizer does dynamic masking.
+//!
+//! The role the agent's SQL runs as has no privilege on masked columns of the base tables; it reads
+//! them through `security_barrier` views in the schema `pgwarden_mask`, which its `search_path`
+//! puts first. A qualified reference to a base column fails with Postgres's own permission error,
+//! whatever pgwarden's parser believed. Partitions, inheritance children and parents of a masked
+//! table are masked too (Postgres checks privileges on the relation named, not on the rows'
+//! home), and views that read a masked column are not readable by the agent at all.
+//!
+//! `pgwarden setup` (as a privileged login) makes the database match the policy; `serve` checks
+//! at start-up, as the agent, that it does ([`verify`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{DbError, quote_ident};
+use crate::policy::Mask;
+
+/// Where the masking views live. The agent's `search_path` starts here.
+pub const MASK_SCHEMA: &str = "pgwarden_mask";
+/// Where the hash salt lives: no privilege for anyone but its owner.
+pub const PRIVATE_SCHEMA: &str = "pgwarden_private";
+/// Bumped when the generated SQL changes shape, so an old setup is re-run.
+const VERSION: &str = "pgwarden masks v1";
+
+/// Why masks could not be set up or are not enforced. Each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MaskError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("the catalog lookup for masks was unreadable: {0}")]
+    Catalog(String),
+    #[error(
+        "masked tables `{0}` and `{1}` have the same name; `{MASK_SCHEMA}` holds one masking view per name, so rename one of them or mask only one"
+    )]
+    NameClash(String, String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// One relation that carries masked columns: a table the policy names, or a partition, inheritance
+/// child or parent of one.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MaskedTable {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<MaskedTableColumn>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MaskedTableColumn {
+    pub name: String,
+    pub attnum: i16,
+    /// `None` for a column shown as it is.
+    pub mask: Option<Mask>,
+}
+
+/// A view or materialized view that reads a masked column, directly or through other views.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaintedView {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+}
+
+/// What setup does with the agent role's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleAction {
+    /// It does not exist yet.
+    Create,
+    /// It exists with an attribute a least-privilege role must not have.
+    Restrict,
+    /// It exists as it should be.
+    Keep,
+}
+
+/// What the catalog says about the policy's masks in one database.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MaskPlan {
+    pub tables: Vec<MaskedTable>,
+    pub tainted: Vec<TaintedView>,
+    /// Policy tables that do not exist in this database.
+    pub missing: Vec<String>,
+}
+
+/// `$1`: `[[schema, table, column, mask], …]` from the policy. Answers with one JSON value: the
+/// masked relations (the policy's tables, and every relation of their inheritance or partition
+/// hierarchies, with the column masked by name), the views that read any masked column (through
+/// other views too; whole-row references count), and the policy tables that do not exist.
+const PLAN_SQL: &str = r#"
+WITH RECURSIVE
+wanted AS (
+    SELECT m->>0 AS nsp, m->>1 AS rel, m->>2 AS col, m->>3 AS mask
+      FROM pg_catalog.json_array_elements($1::text::json) AS m
+),
+named AS (
+    SELECT w.*, c.oid
+      FROM wanted w
+      LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = w.nsp
+      LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.rel AND c.relkind IN ('r', 'p', 'f')
+),
+edges(a, b) AS (
+    SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits
+    UNION ALL
+    SELECT inhparent, inhrelid FROM pg_catalog.pg_inherits
+),
+hier(oid, col, mask) AS (
+    SELECT oid, col, mask FROM named WHERE oid IS NOT NULL
+    UNION
+    SELECT e.b, h.col, h.mask FROM hier h JOIN edges e ON e.a = h.oid
+),
+masked_cols AS (
+    SELECT h.oid, a.attnum, min(h.mask) AS mask
+      FROM hier h
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = h.oid AND a.attname = h.col AND a.attnum > 0 AND NOT a.attisdropped
+     GROUP BY h.oid, a.attnum
+),
+tainted(oid) AS (
+    SELECT w.ev_class
+      FROM pg_catalog.pg_depend d
+      JOIN masked_cols mc ON mc.oid = d.refobjid AND d.refobjsubid IN (0, mc.attnum)
+      JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+     WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass
+       AND w.ev_class <> d.refobjid
+    UNION
+    SELECT w.ev_class
+      FROM tainted t
+      JOIN pg_catalog.pg_depend d ON d.refobjid = t.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                                 AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+      JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+     WHERE w.ev_class <> t.oid
+)
+SELECT pg_catalog.json_build_object(
+  'tables', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+        'oid', c.oid::int8, 'schema', n.nspname, 'name', c.relname,
+        'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
+                        'name', a.attname, 'attnum', a.attnum,
+                        'mask', (SELECT mc.mask FROM masked_cols mc WHERE mc.oid = c.oid AND mc.attnum = a.attnum))
+                      ORDER BY a.attnum)
+                      FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped))
+      ORDER BY n.nspname, c.relname), '[]')
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid IN (SELECT oid FROM masked_cols)),
+  'tainted', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+        'oid', c.oid::int8, 'schema', n.nspname, 'name', c.relname) ORDER BY n.nspname, c.relname), '[]')
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid IN (SELECT oid FROM tainted) AND n.nspname <> 'pgwarden_mask'),
+  'missing', (SELECT coalesce(pg_catalog.json_agg(DISTINCT nsp || '.' || rel), '[]') FROM named WHERE oid IS NULL)
+)::text
+"#;
+
+impl MaskPlan {
+    /// Reads the plan for `masks` (policy: `schema.table` → column → mask) from the catalog.
+    pub async fn discover(
+        client: &impl tokio_postgres::GenericClient,
+        masks: &BTreeMap<String, BTreeMap<String, Mask>>,
+    ) -> Result<MaskPlan, MaskError> {
+        let wanted: Vec<[&str; 4]> = masks
+            .iter()
+            .filter_map(|(table, cols)| table.split_once('.').map(|(s, t)| (s, t, cols)))
+            .flat_map(|(s, t, cols)| cols.iter().map(move |(c, m)| [s, t, c.as_str(), m.as_str()]))
+            .collect();
+        let param = serde_json::to_string(&wanted).map_err(|e| MaskError::Catalog(e.to_string()))?;
+        let row = client
+            .query_one(PLAN_SQL, &[&param])
+            .await
+            .map_err(DbError::from_pg)?;
+        let json: String = row.try_get(0).map_err(|e| MaskError::Catalog(e.to_string()))?;
+        let plan: MaskPlan = serde_json::from_str(&json).map_err(|e| MaskError::Catalog(e.to_string()))?;
+        let mut seen: BTreeMap<&str, &MaskedTable> = BTreeMap::new();
+        for t in &plan.tables {
+            if let Some(other) = seen.insert(&t.name, t) {
+                return Err(MaskError::NameClash(
+                    format!("{}.{}", other.schema, other.name),
+                    format!("{}.{}", t.schema, t.name),
+                ));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The masking view of each masked relation, in a stable order.
+    fn views(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .map(|t| {
+                let select: Vec<String> = t
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let col = quote_ident(&c.name);
+                        match c.mask {
+                            Some(mask) => format!("{} AS {col}", mask_sql(mask, &col)),
+                            None => col,
+                        }
+                    })
+                    .collect();
+                format!(
+                    "CREATE VIEW {MASK_SCHEMA}.{} WITH (security_barrier) AS SELECT {} FROM {}.{}",
+                    quote_ident(&t.name),
+                    select.join(", "),
+                    quote_ident(&t.schema),
+                    quote_ident(&t.name)
+                )
+            })
+            .collect()
+    }
+
+    /// A digest of everything the masking schema must contain: the policy's masks as applied to
+    /// the tables as they are now. A column added, a mask changed, a partition attached: it changes.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(VERSION.as_bytes());
+        for v in self.views() {
+            h.update(v.as_bytes());
+            h.update(b"\n");
+        }
+        for t in &self.tainted {
+            h.update(format!("tainted {}.{}\n", t.schema, t.name).as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The statements that make the database match the policy for `agent`. Idempotent: run them
+    /// again whenever the policy's masks or the tables change. `grant_schemas`: where the agent
+    /// may read (every table and view there, masked columns excepted).
+    pub fn setup_sql(&self, agent: &str, database: &str, role_action: RoleAction, grant_schemas: &[String]) -> Vec<String> {
+        let role = quote_ident(agent);
+        let mut sql = Vec::new();
+        const LEAST: &str = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT";
+        match role_action {
+            RoleAction::Create => sql.push(format!("CREATE ROLE {role} LOGIN {LEAST}")),
+            RoleAction::Restrict => sql.push(format!("ALTER ROLE {role} {LEAST}")),
+            RoleAction::Keep => {}
+        }
+        sql.push(format!(
+            "ALTER ROLE {role} IN DATABASE {} SET search_path = {MASK_SCHEMA}, \"$user\", public",
+            quote_ident(database)
+        ));
+        for schema in grant_schemas {
+            let s = quote_ident(schema);
+            sql.push(format!("GRANT USAGE ON SCHEMA {s} TO {role}"));
+            sql.push(format!("GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {role}"));
+        }
+        // The hash salt: readable only through the masking views (which run as their owner).
+        sql.push(format!("CREATE SCHEMA IF NOT EXISTS {PRIVATE_SCHEMA}"));
+        sql.push(format!("REVOKE ALL ON SCHEMA {PRIVATE_SCHEMA} FROM PUBLIC"));
+        sql.push(format!(
+            "CREATE TABLE IF NOT EXISTS {PRIVATE_SCHEMA}.salt (salt text NOT NULL)"
+        ));
+        sql.push(format!("REVOKE ALL ON {PRIVATE_SCHEMA}.salt FROM PUBLIC"));
+        sql.push(format!(
+            "INSERT INTO {PRIVATE_SCHEMA}.salt SELECT pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text \
+             WHERE NOT EXISTS (SELECT FROM {PRIVATE_SCHEMA}.salt)"
+        ));
+        // The masking schema is pgwarden's alone: made anew so that nothing stale survives.
+        sql.push(format!("DROP SCHEMA IF EXISTS {MASK_SCHEMA} CASCADE"));
+        sql.push(format!("CREATE SCHEMA {MASK_SCHEMA}"));
+        sql.push(format!("REVOKE ALL ON SCHEMA {MASK_SCHEMA} FROM PUBLIC"));
+        sql.push(format!("GRANT USAGE ON SCHEMA {MASK_SCHEMA} TO {role}"));
+        for t in &self.tables {
+            let base = format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.name));
+            // Table-level SELECT covers every column; it goes, and the unmasked columns come back
+            // one by one. From PUBLIC too: every role, the agent included, holds PUBLIC's rights.
+            sql.push(format!("REVOKE SELECT ON {base} FROM PUBLIC, {role}"));
+            let open: Vec<String> = t
+                .columns
+                .iter()
+                .filter(|c| c.mask.is_none())
+                .map(|c| quote_ident(&c.name))
+                .collect();
+            if !open.is_empty() {
+                sql.push(format!("GRANT SELECT ({}) ON {base} TO {role}", open.join(", ")));
+            }
+        }
+        for v in &self.tainted {
+            sql.push(format!(
+                "REVOKE SELECT ON {}.{} FROM PUBLIC, {role}",
+                quote_ident(&v.schema),
+                quote_ident(&v.name)
+            ));
+        }
+        for (t, view) in self.tables.iter().zip(self.views()) {
+            let name = format!("{MASK_SCHEMA}.{}", quote_ident(&t.name));
+            sql.push(view);
+            // The source as SQL (quoted only where needed), so `to_regclass` finds it again.
+            let source = format!("{}.{}", quote_if_needed(&t.schema), quote_if_needed(&t.name));
+            sql.push(format!(
+                "COMMENT ON VIEW {name} IS 'pgwarden mask of {}'",
+                source.replace('\'', "''")
+            ));
+            sql.push(format!("GRANT SELECT ON {name} TO {role}"));
+        }
+        sql.push(format!(
+            "COMMENT ON SCHEMA {MASK_SCHEMA} IS '{VERSION} {}'",
+            self.fingerprint()
+        ));
+        sql
+    }
+}
+
+/// `name` bare when Postgres would read it back unchanged, else quoted.
+fn quote_if_needed(name: &str) -> String {
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain { name.to_string() } else { quote_ident(name) }
+}
+
+/// The SQL expression for `mask` over the (quoted) column `col`: built-in functions only, NULL
+/// stays NULL, the result is text. The hash salt is read from the private table by the view,
+/// which runs with its owner's rights.
+fn mask_sql(mask: Mask, col: &str) -> String {
+    let text = format!("({col})::text");
+    match mask {
+        Mask::Email => format!(
+            "CASE WHEN {col} IS NULL THEN NULL WHEN pg_catalog.strpos({text}, '@') > 1 \
+             THEN pg_catalog.left({text}, 1) || '***' || pg_catalog.substr({text}, pg_catalog.strpos({text}, '@')) ELSE '***' END"
+        ),
+        Mask::Redact => format!("CASE WHEN {col} IS NULL THEN NULL ELSE '[redacted]' END"),
+        Mask::Hash => format!(
+            "CASE WHEN {col} IS NULL THEN NULL ELSE pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(\
+             (SELECT s.salt FROM {PRIVATE_SCHEMA}.salt s LIMIT 1) || {text}, 'UTF8')), 'hex'), 16) END"
+        ),
+        Mask::Last4 => format!(
+            "CASE WHEN {col} IS NULL THEN NULL WHEN pg_catalog.length({text}) > 4 THEN '***' || pg_catalog.right({text}, 4) ELSE '****' END"
+        ),
+        Mask::Null => "NULL::text".into(),
+    }
+}
+
+/// Everything wrong with how the database enforces the policy's masks, for the start-up refusal.
+#[derive(Debug, Default)]
+pub struct Enforcement {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// What the role `$3` (the agent's; `current_user` at start-up) can do, checked by Postgres itself.
+const PRIVILEGES_SQL: &str = r#"
+WITH r AS (SELECT oid, rolname, rolsuper, rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = $3::text)
+SELECT pg_catalog.json_build_object(
+  'user', $3::text,
+  'exists', EXISTS (SELECT FROM r),
+  'superuser', coalesce((SELECT rolsuper FROM r), false),
+  'bypassrls', coalesce((SELECT rolbypassrls FROM r), false),
+  'member_of', (SELECT coalesce(pg_catalog.json_agg(g.rolname ORDER BY g.rolname), '[]')
+                  FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+                 WHERE m.member = (SELECT oid FROM r)),
+  'readable_columns', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array(c.oid::int8, c.attnum)), '[]')
+                         FROM pg_catalog.json_array_elements($1::text::json) AS e
+                         CROSS JOIN LATERAL (SELECT (e->>0)::oid AS oid, (e->>1)::int2 AS attnum) c
+                        WHERE EXISTS (SELECT FROM r) AND pg_catalog.has_column_privilege($3::text, c.oid, c.attnum, 'SELECT')),
+  'readable_views', (SELECT coalesce(pg_catalog.json_agg(v::int8), '[]')
+                       FROM pg_catalog.json_array_elements_text($2::text::json) AS v
+                      WHERE EXISTS (SELECT FROM r) AND pg_catalog.has_any_column_privilege($3::text, v::oid, 'SELECT')),
+  'fingerprint', pg_catalog.obj_description(pg_catalog.to_regnamespace('pgwarden_mask'), 'pg_namespace'),
+  'search_path', (SELECT pg_catalog.array_to_string(s.setconfig, ',') FROM pg_catalog.pg_db_role_setting s
+                   WHERE s.setrole = (SELECT oid FROM r)
+                     AND s.setdatabase = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())),
+  'first_schema', (pg_catalog.current_schemas(false))[1]
+)::text
+"#;
+
+#[derive(Deserialize)]
+struct Privileges {
+    user: String,
+    exists: bool,
+    superuser: bool,
+    bypassrls: bool,
+    member_of: Vec<String>,
+    readable_columns: Vec<(u32, i16)>,
+    readable_views: Vec<u32>,
+    fingerprint: Option<String>,
+    search_path: Option<String>,
+    first_schema: Option<String>,
+}
+
+/// Checks that Postgres enforces `plan` for `role` (`None`: the connected role): the role is no
+/// superuser, does not bypass row security, belongs to no role it could `SET ROLE` to, cannot read
+/// any masked column or any view over one, and the masking views are the ones this policy needs.
+pub async fn verify(
+    client: &impl tokio_postgres::GenericClient,
+    plan: &MaskPlan,
+    role: Option<&str>,
+) -> Result<Enforcement, MaskError> {
+    let role_is_current = role.is_none();
+    let role = match role {
+        Some(r) => r.to_string(),
+        None => client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(DbError::from_pg)?
+            .try_get(0)
+            .map_err(|e| MaskError::Catalog(e.to_string()))?,
+    };
+    let columns: Vec<(u32, i16)> = plan
+        .tables
+        .iter()
+        .flat_map(|t| t.columns.iter().filter(|c| c.mask.is_some()).map(move |c| (t.oid, c.attnum)))
+        .collect();
+    let views: Vec<String> = plan.tainted.iter().map(|v| v.oid.to_string()).collect();
+    let cols = serde_json::to_string(&columns).map_err(|e| MaskError::Catalog(e.to_string()))?;
+    let views_json = serde_json::to_string(&views).map_err(|e| MaskError::Catalog(e.to_string()))?;
+    let row = client
+        .query_one(PRIVILEGES_SQL, &[&cols, &views_json, &role])
+        .await
+        .map_err(DbError::from_pg)?;
+    let json: String = row.try_get(0).map_err(|e| MaskError::Catalog(e.to_string()))?;
+    let p: Privileges = serde_json::from_str(&json).map_err(|e| MaskError::Catalog(e.to_string()))?;
+    let mut out = Enforcement::default();
+    let who = format!("`{}`", p.user);
+    if !p.exists {
+        out.problems.push(format!("the role {who} does not exist"));
+        return Ok(out);
+    }
+    if p.superuser {
+        out.problems.push(format!("{who} is a superuser, and no privilege holds for a superuser"));
+    }
+    if p.bypassrls {
+        out.problems.push(format!("{who} bypasses row-level security"));
+    }
+    if !p.member_of.is_empty() {
+        out.problems.push(format!(
+            "{who} is a member of {}, so `SET ROLE` could lift the masks",
+            p.member_of.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let name_of = |oid: u32, attnum: i16| {
+        plan.tables
+            .iter()
+            .find(|t| t.oid == oid)
+            .map(|t| {
+                let col = t.columns.iter().find(|c| c.attnum == attnum).map(|c| c.name.as_str()).unwrap_or("?");
+                format!("`{}.{}.{col}`", t.schema, t.name)
+            })
+            .unwrap_or_default()
+    };
+    let readable: BTreeSet<String> = p.readable_columns.iter().map(|&(o, a)| name_of(o, a)).collect();
+    if !readable.is_empty() && !p.superuser {
+        out.problems.push(format!(
+            "{who} can read the masked column{} {} directly",
+            if readable.len() == 1 { "" } else { "s" },
+            readable.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let views: Vec<String> = plan
+        .tainted
+        .iter()
+        .filter(|v| p.readable_views.contains(&v.oid))
+        .map(|v| format!("`{}.{}`", v.schema, v.name))
+        .collect();
+    if !views.is_empty() && !p.superuser {
+        out.problems.push(format!(
+            "{who} can read {}, which read{} masked columns",
+            views.join(", "),
+            if views.len() == 1 { "s" } else { "" }
+        ));
+    }
+    let expected = format!("{VERSION} {}", plan.fingerprint());
+    match p.fingerprint {
+        None => out.problems.push(format!("the masking schema `{MASK_SCHEMA}` does not exist")),
+        Some(f) if f != expected => out.problems.push(format!(
+            "the masking views in `{MASK_SCHEMA}` do not match this policy and these tables (masks, columns or partitions changed since setup)"
+        )),
+        Some(_) => {}
+    }
+    let starts_with_masks = match (&p.search_path, role_is_current) {
+        (_, true) => p.first_schema.as_deref() == Some(MASK_SCHEMA),
+        (Some(s), false) => s.starts_with(&format!("search_path={MASK_SCHEMA}")),
+        (None, false) => false,
+    };
+    if !starts_with_masks && !plan.tables.is_empty() {
+        out.warnings.push(format!(
+            "{who}'s search_path does not start with `{MASK_SCHEMA}`, so unqualified names of masked tables fail \
+             with a permission error instead of reading the masking view"
+        ));
+    }
+    if !plan.missing.is_empty() {
+        out.warnings.push(format!(
+            "the policy masks columns of {}, which do not exist in this database",
+            plan.missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+impl super::Database {
+    /// Refuses, with what to run, unless Postgres enforces `masks` for the agent's login. Returns
+    /// the warnings and the number of masked relations. Nothing to check without masks.
+    pub async fn ensure_masks_enforced(
+        &self,
+        masks: &BTreeMap<String, BTreeMap<String, Mask>>,
+        policy_label: &str,
+    ) -> Result<(Vec<String>, usize), MaskError> {
+        if masks.is_empty() {
+            return Ok((vec![], 0));
+        }
+        let client = self.agent_client().await?;
+        let plan = MaskPlan::discover(&**client, masks).await?;
+        let enforcement = verify(&**client, &plan, None).await?;
+        if !enforcement.problems.is_empty() {
+            return Err(MaskError::Setup(format!(
+                "the policy masks columns, but {} does not enforce them: {}.\nRun `pgwarden setup` once with a \
+                 privileged login (`PGWARDEN_SETUP_DATABASE_URL=postgres://owner@host/db pgwarden setup --policy \
+                 {policy_label} --agent-role ROLE`; `--print-sql` shows the SQL first), then serve with DATABASE_URL \
+                 logging in as that role",
+                self.display,
+                enforcement.problems.join("; ")
+            )));
+        }
+        Ok((enforcement.warnings, plan.tables.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> MaskPlan {
+        MaskPlan {
+            tables: vec![MaskedTable {
+                oid: 1,
+                schema: "public".into(),
+                name: "customers".into(),
+                columns: vec![
+                    MaskedTableColumn {
+                        name: "id".into(),
+                        attnum: 1,
+                        mask: None,
+                    },
+                    MaskedTableColumn {
+                        name: "email".into(),
+                        attnum: 2,
+                        mask: Some(Mask::Email),
+                    },
+                ],
+            }],
+            tainted: vec![],
+            missing: vec![],
+        }
+    }
+
+    #[test]
+    fn setup_revokes_the_table_and_grants_unmasked_columns_and_the_view() {
+        let sql = plan().setup_sql("agent", "shop", RoleAction::Create, &["public".into()]).join(";\n");
+        assert!(sql.contains("REVOKE SELECT ON \"public\".\"customers\" FROM PUBLIC, \"agent\""), "{sql}");
+        assert!(sql.contains("GRANT SELECT (\"id\") ON \"public\".\"customers\" TO \"agent\""), "{sql}");
+        assert!(sql.contains("CREATE VIEW pgwarden_mask.\"customers\" WITH (security_barrier)"), "{sql}");
+        // Grants for the whole schema come first; the revoke after them wins.
+        assert!(sql.find("GRANT SELECT ON ALL TABLES").unwrap() < sql.find("REVOKE SELECT ON \"public\"").unwrap());
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_masks_and_columns() {
+        let a = plan();
+        let mut b = plan();
+        b.tables[0].columns[1].mask = Some(Mask::Redact);
+        let mut c = plan();
+        c.tables[0].columns.push(MaskedTableColumn {
+            name: "phone".into(),
+            attnum: 3,
+            mask: None,
+        });
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        assert_eq!(a.fingerprint(), plan().fingerprint());
+    }
+}
