@@ -54,7 +54,7 @@ pub async fn run(
             "SELECT current_user::text, current_database()::text, \
              EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1::text), \
              EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1::text AND (rolsuper OR rolcreatedb \
-                     OR rolcreaterole OR rolreplication OR rolbypassrls OR rolinherit))",
+                     OR rolcreaterole OR rolreplication OR rolbypassrls))",
             &[&request.agent_role],
         )
         .await

@@ -231,7 +231,7 @@ impl MaskPlan {
     pub fn setup_sql(&self, agent: &str, database: &str, role_action: RoleAction, grant_schemas: &[String]) -> Vec<String> {
         let role = quote_ident(agent);
         let mut sql = Vec::new();
-        const LEAST: &str = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT";
+        const LEAST: &str = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
         match role_action {
             RoleAction::Create => sql.push(format!("CREATE ROLE {role} LOGIN {LEAST}")),
             RoleAction::Restrict => sql.push(format!("ALTER ROLE {role} {LEAST}")),

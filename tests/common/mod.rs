@@ -82,7 +82,7 @@ pub fn cluster() -> &'static TestCluster {
             cmd.uid(o.uid).gid(o.gid);
         }
         let watchdog = cmd.spawn().expect("watchdog");
-        let setup = format!("CREATE ROLE {AGENT} LOGIN NOINHERIT; CREATE ROLE {OWNER} LOGIN");
+        let setup = format!("CREATE ROLE {AGENT} LOGIN; CREATE ROLE {OWNER} LOGIN");
         block_on_sql(&cluster, "postgres", &setup);
         block_on_sql(&cluster, "template1", HARDEN_SQL);
         TestCluster {
@@ -132,6 +132,13 @@ impl TestDb {
         let mut db = Self::create(OWNER, setup).await;
         db.owner = Some(OWNER);
         db.setup(policy).await.expect("pgwarden setup");
+        db
+    }
+
+    /// A database whose objects [`OWNER`] owns, before any `pgwarden setup`.
+    pub async fn create_for_setup(setup: &str) -> TestDb {
+        let mut db = Self::create(OWNER, setup).await;
+        db.owner = Some(OWNER);
         db
     }
 
