@@ -68,7 +68,9 @@ pub async fn run(
         )));
     }
     if request.agent_role.trim().is_empty() {
-        return Err(MaskError::Setup("`--agent-role` is empty; name the role pgwarden logs in as".into()));
+        return Err(MaskError::Setup(
+            "`--agent-role` is empty; name the role pgwarden logs in as".into(),
+        ));
     }
     let schemas = if request.schemas.is_empty() {
         tx.query(OWN_SCHEMAS, &[])
@@ -81,7 +83,9 @@ pub async fn run(
         request.schemas.clone()
     };
     if let Some(bad) = schemas.iter().find(|s| *s == MASK_SCHEMA || *s == PRIVATE_SCHEMA) {
-        return Err(MaskError::Setup(format!("`{bad}` is pgwarden's own schema; grant other schemas")));
+        return Err(MaskError::Setup(format!(
+            "`{bad}` is pgwarden's own schema; grant other schemas"
+        )));
     }
     let plan = MaskPlan::discover(&*tx, masks).await?;
     let role = match (role_exists, role_too_strong) {

@@ -52,7 +52,14 @@ effect = "approve"
 categories = ["write", "ddl", "destructive", "unknown"]
 "#;
 
-const SECRETS: &[&str] = &["ada.lovelace", "grace@navy", "7946 0958", "linus@", "ken@bell", "child-secret"];
+const SECRETS: &[&str] = &[
+    "ada.lovelace",
+    "grace@navy",
+    "7946 0958",
+    "linus@",
+    "ken@bell",
+    "child-secret",
+];
 
 fn assert_clean(what: &str, text: &str) {
     for s in SECRETS {
@@ -103,9 +110,11 @@ async fn the_agent_login_cannot_read_masked_columns_whatever_the_text() {
                 let seen: Vec<String> = messages
                     .iter()
                     .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(r) => {
-                            Some((0..r.len()).map(|i| r.get(i).unwrap_or("").to_string()).collect::<String>())
-                        }
+                        tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                            (0..r.len())
+                                .map(|i| r.get(i).unwrap_or("").to_string())
+                                .collect::<String>(),
+                        ),
                         _ => None,
                     })
                     .collect();
@@ -124,16 +133,30 @@ async fn the_agent_login_cannot_read_masked_columns_whatever_the_text() {
     }
     // The same names unqualified read the masking views: masked, never raw.
     for (sql, expected) in [
-        ("SELECT email FROM customers ORDER BY id", json!([["a***@corp.com"], ["g***@navy.mil"]])),
+        (
+            "SELECT email FROM customers ORDER BY id",
+            json!([["a***@corp.com"], ["g***@navy.mil"]]),
+        ),
         ("SELECT phone FROM customers ORDER BY id", json!([["***0958"], [null]])),
-        ("SELECT contact FROM events ORDER BY id", json!([["[redacted]"], ["[redacted]"]])),
+        (
+            "SELECT contact FROM events ORDER BY id",
+            json!([["[redacted]"], ["[redacted]"]]),
+        ),
         ("SELECT contact FROM events_us", json!([["[redacted]"]])),
     ] {
         let r = database.read(sql, limits(), &ct).await.unwrap();
         assert_eq!(json!(r.rows), expected, "{sql}");
     }
-    let r = database.read("SELECT secret FROM parent_log", limits(), &ct).await.unwrap();
-    assert_eq!(r.rows[0][0].as_str().map(str::len), Some(16), "hashed through the parent: {:?}", r.rows);
+    let r = database
+        .read("SELECT secret FROM parent_log", limits(), &ct)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.rows[0][0].as_str().map(str::len),
+        Some(16),
+        "hashed through the parent: {:?}",
+        r.rows
+    );
 }
 
 #[tokio::test]
@@ -190,7 +213,11 @@ async fn a_lexing_setting_installed_for_the_database_or_role_never_reaches_pgwar
 
 fn socket_dsn(user: &str, db: &str) -> String {
     let c = &common::cluster().cluster;
-    format!("host={} port={} user={user} dbname={db}", c.socket_dir().display(), c.port)
+    format!(
+        "host={} port={} user={user} dbname={db}",
+        c.socket_dir().display(),
+        c.port
+    )
 }
 
 fn write_policy(dir: &tempfile::TempDir) -> std::path::PathBuf {
@@ -272,8 +299,14 @@ async fn setup_print_sql_changes_nothing_and_setup_runs_twice() {
     let out = run(&["--print-sql"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let sql = String::from_utf8_lossy(&out.stdout);
-    assert!(sql.contains("CREATE VIEW pgwarden_mask.\"customers\" WITH (security_barrier)"), "{sql}");
-    assert!(sql.contains("REVOKE SELECT ON \"public\".\"events_us\""), "siblings of a masked partition: {sql}");
+    assert!(
+        sql.contains("CREATE VIEW pgwarden_mask.\"customers\" WITH (security_barrier)"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("REVOKE SELECT ON \"public\".\"events_us\""),
+        "siblings of a masked partition: {sql}"
+    );
     assert!(sql.contains("REVOKE SELECT ON \"public\".\"v_contacts\""), "{sql}");
     let admin = db.admin().await;
     async fn exists(a: &tokio_postgres::Client) -> bool {

@@ -179,7 +179,11 @@ async fn masked_columns_never_come_back_raw() {
     let out = mcp
         .ok("query", json!({"sql": "SELECT name FROM public.customers ORDER BY id"}))
         .await;
-    assert_eq!(out["rows"], json!([["Ada"], ["Grace"], ["Alan"]]), "unmasked base columns stay readable");
+    assert_eq!(
+        out["rows"],
+        json!([["Ada"], ["Grace"], ["Alan"]]),
+        "unmasked base columns stay readable"
+    );
     let out = mcp.ok("query", json!({"sql": "SELECT email FROM app.customers"})).await;
     assert_eq!(out["rows"], json!([["not-masked@app.example"]]));
     let out = mcp
@@ -225,7 +229,11 @@ async fn masked_columns_never_come_back_raw() {
     ] {
         let r = mcp.call("query", json!({"sql": sql})).await;
         assert_eq!(r.is_error, Some(true), "`{sql}` should fail: {}", text(&r));
-        assert!(text(&r).contains("42501") && text(&r).contains("permission denied"), "`{sql}`: {}", text(&r));
+        assert!(
+            text(&r).contains("42501") && text(&r).contains("permission denied"),
+            "`{sql}`: {}",
+            text(&r)
+        );
         assert_no_secret(sql, &r);
     }
     // Shapes the classifier cannot read fully need approval (refused here), so they never run.
@@ -373,7 +381,13 @@ async fn planner_statistics_of_masked_columns_are_hidden_by_postgres() {
         .await
         .unwrap()
         .iter()
-        .map(|r| format!("{:?} {:?}", r.get::<_, Option<String>>(1), r.get::<_, Option<String>>(2)))
+        .map(|r| {
+            format!(
+                "{:?} {:?}",
+                r.get::<_, Option<String>>(1),
+                r.get::<_, Option<String>>(2)
+            )
+        })
         .collect();
     let rows = rows.join("\n");
     assert!(
@@ -382,7 +396,10 @@ async fn planner_statistics_of_masked_columns_are_hidden_by_postgres() {
     );
     let seen = database.read(sql, limits, &ct).await.unwrap();
     let rows = format!("{:?}", seen.rows);
-    assert!(rows.contains("Ada"), "unmasked columns' statistics stay visible: {rows}");
+    assert!(
+        rows.contains("Ada"),
+        "unmasked columns' statistics stay visible: {rows}"
+    );
     for s in SECRETS {
         assert!(!rows.contains(s), "pg_stats leaked `{s}` to the agent: {rows}");
     }

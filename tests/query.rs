@@ -282,16 +282,9 @@ async fn session_state_does_not_leak_into_the_next_call() {
         statement_timeout: Duration::from_secs(5),
     };
     // A SQL-level PREPARE survives ROLLBACK; the reset between calls must remove it.
-    database
-        .read("PREPARE leaked AS SELECT 42", l, &ct)
-        .await
-        .unwrap();
+    database.read("PREPARE leaked AS SELECT 42", l, &ct).await.unwrap();
     let r = database
-        .read(
-            "SELECT count(*) FROM pg_prepared_statements WHERE from_sql",
-            l,
-            &ct,
-        )
+        .read("SELECT count(*) FROM pg_prepared_statements WHERE from_sql", l, &ct)
         .await
         .unwrap();
     assert_eq!(r.rows[0][0], json!(0));

@@ -124,21 +124,27 @@ fn stdout_carries_only_protocol_messages() {
 async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() {
     let dir = tempfile::Builder::new().prefix("pgw-sbx-").tempdir_in("/tmp").unwrap();
     let sandbox_dir = dir.path().join("sandbox");
-    let start = || async {
-        let cmd = tokio::process::Command::new(BIN).configure(|c| {
-            c.arg("serve")
-                .arg("--sandbox-dir")
-                .arg(&sandbox_dir)
-                .env_remove("DATABASE_URL")
-                .env("PGWARDEN_AUDIT_LOG", sandbox_dir.with_file_name("audit.jsonl"));
-        });
-        let session = ().serve(TokioChildProcess::new(cmd).unwrap());
-        tokio::time::timeout(Duration::from_secs(60), session)
-            .await
-            .expect("pgwarden answered `initialize` within 60 s")
-            .expect("MCP session with the sandbox")
+    let start = |policy: &'static str| {
+        let sandbox_dir = sandbox_dir.clone();
+        async move {
+            let cmd = tokio::process::Command::new(BIN).configure(|c| {
+                c.arg("serve")
+                    .arg("--sandbox-dir")
+                    .arg(&sandbox_dir)
+                    .args(["--policy", policy])
+                    .env_remove("DATABASE_URL")
+                    .env("PGWARDEN_AUDIT_LOG", sandbox_dir.with_file_name("audit.jsonl"));
+            });
+            let session = ().serve(TokioChildProcess::new(cmd).unwrap());
+            tokio::time::timeout(Duration::from_secs(60), session)
+                .await
+                .expect("pgwarden answered `initialize` within 60 s")
+                .expect("MCP session with the sandbox")
+        }
     };
-    let client = start().await;
+    let default_policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tool-policies/default.toml");
+    let sandbox_policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tool-policies/sandbox.toml");
+    let client = start(default_policy).await;
     let call = |tool: &str, args: Value| {
         CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
     };
@@ -174,8 +180,30 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
     assert!(cols.as_array().unwrap().iter().any(|c| c["name"] == "phone"));
 
     // A second client (Claude Desktop and Claude Code at once) shares the running sandbox; the first
-    // leaving does not stop it under the second.
-    let second = start().await;
+    // leaving does not stop it under the second. This one serves the shipped sandbox policy, whose
+    // masks the sandbox sets up itself: Postgres enforces them.
+    let second = start(sandbox_policy).await;
+    let r = second
+        .call_tool(call(
+            "query",
+            json!({"sql": "SELECT email, phone FROM customers WHERE phone IS NOT NULL ORDER BY id LIMIT 1"}),
+        ))
+        .await
+        .unwrap();
+    let row = r.structured_content.unwrap()["rows"][0].clone();
+    assert!(
+        row[0].as_str().unwrap().contains("***@") && row[1].as_str().unwrap().starts_with("***"),
+        "{row}"
+    );
+    let r = second
+        .call_tool(call(
+            "query",
+            json!({"sql": "SELECT email FROM public.customers LIMIT 1"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(format!("{:?}", r.content).contains("42501"), "{:?}", r.content);
     let count = || call("query", json!({"sql": "SELECT count(*) FROM orders"}));
     let n = second.call_tool(count()).await.unwrap().structured_content.unwrap();
     assert_eq!(n["rows"][0][0], json!(1500), "{n}");

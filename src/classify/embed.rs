@@ -22,7 +22,12 @@ fn tokens(sql: &str) -> Result<Vec<Token>, EmbedError> {
 fn significant(tokens: Vec<Token>) -> Vec<Token> {
     tokens
         .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)))
+        .filter(|t| {
+            !matches!(
+                t,
+                Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab)
+            )
+        })
         .collect()
 }
 

@@ -61,7 +61,12 @@ const PROGRESS_EVERY: u64 = 10_000;
 
 impl Database {
     /// The result columns of `sql` (Parse/Describe only; nothing runs), as the agent's login.
-    pub async fn describe_query(&self, sql: &str, timeout: Duration, ct: &CancellationToken) -> Result<Vec<Column>, DbError> {
+    pub async fn describe_query(
+        &self,
+        sql: &str,
+        timeout: Duration,
+        ct: &CancellationToken,
+    ) -> Result<Vec<Column>, DbError> {
         let mut session = Session::open(self).await?;
         session
             .guarded(ct, timeout + Duration::from_secs(5), async |s: &mut Session| {
@@ -83,53 +88,57 @@ impl Database {
         let mut session = Session::open(self).await?;
         let io = |e: std::io::Error| DbError::Client(format!("writing the export file: {e}"));
         session
-            .guarded(ct, spec.statement_timeout + Duration::from_secs(5), async |s: &mut Session| {
-                let (tx, _statement) = begin_agent_read(s, spec.statement_timeout, sql).await?;
-                let copy = copy_text(sql, spec)?;
-                let stream = tx.copy_out(copy.as_str()).await.map_err(DbError::from_pg)?;
-                pin_mut!(stream);
-                // Owner-only: exports usually hold the data an operator guards most.
-                let out = tokio::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(file)
-                    .await
-                    .map_err(io)?;
-                let mut out = tokio::io::BufWriter::with_capacity(1 << 20, out);
-                let mut hasher = Sha256::new();
-                let mut counter = RowCounter::new(spec.format);
-                let mut unescape = Unescape::default();
-                let mut bytes = 0u64;
-                let mut reported = 0u64;
-                let mut buf = Vec::new();
-                while let Some(chunk) = stream.next().await {
-                    let chunk = chunk.map_err(DbError::from_pg)?;
-                    let data: &[u8] = match spec.format {
-                        ExportFormat::Csv => &chunk,
-                        ExportFormat::Jsonl => {
-                            buf.clear();
-                            unescape.push(&chunk, &mut buf);
-                            &buf
+            .guarded(
+                ct,
+                spec.statement_timeout + Duration::from_secs(5),
+                async |s: &mut Session| {
+                    let (tx, _statement) = begin_agent_read(s, spec.statement_timeout, sql).await?;
+                    let copy = copy_text(sql, spec)?;
+                    let stream = tx.copy_out(copy.as_str()).await.map_err(DbError::from_pg)?;
+                    pin_mut!(stream);
+                    // Owner-only: exports usually hold the data an operator guards most.
+                    let out = tokio::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(file)
+                        .await
+                        .map_err(io)?;
+                    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, out);
+                    let mut hasher = Sha256::new();
+                    let mut counter = RowCounter::new(spec.format);
+                    let mut unescape = Unescape::default();
+                    let mut bytes = 0u64;
+                    let mut reported = 0u64;
+                    let mut buf = Vec::new();
+                    while let Some(chunk) = stream.next().await {
+                        let chunk = chunk.map_err(DbError::from_pg)?;
+                        let data: &[u8] = match spec.format {
+                            ExportFormat::Csv => &chunk,
+                            ExportFormat::Jsonl => {
+                                buf.clear();
+                                unescape.push(&chunk, &mut buf);
+                                &buf
+                            }
+                        };
+                        counter.push(data);
+                        hasher.update(data);
+                        bytes += data.len() as u64;
+                        out.write_all(data).await.map_err(io)?;
+                        if counter.rows >= reported + PROGRESS_EVERY {
+                            reported = counter.rows;
+                            progress(counter.rows(spec.header));
                         }
-                    };
-                    counter.push(data);
-                    hasher.update(data);
-                    bytes += data.len() as u64;
-                    out.write_all(data).await.map_err(io)?;
-                    if counter.rows >= reported + PROGRESS_EVERY {
-                        reported = counter.rows;
-                        progress(counter.rows(spec.header));
                     }
-                }
-                out.flush().await.map_err(io)?;
-                out.get_ref().sync_all().await.map_err(io)?;
-                Ok(ExportResult {
-                    rows: counter.rows(spec.header),
-                    bytes,
-                    sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-                })
-            })
+                    out.flush().await.map_err(io)?;
+                    out.get_ref().sync_all().await.map_err(io)?;
+                    Ok(ExportResult {
+                        rows: counter.rows(spec.header),
+                        bytes,
+                        sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+                    })
+                },
+            )
             .await
     }
 }

@@ -165,10 +165,7 @@ impl MaskPlan {
             .flat_map(|(s, t, cols)| cols.iter().map(move |(c, m)| [s, t, c.as_str(), m.as_str()]))
             .collect();
         let param = serde_json::to_string(&wanted).map_err(|e| MaskError::Catalog(e.to_string()))?;
-        let row = client
-            .query_one(PLAN_SQL, &[&param])
-            .await
-            .map_err(DbError::from_pg)?;
+        let row = client.query_one(PLAN_SQL, &[&param]).await.map_err(DbError::from_pg)?;
         let json: String = row.try_get(0).map_err(|e| MaskError::Catalog(e.to_string()))?;
         let plan: MaskPlan = serde_json::from_str(&json).map_err(|e| MaskError::Catalog(e.to_string()))?;
         let mut seen: BTreeMap<&str, &MaskedTable> = BTreeMap::new();
@@ -228,7 +225,13 @@ impl MaskPlan {
     /// The statements that make the database match the policy for `agent`. Idempotent: run them
     /// again whenever the policy's masks or the tables change. `grant_schemas`: where the agent
     /// may read (every table and view there, masked columns excepted).
-    pub fn setup_sql(&self, agent: &str, database: &str, role_action: RoleAction, grant_schemas: &[String]) -> Vec<String> {
+    pub fn setup_sql(
+        &self,
+        agent: &str,
+        database: &str,
+        role_action: RoleAction,
+        grant_schemas: &[String],
+    ) -> Vec<String> {
         let role = quote_ident(agent);
         let mut sql = Vec::new();
         const LEAST: &str = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS";
@@ -306,7 +309,9 @@ impl MaskPlan {
 /// `name` bare when Postgres would read it back unchanged, else quoted.
 fn quote_if_needed(name: &str) -> String {
     let plain = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if plain { name.to_string() } else { quote_ident(name) }
 }
 
@@ -400,7 +405,12 @@ pub async fn verify(
     let columns: Vec<(u32, i16)> = plan
         .tables
         .iter()
-        .flat_map(|t| t.columns.iter().filter(|c| c.mask.is_some()).map(move |c| (t.oid, c.attnum)))
+        .flat_map(|t| {
+            t.columns
+                .iter()
+                .filter(|c| c.mask.is_some())
+                .map(move |c| (t.oid, c.attnum))
+        })
         .collect();
     let views: Vec<String> = plan.tainted.iter().map(|v| v.oid.to_string()).collect();
     let cols = serde_json::to_string(&columns).map_err(|e| MaskError::Catalog(e.to_string()))?;
@@ -418,7 +428,8 @@ pub async fn verify(
         return Ok(out);
     }
     if p.superuser {
-        out.problems.push(format!("{who} is a superuser, and no privilege holds for a superuser"));
+        out.problems
+            .push(format!("{who} is a superuser, and no privilege holds for a superuser"));
     }
     if p.bypassrls {
         out.problems.push(format!("{who} bypasses row-level security"));
@@ -426,7 +437,11 @@ pub async fn verify(
     if !p.member_of.is_empty() {
         out.problems.push(format!(
             "{who} is a member of {}, so `SET ROLE` could lift the masks",
-            p.member_of.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            p.member_of
+                .iter()
+                .map(|r| format!("`{r}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let name_of = |oid: u32, attnum: i16| {
@@ -434,7 +449,12 @@ pub async fn verify(
             .iter()
             .find(|t| t.oid == oid)
             .map(|t| {
-                let col = t.columns.iter().find(|c| c.attnum == attnum).map(|c| c.name.as_str()).unwrap_or("?");
+                let col = t
+                    .columns
+                    .iter()
+                    .find(|c| c.attnum == attnum)
+                    .map(|c| c.name.as_str())
+                    .unwrap_or("?");
                 format!("`{}.{}.{col}`", t.schema, t.name)
             })
             .unwrap_or_default()
@@ -482,7 +502,11 @@ pub async fn verify(
     if !plan.missing.is_empty() {
         out.warnings.push(format!(
             "the policy masks columns of {}, which do not exist in this database",
-            plan.missing.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+            plan.missing
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok(out)
@@ -546,10 +570,21 @@ mod tests {
 
     #[test]
     fn setup_revokes_the_table_and_grants_unmasked_columns_and_the_view() {
-        let sql = plan().setup_sql("agent", "shop", RoleAction::Create, &["public".into()]).join(";\n");
-        assert!(sql.contains("REVOKE SELECT ON \"public\".\"customers\" FROM PUBLIC, \"agent\""), "{sql}");
-        assert!(sql.contains("GRANT SELECT (\"id\") ON \"public\".\"customers\" TO \"agent\""), "{sql}");
-        assert!(sql.contains("CREATE VIEW pgwarden_mask.\"customers\" WITH (security_barrier)"), "{sql}");
+        let sql = plan()
+            .setup_sql("agent", "shop", RoleAction::Create, &["public".into()])
+            .join(";\n");
+        assert!(
+            sql.contains("REVOKE SELECT ON \"public\".\"customers\" FROM PUBLIC, \"agent\""),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("GRANT SELECT (\"id\") ON \"public\".\"customers\" TO \"agent\""),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("CREATE VIEW pgwarden_mask.\"customers\" WITH (security_barrier)"),
+            "{sql}"
+        );
         // Grants for the whole schema come first; the revoke after them wins.
         assert!(sql.find("GRANT SELECT ON ALL TABLES").unwrap() < sql.find("REVOKE SELECT ON \"public\"").unwrap());
     }

@@ -64,9 +64,9 @@ impl Sandbox {
         let ready = Self::ensure_running(&cluster)
             .and_then(|()| block_on(apply_masks(&cluster, masks)))
             .and_then(|()| {
-            // Never blocks: the only exclusive hold on `pgwarden.lock` is taken under `setup.lock`.
-            users.lock_shared().map_err(|e| lock_error(&users_path, e))
-        });
+                // Never blocks: the only exclusive hold on `pgwarden.lock` is taken under `setup.lock`.
+                users.lock_shared().map_err(|e| lock_error(&users_path, e))
+            });
         let _ = setup.unlock();
         ready?;
         Ok(Sandbox { cluster, users, setup })
@@ -190,7 +190,11 @@ async fn apply_masks(cluster: &Cluster, masks: &BTreeMap<String, BTreeMap<String
     crate::setup::run(&target, masks, &request)
         .await
         .map_err(|e| SandboxError::Seed(format!("setting up masks: {e}")))?;
-    let defaults = if masks.is_empty() { "GRANT SELECT ON TABLES TO" } else { "REVOKE SELECT ON TABLES FROM" };
+    let defaults = if masks.is_empty() {
+        "GRANT SELECT ON TABLES TO"
+    } else {
+        "REVOKE SELECT ON TABLES FROM"
+    };
     run_sql(
         &admin,
         &format!("ALTER DEFAULT PRIVILEGES FOR ROLE {OWNER_ROLE} {defaults} {AGENT_ROLE}"),

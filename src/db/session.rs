@@ -115,7 +115,10 @@ fn our_hint(code: &str) -> Option<&'static str> {
 /// the snapshot and checks that Postgres lexes as pgwarden's parser does.
 fn snapshot_sql(timeout: Duration) -> String {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-    format!("SET LOCAL statement_timeout = {ms}; {}", super::connect::LEXING_CHECK_SQL)
+    format!(
+        "SET LOCAL statement_timeout = {ms}; {}",
+        super::connect::LEXING_CHECK_SQL
+    )
 }
 
 /// A pooled connection checked out for one call.
@@ -207,7 +210,7 @@ impl Session {
             super::connect::LEXING_CHECK_SQL
         ))
         .await
-            .map_err(DbError::from_pg)?;
+        .map_err(DbError::from_pg)?;
         Ok(tx)
     }
 

@@ -59,7 +59,10 @@ impl Database {
                 let tx = s.begin_write(opts.statement_timeout).await?;
                 let statement = tx.prepare(sql).await;
                 custom_types.store(
-                    statement.as_ref().map(super::session::uses_custom_types).unwrap_or(true),
+                    statement
+                        .as_ref()
+                        .map(super::session::uses_custom_types)
+                        .unwrap_or(true),
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 let statement = statement.map_err(DbError::from_pg)?;

@@ -157,10 +157,7 @@ impl Pipeline {
             header,
             statement_timeout: timeout,
         };
-        let written = self
-            .db
-            .export(sql, spec, &partial, progress, ct)
-            .await;
+        let written = self.db.export(sql, spec, &partial, progress, ct).await;
         let result = match written {
             Ok(r) => r,
             Err(e) => {
