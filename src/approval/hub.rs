@@ -303,6 +303,7 @@ fn shown_packet(tool: &str, p: &ReviewPacket) -> serde_json::Value {
         "rule": visible(&p.rule),
         "rule_reason": visible(&p.rule_reason),
         "estimated_rows": p.estimated_rows,
+        "estimate_for_person_only": p.estimate_for_person_only,
         "requested_by": visible(&p.requested_by),
         "intent": p.intent.as_deref().map(visible),
         "details": p.details.iter().map(|d| visible(d)).collect::<Vec<_>>(),

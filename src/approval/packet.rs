@@ -22,6 +22,9 @@ pub struct ReviewPacket {
     pub rule_reason: String,
     /// The planner's estimate of rows touched, for UPDATE/DELETE/MERGE/INSERT … SELECT.
     pub estimated_rows: Option<f64>,
+    /// The estimate is for the person only: with masks in the policy, an estimate for a predicate
+    /// on a masked column is an oracle for its values, so what the model receives leaves it out.
+    pub estimate_for_person_only: bool,
     pub requested_by: String,
     /// The model's own account of why; not verified.
     pub intent: Option<String>,
@@ -74,6 +77,7 @@ impl ReviewPacket {
             rule: d.rule_label(),
             rule_reason: d.reason.clone(),
             estimated_rows,
+            estimate_for_person_only: false,
             requested_by: who.join(" · "),
             intent: action.intent.clone().filter(|s| !s.trim().is_empty()),
             details: vec![],

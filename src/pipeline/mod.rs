@@ -521,6 +521,7 @@ impl Pipeline {
                 None
             };
             let mut packet = ReviewPacket::new(action, assessment, decision, estimate);
+            packet.estimate_for_person_only = !self.policy.masks.is_empty();
             packet.details = details.clone();
             packet
         };

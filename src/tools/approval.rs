@@ -77,9 +77,20 @@ impl PendingApproval {
             },
             message,
             can_decide_here: info.can_decide_here,
-            packet: info.packet.clone(),
+            packet: for_model(&info.packet),
         }
     }
+}
+
+/// The packet as the model may see it: without an estimate meant for the person only.
+fn for_model(packet: &serde_json::Value) -> serde_json::Value {
+    let mut packet = packet.clone();
+    if packet["estimate_for_person_only"] == serde_json::Value::Bool(true)
+        && let Some(p) = packet.as_object_mut()
+    {
+        p.insert("estimated_rows".into(), serde_json::Value::Null);
+    }
+    packet
 }
 
 /// A guarded tool's structured result: its own output, or a pending approval. (Only its schema is
