@@ -1233,3 +1233,33 @@ async fn a_late_dismissal_of_the_prompt_leaves_the_approval_pending() {
     assert_eq!(out["status"], "executed", "{out}");
     assert_eq!(counts(&db).await, [1, 0, 0]);
 }
+
+/// Regression (issue 15): with masks in the policy, the planner's estimate for a predicate on a
+/// masked column told the model how many rows match a guessed value. The person still sees it.
+#[tokio::test]
+async fn with_masks_the_row_estimate_reaches_the_person_but_not_the_model() {
+    let setup = "CREATE TABLE customers (id int PRIMARY KEY, email text);
+                 INSERT INTO customers SELECT g, 'user' || g || '@corp.com' FROM generate_series(1, 500) g;
+                 ANALYZE customers;";
+    let policy = format!("{POLICY}\n[columns.\"public.customers.email\"]\nmask = \"email\"\n");
+    let db = TestDb::owned(setup, &policy).await;
+    let mcp = session(&db, &policy, Host::default()).await;
+    let browser = FakeBrowser::install(&mcp);
+    let r = mcp
+        .call(
+            "query",
+            json!({ "sql": "DELETE FROM public.customers WHERE email LIKE 'user1%'", "intent": "probe" }),
+        )
+        .await;
+    let s = r.structured_content.clone().expect("structured");
+    assert_eq!(s["status"], "pending_approval", "{s}");
+    assert_eq!(s["packet"]["estimated_rows"], Value::Null, "{s}");
+    assert!(!text(&r).contains("Estimated rows"), "{}", text(&r));
+    let (port, secret) = browser.login_url().await;
+    let console = Console::sign_in(port, &secret).await;
+    let listed = console.pending().await;
+    assert!(
+        listed["approvals"][0]["packet"]["estimated_rows"].as_f64().is_some(),
+        "the person sees the estimate: {listed}"
+    );
+}
