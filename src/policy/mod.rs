@@ -58,7 +58,7 @@ pub enum Mask {
     Email,
     /// Any value → `[redacted]`.
     Redact,
-    /// A salted SHA-256 prefix: equal values stay equal within one server run, so joins and
+    /// A salted SHA-256 prefix: equal values stay equal (the salt is per database), so joins and
     /// `GROUP BY` still work, but the value cannot be looked up.
     Hash,
     /// `123-45-6789` → `***6789`; values of four characters or fewer are fully hidden.
