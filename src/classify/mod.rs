@@ -278,4 +278,6 @@ fn classify_statement(
 }
 
 #[cfg(test)]
+mod catalog_tests;
+#[cfg(test)]
 mod tests;
