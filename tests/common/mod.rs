@@ -324,7 +324,7 @@ pub async fn session<H: ClientHandler>(db: &TestDb, policy: &str, handler: H) ->
 pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H, era: Era) -> Mcp<H> {
     let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
     let (audit_dir, audit) = audit_log();
-    let (pipeline, client_io) = spawn_server(db.database(2).await, limits(), policy, None, &audit_dir, audit);
+    let (pipeline, client_io) = spawn_server(db.database(2).await, limits(), policy, None, &audit_dir, audit).await;
     let client = match era {
         Era::Legacy => handler.serve(client_io).await.expect("MCP handshake"),
         Era::Modern => handler
@@ -344,8 +344,9 @@ pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H,
     }
 }
 
-/// A real server on one end of an in-process pipe; returns its pipeline and the client's end.
-fn spawn_server(
+/// A real server on one end of an in-process pipe, with its catalog facts loaded and watched until
+/// the session ends; returns its pipeline and the client's end.
+async fn spawn_server(
     database: Database,
     limits: Limits,
     policy: Policy,
@@ -362,11 +363,15 @@ fn spawn_server(
         audit,
         audit_dir.path().join("exports"),
     ));
+    pipeline.refresh_catalog().await.expect("catalog facts");
+    let watcher = tokio_util::sync::CancellationToken::new();
+    pipeline.watch_catalog(watcher.clone());
     let server = PgWarden::new(pipeline.clone());
     tokio::spawn(async move {
         if let Ok(running) = server.serve(server_io).await {
             let _ = running.waiting().await;
         }
+        watcher.cancel();
     });
     (pipeline, client_io)
 }
@@ -418,7 +423,7 @@ impl Mcp {
         audit_dir: Arc<tempfile::TempDir>,
         audit: Arc<pgwarden::audit::AuditLog>,
     ) -> Mcp {
-        let (pipeline, client_io) = spawn_server(database, limits, policy, principal, &audit_dir, audit);
+        let (pipeline, client_io) = spawn_server(database, limits, policy, principal, &audit_dir, audit).await;
         let client = ().serve(client_io).await.expect("MCP handshake");
         Mcp {
             client,
