@@ -55,6 +55,15 @@ pub fn walk(statement: &Statement, plan_only: bool, facts: &CatalogFacts) -> Wal
         if parts.len() == 1 && cte_names.contains(&fold(&parts[0].0, parts[0].1)) {
             w.out.shadowed.insert(name);
         } else {
+            if let Some(code) = facts.code_relations.get(&name) {
+                let code = code.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+                w.find(
+                    Category::Unknown,
+                    format!(
+                        "reads `{name}`, whose view definition or row-security policy runs user-defined code ({code})"
+                    ),
+                );
+            }
             w.out.tables.insert(name);
         }
     }

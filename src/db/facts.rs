@@ -19,7 +19,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// `information_schema`; extension objects count as user-defined), relation names of `pg_catalog` and
 /// of the search path's schemas, the search path, and the masking views with their comments.
 pub const FACTS_SQL: &str = r#"
-WITH
+WITH RECURSIVE
 fns AS (
     SELECT p.proname::text AS name,
            n.nspname || '.' || p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' AS id
@@ -37,6 +37,28 @@ types AS (
     SELECT t.typname::text AS name, n.nspname || '.' || t.typname AS id
       FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
      WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+),
+-- Rewrite rules (views) and row-security policies that use user functions, operators or types,
+-- then views over those relations, transitively.
+code(rel, via) AS (
+    SELECT coalesce(r.ev_class, pol.polrelid),
+           CASE d.refclassid WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid::pg_catalog.regprocedure::text
+                             WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN d.refobjid::pg_catalog.regoperator::text
+                             ELSE d.refobjid::pg_catalog.regtype::text END
+      FROM pg_catalog.pg_depend d
+      LEFT JOIN pg_catalog.pg_rewrite r ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.oid = d.objid
+      LEFT JOIN pg_catalog.pg_policy pol ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND pol.oid = d.objid
+     WHERE d.classid IN ('pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_policy'::pg_catalog.regclass)
+       AND d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass, 'pg_catalog.pg_operator'::pg_catalog.regclass,
+                            'pg_catalog.pg_type'::pg_catalog.regclass)
+       AND d.refobjid >= 16384
+    UNION
+    SELECT r.ev_class, c.via
+      FROM code c
+      JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = c.rel
+                                 AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+      JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+     WHERE r.ev_class <> c.rel
 ),
 rels AS (
     SELECT n.nspname::text AS schema, c.relname::text AS name
@@ -61,6 +83,11 @@ SELECT pg_catalog.json_build_object(
              WHERE c.oid >= 16384),
   'relations', (SELECT coalesce(pg_catalog.json_object_agg(schema, names), '{}')
                   FROM (SELECT schema, pg_catalog.json_agg(name) AS names FROM rels GROUP BY schema) r),
+  'code_relations', (SELECT coalesce(pg_catalog.json_object_agg(rel, vias), '{}')
+                       FROM (SELECT n.nspname || '.' || cl.relname AS rel, pg_catalog.json_agg(DISTINCT c.via) AS vias
+                               FROM code c JOIN pg_catalog.pg_class cl ON cl.oid = c.rel
+                               JOIN pg_catalog.pg_namespace n ON n.oid = cl.relnamespace
+                              GROUP BY 1) x),
   'search_path', pg_catalog.to_json(pg_catalog.current_schemas(false)),
   'mask_views', (SELECT coalesce(pg_catalog.json_object_agg(c.relname, pg_catalog.obj_description(c.oid, 'pg_class')), '{}')
                    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
