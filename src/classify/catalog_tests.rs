@@ -43,6 +43,7 @@ fn facts() -> CatalogFacts {
         ]),
         search_path: vec!["pgwarden_mask".into(), "public".into(), "extensions".into()],
         mask_views: BTreeMap::from([("customers".to_string(), "public.customers".to_string())]),
+        code_relations: map(&[("public.customer_emails", "email_of(customers)")]),
     }
 }
 
@@ -81,6 +82,8 @@ fn user_code_behind_builtin_syntax_is_unknown_with_the_catalog() {
         ("SELECT lower(name) FROM customers", "public.lower(character varying)"),
         // user casts to built-in types
         ("SELECT 'sad'::text", "mood_text"),
+        // views over user code
+        ("SELECT * FROM customer_emails", "email_of(customers)"),
     ] {
         let a = classify_with(sql, &f);
         assert_eq!(a.category(), Unknown, "{sql}: {:?}", a.reasons);
