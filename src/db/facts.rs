@@ -107,6 +107,8 @@ SELECT concat_ws(':',
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_cast WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_class WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_namespace WHERE oid >= 16384),
+  (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_rewrite WHERE oid >= 16384),
+  (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_policy WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(objoid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_description
     WHERE objoid >= 16384 AND classoid = 'pg_catalog.pg_class'::pg_catalog.regclass),
   pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')
