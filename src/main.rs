@@ -473,6 +473,13 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         audit.clone(),
         settings.export_dir.clone(),
     ));
+    // The classifier judges agent SQL against what the catalog holds (user code, search path, masks).
+    pipeline
+        .refresh_catalog()
+        .await
+        .context("reading the catalog facts the classifier needs")?;
+    let watcher = tokio_util::sync::CancellationToken::new();
+    pipeline.watch_catalog(watcher.clone());
     let service = PgWarden::new(pipeline)
         .serve(rmcp::transport::stdio())
         .await
@@ -486,6 +493,7 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
             Ok(())
         }
     };
+    watcher.cancel();
     // Batched records (reads) become durable on a clean shutdown.
     audit.flush()?;
     result

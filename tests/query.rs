@@ -215,7 +215,8 @@ async fn writes_are_refused_and_leave_the_table_intact() {
 
 #[tokio::test]
 async fn a_write_hidden_in_a_view_is_stopped_by_the_database() {
-    // The classifier sees only a plain SELECT from a view; the READ ONLY transaction refuses the write.
+    // The catalog facts tell the classifier the view runs user code, so it is refused before it runs
+    // (issue 15); were the facts stale, the READ ONLY transaction would still refuse the write (25006).
     let db = TestDb::new(
         "CREATE TABLE audit (n int);
          CREATE FUNCTION touch() RETURNS int LANGUAGE sql AS 'INSERT INTO audit VALUES (1) RETURNING n';
@@ -224,7 +225,10 @@ async fn a_write_hidden_in_a_view_is_stopped_by_the_database() {
     .await;
     let mcp = Mcp::start(&db, limits()).await;
     let e = mcp.err("query", json!({"sql": "SELECT * FROM v_touch"})).await;
-    assert!(e.contains("25006"), "{e}");
+    assert!(
+        e.contains("25006") || (e.contains("classified as unknown") && e.contains("touch()")),
+        "{e}"
+    );
     let n: i64 = db
         .client()
         .await

@@ -373,7 +373,7 @@ pub const READ_SAFE: &[&str] = &[
 pub fn canonical(parts: &[(String, bool)]) -> String {
     let folded: Vec<String> = parts
         .iter()
-        .map(|(v, quoted)| if *quoted { v.clone() } else { v.to_lowercase() })
+        .map(|(v, quoted)| super::catalog::fold(v, *quoted))
         .collect();
     match folded.as_slice() {
         [schema, name] if schema == "pg_catalog" => name.clone(),
@@ -461,8 +461,22 @@ pub const PUBLIC_SETTINGS: &[&str] = &[
     "bytea_output",
 ];
 
-/// Catalogs whose contents are secrets or other sessions' data: reading them is an export.
+/// Catalogs whose contents are secrets or other sessions' data: reading them is an export. Matched
+/// on the relation's last name part in any schema (information_schema, the schema an extension was
+/// installed in) and unqualified.
 pub const SENSITIVE_RELATIONS: &[&str] = &[
+    // Per-role and per-database settings (`rolconfig`, `useconfig`, `setconfig`) can hold secrets
+    // such as `app.jwt_secret`.
+    "pg_roles",
+    "pg_user",
+    // User mappings and foreign servers carry connection options, passwords included.
+    "user_mapping_options",
+    "user_mappings",
+    "pg_foreign_server",
+    "pg_foreign_data_wrapper",
+    "foreign_server_options",
+    "foreign_data_wrapper_options",
+    "pg_stat_statements_info",
     "pg_authid",
     "pg_shadow",
     "pg_user_mapping",
@@ -484,4 +498,17 @@ pub const SENSITIVE_RELATIONS: &[&str] = &[
     "pg_stats_ext_exprs",
     "pg_statistic",
     "pg_statistic_ext_data",
+];
+
+/// Functions that return the same secrets as `SENSITIVE_RELATIONS`, matched on the last name part in
+/// any schema: `pg_stat_statements()` lives wherever the extension was installed.
+pub const SENSITIVE_FUNCTIONS: &[&str] = &[
+    "pg_stat_statements",
+    "pg_stat_statements_info",
+    // Expands `srvoptions`/`umoptions`/`fdwoptions` arrays: passwords of user mappings.
+    "pg_options_to_table",
+    "pg_show_all_settings",
+    "pg_show_all_file_settings",
+    "pg_hba_file_rules",
+    "pg_stat_get_activity",
 ];

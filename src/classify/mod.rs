@@ -4,12 +4,18 @@
 //! (an explicit table in `statements`), then walks the whole tree (`walk`): nested statements in CTEs,
 //! COPY, PREPARE and EXPLAIN ANALYZE, every function call in expressions and in FROM, row locks,
 //! `SELECT … INTO`, custom operators and casts, sensitive catalogs and shapes the parser misreads.
-//! Anything it cannot read is `unknown`: fail closed.
+//! Anything it cannot read is `unknown`: fail closed. `classify_with` adds what the catalog knows
+//! (`catalog`): user code behind built-in syntax, how names resolve, masking views.
 
+pub mod catalog;
 mod embed;
 mod functions;
+mod settings;
 mod statements;
+mod usercode;
 mod walk;
+
+pub use catalog::CatalogFacts;
 
 use std::collections::BTreeSet;
 
@@ -132,15 +138,27 @@ impl Assessment {
     }
 
     fn unknown(reason: String) -> Assessment {
+        Assessment::of_finding(
+            "UNKNOWN".into(),
+            Finding {
+                category: Category::Unknown,
+                reason,
+            },
+        )
+    }
+
+    /// One statement known from its tokens only.
+    fn of_finding(kind: String, finding: Finding) -> Assessment {
+        let Finding { category, reason } = finding;
         Assessment {
             statements: vec![StatementAssessment {
-                kind: "UNKNOWN".into(),
-                category: Category::Unknown,
-                risk: Category::Unknown.risk(),
+                kind,
+                category,
+                risk: category.risk(),
                 reasons: vec![reason.clone()],
             }],
-            categories: vec![Category::Unknown],
-            risk: Category::Unknown.risk(),
+            categories: vec![category],
+            risk: category.risk(),
             tables: vec![],
             cte_shadowed: vec![],
             functions: vec![],
@@ -149,8 +167,16 @@ impl Assessment {
     }
 }
 
-/// Classifies every statement in `sql`; the text as a whole takes the highest risk.
+/// Classifies every statement in `sql` from the text alone; the text as a whole takes the highest risk.
+/// The same as `classify_with(sql, &CatalogFacts::default())`.
 pub fn classify(sql: &str) -> Assessment {
+    classify_with(sql, &CatalogFacts::default())
+}
+
+/// Classifies `sql` knowing what the catalog holds: any use of user-defined functions (attribute
+/// notation included), operators, types, domains or casts is `unknown`; unqualified names resolve
+/// along the search path; a masking view is reported as the table it masks.
+pub fn classify_with(sql: &str, facts: &CatalogFacts) -> Assessment {
     let dialect = PostgreSqlDialect {};
     let tokens = match Tokenizer::new(&dialect, sql).tokenize_with_location() {
         Ok(tokens) => tokens,
@@ -168,12 +194,33 @@ pub fn classify(sql: &str) -> Assessment {
              differently, so what the text does is unknown; write values into the SQL, and use plain tags such as `$body$`"
         ));
     }
+    // PostgreSQL truncates identifiers to 63 bytes with only a NOTICE: two names sharing the first 63
+    // bytes are one object to it, so the name a reviewer or a policy rule sees is not the one that runs.
+    let long: Vec<Finding> = tokens
+        .iter()
+        .filter_map(|t| match &t.token {
+            Token::Word(w) if w.value.len() > catalog::MAX_IDENTIFIER_BYTES => Some(Finding {
+                category: Category::Unknown,
+                reason: format!(
+                    "the identifier `{}…` is longer than 63 bytes; PostgreSQL truncates it to `{}`, which may name another object",
+                    catalog::truncate_identifier(&w.value).chars().take(20).collect::<String>(),
+                    catalog::fold(&w.value, w.quote_style.is_some())
+                ),
+            }),
+            _ => None,
+        })
+        .collect();
     let parsed = match Parser::new(&dialect)
-        .with_tokens_with_locations(tokens)
+        .with_tokens_with_locations(tokens.clone())
         .parse_statements()
     {
         Ok(statements) => statements,
-        Err(e) => return Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
+        Err(e) => {
+            return match settings::alter_setting(&tokens) {
+                Some((kind, finding)) if long.is_empty() => Assessment::of_finding(kind, finding),
+                _ => Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
+            };
+        }
     };
     if parsed.is_empty() {
         return Assessment::unknown("no SQL statement found".into());
@@ -184,7 +231,7 @@ pub fn classify(sql: &str) -> Assessment {
     let mut categories = BTreeSet::new();
     let mut statements = Vec::new();
     for statement in &parsed {
-        let (assessment, walk, found) = classify_statement(statement);
+        let (assessment, walk, found) = classify_statement(statement, facts, &long);
         tables.extend(walk.tables);
         shadowed.extend(walk.shadowed);
         functions.extend(walk.functions);
@@ -206,11 +253,16 @@ pub fn classify(sql: &str) -> Assessment {
     }
 }
 
-fn classify_statement(statement: &Statement) -> (StatementAssessment, walk::Walked, BTreeSet<Category>) {
+fn classify_statement(
+    statement: &Statement,
+    facts: &CatalogFacts,
+    text_findings: &[Finding],
+) -> (StatementAssessment, walk::Walked, BTreeSet<Category>) {
     let base = statements::base_of(statement);
-    let walked = walk::walk(statement, base.plan_only);
+    let walked = walk::walk(statement, base.plan_only, facts);
     let mut findings = vec![base.finding];
     findings.extend(walked.findings.iter().cloned());
+    findings.extend(text_findings.iter().cloned());
     let found: BTreeSet<Category> = findings.iter().map(|f| f.category).collect();
     let category = found.iter().copied().max().unwrap_or(Category::Unknown);
     let mut reasons: Vec<String> = Vec::new();
@@ -228,5 +280,7 @@ fn classify_statement(statement: &Statement) -> (StatementAssessment, walk::Walk
     (assessment, walked, found)
 }
 
+#[cfg(test)]
+mod catalog_tests;
 #[cfg(test)]
 mod tests;

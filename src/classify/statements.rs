@@ -2,11 +2,11 @@
 //! with a comment where the choice is not obvious; everything else is `unknown`.
 
 use sqlparser::ast::{
-    AlterTableOperation, BinaryOperator, CopyTarget, Expr, FromTable, MergeAction, ObjectType, Reset, Set, Statement,
-    UnaryOperator, Value,
+    AlterRoleOperation, AlterTableOperation, BinaryOperator, CopyTarget, Expr, FromTable, MergeAction, ObjectType,
+    Reset, ResetConfig, Set, Statement, UnaryOperator, Value,
 };
 
-use super::{Category, Finding, functions::PUBLIC_SETTINGS};
+use super::{Category, Finding, functions::PUBLIC_SETTINGS, settings};
 
 pub struct Base {
     pub kind: String,
@@ -30,10 +30,10 @@ fn mk(kind: &str, category: Category, reason: impl Into<String>) -> Base {
 pub fn explain_analyzes(analyze: bool, options: Option<&[sqlparser::ast::UtilityOption]>) -> bool {
     analyze
         || options.unwrap_or_default().iter().any(|o| {
-            let name = o.name.value.to_lowercase();
+            let name = o.name.value.to_ascii_lowercase();
             (name == "analyze" || name == "analyse")
                 && !matches!(
-                    o.arg.as_ref().map(|a| a.to_string().to_lowercase()).as_deref(),
+                    o.arg.as_ref().map(|a| a.to_string().to_ascii_lowercase()).as_deref(),
                     Some("false" | "off" | "0")
                 )
         })
@@ -72,7 +72,7 @@ pub fn base_of(statement: &Statement) -> Base {
         Statement::ShowVariable { variable } => {
             let name = variable
                 .iter()
-                .map(|i| i.value.to_lowercase())
+                .map(|i| i.value.to_ascii_lowercase())
                 .collect::<Vec<_>>()
                 .join(".");
             if PUBLIC_SETTINGS.contains(&name.as_str()) {
@@ -221,7 +221,7 @@ pub fn base_of(statement: &Statement) -> Base {
         Statement::CreateFunction(f)
             if f.security
                 .as_ref()
-                .is_some_and(|s| s.to_string().to_uppercase().contains("DEFINER")) =>
+                .is_some_and(|s| s.to_string().to_ascii_uppercase().contains("DEFINER")) =>
         {
             mk(
                 "CREATE FUNCTION",
@@ -267,6 +267,67 @@ pub fn base_of(statement: &Statement) -> Base {
             format!("`{}` changes the schema", kind_of(statement)),
         ),
 
+        // `ALTER ROLE|USER … [IN DATABASE …] SET|RESET setting`: a session default, like ALTER DATABASE
+        // … SET; except the defaults that switch privileges at login.
+        Statement::AlterRole {
+            operation:
+                op @ (AlterRoleOperation::Set { .. }
+                | AlterRoleOperation::Reset {
+                    config_name: ResetConfig::ConfigName(_),
+                    ..
+                }),
+            ..
+        } => {
+            let setting = match op {
+                AlterRoleOperation::Set { config_name, .. }
+                | AlterRoleOperation::Reset {
+                    config_name: ResetConfig::ConfigName(config_name),
+                    ..
+                } => config_name.to_string().to_ascii_lowercase(),
+                _ => String::new(),
+            };
+            if setting == "role" || setting == "session_authorization" {
+                mk(
+                    "ALTER ROLE",
+                    Privilege,
+                    format!("sets the login default `{setting}`, which switches privileges"),
+                )
+            } else {
+                mk(
+                    "ALTER ROLE",
+                    Admin,
+                    settings::set_reason("`ALTER ROLE … SET`", &setting),
+                )
+            }
+        }
+        // `SET role = x` is the generic form of SET ROLE.
+        Statement::Set(Set::SingleAssignment { variable, .. })
+            if matches!(
+                variable.to_string().to_ascii_lowercase().as_str(),
+                "role" | "session_authorization"
+            ) =>
+        {
+            mk(
+                "SET",
+                Privilege,
+                format!("`{statement}` switches to another role's privileges"),
+            )
+        }
+        Statement::Set(Set::SingleAssignment { variable, .. }) => mk(
+            "SET",
+            Admin,
+            settings::set_reason(&format!("`{statement}`"), &variable.to_string()),
+        ),
+        Statement::Set(Set::SetNames { .. }) => {
+            mk("SET", Admin, settings::set_reason("`SET NAMES`", "client_encoding"))
+        }
+        Statement::Reset(r) if matches!(&r.reset, Reset::ConfigurationParameter(n) if settings::is_lexing(&n.to_string())) => {
+            mk(
+                "RESET",
+                Admin,
+                settings::set_reason("RESET", statement.to_string().get("RESET ".len()..).unwrap_or_default()),
+            )
+        }
         Statement::Grant(_)
         | Statement::Revoke(_)
         | Statement::CreateRole(_)
@@ -344,7 +405,7 @@ fn resets_role(reset: &Reset) -> bool {
     match reset {
         Reset::SessionAuthorization => true,
         Reset::ConfigurationParameter(name) => {
-            let n = name.to_string().to_lowercase();
+            let n = name.to_string().to_ascii_lowercase();
             n == "role" || n == "session_authorization"
         }
         _ => false,
@@ -355,14 +416,14 @@ fn resets_role(reset: &Reset) -> bool {
 pub fn kind_of(statement: &Statement) -> String {
     let text = statement.to_string();
     let words: Vec<&str> = text.split_whitespace().take(3).collect();
-    let n = match words.first().map(|w| w.to_uppercase()).as_deref() {
+    let n = match words.first().map(|w| w.to_ascii_uppercase()).as_deref() {
         Some("CREATE" | "ALTER" | "DROP" | "START" | "RELEASE") => 2,
         _ => 1,
     };
     words
         .iter()
         .take(n)
-        .map(|w| w.to_uppercase())
+        .map(|w| w.to_ascii_uppercase())
         .collect::<Vec<_>>()
         .join(" ")
 }

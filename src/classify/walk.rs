@@ -5,14 +5,16 @@
 use std::{collections::BTreeSet, ops::ControlFlow};
 
 use sqlparser::ast::{
-    BinaryOperator, DataType, Expr, ObjectName, ObjectNamePart, Query, Select, SetExpr, Statement, TableFactor, Visit,
-    Visitor,
+    BinaryOperator, DataType, Expr, ObjectName, ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement,
+    TableFactor, Visit, Visitor,
 };
 
 use super::{
     Category, Finding,
-    functions::{SENSITIVE_RELATIONS, canonical, dangerous, is_read_safe},
+    catalog::{CatalogFacts, MASK_SCHEMA, fold},
+    functions::{SENSITIVE_FUNCTIONS, SENSITIVE_RELATIONS, canonical, dangerous, is_read_safe},
     statements::{base_of, kind_of},
+    usercode,
 };
 
 #[derive(Default)]
@@ -27,10 +29,16 @@ pub struct Walked {
 
 /// Walks `statement`. With `plan_only` (plain EXPLAIN) the target's statement kinds do not count,
 /// since it is never run, but its function calls and misleading shapes still do.
-pub fn walk(statement: &Statement, plan_only: bool) -> Walked {
+pub fn walk(statement: &Statement, plan_only: bool, facts: &CatalogFacts) -> Walked {
     let mut w = Walk {
+        depth: 0,
         plan_only,
-        ..Walk::default()
+        facts,
+        out: Walked::default(),
+        relations: Vec::new(),
+        cte_names: BTreeSet::new(),
+        table_functions: BTreeSet::new(),
+        reported: Vec::new(),
     };
     let _ = statement.visit(&mut w);
     // Relations the visitor does not report as such.
@@ -40,23 +48,32 @@ pub fn walk(statement: &Statement, plan_only: bool) -> Walked {
     let cte_names = std::mem::take(&mut w.cte_names);
     let table_functions = std::mem::take(&mut w.table_functions);
     for parts in std::mem::take(&mut w.relations) {
-        let name = qualify(&parts);
+        let name = qualify(&parts, facts);
         if table_functions.contains(&name) {
             continue;
         }
-        if parts.len() == 1 && cte_names.contains(&parts[0].0.to_lowercase()) {
+        if parts.len() == 1 && cte_names.contains(&fold(&parts[0].0, parts[0].1)) {
             w.out.shadowed.insert(name);
         } else {
+            if let Some(code) = facts.code_relations.get(&name) {
+                let code = code.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+                w.find(
+                    Category::Unknown,
+                    format!(
+                        "reads `{name}`, whose view definition or row-security policy runs user-defined code ({code})"
+                    ),
+                );
+            }
             w.out.tables.insert(name);
         }
     }
     w.out
 }
 
-#[derive(Default)]
-struct Walk {
+struct Walk<'a> {
     depth: usize,
     plan_only: bool,
+    facts: &'a CatalogFacts,
     out: Walked,
     relations: Vec<Vec<(String, bool)>>,
     cte_names: BTreeSet<String>,
@@ -65,7 +82,7 @@ struct Walk {
     reported: Vec<*const Statement>,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn find(&mut self, category: Category, reason: String) {
         self.out.findings.push(Finding { category, reason });
     }
@@ -74,6 +91,17 @@ impl Walk {
         let parts = parts_of(name);
         let canon = canonical(&parts);
         self.out.functions.insert(canon.clone());
+        let last = parts.last().map(|(v, q)| fold(v, *q)).unwrap_or_default();
+        // In any schema: extensions such as pg_stat_statements live wherever they were installed.
+        if SENSITIVE_FUNCTIONS.contains(&last.as_str()) {
+            return self.find(
+                Category::Export,
+                format!("calls `{canon}` {position}, which returns secrets or other sessions' data"),
+            );
+        }
+        if let Some(finding) = usercode::function_call(&parts, self.facts, position) {
+            return self.out.findings.push(finding);
+        }
         if is_read_safe(&canon) {
             return;
         }
@@ -97,24 +125,33 @@ fn parts_of(name: &ObjectName) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// `schema.table`, folding unquoted names; unqualified names are `public.` unless they are system catalogs.
-fn qualify(parts: &[(String, bool)]) -> String {
-    let fold = |(v, q): &(String, bool)| if *q { v.clone() } else { v.to_lowercase() };
-    match parts {
+/// `schema.table` as PostgreSQL reads it (ASCII-only folding, 63-byte truncation). An unqualified
+/// name resolves along the search path when the catalog is known; otherwise it is `public.` unless it
+/// looks like a system catalog. A masking view stands for the table it masks.
+fn qualify(parts: &[(String, bool)], facts: &CatalogFacts) -> String {
+    let f = |(v, q): &(String, bool)| fold(v, *q);
+    let (schema, name) = match parts {
         [name] => {
-            let n = fold(name);
-            if n.starts_with("pg_") {
-                format!("pg_catalog.{n}")
-            } else {
-                format!("public.{n}")
-            }
+            let n = f(name);
+            let schema = match facts.resolve_relation(&n) {
+                Some(schema) => schema.to_string(),
+                // Known catalog, and pg_catalog has no such relation: it is not a system catalog.
+                None if n.starts_with("pg_") && facts.relations.contains_key("pg_catalog") => "public".into(),
+                None if n.starts_with("pg_") => "pg_catalog".into(),
+                None => "public".into(),
+            };
+            (schema, n)
         }
-        [.., schema, name] => format!("{}.{}", fold(schema), fold(name)),
-        [] => String::new(),
+        [.., schema, name] => (f(schema), f(name)),
+        [] => return String::new(),
+    };
+    if schema == MASK_SCHEMA {
+        return facts.mask_source(&name);
     }
+    format!("{schema}.{name}")
 }
 
-impl Visitor for Walk {
+impl Visitor for Walk<'_> {
     type Break = ();
 
     fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
@@ -140,7 +177,7 @@ impl Visitor for Walk {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
                 let name = cte.alias.name.value.clone();
-                self.cte_names.insert(name.to_lowercase());
+                self.cte_names.insert(fold(&name, cte.alias.name.quote_style.is_some()));
                 if let SetExpr::Insert(s) | SetExpr::Update(s) | SetExpr::Delete(s) | SetExpr::Merge(s) =
                     &*cte.query.body
                     && !self.plan_only
@@ -161,6 +198,18 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        // `SELECT mytype 'x'` is a typed literal to PostgreSQL (it may run the type's input function and
+        // checks); the parser reads a column `mytype` with the alias `'x'`, which PostgreSQL never allows.
+        for item in &select.projection {
+            if let SelectItem::ExprWithAlias { expr, alias } = item
+                && alias.quote_style == Some('\'')
+            {
+                self.find(
+                    Category::Unknown,
+                    format!("`{expr} '{}'` is a typed literal the parser misreads as an alias, so the type it uses is unknown", alias.value),
+                );
+            }
+        }
         if let Some(into) = &select.into
             && !self.plan_only
         {
@@ -174,15 +223,10 @@ impl Visitor for Walk {
 
     fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
         let parts = parts_of(relation);
-        let last = parts
-            .last()
-            .map(|(v, q)| if *q { v.clone() } else { v.to_lowercase() })
-            .unwrap_or_default();
-        let system = parts.len() == 1
-            || parts
-                .get(parts.len().saturating_sub(2))
-                .is_some_and(|(s, _)| s.eq_ignore_ascii_case("pg_catalog"));
-        if system && SENSITIVE_RELATIONS.contains(&last.as_str()) {
+        let last = parts.last().map(|(v, q)| fold(v, *q)).unwrap_or_default();
+        // In any schema and unqualified: information_schema views, extensions installed anywhere
+        // (`extensions.pg_stat_statements`), and look-alikes reached through the search path.
+        if SENSITIVE_RELATIONS.contains(&last.as_str()) {
             self.find(Category::Export, format!("reads the sensitive catalog `{last}`"));
         }
         self.relations.push(parts);
@@ -196,7 +240,7 @@ impl Visitor for Walk {
                 name, args: Some(_), ..
             }
             | TableFactor::Function { name, .. } => {
-                self.table_functions.insert(qualify(&parts_of(name)));
+                self.table_functions.insert(qualify(&parts_of(name), self.facts));
                 self.function(name, "in FROM");
             }
             // `FROM ONLY t` parses as a table named ONLY aliased `t` (sqlparser_gaps §3.1).
@@ -221,9 +265,20 @@ impl Visitor for Walk {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        let mut user = usercode::attribute_notation(expr, self.facts);
+        user.extend(usercode::operators(expr, self.facts));
+        match expr {
+            Expr::Cast { data_type, .. } => user.extend(usercode::cast(data_type, self.facts)),
+            Expr::TypedString(t) => user.extend(usercode::cast(&t.data_type, self.facts)),
+            _ => {}
+        }
+        self.out.findings.extend(user);
         match expr {
             Expr::Function(f) if public_setting_lookup(f) => {
                 self.out.functions.insert("current_setting".into());
+                if let Some(finding) = usercode::function_call(&parts_of(&f.name), self.facts, "in an expression") {
+                    self.out.findings.push(finding);
+                }
             }
             Expr::Function(f) => self.function(&f.name, "in an expression"),
             // `U&"…"` identifiers parse as `U & "…"` with the escapes left undecoded (sqlparser_gaps §3.2).
@@ -307,7 +362,7 @@ fn public_setting_lookup(f: &sqlparser::ast::Function) -> bool {
     match list.args.as_slice() {
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))]
         | [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))), _] => {
-            matches!(&v.value, Value::SingleQuotedString(name) if super::functions::PUBLIC_SETTINGS.contains(&name.to_lowercase().as_str()))
+            matches!(&v.value, Value::SingleQuotedString(name) if super::functions::PUBLIC_SETTINGS.contains(&name.to_ascii_lowercase().as_str()))
         }
         _ => false,
     }

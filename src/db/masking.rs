@@ -19,7 +19,7 @@ use super::{DbError, quote_ident};
 use crate::policy::Mask;
 
 /// Where the masking views live. The agent's `search_path` starts here.
-pub const MASK_SCHEMA: &str = "pgwarden_mask";
+pub use crate::classify::catalog::MASK_SCHEMA;
 /// Where the hash salt lives: no privilege for anyone but its owner.
 pub const PRIVATE_SCHEMA: &str = "pgwarden_private";
 /// Bumped when the generated SQL changes shape, so an old setup is re-run.

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod connect;
 pub mod export;
+pub mod facts;
 pub mod grant;
 pub mod masking;
 pub mod read;

@@ -63,7 +63,7 @@ impl Pipeline {
         let overwrite = args.overwrite.unwrap_or(false);
         let target = export_path::resolve(&self.export_dir, &args.path, overwrite)
             .map_err(|e| ToolError::BadArguments(e.to_string()))?;
-        let read = classify::classify(sql);
+        let read = classify::classify_with(sql, &self.catalog_facts());
         if read.statements.len() != 1 || !read.is_read() {
             trail.assessed(&read);
             return Err(ToolError::Refused(format!(

@@ -28,8 +28,11 @@ use crate::{
     trail::Trail,
 };
 
+mod catalog;
 mod export;
 mod grant;
+
+pub use catalog::CATALOG_POLL;
 
 /// `RETURNING` rows shown for an approved change, at most.
 const RETURNING_SHOWN: usize = 10;
@@ -166,6 +169,8 @@ pub struct Pipeline {
     export_dir: std::path::PathBuf,
     /// Pending approvals, the console and the card.
     approvals: Arc<Approvals>,
+    /// What the catalog holds (user code, names, masking views), for `classify_with`; see `catalog`.
+    catalog: std::sync::RwLock<catalog::CatalogState>,
 }
 
 impl Pipeline {
@@ -194,6 +199,7 @@ impl Pipeline {
             principal,
             audit,
             export_dir,
+            catalog: Default::default(),
         }
     }
 
@@ -299,7 +305,7 @@ impl Pipeline {
         if sql.trim().is_empty() {
             return Err(ToolError::BadArguments("`sql` is empty; pass one SQL statement".into()));
         }
-        let assessment = classify::classify(sql);
+        let assessment = classify::classify_with(sql, &self.catalog_facts());
         trail.assessed(&assessment);
         if assessment.statements.len() > 1 {
             return Err(ToolError::Refused(format!(
@@ -405,6 +411,10 @@ impl Pipeline {
             elapsed_ms,
             "change done"
         );
+        if result.committed {
+            // It may have created or replaced user code the next call must be judged against.
+            self.refresh_after_change().await;
+        }
         let mut notes: Vec<String> = notice.into_iter().collect();
         if self.withhold_change_output {
             notes.push("RETURNING rows are not shown while the policy masks columns".into());
@@ -851,7 +861,7 @@ impl Pipeline {
             ));
         }
         // Anything that is not exactly one relation name cannot name a table.
-        let assessment = classify::classify(&format!("SELECT * FROM {table}"));
+        let assessment = classify::classify_with(&format!("SELECT * FROM {table}"), &self.catalog_facts());
         if !assessment.is_read() || assessment.tables.len() != 1 || assessment.statements.len() != 1 {
             return Err(CatalogError::NoTable(table.to_string()).into());
         }

@@ -395,8 +395,9 @@ pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H,
     }
 }
 
-/// A real server on one end of an in-process pipe; returns its pipeline and the client's end.
-/// Like `serve`, it refuses a policy with masks that Postgres does not enforce.
+/// A real server on one end of an in-process pipe, with its catalog facts loaded and watched until
+/// the session ends; returns its pipeline and the client's end. Like `serve`, it refuses a policy
+/// with masks that Postgres does not enforce.
 async fn spawn_server(
     database: Database,
     limits: Limits,
@@ -418,11 +419,15 @@ async fn spawn_server(
         audit,
         audit_dir.path().join("exports"),
     ));
+    pipeline.refresh_catalog().await.expect("catalog facts");
+    let watcher = tokio_util::sync::CancellationToken::new();
+    pipeline.watch_catalog(watcher.clone());
     let server = PgWarden::new(pipeline.clone());
     tokio::spawn(async move {
         if let Ok(running) = server.serve(server_io).await {
             let _ = running.waiting().await;
         }
+        watcher.cancel();
     });
     (pipeline, client_io)
 }

@@ -1,0 +1,84 @@
+//! The catalog facts the classifier decides with: loaded at start, reloaded right after a change ran
+//! through pgwarden, and by a watcher that polls a cheap signature every 2 s.
+//!
+//! Residual window: DDL made outside pgwarden (another client, a migration) is seen at the next poll,
+//! so a call less than 2 s after it is classified with the old facts. The Postgres-side enforcement
+//! (the agent's role, its privileges, the masking views in `pgwarden_mask`) does not depend on these
+//! facts and still holds in that window; the facts only make the classifier ask a person sooner.
+
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Pipeline;
+use crate::{classify::CatalogFacts, db::DbError};
+
+/// How often the watcher checks the signature. Defaults to 2 s.
+pub const CATALOG_POLL: Duration = Duration::from_secs(2);
+
+/// The facts in use and the signature they were loaded at.
+#[derive(Default)]
+pub(super) struct CatalogState {
+    facts: Arc<CatalogFacts>,
+    signature: Option<String>,
+}
+
+impl Pipeline {
+    /// The facts the next classification uses (no catalog until the first load).
+    pub fn catalog_facts(&self) -> Arc<CatalogFacts> {
+        let state = self.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.facts.clone()
+    }
+
+    /// Loads the facts now. The signature is read first, so a change racing the load shows up as a
+    /// new signature at the next poll.
+    pub async fn refresh_catalog(&self) -> Result<(), DbError> {
+        let signature = self.db.catalog_signature().await?;
+        let facts = self.db.catalog_facts().await?;
+        let mut state = self.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *state = CatalogState {
+            facts: Arc::new(facts),
+            signature: Some(signature),
+        };
+        Ok(())
+    }
+
+    /// After a change ran: reload, and keep the old facts if that fails (the watcher retries).
+    pub(super) async fn refresh_after_change(&self) {
+        if let Err(e) = self.refresh_catalog().await {
+            tracing::warn!("reloading the catalog facts after a change failed: {e}");
+        }
+    }
+
+    /// Polls the signature every [`CATALOG_POLL`] and reloads when it changed, until `ct` is cancelled
+    /// or the pipeline is gone.
+    pub fn watch_catalog(self: &Arc<Self>, ct: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let pipeline: Weak<Pipeline> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = ct.cancelled() => return,
+                    _ = tokio::time::sleep(CATALOG_POLL) => {}
+                }
+                let Some(p) = pipeline.upgrade() else { return };
+                let known = p
+                    .catalog
+                    .read()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .signature
+                    .clone();
+                match p.db.catalog_signature().await {
+                    Ok(now) if Some(&now) == known.as_ref() => {}
+                    Ok(_) => match p.refresh_catalog().await {
+                        Ok(()) => tracing::debug!("catalog changed; reloaded the catalog facts"),
+                        Err(e) => tracing::warn!("reloading the catalog facts failed: {e}"),
+                    },
+                    Err(e) => tracing::debug!("checking the catalog signature failed: {e}"),
+                }
+            }
+        })
+    }
+}

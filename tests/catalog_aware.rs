@@ -1,0 +1,121 @@
+//! Issue 15 against a real PostgreSQL: user code that hides behind built-in syntax (computed fields,
+//! domains with CHECKs, user operators, views over them) is never run as an allowed read. Under the
+//! default policy it needs a person, and with nobody to ask it is refused before anything runs.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Mcp, TestDb, limits};
+use serde_json::json;
+
+/// Every user function here first records that it ran, so a run is visible even when the read-only
+/// transaction turns the INSERT into an error (the error then names the read-only transaction).
+const SETUP: &str = r#"
+CREATE TABLE ran (what text);
+CREATE TABLE customers (id int PRIMARY KEY, name varchar(40), email text);
+INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com'), (2, 'Bob', 'bob@example.com');
+CREATE FUNCTION touch(v text) RETURNS boolean LANGUAGE plpgsql AS
+  $$ BEGIN INSERT INTO ran VALUES ('touch ' || v); RETURN true; END $$;
+CREATE DOMAIN checked AS text CHECK (touch(VALUE));
+CREATE FUNCTION email_of(c customers) RETURNS text LANGUAGE plpgsql AS
+  $$ BEGIN INSERT INTO ran VALUES ('email_of'); RETURN c.email; END $$;
+CREATE FUNCTION cust_eq(a customers, b customers) RETURNS boolean LANGUAGE plpgsql AS
+  $$ BEGIN INSERT INTO ran VALUES ('cust_eq'); RETURN a.id = b.id; END $$;
+CREATE OPERATOR = (LEFTARG = customers, RIGHTARG = customers, FUNCTION = cust_eq);
+CREATE FUNCTION lower(v varchar) RETURNS text LANGUAGE plpgsql AS
+  $$ BEGIN INSERT INTO ran VALUES ('lower'); RETURN v; END $$;
+CREATE VIEW customer_emails AS SELECT c.id, c.email_of FROM customers c;
+"#;
+
+async fn ran(db: &TestDb) -> i64 {
+    db.client()
+        .await
+        .query_one("SELECT count(*) FROM ran", &[])
+        .await
+        .expect("count ran")
+        .get(0)
+}
+
+#[tokio::test]
+async fn user_code_behind_builtin_syntax_is_never_an_allowed_read() {
+    let db = TestDb::new(SETUP).await;
+    // The built-in default policy: reads run, `unknown` needs a person; this client cannot ask one.
+    let mcp = Mcp::start(&db, limits()).await;
+    for sql in [
+        "SELECT c.email_of FROM customers c",
+        "SELECT (c).email_of FROM customers c",
+        "SELECT email_of(c) FROM customers c",
+        "SELECT 'x'::checked",
+        "SELECT CAST('x' AS checked)",
+        "SELECT ARRAY['x']::checked[]",
+        "SELECT a.id FROM customers a, customers b WHERE a = b",
+        "SELECT lower(name) FROM customers",
+        "SELECT * FROM customer_emails",
+    ] {
+        let e = mcp.err("query", json!({ "sql": sql })).await;
+        assert!(e.contains("classified as unknown"), "{sql}: {e}");
+        assert!(e.contains("Nothing was executed"), "{sql}: {e}");
+        assert!(!e.contains("read-only transaction"), "{sql} ran: {e}");
+    }
+    assert_eq!(ran(&db).await, 0, "no user function ran");
+    // The same table read without the user code is still a plain read.
+    let out = mcp
+        .ok("query", json!({ "sql": "SELECT c.name FROM customers c ORDER BY id" }))
+        .await;
+    assert_eq!(out["rows"], json!([["Ada"], ["Bob"]]));
+}
+
+#[tokio::test]
+async fn a_function_created_after_start_is_recognised_within_the_refresh_period() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = Mcp::start(&db, limits()).await;
+    let sql = "SELECT c.name, c.nickname FROM customers c";
+    let e = mcp.err("query", json!({ "sql": sql })).await;
+    assert!(e.contains("column c.nickname does not exist"), "before: {e}");
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION nickname(c customers) RETURNS text LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO ran VALUES ('nickname'); RETURN c.name; END $$",
+        )
+        .await
+        .expect("create the function outside pgwarden");
+    let started = Instant::now();
+    loop {
+        let e = mcp.err("query", json!({ "sql": sql })).await;
+        if e.contains("classified as unknown") {
+            assert!(e.contains("public.nickname(c customers)"), "{e}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still not recognised: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ran(&db).await, 0);
+}
+
+#[tokio::test]
+async fn the_catalog_facts_name_the_user_objects_and_the_signature_moves_with_them() {
+    let db = TestDb::new(SETUP).await;
+    let database = db.database(1).await;
+    let facts = database.catalog_facts().await.expect("facts");
+    assert_eq!(facts.functions["email_of"], ["public.email_of(c customers)"]);
+    assert_eq!(facts.operators["="], ["public.=(customers, customers)"]);
+    assert!(facts.types.contains_key("checked") && facts.types.contains_key("_checked"));
+    assert!(facts.code_relations["public.customer_emails"][0].contains("email_of"));
+    assert_eq!(facts.search_path, ["public"]);
+    assert!(facts.relations["pg_catalog"].contains("pg_class"));
+    let before = database.catalog_signature().await.expect("signature");
+    assert_eq!(before, database.catalog_signature().await.expect("signature"));
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE SCHEMA pgwarden_mask; CREATE VIEW pgwarden_mask.customers AS SELECT id, name FROM public.customers; \
+             COMMENT ON VIEW pgwarden_mask.customers IS 'pgwarden mask of public.customers'",
+        )
+        .await
+        .expect("mask view");
+    assert_ne!(before, database.catalog_signature().await.expect("signature"));
+    let facts = database.catalog_facts().await.expect("facts");
+    assert_eq!(facts.mask_views["customers"], "public.customers");
+}
