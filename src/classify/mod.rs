@@ -6,6 +6,7 @@
 //! `SELECT … INTO`, custom operators and casts, sensitive catalogs and shapes the parser misreads.
 //! Anything it cannot read is `unknown`: fail closed.
 
+pub mod bounded;
 mod functions;
 mod statements;
 mod walk;
@@ -13,12 +14,7 @@ mod walk;
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use sqlparser::{
-    ast::Statement,
-    dialect::PostgreSqlDialect,
-    parser::Parser,
-    tokenizer::{Token, Tokenizer},
-};
+use sqlparser::{ast::Statement, tokenizer::Token};
 
 /// What a statement does, from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -148,10 +144,9 @@ impl Assessment {
 
 /// Classifies every statement in `sql`; the text as a whole takes the highest risk.
 pub fn classify(sql: &str) -> Assessment {
-    let dialect = PostgreSqlDialect {};
-    let tokens = match Tokenizer::new(&dialect, sql).tokenize_with_location() {
+    let tokens = match bounded::tokenize(sql) {
         Ok(tokens) => tokens,
-        Err(e) => return Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
+        Err(e) => return Assessment::unknown(format!("{e}, so what it does is unknown")),
     };
     // PostgreSQL opens a dollar-quoted string at `$tag$` for any tag byte >= 0x80, sqlparser only for
     // alphanumerics: `$a€$ … $a€$` is a string to one and live SQL to the other. Where sqlparser
@@ -165,12 +160,9 @@ pub fn classify(sql: &str) -> Assessment {
              differently, so what the text does is unknown; write values into the SQL, and use plain tags such as `$body$`"
         ));
     }
-    let parsed = match Parser::new(&dialect)
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
-    {
+    let parsed = match bounded::parse_tokens(tokens, bounded::CLASSIFY_LIMITS) {
         Ok(statements) => statements,
-        Err(e) => return Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
+        Err(e) => return Assessment::unknown(format!("{e}, so what it does is unknown")),
     };
     if parsed.is_empty() {
         return Assessment::unknown("no SQL statement found".into());

@@ -20,12 +20,13 @@ use sqlparser::{
     ast::{
         Ident, ObjectName, Query, SetExpr, Statement, TableAlias, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
     },
-    dialect::PostgreSqlDialect,
-    parser::Parser,
 };
 
 use super::quote_ident;
-use crate::policy::Mask;
+use crate::{
+    classify::bounded::{self, CLASSIFY_LIMITS},
+    policy::Mask,
+};
 
 /// The masks of a policy, ready to apply.
 #[derive(Debug, Clone)]
@@ -54,8 +55,8 @@ pub struct References {
 impl References {
     /// Parses `sql` (already classified as one read). `None` when it names no relation at all.
     pub fn of(sql: &str) -> Result<Option<References>, MaskRefusal> {
-        let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .map_err(|e| MaskRefusal(format!("the query does not parse ({e}), so masks cannot be applied")))?;
+        let mut parsed = bounded::parse(sql, CLASSIFY_LIMITS)
+            .map_err(|e| MaskRefusal(format!("{e}, so masks cannot be applied")))?;
         if parsed.len() != 1 {
             return Err(MaskRefusal("masks can only be applied to exactly one statement".into()));
         }
@@ -396,7 +397,7 @@ impl Masking {
             })
             .collect();
         let sql = format!("SELECT {} FROM {qualified}", select.join(", "));
-        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, &sql).map_err(|e| {
+        let parsed = bounded::parse(&sql, CLASSIFY_LIMITS).map_err(|e| {
             MaskRefusal(format!(
                 "internal: the masked subquery for `{}` did not parse: {e}",
                 r.name
