@@ -15,6 +15,7 @@ pub mod audit;
 pub mod check;
 pub mod classify;
 pub mod config;
+pub mod contain;
 pub mod console;
 pub mod db;
 pub mod demo;
