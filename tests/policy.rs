@@ -373,6 +373,7 @@ async fn the_database_layer_refuses_statistics_that_sample_masked_columns() {
     let limits = pgwarden::db::read::ReadLimits {
         max_rows: 10,
         statement_timeout: std::time::Duration::from_secs(5),
+        max_bytes: pgwarden::config::DEFAULT_MAX_RESULT_BYTES,
     };
     let ct = tokio_util::sync::CancellationToken::new();
     let sql =
