@@ -55,7 +55,7 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
 pub fn format_byte_size(n: u64) -> String {
     match [(30, "GiB"), (20, "MiB"), (10, "KiB")]
         .into_iter()
-        .find(|(shift, _)| n >= 1 << shift && n % (1 << shift) == 0)
+        .find(|(shift, _)| n >= 1 << shift && n.is_multiple_of(1 << shift))
     {
         Some((shift, unit)) => format!("{}{unit}", n >> shift),
         None => format!("{n} bytes"),

@@ -97,9 +97,8 @@ fn the_deepest_mixes_under_both_limits_fit_a_worker_stack() {
     // levels, a scalar subquery three): from our limit down, the deepest text it reads must classify.
     for (open, close) in [("(", ")"), ("ARRAY[", "]"), ("(SELECT ", ")")] {
         let deepest = on_worker_stack(move || {
-            (1..=CLASSIFY_LIMITS.max_nesting).rev().find_map(|levels| {
-                let got = classify(&format!("SELECT {}", deepest_mix(open, close, levels)));
-                (got.category() == Category::Read).then_some(levels)
+            (1..=CLASSIFY_LIMITS.max_nesting).rev().find(|&levels| {
+                classify(&format!("SELECT {}", deepest_mix(open, close, levels))).category() == Category::Read
             })
         });
         assert!(deepest.is_some_and(|l| l >= 12), "{open}: {deepest:?}");
