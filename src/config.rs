@@ -34,7 +34,9 @@ pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 << 20;
 /// A byte size as written by an operator: plain bytes (`1048576`) or with a binary unit (`512KiB`,
 /// `16MiB`, `1GiB`, case-insensitive, space allowed).
 pub fn parse_byte_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("`{text}` is not a byte size; write bytes (`1048576`) or a size such as `512KiB`, `16MiB` or `1GiB`");
+    let bad = || {
+        format!("`{text}` is not a byte size; write bytes (`1048576`) or a size such as `512KiB`, `16MiB` or `1GiB`")
+    };
     let t = text.trim();
     let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -183,7 +185,10 @@ mod tests {
         assert_eq!(parse_byte_size("1048576"), Ok(1 << 20));
         assert_eq!(
             parse_byte_size("16MB"),
-            Err("`16MB` is not a byte size; write bytes (`1048576`) or a size such as `512KiB`, `16MiB` or `1GiB`".into())
+            Err(
+                "`16MB` is not a byte size; write bytes (`1048576`) or a size such as `512KiB`, `16MiB` or `1GiB`"
+                    .into()
+            )
         );
         assert!(parse_byte_size("MiB").is_err());
         assert!(parse_byte_size("99999999999999999999GiB").is_err());

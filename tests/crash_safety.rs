@@ -58,9 +58,19 @@ fn check_reads_a_megabyte_of_chained_sql_as_unknown() {
         let writer = std::thread::spawn(move || stdin.write_all(sql.as_bytes()));
         let out = child.wait_with_output().expect("pgwarden check ran");
         writer.join().expect("writer").expect("SQL written");
-        assert!(out.status.success(), "{kind}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{kind}: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
         assert_eq!(v["categories"], json!(["unknown"]), "{kind}");
-        assert!(v["reasons"][0].as_str().is_some_and(|r| r.contains("more than pgwarden reads")), "{kind}: {v}");
+        assert!(
+            v["reasons"][0]
+                .as_str()
+                .is_some_and(|r| r.contains("more than pgwarden reads")),
+            "{kind}: {v}"
+        );
     }
 }

@@ -53,11 +53,16 @@ async fn rows_stop_at_the_cap_and_the_rows_before_it_come_back() {
     )
     .await;
     let out = mcp
-        .ok("query", json!({ "sql": "SELECT repeat('x', 10000) FROM generate_series(1, 100)" }))
+        .ok(
+            "query",
+            json!({ "sql": "SELECT repeat('x', 10000) FROM generate_series(1, 100)" }),
+        )
         .await;
     assert_eq!(out["row_count"], json!(6), "6 × 10,000 bytes fit in 64 KiB, 7 do not");
     assert_eq!(out["truncated_by"], json!("bytes"));
-    let out = mcp.ok("query", json!({ "sql": "SELECT g FROM generate_series(1, 3) g" })).await;
+    let out = mcp
+        .ok("query", json!({ "sql": "SELECT g FROM generate_series(1, 3) g" }))
+        .await;
     assert_eq!(out["truncated"], json!(false));
     assert!(out.get("truncated_by").is_none(), "{out}");
 }
@@ -65,8 +70,8 @@ async fn rows_stop_at_the_cap_and_the_rows_before_it_come_back() {
 #[tokio::test]
 async fn returning_rows_stop_at_the_cap_while_the_change_runs_to_the_end() {
     let db = TestDb::new("CREATE TABLE blobs (v text);").await;
-    let policy = pgwarden::policy::Policy::parse("allow.toml", "[[rule]]\nid = \"all\"\neffect = \"allow\"\n")
-        .expect("policy");
+    let policy =
+        pgwarden::policy::Policy::parse("allow.toml", "[[rule]]\nid = \"all\"\neffect = \"allow\"\n").expect("policy");
     let limits = Limits {
         max_result_bytes: 1536 << 10,
         ..limits()

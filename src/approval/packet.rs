@@ -187,7 +187,10 @@ mod tests {
                 .expect("no panic")
         };
         let limit = bounded::PRETTY_LIMITS.max_operators;
-        assert!(printed(limit).starts_with("SELECT\n  1 + 1"), "pretty-printed up to the limit");
+        assert!(
+            printed(limit).starts_with("SELECT\n  1 + 1"),
+            "pretty-printed up to the limit"
+        );
         assert!(printed(limit + 1).starts_with("select 1+1"), "as written past it");
         assert!(printed(500_000).starts_with("select 1+1"));
     }

@@ -183,23 +183,25 @@ impl Shape {
 /// operator is unary (`IN (-1, -2)`): the parser reads it by recursion, which its limit bounds.
 fn is_operator(token: &Token, previous: Option<&Token>) -> bool {
     match token {
-        Token::Word(w) => matches!(
-            w.keyword,
-            Keyword::AND
-                | Keyword::OR
-                | Keyword::XOR
-                | Keyword::NOT
-                | Keyword::IS
-                | Keyword::IN
-                | Keyword::LIKE
-                | Keyword::ILIKE
-                | Keyword::SIMILAR
-                | Keyword::BETWEEN
-                | Keyword::COLLATE
-                | Keyword::AT
-                | Keyword::OVERLAPS
-                | Keyword::OPERATOR
-        ) && w.quote_style.is_none(),
+        Token::Word(w) => {
+            matches!(
+                w.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::XOR
+                    | Keyword::NOT
+                    | Keyword::IS
+                    | Keyword::IN
+                    | Keyword::LIKE
+                    | Keyword::ILIKE
+                    | Keyword::SIMILAR
+                    | Keyword::BETWEEN
+                    | Keyword::COLLATE
+                    | Keyword::AT
+                    | Keyword::OVERLAPS
+                    | Keyword::OPERATOR
+            ) && w.quote_style.is_none()
+        }
         Token::Plus | Token::Minus => previous.is_some_and(is_operand_end),
         Token::EOF | Token::Comma | Token::Period | Token::SemiColon | Token::Placeholder(_) => false,
         t if is_literal(t) => false,

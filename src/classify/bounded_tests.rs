@@ -64,7 +64,11 @@ fn a_megabyte_of_chained_operators_is_unknown_without_building_a_tree() {
         let sql = chain(kind, 100_000);
         let got = on_worker_stack(move || classify(&sql));
         assert_eq!(got.category(), Category::Unknown, "{kind}");
-        assert!(got.reasons[0].contains("more than pgwarden reads"), "{kind}: {:?}", got.reasons);
+        assert!(
+            got.reasons[0].contains("more than pgwarden reads"),
+            "{kind}: {:?}",
+            got.reasons
+        );
     }
 }
 
@@ -77,8 +81,10 @@ fn nesting_just_under_the_limit_classifies_and_over_it_is_unknown() {
         let got = classify(&chain(kind, 100_000));
         assert_eq!(
             got.reasons,
-            ["the SQL nests parentheses or brackets 100000 deep, more than pgwarden reads (limit 40); \
-              flatten it or ask for approval, so what it does is unknown"],
+            [
+                "the SQL nests parentheses or brackets 100000 deep, more than pgwarden reads (limit 40); \
+              flatten it or ask for approval, so what it does is unknown"
+            ],
             "{kind}"
         );
     }
@@ -88,7 +94,11 @@ fn nesting_just_under_the_limit_classifies_and_over_it_is_unknown() {
 fn deepest_mix(open: &str, close: &str, levels: usize) -> String {
     let per_level = CLASSIFY_LIMITS.max_operators / (levels + 1) - 1; // plus the `+` before the opening
     let ops = "+1".repeat(per_level);
-    format!("{}1{ops}{}", format!("1{ops} + {open}").repeat(levels), close.repeat(levels))
+    format!(
+        "{}1{ops}{}",
+        format!("1{ops} + {open}").repeat(levels),
+        close.repeat(levels)
+    )
 }
 
 #[test]

@@ -210,4 +210,3 @@ fn dollar_quote_tags_the_parser_misreads_are_unknown() {
         assert_eq!(category(sql), Read, "{sql}: {:?}", classify(sql).reasons);
     }
 }
-

@@ -16,10 +16,8 @@ use std::{
 };
 
 use serde::Deserialize;
-use sqlparser::{
-    ast::{
-        Ident, ObjectName, Query, SetExpr, Statement, TableAlias, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
-    },
+use sqlparser::ast::{
+    Ident, ObjectName, Query, SetExpr, Statement, TableAlias, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
 };
 
 use super::quote_ident;
