@@ -74,6 +74,7 @@ async fn main() {
     let limits = ReadLimits {
         max_rows: 500,
         statement_timeout: Duration::from_secs(15),
+        max_bytes: pgwarden::config::DEFAULT_MAX_RESULT_BYTES,
     };
     for i in 0..200 {
         database.read(&sql_for(i), limits, &ct).await.unwrap();

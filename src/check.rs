@@ -64,6 +64,9 @@ pub fn to_text(assessment: &Assessment, d: &Decision) -> String {
     if let Some(n) = d.max_rows {
         limits.push(format!("max_rows {n}"));
     }
+    if let Some(n) = d.max_result_bytes {
+        limits.push(format!("max_result_bytes {n}"));
+    }
     if let Some(t) = d.statement_timeout {
         limits.push(format!("statement_timeout {}", humantime::format_duration(t)));
     }

@@ -23,6 +23,45 @@ pub struct Limits {
     pub max_rows_limit: u32,
     /// Per-statement time limit inside Postgres. Defaults to 15 s.
     pub statement_timeout: Duration,
+    /// The most result bytes (as Postgres sends them) any call returns. Defaults to 16 MiB.
+    pub max_result_bytes: u64,
+}
+
+/// 16 MiB: room for tens of thousands of ordinary rows, while a handful of huge values cannot
+/// grow a response (and the server's memory) into gigabytes.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 16 << 20;
+
+/// A byte size as written by an operator: plain bytes (`1048576`) or with a binary unit (`512KiB`,
+/// `16MiB`, `1GiB`, case-insensitive, space allowed).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("`{text}` is not a byte size; write bytes (`1048576`) or a size such as `512KiB`, `16MiB` or `1GiB`")
+    };
+    let t = text.trim();
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(bad)
+}
+
+/// `16MiB` when the size is a whole number of KiB, MiB or GiB, else `N bytes`.
+pub fn format_byte_size(n: u64) -> String {
+    match [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+        .into_iter()
+        .find(|(shift, _)| n >= 1 << shift && n.is_multiple_of(1 << shift))
+    {
+        Some((shift, unit)) => format!("{}{unit}", n >> shift),
+        None => format!("{n} bytes"),
+    }
 }
 
 impl Default for Limits {
@@ -31,6 +70,7 @@ impl Default for Limits {
             default_max_rows: 500,
             max_rows_limit: 10_000,
             statement_timeout: Duration::from_secs(15),
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
         }
     }
 }
@@ -69,6 +109,12 @@ impl Limits {
             return Err(ConfigError(format!(
                 "`--max-rows` ({}) is above `--max-rows-limit` ({}); lower it or raise the limit",
                 self.default_max_rows, self.max_rows_limit
+            )));
+        }
+        if self.max_result_bytes < 1024 {
+            return Err(ConfigError(format!(
+                "`--max-result-bytes` must be at least 1KiB (got {} bytes); the default is 16MiB",
+                self.max_result_bytes
             )));
         }
         if self.statement_timeout < Duration::from_millis(1) {
@@ -130,6 +176,40 @@ mod tests {
         assert_eq!(
             at(true, Some("/data"), home),
             PathBuf::from("/var/lib/pgwarden/sandbox")
+        );
+    }
+
+    #[test]
+    fn byte_sizes_take_plain_bytes_and_binary_units() {
+        assert_eq!(parse_byte_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_byte_size("512 kib"), Ok(512 << 10));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("1048576"), Ok(1 << 20));
+        assert_eq!(
+            parse_byte_size("16MB"),
+            Err(
+                "`16MB` is not a byte size; write bytes (`1048576`) or a size such as `512KiB`, `16MiB` or `1GiB`"
+                    .into()
+            )
+        );
+        assert!(parse_byte_size("MiB").is_err());
+        assert!(parse_byte_size("99999999999999999999GiB").is_err());
+        assert_eq!(format_byte_size(16 << 20), "16MiB");
+        assert_eq!(format_byte_size(512 << 10), "512KiB");
+        assert_eq!(format_byte_size(1536), "1536 bytes");
+    }
+
+    #[test]
+    fn a_result_cap_under_a_kibibyte_is_refused_with_the_fix() {
+        let e = Limits {
+            max_result_bytes: 100,
+            ..Limits::default()
+        }
+        .validate()
+        .expect_err("too small");
+        assert_eq!(
+            e.to_string(),
+            "`--max-result-bytes` must be at least 1KiB (got 100 bytes); the default is 16MiB"
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod check;
 pub mod classify;
 pub mod config;
 pub mod console;
+pub mod contain;
 pub mod db;
 pub mod demo;
 pub mod export_path;

@@ -158,6 +158,10 @@ struct ServeArgs {
     /// Time limit for each statement, e.g. `15s`, `500ms`, `2m`.
     #[arg(long, env = "PGWARDEN_STATEMENT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     statement_timeout: Duration,
+    /// The most result bytes any call returns (as PostgreSQL sends them), e.g. `16MiB`, `512KiB` or
+    /// plain bytes; a larger result is cut off and marked truncated.
+    #[arg(long, env = "PGWARDEN_MAX_RESULT_BYTES", default_value = "16MiB", value_parser = pgwarden::config::parse_byte_size)]
+    max_result_bytes: u64,
     /// Connections kept open to PostgreSQL.
     #[arg(long, env = "PGWARDEN_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pool_size: u16,
@@ -388,6 +392,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         default_max_rows: args.max_rows,
         max_rows_limit: args.max_rows_limit,
         statement_timeout: args.statement_timeout,
+        max_result_bytes: args.max_result_bytes,
     }
     .validate()?;
     let policy = load_policy(args.policy.as_deref())?;

@@ -684,8 +684,12 @@ impl ServerHandler for PgWarden {
                 None,
             ));
         }
+        let tool = request.name.to_string();
         let tcc = ToolCallContext::new(self, request, context);
-        self.tool_router.call(tcc).await
+        crate::contain::contain(&tool, self.tool_router.call(tcc), || {
+            Ok(crate::contain::internal_error().into())
+        })
+        .await
     }
 
     /// Hosts that render MCP Apps get the card linked on guarded tools and the card's app-only

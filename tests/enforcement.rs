@@ -71,6 +71,7 @@ fn limits() -> ReadLimits {
     ReadLimits {
         max_rows: 100,
         statement_timeout: Duration::from_secs(5),
+        max_bytes: pgwarden::config::DEFAULT_MAX_RESULT_BYTES,
     }
 }
 

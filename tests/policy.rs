@@ -371,6 +371,7 @@ async fn planner_statistics_of_masked_columns_are_hidden_by_postgres() {
     let limits = pgwarden::db::read::ReadLimits {
         max_rows: 10,
         statement_timeout: std::time::Duration::from_secs(5),
+        max_bytes: pgwarden::config::DEFAULT_MAX_RESULT_BYTES,
     };
     let ct = tokio_util::sync::CancellationToken::new();
     let sql = "SELECT attname::text, most_common_vals::text, histogram_bounds::text FROM pg_catalog.pg_stats \

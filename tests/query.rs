@@ -248,6 +248,7 @@ async fn the_database_layer_alone_keeps_reads_read_only() {
     let l = ReadLimits {
         max_rows: 10,
         statement_timeout: Duration::from_secs(5),
+        max_bytes: pgwarden::config::DEFAULT_MAX_RESULT_BYTES,
     };
     let code = |r: Result<_, pgwarden::db::DbError>| r.err().and_then(|e| e.code().map(str::to_string));
     assert_eq!(
@@ -284,6 +285,7 @@ async fn session_state_does_not_leak_into_the_next_call() {
     let l = ReadLimits {
         max_rows: 10,
         statement_timeout: Duration::from_secs(5),
+        max_bytes: pgwarden::config::DEFAULT_MAX_RESULT_BYTES,
     };
     // A SQL-level PREPARE survives ROLLBACK; the reset between calls must remove it.
     database.read("PREPARE leaked AS SELECT 42", l, &ct).await.unwrap();
@@ -324,6 +326,7 @@ async fn a_clean_connection_is_reused_rather_than_reopened() {
     let l = ReadLimits {
         max_rows: 10,
         statement_timeout: Duration::from_secs(5),
+        max_bytes: pgwarden::config::DEFAULT_MAX_RESULT_BYTES,
     };
     let pid = |r: pgwarden::db::ReadResult| r.rows[0][0].clone();
     let first = pid(database.read("SELECT pg_backend_pid()", l, &ct).await.unwrap());

@@ -3,9 +3,12 @@
 //! as the text that will be sent; otherwise the text is shown as given.
 
 use serde::Serialize;
-use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
 
-use crate::{classify::Assessment, pipeline::Action, policy::Decision};
+use crate::{
+    classify::{Assessment, bounded},
+    pipeline::Action,
+    policy::Decision,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewPacket {
@@ -128,15 +131,15 @@ impl ReviewPacket {
     }
 }
 
-/// sqlparser's pretty form when it parses back to the same statements, else the text as given.
+/// sqlparser's pretty form when it parses back to the same statements, else the text as given
+/// (also when the text is too big to print safely: see `PRETTY_LIMITS`).
 fn pretty(sql: &str) -> String {
-    let dialect = PostgreSqlDialect {};
-    let Ok(original) = Parser::parse_sql(&dialect, sql) else {
+    let Ok(original) = bounded::parse(sql, bounded::PRETTY_LIMITS) else {
         return sql.trim().to_string();
     };
     let printed: Vec<String> = original.iter().map(|s| format!("{s:#}")).collect();
     let joined = printed.join(";\n");
-    match Parser::parse_sql(&dialect, &joined) {
+    match bounded::parse(&joined, bounded::PRETTY_LIMITS) {
         Ok(again) if again == original => joined,
         _ => sql.trim().to_string(),
     }
@@ -160,6 +163,8 @@ pub fn visible(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use sqlparser::{dialect::PostgreSqlDialect, parser::Parser};
+
     use super::*;
 
     #[test]
@@ -172,5 +177,25 @@ mod tests {
         );
         assert_eq!(pretty("SELEC nonsense"), "SELEC nonsense");
         assert_eq!(visible("a\u{202E}b\rc\n"), "a\\u{202E}b\\u{000D}c\n");
+    }
+
+    #[test]
+    fn long_chains_show_as_written_and_never_overflow_a_worker_stack() {
+        let printed = |n: usize| {
+            let sql = format!("select 1{}", "+1".repeat(n));
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || pretty(&sql))
+                .expect("spawn")
+                .join()
+                .expect("no panic")
+        };
+        let limit = bounded::PRETTY_LIMITS.max_operators;
+        assert!(
+            printed(limit).starts_with("SELECT\n  1 + 1"),
+            "pretty-printed up to the limit"
+        );
+        assert!(printed(limit + 1).starts_with("select 1+1"), "as written past it");
+        assert!(printed(500_000).starts_with("select 1+1"));
     }
 }

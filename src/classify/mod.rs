@@ -7,6 +7,7 @@
 //! Anything it cannot read is `unknown`: fail closed. `classify_with` adds what the catalog knows
 //! (`catalog`): user code behind built-in syntax, how names resolve, masking views.
 
+pub mod bounded;
 pub mod catalog;
 mod embed;
 mod functions;
@@ -22,12 +23,7 @@ use std::collections::BTreeSet;
 pub use embed::{EmbedError, embed};
 
 use serde::{Deserialize, Serialize};
-use sqlparser::{
-    ast::Statement,
-    dialect::PostgreSqlDialect,
-    parser::Parser,
-    tokenizer::{Token, Tokenizer},
-};
+use sqlparser::{ast::Statement, tokenizer::Token};
 
 /// What a statement does, from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -177,10 +173,9 @@ pub fn classify(sql: &str) -> Assessment {
 /// notation included), operators, types, domains or casts is `unknown`; unqualified names resolve
 /// along the search path; a masking view is reported as the table it masks.
 pub fn classify_with(sql: &str, facts: &CatalogFacts) -> Assessment {
-    let dialect = PostgreSqlDialect {};
-    let tokens = match Tokenizer::new(&dialect, sql).tokenize_with_location() {
+    let tokens = match bounded::tokenize(sql) {
         Ok(tokens) => tokens,
-        Err(e) => return Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
+        Err(e) => return Assessment::unknown(format!("{e}, so what it does is unknown")),
     };
     // PostgreSQL opens a dollar-quoted string at `$tag$` for any tag byte >= 0x80, sqlparser only for
     // alphanumerics: `$a€$ … $a€$` is a string to one and live SQL to the other. Where sqlparser
@@ -210,17 +205,15 @@ pub fn classify_with(sql: &str, facts: &CatalogFacts) -> Assessment {
             _ => None,
         })
         .collect();
-    let parsed = match Parser::new(&dialect)
-        .with_tokens_with_locations(tokens.clone())
-        .parse_statements()
-    {
+    let parsed = match bounded::parse_tokens(tokens.clone(), bounded::CLASSIFY_LIMITS) {
         Ok(statements) => statements,
-        Err(e) => {
+        Err(e @ bounded::ParseError::Parse(_)) => {
             return match settings::alter_setting(&tokens) {
                 Some((kind, finding)) if long.is_empty() => Assessment::of_finding(kind, finding),
-                _ => Assessment::unknown(format!("the SQL does not parse ({e}), so what it does is unknown")),
+                _ => Assessment::unknown(format!("{e}, so what it does is unknown")),
             };
         }
+        Err(e) => return Assessment::unknown(format!("{e}, so what it does is unknown")),
     };
     if parsed.is_empty() {
         return Assessment::unknown("no SQL statement found".into());

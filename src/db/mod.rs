@@ -1,6 +1,7 @@
 //! Everything that talks to PostgreSQL: the pool, read execution, catalog discovery, value
 //! decoding, and the clusters pgwarden starts itself (embedded sandbox, tests).
 
+pub mod budget;
 pub mod catalog;
 pub mod cluster;
 pub mod connect;

@@ -7,7 +7,12 @@ use futures_util::{TryStreamExt, pin_mut};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Database, DbError, session::Session, values};
+use super::{
+    Database, DbError,
+    budget::{ByteBudget, TruncatedBy},
+    session::Session,
+    values,
+};
 
 /// A result column: its name and Postgres type (`int8`, `text[]`, `numeric`, …).
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq)]
@@ -35,8 +40,10 @@ impl Column {
 pub struct ReadResult {
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<serde_json::Value>>,
-    /// True when more rows existed than the cap allowed.
+    /// True when more rows existed than the caps allowed.
     pub truncated: bool,
+    /// Which cap cut the result short.
+    pub truncated_by: Option<TruncatedBy>,
 }
 
 /// Which login a read runs as.
@@ -52,6 +59,8 @@ pub struct ReadLimits {
     /// At least 1: a portal fetch of 0 would mean "all rows".
     pub max_rows: u32,
     pub statement_timeout: Duration,
+    /// The most raw result bytes (see `budget`).
+    pub max_bytes: u64,
 }
 
 impl Database {
@@ -79,6 +88,7 @@ impl Database {
         let deadline = limits.statement_timeout + Duration::from_secs(5);
         session
             .guarded(ct, deadline, async |s: &mut Session| {
+                let mut budget = ByteBudget::new(limits.max_bytes);
                 let (tx, statement) = begin_agent_read(s, limits.statement_timeout, sql).await?;
                 let columns = Column::of(&statement);
                 let portal = tx.bind(&statement, &[]).await.map_err(DbError::from_pg)?;
@@ -89,10 +99,14 @@ impl Database {
                     .map_err(DbError::from_pg)?;
                 pin_mut!(stream);
                 let mut rows = Vec::new();
-                let mut truncated = false;
+                let mut truncated_by = None;
                 while let Some(row) = stream.try_next().await.map_err(DbError::from_pg)? {
                     if rows.len() == max_rows {
-                        truncated = true;
+                        truncated_by = Some(TruncatedBy::Rows);
+                        break;
+                    }
+                    if !budget.admit(&row)? {
+                        truncated_by = Some(TruncatedBy::Bytes);
                         break;
                     }
                     let decoded = (0..row.len())
@@ -103,10 +117,16 @@ impl Database {
                         .collect::<Result<Vec<_>, DbError>>()?;
                     rows.push(decoded);
                 }
+                drop(tx);
+                if truncated_by == Some(TruncatedBy::Bytes) {
+                    // The portal may still be sending rows of any size: stop it.
+                    s.abandon();
+                }
                 Ok(ReadResult {
                     columns,
                     rows,
-                    truncated,
+                    truncated: truncated_by.is_some(),
+                    truncated_by,
                 })
             })
             .await

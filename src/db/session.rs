@@ -242,6 +242,18 @@ impl Session {
             _ = ct.cancelled() => DbError::Cancelled,
             _ = tokio::time::sleep(deadline) => DbError::Deadline(deadline),
         };
+        self.abandon_with(cancel);
+        Err(outcome.into())
+    }
+
+    /// Cancels whatever the connection is still running (e.g. the rest of a result cut short) and
+    /// throws the connection away rather than reusing it.
+    pub(super) fn abandon(&mut self) {
+        let cancel = self.conn.as_ref().map(|c| c.cancel_token());
+        self.abandon_with(cancel);
+    }
+
+    fn abandon_with(&mut self, cancel: Option<tokio_postgres::CancelToken>) {
         if let Some(token) = cancel {
             let tls = self.db.tls.clone();
             tokio::spawn(async move {
@@ -253,7 +265,6 @@ impl Session {
         if let Some(conn) = self.conn.take() {
             drop(Object::take(conn));
         }
-        Err(outcome.into())
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::{TryStreamExt, pin_mut};
 use tokio_util::sync::CancellationToken;
 
-use super::{Column, Database, DbError, session::Session, values};
+use super::{Column, Database, DbError, budget::ByteBudget, session::Session, values};
 
 /// How to run one approved change.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +19,8 @@ pub struct WriteOptions {
     pub max_rows_affected: Option<u64>,
     /// `RETURNING` rows kept for the result; 0 shows none.
     pub returning_rows: usize,
+    /// The most raw bytes of `RETURNING` rows kept (see `budget`).
+    pub returning_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -29,6 +31,8 @@ pub struct WriteResult {
     /// The first `RETURNING` rows, when asked for.
     pub columns: Vec<Column>,
     pub rows: Vec<Vec<serde_json::Value>>,
+    /// True when the byte cap stopped `rows` short of `returning_rows`.
+    pub returning_cut: bool,
 }
 
 /// Why an approved change did not commit although it ran.
@@ -80,8 +84,14 @@ impl Database {
                     .map_err(DbError::from_pg)?;
                 pin_mut!(stream);
                 let mut rows = Vec::new();
+                let mut budget = ByteBudget::new(opts.returning_bytes);
+                let mut returning_cut = false;
+                // Every row is read (the change runs to the end), but only those within both caps are decoded.
                 while let Some(row) = stream.try_next().await.map_err(DbError::from_pg)? {
-                    if rows.len() < opts.returning_rows {
+                    if rows.len() < opts.returning_rows && !returning_cut && !budget.admit(&row)? {
+                        returning_cut = true;
+                    }
+                    if rows.len() < opts.returning_rows && !returning_cut {
                         let decoded = (0..row.len())
                             .map(|i| {
                                 let cell: values::RawCell =
@@ -114,6 +124,7 @@ impl Database {
                     committed,
                     columns: if opts.returning_rows > 0 { columns } else { vec![] },
                     rows,
+                    returning_cut,
                 })
             })
             .await
@@ -133,6 +144,7 @@ impl Database {
         let limits = super::read::ReadLimits {
             max_rows: 1,
             statement_timeout: timeout,
+            max_bytes: crate::config::DEFAULT_MAX_RESULT_BYTES,
         };
         let result = self.read_on(super::read::Login::Change, &explain, limits, ct).await;
         let plan = match result {

@@ -175,6 +175,7 @@ impl Pipeline {
             dry_run,
             max_rows_affected: None,
             returning_rows: 0,
+            returning_bytes: 0,
         };
         let result = self.db.write(&statement, opts, ct).await.map_err(|e| match e {
             WriteError::Db(d) => ToolError::Db(d),

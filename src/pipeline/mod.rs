@@ -19,6 +19,7 @@ use crate::{
     config::Limits,
     db::{
         Database, DbError,
+        budget::TruncatedBy,
         catalog::{CatalogError, TableDescription, TableList},
         read::ReadLimits,
         write::{WriteError, WriteOptions},
@@ -36,6 +37,19 @@ pub use catalog::CATALOG_POLL;
 
 /// `RETURNING` rows shown for an approved change, at most.
 const RETURNING_SHOWN: usize = 10;
+
+/// What the model is told when the byte cap cut its result short.
+fn byte_cap_note(truncated_by: Option<TruncatedBy>, max_bytes: u64, rows: usize) -> Option<String> {
+    (truncated_by == Some(TruncatedBy::Bytes)).then(|| {
+        format!(
+            "the result was cut off after {rows} row{} at the byte cap of {} for one call; select fewer or \
+             narrower columns (e.g. `left(col, 200)`, `length(col)` instead of a large value) or fewer rows \
+             (WHERE, LIMIT, aggregates)",
+            if rows == 1 { "" } else { "s" },
+            crate::config::format_byte_size(max_bytes)
+        )
+    })
+}
 
 /// Who is calling, as far as the transport tells us.
 #[derive(Debug, Clone, Default)]
@@ -316,6 +330,10 @@ impl Pipeline {
         let decision = self.evaluate(action, &assessment, trail);
         let decision = self.decide(action, &assessment, decision, true)?;
         let (max_rows, notice) = self.row_cap(max_rows, decision.max_rows)?;
+        // `--max-result-bytes` is the server's hard maximum; a policy may only lower it.
+        let max_bytes = decision
+            .max_result_bytes
+            .map_or(self.limits.max_result_bytes, |p| p.min(self.limits.max_result_bytes));
         let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
         let approved = match decision.effect {
             Effect::Approve => {
@@ -348,6 +366,7 @@ impl Pipeline {
             let limits = ReadLimits {
                 max_rows,
                 statement_timeout: timeout,
+                max_bytes,
             };
             let result = self.db.read(sql, limits, ct).await?;
             let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -358,14 +377,19 @@ impl Pipeline {
                 elapsed_ms,
                 "query done"
             );
+            let notes: Vec<String> = notice
+                .into_iter()
+                .chain(byte_cap_note(result.truncated_by, max_bytes, result.rows.len()))
+                .collect();
             return Ok(Outcome::Done(QueryOutput {
                 row_count: result.rows.len(),
                 columns: result.columns,
                 rows: result.rows,
                 truncated: result.truncated,
+                truncated_by: result.truncated_by,
                 max_rows,
                 elapsed_ms,
-                notice,
+                notice: (!notes.is_empty()).then(|| notes.join("; ")),
                 change: None,
             }));
         }
@@ -380,6 +404,7 @@ impl Pipeline {
             dry_run,
             max_rows_affected,
             returning_rows,
+            returning_bytes: max_bytes,
         };
         let result = self.db.write(sql, opts, ct).await.map_err(|e| match e {
             WriteError::OverLimit { .. } => ToolError::RolledBack(e.to_string()),
@@ -415,13 +440,20 @@ impl Pipeline {
             // It may have created or replaced user code the next call must be judged against.
             self.refresh_after_change().await;
         }
+        let truncated_by = if result.returning_cut {
+            Some(TruncatedBy::Bytes)
+        } else {
+            ((result.rows.len() as u64) < result.rows_affected && !result.rows.is_empty()).then_some(TruncatedBy::Rows)
+        };
         let mut notes: Vec<String> = notice.into_iter().collect();
+        notes.extend(byte_cap_note(truncated_by, max_bytes, result.rows.len()));
         if self.withhold_change_output {
             notes.push("RETURNING rows are not shown while the policy masks columns".into());
         }
         Ok(Outcome::Done(QueryOutput {
             row_count: result.rows.len(),
-            truncated: (result.rows.len() as u64) < result.rows_affected && !result.rows.is_empty(),
+            truncated: truncated_by.is_some(),
+            truncated_by,
             columns: result.columns,
             rows: result.rows,
             max_rows,

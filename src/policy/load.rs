@@ -68,8 +68,17 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_rows: Option<Spanned<i64>>,
+    max_result_bytes: Option<Spanned<RawBytes>>,
     statement_timeout: Option<Spanned<String>>,
     approval_timeout: Option<Spanned<String>>,
+}
+
+/// A byte size: a whole number of bytes, or a string such as `"16MiB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawBytes {
+    Bytes(i64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -97,6 +106,7 @@ struct RawRule {
     risk_at_least: Option<Risk>,
     principals: Option<Spanned<Vec<String>>>,
     max_rows: Option<Spanned<i64>>,
+    max_result_bytes: Option<Spanned<RawBytes>>,
     statement_timeout: Option<Spanned<String>>,
     approval_timeout: Option<Spanned<String>>,
     min_channel: Option<Level>,
@@ -209,9 +219,16 @@ impl Builder {
         if let Some(d) = raw.defaults {
             let place = at(d.span());
             let d = d.into_inner();
-            let limits = self.limits(&at, d.max_rows, d.statement_timeout, d.approval_timeout);
+            let limits = self.limits(
+                &at,
+                d.max_rows,
+                d.max_result_bytes,
+                d.statement_timeout,
+                d.approval_timeout,
+            );
             for (key, set) in [
                 ("max_rows", limits.max_rows.is_some()),
+                ("max_result_bytes", limits.max_result_bytes.is_some()),
                 ("statement_timeout", limits.statement_timeout.is_some()),
                 ("approval_timeout", limits.approval_timeout.is_some()),
             ] {
@@ -294,6 +311,7 @@ impl Builder {
         &mut self,
         at: &dyn Fn(Range<usize>) -> Origin,
         max_rows: Option<Spanned<i64>>,
+        max_result_bytes: Option<Spanned<RawBytes>>,
         statement_timeout: Option<Spanned<String>>,
         approval_timeout: Option<Spanned<String>>,
     ) -> CallLimits {
@@ -307,6 +325,25 @@ impl Builder {
                         "`max_rows` must be a whole number from 1 to {} (got {})",
                         u32::MAX,
                         n.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(raw) = max_result_bytes {
+            let parsed = match raw.get_ref() {
+                RawBytes::Bytes(n) => u64::try_from(*n).map_err(|_| n.to_string()),
+                RawBytes::Text(t) => crate::config::parse_byte_size(t).map_err(|_| format!("\"{t}\"")),
+            };
+            match parsed {
+                Ok(n) if n >= 1024 => limits.max_result_bytes = Some(n),
+                Ok(n) => self.error(
+                    at(raw.span()),
+                    format!("`max_result_bytes` must be at least 1KiB (got {n} bytes); write e.g. \"16MiB\""),
+                ),
+                Err(got) => self.error(
+                    at(raw.span()),
+                    format!(
+                        "`max_result_bytes` must be bytes (`1048576`) or a size such as \"512KiB\" or \"16MiB\" (got {got})"
                     ),
                 ),
             }
@@ -475,11 +512,21 @@ impl Builder {
                 Ok(Glob(p.clone()))
             }
         });
-        let limits = self.limits(at, r.max_rows, r.statement_timeout, r.approval_timeout);
-        if r.effect == Effect::Deny && (limits.max_rows.is_some() || limits.statement_timeout.is_some()) {
+        let limits = self.limits(
+            at,
+            r.max_rows,
+            r.max_result_bytes,
+            r.statement_timeout,
+            r.approval_timeout,
+        );
+        if r.effect == Effect::Deny
+            && (limits.max_rows.is_some() || limits.max_result_bytes.is_some() || limits.statement_timeout.is_some())
+        {
             self.error(
                 place.clone(),
-                format!("rule `{name}` denies, so `max_rows` and `statement_timeout` have no effect; remove them"),
+                format!(
+                    "rule `{name}` denies, so `max_rows`, `max_result_bytes` and `statement_timeout` have no effect; remove them"
+                ),
             );
         }
         if r.effect != Effect::Approve && r.min_channel.is_some() {

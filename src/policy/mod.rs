@@ -97,6 +97,8 @@ impl fmt::Display for Origin {
 pub struct CallLimits {
     /// The most rows a call returns.
     pub max_rows: Option<u32>,
+    /// The most result bytes a call returns.
+    pub max_result_bytes: Option<u64>,
     pub statement_timeout: Option<Duration>,
     pub approval_timeout: Option<Duration>,
 }
@@ -106,6 +108,7 @@ impl CallLimits {
     fn or(self, fallback: CallLimits) -> CallLimits {
         CallLimits {
             max_rows: self.max_rows.or(fallback.max_rows),
+            max_result_bytes: self.max_result_bytes.or(fallback.max_result_bytes),
             statement_timeout: self.statement_timeout.or(fallback.statement_timeout),
             approval_timeout: self.approval_timeout.or(fallback.approval_timeout),
         }
@@ -270,6 +273,8 @@ pub struct Decision {
     #[serde(serialize_with = "ser_opt_duration")]
     pub statement_timeout: Option<Duration>,
     pub max_rows: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_result_bytes: Option<u64>,
     #[serde(serialize_with = "ser_duration")]
     pub approval_timeout: Duration,
     /// Tags of the tables the call touches.
@@ -353,6 +358,7 @@ impl Policy {
             },
             statement_timeout: limits.statement_timeout,
             max_rows: limits.max_rows,
+            max_result_bytes: limits.max_result_bytes,
             approval_timeout: limits.approval_timeout.unwrap_or(DEFAULT_APPROVAL_TIMEOUT),
             tags: tags
                 .iter()

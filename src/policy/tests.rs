@@ -43,6 +43,7 @@ effect = "allow"
 categories = ["write", "ddl"]
 tags = ["scratch"]
 max_rows = 5
+max_result_bytes = "64KiB"
 
 [[rule]]
 id = "pii-reads-need-approval"
@@ -131,12 +132,14 @@ fn decisions_carry_limits_tags_masks_and_a_reason() {
     let p = Policy::parse("t.toml", POLICY).unwrap();
     let d = decide(&p, "query", "SELECT * FROM orders", None);
     assert_eq!(d.max_rows, Some(100), "from [defaults]");
+    assert_eq!(d.max_result_bytes, None, "the server's setting");
     assert_eq!(d.statement_timeout, Some(Duration::from_secs(2)), "the rule's own");
     assert_eq!(d.approval_timeout, DEFAULT_APPROVAL_TIMEOUT);
     assert!(d.reason.contains("reads-run"), "{}", d.reason);
 
     let d = decide(&p, "query", "INSERT INTO scratch_a VALUES (1)", None);
     assert_eq!(d.max_rows, Some(5));
+    assert_eq!(d.max_result_bytes, Some(64 << 10));
     assert_eq!(d.statement_timeout, Some(Duration::from_secs(10)));
 
     let d = decide(&p, "query", "SELECT c.email FROM customers c", None);
@@ -215,7 +218,7 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
     #[rustfmt::skip]
     let cases: Vec<(String, &str)> = vec![
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n".into(),
-         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `max_rows`, `statement_timeout`, `approval_timeout`, `min_channel`"),
+         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `max_rows`, `max_result_bytes`, `statement_timeout`, `approval_timeout`, `min_channel`"),
         ("[[rule]]\nid = \"a\"\neffect = \"alow\"\n".into(),
          "`bad.toml:3`: unknown value `alow`; expected one of `allow`, `approve`, `deny`"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategories = [\"reads\"]\n".into(),
@@ -244,14 +247,18 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
          "`bad.toml:2`: rule id `a b` must be a non-empty word without spaces, e.g. `reads-run`"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmax_rows = 0\n".into(),
          "`bad.toml:4`: `max_rows` must be a whole number from 1 to 4294967295 (got 0)"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmax_result_bytes = \"16MB\"\n".into(),
+         "`bad.toml:4`: `max_result_bytes` must be bytes (`1048576`) or a size such as \"512KiB\" or \"16MiB\" (got \"16MB\")"),
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nmax_result_bytes = 100\n".into(),
+         "`bad.toml:4`: `max_result_bytes` must be at least 1KiB (got 100 bytes); write e.g. \"16MiB\""),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nstatement_timeout = \"soon\"\n".into(),
          "`bad.toml:4`: `statement_timeout` must be a duration such as \"15s\", \"500ms\" or \"5m\" (got `soon`)"),
         ("[[rule]]\nid = \"a\"\neffect = \"deny\"\nmax_rows = 5\n".into(),
-         "`bad.toml:2`: rule `a` denies, so `max_rows` and `statement_timeout` have no effect; remove them"),
+         "`bad.toml:2`: rule `a` denies, so `max_rows`, `max_result_bytes` and `statement_timeout` have no effect; remove them"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\napproval_timeout = \"1m\"\n".into(),
          "`bad.toml:2`: rule `a` does not ask for approval, so `approval_timeout` has no effect; remove it"),
         (format!("{ok_rule}[defaults]\nmax_row = 5\n"),
-         "`bad.toml:6`: unknown key `max_row`; expected one of `max_rows`, `statement_timeout`, `approval_timeout`"),
+         "`bad.toml:6`: unknown key `max_row`; expected one of `max_rows`, `max_result_bytes`, `statement_timeout`, `approval_timeout`"),
         (format!("{ok_rule}[tables.\"public.c\"]\ntags = []\n"),
          "`bad.toml:5`: table `public.c`: `tags` must be a non-empty list of words, e.g. `tags = [\"pii\"]`"),
         (format!("{ok_rule}[tables.\"c\"]\ntags = [\"x\"]\n"),

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::db::Column;
+use crate::db::{Column, budget::TruncatedBy};
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,8 +29,13 @@ pub struct QueryOutput {
     pub rows: Vec<Vec<serde_json::Value>>,
     /// Number of rows in `rows`.
     pub row_count: usize,
-    /// True when the query had more rows than `max_rows`; refine it (WHERE, LIMIT, aggregates).
+    /// True when the query had more rows than `max_rows`, or more bytes than the server's result
+    /// cap; refine it (WHERE, LIMIT, aggregates, fewer or narrower columns).
     pub truncated: bool,
+    /// Which cap cut the result short: `rows` (`max_rows`) or `bytes` (the result byte cap; see
+    /// `notice`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated_by: Option<TruncatedBy>,
     /// The row cap that applied to this call.
     pub max_rows: u32,
     /// Wall time inside pgwarden, in milliseconds.
@@ -98,10 +103,10 @@ impl QueryOutput {
             "{} row{}{} in {} ms\ncolumns: {}\n",
             self.row_count,
             if self.row_count == 1 { "" } else { "s" },
-            if self.truncated {
-                format!(" (truncated at max_rows={}; more rows exist)", self.max_rows)
-            } else {
-                String::new()
+            match self.truncated_by {
+                Some(TruncatedBy::Bytes) => " (truncated at the result byte cap; more rows exist)".to_string(),
+                _ if self.truncated => format!(" (truncated at max_rows={}; more rows exist)", self.max_rows),
+                _ => String::new(),
             },
             self.elapsed_ms,
             self.columns
