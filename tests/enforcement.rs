@@ -21,6 +21,9 @@ INSERT INTO customers VALUES (1, 'Ada', 'ada.lovelace@corp.com', '+44 20 7946 09
 CREATE VIEW v_contacts AS SELECT id, email FROM customers;
 CREATE VIEW v_names AS SELECT id, name FROM customers;
 CREATE FUNCTION email_of(c customers) RETURNS text LANGUAGE sql AS 'SELECT c.email';
+CREATE FUNCTION lookup_email(int) RETURNS text LANGUAGE sql SECURITY DEFINER
+  AS 'SELECT email FROM public.customers WHERE id = $1';
+CREATE VIEW v_lookup AS SELECT id, lookup_email(id) AS contact FROM customers;
 CREATE TABLE events (id int, region text, contact text) PARTITION BY LIST (region);
 CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
 CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
@@ -86,6 +89,8 @@ const HOSTILE: &[&str] = &[
     "SELECT public.email_of(c) FROM public.customers c",
     "SELECT c.email_of FROM public.customers c",
     "SELECT * FROM v_contacts",
+    "SELECT public.lookup_email(1)",
+    "SELECT * FROM public.v_lookup",
     "SELECT contact FROM public.events",
     "SELECT contact FROM public.events_us",
     "SELECT contact FROM public.events_eu",
@@ -279,6 +284,15 @@ async fn serve_refuses_masks_that_postgres_does_not_enforce_and_names_the_fix() 
         .unwrap();
     let e = serve(&db, &policy).unwrap_err();
     assert!(e.contains("`public.v_contacts`"), "{e}");
+    // A SECURITY DEFINER function whose owner reads masked columns, callable again.
+    db.setup(POLICY).await.unwrap();
+    db.owner_client()
+        .await
+        .batch_execute("GRANT EXECUTE ON FUNCTION lookup_email(int) TO PUBLIC")
+        .await
+        .unwrap();
+    let e = serve(&db, &policy).unwrap_err();
+    assert!(e.contains("SECURITY DEFINER function `lookup_email(integer)`"), "{e}");
 }
 
 #[tokio::test]

@@ -84,6 +84,17 @@ pub struct MaskPlan {
     pub tainted: Vec<TaintedView>,
     /// Policy tables that do not exist in this database.
     pub missing: Vec<String>,
+    /// `SECURITY DEFINER` functions whose owner can read a masked column.
+    #[serde(default)]
+    pub definers: Vec<DefinerFunction>,
+}
+
+/// A function that runs with its owner's rights, who can read masked columns.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DefinerFunction {
+    pub oid: u32,
+    /// `schema.name(argtypes)`, as `regprocedure` prints it.
+    pub signature: String,
 }
 
 /// `$1`: `[[schema, table, column, mask], …]` from the policy. Answers with one JSON value: the
@@ -149,7 +160,15 @@ SELECT pg_catalog.json_build_object(
         'oid', c.oid::int8, 'schema', n.nspname, 'name', c.relname) ORDER BY n.nspname, c.relname), '[]')
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid IN (SELECT oid FROM tainted) AND n.nspname <> 'pgwarden_mask'),
-  'missing', (SELECT coalesce(pg_catalog.json_agg(DISTINCT nsp || '.' || rel), '[]') FROM named WHERE oid IS NULL)
+  'missing', (SELECT coalesce(pg_catalog.json_agg(DISTINCT nsp || '.' || rel), '[]') FROM named WHERE oid IS NULL),
+  -- SECURITY DEFINER functions run as their owner: one whose owner can read a masked column hands
+  -- that column to anyone who may call it.
+  'definers', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
+        'oid', p.oid::int8, 'signature', p.oid::regprocedure::text) ORDER BY p.oid), '[]')
+      FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+       AND EXISTS (SELECT FROM masked_cols mc
+                    WHERE pg_catalog.has_column_privilege(p.proowner, mc.oid, mc.attnum, 'SELECT')))
 )::text
 "#;
 
@@ -287,6 +306,9 @@ impl MaskPlan {
                 quote_ident(&v.name)
             ));
         }
+        for f in &self.definers {
+            sql.push(format!("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC, {role}", f.signature));
+        }
         for (t, view) in self.tables.iter().zip(self.views()) {
             let name = format!("{MASK_SCHEMA}.{}", quote_ident(&t.name));
             sql.push(view);
@@ -359,6 +381,9 @@ SELECT pg_catalog.json_build_object(
                          FROM pg_catalog.json_array_elements($1::text::json) AS e
                          CROSS JOIN LATERAL (SELECT (e->>0)::oid AS oid, (e->>1)::int2 AS attnum) c
                         WHERE EXISTS (SELECT FROM r) AND pg_catalog.has_column_privilege($3::text, c.oid, c.attnum, 'SELECT')),
+  'callable_definers', (SELECT coalesce(pg_catalog.json_agg(f::int8), '[]')
+                         FROM pg_catalog.json_array_elements_text($4::text::json) AS f
+                        WHERE EXISTS (SELECT FROM r) AND pg_catalog.has_function_privilege($3::text, f::oid, 'EXECUTE')),
   'readable_views', (SELECT coalesce(pg_catalog.json_agg(v::int8), '[]')
                        FROM pg_catalog.json_array_elements_text($2::text::json) AS v
                       WHERE EXISTS (SELECT FROM r) AND pg_catalog.has_any_column_privilege($3::text, v::oid, 'SELECT')),
@@ -379,6 +404,7 @@ struct Privileges {
     member_of: Vec<String>,
     readable_columns: Vec<(u32, i16)>,
     readable_views: Vec<u32>,
+    callable_definers: Vec<u32>,
     fingerprint: Option<String>,
     search_path: Option<String>,
     first_schema: Option<String>,
@@ -415,8 +441,10 @@ pub async fn verify(
     let views: Vec<String> = plan.tainted.iter().map(|v| v.oid.to_string()).collect();
     let cols = serde_json::to_string(&columns).map_err(|e| MaskError::Catalog(e.to_string()))?;
     let views_json = serde_json::to_string(&views).map_err(|e| MaskError::Catalog(e.to_string()))?;
+    let definers: Vec<String> = plan.definers.iter().map(|f| f.oid.to_string()).collect();
+    let definers_json = serde_json::to_string(&definers).map_err(|e| MaskError::Catalog(e.to_string()))?;
     let row = client
-        .query_one(PRIVILEGES_SQL, &[&cols, &views_json, &role])
+        .query_one(PRIVILEGES_SQL, &[&cols, &views_json, &role, &definers_json])
         .await
         .map_err(DbError::from_pg)?;
     let json: String = row.try_get(0).map_err(|e| MaskError::Catalog(e.to_string()))?;
@@ -478,6 +506,19 @@ pub async fn verify(
             "{who} can read {}, which read{} masked columns",
             views.join(", "),
             if views.len() == 1 { "s" } else { "" }
+        ));
+    }
+    let callable: Vec<String> = plan
+        .definers
+        .iter()
+        .filter(|f| p.callable_definers.contains(&f.oid))
+        .map(|f| format!("`{}`", f.signature))
+        .collect();
+    if !callable.is_empty() && !p.superuser {
+        out.problems.push(format!(
+            "{who} can call the SECURITY DEFINER function{} {}, whose owner reads masked columns",
+            if callable.len() == 1 { "" } else { "s" },
+            callable.join(", ")
         ));
     }
     let expected = format!("{VERSION} {}", plan.fingerprint());
@@ -565,6 +606,7 @@ mod tests {
             }],
             tainted: vec![],
             missing: vec![],
+            definers: vec![],
         }
     }
 

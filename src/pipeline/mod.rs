@@ -555,7 +555,12 @@ impl Pipeline {
                 .first()
                 .map(|s| s.kind.as_str())
                 .unwrap_or_default();
-            let estimate = if matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export" {
+            // Planning can run user code (an IMMUTABLE function is folded at plan time), and this
+            // runs before anyone approved: no estimate for a statement with anything unknown.
+            let plannable = !assessment.categories.contains(&classify::Category::Unknown);
+            let estimate = if plannable
+                && (matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export")
+            {
                 self.db
                     .estimate_rows(action.sql.as_deref().unwrap_or_default(), timeout, ct)
                     .await
