@@ -119,3 +119,57 @@ async fn the_catalog_facts_name_the_user_objects_and_the_signature_moves_with_th
     let facts = database.catalog_facts().await.expect("facts");
     assert_eq!(facts.mask_views["customers"], "public.customers");
 }
+
+/// Regression (red team of issue 15): a user `=` over built-in types is looked up by name for
+/// `NULLIF`, `JOIN … USING` and more; domains named like other databases' types (`string`,
+/// `datetime`) and types in column definition lists ran their CHECKs as allowed reads.
+#[tokio::test]
+async fn hijacked_builtin_syntax_and_parser_named_domains_never_run_as_reads() {
+    let setup = format!(
+        "{SETUP}
+         CREATE DOMAIN string AS text CHECK (touch(VALUE));
+         CREATE DOMAIN datetime AS text CHECK (touch(VALUE));
+         CREATE TABLE vt (v varchar); INSERT INTO vt VALUES ('a');
+         CREATE TABLE vt2 (v varchar); INSERT INTO vt2 VALUES ('a');"
+    );
+    let db = TestDb::new(&setup).await;
+    let mcp = Mcp::start(&db, limits()).await;
+    for sql in [
+        "SELECT 'x'::string",
+        "SELECT 'x'::datetime",
+        "SELECT datetime 'x'",
+        "SELECT * FROM json_to_record('{\"a\":\"x\"}') AS t(a checked)",
+        "SELECT * FROM jsonb_to_recordset('[{\"a\":\"x\"}]') AS t(a datetime)",
+        "SELECT * FROM XMLTABLE('/r' PASSING ('<r><a>x</a></r>'::xml) COLUMNS a checked PATH 'a')",
+    ] {
+        let e = mcp.err("query", json!({ "sql": sql })).await;
+        assert!(e.contains("classified as unknown"), "{sql}: {e}");
+    }
+    assert_eq!(ran(&db).await, 0, "no user code ran");
+
+    // Now a user `=` over varchar: every statement needs a person, NULLIF and USING included.
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION spy_eq(a varchar, b varchar) RETURNS boolean LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO ran VALUES ('spy_eq'); RETURN a::text = b::text; END $$;
+             CREATE OPERATOR public.= (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = spy_eq);",
+        )
+        .await
+        .unwrap();
+    let mcp = Mcp::start(&db, limits()).await;
+    for sql in [
+        "SELECT NULLIF('a'::varchar, 'b'::varchar)",
+        "SELECT * FROM vt JOIN vt2 USING (v)",
+        "SELECT * FROM vt NATURAL JOIN vt2",
+        "SELECT 1",
+    ] {
+        let e = mcp.err("query", json!({ "sql": sql })).await;
+        assert!(e.contains("classified as unknown"), "{sql}: {e}");
+        assert!(
+            e.contains("operator =(character varying,character varying)"),
+            "{sql}: {e}"
+        );
+    }
+    assert_eq!(ran(&db).await, 0, "no user code ran");
+}

@@ -49,6 +49,8 @@ pub struct CatalogFacts {
     pub search_path: Vec<String>,
     /// Views in `pgwarden_mask` → the table each masks (`schema.table`), from the view's comment.
     pub mask_views: BTreeMap<String, String>,
+    /// User operators and casts that change built-in syntax everywhere (see `usercode::hijacks`).
+    pub hijacks: Vec<String>,
     /// Relations whose read runs user code: views (through other views too) over user functions,
     /// operators or types, and tables whose row-security policies call them. `schema.name` → the code.
     pub code_relations: BTreeMap<String, Vec<String>>,

@@ -44,6 +44,66 @@ fn facts() -> CatalogFacts {
         search_path: vec!["pgwarden_mask".into(), "public".into(), "extensions".into()],
         mask_views: BTreeMap::from([("customers".to_string(), "public.customers".to_string())]),
         code_relations: map(&[("public.customer_emails", "email_of(customers)")]),
+        hijacks: vec![],
+    }
+}
+
+/// Regression (red team of issue 15): implied `=` in NULLIF and USING/NATURAL joins, domains named
+/// like types the parser knows but PostgreSQL does not, types in column definition lists, and
+/// user operators or implicit casts over built-in types.
+#[test]
+fn implied_operators_parser_type_names_and_column_definitions_are_unknown() {
+    let mut f = facts();
+    f.types.insert("mydom".into(), vec!["public.mydom".into()]);
+    for (sql, naming) in [
+        ("SELECT NULLIF(name, 'x') FROM customers", "public.="),
+        ("SELECT * FROM customers a JOIN customers b USING (id)", "USING"),
+        ("SELECT * FROM customers a NATURAL JOIN customers b", "USING"),
+        ("SELECT * FROM (customers a JOIN customers b USING (id))", "USING"),
+        (
+            "SELECT * FROM json_to_record('{\"a\":\"x\"}') AS t(a mydom)",
+            "public.mydom",
+        ),
+        (
+            "SELECT * FROM XMLTABLE('/r' PASSING '<r/>'::xml COLUMNS a mydom PATH 'a')",
+            "public.mydom",
+        ),
+    ] {
+        let a = classify_with(sql, &f);
+        assert_eq!(a.category(), Unknown, "{sql}: {:?}", a.reasons);
+        assert!(
+            a.reasons.iter().any(|r| r.contains(naming)),
+            "{sql}: {:?} should name `{naming}`",
+            a.reasons
+        );
+    }
+    // Names the parser reads as types of other databases: to PostgreSQL only a user type or domain.
+    for sql in [
+        "SELECT 'x'::string",
+        "SELECT 'x'::datetime",
+        "SELECT CAST('1' AS tinyint)",
+        "SELECT datetime 'x'",
+        "SELECT 'x'::blob",
+        "SELECT * FROM json_to_record('{}') AS t(a mydom)",
+    ] {
+        assert_eq!(
+            classify(sql).category(),
+            Unknown,
+            "{sql} offline: {:?}",
+            classify(sql).reasons
+        );
+    }
+    // A user `=` over built-in types, or an implicit user cast between them: nothing is a plain read.
+    let mut hijacked = facts();
+    hijacked.hijacks = vec!["operator public.=(character varying,character varying)".into()];
+    let a = classify_with("SELECT 1", &hijacked);
+    assert_eq!(a.category(), Unknown, "{:?}", a.reasons);
+    assert!(a.reasons[0].contains("public.=(character varying"), "{:?}", a.reasons);
+    for sql in [
+        "SELECT 1::int4, 'x'::varchar(10)",
+        "SELECT * FROM orders o JOIN customers c ON c.id > o.id",
+    ] {
+        assert_eq!(classify_with(sql, &facts()).category(), Read, "{sql}");
     }
 }
 

@@ -97,9 +97,154 @@ fn operator_symbols(expr: &Expr) -> Vec<String> {
         Expr::Like { negated, .. } => words(if *negated { &["!~~"] } else { &["~~"] }),
         Expr::ILike { negated, .. } => words(if *negated { &["!~~*"] } else { &["~~*"] }),
         Expr::SimilarTo { negated, .. } => words(if *negated { &["!~"] } else { &["~"] }),
+        // `NULLIF(a, b)` compares with `=`, looked up by name like a written `a = b`.
+        Expr::Function(f)
+            if f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|id| fold(&id.value, id.quote_style.is_some()) == "nullif") =>
+        {
+            words(&["="])
+        }
         _ => vec![],
     }
 }
+
+/// `JOIN … USING (…)` and `NATURAL JOIN` compare the joined columns with `=`, looked up by name.
+pub fn join(join: &sqlparser::ast::Join, facts: &CatalogFacts) -> Vec<Finding> {
+    let text = join.to_string();
+    if !(text.contains(" USING(")
+        || text.contains(" USING (")
+        || text.starts_with("NATURAL ")
+        || text.contains(" NATURAL "))
+    {
+        return vec![];
+    }
+    facts
+        .operator("=")
+        .map(|defs| {
+            vec![unknown(format!(
+                "`JOIN … USING`/`NATURAL JOIN` compares with `=`, and the user-defined {} has that symbol; \
+                 PostgreSQL picks the operator by operand types, which pgwarden does not know, so it may run user code",
+                list(defs)
+            ))]
+        })
+        .unwrap_or_default()
+}
+
+/// Objects that change what built-in syntax means everywhere: user operators with a symbol that
+/// PostgreSQL also looks up implicitly (`=` for `IN`, `NULLIF`, `USING`, `CASE`; `<`, `>` for
+/// `BETWEEN`; `~~` for `LIKE` …) over built-in operand types, and user casts between built-in types
+/// that PostgreSQL applies implicitly. Where they exist, no statement is a plain read.
+pub fn hijacks(facts: &CatalogFacts) -> Option<Finding> {
+    (!facts.hijacks.is_empty()).then(|| {
+        unknown(format!(
+            "the database defines {}, which PostgreSQL may apply to built-in types anywhere, implicitly; \
+             no statement can be read as plain built-in code until it is dropped",
+            list(&facts.hijacks)
+        ))
+    })
+}
+
+/// PostgreSQL's built-in type names, as `pg_type.typname` or the first word of a keyword spelling.
+/// The parser knows more names (`string`, `datetime`, `tinyint`, `blob`, …): to PostgreSQL those can
+/// only be user-defined types or domains.
+const BUILTIN_TYPES: &[&str] = &[
+    "bool",
+    "boolean",
+    "bytea",
+    "char",
+    "character",
+    "nchar",
+    "national",
+    "varchar",
+    "bpchar",
+    "name",
+    "text",
+    "int",
+    "integer",
+    "int2",
+    "int4",
+    "int8",
+    "smallint",
+    "bigint",
+    "real",
+    "float",
+    "float4",
+    "float8",
+    "double",
+    "numeric",
+    "decimal",
+    "dec",
+    "money",
+    "oid",
+    "xid",
+    "xid8",
+    "cid",
+    "tid",
+    "regproc",
+    "regprocedure",
+    "regoper",
+    "regoperator",
+    "regclass",
+    "regcollation",
+    "regtype",
+    "regrole",
+    "regnamespace",
+    "regconfig",
+    "regdictionary",
+    "json",
+    "jsonb",
+    "jsonpath",
+    "xml",
+    "uuid",
+    "date",
+    "time",
+    "timetz",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "bit",
+    "varbit",
+    "point",
+    "line",
+    "lseg",
+    "box",
+    "path",
+    "polygon",
+    "circle",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "tsvector",
+    "tsquery",
+    "pg_lsn",
+    "txid_snapshot",
+    "pg_snapshot",
+    "int4range",
+    "int8range",
+    "numrange",
+    "tsrange",
+    "tstzrange",
+    "daterange",
+    "int4multirange",
+    "int8multirange",
+    "nummultirange",
+    "tsmultirange",
+    "tstzmultirange",
+    "datemultirange",
+    "record",
+    "void",
+    "unknown",
+    "cstring",
+    "aclitem",
+    "refcursor",
+    "int2vector",
+    "oidvector",
+    "pg_node_tree",
+];
 
 /// A use of a symbol that a user-defined operator also defines. PostgreSQL picks the operator by the
 /// operand types, which pgwarden does not know, so any such use may run the user's function.
@@ -136,6 +281,15 @@ pub fn cast(data_type: &DataType, facts: &CatalogFacts) -> Vec<Finding> {
     {
         element = inner;
         arrays += 1;
+    }
+    if !matches!(element, DataType::Custom(..))
+        && let Some(name) = pg_type_name(element)
+        && !BUILTIN_TYPES.contains(&name.as_str())
+    {
+        out.push(unknown(format!(
+            "casts to `{data_type}`, which is not a PostgreSQL built-in type, so it can only be a user-defined \
+             type or domain whose checks or input function may run any code"
+        )));
     }
     if let DataType::Custom(name, _) = element {
         let parts: Vec<(String, bool)> = name

@@ -40,6 +40,9 @@ pub fn walk(statement: &Statement, plan_only: bool, facts: &CatalogFacts) -> Wal
         table_functions: BTreeSet::new(),
         reported: Vec::new(),
     };
+    if let Some(finding) = usercode::hijacks(facts) {
+        w.out.findings.push(finding);
+    }
     let _ = statement.visit(&mut w);
     // Relations the visitor does not report as such.
     for name in named_relations(statement) {
@@ -210,6 +213,12 @@ impl Visitor for Walk<'_> {
                 );
             }
         }
+        for from in &select.from {
+            for j in &from.joins {
+                let found = usercode::join(j, self.facts);
+                self.out.findings.extend(found);
+            }
+        }
         if let Some(into) = &select.into
             && !self.plan_only
         {
@@ -234,6 +243,57 @@ impl Visitor for Walk<'_> {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        // Types written in column definition lists (`json_to_record(…) AS t(a mydomain)`,
+        // `XMLTABLE … COLUMNS a mytype`) are input conversions like casts.
+        let mut types: Vec<&DataType> = Vec::new();
+        let alias = match factor {
+            TableFactor::Table { alias, .. }
+            | TableFactor::Derived { alias, .. }
+            | TableFactor::TableFunction { alias, .. }
+            | TableFactor::Function { alias, .. }
+            | TableFactor::UNNEST { alias, .. }
+            | TableFactor::JsonTable { alias, .. }
+            | TableFactor::XmlTable { alias, .. } => alias.as_ref(),
+            TableFactor::NestedJoin {
+                alias,
+                table_with_joins,
+            } => {
+                for j in &table_with_joins.joins {
+                    let found = usercode::join(j, self.facts);
+                    self.out.findings.extend(found);
+                }
+                alias.as_ref()
+            }
+            _ => None,
+        };
+        types.extend(
+            alias
+                .iter()
+                .flat_map(|a| a.columns.iter().filter_map(|c| c.data_type.as_ref())),
+        );
+        match factor {
+            TableFactor::XmlTable { columns, .. } => types.extend(columns.iter().filter_map(|c| match &c.option {
+                sqlparser::ast::XmlTableColumnOption::NamedInfo { r#type, .. } => Some(r#type),
+                _ => None,
+            })),
+            TableFactor::JsonTable { columns, .. } => types.extend(columns.iter().filter_map(|c| match c {
+                sqlparser::ast::JsonTableColumn::Named(n) => Some(&n.r#type),
+                _ => None,
+            })),
+            _ => {}
+        }
+        for t in types {
+            let found = usercode::cast(t, self.facts);
+            self.out.findings.extend(found);
+            if let DataType::Custom(name, _) = t
+                && !is_builtin_type(name)
+            {
+                self.find(
+                    Category::Unknown,
+                    format!("declares a column of the type `{name}`; a user-defined type may run any function"),
+                );
+            }
+        }
         match factor {
             // Set-returning functions in FROM are relations to the parser (sqlparser_gaps §3.4).
             TableFactor::Table {

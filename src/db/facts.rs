@@ -88,6 +88,23 @@ SELECT pg_catalog.json_build_object(
                                FROM code c JOIN pg_catalog.pg_class cl ON cl.oid = c.rel
                                JOIN pg_catalog.pg_namespace n ON n.oid = cl.relnamespace
                               GROUP BY 1) x),
+  'hijacks', (SELECT coalesce(pg_catalog.json_agg(h.x ORDER BY h.x), '[]') FROM (
+      SELECT 'operator ' || o.oid::pg_catalog.regoperator::text AS x
+        FROM pg_catalog.pg_operator o
+       WHERE o.oid >= 16384
+         AND o.oprname IN ('=', '<>', '<', '>', '<=', '>=', '~~', '!~~', '~~*', '!~~*', '~', '!~')
+         AND (o.oprleft = 0 OR (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid = o.oprleft)
+                               = 'pg_catalog'::pg_catalog.regnamespace)
+         AND (o.oprright = 0 OR (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid = o.oprright)
+                                = 'pg_catalog'::pg_catalog.regnamespace)
+      UNION ALL
+      SELECT 'implicit cast from ' || c.castsource::pg_catalog.regtype::text || ' to '
+             || c.casttarget::pg_catalog.regtype::text
+        FROM pg_catalog.pg_cast c
+       WHERE c.oid >= 16384 AND c.castcontext IN ('i', 'a') AND c.castmethod IN ('f', 'i')
+         AND (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid = c.castsource) = 'pg_catalog'::pg_catalog.regnamespace
+         AND (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid = c.casttarget) = 'pg_catalog'::pg_catalog.regnamespace
+  ) h),
   'search_path', pg_catalog.to_json(pg_catalog.current_schemas(false)),
   'mask_views', (SELECT coalesce(pg_catalog.json_object_agg(c.relname, pg_catalog.obj_description(c.oid, 'pg_class')), '{}')
                    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace

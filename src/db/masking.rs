@@ -307,7 +307,10 @@ impl MaskPlan {
             ));
         }
         for f in &self.definers {
-            sql.push(format!("REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC, {role}", f.signature));
+            sql.push(format!(
+                "REVOKE EXECUTE ON FUNCTION {} FROM PUBLIC, {role}",
+                f.signature
+            ));
         }
         for (t, view) in self.tables.iter().zip(self.views()) {
             let name = format!("{MASK_SCHEMA}.{}", quote_ident(&t.name));

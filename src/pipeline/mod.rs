@@ -558,15 +558,14 @@ impl Pipeline {
             // Planning can run user code (an IMMUTABLE function is folded at plan time), and this
             // runs before anyone approved: no estimate for a statement with anything unknown.
             let plannable = !assessment.categories.contains(&classify::Category::Unknown);
-            let estimate = if plannable
-                && (matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export")
-            {
-                self.db
-                    .estimate_rows(action.sql.as_deref().unwrap_or_default(), timeout, ct)
-                    .await
-            } else {
-                None
-            };
+            let estimate =
+                if plannable && (matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export") {
+                    self.db
+                        .estimate_rows(action.sql.as_deref().unwrap_or_default(), timeout, ct)
+                        .await
+                } else {
+                    None
+                };
             let mut packet = ReviewPacket::new(action, assessment, decision, estimate);
             packet.estimate_for_person_only = !self.policy.masks.is_empty();
             packet.details = details.clone();
