@@ -307,3 +307,14 @@ fn settings_that_change_lexing_are_admin_in_every_form() {
         assert_eq!(classify(sql).category(), want, "{sql}");
     }
 }
+
+/// Regression (red team, issue 15): deeply nested comments kept a Postgres backend lexing for
+/// minutes, past statement_timeout and `pg_terminate_backend`.
+#[test]
+fn deeply_nested_comments_are_not_sent_unreviewed() {
+    let nested = |n: usize| format!("SELECT 1 {}{}", "/*".repeat(n), "*/".repeat(n));
+    assert_eq!(classify(&nested(3)).category(), Read);
+    let a = classify(&nested(2_000));
+    assert_eq!(a.category(), Unknown, "{:?}", a.reasons);
+    assert!(a.reasons[0].contains("nests 1999 levels"), "{:?}", a.reasons);
+}

@@ -163,6 +163,31 @@ impl Assessment {
     }
 }
 
+/// Nested comment levels sent without review. Real SQL nests comments a few levels at most.
+const MAX_COMMENT_NESTING: usize = 32;
+
+/// How deep `/* … */` comments nest inside a comment's text (the outer one not counted).
+fn comment_nesting(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        match (bytes[i], bytes[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth = depth.saturating_sub(1);
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    deepest
+}
+
 /// Classifies every statement in `sql` from the text alone; the text as a whole takes the highest risk.
 /// The same as `classify_with(sql, &CatalogFacts::default())`.
 pub fn classify(sql: &str) -> Assessment {
@@ -187,6 +212,22 @@ pub fn classify_with(sql: &str, facts: &CatalogFacts) -> Assessment {
         return Assessment::unknown(format!(
             "`{p}` is a parameter placeholder or a dollar-quote tag that PostgreSQL and pgwarden's parser read \
              differently, so what the text does is unknown; write values into the SQL, and use plain tags such as `$body$`"
+        ));
+    }
+    // PostgreSQL's lexer takes quadratic time in the nesting of `/* /* … */ */` and cannot be
+    // cancelled while it works: 200 000 levels held a backend for minutes past statement_timeout.
+    if let Some(depth) = tokens
+        .iter()
+        .filter_map(|t| match &t.token {
+            Token::Whitespace(sqlparser::tokenizer::Whitespace::MultiLineComment(c)) => Some(comment_nesting(c)),
+            _ => None,
+        })
+        .max()
+        .filter(|d| *d > MAX_COMMENT_NESTING)
+    {
+        return Assessment::unknown(format!(
+            "a comment nests {depth} levels deep, more than pgwarden sends unreviewed (limit {MAX_COMMENT_NESTING}): \
+             PostgreSQL's lexer slows down quadratically on them and cannot be cancelled meanwhile; remove the comment"
         ));
     }
     // PostgreSQL truncates identifiers to 63 bytes with only a NOTICE: two names sharing the first 63
