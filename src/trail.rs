@@ -112,7 +112,7 @@ impl Trail {
             Ok(Outcome::Done(out)) => OutcomeRecord {
                 status: "ok".into(),
                 rows: out.change.is_none().then_some(out.row_count as u64),
-                rows_affected: out.change.as_ref().map(|c| c.rows_affected),
+                rows_affected: out.change.as_ref().map(|c| c.audited_rows_affected),
                 committed: out.change.as_ref().map(|c| c.committed),
                 duration_ms,
                 ..OutcomeRecord::default()

@@ -366,3 +366,34 @@ async fn a_failed_change_as_another_login_never_quotes_masked_values() {
         assert_clean(sql, &all);
     }
 }
+
+/// Regression (red team): an approved `unknown` SELECT ran on the change path as the login that can
+/// read masked columns and reported its row count, and a dry run's count answered "how many rows
+/// match this guess".
+#[tokio::test]
+async fn approved_queries_run_as_the_agent_and_dry_runs_under_masks_report_no_count() {
+    let db = TestDb::owned(SETUP, POLICY).await;
+    let mcp = Mcp::reviewed(&db, POLICY, Reviewer::says("approve", None, None), common::Era::Legacy).await;
+    let sql = "SELECT id, email FROM ONLY public.customers WHERE email LIKE 'ada%'";
+    let r = mcp.call("query", json!({ "sql": sql })).await;
+    let all = format!("{}\n{:?}", text(&r), r.structured_content);
+    assert_eq!(r.is_error, Some(true), "{all}");
+    assert!(
+        all.contains("42501"),
+        "ran as the agent, which may not read the column: {all}"
+    );
+    assert!(!all.contains("rows affected"), "{all}");
+
+    let mcp = Mcp::reviewed(&db, POLICY, Reviewer::says("dry_run", None, None), common::Era::Legacy).await;
+    let out = mcp
+        .ok(
+            "query",
+            json!({ "sql": "UPDATE public.customers SET name = name WHERE email LIKE 'ada%'" }),
+        )
+        .await;
+    assert_eq!(out["change"]["rows_affected"], serde_json::Value::Null, "{out}");
+    assert_eq!(out["change"]["committed"], json!(false), "{out}");
+    let records = mcp.audit_records();
+    let outcome = records.last().unwrap().outcome.as_ref().unwrap();
+    assert_eq!(outcome.rows_affected, Some(1), "the audit trail keeps the count");
+}

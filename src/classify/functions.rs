@@ -476,6 +476,15 @@ pub const SENSITIVE_RELATIONS: &[&str] = &[
     "pg_foreign_data_wrapper",
     "foreign_server_options",
     "foreign_data_wrapper_options",
+    // information_schema's own helpers behind those views (`umoptions`, `srvoptions`).
+    "_pg_user_mappings",
+    "_pg_foreign_servers",
+    "_pg_foreign_data_wrappers",
+    "_pg_foreign_tables",
+    "_pg_foreign_table_columns",
+    "pg_foreign_table",
+    // Functions' `SET` options (`proconfig`) can hold secrets too, e.g. a key set for one function.
+    "pg_proc",
     "pg_stat_statements_info",
     "pg_authid",
     "pg_shadow",

@@ -166,6 +166,16 @@ impl Assessment {
 /// Nested comment levels sent without review. Real SQL nests comments a few levels at most.
 const MAX_COMMENT_NESTING: usize = 32;
 
+/// The first word or symbol of `sql` after whitespace and comments, upper-cased (`SELECT`, `(`).
+pub fn first_keyword(sql: &str) -> Option<String> {
+    let tokens = bounded::tokenize(sql).ok()?;
+    tokens.into_iter().find_map(|t| match t.token {
+        Token::Whitespace(_) => None,
+        Token::Word(w) => Some(w.value.to_ascii_uppercase()),
+        other => Some(other.to_string()),
+    })
+}
+
 /// How deep `/* … */` comments nest inside a comment's text (the outer one not counted).
 fn comment_nesting(text: &str) -> usize {
     let (mut depth, mut deepest) = (0usize, 0usize);

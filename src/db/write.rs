@@ -132,7 +132,15 @@ impl Database {
 
     /// The planner's estimate of the rows `sql` would touch, from `EXPLAIN (FORMAT JSON)` in a read-only
     /// transaction (planning only: nothing runs). `None` when there is no estimate to give.
-    pub async fn estimate_rows(&self, sql: &str, timeout: Duration, ct: &CancellationToken) -> Option<f64> {
+    /// `change`: plan as the change login (a write's privileges are checked at planning); a read is
+    /// planned as the agent's login, so planning-time user code never runs with more rights.
+    pub async fn estimate_rows(
+        &self,
+        sql: &str,
+        change: bool,
+        timeout: Duration,
+        ct: &CancellationToken,
+    ) -> Option<f64> {
         let explain = match crate::classify::embed("EXPLAIN (FORMAT JSON) ", sql, "") {
             Ok(text) => text,
             Err(e) => {
@@ -140,13 +148,18 @@ impl Database {
                 return None;
             }
         };
-        // As the change login (planning checks its privileges), READ ONLY and rolled back.
+        // READ ONLY and rolled back, as the login the statement would run as.
         let limits = super::read::ReadLimits {
             max_rows: 1,
             statement_timeout: timeout,
             max_bytes: crate::config::DEFAULT_MAX_RESULT_BYTES,
         };
-        let result = self.read_on(super::read::Login::Change, &explain, limits, ct).await;
+        let login = if change {
+            super::read::Login::Change
+        } else {
+            super::read::Login::Agent
+        };
+        let result = self.read_on(login, &explain, limits, ct).await;
         let plan = match result {
             Ok(r) => r.rows.into_iter().next()?.into_iter().next()?,
             Err(e) => {

@@ -71,6 +71,28 @@ pub struct Action {
     pub caller: Caller,
 }
 
+/// True when the call takes the read path (the agent's login, READ ONLY, rolled back): plain reads,
+/// and also a query a person approved because it reads a sensitive catalog or holds something the
+/// classifier could not read. Only statements that may change something take the change login.
+fn runs_as_read(a: &Assessment, sql: &str) -> bool {
+    use classify::Category;
+    // Text the parser could not read goes by its first word: a query is still a query.
+    let kind = match a.statements.as_slice() {
+        [s] if s.kind == "UNKNOWN" => classify::first_keyword(sql).unwrap_or_default(),
+        [s] => s.kind.clone(),
+        _ => String::new(),
+    };
+    let query = matches!(
+        kind.as_str(),
+        "SELECT" | "WITH" | "VALUES" | "TABLE" | "(SELECT" | "(" | "SHOW"
+    );
+    a.is_read()
+        || (query
+            && a.categories
+                .iter()
+                .all(|c| matches!(c, Category::Read | Category::Export | Category::Unknown)))
+}
+
 /// What the model is told when a call does not succeed. `Internal` details go to the log only.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -361,7 +383,7 @@ impl Pipeline {
         if decision.effect == Effect::Approve || !assessment.is_read() {
             self.write_decision(trail)?;
         }
-        if assessment.is_read() {
+        if runs_as_read(&assessment, sql) {
             // A read that needed approval (an export, say) runs like any read: READ ONLY, rolled back.
             let limits = ReadLimits {
                 max_rows,
@@ -407,6 +429,9 @@ impl Pipeline {
             returning_bytes: max_bytes,
         };
         let result = self.db.write(sql, opts, ct).await.map_err(|e| match e {
+            WriteError::OverLimit { limit, .. } if self.withhold_change_output => ToolError::RolledBack(format!(
+                "the change touched more rows than the reviewer's limit of {limit}; it was rolled back and nothing changed"
+            )),
             WriteError::OverLimit { .. } => ToolError::RolledBack(e.to_string()),
             WriteError::Db(DbError::Sql { ref code, .. }) if code == "25001" => ToolError::Refused(format!(
                 "{e}; pgwarden runs every change inside a transaction (so a dry run or row limit can roll it back), \
@@ -460,7 +485,9 @@ impl Pipeline {
             elapsed_ms,
             notice: (!notes.is_empty()).then(|| notes.join("; ")),
             change: Some(Change {
-                rows_affected: result.rows_affected,
+                // A dry run changes nothing, so its count serves only to learn about the rows.
+                rows_affected: (!(dry_run && self.withhold_change_output)).then_some(result.rows_affected),
+                audited_rows_affected: result.rows_affected,
                 committed: result.committed,
                 dry_run,
                 row_limit: max_rows_affected,
@@ -558,14 +585,20 @@ impl Pipeline {
             // Planning can run user code (an IMMUTABLE function is folded at plan time), and this
             // runs before anyone approved: no estimate for a statement with anything unknown.
             let plannable = !assessment.categories.contains(&classify::Category::Unknown);
-            let estimate =
-                if plannable && (matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export") {
-                    self.db
-                        .estimate_rows(action.sql.as_deref().unwrap_or_default(), timeout, ct)
-                        .await
-                } else {
-                    None
-                };
+            let estimate = if plannable
+                && (matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export")
+            {
+                self.db
+                    .estimate_rows(
+                        action.sql.as_deref().unwrap_or_default(),
+                        action.tool != "export" && !runs_as_read(assessment, action.sql.as_deref().unwrap_or_default()),
+                        timeout,
+                        ct,
+                    )
+                    .await
+            } else {
+                None
+            };
             let mut packet = ReviewPacket::new(action, assessment, decision, estimate);
             packet.estimate_for_person_only = !self.policy.masks.is_empty();
             packet.details = details.clone();

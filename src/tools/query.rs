@@ -51,8 +51,13 @@ pub struct QueryOutput {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Change {
-    /// Rows inserted, updated, deleted or merged (0 for DDL).
-    pub rows_affected: u64,
+    /// Rows inserted, updated, deleted or merged (0 for DDL). Null when withheld: a dry run under
+    /// masks, as a login that can read masked columns, would tell how many rows match a guess.
+    pub rows_affected: Option<u64>,
+    /// The count as it was, for the audit trail only.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub audited_rows_affected: u64,
     /// False for a dry run: it ran, and was rolled back.
     pub committed: bool,
     pub dry_run: bool,
@@ -71,9 +76,12 @@ impl QueryOutput {
     pub fn to_text(&self) -> String {
         if let Some(c) = &self.change {
             let mut out = format!(
-                "{} row{} affected; {}{}\n",
-                c.rows_affected,
-                if c.rows_affected == 1 { "" } else { "s" },
+                "{} affected; {}{}\n",
+                match c.rows_affected {
+                    Some(1) => "1 row".to_string(),
+                    Some(n) => format!("{n} rows"),
+                    None => "row count withheld (masked columns)".to_string(),
+                },
                 if c.committed {
                     "committed"
                 } else {
