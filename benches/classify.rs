@@ -63,7 +63,10 @@ fn main() {
     println!("classify_with, big catalog {facts_rate:>13.0} {facts_p50:>9.2} {facts_p99:>8.2}");
     println!("classify / parse p50 ratio: {:.2}", p50 / parse_p50);
     println!("classify + policy / parse p50 ratio: {:.2}", policy_p50 / parse_p50);
-    println!("classify_with (big catalog) / classify p50 ratio: {:.2}", facts_p50 / p50);
+    println!(
+        "classify_with (big catalog) / classify p50 ratio: {:.2}",
+        facts_p50 / p50
+    );
 }
 
 /// A catalog larger than most: none of its names collide with the corpus's, so this measures the
@@ -71,13 +74,17 @@ fn main() {
 fn big_catalog() -> CatalogFacts {
     let mut f = CatalogFacts::default();
     for i in 0..2000 {
-        f.functions.insert(format!("user_fn_{i}"), vec![format!("app.user_fn_{i}(integer)")]);
-        f.types.insert(format!("user_type_{i}"), vec![format!("app.user_type_{i}")]);
+        f.functions
+            .insert(format!("user_fn_{i}"), vec![format!("app.user_fn_{i}(integer)")]);
+        f.types
+            .insert(format!("user_type_{i}"), vec![format!("app.user_type_{i}")]);
     }
     for i in 0..200 {
-        f.operators.insert(format!("@#{i}"), vec![format!("app.@#{i}(integer, integer)")]);
+        f.operators
+            .insert(format!("@#{i}"), vec![format!("app.@#{i}(integer, integer)")]);
     }
     f.search_path = vec!["app".into(), "public".into()];
-    f.relations.insert("app".into(), (0..500).map(|i| format!("table_{i}")).collect());
+    f.relations
+        .insert("app".into(), (0..500).map(|i| format!("table_{i}")).collect());
     f
 }

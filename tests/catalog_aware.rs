@@ -173,3 +173,62 @@ async fn hijacked_builtin_syntax_and_parser_named_domains_never_run_as_reads() {
     }
     assert_eq!(ran(&db).await, 0, "no user code ran");
 }
+
+/// Issue 15, class 4: secrets that catalogs show to any role — another role's settings, the
+/// agent's own user mapping with its password, other sessions' statements — were auto-allowed reads.
+/// Below the classifier Postgres really does show them, so the classifier is what stops them.
+#[tokio::test]
+async fn catalog_secrets_are_never_auto_allowed_reads() {
+    let db = TestDb::new("CREATE TABLE t (a int);").await;
+    let holder = format!("{}_secret_holder", db.name);
+    db.admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {holder} NOLOGIN;
+             ALTER ROLE {holder} SET app.jwt_secret = 'sekrit-jwt-value';
+             CREATE EXTENSION postgres_fdw;
+             CREATE SERVER remote FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'db.internal', dbname 'x');
+             CREATE USER MAPPING FOR {agent} SERVER remote OPTIONS (user 'svc', password 'sekrit-fdw-password');
+             GRANT USAGE ON FOREIGN SERVER remote TO {agent};
+             CREATE EXTENSION pg_stat_statements;",
+            agent = common::AGENT
+        ))
+        .await
+        .unwrap();
+    let reads = [
+        "SELECT rolname, rolconfig FROM pg_roles",
+        "SELECT usename, useconfig FROM pg_catalog.pg_user",
+        "SELECT setconfig FROM pg_db_role_setting",
+        "SELECT srvname, umoptions FROM pg_user_mappings",
+        "SELECT * FROM information_schema.user_mapping_options",
+        "SELECT * FROM information_schema._pg_user_mappings",
+        "SELECT option_name, option_value FROM information_schema.foreign_server_options",
+        "SELECT srvoptions FROM pg_foreign_server",
+        "SELECT * FROM pg_options_to_table((SELECT umoptions FROM pg_user_mappings LIMIT 1))",
+        "SELECT query FROM public.pg_stat_statements",
+        "SELECT proconfig FROM pg_proc WHERE proconfig IS NOT NULL",
+    ];
+    // The leak is real: the agent's own login reads them straight from the catalogs.
+    let plain = db.client().await;
+    let seen = plain
+        .query_one(
+            "SELECT (SELECT array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname = $1), \
+                           (SELECT array_to_string(umoptions, ',') FROM pg_user_mappings)",
+            &[&holder],
+        )
+        .await
+        .unwrap();
+    assert!(seen.get::<_, String>(0).contains("sekrit-jwt-value"));
+    assert!(seen.get::<_, String>(1).contains("sekrit-fdw-password"));
+    let mcp = Mcp::start(&db, limits()).await;
+    for sql in reads {
+        let r = mcp.call("query", json!({ "sql": sql })).await;
+        let all = format!("{}\n{:?}", common::text(&r), r.structured_content);
+        assert_eq!(r.is_error, Some(true), "{sql} ran: {all}");
+        assert!(
+            all.contains("classified as export") || all.contains("sensitive catalog"),
+            "{sql}: {all}"
+        );
+        assert!(!all.contains("sekrit"), "{sql} leaked: {all}");
+    }
+}
