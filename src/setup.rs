@@ -38,6 +38,16 @@ const OWN_SCHEMAS: &str = "SELECT nspname::text FROM pg_catalog.pg_namespace \
      WHERE nspname NOT LIKE 'pg\\_%' AND nspname NOT IN ('information_schema', 'pgwarden_mask', 'pgwarden_private') \
      ORDER BY nspname";
 
+/// True when `target`'s masking schema was set up for exactly `masks` (as the tables are now).
+pub async fn is_current(target: &Target, masks: &BTreeMap<String, BTreeMap<String, Mask>>) -> Result<bool, MaskError> {
+    let pool = connect_pool(target, 1)
+        .await
+        .map_err(|e| MaskError::Setup(e.to_string()))?;
+    let client = pool.get().await.map_err(DbError::pool)?;
+    let plan = MaskPlan::discover(&**client, masks).await?;
+    plan.is_installed(&**client).await
+}
+
 /// Runs setup against `target` (a privileged login) for `masks`.
 pub async fn run(
     target: &Target,

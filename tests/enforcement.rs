@@ -397,3 +397,39 @@ async fn approved_queries_run_as_the_agent_and_dry_runs_under_masks_report_no_co
     let outcome = records.last().unwrap().outcome.as_ref().unwrap();
     assert_eq!(outcome.rows_affected, Some(1), "the audit trail keeps the count");
 }
+
+/// A grant made behind pgwarden's back while it serves (or a second sandbox user's policy): within
+/// the catalog watcher's period pgwarden stops running SQL rather than serve unmasked data.
+#[tokio::test]
+async fn masks_undone_while_serving_stop_every_call_until_setup_runs_again() {
+    let db = TestDb::owned(SETUP, POLICY).await;
+    let mcp = Mcp::with_policy(&db, POLICY, None).await;
+    let read = json!({ "sql": "SELECT email FROM customers ORDER BY id LIMIT 1" });
+    assert_eq!(mcp.ok("query", read.clone()).await["rows"], json!([["a***@corp.com"]]));
+    db.owner_client()
+        .await
+        .batch_execute("GRANT SELECT ON customers TO PUBLIC")
+        .await
+        .unwrap();
+    let until = |want_refused: bool| {
+        let mcp = &mcp;
+        let read = read.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let r = mcp.call("query", read.clone()).await;
+                let refused = text(&r).contains("stopped enforcing the policy's column masks");
+                assert_clean("a read while masks were undone", &text(&r));
+                if refused == want_refused {
+                    return text(&r);
+                }
+                assert!(std::time::Instant::now() < deadline, "still {}", text(&r));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let refused = until(true).await;
+    assert!(refused.contains("can read the masked column"), "{refused}");
+    db.setup(POLICY).await.unwrap();
+    until(false).await;
+}

@@ -144,7 +144,7 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
     };
     let default_policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tool-policies/default.toml");
     let sandbox_policy = concat!(env!("CARGO_MANIFEST_DIR"), "/tool-policies/sandbox.toml");
-    let client = start(default_policy).await;
+    let client = start(sandbox_policy).await;
     let call = |tool: &str, args: Value| {
         CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
     };
@@ -180,8 +180,20 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
     assert!(cols.as_array().unwrap().iter().any(|c| c["name"] == "phone"));
 
     // A second client (Claude Desktop and Claude Code at once) shares the running sandbox; the first
-    // leaving does not stop it under the second. This one serves the shipped sandbox policy, whose
-    // masks the sandbox sets up itself: Postgres enforces them.
+    // leaving does not stop it under the second. Both serve the shipped sandbox policy, whose masks
+    // the sandbox sets up itself: Postgres enforces them. A policy with other masks (the default
+    // masks nothing) is refused while they serve, rather than unmask what they promised.
+    let refused = std::process::Command::new(BIN)
+        .args(["serve", "--policy", default_policy, "--sandbox-dir"])
+        .arg(&sandbox_dir)
+        .env_remove("DATABASE_URL")
+        .env("PGWARDEN_AUDIT_LOG", sandbox_dir.with_file_name("audit.jsonl"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("another pgwarden is serving this sandbox"), "{stderr}");
     let second = start(sandbox_policy).await;
     let r = second
         .call_tool(call(

@@ -128,6 +128,10 @@ SELECT concat_ws(':',
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_policy WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(objoid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_description
     WHERE objoid >= 16384 AND classoid = 'pg_catalog.pg_class'::pg_catalog.regclass),
+  -- Column privileges and role memberships: what the mask check (`masking::verify`) depends on.
+  (SELECT count(*) || '/' || coalesce(sum(attrelid::int8 + attnum + xmin::text::int8), 0) FROM pg_catalog.pg_attribute
+    WHERE attrelid >= 16384 AND attacl IS NOT NULL),
+  (SELECT count(*) || '/' || coalesce(sum(roleid::int8 + member::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_auth_members),
   pg_catalog.array_to_string(pg_catalog.current_schemas(false), ',')
 )
 "#;

@@ -61,8 +61,16 @@ impl Sandbox {
             tracing::info!("another pgwarden is starting or stopping the sandbox; waiting for it");
             setup.lock().map_err(|e| lock_error(&setup_path, e))?;
         }
+        // Whether another pgwarden serves this sandbox now (it holds a share of `pgwarden.lock`).
+        let others = match users.try_lock() {
+            Ok(()) => {
+                let _ = users.unlock();
+                false
+            }
+            Err(_) => true,
+        };
         let ready = Self::ensure_running(&cluster)
-            .and_then(|()| block_on(apply_masks(&cluster, masks)))
+            .and_then(|()| block_on(apply_masks(&cluster, masks, others)))
             .and_then(|()| {
                 // Never blocks: the only exclusive hold on `pgwarden.lock` is taken under `setup.lock`.
                 users.lock_shared().map_err(|e| lock_error(&users_path, e))
@@ -179,9 +187,28 @@ async fn migrate_v1(cluster: &Cluster) -> Result<(), SandboxError> {
 
 /// `pgwarden setup` for the sandbox, as its superuser: the agent reads every demo schema, and
 /// Postgres enforces `masks`. Without masks, tables the owner creates later are readable too.
-async fn apply_masks(cluster: &Cluster, masks: &BTreeMap<String, BTreeMap<String, Mask>>) -> Result<(), SandboxError> {
+/// While `others` serve the sandbox, its masks are theirs too: a policy that masks different
+/// columns is refused rather than change what they promised.
+async fn apply_masks(
+    cluster: &Cluster,
+    masks: &BTreeMap<String, BTreeMap<String, Mask>>,
+    others: bool,
+) -> Result<(), SandboxError> {
     let admin = cluster.connect_config("postgres", DEMO_DB);
     let target = super::Target::from_config(admin.clone()).map_err(|e| SandboxError::Seed(e.to_string()))?;
+    if others {
+        let current = crate::setup::is_current(&target, masks)
+            .await
+            .map_err(|e| SandboxError::Seed(format!("checking the sandbox's masks: {e}")))?;
+        if current {
+            return Ok(());
+        }
+        return Err(SandboxError::Seed(
+            "another pgwarden is serving this sandbox with a policy that masks different columns; use the same \
+             policy, stop the other one, or give this one its own `--sandbox-dir`"
+                .into(),
+        ));
+    }
     let request = crate::setup::SetupRequest {
         agent_role: AGENT_ROLE.into(),
         schemas: vec![],

@@ -24,6 +24,9 @@ pub const CATALOG_POLL: Duration = Duration::from_secs(2);
 pub(super) struct CatalogState {
     facts: Arc<CatalogFacts>,
     signature: Option<String>,
+    /// Set when the policy masks columns and Postgres no longer enforces them for the agent's
+    /// login (a grant, a new view or partition since start-up): agent SQL is refused meanwhile.
+    masks_problem: Option<String>,
 }
 
 impl Pipeline {
@@ -35,15 +38,44 @@ impl Pipeline {
 
     /// Loads the facts now. The signature is read first, so a change racing the load shows up as a
     /// new signature at the next poll.
+    ///
+    /// With masks in the policy it also asks Postgres again whether they are enforced; the answer
+    /// holds until the next change of the signature.
     pub async fn refresh_catalog(&self) -> Result<(), DbError> {
         let signature = self.db.catalog_signature().await?;
         let facts = self.db.catalog_facts().await?;
+        let masks_problem = match self
+            .db
+            .ensure_masks_enforced(&self.policy.masks, &self.policy.sources.join(","))
+            .await
+        {
+            Ok(_) => None,
+            Err(crate::db::masking::MaskError::Db(e)) => return Err(e),
+            Err(e) => {
+                tracing::error!("{e}");
+                Some(e.to_string())
+            }
+        };
         let mut state = self.catalog.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         *state = CatalogState {
             facts: Arc::new(facts),
             signature: Some(signature),
+            masks_problem,
         };
         Ok(())
+    }
+
+    /// `Err` while the policy's masks are not enforced by Postgres (see [`CatalogState`]).
+    pub(super) fn masks_hold(&self) -> Result<(), super::ToolError> {
+        let state = self.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &state.masks_problem {
+            None => Ok(()),
+            Some(problem) => Err(super::ToolError::Refused(format!(
+                "the database stopped enforcing the policy's column masks since pgwarden started, so no SQL runs \
+                 until the operator fixes it ({})",
+                problem.lines().next().unwrap_or_default()
+            ))),
+        }
     }
 
     /// After a change ran: reload, and keep the old facts if that fails (the watcher retries).

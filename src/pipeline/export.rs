@@ -63,6 +63,7 @@ impl Pipeline {
         let overwrite = args.overwrite.unwrap_or(false);
         let target = export_path::resolve(&self.export_dir, &args.path, overwrite)
             .map_err(|e| ToolError::BadArguments(e.to_string()))?;
+        self.masks_hold()?;
         let read = classify::classify_with(sql, &self.catalog_facts());
         if read.statements.len() != 1 || !read.is_read() {
             trail.assessed(&read);

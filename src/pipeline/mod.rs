@@ -341,6 +341,7 @@ impl Pipeline {
         if sql.trim().is_empty() {
             return Err(ToolError::BadArguments("`sql` is empty; pass one SQL statement".into()));
         }
+        self.masks_hold()?;
         let assessment = classify::classify_with(sql, &self.catalog_facts());
         trail.assessed(&assessment);
         if assessment.statements.len() > 1 {

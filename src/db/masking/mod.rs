@@ -245,6 +245,23 @@ impl MaskPlan {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// What setup writes on the masking schema, and `verify` expects to find there.
+    pub fn stamp(&self) -> String {
+        format!("{VERSION} {}", self.fingerprint())
+    }
+
+    /// True when the masking schema was made for exactly this plan.
+    pub async fn is_installed(&self, client: &impl tokio_postgres::GenericClient) -> Result<bool, MaskError> {
+        let row = client
+            .query_one(
+                "SELECT pg_catalog.obj_description(pg_catalog.to_regnamespace('pgwarden_mask'), 'pg_namespace')",
+                &[],
+            )
+            .await
+            .map_err(DbError::from_pg)?;
+        Ok(row.try_get::<_, Option<String>>(0).ok().flatten().as_deref() == Some(self.stamp().as_str()))
+    }
+
     /// The statements that make the database match the policy for `agent`. Idempotent: run them
     /// again whenever the policy's masks or the tables change. `grant_schemas`: where the agent
     /// may read (every table and view there, masked columns excepted).
@@ -327,10 +344,7 @@ impl MaskPlan {
             ));
             sql.push(format!("GRANT SELECT ON {name} TO {role}"));
         }
-        sql.push(format!(
-            "COMMENT ON SCHEMA {MASK_SCHEMA} IS '{VERSION} {}'",
-            self.fingerprint()
-        ));
+        sql.push(format!("COMMENT ON SCHEMA {MASK_SCHEMA} IS '{}'", self.stamp()));
         sql
     }
 }

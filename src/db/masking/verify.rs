@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::{MASK_SCHEMA, MaskError, MaskPlan, VERSION};
+use super::{MASK_SCHEMA, MaskError, MaskPlan};
 use crate::{db::DbError, policy::Mask};
 
 /// Everything wrong with how the database enforces the policy's masks, for the start-up refusal.
@@ -170,7 +170,7 @@ pub async fn verify(
             callable.join(", ")
         ));
     }
-    let expected = format!("{VERSION} {}", plan.fingerprint());
+    let expected = plan.stamp();
     match p.fingerprint {
         None => out.problems.push(format!("the masking schema `{MASK_SCHEMA}` does not exist")),
         Some(f) if f != expected => out.problems.push(format!(
