@@ -98,6 +98,9 @@ pub async fn run(
         )));
     }
     let plan = MaskPlan::discover(&*tx, masks).await?;
+    if let Some(problem) = plan.unsupported().into_iter().next() {
+        return Err(MaskError::Setup(problem));
+    }
     let role = match (role_exists, role_too_strong) {
         (false, _) => RoleAction::Create,
         (true, true) => RoleAction::Restrict,

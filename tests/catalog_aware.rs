@@ -232,3 +232,63 @@ async fn catalog_secrets_are_never_auto_allowed_reads() {
         assert!(!all.contains("sekrit"), "{sql} leaked: {all}");
     }
 }
+
+/// Regression (second red team, issue 15): a domain whose CHECK calls user code runs it whenever a
+/// value is converted to the table's row type (`COALESCE(t, '(…)')`), with neither the domain nor
+/// the function in the text; a default btree operator class for a built-in type runs user code
+/// for DISTINCT, ORDER BY and UNION with no operator written.
+#[tokio::test]
+async fn domain_checks_behind_row_types_and_default_operator_classes_are_unknown() {
+    let setup = format!(
+        "{SETUP}
+         CREATE DOMAIN posint AS int CHECK (touch(VALUE::text));
+         CREATE TABLE dt (id int, d posint);
+         INSERT INTO dt VALUES (1, NULL);
+         TRUNCATE ran;"
+    );
+    let db = TestDb::new(&setup).await;
+    let mcp = Mcp::start(&db, limits()).await;
+    for sql in [
+        "SELECT COALESCE(t, '(2,11)') FROM dt t",
+        "SELECT t FROM dt t UNION ALL SELECT '(1,17)'",
+        "SELECT jsonb_populate_record(t, '{\"d\": 7}') FROM dt t",
+        "SELECT id FROM dt",
+    ] {
+        let e = mcp.err("query", json!({ "sql": sql })).await;
+        assert!(e.contains("classified as unknown"), "{sql}: {e}");
+        assert!(e.contains("of the domain posint"), "{sql}: {e}");
+    }
+    assert_eq!(ran(&db).await, 0, "no user code ran");
+
+    db.admin()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION jcmp(a json, b json) RETURNS int LANGUAGE plpgsql IMMUTABLE AS
+               $$ BEGIN INSERT INTO ran VALUES ('jcmp'); RETURN 0; END $$;
+             CREATE FUNCTION jlt(a json, b json) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT jcmp(a, b) < 0';
+             CREATE FUNCTION jeq(a json, b json) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT jcmp(a, b) = 0';
+             CREATE OPERATOR <<< (LEFTARG = json, RIGHTARG = json, FUNCTION = jlt);
+             CREATE OPERATOR <<= (LEFTARG = json, RIGHTARG = json, FUNCTION = jlt);
+             CREATE OPERATOR === (LEFTARG = json, RIGHTARG = json, FUNCTION = jeq);
+             CREATE OPERATOR >>= (LEFTARG = json, RIGHTARG = json, FUNCTION = jlt);
+             CREATE OPERATOR >>> (LEFTARG = json, RIGHTARG = json, FUNCTION = jlt);
+             CREATE OPERATOR CLASS json_user_ops DEFAULT FOR TYPE json USING btree AS
+               OPERATOR 1 <<<, OPERATOR 2 <<=, OPERATOR 3 ===, OPERATOR 4 >>=, OPERATOR 5 >>>,
+               FUNCTION 1 jcmp(json, json);",
+        )
+        .await
+        .unwrap();
+    let mcp = Mcp::start(&db, limits()).await;
+    for sql in [
+        "SELECT DISTINCT x FROM (VALUES ('[1]'::json), ('[2]'::json)) v(x)",
+        "SELECT '[1]'::json UNION SELECT '[2]'::json",
+        "SELECT 1",
+    ] {
+        let e = mcp.err("query", json!({ "sql": sql })).await;
+        assert!(
+            e.contains("default btree operator class json_user_ops for json"),
+            "{sql}: {e}"
+        );
+    }
+    assert_eq!(ran(&db).await, 0, "no user code ran");
+}

@@ -293,6 +293,20 @@ async fn serve_refuses_masks_that_postgres_does_not_enforce_and_names_the_fix() 
         .unwrap();
     let e = serve(&db, &policy).unwrap_err();
     assert!(e.contains("SECURITY DEFINER function `lookup_email(integer)`"), "{e}");
+    // Row-level security on a masked table: a masking view would read it as its owner, so the
+    // agent would see rows its policies hide (second red team). Refused, by serve and by setup.
+    db.owner_client()
+        .await
+        .batch_execute(
+            "REVOKE EXECUTE ON FUNCTION lookup_email(int) FROM PUBLIC; ALTER TABLE customers ENABLE ROW LEVEL SECURITY; \
+             CREATE POLICY only_ada ON customers TO pgwarden_agent USING (id = 1)",
+        )
+        .await
+        .unwrap();
+    let e = serve(&db, &policy).unwrap_err();
+    assert!(e.contains("`public.customers` has row-level security"), "{e}");
+    let e = db.setup(POLICY).await.unwrap_err();
+    assert!(e.contains("`public.customers` has row-level security"), "{e}");
 }
 
 #[tokio::test]

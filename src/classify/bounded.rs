@@ -60,7 +60,7 @@ pub enum ParseError {
     )]
     TooManyOperators { found: usize, limit: usize },
     #[error(
-        "the SQL nests parentheses or brackets {found} deep, more than pgwarden reads (limit {limit}); \
+        "the SQL nests parentheses, brackets or JOINs {found} deep, more than pgwarden reads (limit {limit}); \
          flatten it or ask for approval"
     )]
     TooDeep { found: usize, limit: usize },
@@ -111,7 +111,9 @@ struct Shape {
     /// The most operators on one path from a statement's root: operators chained in a list item
     /// plus those of the items it sits in, plus every set operation of the statement.
     operators: usize,
-    /// The most parentheses and brackets open at once.
+    /// The most parentheses and brackets open at once, plus JOINs still waiting for their `ON`
+    /// or `USING` (`a JOIN b JOIN c … ON … ON …` nests one level per JOIN, and the parser reads
+    /// it by recursion its limit does not bound: 300 of them overflowed a server's stack).
     nesting: usize,
 }
 
@@ -121,6 +123,11 @@ struct Shape {
 struct Level {
     current: usize,
     most: usize,
+    /// JOINs at this level still waiting for their `ON`/`USING` (an `ON` inside parentheses,
+    /// such as `DISTINCT ON (…)` in a subquery, belongs to that inner level).
+    pending_joins: usize,
+    /// A `NATURAL` or `CROSS` was read and its `JOIN` has not come yet.
+    unconstrained: bool,
 }
 
 impl Level {
@@ -136,16 +143,20 @@ impl Shape {
         // `UNION`/`INTERSECT`/`EXCEPT` chain whole select lists, commas and all, so they are counted
         // for the statement and never reset by a comma.
         let mut set_operations = 0;
-        let mut previous = None;
+        // JOINs waiting for their constraint at every level, kept as a sum (no walk per token).
+        let mut joins = 0usize;
+        let mut previous: Option<&Token> = None;
         for t in tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))) {
             let top = levels.len() - 1;
             match &t.token {
                 Token::LParen | Token::LBracket | Token::LBrace => {
                     levels.push(Level::default());
-                    shape.nesting = shape.nesting.max(levels.len() - 1);
+                    shape.nesting = shape.nesting.max(levels.len() - 1 + joins);
                 }
                 Token::RParen | Token::RBracket | Token::RBrace if top > 0 => {
-                    let inner = levels.pop().map_or(0, |l| l.deepest());
+                    let closed = levels.pop().unwrap_or_default();
+                    joins -= closed.pending_joins;
+                    let inner = closed.deepest();
                     levels[top - 1].current += inner;
                 }
                 Token::Comma => {
@@ -158,6 +169,24 @@ impl Shape {
                     shape.operators = shape.operators.max(levels[0].deepest() + set_operations);
                     levels[0] = Level::default();
                     set_operations = 0;
+                    joins = 0;
+                }
+                // CROSS and NATURAL joins take no constraint, so they never wait for one.
+                Token::Word(w) if matches!(w.keyword, Keyword::CROSS | Keyword::NATURAL) => {
+                    levels[top].unconstrained = true;
+                }
+                Token::Word(w) if w.keyword == Keyword::JOIN => {
+                    if !std::mem::take(&mut levels[top].unconstrained) {
+                        levels[top].pending_joins += 1;
+                        joins += 1;
+                        shape.nesting = shape.nesting.max(levels.len() - 1 + joins);
+                    }
+                }
+                Token::Word(w)
+                    if matches!(w.keyword, Keyword::ON | Keyword::USING) && levels[top].pending_joins > 0 =>
+                {
+                    levels[top].pending_joins -= 1;
+                    joins -= 1;
                 }
                 Token::Word(w) if matches!(w.keyword, Keyword::UNION | Keyword::INTERSECT | Keyword::EXCEPT) => {
                     set_operations += 1;

@@ -82,7 +82,7 @@ fn nesting_just_under_the_limit_classifies_and_over_it_is_unknown() {
         assert_eq!(
             got.reasons,
             [
-                "the SQL nests parentheses or brackets 100000 deep, more than pgwarden reads (limit 40); \
+                "the SQL nests parentheses, brackets or JOINs 100000 deep, more than pgwarden reads (limit 40); \
               flatten it or ask for approval, so what it does is unknown"
             ],
             "{kind}"
@@ -140,4 +140,31 @@ fn the_shape_counts_the_deepest_path_not_every_operator() {
     assert_eq!(shape("SELECT -1, - 2, x - 3"), (1, 0));
     assert_eq!(shape("SELECT 1+1; SELECT 1+1+1"), (2, 0));
     assert_eq!(shape("SELECT (1+1; SELECT 1+1+1"), (3, 1));
+}
+
+/// Regression (red team, issue 15): `a JOIN b JOIN c … ON true ON true …` nests one level per JOIN,
+/// and 300 of them overflowed the server's stack; an `ON` inside a subquery must not hide them.
+#[test]
+fn joins_waiting_for_their_on_count_as_nesting() {
+    let chain = |n: usize, relation: &str| {
+        let mut sql = "SELECT 1 FROM t0".to_string();
+        for i in 1..=n {
+            sql.push_str(&format!(" JOIN {} t{i}", relation));
+        }
+        sql.push_str(&" ON true".repeat(n));
+        sql
+    };
+    assert_eq!(classify(&chain(10, "t")).category(), Category::Read);
+    for sql in [chain(300, "t"), chain(300, "(SELECT DISTINCT ON (1) 1)")] {
+        let a = on_worker_stack(move || classify(&sql));
+        assert_eq!(a.category(), Category::Unknown, "{:?}", a.reasons);
+        assert!(a.reasons[0].contains("or JOINs"), "{:?}", a.reasons);
+    }
+    // Flat joins, each with its ON, and CROSS/NATURAL joins do not nest.
+    let flat: String = (1..2000).map(|i| format!(" JOIN t t{i} ON true")).collect();
+    assert_eq!(classify(&format!("SELECT 1 FROM t{flat}")).category(), Category::Read);
+    let cross: String = (1..2000)
+        .map(|i| format!(" CROSS JOIN t t{i} NATURAL LEFT JOIN u u{i}"))
+        .collect();
+    assert_eq!(classify(&format!("SELECT 1 FROM t{cross}")).category(), Category::Read);
 }

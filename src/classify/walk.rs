@@ -63,7 +63,7 @@ pub fn walk(statement: &Statement, plan_only: bool, facts: &CatalogFacts) -> Wal
                 w.find(
                     Category::Unknown,
                     format!(
-                        "reads `{name}`, whose view definition or row-security policy runs user-defined code ({code})"
+                        "reads `{name}`, whose view definition, row-security policy or column types run user-defined code ({code})"
                     ),
                 );
             }

@@ -53,6 +53,20 @@ code(rel, via) AS (
                             'pg_catalog.pg_type'::pg_catalog.regclass)
        AND d.refobjid >= 16384
     UNION
+    -- Tables with a column of a domain whose CHECK calls user code: any value converted to the
+    -- table's row type (`COALESCE(t, '(1,2)')`, `jsonb_populate_record(t, …)`) runs that CHECK.
+    SELECT a.attrelid, 'column ' || a.attname || ' of the domain ' || t.oid::pg_catalog.regtype::text
+      FROM pg_catalog.pg_attribute a
+      JOIN pg_catalog.pg_type col ON col.oid = a.atttypid
+      JOIN pg_catalog.pg_type t ON t.oid IN (col.oid, col.typelem, col.typbasetype)
+     WHERE a.attrelid >= 16384 AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'd'
+       AND EXISTS (SELECT FROM pg_catalog.pg_constraint k
+                     JOIN pg_catalog.pg_depend kd ON kd.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+                                                 AND kd.objid = k.oid
+                    WHERE k.contypid = t.oid AND kd.refobjid >= 16384
+                      AND kd.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+                                            'pg_catalog.pg_operator'::pg_catalog.regclass))
+    UNION
     SELECT r.ev_class, c.via
       FROM code c
       JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = c.rel
@@ -98,6 +112,13 @@ SELECT pg_catalog.json_build_object(
          AND (o.oprright = 0 OR (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid = o.oprright)
                                 = 'pg_catalog'::pg_catalog.regnamespace)
       UNION ALL
+      -- A default sort or hash order for a built-in type: DISTINCT, ORDER BY, UNION, GROUP BY,
+      -- GREATEST and array_position find its operators without naming them.
+      SELECT 'default ' || am.amname || ' operator class ' || oc.opcname || ' for ' || oc.opcintype::pg_catalog.regtype::text
+        FROM pg_catalog.pg_opclass oc JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod
+       WHERE oc.oid >= 16384 AND oc.opcdefault AND am.amname IN ('btree', 'hash')
+         AND (SELECT t.typnamespace FROM pg_catalog.pg_type t WHERE t.oid = oc.opcintype) = 'pg_catalog'::pg_catalog.regnamespace
+      UNION ALL
       SELECT 'implicit cast from ' || c.castsource::pg_catalog.regtype::text || ' to '
              || c.casttarget::pg_catalog.regtype::text
         FROM pg_catalog.pg_cast c
@@ -122,6 +143,8 @@ SELECT concat_ws(':',
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_type WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_operator WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_cast WHERE oid >= 16384),
+  (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_opclass WHERE oid >= 16384),
+  (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_constraint WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_class WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_namespace WHERE oid >= 16384),
   (SELECT count(*) || '/' || coalesce(sum(oid::int8 + xmin::text::int8), 0) FROM pg_catalog.pg_rewrite WHERE oid >= 16384),

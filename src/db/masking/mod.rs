@@ -52,6 +52,10 @@ pub struct MaskedTable {
     pub schema: String,
     pub name: String,
     pub columns: Vec<MaskedTableColumn>,
+    /// Row-level security is enabled: a masking view reads the table as its owner, so the
+    /// policies meant for the agent would not apply. Refused until pgwarden can honour them.
+    #[serde(default)]
+    pub row_security: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,7 +154,7 @@ tainted(oid) AS (
 )
 SELECT pg_catalog.json_build_object(
   'tables', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object(
-        'oid', c.oid::int8, 'schema', n.nspname, 'name', c.relname,
+        'oid', c.oid::int8, 'schema', n.nspname, 'name', c.relname, 'row_security', c.relrowsecurity,
         'columns', (SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
                         'name', a.attname, 'attnum', a.attnum,
                         'mask', (SELECT mc.mask FROM masked_cols mc WHERE mc.oid = c.oid AND mc.attnum = a.attnum))
@@ -177,6 +181,21 @@ SELECT pg_catalog.json_build_object(
 "#;
 
 impl MaskPlan {
+    /// The masked relations a masking view cannot serve faithfully: those with row-level security.
+    pub fn unsupported(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter(|t| t.row_security)
+            .map(|t| {
+                format!(
+                    "`{}.{}` has row-level security, which a masking view (it reads as its owner) would not apply \
+                     to the agent; pgwarden cannot mask a column of it yet, so remove its masks or its policies",
+                    t.schema, t.name
+                )
+            })
+            .collect()
+    }
+
     /// Reads the plan for `masks` (policy: `schema.table` → column → mask) from the catalog.
     pub async fn discover(
         client: &impl tokio_postgres::GenericClient,
@@ -402,6 +421,7 @@ mod tests {
                         mask: Some(Mask::Email),
                     },
                 ],
+                row_security: false,
             }],
             tainted: vec![],
             missing: vec![],

@@ -170,6 +170,7 @@ pub async fn verify(
             callable.join(", ")
         ));
     }
+    out.problems.extend(plan.unsupported());
     let expected = plan.stamp();
     match p.fingerprint {
         None => out.problems.push(format!("the masking schema `{MASK_SCHEMA}` does not exist")),
