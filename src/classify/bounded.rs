@@ -176,11 +176,10 @@ impl Shape {
                     levels[top].unconstrained = true;
                 }
                 Token::Word(w) if w.keyword == Keyword::JOIN => {
-                    if !std::mem::take(&mut levels[top].unconstrained) {
-                        levels[top].pending_joins += 1;
-                        joins += 1;
-                        shape.nesting = shape.nesting.max(levels.len() - 1 + joins);
-                    }
+                    let waits = usize::from(!std::mem::take(&mut levels[top].unconstrained));
+                    levels[top].pending_joins += waits;
+                    joins += waits;
+                    shape.nesting = shape.nesting.max(levels.len() - 1 + joins);
                 }
                 Token::Word(w)
                     if matches!(w.keyword, Keyword::ON | Keyword::USING) && levels[top].pending_joins > 0 =>
