@@ -29,9 +29,6 @@ pub enum DbError {
     Deadline(Duration),
     #[error("the database is unavailable right now; try again shortly")]
     Unavailable(String),
-    /// The result could have carried a masked column raw.
-    #[error("refused to protect masked columns: {0}. Nothing was returned.")]
-    Masked(String),
 }
 
 fn sql_message(
