@@ -286,3 +286,25 @@ async fn raw_grant_through_query_still_needs_approval() {
     );
     assert!(!has(&db, "has_table_privilege('analyst', 'app.orders', 'SELECT')").await);
 }
+
+/// Issue 16, item 6: a real role named `Public` was turned into the keyword PUBLIC (every role).
+/// Only `PUBLIC`/`public` mean every role; `Public` is that role, and the prompt says so.
+#[tokio::test]
+async fn a_role_named_public_in_another_case_is_that_role_not_everyone() {
+    let db = setup().await;
+    if let Err(e) = db.admin().await.batch_execute("CREATE ROLE \"Public\"").await {
+        let code = e.code().map(|c| c.code().to_string());
+        assert!(matches!(code.as_deref(), Some("42710" | "23505")), "{e:?}");
+    }
+    let reviewer = Reviewer::says("approve", None, None);
+    let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
+    let out = mcp
+        .ok("grant", call("grant", &["SELECT"], "table", &["app.items"], "Public"))
+        .await;
+    assert!(out["statement"].as_str().unwrap().ends_with("TO \"Public\""), "{out}");
+    let prompt = reviewer.prompts().pop().unwrap();
+    assert!(prompt.contains("not PUBLIC"), "{prompt}");
+    assert!(!prompt.contains("⚠ PUBLIC"), "{prompt}");
+    assert!(has(&db, "has_table_privilege('Public', 'app.items', 'SELECT')").await);
+    assert!(!has(&db, "has_table_privilege('public', 'app.items', 'SELECT')").await);
+}

@@ -45,6 +45,9 @@ impl Grantee {
     pub fn display(&self) -> String {
         match self {
             Grantee::Public => "PUBLIC (every role, now and later)".into(),
+            Grantee::Role(r) if r.eq_ignore_ascii_case("public") => {
+                format!("{r} (the role named `{r}`, not PUBLIC)")
+            }
             Grantee::Role(r) => r.clone(),
         }
     }
@@ -83,7 +86,9 @@ impl Database {
                 let q = async |sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]| {
                     tx.query(sql, params).await.map_err(DbError::from_pg)
                 };
-                let grantee = if role.eq_ignore_ascii_case("public") {
+                // Only the keyword as SQL writes it means every role; `Public` is a role of that name
+                // (Postgres reserves only the lower-case `public` as a role name).
+                let grantee = if role == "PUBLIC" || role == "public" {
                     Grantee::Public
                 } else {
                     let rows = q("SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = $1", &[&role]).await?;
