@@ -122,6 +122,12 @@ impl Limits {
                 "`--statement-timeout` must be at least 1ms (e.g. `15s`)".into(),
             ));
         }
+        if self.statement_timeout > crate::policy::MAX_DURATION {
+            return Err(ConfigError(format!(
+                "`--statement-timeout` is longer than pgwarden allows (at most {}); use a shorter duration",
+                humantime::format_duration(crate::policy::MAX_DURATION)
+            )));
+        }
         Ok(self)
     }
 }
@@ -150,6 +156,16 @@ pub fn default_location(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_timeout_too_long_to_add_to_a_clock_is_refused_at_start() {
+        let limits = Limits {
+            statement_timeout: Duration::from_secs(u64::MAX),
+            ..Limits::default()
+        };
+        let e = limits.validate().unwrap_err().to_string();
+        assert!(e.contains("`--statement-timeout` is longer than pgwarden allows"), "{e}");
+    }
 
     #[test]
     fn default_locations_follow_xdg_then_home_and_root_goes_elsewhere() {

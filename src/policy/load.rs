@@ -355,6 +355,17 @@ impl Builder {
 
     fn duration(&mut self, at: &dyn Fn(Range<usize>) -> Origin, key: &str, raw: Spanned<String>) -> Option<Duration> {
         match humantime::parse_duration(raw.get_ref()) {
+            Ok(d) if d > super::MAX_DURATION => {
+                self.error(
+                    at(raw.span()),
+                    format!(
+                        "`{key}` is {}, longer than pgwarden allows (at most {}); use a shorter duration",
+                        raw.get_ref(),
+                        humantime::format_duration(super::MAX_DURATION)
+                    ),
+                );
+                None
+            }
             Ok(d) if d >= Duration::from_millis(1) => Some(d),
             _ => {
                 self.error(

@@ -50,6 +50,10 @@ impl Effect {
     }
 }
 
+/// The longest duration any setting may have: 24 days, within Postgres's `statement_timeout`
+/// (`INT_MAX` ms) and far from the point where adding to a clock overflows (and panics).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 24 * 3600);
+
 /// How a masked column is shown. Every mask yields text (or NULL for NULL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -253,6 +253,11 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
          "`bad.toml:4`: `max_result_bytes` must be at least 1KiB (got 100 bytes); write e.g. \"16MiB\""),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nstatement_timeout = \"soon\"\n".into(),
          "`bad.toml:4`: `statement_timeout` must be a duration such as \"15s\", \"500ms\" or \"5m\" (got `soon`)"),
+        // Regression (issue 16 item 15): a duration the linter took panicked at run time.
+        ("[[rule]]\nid = \"a\"\neffect = \"allow\"\nstatement_timeout = \"18446744073709551615s\"\n".into(),
+         "`bad.toml:4`: `statement_timeout` is 18446744073709551615s, longer than pgwarden allows (at most 24days); use a shorter duration"),
+        (format!("{ok_rule}[approval]\npending_ttl = \"100years\"\n"),
+         "`bad.toml:6`: `pending_ttl` is 100years, longer than pgwarden allows (at most 24days); use a shorter duration"),
         ("[[rule]]\nid = \"a\"\neffect = \"deny\"\nmax_rows = 5\n".into(),
          "`bad.toml:2`: rule `a` denies, so `max_rows`, `max_result_bytes` and `statement_timeout` have no effect; remove them"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\napproval_timeout = \"1m\"\n".into(),
