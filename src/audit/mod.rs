@@ -181,12 +181,24 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        // Owner-only, like exports: the trail holds SQL, intents and who decided.
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(path)
             .map_err(io)?;
+        let mode = file.metadata().map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the audit trail `{}` was readable by others (mode {:o}); making it owner-only",
+                path.display(),
+                mode & 0o777
+            );
+            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
         let log = AuditLog {
             path: path.to_path_buf(),
             file: Mutex::new(file),

@@ -162,15 +162,18 @@ pub fn table(records: &[&Record]) -> String {
         if detail.chars().count() > 100 {
             detail = format!("{}…", detail.chars().take(99).collect::<String>());
         }
+        // Model-supplied text reaches a person's terminal here: one line, control and bidi
+        // characters shown escaped, so a record cannot rewrite the screen (issue 16 item 5).
+        let shown = |t: &str| crate::approval::packet::visible(&t.replace(['\n', '\r', '\t'], " "));
         out.push_str(&format!(
             "{:<24} {:>5} {:<8} {:<14} {:<12} {:<28} {}\n",
-            r.time.get(..23).unwrap_or(&r.time),
+            shown(r.time.get(..23).unwrap_or(&r.time)),
             r.seq,
             event,
-            r.tool.as_deref().unwrap_or("-"),
-            label(r),
-            r.rule.as_deref().unwrap_or("-"),
-            detail
+            shown(r.tool.as_deref().unwrap_or("-")),
+            shown(&label(r)),
+            shown(r.rule.as_deref().unwrap_or("-")),
+            shown(&detail)
         ));
     }
     out
@@ -198,6 +201,41 @@ mod tests {
             .unwrap();
         }
         (dir, path)
+    }
+
+    /// Regression (issue 16 item 5): a refused statement carrying terminal escape codes replaced its
+    /// own row in `audit show` with a fake "allowed … SELECT" line; and the trail was `0644`.
+    #[test]
+    fn audit_show_escapes_terminal_control_and_the_trail_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        log.append(
+            Record {
+                event: Some(Event::Call),
+                tool: Some("query".into()),
+                sql: Some("DROP TABLE t\u{1b}[2K\r2026 allowed query SELECT 1\u{202e}".into()),
+                rule: Some("r\u{1b}[31m".into()),
+                ..Record::default()
+            },
+            false,
+        )
+        .unwrap();
+        log.flush().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let records = verify(&path).unwrap();
+        let shown = table(&records.iter().collect::<Vec<_>>());
+        assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
+        assert!(!shown.contains('\u{202e}'), "{shown:?}");
+        assert!(shown.contains("\\u{001B}[2K"), "{shown}");
+        assert_eq!(shown.lines().count(), 3, "header, genesis and one record: {shown}");
+        // An existing trail others could read is made owner-only.
+        let loose = dir.path().join("loose.jsonl");
+        std::fs::write(&loose, "").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(AuditLog::open(&loose).unwrap());
+        assert_eq!(std::fs::metadata(&loose).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     fn rewrite(path: &std::path::Path, f: impl FnOnce(&mut Vec<String>)) {
