@@ -164,7 +164,10 @@ mod tests {
             ..Limits::default()
         };
         let e = limits.validate().unwrap_err().to_string();
-        assert!(e.contains("`--statement-timeout` is longer than pgwarden allows"), "{e}");
+        assert!(
+            e.contains("`--statement-timeout` is longer than pgwarden allows"),
+            "{e}"
+        );
     }
 
     #[test]

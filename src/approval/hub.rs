@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{
     OpenPrompt, Reply, ReviewPacket, Verdict,
-    packet::visible,
+    packet::{one_line, visible},
     pending::{ApprovalStore, Decision, PendingError, Review, State, Transition, Ttls, Via, fingerprint, new_secret},
 };
 use crate::{
@@ -293,7 +293,7 @@ pub fn state_words(state: &State) -> (&'static str, String) {
 /// The packet as the console and the card show it: every string with hidden characters visible.
 fn shown_packet(tool: &str, p: &ReviewPacket) -> serde_json::Value {
     serde_json::json!({
-        "summary": visible(&p.summary),
+        "summary": one_line(&p.summary, 300),
         "tool": tool,
         "sql": visible(&p.sql),
         "category": p.category,
@@ -304,8 +304,8 @@ fn shown_packet(tool: &str, p: &ReviewPacket) -> serde_json::Value {
         "rule_reason": visible(&p.rule_reason),
         "estimated_rows": p.estimated_rows,
         "estimate_for_person_only": p.estimate_for_person_only,
-        "requested_by": visible(&p.requested_by),
-        "intent": p.intent.as_deref().map(visible),
-        "details": p.details.iter().map(|d| visible(d)).collect::<Vec<_>>(),
+        "requested_by": one_line(&p.requested_by, 300),
+        "intent": p.intent.as_deref().map(|i| one_line(i, 500)),
+        "details": p.details.iter().map(|d| one_line(d, 400)).collect::<Vec<_>>(),
     })
 }

@@ -87,16 +87,23 @@ impl ReviewPacket {
         }
     }
 
-    /// The prompt's message.
+    /// The prompt's message. The action comes first; every model- or client-supplied field is
+    /// one labelled line, escaped and cut to length, so none can forge a section or push the
+    /// statement out of view (issue 16 item 3).
     pub fn message(&self) -> String {
         let mut m = format!(
             "pgwarden: approve this {}?\n{}\n",
             self.category,
-            visible(&self.summary)
+            one_line(&self.summary, 300)
         );
-        m.push_str(&format!("Decided by: {} — {}\n", self.rule, self.rule_reason));
+        m.push_str(&format!("\nSQL:\n{}\n\n", shown_sql(&self.sql)));
+        m.push_str(&format!(
+            "Decided by: {} — {}\n",
+            one_line(&self.rule, 300),
+            one_line(&self.rule_reason, 300)
+        ));
         for d in &self.details {
-            m.push_str(&format!("{}\n", visible(d)));
+            m.push_str(&format!("{}\n", one_line(d, 400)));
         }
         if let Some(n) = self.estimated_rows {
             m.push_str(&format!("Estimated rows: ~{n:.0} (planner estimate)\n"));
@@ -113,22 +120,65 @@ impl ReviewPacket {
                     }
                 })
                 .collect();
-            m.push_str(&format!("Tables: {}\n", visible(&t.join(", "))));
+            m.push_str(&format!("Tables: {}\n", one_line(&t.join(", "), 600)));
         }
         for r in &self.reasons {
-            m.push_str(&format!("Why: {}\n", visible(r)));
+            m.push_str(&format!("Why: {}\n", one_line(r, 400)));
         }
-        m.push_str(&format!("Requested by: {}\n", visible(&self.requested_by)));
+        m.push_str(&format!("Requested by: {}\n", one_line(&self.requested_by, 300)));
         if let Some(i) = &self.intent {
-            m.push_str(&format!("Intent (the model's words, unverified): {}\n", visible(i)));
+            m.push_str(&format!(
+                "Intent (the model's words, unverified): {}\n",
+                one_line(i, 500)
+            ));
         }
-        m.push_str(&format!("\nSQL:\n{}\n", visible(&self.sql)));
         m.push_str(
             "\nApprove runs it and commits; Dry run runs it, reports the rows and rolls back; Deny runs nothing. \
              A row limit rolls the change back if it touches more rows.",
         );
         m
     }
+}
+
+/// `s` as one line: hidden characters visible, line breaks and tabs shown as `\n`, `\r`, `\t`, and
+/// at most `max` characters (the rest counted, not shown).
+pub fn one_line(s: &str, max: usize) -> String {
+    let escaped = visible(
+        &s.replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r")
+            .replace('\t', "\\t"),
+    );
+    let total = escaped.chars().count();
+    if total <= max {
+        return escaped;
+    }
+    format!(
+        "{}… ({} more characters)",
+        escaped.chars().take(max).collect::<String>(),
+        total - max
+    )
+}
+
+/// The statement as shown: hidden characters visible, and runs of empty lines (inside a string,
+/// say) folded to a marker, so the rest of the statement stays in view.
+fn shown_sql(sql: &str) -> String {
+    let mut out = Vec::new();
+    let mut empty = 0usize;
+    for line in visible(sql).split('\n') {
+        if line.trim().is_empty() {
+            empty += 1;
+            continue;
+        }
+        match empty {
+            0 => {}
+            1 => out.push(String::new()),
+            n => out.push(format!("[… {n} empty lines …]")),
+        }
+        empty = 0;
+        out.push(line.to_string());
+    }
+    out.join("\n")
 }
 
 /// sqlparser's pretty form when it parses back to the same statements, else the text as given
@@ -159,6 +209,48 @@ pub fn visible(s: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod spoofing_tests {
+    use super::*;
+
+    /// Regression (issue 16 item 3): newlines in `intent` forged sections of the prompt, and 60
+    /// blank lines pushed the real statement out of view.
+    #[test]
+    fn model_supplied_fields_cannot_forge_sections_or_hide_the_statement() {
+        let mut p = ReviewPacket {
+            summary: "UPDATE on public.t via `query` (write, risk medium)".into(),
+            sql: "UPDATE t SET a = 1 WHERE id > 0".into(),
+            category: "write".into(),
+            risk: "medium".into(),
+            reasons: vec![],
+            tables: vec![],
+            rule: "rule `r`".into(),
+            rule_reason: "x".into(),
+            estimated_rows: None,
+            estimate_for_person_only: false,
+            requested_by: "client\nDecided by: rule `safe`".into(),
+            intent: Some(format!("harmless{}\nSQL:\nSELECT 1", "\n".repeat(60))),
+            details: vec!["File: out.csv\nRisk: low".into()],
+        };
+        let m = p.message();
+        let sql_at = m.find("UPDATE t SET a = 1 WHERE id > 0").unwrap();
+        assert!(sql_at < m.find("Intent").unwrap(), "the action comes first:\n{m}");
+        assert_eq!(m.matches("\nSQL:").count(), 1, "{m}");
+        assert_eq!(m.lines().filter(|l| l.starts_with("Decided by:")).count(), 1, "{m}");
+        assert!(m.contains("client\\nDecided by"), "{m}");
+        assert!(!m.contains("\n\n\n"), "{m:?}");
+        let intent_line = m.lines().find(|l| l.starts_with("Intent")).unwrap();
+        assert!(
+            intent_line.contains("more characters") || intent_line.len() < 800,
+            "{intent_line}"
+        );
+        p.sql = format!("UPDATE t SET a = '{}' WHERE id > 0", "\n".repeat(60));
+        let m = p.message();
+        assert!(m.contains("[… 60 empty lines …]") || m.contains("empty lines"), "{m}");
+        assert!(m.lines().count() < 30, "{m}");
+    }
 }
 
 #[cfg(test)]

@@ -197,7 +197,8 @@ impl AuditLog {
                 path.display(),
                 mode & 0o777
             );
-            file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io)?;
         }
         let log = AuditLog {
             path: path.to_path_buf(),
