@@ -22,12 +22,17 @@ pub struct Trail {
     pub executed_approval: Option<String>,
     /// Tool-specific facts for the last record (a grant's privileges after).
     after: Option<serde_json::Value>,
+    /// Values redacted from the call's SQL: error messages lose them too.
+    secrets: Vec<String>,
 }
 
 impl Trail {
     pub fn new(action: &Action, extra_arguments: serde_json::Value) -> Trail {
         let c = &action.caller;
-        let sql = action.sql.as_deref().map(redact::sql);
+        let (sql, secrets) = match action.sql.as_deref().map(redact::sql_and_secrets) {
+            Some((sql, secrets)) => (Some(sql), secrets),
+            None => (None, vec![]),
+        };
         let mut arguments = serde_json::json!({});
         if let Some(s) = &sql {
             arguments["sql"] = s.clone().into();
@@ -61,13 +66,15 @@ impl Trail {
             decision_written: false,
             executed_approval: None,
             after: None,
+            secrets,
         }
     }
 
     pub fn assessed(&mut self, a: &Assessment) {
         self.base.categories = a.categories.iter().map(|c| c.as_str().to_string()).collect();
         self.base.risk = Some(a.risk.as_str().into());
-        self.base.reasons = a.reasons.clone();
+        // A parser error quotes the token it stopped at, which may be a secret.
+        self.base.reasons = a.reasons.iter().map(|r| redact::scrub(r, &self.secrets)).collect();
     }
 
     pub fn decided(&mut self, d: &Decision) {
@@ -170,7 +177,10 @@ impl Trail {
     }
 
     /// The last record of the call: the `outcome` of a decision, or the whole `call`.
-    pub fn final_record(&self, outcome: OutcomeRecord) -> Record {
+    pub fn final_record(&self, mut outcome: OutcomeRecord) -> Record {
+        if let Some(m) = &outcome.message {
+            outcome.message = Some(redact::scrub(m, &self.secrets));
+        }
         if self.decision_written {
             // The outcome repeats only what links it to its decision.
             Record {

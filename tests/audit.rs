@@ -324,3 +324,31 @@ async fn a_crash_between_decision_and_action_leaves_a_decision_without_outcome()
         "a visible decision without an outcome"
     );
 }
+
+/// Issue 16 item 11: a password Postgres joins across a line break, and an error message quoting a
+/// secret value, reached the audit file.
+#[tokio::test]
+async fn secrets_split_across_literals_or_quoted_in_errors_never_reach_the_trail() {
+    let db = TestDb::new(SETUP).await;
+    db.admin()
+        .await
+        .batch_execute("ALTER ROLE pgwarden_agent CREATEROLE")
+        .await
+        .unwrap();
+    let reviewer = Reviewer::says("approve", None, None);
+    let mcp = Mcp::reviewed(&db, POLICY, reviewer, Era::Legacy).await;
+    mcp.call(
+        "query",
+        json!({"sql": "CREATE ROLE audit_probe2 LOGIN PASSWORD 'abc'\n'hunter2-joined'"}),
+    )
+    .await;
+    // Postgres quotes the literal in its error: `invalid input syntax for type integer: "…"`.
+    mcp.call(
+        "query",
+        json!({"sql": "ALTER ROLE audit_probe2 CONNECTION LIMIT 1 VALID UNTIL 'hunter2-in-error'"}),
+    )
+    .await;
+    let raw = std::fs::read_to_string(mcp.audit_path()).unwrap();
+    assert!(!raw.contains("hunter2"), "a secret reached the audit file:\n{raw}");
+    assert!(raw.contains("[redacted]"), "{raw}");
+}
