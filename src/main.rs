@@ -485,6 +485,7 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         .context("reading the catalog facts the classifier needs")?;
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
+    let pipeline_approvals = pipeline.approvals().clone();
     let service = PgWarden::new(pipeline)
         .serve(rmcp::transport::stdio())
         .await
@@ -499,6 +500,8 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         }
     };
     watcher.cancel();
+    // Approvals still open die with this process: say so in the trail (`abandoned`).
+    pipeline_approvals.store.abandon_open();
     // Batched records (reads) become durable on a clean shutdown.
     audit.flush()?;
     result

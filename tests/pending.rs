@@ -1263,3 +1263,29 @@ async fn with_masks_the_row_estimate_reaches_the_person_but_not_the_model() {
         "the person sees the estimate: {listed}"
     );
 }
+
+/// Issue 16 item 10: a pending approval became `expired` in the trail only when something looked it
+/// up; now the expiry is recorded when it happens.
+#[tokio::test]
+async fn expiry_is_recorded_when_it_happens_without_anyone_asking() {
+    let db = TestDb::new(SETUP).await;
+    let policy = POLICY.replace("pending_ttl = \"30s\"", "pending_ttl = \"2s\"");
+    let mcp = session(&db, &policy, Host::default()).await;
+    let _browser = FakeBrowser::install(&mcp);
+    let pending = pending_call(&mcp, BUMP_ONE).await;
+    let id = pending["approval_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let expired = mcp.audit_records().iter().any(|r| {
+            r.approval
+                .as_ref()
+                .is_some_and(|a| a.approval_id.as_deref() == Some(id.as_str()) && a.answer == "expired")
+        });
+        if expired {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the expiry was never recorded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(counts(&db).await, [0, 0, 0]);
+}

@@ -77,6 +77,7 @@ impl Approvals {
         };
         let record = move |t: &Transition<'_>| {
             let (state, _) = state_words(t.to);
+            let state = if t.channel == "shutdown" { "abandoned" } else { state };
             let mut record = Record {
                 event: Some(Event::Approval),
                 session_id: Some(t.session.to_string()),
@@ -113,6 +114,17 @@ impl Approvals {
                 .map_err(|e| e.to_string())
         };
         let store = Arc::new(ApprovalStore::new(ttls, Box::new(record)));
+        // Expiry is recorded when it happens, not when something next looks (issue 16 item 10).
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&store);
+            handle.spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    let Some(store) = weak.upgrade() else { return };
+                    store.tick();
+                }
+            });
+        }
         Arc::new(Approvals {
             console: Arc::new(Console::new(store.clone(), label)),
             settings,

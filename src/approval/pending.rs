@@ -434,6 +434,18 @@ impl<A: Clone> ApprovalStore<A> {
         self.generation.subscribe()
     }
 
+    /// At shutdown: every approval still open is recorded as abandoned (channel `shutdown`), so
+    /// the trail does not end on `pending`. Pending approvals live in memory and die with us.
+    pub fn abandon_open(&self) {
+        let mut entries = self.lock();
+        for (id, e) in entries.iter_mut() {
+            let current = e.state.borrow().clone();
+            if matches!(current, State::Pending | State::Approved { .. }) {
+                let _ = self.transition(id, e, State::Cancelled, "shutdown", None, false);
+            }
+        }
+    }
+
     /// Moves expired entries along, so waiting channels see it.
     pub fn tick(&self) {
         let mut entries = self.lock();
@@ -614,6 +626,26 @@ mod tests {
             store.decide(&id, "h", &console(), approve()),
             Err(PendingError::AlreadyDecided(id.clone()))
         );
+    }
+
+    /// Issue 16 item 10: approvals still open at shutdown ended the trail on `pending`.
+    #[tokio::test]
+    async fn open_approvals_are_recorded_abandoned_at_shutdown() {
+        let (store, seen) = recorded::<u8>();
+        let a = store.create("s", "a", 1, review()).unwrap();
+        let b = store.create("s", "b", 2, review()).unwrap();
+        store.decide(&b, "b", &console(), approve()).unwrap();
+        let c = store.create("s", "c", 3, review()).unwrap();
+        store
+            .decide(&c, "c", &console(), Decision::parse("deny", None, None).unwrap())
+            .unwrap();
+        store.abandon_open();
+        for id in [&a, &b] {
+            assert_eq!(store.state(id), Some(State::Cancelled));
+        }
+        assert!(matches!(store.state(&c), Some(State::Denied { .. })));
+        let shutdown = seen.lock().unwrap().iter().filter(|t| t.contains("shutdown")).count();
+        assert_eq!(shutdown, 2, "{:?}", seen.lock().unwrap());
     }
 
     #[tokio::test(start_paused = true)]
