@@ -132,6 +132,23 @@ impl Limits {
     }
 }
 
+/// Refuses an export directory that holds the audit trail: an export (with `overwrite`) could
+/// otherwise replace the trail, or sit beside it for anyone reading exports.
+pub fn check_export_dir(export_dir: &std::path::Path, audit_log: &std::path::Path) -> Result<(), ConfigError> {
+    let resolve = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let exports = resolve(export_dir);
+    let audit_dir = audit_log.parent().map(resolve).unwrap_or_default();
+    if audit_dir.starts_with(&exports) {
+        return Err(ConfigError(format!(
+            "the export directory `{}` holds the audit trail `{}`; give exports a directory of their own \
+             (`--export-dir`) or move the trail (`--audit-log`)",
+            export_dir.display(),
+            audit_log.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Where pgwarden keeps something by default: `root_path` when running as root (root's home is
 /// closed to the `postgres` user), else `$XDG_…/pgwarden/<leaf>` (`xdg`, when absolute) or
 /// `~/<home_sub>/pgwarden/<leaf>`, or under `/tmp` without a home.
@@ -156,6 +173,15 @@ pub fn default_location(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16 item 16: an export could be written over the audit trail.
+    #[test]
+    fn an_export_directory_holding_the_audit_trail_is_refused() {
+        let d = PathBuf::from("/srv/pgw");
+        assert!(check_export_dir(&d, &d.join("audit.jsonl")).is_err());
+        assert!(check_export_dir(&d, &d.join("logs/audit.jsonl")).is_err());
+        assert!(check_export_dir(&d.join("exports"), &d.join("audit.jsonl")).is_ok());
+    }
 
     #[test]
     fn a_statement_timeout_too_long_to_add_to_a_clock_is_refused_at_start() {

@@ -407,6 +407,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let export_dir = args
         .export_dir
         .unwrap_or_else(|| default_location("/var/lib/pgwarden/exports", "XDG_DATA_HOME", ".local/share", "exports"));
+    pgwarden::config::check_export_dir(&export_dir, &audit_log)?;
     Ok(Settings {
         change_database: args.change_database_url.filter(|u| !u.trim().is_empty()),
         audit_log,

@@ -2,7 +2,7 @@
 //! (constant memory whatever the size), hashed and counted on the way. It runs as the agent's
 //! login, so masks apply exactly as for reads.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use futures_util::{StreamExt, pin_mut};
 use serde::{Deserialize, Serialize};
@@ -76,12 +76,12 @@ impl Database {
             .await
     }
 
-    /// Streams the rows of `sql` into `file` (created; the caller renames it into place).
+    /// Streams the rows of `sql` into `file` (a new file; the caller puts it in place).
     pub async fn export(
         &self,
         sql: &str,
         spec: ExportSpec,
-        file: &Path,
+        file: std::fs::File,
         progress: &(dyn Fn(u64) + Send + Sync),
         ct: &CancellationToken,
     ) -> Result<ExportResult, DbError> {
@@ -96,14 +96,8 @@ impl Database {
                     let copy = copy_text(sql, spec)?;
                     let stream = tx.copy_out(copy.as_str()).await.map_err(DbError::from_pg)?;
                     pin_mut!(stream);
-                    // Owner-only: exports usually hold the data an operator guards most.
-                    let out = tokio::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(file)
-                        .await
-                        .map_err(io)?;
+                    // Created owner-only, beneath the export directory's handle (see `export_path`).
+                    let out = tokio::fs::File::from_std(file);
                     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, out);
                     let mut hasher = Sha256::new();
                     let mut counter = RowCounter::new(spec.format);

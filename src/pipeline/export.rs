@@ -11,7 +11,6 @@ use crate::{
     approval::Route,
     classify::{self, Category},
     db::export::{ExportFormat, ExportSpec},
-    export_path,
     tools::export::{ExportArgs, ExportOutput},
     trail::Trail,
 };
@@ -61,7 +60,9 @@ impl Pipeline {
             ));
         }
         let overwrite = args.overwrite.unwrap_or(false);
-        let target = export_path::resolve(&self.export_dir, &args.path, overwrite)
+        let root = self.export_root.as_ref().map_err(|e| ToolError::Refused(e.clone()))?;
+        let target = root
+            .resolve(&args.path, overwrite)
             .map_err(|e| ToolError::BadArguments(e.to_string()))?;
         self.masks_hold()?;
         let read = classify::classify_with(sql, &self.catalog_facts());
@@ -102,7 +103,7 @@ impl Pipeline {
             let mut details = vec![
                 format!(
                     "Target: {}{} ({:?}{})",
-                    target.display(),
+                    target.path.display(),
                     if overwrite {
                         " — REPLACES the existing file"
                     } else {
@@ -148,39 +149,30 @@ impl Pipeline {
         // The data leaves the database only once this is on disk.
         self.write_decision(trail)?;
 
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let partial = target.with_file_name(format!(".{name}.{}.partial", uuid::Uuid::new_v4().simple()));
         let spec = ExportSpec {
             format,
             header,
             statement_timeout: timeout,
         };
-        let written = self.db.export(sql, spec, &partial, progress, ct).await;
-        let result = match written {
+        let partial = target
+            .create_partial()
+            .map_err(|e| ToolError::Refused(format!("the export file could not be created: {e}")))?;
+        let file = partial
+            .file
+            .try_clone()
+            .map_err(|e| ToolError::Refused(format!("the export file could not be opened: {e}")))?;
+        let result = match self.db.export(sql, spec, file, progress, ct).await {
             Ok(r) => r,
             Err(e) => {
-                let _ = std::fs::remove_file(&partial);
+                target.discard(&partial);
                 return Err(e.into());
             }
         };
-        if !overwrite && target.exists() {
-            let _ = std::fs::remove_file(&partial);
-            return Err(ToolError::Refused(format!(
-                "`{}` appeared while the export ran; the rows were not written over it",
-                args.path
-            )));
-        }
-        if let Err(e) = std::fs::rename(&partial, &target) {
-            let _ = std::fs::remove_file(&partial);
-            return Err(ToolError::Refused(format!(
-                "the finished file could not be put in place: {e}"
-            )));
-        }
+        target
+            .commit(&partial, overwrite)
+            .map_err(|e| ToolError::Refused(format!("`{}`: {e}", args.path)))?;
         Ok(Outcome::Done(ExportOutput {
-            path: target.display().to_string(),
+            path: target.path.display().to_string(),
             format,
             rows: result.rows,
             bytes: result.bytes,

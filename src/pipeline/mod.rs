@@ -202,7 +202,8 @@ pub struct Pipeline {
     principal: Option<String>,
     audit: Arc<AuditLog>,
     /// Where `export` writes. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
-    export_dir: std::path::PathBuf,
+    /// The export directory, opened once (see `export_path`); why not, when it could not be.
+    export_root: Result<crate::export_path::ExportRoot, String>,
     /// Pending approvals, the console and the card.
     approvals: Arc<Approvals>,
     /// What the catalog holds (user code, names, masking views), for `classify_with`; see `catalog`.
@@ -234,7 +235,7 @@ impl Pipeline {
             withhold_change_output,
             principal,
             audit,
-            export_dir,
+            export_root: crate::export_path::ExportRoot::open(&export_dir).map_err(|e| e.to_string()),
             catalog: Default::default(),
         }
     }
