@@ -90,7 +90,27 @@ impl ClientHandler for Host {
     }
 }
 
-/// What the "browser" pgwarden launches does: remember the URL it was given.
+/// A browser command in `dir` that does what a browser does with the `file://` page pgwarden
+/// gives it: reads the page and follows its redirect (an `http` URL it follows directly). It records the URL it lands on in `urls`, its
+/// argv in `argv` and its environment in `env`.
+fn browser_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("browser.sh");
+    let d = dir.display();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{d}/argv'\nenv >> '{d}/env'\n\
+             case \"$1\" in file://*) sed -n 's/^location.replace(\"\\(.*\\)\");$/\\1/p' \"${{1#file://}}\" ;;\n\
+             *) printf '%s\\n' \"$1\" ;; esac >> '{d}/urls'\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// What the "browser" pgwarden launches does: follow the sign-in page to the URL, and remember it.
 struct FakeBrowser {
     dir: tempfile::TempDir,
 }
@@ -101,16 +121,13 @@ impl FakeBrowser {
             .prefix("pgw-browser-")
             .tempdir_in("/tmp")
             .unwrap();
-        let script = dir.path().join("browser.sh");
-        std::fs::write(
-            &script,
-            format!("#!/bin/sh\necho \"$1\" >> '{}'\n", dir.path().join("urls").display()),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = browser_script(dir.path());
         mcp.pipeline.approvals().console.use_browser(script.to_str().unwrap());
         FakeBrowser { dir }
+    }
+
+    fn recorded(&self, what: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(what)).unwrap_or_default()
     }
 
     fn urls(&self) -> Vec<String> {
@@ -893,11 +910,9 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     std::fs::write(&policy, POLICY).unwrap();
     let audit = dir.path().join("audit.jsonl");
     let stderr = dir.path().join("stderr.log");
-    let script = dir.path().join("browser.sh");
+    let script = browser_script(dir.path());
     let urls = dir.path().join("urls");
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$1\" >> '{}'\n", urls.display())).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = dir.path().join("run");
     let c = &common::cluster().cluster;
     let dsn = format!(
         "host={} port={} user={} dbname={}",
@@ -912,6 +927,7 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
         .arg("--audit-log")
         .arg(&audit)
         .env("BROWSER", &script)
+        .env("XDG_RUNTIME_DIR", &runtime)
         .env("RUST_LOG", "debug");
     let (transport, _) = TokioChildProcess::builder(cmd)
         .stderr(std::fs::File::create(&stderr).unwrap())
@@ -937,6 +953,11 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     let (port, rest) = rest.split_once('/').unwrap();
     let secret = rest.strip_prefix("login#k=").unwrap().to_string();
     assert_eq!(secret.len(), 64, "256 bits");
+    let argv = std::fs::read_to_string(dir.path().join("argv")).unwrap();
+    assert!(
+        argv.starts_with(&format!("file://{}/pgwarden/login-", runtime.display())),
+        "{argv}"
+    );
     let console = Console::sign_in(port.parse().unwrap(), &secret).await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
     let r = call("pgwarden_await", json!({ "approval_id": id })).await;
@@ -954,9 +975,15 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     let cookie = console.cookie.split('=').nth(1).unwrap().to_string();
     let err = std::fs::read_to_string(&stderr).unwrap();
     assert!(err.contains("opened the review console"), "{err}");
-    for (what, text) in [("stderr", err), ("audit", std::fs::read_to_string(&audit).unwrap())]
-        .into_iter()
-        .chain(seen.into_iter().map(|s| ("a tool result", s)))
+    let browser_env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    for (what, text) in [
+        ("stderr", err),
+        ("audit", std::fs::read_to_string(&audit).unwrap()),
+        ("the browser's argv", argv),
+        ("the browser's environment", browser_env),
+    ]
+    .into_iter()
+    .chain(seen.into_iter().map(|s| ("a tool result", s)))
     {
         assert!(!text.contains(&secret), "the sign-in secret is in {what}");
         assert!(!text.contains(&cookie), "the session cookie is in {what}");
@@ -983,6 +1010,60 @@ async fn five_wrong_sign_in_secrets_revoke_the_link() {
     let body = json!({ "secret": secret }).to_string();
     let r = http(port, "POST", "/api/login", &headers, Some(&body)).await;
     assert_eq!(r.status, 401, "revoked after five wrong tries: {}", r.body);
+}
+
+/// Issue 16: the sign-in URL was the browser's argv, which every local user can read in
+/// `/proc/<pid>/cmdline`; `nobody` signed in with it and approved a DELETE, and the audit named
+/// "uid 0 (local console)" as the decider.
+#[tokio::test]
+async fn the_sign_in_secret_is_in_no_argv_or_environment_only_in_a_private_page() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host::default()).await;
+    let browser = FakeBrowser::install(&mcp);
+    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (port, secret) = browser.login_url().await;
+    let (argv, env) = (browser.recorded("argv"), browser.recorded("env"));
+    assert!(!argv.contains(&secret), "the secret is in the browser's argv: {argv}");
+    assert!(!env.contains(&secret), "the secret is in the browser's environment");
+    let page = std::path::PathBuf::from(argv.trim().strip_prefix("file://").expect("a file:// URL"));
+    let dir = page.parent().unwrap();
+    assert_eq!(
+        std::fs::metadata(&page).unwrap().mode() & 0o777,
+        0o600,
+        "{}",
+        page.display()
+    );
+    assert_eq!(std::fs::metadata(dir).unwrap().mode() & 0o777, 0o700);
+    // Open the way down to the directory, so that only pgwarden's own modes keep others out.
+    for up in dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with("/tmp/") && *a != "/tmp")
+    {
+        std::fs::set_permissions(up, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let other = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cat"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(!other.status.success(), "another user read the page");
+    assert!(!String::from_utf8_lossy(&other.stdout).contains(&secret));
+
+    let console = Console::sign_in(port, &secret).await;
+    assert!(!page.exists(), "the page is removed once the link is used");
+    assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
+    let decided: Vec<_> = transitions(&mcp, &id).into_iter().filter_map(|(_, _, by)| by).collect();
+    let by = decided.last().expect("a decider");
+    assert!(by.starts_with("local console session "), "{by}");
+    assert!(
+        !by.contains("uid"),
+        "the decider is the signed-in session, not a uid: {by}"
+    );
 }
 
 /// The transitions the audit trail recorded for approval `id`: (state, channel, decided_by).

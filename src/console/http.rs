@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use super::Shared;
+use super::{Session, Shared};
 use crate::approval::{
     hub::state_words,
     pending::{Decision, PendingError, Via},
@@ -140,19 +140,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             login(shared, req).await
         }
         (Method::GET, "/" | "/index.html" | "/api/pending") | (Method::POST, "/api/decide") => {
-            let Some(csrf) = cookie(&req).and_then(|c| shared.session(&c)) else {
+            let Some(session) = cookie(&req).and_then(|c| shared.session(&c)) else {
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "not signed in: pgwarden opens this console in your browser itself when an approval is waiting",
                 );
             };
             match path.as_str() {
-                "/api/pending" => pending(shared, &req, &csrf).await,
+                "/api/pending" => pending(shared, &req, &session.csrf).await,
                 "/api/decide" => {
                     if origin.is_none() {
                         return error(StatusCode::FORBIDDEN, "a decision needs the page's Origin header");
                     }
-                    decide(shared, req, &csrf).await
+                    decide(shared, req, &session).await
                 }
                 _ => reply(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
             }
@@ -254,9 +254,9 @@ async fn pending(shared: &Shared, req: &Request<Incoming>, csrf: &str) -> Reply 
     )
 }
 
-async fn decide(shared: &Shared, req: Request<Incoming>, csrf: &str) -> Reply {
+async fn decide(shared: &Shared, req: Request<Incoming>, session: &Session) -> Reply {
     let token = header(&req, header::HeaderName::from_static("x-csrf-token")).unwrap_or_default();
-    if !crate::approval::pending::same_secret(token, csrf) {
+    if !crate::approval::pending::same_secret(token, &session.csrf) {
         return error(StatusCode::FORBIDDEN, "missing or wrong CSRF token; reload the page");
     }
     #[derive(Deserialize)]
@@ -277,7 +277,7 @@ async fn decide(shared: &Shared, req: Request<Incoming>, csrf: &str) -> Reply {
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
     let via = Via::Console {
-        user: shared.user.clone(),
+        user: session.decider.clone(),
     };
     match shared.store.decide(&d.approval_id, &d.action_hash, &via, decision) {
         Ok(state) => {
