@@ -1066,6 +1066,94 @@ async fn the_sign_in_secret_is_in_no_argv_or_environment_only_in_a_private_page(
     );
 }
 
+/// Issue 16: 300 half-open requests held the console for good, its accept loop spun and new
+/// approvals failed with "too many open files". Now idle connections are closed after the header
+/// timeout (5 s), at most 128 are served at once (the rest are closed at once), a real request
+/// gets in within seconds, and a body that never finishes is refused after 10 s.
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_header_timeout_and_a_real_request_still_gets_in() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host::default()).await;
+    let port = mcp.pipeline.approvals().console.addr().await.unwrap().port();
+    // A body that never finishes is answered 408 after the body timeout (10 s).
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"secret\":"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let slow = tokio::spawn(async move {
+        let mut raw = Vec::new();
+        let _ = slow.read_to_end(&mut raw).await;
+        String::from_utf8_lossy(&raw).to_string()
+    });
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        // Half a request head, and then nothing (a refused connection may already be gone).
+        let _ = s.write_all(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
+        idle.push(s);
+    }
+    // Beyond the 128 served at once, connections are closed at once.
+    let mut buf = [0u8; 512];
+    let mut at_once = 0;
+    for s in &mut idle {
+        let read = tokio::time::timeout(Duration::from_millis(5), s.read(&mut buf)).await;
+        at_once += usize::from(matches!(read, Ok(Ok(0) | Err(_))));
+    }
+    assert!(
+        at_once >= 50,
+        "beyond 128, connections are closed at once (only {at_once} were)"
+    );
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(9);
+
+    // A whole request, retried as a browser would until it is answered.
+    let request = format!("GET /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let answered = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no answer within 9 s");
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            s.write_all(request.as_bytes()).await.ok()?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.ok()?;
+            String::from_utf8_lossy(&raw).lines().next().map(str::to_string)
+        };
+        match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+            Ok(Some(status)) if !status.is_empty() => break status,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+
+    // Every idle connection ends: the excess ones at once, the served ones at the header timeout.
+    let mut last_closed = Duration::ZERO;
+    for s in &mut idle {
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Err(_) => panic!("an idle connection is still open after {:?}", started.elapsed()),
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => continue,
+            }
+        }
+        last_closed = last_closed.max(started.elapsed());
+    }
+    assert!(
+        last_closed >= Duration::from_secs(3),
+        "the served idle connections were held until the header timeout, not dropped at once ({last_closed:?})"
+    );
+    let slow = tokio::time::timeout_at(started + Duration::from_secs(13), slow)
+        .await
+        .expect("the unfinished body is answered")
+        .unwrap();
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
+}
+
 /// The transitions the audit trail recorded for approval `id`: (state, channel, decided_by).
 fn transitions<H: ClientHandler>(mcp: &Mcp<H>, id: &str) -> Vec<(String, String, Option<String>)> {
     mcp.audit_records()
