@@ -899,8 +899,9 @@ async fn no_model_visible_tool_can_change_an_approval() {
     }
 }
 
-/// The real binary, as Claude Desktop runs it: `$BROWSER` gets the sign-in URL, and its secret
-/// appears nowhere else — not in stderr, not in any tool result, not in the audit file.
+/// The real binary, as Claude Desktop runs it: `$BROWSER` gets a redirect page in
+/// `$XDG_RUNTIME_DIR/pgwarden` that leads to the sign-in URL, and its secret appears nowhere else —
+/// not in the browser's argv or environment, not in stderr, not in any tool result, not in the audit file.
 #[tokio::test]
 async fn the_sign_in_secret_never_leaves_the_browser_url() {
     use rmcp::{ServiceExt, transport::TokioChildProcess};
