@@ -84,6 +84,9 @@ pub struct Settings {
     pub audit_log: PathBuf,
     /// Where exports go. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
     pub export_dir: PathBuf,
+    /// A private directory (made 0700) for the review console's sign-in redirect pages. Defaults to
+    /// `$XDG_RUNTIME_DIR/pgwarden`, else `$XDG_STATE_HOME/pgwarden/console` (see `default_location`).
+    pub console_dir: PathBuf,
     pub limits: Limits,
     /// Connections kept open to Postgres. Defaults to 4.
     pub pool_size: usize,

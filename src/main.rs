@@ -408,10 +408,17 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         .export_dir
         .unwrap_or_else(|| default_location("/var/lib/pgwarden/exports", "XDG_DATA_HOME", ".local/share", "exports"));
     pgwarden::config::check_export_dir(&export_dir, &audit_log)?;
+    // The runtime directory is the user's own (0700, per the XDG spec) and cleared at logout.
+    let console_dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|p| p.join("pgwarden"))
+        .unwrap_or_else(|| default_location("/var/lib/pgwarden/console", "XDG_STATE_HOME", ".local/state", "console"));
     Ok(Settings {
         change_database: args.change_database_url.filter(|u| !u.trim().is_empty()),
         audit_log,
         export_dir,
+        console_dir,
         database,
         limits,
         pool_size: args.pool_size as usize,
@@ -478,6 +485,7 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         settings.principal.clone(),
         audit.clone(),
         settings.export_dir.clone(),
+        settings.console_dir.clone(),
     ));
     // The classifier judges agent SQL against what the catalog holds (user code, search path, masks).
     pipeline

@@ -90,7 +90,27 @@ impl ClientHandler for Host {
     }
 }
 
-/// What the "browser" pgwarden launches does: remember the URL it was given.
+/// A browser command in `dir` that does what a browser does with the `file://` page pgwarden
+/// gives it: reads the page and follows its redirect (an `http` URL it follows directly). It records the URL it lands on in `urls`, its
+/// argv in `argv` and its environment in `env`.
+fn browser_script(dir: &std::path::Path) -> std::path::PathBuf {
+    let script = dir.join("browser.sh");
+    let d = dir.display();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{d}/argv'\nenv >> '{d}/env'\n\
+             case \"$1\" in file://*) sed -n 's/^location.replace(\"\\(.*\\)\");$/\\1/p' \"${{1#file://}}\" ;;\n\
+             *) printf '%s\\n' \"$1\" ;; esac >> '{d}/urls'\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// What the "browser" pgwarden launches does: follow the sign-in page to the URL, and remember it.
 struct FakeBrowser {
     dir: tempfile::TempDir,
 }
@@ -101,16 +121,13 @@ impl FakeBrowser {
             .prefix("pgw-browser-")
             .tempdir_in("/tmp")
             .unwrap();
-        let script = dir.path().join("browser.sh");
-        std::fs::write(
-            &script,
-            format!("#!/bin/sh\necho \"$1\" >> '{}'\n", dir.path().join("urls").display()),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = browser_script(dir.path());
         mcp.pipeline.approvals().console.use_browser(script.to_str().unwrap());
         FakeBrowser { dir }
+    }
+
+    fn recorded(&self, what: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(what)).unwrap_or_default()
     }
 
     fn urls(&self) -> Vec<String> {
@@ -882,8 +899,9 @@ async fn no_model_visible_tool_can_change_an_approval() {
     }
 }
 
-/// The real binary, as Claude Desktop runs it: `$BROWSER` gets the sign-in URL, and its secret
-/// appears nowhere else — not in stderr, not in any tool result, not in the audit file.
+/// The real binary, as Claude Desktop runs it: `$BROWSER` gets a redirect page in
+/// `$XDG_RUNTIME_DIR/pgwarden` that leads to the sign-in URL, and its secret appears nowhere else —
+/// not in the browser's argv or environment, not in stderr, not in any tool result, not in the audit file.
 #[tokio::test]
 async fn the_sign_in_secret_never_leaves_the_browser_url() {
     use rmcp::{ServiceExt, transport::TokioChildProcess};
@@ -893,11 +911,9 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     std::fs::write(&policy, POLICY).unwrap();
     let audit = dir.path().join("audit.jsonl");
     let stderr = dir.path().join("stderr.log");
-    let script = dir.path().join("browser.sh");
+    let script = browser_script(dir.path());
     let urls = dir.path().join("urls");
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$1\" >> '{}'\n", urls.display())).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = dir.path().join("run");
     let c = &common::cluster().cluster;
     let dsn = format!(
         "host={} port={} user={} dbname={}",
@@ -912,6 +928,7 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
         .arg("--audit-log")
         .arg(&audit)
         .env("BROWSER", &script)
+        .env("XDG_RUNTIME_DIR", &runtime)
         .env("RUST_LOG", "debug");
     let (transport, _) = TokioChildProcess::builder(cmd)
         .stderr(std::fs::File::create(&stderr).unwrap())
@@ -937,6 +954,11 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     let (port, rest) = rest.split_once('/').unwrap();
     let secret = rest.strip_prefix("login#k=").unwrap().to_string();
     assert_eq!(secret.len(), 64, "256 bits");
+    let argv = std::fs::read_to_string(dir.path().join("argv")).unwrap();
+    assert!(
+        argv.starts_with(&format!("file://{}/pgwarden/login-", runtime.display())),
+        "{argv}"
+    );
     let console = Console::sign_in(port.parse().unwrap(), &secret).await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
     let r = call("pgwarden_await", json!({ "approval_id": id })).await;
@@ -954,9 +976,15 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
     let cookie = console.cookie.split('=').nth(1).unwrap().to_string();
     let err = std::fs::read_to_string(&stderr).unwrap();
     assert!(err.contains("opened the review console"), "{err}");
-    for (what, text) in [("stderr", err), ("audit", std::fs::read_to_string(&audit).unwrap())]
-        .into_iter()
-        .chain(seen.into_iter().map(|s| ("a tool result", s)))
+    let browser_env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    for (what, text) in [
+        ("stderr", err),
+        ("audit", std::fs::read_to_string(&audit).unwrap()),
+        ("the browser's argv", argv),
+        ("the browser's environment", browser_env),
+    ]
+    .into_iter()
+    .chain(seen.into_iter().map(|s| ("a tool result", s)))
     {
         assert!(!text.contains(&secret), "the sign-in secret is in {what}");
         assert!(!text.contains(&cookie), "the session cookie is in {what}");
@@ -983,6 +1011,148 @@ async fn five_wrong_sign_in_secrets_revoke_the_link() {
     let body = json!({ "secret": secret }).to_string();
     let r = http(port, "POST", "/api/login", &headers, Some(&body)).await;
     assert_eq!(r.status, 401, "revoked after five wrong tries: {}", r.body);
+}
+
+/// Issue 16: the sign-in URL was the browser's argv, which every local user can read in
+/// `/proc/<pid>/cmdline`; `nobody` signed in with it and approved a DELETE, and the audit named
+/// "uid 0 (local console)" as the decider.
+#[tokio::test]
+async fn the_sign_in_secret_is_in_no_argv_or_environment_only_in_a_private_page() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host::default()).await;
+    let browser = FakeBrowser::install(&mcp);
+    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (port, secret) = browser.login_url().await;
+    let (argv, env) = (browser.recorded("argv"), browser.recorded("env"));
+    assert!(!argv.contains(&secret), "the secret is in the browser's argv: {argv}");
+    assert!(!env.contains(&secret), "the secret is in the browser's environment");
+    let page = std::path::PathBuf::from(argv.trim().strip_prefix("file://").expect("a file:// URL"));
+    let dir = page.parent().unwrap();
+    assert_eq!(
+        std::fs::metadata(&page).unwrap().mode() & 0o777,
+        0o600,
+        "{}",
+        page.display()
+    );
+    assert_eq!(std::fs::metadata(dir).unwrap().mode() & 0o777, 0o700);
+    // Open the way down to the directory, so that only pgwarden's own modes keep others out.
+    for up in dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with("/tmp/") && *a != "/tmp")
+    {
+        std::fs::set_permissions(up, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let other = std::process::Command::new("runuser")
+        .args(["-u", "nobody", "--", "cat"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(!other.status.success(), "another user read the page");
+    assert!(!String::from_utf8_lossy(&other.stdout).contains(&secret));
+
+    let console = Console::sign_in(port, &secret).await;
+    assert!(!page.exists(), "the page is removed once the link is used");
+    assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
+    let decided: Vec<_> = transitions(&mcp, &id).into_iter().filter_map(|(_, _, by)| by).collect();
+    let by = decided.last().expect("a decider");
+    assert!(by.starts_with("local console session "), "{by}");
+    assert!(
+        !by.contains("uid"),
+        "the decider is the signed-in session, not a uid: {by}"
+    );
+}
+
+/// Issue 16: 300 half-open requests held the console for good, its accept loop spun and new
+/// approvals failed with "too many open files". Now idle connections are closed after the header
+/// timeout (5 s), at most 128 are served at once (the rest are closed at once), a real request
+/// gets in within seconds, and a body that never finishes is refused after 10 s.
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_header_timeout_and_a_real_request_still_gets_in() {
+    let db = TestDb::new(SETUP).await;
+    let mcp = session(&db, POLICY, Host::default()).await;
+    let port = mcp.pipeline.approvals().console.addr().await.unwrap().port();
+    // A body that never finishes is answered 408 after the body timeout (10 s).
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head = format!(
+        "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"secret\":"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let slow = tokio::spawn(async move {
+        let mut raw = Vec::new();
+        let _ = slow.read_to_end(&mut raw).await;
+        String::from_utf8_lossy(&raw).to_string()
+    });
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        // Half a request head, and then nothing (a refused connection may already be gone).
+        let _ = s.write_all(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
+        idle.push(s);
+    }
+    // Beyond the 128 served at once, connections are closed at once.
+    let mut buf = [0u8; 512];
+    let mut at_once = 0;
+    for s in &mut idle {
+        let read = tokio::time::timeout(Duration::from_millis(5), s.read(&mut buf)).await;
+        at_once += usize::from(matches!(read, Ok(Ok(0) | Err(_))));
+    }
+    assert!(
+        at_once >= 50,
+        "beyond 128, connections are closed at once (only {at_once} were)"
+    );
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(9);
+
+    // A whole request, retried as a browser would until it is answered.
+    let request = format!("GET /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let answered = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no answer within 9 s");
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            s.write_all(request.as_bytes()).await.ok()?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.ok()?;
+            String::from_utf8_lossy(&raw).lines().next().map(str::to_string)
+        };
+        match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+            Ok(Some(status)) if !status.is_empty() => break status,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+
+    // Every idle connection ends: the excess ones at once, the served ones at the header timeout.
+    let mut last_closed = Duration::ZERO;
+    for s in &mut idle {
+        loop {
+            match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                Err(_) => panic!("an idle connection is still open after {:?}", started.elapsed()),
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(_)) => continue,
+            }
+        }
+        last_closed = last_closed.max(started.elapsed());
+    }
+    assert!(
+        last_closed >= Duration::from_secs(3),
+        "the served idle connections were held until the header timeout, not dropped at once ({last_closed:?})"
+    );
+    let slow = tokio::time::timeout_at(started + Duration::from_secs(13), slow)
+        .await
+        .expect("the unfinished body is answered")
+        .unwrap();
+    assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
 }
 
 /// The transitions the audit trail recorded for approval `id`: (state, channel, decided_by).

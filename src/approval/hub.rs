@@ -69,7 +69,13 @@ pub struct Surfaces {
 }
 
 impl Approvals {
-    pub fn new(settings: ApprovalSettings, audit: Arc<AuditLog>, label: String) -> Arc<Approvals> {
+    /// `console_dir`: a private directory of this user for the console's sign-in pages.
+    pub fn new(
+        settings: ApprovalSettings,
+        audit: Arc<AuditLog>,
+        label: String,
+        console_dir: std::path::PathBuf,
+    ) -> Arc<Approvals> {
         let ttls = Ttls {
             pending: settings.pending_ttl,
             approved_unused: settings.approved_ttl,
@@ -126,7 +132,7 @@ impl Approvals {
             });
         }
         Arc::new(Approvals {
-            console: Arc::new(Console::new(store.clone(), label)),
+            console: Arc::new(Console::new(store.clone(), label, console_dir)),
             settings,
             store,
         })

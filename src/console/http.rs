@@ -1,4 +1,5 @@
-//! The console's HTTP side: routes, and the checks every request passes first.
+//! The console's HTTP side: routes, the checks every request passes first, and the limits that
+//! keep idle or slow connections (any local user can open them) from holding the console.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -10,11 +11,11 @@ use hyper::{
     server::conn::http1,
     service::service_fn,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 
-use super::Shared;
+use super::{Session, Shared};
 use crate::approval::{
     hub::state_words,
     pending::{Decision, PendingError, Via},
@@ -29,6 +30,17 @@ const CONSOLE_CSS: &str = include_str!("../../assets/console/console.css");
 const COOKIE: &str = "pgwarden_session";
 /// Bodies larger than this are refused.
 const MAX_BODY: usize = 64 * 1024;
+/// A request's head must arrive within this (on a new connection, and between requests on a kept-alive
+/// one): a browser on this machine sends it in milliseconds.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request's body must arrive within this.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed at once. A browser opens at most six per host; the
+/// cap keeps a flood far below the usual 1024 open files.
+const MAX_CONNECTIONS: usize = 128;
+/// The pause after an accept error other than a dropped connection (out of file descriptors): the
+/// loop must not spin while nothing can be accepted.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A long poll answers after this long without news.
 const LONG_POLL: Duration = Duration::from_secs(25);
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
@@ -37,24 +49,54 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 type Reply = Response<Full<Bytes>>;
 
 pub(super) fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let stop = shared.stop.clone();
     tokio::spawn(async move {
+        let mut backing_off = false;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                a = listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if dropped_connection(&e) => continue,
+                Err(e) => {
+                    if !backing_off {
+                        tracing::warn!("review console: cannot accept connections ({e}); retrying");
+                    }
+                    backing_off = true;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            backing_off = false;
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
                 continue;
             };
             let shared = shared.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = service_fn(move |req| {
                     let shared = shared.clone();
                     async move { Ok::<_, Infallible>(secure(handle(&shared, req).await)) }
                 });
                 let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .max_buf_size(MAX_BODY.max(8192))
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
     });
+}
+
+/// Errors that concern one connection only: accept again at once.
+fn dropped_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock)
 }
 
 /// The headers every response carries. No `Access-Control-*`, ever.
@@ -140,19 +182,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Reply {
             login(shared, req).await
         }
         (Method::GET, "/" | "/index.html" | "/api/pending") | (Method::POST, "/api/decide") => {
-            let Some(csrf) = cookie(&req).and_then(|c| shared.session(&c)) else {
+            let Some(session) = cookie(&req).and_then(|c| shared.session(&c)) else {
                 return error(
                     StatusCode::UNAUTHORIZED,
                     "not signed in: pgwarden opens this console in your browser itself when an approval is waiting",
                 );
             };
             match path.as_str() {
-                "/api/pending" => pending(shared, &req, &csrf).await,
+                "/api/pending" => pending(shared, &req, &session.csrf).await,
                 "/api/decide" => {
                     if origin.is_none() {
                         return error(StatusCode::FORBIDDEN, "a decision needs the page's Origin header");
                     }
-                    decide(shared, req, &csrf).await
+                    decide(shared, req, &session).await
                 }
                 _ => reply(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML),
             }
@@ -169,9 +211,9 @@ async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T,
     if !is_json {
         return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send JSON"));
     }
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_BODY).collect())
         .await
+        .map_err(|_| error(StatusCode::REQUEST_TIMEOUT, "the request body took too long"))?
         .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large"))?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("unreadable request: {e}")))
@@ -254,9 +296,9 @@ async fn pending(shared: &Shared, req: &Request<Incoming>, csrf: &str) -> Reply 
     )
 }
 
-async fn decide(shared: &Shared, req: Request<Incoming>, csrf: &str) -> Reply {
+async fn decide(shared: &Shared, req: Request<Incoming>, session: &Session) -> Reply {
     let token = header(&req, header::HeaderName::from_static("x-csrf-token")).unwrap_or_default();
-    if !crate::approval::pending::same_secret(token, csrf) {
+    if !crate::approval::pending::same_secret(token, &session.csrf) {
         return error(StatusCode::FORBIDDEN, "missing or wrong CSRF token; reload the page");
     }
     #[derive(Deserialize)]
@@ -277,7 +319,7 @@ async fn decide(shared: &Shared, req: Request<Incoming>, csrf: &str) -> Reply {
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
     let via = Via::Console {
-        user: shared.user.clone(),
+        user: session.decider.clone(),
     };
     match shared.store.decide(&d.approval_id, &d.action_hash, &via, decision) {
         Ok(state) => {

@@ -1,7 +1,9 @@
 //! The local review console: a small web page served by the `pgwarden serve` process itself on
 //! 127.0.0.1 (random port), where the person at this computer approves or denies pending calls.
 //!
-//! The model has no way in. pgwarden opens the browser itself at `/login#k=<secret>`: the one-time
+//! The model has no way in. pgwarden opens the browser itself at `/login#k=<secret>`, handing the
+//! URL over in a private redirect file (`redirect`), never in argv or the environment, which other
+//! local users can read: the one-time
 //! secret sits in the URL fragment (never sent in a request line, a log or a Referer), the page
 //! trades it for an HttpOnly, SameSite=Strict session cookie, and the secret is never written to
 //! stdout, stderr, the audit log or a tool result. Every request must carry our own Host (against
@@ -9,16 +11,21 @@
 //! token and the action hash the person was shown. No CORS headers are ever sent.
 
 mod http;
+mod redirect;
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use sha2::{Digest, Sha256};
 use tokio::{sync::OnceCell, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use self::redirect::RedirectPage;
 
 use crate::approval::{
     hub::Store,
@@ -40,6 +47,8 @@ pub struct Console {
     running: OnceCell<Arc<Shared>>,
     /// A browser command used instead of `$BROWSER` (tests, and embedders that know better).
     browser: Mutex<Option<String>>,
+    /// A private directory of this user for the sign-in redirect page (`redirect`).
+    dir: PathBuf,
 }
 
 /// What the HTTP handlers share.
@@ -47,27 +56,40 @@ struct Shared {
     addr: SocketAddr,
     store: Arc<Store>,
     label: String,
-    /// The person signing in: the OS user running pgwarden.
-    user: String,
     login: Mutex<Login>,
-    /// SHA-256 of a session cookie → its CSRF token.
-    sessions: Mutex<HashMap<Vec<u8>, String>>,
+    /// SHA-256 of a session cookie → the session.
+    sessions: Mutex<HashMap<Vec<u8>, Session>>,
     last_poll: Mutex<Option<Instant>>,
+    /// Cancelled when the console stops: the accept loop ends.
+    stop: CancellationToken,
 }
 
 #[derive(Default)]
 struct Login {
     secret: Option<(String, Instant)>,
     failures: u32,
+    /// The redirect page carrying the current secret; deleted with it.
+    page: Option<RedirectPage>,
+}
+
+/// A browser signed in with a one-time link.
+#[derive(Clone)]
+struct Session {
+    csrf: String,
+    /// Who decides, for the audit log: this session, which is all the console authenticated (the
+    /// holder of the link), not a claim about which OS user is at the keyboard.
+    decider: String,
 }
 
 impl Console {
-    pub fn new(store: Arc<Store>, label: String) -> Console {
+    /// A console that writes its sign-in redirect pages in `dir` (created 0700 when first needed).
+    pub fn new(store: Arc<Store>, label: String, dir: PathBuf) -> Console {
         Console {
             store,
             label,
             running: OnceCell::new(),
             browser: Mutex::new(None),
+            dir,
         }
     }
 
@@ -84,10 +106,10 @@ impl Console {
                     addr: listener.local_addr()?,
                     store: self.store.clone(),
                     label: self.label.clone(),
-                    user: os_user(),
                     login: Mutex::new(Login::default()),
                     sessions: Mutex::new(HashMap::new()),
                     last_poll: Mutex::new(None),
+                    stop: CancellationToken::new(),
                 });
                 tracing::info!(port = shared.addr.port(), "review console listening on 127.0.0.1");
                 http::serve(listener, shared.clone());
@@ -114,14 +136,47 @@ impl Console {
         }
         let secret = new_secret();
         let url = format!("http://127.0.0.1:{}/login#k={secret}", shared.addr.port());
+        let page = RedirectPage::write(&self.dir, &url).map_err(|e| {
+            format!(
+                "the review console could not write its sign-in page in `{}`: {e}",
+                self.dir.display()
+            )
+        })?;
+        let file_url = page
+            .file_url()
+            .map_err(|e| format!("the review console's sign-in page has no file URL: {e}"))?;
         *shared.lock_login() = Login {
             secret: Some((secret, Instant::now() + LOGIN_TTL)),
             failures: 0,
+            page: Some(page),
         };
+        // The page goes when the link expires, even if nobody signs in.
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(LOGIN_TTL).await;
+            if let Some(shared) = weak.upgrade() {
+                let mut login = shared.lock_login();
+                if login.secret.as_ref().is_some_and(|(_, until)| Instant::now() >= *until) {
+                    login.secret = None;
+                    login.page = None;
+                }
+            }
+        });
         let browser = self.browser.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        open_browser(&url, browser).await?;
+        open_browser(&file_url, browser).await?;
         tracing::info!(port = shared.addr.port(), "opened the review console in the browser");
         Ok(true)
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Some(shared) = self.running.get() {
+            shared.stop.cancel();
+            let mut login = shared.lock_login();
+            login.secret = None;
+            login.page = None;
+        }
     }
 }
 
@@ -151,27 +206,37 @@ impl Shared {
         };
         if Instant::now() >= until {
             login.secret = None;
+            login.page = None;
             return Err("this sign-in link has expired; pgwarden opens a new one at the next approval");
         }
         if !same_secret(given, &secret) {
             login.failures += 1;
             if login.failures >= LOGIN_ATTEMPTS {
                 login.secret = None;
+                login.page = None;
                 tracing::warn!("review console: too many wrong sign-in secrets; the current link is revoked");
             }
             return Err("wrong sign-in secret");
         }
         login.secret = None;
+        login.page = None;
         let cookie = new_secret();
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(Sha256::digest(cookie.as_bytes()).to_vec(), new_secret());
+        // A public name for the session (not derived from the cookie), shown in the audit log.
+        let id: String = new_secret().chars().take(12).collect();
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        tracing::info!(session = %id, "review console: a browser signed in with the one-time link");
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            Sha256::digest(cookie.as_bytes()).to_vec(),
+            Session {
+                csrf: new_secret(),
+                decider: format!("local console session {id} (signed in with the one-time link at {at})"),
+            },
+        );
         Ok(cookie)
     }
 
-    /// The CSRF token of the session this cookie opens.
-    fn session(&self, cookie: &str) -> Option<String> {
+    /// The session this cookie opens.
+    fn session(&self, cookie: &str) -> Option<Session> {
         self.sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -180,17 +245,7 @@ impl Shared {
     }
 }
 
-/// The OS user running pgwarden (who signs in to the console), for the audit log.
-fn os_user() -> String {
-    // SAFETY: getuid has no preconditions.
-    let uid = unsafe { libc::getuid() };
-    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        Ok(name) if !name.is_empty() => format!("{name} (uid {uid}, local console)"),
-        _ => format!("uid {uid} (local console)"),
-    }
-}
-
-/// Opens `url` in the person's browser: `$BROWSER` (a command; `%s` is replaced by the URL, else
+/// Opens `url` (the redirect page's `file://` URL, never the secret) in the person's browser: `$BROWSER` (a command; `%s` is replaced by the URL, else
 /// the URL is appended), else the platform's opener. Nothing it prints reaches our stdout.
 async fn open_browser(url: &str, browser: Option<String>) -> Result<(), String> {
     let (program, mut args): (String, Vec<String>) = match browser.map_or_else(|| std::env::var("BROWSER"), Ok) {

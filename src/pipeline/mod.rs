@@ -218,6 +218,7 @@ impl Pipeline {
         principal: Option<String>,
         audit: Arc<AuditLog>,
         export_dir: std::path::PathBuf,
+        console_dir: std::path::PathBuf,
     ) -> Pipeline {
         let withhold_change_output = !policy.masks.is_empty() && db.separate_change_login;
         let label = format!(
@@ -226,7 +227,7 @@ impl Pipeline {
             std::process::id(),
             policy.sources.join(", ")
         );
-        let approvals = Approvals::new(policy.approval.clone(), audit.clone(), label);
+        let approvals = Approvals::new(policy.approval.clone(), audit.clone(), label, console_dir);
         Pipeline {
             approvals,
             db,

@@ -418,6 +418,7 @@ async fn spawn_server(
         principal,
         audit,
         audit_dir.path().join("exports"),
+        audit_dir.path().join("console"),
     ));
     pipeline.refresh_catalog().await.expect("catalog facts");
     let watcher = tokio_util::sync::CancellationToken::new();
