@@ -85,6 +85,8 @@ pub fn parse_target(url: &str) -> Result<Target, ConnectError> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
+    // A peer that vanished without closing the connection is noticed within a minute or so.
+    config.keepalives(true).keepalives_idle(Duration::from_secs(30));
     config.application_name("pgwarden");
     let tls = make_tls(rootcert)?;
     let display = describe(&config);
@@ -254,11 +256,17 @@ pub async fn connect_pool(target: &Target, max_size: usize) -> Result<Pool, Conn
             recycling_method: RecyclingMethod::Fast,
         },
     );
+    let secs = target.config.get_connect_timeout().map(|d| d.as_secs()).unwrap_or(10);
+    // Every wait on the pool is bounded (issue 16 item 13): a Postgres that accepts connections but
+    // never answers made calls wait for ever, since the connect timeout covers only the socket.
     let pool = Pool::builder(manager)
         .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(secs + 5)))
+        .create_timeout(Some(Duration::from_secs(secs)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .map_err(|e| ConnectError::Pool(e.to_string()))?;
-    let secs = target.config.get_connect_timeout().map(|d| d.as_secs()).unwrap_or(10);
     match tokio::time::timeout(Duration::from_secs(secs + 1), pool.get()).await {
         Err(_) => Err(ConnectError::Timeout {
             target: target.display.clone(),

@@ -206,8 +206,14 @@ impl Database {
 
     async fn catalog_value(&self, sql: &str) -> Result<serde_json::Value, DbError> {
         let mut session = Session::open(self).await?;
-        let tx = session.begin_read(TIMEOUT).await?;
-        let rows = tx.query(sql, &[]).await.map_err(DbError::from_pg)?;
+        let ct = tokio_util::sync::CancellationToken::new();
+        // Bounded on the client too: a silent server must not hold the watcher (and a pool slot).
+        let rows = session
+            .guarded(&ct, TIMEOUT + Duration::from_secs(2), async |s: &mut Session| {
+                let tx = s.begin_read(TIMEOUT).await?;
+                tx.query(sql, &[]).await.map_err(DbError::from_pg)
+            })
+            .await?;
         let row = rows
             .first()
             .ok_or_else(|| DbError::Client("a catalog query returned no row".into()))?;

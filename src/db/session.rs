@@ -281,15 +281,22 @@ impl Drop for Session {
         handle.spawn(async move {
             // The dropped transaction already queued its ROLLBACK. DISCARD ALL refuses to run inside a
             // transaction block, so if anything were still open it fails and the connection is dropped.
-            match conn.batch_execute("DISCARD ALL").await {
-                Ok(()) => {
+            // Bounded: a silent server must not keep the connection (and its pool slot) for ever.
+            let reset =
+                tokio::time::timeout(std::time::Duration::from_secs(5), conn.batch_execute("DISCARD ALL")).await;
+            match reset {
+                Ok(Ok(())) => {
                     // DISCARD ALL deallocated every prepared statement: forget the cached ones.
                     // (Calls that made tokio-postgres prepare type lookups never get here.)
                     conn.clear_type_cache();
                     conn.statement_cache.clear();
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!("connection reset failed, dropping it: {e}");
+                    drop(Object::take(conn));
+                }
+                Err(_) => {
+                    tracing::debug!("connection reset timed out, dropping it");
                     drop(Object::take(conn));
                 }
             }

@@ -1,0 +1,132 @@
+//! Faults of the machine and the database (issue 16): a Postgres that accepts connections but never
+//! answers must not hang a call, and pgwarden answers again once it is back.
+
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Mcp, TestDb};
+use pgwarden::{
+    config::Limits,
+    db::{Database, Target},
+};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A TCP proxy to the test cluster's Unix socket that can go silent: while `silent`, it forwards
+/// nothing in either direction, and new connections are accepted and left unanswered.
+async fn silent_proxy(socket: std::path::PathBuf, silent: Arc<AtomicBool>) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let silent = silent.clone();
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if silent.load(Ordering::SeqCst) {
+                    // Accept and never answer.
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    drop(client);
+                    return;
+                }
+                let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
+                    return;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let up = tokio::spawn(relay(cr, sw, silent.clone()));
+                let down = tokio::spawn(relay(sr, cw, silent));
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    port
+}
+
+/// Copies `from` to `to` until either closes; once `silent`, swallows everything.
+async fn relay(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    silent: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if silent.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Issue 16 item 13: with the server accepting connections but never answering, a read waited more
+/// than 150 s despite a 3 s statement timeout. Every call now ends within its bounds, and the next
+/// call after the database is back succeeds.
+#[tokio::test]
+async fn a_silent_postgres_never_hangs_a_call() {
+    let db = TestDb::new("CREATE TABLE t (a int); INSERT INTO t VALUES (1);").await;
+    let c = &common::cluster().cluster;
+    let socket = c.socket_dir().join(format!(".s.PGSQL.{}", c.port));
+    let silent = Arc::new(AtomicBool::new(false));
+    let port = silent_proxy(socket, silent.clone()).await;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(common::AGENT)
+        .dbname(&db.name)
+        .connect_timeout(Duration::from_secs(2))
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    let database = Database::connect(Target::from_config(config).unwrap(), 2)
+        .await
+        .unwrap();
+    let limits = Limits {
+        statement_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let mcp = Mcp::start_with(database, limits).await;
+    let read = json!({ "sql": "SELECT a FROM t" });
+    assert_eq!(mcp.ok("query", read.clone()).await["rows"], json!([[1]]));
+
+    silent.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = mcp.call("query", read.clone()).await;
+        assert_eq!(r.is_error, Some(true), "{:?}", r);
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "a call against a silent server took {:?}",
+            started.elapsed()
+        );
+    }
+
+    silent.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = mcp.call("query", read.clone()).await;
+        if r.is_error != Some(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pgwarden did not recover: {}",
+            common::text(&r)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
