@@ -211,6 +211,7 @@ pub fn failure(e: &ToolError, duration_ms: u64) -> OutcomeRecord {
         ToolError::Denied { .. } => "denied",
         ToolError::NotApproved { .. } => "not_approved",
         ToolError::RolledBack(_) => "rolled_back",
+        ToolError::CommitUnknown(_) => "commit_unknown",
         ToolError::Db(DbError::Cancelled) => "cancelled",
         ToolError::Refused(_) | ToolError::BadArguments(_) => "refused",
         _ => "error",

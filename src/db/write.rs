@@ -33,6 +33,8 @@ pub struct WriteResult {
     pub rows: Vec<Vec<serde_json::Value>>,
     /// True when the byte cap stopped `rows` short of `returning_rows`.
     pub returning_cut: bool,
+    /// The connection was lost while committing and Postgres, asked again, said it committed.
+    pub commit_confirmed_after_loss: bool,
 }
 
 /// Why an approved change did not commit although it ran.
@@ -43,8 +45,21 @@ pub enum WriteError {
         if *affected == 1 { "" } else { "s" }
     )]
     OverLimit { affected: u64, limit: u64 },
+    /// The connection was lost while committing, and whether the transaction committed could not be
+    /// learned. The change may or may not be in the database: retrying could apply it twice.
+    #[error(
+        "commit unknown: the connection to the database was lost while committing, and whether transaction \
+         {xid} committed could not be learned. Do NOT retry the change: ask the user to check the data first"
+    )]
+    CommitUnknown { xid: String },
     #[error(transparent)]
     Db(#[from] DbError),
+}
+
+/// What `write` learned before the connection was lost at `COMMIT` (internal: resolved below).
+struct LostAtCommit {
+    xid: Option<i64>,
+    result: WriteResult,
 }
 
 impl Database {
@@ -57,7 +72,8 @@ impl Database {
     ) -> Result<WriteResult, WriteError> {
         let mut session = Session::open_change(self).await?;
         let deadline = opts.statement_timeout + Duration::from_secs(5);
-        session
+        let mut lost: Option<LostAtCommit> = None;
+        let outcome = session
             .guarded(ct, deadline, async |s: &mut Session| {
                 let custom_types = s.custom_types.clone();
                 let tx = s.begin_write(opts.statement_timeout).await?;
@@ -112,22 +128,95 @@ impl Database {
                         limit,
                     });
                 }
-                let committed = if opts.dry_run {
-                    tx.rollback().await.map_err(DbError::from_pg)?;
-                    false
-                } else {
-                    tx.commit().await.map_err(DbError::from_pg)?;
-                    true
-                };
-                Ok(WriteResult {
+                let result = |committed| WriteResult {
                     rows_affected,
                     committed,
-                    columns: if opts.returning_rows > 0 { columns } else { vec![] },
-                    rows,
+                    columns: if opts.returning_rows > 0 {
+                        columns.clone()
+                    } else {
+                        vec![]
+                    },
+                    rows: rows.clone(),
                     returning_cut,
-                })
+                    commit_confirmed_after_loss: false,
+                };
+                if opts.dry_run {
+                    tx.rollback().await.map_err(DbError::from_pg)?;
+                    return Ok(result(false));
+                }
+                // The transaction's id, so that a commit whose answer is lost can be resolved
+                // (`txid_status`) instead of reported as a failure that invites a second write.
+                // Under a savepoint: where the function is not executable (hardened databases revoke
+                // the txid family), the change goes on without it rather than fail.
+                tx.batch_execute("SAVEPOINT pgwarden_xid")
+                    .await
+                    .map_err(DbError::from_pg)?;
+                let xid: Option<i64> = match tx.query_one("SELECT pg_catalog.txid_current_if_assigned()", &[]).await {
+                    Ok(row) => row.try_get(0).ok().flatten(),
+                    Err(_) => {
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT pgwarden_xid")
+                            .await
+                            .map_err(DbError::from_pg)?;
+                        None
+                    }
+                };
+                match tx.commit().await {
+                    Ok(()) => Ok(result(true)),
+                    Err(e) if e.as_db_error().is_none() => {
+                        lost = Some(LostAtCommit {
+                            xid,
+                            result: result(true),
+                        });
+                        Err(DbError::from_pg(e).into())
+                    }
+                    Err(e) => Err(DbError::from_pg(e).into()),
+                }
             })
-            .await
+            .await;
+        drop(session);
+        match (outcome, lost) {
+            (Err(_), Some(LostAtCommit { xid, mut result })) => match match xid {
+                Some(xid) => self.transaction_status(xid).await,
+                None => None,
+            } {
+                Some(true) => {
+                    result.commit_confirmed_after_loss = true;
+                    Ok(result)
+                }
+                Some(false) => Err(WriteError::Db(DbError::Client(
+                    "the connection was lost while committing; Postgres says the transaction did not commit, so \
+                     nothing changed"
+                        .into(),
+                ))),
+                None => Err(WriteError::CommitUnknown {
+                    xid: xid.map_or_else(|| "(id unavailable)".into(), |x| x.to_string()),
+                }),
+            },
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// Whether transaction `xid` committed (`Some(true)`), aborted (`Some(false)`), or cannot be
+    /// told (`None`: still in progress, too old, or the database cannot be reached), asked on a
+    /// fresh connection within a few seconds.
+    async fn transaction_status(&self, xid: i64) -> Option<bool> {
+        let ask = async {
+            for _ in 0..3 {
+                if let Ok(mut session) = Session::open_change(self).await {
+                    let tx = session.begin_read(Duration::from_secs(2)).await.ok()?;
+                    let row = tx.query_one("SELECT pg_catalog.txid_status($1)", &[&xid]).await.ok()?;
+                    let status: Option<String> = row.try_get(0).ok()?;
+                    return match status.as_deref() {
+                        Some("committed") => Some(true),
+                        Some("aborted") => Some(false),
+                        _ => None,
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            None
+        };
+        tokio::time::timeout(Duration::from_secs(10), ask).await.ok().flatten()
     }
 
     /// The planner's estimate of the rows `sql` would touch, from `EXPLAIN (FORMAT JSON)` in a read-only

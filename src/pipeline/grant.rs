@@ -179,6 +179,7 @@ impl Pipeline {
         };
         let result = self.db.write(&statement, opts, ct).await.map_err(|e| match e {
             WriteError::Db(d) => ToolError::Db(d),
+            e @ WriteError::CommitUnknown { .. } => ToolError::CommitUnknown(e.to_string()),
             other => ToolError::RolledBack(other.to_string()),
         })?;
         let after = self

@@ -119,6 +119,9 @@ pub enum ToolError {
     /// The change ran but was rolled back, e.g. over the reviewer's row limit.
     #[error("{0}")]
     RolledBack(String),
+    /// The connection was lost at COMMIT and its fate could not be learned: never "try again".
+    #[error("{0}")]
+    CommitUnknown(String),
     #[error("{0}")]
     Db(DbError),
     #[error("{0}")]
@@ -436,6 +439,7 @@ impl Pipeline {
                 "the change touched more rows than the reviewer's limit of {limit}; it was rolled back and nothing changed"
             )),
             WriteError::OverLimit { .. } => ToolError::RolledBack(e.to_string()),
+            WriteError::CommitUnknown { .. } => ToolError::CommitUnknown(e.to_string()),
             WriteError::Db(DbError::Sql { ref code, .. }) if code == "25001" => ToolError::Refused(format!(
                 "{e}; pgwarden runs every change inside a transaction (so a dry run or row limit can roll it back), \
                  and this statement cannot run in one — ask the user to run it outside pgwarden"
@@ -475,6 +479,13 @@ impl Pipeline {
         };
         let mut notes: Vec<String> = notice.into_iter().collect();
         notes.extend(byte_cap_note(truncated_by, max_bytes, result.rows.len()));
+        if result.commit_confirmed_after_loss {
+            notes.push(
+                "the connection was lost right after COMMIT; Postgres, asked again, confirms the change committed \
+                 (do not run it again)"
+                    .into(),
+            );
+        }
         if self.withhold_change_output {
             notes.push("RETURNING rows are not shown while the policy masks columns".into());
         }
