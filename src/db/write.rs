@@ -160,16 +160,23 @@ impl Database {
                         None
                     }
                 };
+                // Set before COMMIT is sent: if the answer never comes (the connection drops, or the
+                // deadline or a cancellation ends this future), the commit's fate is asked below.
+                lost = Some(LostAtCommit {
+                    xid,
+                    result: result(true),
+                });
                 match tx.commit().await {
-                    Ok(()) => Ok(result(true)),
-                    Err(e) if e.as_db_error().is_none() => {
-                        lost = Some(LostAtCommit {
-                            xid,
-                            result: result(true),
-                        });
+                    Ok(()) => {
+                        lost = None;
+                        Ok(result(true))
+                    }
+                    Err(e) if e.as_db_error().is_none() => Err(DbError::from_pg(e).into()),
+                    // Postgres answered with an error (a deferred constraint, say): not committed.
+                    Err(e) => {
+                        lost = None;
                         Err(DbError::from_pg(e).into())
                     }
-                    Err(e) => Err(DbError::from_pg(e).into()),
                 }
             })
             .await;
