@@ -36,6 +36,9 @@ pub enum Event {
     /// A pending approval changed state (created, decided, expired, cancelled, executing, done),
     /// written before the change takes effect.
     Approval,
+    /// The file ended in a partly written record (a full disk, a crash mid-write): it was cut back
+    /// to the last whole record, and this says how many bytes went. The chain continues.
+    Repair,
 }
 
 /// The reviewer's part, when a person was asked.
@@ -204,10 +207,17 @@ impl AuditLog {
             path: path.to_path_buf(),
             file: Mutex::new(file),
         };
-        // Refuse a torn tail now rather than on the first write.
+        // Mend a torn tail now rather than on the first write; anything else wrong is refused.
         {
             let mut f = log.file.lock().unwrap_or_else(|p| p.into_inner());
-            log.tail(&mut f)?;
+            let _lock = FileLock::exclusive(&f).map_err(io)?;
+            if let Some(cut) = log.cut_torn_tail(&mut f)? {
+                drop(_lock);
+                drop(f);
+                log.append(repair_record(cut), true)?;
+            } else {
+                log.tail(&mut f)?;
+            }
         }
         Ok(log)
     }
@@ -225,6 +235,8 @@ impl AuditLog {
         };
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let _lock = FileLock::exclusive(&file).map_err(io)?;
+        // A write that failed half-way (disk full) left a torn record: cut it, say so, go on.
+        let repaired = self.cut_torn_tail(&mut file)?.map(repair_record);
         let (mut seq, mut prev) = match self.tail(&mut file)? {
             Some(last) => (last.seq + 1, last.hash.unwrap_or_default()),
             None => (0, GENESIS_PREV.to_string()),
@@ -243,6 +255,12 @@ impl AuditLog {
             seq = 1;
             lines.push_str(&line(&genesis));
         }
+        if let Some(repair) = repaired {
+            let repair = seal(repair, seq, &prev);
+            prev = repair.hash.clone().unwrap_or_default();
+            seq += 1;
+            lines.push_str(&line(&repair));
+        }
         record = seal(record, seq, &prev);
         lines.push_str(&line(&record));
         file.write_all(lines.as_bytes()).map_err(io)?;
@@ -259,6 +277,49 @@ impl AuditLog {
             path: self.path.display().to_string(),
             source,
         })
+    }
+
+    /// When the file does not end with a newline, cuts it back to its last whole line and returns
+    /// how many bytes went. Only a partial last line is cut: a whole line that does not verify is
+    /// left for `tail` to refuse.
+    fn cut_torn_tail(&self, file: &mut File) -> Result<Option<u64>, AuditError> {
+        let io = |source| AuditError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+        if len == 0 {
+            return Ok(None);
+        }
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1)).map_err(io)?;
+        file.read_exact(&mut last).map_err(io)?;
+        if last[0] == b'\n' {
+            return Ok(None);
+        }
+        // The end of the last whole line, read backwards in chunks.
+        let mut end = len;
+        let keep = loop {
+            let start = end.saturating_sub(64 * 1024);
+            let mut chunk = vec![0u8; (end - start) as usize];
+            file.seek(SeekFrom::Start(start)).map_err(io)?;
+            file.read_exact(&mut chunk).map_err(io)?;
+            if let Some(nl) = chunk.iter().rposition(|&b| b == b'\n') {
+                break start + nl as u64 + 1;
+            }
+            if start == 0 {
+                break 0;
+            }
+            end = start;
+        };
+        file.set_len(keep).map_err(io)?;
+        file.sync_data().map_err(io)?;
+        tracing::warn!(
+            "the audit trail `{}` ended in a partly written record; cut {} byte(s) back to the last whole record",
+            self.path.display(),
+            len - keep
+        );
+        Ok(Some(len - keep))
     }
 
     /// The last record of the file, read back from its end.
@@ -310,6 +371,18 @@ fn parse_last(line: &[u8], path: &Path) -> Result<Record, AuditError> {
         return Err(torn());
     }
     Ok(record)
+}
+
+/// The record that says a torn tail was cut.
+fn repair_record(cut: u64) -> Record {
+    Record {
+        event: Some(Event::Repair),
+        details: Some(serde_json::json!({
+            "cut_bytes": cut,
+            "reason": "the last record was only partly written (a full disk or a crash); it was cut back to the last whole record",
+        })),
+        ..Record::default()
+    }
 }
 
 fn seal(mut record: Record, seq: u64, prev: &str) -> Record {

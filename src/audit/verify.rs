@@ -130,6 +130,7 @@ pub fn table(records: &[&Record]) -> String {
             Some(super::Event::Outcome) => "outcome",
             Some(super::Event::Call) => "call",
             Some(super::Event::Approval) => "approval",
+            Some(super::Event::Repair) => "repair",
             _ => "-",
         };
         let mut detail = r.sql.clone().unwrap_or_default().replace('\n', " ");
@@ -335,8 +336,41 @@ mod tests {
             .unwrap();
         let records = verify(&path).unwrap();
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        // Issue 16 item 8: a record only partly written (a full disk) wedged the trail for good.
+        // Now it is cut back to the last whole record, the cut is recorded, and the chain goes on.
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, &text[..text.len() - 3]).unwrap();
+        let log = AuditLog::open(&path).unwrap();
+        log.append(
+            Record {
+                event: Some(Event::Call),
+                ..Record::default()
+            },
+            true,
+        )
+        .unwrap();
+        let records = verify(&path).unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(records[3].event, Some(Event::Repair));
+        let cut = records[3].details.as_ref().unwrap()["cut_bytes"].as_u64().unwrap();
+        assert!(cut > 100, "the whole torn record went: {cut}");
+        // A torn tail left by a running server is mended on its next append too.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}{{\"v\":1,\"seq\":5,\"ti")).unwrap();
+        log.append(
+            Record {
+                event: Some(Event::Call),
+                ..Record::default()
+            },
+            true,
+        )
+        .unwrap();
+        let records = verify(&path).unwrap();
+        assert_eq!(records[5].event, Some(Event::Repair));
+        assert_eq!(records.len(), 7);
+        // A whole last line that does not verify is tampering, not a torn write: still refused.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"seq\":6", "\"seq\":9")).unwrap();
         assert!(matches!(
             AuditLog::open(&path),
             Err(crate::audit::AuditError::Torn { .. })
