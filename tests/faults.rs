@@ -60,6 +60,27 @@ async fn proxy(socket: std::path::PathBuf, silent: Arc<AtomicBool>, cut_at_commi
     port
 }
 
+/// The test cluster's Unix socket.
+fn cluster_socket() -> std::path::PathBuf {
+    let c = &common::cluster().cluster;
+    c.socket_dir().join(format!(".s.PGSQL.{}", c.port))
+}
+
+/// `db` reached through a proxy on `port`, as the agent, with a 2 s connect timeout.
+async fn through_proxy(db: &TestDb, port: u16) -> Database {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(common::AGENT)
+        .dbname(&db.name)
+        .connect_timeout(Duration::from_secs(2))
+        .ssl_mode(tokio_postgres::config::SslMode::Disable);
+    Database::connect(Target::from_config(config).unwrap(), 2)
+        .await
+        .unwrap()
+}
+
 /// Copies `from` to `to` until either closes; once `silent`, swallows everything. With
 /// `(cut_at_commit, cut)`: after passing on a chunk holding `COMMIT` while `cut_at_commit`, sets `cut`.
 async fn relay(
@@ -126,21 +147,10 @@ async fn relay_until(
 #[tokio::test]
 async fn a_silent_postgres_never_hangs_a_call() {
     let db = TestDb::new("CREATE TABLE t (a int); INSERT INTO t VALUES (1);").await;
-    let c = &common::cluster().cluster;
-    let socket = c.socket_dir().join(format!(".s.PGSQL.{}", c.port));
+    let socket = cluster_socket();
     let silent = Arc::new(AtomicBool::new(false));
     let port = silent_proxy(socket, silent.clone()).await;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user(common::AGENT)
-        .dbname(&db.name)
-        .connect_timeout(Duration::from_secs(2))
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let database = Database::connect(Target::from_config(config).unwrap(), 2)
-        .await
-        .unwrap();
+    let database = through_proxy(&db, port).await;
     let limits = Limits {
         statement_timeout: Duration::from_secs(2),
         ..Limits::default()
@@ -183,21 +193,10 @@ async fn a_silent_postgres_never_hangs_a_call() {
 #[tokio::test]
 async fn a_commit_whose_answer_is_lost_is_resolved_not_reported_as_a_failure() {
     let db = TestDb::new("CREATE TABLE t (a int); INSERT INTO t VALUES (1);").await;
-    let c = &common::cluster().cluster;
-    let socket = c.socket_dir().join(format!(".s.PGSQL.{}", c.port));
+    let socket = cluster_socket();
     let cut = Arc::new(AtomicBool::new(false));
     let port = proxy(socket, Arc::new(AtomicBool::new(false)), cut.clone()).await;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user(common::AGENT)
-        .dbname(&db.name)
-        .connect_timeout(Duration::from_secs(2))
-        .ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let database = Database::connect(Target::from_config(config).unwrap(), 2)
-        .await
-        .unwrap();
+    let database = through_proxy(&db, port).await;
     let policy = pgwarden::policy::Policy::parse(
         "t.toml",
         "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
