@@ -464,7 +464,6 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         facts.version,
         facts.user
     );
-    check_masks(&db, settings).await?;
     if facts.superuser {
         tracing::warn!(
             "connected as superuser `{}`: reads are still READ ONLY, but a least-privilege role is strongly recommended",
@@ -492,6 +491,10 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         .refresh_catalog()
         .await
         .context("reading the catalog facts the classifier needs")?;
+    // With masks in the policy, serve only when Postgres enforces them for this login.
+    if let Some(problem) = pipeline.masks_problem() {
+        anyhow::bail!("{problem}");
+    }
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
     let pipeline_approvals = pipeline.approvals().clone();
@@ -514,19 +517,6 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     // Batched records (reads) become durable on a clean shutdown.
     audit.flush()?;
     result
-}
-
-/// With masks in the policy, refuses to serve unless Postgres enforces them for the agent's login.
-async fn check_masks(db: &Database, settings: &Settings) -> anyhow::Result<()> {
-    let label = settings.policy.sources.join(",");
-    let (warnings, masked) = db.ensure_masks_enforced(&settings.policy.masks, &label).await?;
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
-    if masked > 0 {
-        tracing::info!("masks are enforced by Postgres for this login ({masked} masked relation(s))");
-    }
-    Ok(())
 }
 
 async fn shutdown_signal() {

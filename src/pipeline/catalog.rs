@@ -43,13 +43,31 @@ impl Pipeline {
     /// holds until the next change of the signature.
     pub async fn refresh_catalog(&self) -> Result<(), DbError> {
         let signature = self.db.catalog_signature().await?;
+        let known = self
+            .catalog
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .signature
+            .clone();
+        // Nothing changed since the last load (e.g. after a plain UPDATE): nothing to reload.
+        if known.as_ref() == Some(&signature) {
+            return Ok(());
+        }
         let facts = self.db.catalog_facts().await?;
         let masks_problem = match self
             .db
             .ensure_masks_enforced(&self.policy.masks, &self.policy.sources.join(","))
             .await
         {
-            Ok(_) => None,
+            Ok((warnings, masked)) => {
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                if masked > 0 && known.is_none() {
+                    tracing::info!("masks are enforced by Postgres for this login ({masked} masked relation(s))");
+                }
+                None
+            }
             Err(crate::db::masking::MaskError::Db(e)) => return Err(e),
             Err(e) => {
                 tracing::error!("{e}");
@@ -63,6 +81,13 @@ impl Pipeline {
             masks_problem,
         };
         Ok(())
+    }
+
+    /// Why Postgres does not enforce the policy's masks for the agent's login, as of the last load
+    /// (`serve` refuses to start on it; later, calls are refused until it is fixed).
+    pub fn masks_problem(&self) -> Option<String> {
+        let state = self.catalog.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.masks_problem.clone()
     }
 
     /// `Err` while the policy's masks are not enforced by Postgres (see [`CatalogState`]).

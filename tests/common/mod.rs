@@ -406,10 +406,6 @@ async fn spawn_server(
     audit_dir: &tempfile::TempDir,
     audit: Arc<pgwarden::audit::AuditLog>,
 ) -> (Arc<Pipeline>, tokio::io::DuplexStream) {
-    database
-        .ensure_masks_enforced(&policy.masks, "test.toml")
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     let pipeline = new_pipeline(Pipeline::new(
         database,
@@ -421,6 +417,9 @@ async fn spawn_server(
         audit_dir.path().join("console"),
     ));
     pipeline.refresh_catalog().await.expect("catalog facts");
+    if let Some(problem) = pipeline.masks_problem() {
+        panic!("{problem}");
+    }
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
     let server = PgWarden::new(pipeline.clone());
