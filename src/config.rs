@@ -82,6 +82,10 @@ pub struct Settings {
     pub change_database: Option<String>,
     /// The audit trail. Defaults to `$XDG_STATE_HOME/pgwarden/audit.jsonl`.
     pub audit_log: PathBuf,
+    /// The signing key, checkpoint file and rotation size of the trail.
+    pub audit: crate::audit::AuditOptions,
+    /// How often the head of the trail is signed (also at rotation and shutdown). Defaults to 5 s.
+    pub checkpoint_every: Duration,
     /// Where exports go. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
     pub export_dir: PathBuf,
     /// A private directory (made 0700) for the review console's sign-in redirect pages. Defaults to
@@ -138,18 +142,49 @@ impl Limits {
 /// Refuses an export directory that holds the audit trail: an export (with `overwrite`) could
 /// otherwise replace the trail, or sit beside it for anyone reading exports.
 pub fn check_export_dir(export_dir: &std::path::Path, audit_log: &std::path::Path) -> Result<(), ConfigError> {
+    check_export_dir_holds(export_dir, &[("audit trail", audit_log)])
+}
+
+/// Refuses an export directory that holds any of the trail's files (the log, its checkpoints, the
+/// signing key): an export must never overwrite or expose them.
+pub fn check_export_dir_holds(
+    export_dir: &std::path::Path,
+    files: &[(&str, &std::path::Path)],
+) -> Result<(), ConfigError> {
     let resolve = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     let exports = resolve(export_dir);
-    let audit_dir = audit_log.parent().map(resolve).unwrap_or_default();
-    if audit_dir.starts_with(&exports) {
-        return Err(ConfigError(format!(
-            "the export directory `{}` holds the audit trail `{}`; give exports a directory of their own \
-             (`--export-dir`) or move the trail (`--audit-log`)",
-            export_dir.display(),
-            audit_log.display()
-        )));
+    for (what, file) in files {
+        let dir = file.parent().map(resolve).unwrap_or_default();
+        if dir.starts_with(&exports) {
+            return Err(ConfigError(format!(
+                "the export directory `{}` holds the {what} `{}`; give exports a directory of their own \
+                 (`--export-dir`) or move the {what}",
+                export_dir.display(),
+                file.display()
+            )));
+        }
     }
     Ok(())
+}
+
+/// A size such as `64MiB`, `500k`, `1G` or a plain number of bytes (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size; write e.g. `64MiB`, `512KiB` or a number of bytes"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("`{text}`: unknown unit; use B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&b| b >= 4096)
+        .ok_or_else(|| format!("`{text}` is out of range: give at least 4KiB and at most a few GiB"))
 }
 
 /// Where pgwarden keeps something by default: `root_path` when running as root (root's home is

@@ -46,9 +46,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain; exits non-zero naming the first line edited, deleted, inserted or reordered.
+    /// Check the trail: the hash chain across rotated files, and the signed checkpoints. Exits 0
+    /// when whole, 2 on tampering (an edit, a cut tail, an emptied or replaced file), 3 when whole but
+    /// a change has a `decision` and no `outcome` (unfinished), 1 when it cannot be read.
     Verify {
-        /// The audit file (`--audit-log` of `serve`).
+        /// The audit file (`--audit-log` of `serve`); its rotated files (`<log>.<seq>`) are read too.
+        path: PathBuf,
+        /// The public key the checkpoints must be signed with: `ed25519:…` or a `.pub` file. Without
+        /// it, signatures are checked against the key each checkpoint names, which proves less.
+        #[arg(long)]
+        key: Option<String>,
+        /// The checkpoint file. Defaults to `<path>.checkpoints`.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Print the public half of a signing key (`ed25519:…`), to keep where the log's machine
+    /// cannot change it and pass to `audit verify --key`.
+    Key {
+        /// The key file (`--audit-key` of `serve`).
         path: PathBuf,
     },
     /// Print records as a table (or JSON lines with `--format json`).
@@ -177,6 +192,20 @@ struct ServeArgs {
     /// (`~/.local/state/…`; `/var/log/pgwarden/audit.jsonl` as root).
     #[arg(long, env = "PGWARDEN_AUDIT_LOG")]
     audit_log: Option<PathBuf>,
+    /// The Ed25519 key that signs the trail's checkpoints: its own owner-only file, made on first
+    /// start, with its public half beside it (`.pub`). Defaults to `audit-signing.key` beside the log.
+    #[arg(long, env = "PGWARDEN_AUDIT_KEY")]
+    audit_key: Option<PathBuf>,
+    /// Where signed checkpoints go. Defaults to `<audit log>.checkpoints`.
+    #[arg(long, env = "PGWARDEN_AUDIT_CHECKPOINTS")]
+    audit_checkpoints: Option<PathBuf>,
+    /// How often the head of the trail is signed when it moved (also at rotation and shutdown).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    audit_checkpoint_every: Duration,
+    /// Rotate the trail when it grows past this size (e.g. `64MiB`); the old file becomes
+    /// `<log>.<last seq>` and the chain continues in a new one. `SIGHUP` rotates at once.
+    #[arg(long, env = "PGWARDEN_AUDIT_ROTATE_SIZE", value_parser = pgwarden::config::parse_size)]
+    audit_rotate_size: Option<u64>,
     /// Where `export` writes files. Defaults to `$XDG_DATA_HOME/pgwarden/exports`
     /// (`~/.local/share/…`; `/var/lib/pgwarden/exports` as root).
     #[arg(long, env = "PGWARDEN_EXPORT_DIR")]
@@ -203,7 +232,10 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Setup(args) => runtime.block_on(setup(args)),
         Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
-        Command::Audit(AuditCommand::Verify { path }) => audit_verify(&path),
+        Command::Audit(AuditCommand::Verify { path, key, checkpoints }) => {
+            return audit_verify(&path, key.as_deref(), checkpoints);
+        }
+        Command::Audit(AuditCommand::Key { path }) => audit_key(&path),
         Command::Audit(AuditCommand::Show {
             path,
             since,
@@ -303,14 +335,91 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     ))
 }
 
-fn audit_verify(path: &std::path::Path) -> anyhow::Result<()> {
-    let records = pgwarden::audit::verify::verify(path).map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
-    write_stdout(&format!(
-        "ok: `{}` holds {} records, chained from genesis{}\n",
-        path.display(),
-        records.len(),
-        records.last().map(|r| format!(" to {}", r.time)).unwrap_or_default()
-    ))
+/// `audit verify`: 0 whole, 2 tampered, 3 unfinished, 1 unreadable or bad arguments.
+fn audit_verify(path: &std::path::Path, key: Option<&str>, checkpoints: Option<PathBuf>) -> ExitCode {
+    use pgwarden::audit::{sign::PublicKey, verify};
+    let key = match key.map(PublicKey::parse).transpose() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("pgwarden: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !path.exists() {
+        eprintln!("pgwarden: error: there is no audit log at `{}`", path.display());
+        return ExitCode::FAILURE;
+    }
+    let files = verify::trail_files(path);
+    let checkpoints = checkpoints.unwrap_or_else(|| pgwarden::audit::default_checkpoints(path));
+    let report = verify::verify_trail(&files, &checkpoints, key.as_ref());
+    let mut out = String::new();
+    for n in &report.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    if !report.problems.is_empty() {
+        out.push_str("TAMPERED: the audit trail cannot be trusted as complete:\n");
+        for p in &report.problems {
+            out.push_str(&format!("  - {p}\n"));
+        }
+        let _ = write_stdout(&out);
+        return ExitCode::from(2);
+    }
+    let range = match (report.records.first(), report.records.last()) {
+        (Some(f), Some(l)) => format!(" (seq {}–{}, to {})", f.seq, l.seq, l.time),
+        _ => String::new(),
+    };
+    let files = if report.files.len() == 1 {
+        format!("`{}`", report.files[0])
+    } else {
+        format!("{} files (`{}` …)", report.files.len(), report.files[0])
+    };
+    out.push_str(&format!(
+        "ok: {files} holds {} records{range}, chained from genesis; {}\n",
+        report.records.len(),
+        match (&report.sealed, &key) {
+            (Some((seq, time)), Some(k)) => format!(
+                "{} checkpoint(s) signed by {k}, the last matching seq {seq} at {time}",
+                report.checkpoints
+            ),
+            (Some((seq, time)), None) => format!(
+                "{} checkpoint(s) whose signatures verify against the key they name (pass --key to prove it is yours), the last matching seq {seq} at {time}",
+                report.checkpoints
+            ),
+            (None, _) => "no checkpoint covers it yet".into(),
+        }
+    ));
+    if !report.unfinished.is_empty() {
+        out.push_str(&format!(
+            "UNFINISHED: {} change(s) have a decision and no outcome (the process ended while they ran, or they still run):\n",
+            report.unfinished.len()
+        ));
+        for r in &report.unfinished {
+            out.push_str(&format!(
+                "  - seq {} at {}: {} {}\n",
+                r.seq,
+                r.time,
+                r.tool.as_deref().unwrap_or("-"),
+                pgwarden::approval::packet::one_line(r.sql.as_deref().unwrap_or(""), 100)
+            ));
+        }
+        let _ = write_stdout(&out);
+        return ExitCode::from(3);
+    }
+    match write_stdout(&out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+fn audit_key(path: &std::path::Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        anyhow::bail!(
+            "there is no key at `{}`; `pgwarden serve` makes it on first start (`--audit-key`)",
+            path.display()
+        );
+    }
+    let key = pgwarden::audit::sign::SigningKey::load_or_create(path)?;
+    write_stdout(&format!("{}\n", key.public()))
 }
 
 fn audit_show(
@@ -320,11 +429,16 @@ fn audit_show(
     tool: Option<String>,
     format: Format,
 ) -> anyhow::Result<()> {
-    let records = pgwarden::audit::verify::verify(path).map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
-    let filter = pgwarden::audit::verify::Filter { since, decision, tool };
+    use pgwarden::audit::verify;
+    let mut records = Vec::new();
+    for file in verify::trail_files(path) {
+        records.extend(verify::verify(&file).map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?);
+    }
+    let unfinished: std::collections::HashSet<u64> = verify::unfinished(&records).iter().map(|r| r.seq).collect();
+    let filter = verify::Filter { since, decision, tool };
     let kept: Vec<_> = records.iter().filter(|r| filter.keeps(r)).collect();
     let out = match format {
-        Format::Text => pgwarden::audit::verify::table(&kept),
+        Format::Text => verify::table(&kept, &unfinished),
         Format::Json => kept
             .iter()
             .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
@@ -407,7 +521,25 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let export_dir = args
         .export_dir
         .unwrap_or_else(|| default_location("/var/lib/pgwarden/exports", "XDG_DATA_HOME", ".local/share", "exports"));
-    pgwarden::config::check_export_dir(&export_dir, &audit_log)?;
+    let audit = pgwarden::audit::AuditOptions {
+        key: Some(args.audit_key.unwrap_or_else(|| audit_log.with_file_name("audit-signing.key"))),
+        checkpoints: Some(
+            args.audit_checkpoints
+                .unwrap_or_else(|| pgwarden::audit::default_checkpoints(&audit_log)),
+        ),
+        rotate_bytes: args.audit_rotate_size,
+    };
+    if args.audit_checkpoint_every < Duration::from_millis(100) || args.audit_checkpoint_every > Duration::from_secs(86_400) {
+        anyhow::bail!("`--audit-checkpoint-every` must be between 100ms and 24h");
+    }
+    pgwarden::config::check_export_dir_holds(
+        &export_dir,
+        &[
+            ("audit trail", &audit_log),
+            ("audit signing key", audit.key.as_deref().unwrap_or(&audit_log)),
+            ("audit checkpoints", audit.checkpoints.as_deref().unwrap_or(&audit_log)),
+        ],
+    )?;
     // The runtime directory is the user's own (0700, per the XDG spec) and cleared at logout.
     let console_dir = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
@@ -417,6 +549,8 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     Ok(Settings {
         change_database: args.change_database_url.filter(|u| !u.trim().is_empty()),
         audit_log,
+        audit,
+        checkpoint_every: args.audit_checkpoint_every,
         export_dir,
         console_dir,
         database,
@@ -475,8 +609,14 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         settings.policy.sources.join(", "),
         settings.policy.rules.len()
     );
-    let audit = Arc::new(pgwarden::audit::AuditLog::open(&settings.audit_log)?);
-    tracing::info!("audit trail: {}", settings.audit_log.display());
+    let audit = Arc::new(pgwarden::audit::AuditLog::open_with(&settings.audit_log, &settings.audit)?);
+    tracing::info!(
+        "audit trail: {} (checkpoints signed by {})",
+        settings.audit_log.display(),
+        audit.public_key().map(|k| k.to_string()).unwrap_or_default()
+    );
+    let keeper = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(keep_trail(audit.clone(), settings.checkpoint_every, keeper.clone()));
     let pipeline = Arc::new(Pipeline::new(
         db,
         settings.limits,
@@ -512,11 +652,41 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         }
     };
     watcher.cancel();
+    keeper.cancel();
     // Approvals still open die with this process: say so in the trail (`abandoned`).
     pipeline_approvals.store.abandon_open();
     // Batched records (reads) become durable on a clean shutdown.
     audit.flush()?;
     result
+}
+
+/// Signs the trail's head every `every` (when it moved) and rotates it on `SIGHUP`, until cancelled.
+async fn keep_trail(audit: Arc<pgwarden::audit::AuditLog>, every: Duration, stop: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let rotate = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let audit = audit.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            if rotate {
+                audit.rotate().map(|_| ())
+            } else {
+                audit.checkpoint().map(|_| ())
+            }
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("audit trail: {e}"),
+            Err(e) => tracing::error!("audit trail task: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,10 @@
 //! Records of anything that changes data or leaves the database are fsynced before the action runs.
 
 pub mod redact;
+pub mod sign;
 pub mod verify;
+#[cfg(test)]
+mod trail_tests;
 
 use std::{
     fs::{File, OpenOptions},
@@ -39,6 +42,12 @@ pub enum Event {
     /// The file ended in a partly written record (a full disk, a crash mid-write): it was cut back
     /// to the last whole record, and this says how many bytes went. The chain continues.
     Repair,
+    /// The first record of a file that carries on a chain begun in another file: rotation, or a
+    /// file removed, moved or emptied while in use. Its `prev` is the last record before it.
+    Continued,
+    /// The file ended before the last record pgwarden wrote or checkpointed: records were cut or
+    /// replaced. The chain continues from what is left, and this says what is missing.
+    Cut,
 }
 
 /// The reviewer's part, when a person was asked.
@@ -149,6 +158,8 @@ pub enum AuditError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Key(String),
     #[error(
         "the audit log `{path}` ends with a line that is not a complete record; run `pgwarden audit verify {path}` and move the file aside to start a new one"
     )]
@@ -167,16 +178,70 @@ pub fn hash_of(value: &serde_json::Value) -> String {
         .collect()
 }
 
+/// Where the trail is kept besides the log itself.
+#[derive(Debug, Clone, Default)]
+pub struct AuditOptions {
+    /// The Ed25519 signing key (made on first use). Without one no checkpoints are written.
+    pub key: Option<PathBuf>,
+    /// The checkpoint file; `<log>.checkpoints` when not given.
+    pub checkpoints: Option<PathBuf>,
+    /// Rotate the log when it grows past this many bytes.
+    pub rotate_bytes: Option<u64>,
+}
+
+/// `<log>.checkpoints`.
+pub fn default_checkpoints(log: &Path) -> PathBuf {
+    let mut name = log.file_name().unwrap_or_default().to_os_string();
+    name.push(".checkpoints");
+    log.with_file_name(name)
+}
+
+/// The head of the chain: a record's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+struct Signer {
+    key: sign::SigningKey,
+    path: PathBuf,
+}
+
+struct Inner {
+    file: File,
+    /// The latest head this process wrote, saw, or found checkpointed: a file that ends before it
+    /// was cut, emptied or replaced.
+    known: Option<Head>,
+}
+
 /// The audit file, shared by every call of this process (and safe to share with other processes).
 pub struct AuditLog {
     path: PathBuf,
-    file: Mutex<File>,
+    inner: Mutex<Inner>,
+    signer: Option<Signer>,
+    rotate_bytes: Option<u64>,
+}
+
+/// Records written ahead of the next one, and where the chain stands after them.
+struct Plan {
+    lines: String,
+    seq: u64,
+    prev: String,
+    /// Something besides a genesis record must be written (a repair, a cut, a continuation).
+    notes: bool,
 }
 
 impl AuditLog {
-    /// Opens (creating it and its directory when missing) the log at `path`. Nothing is written
-    /// until the first record; then a genesis record starts a new file.
+    /// Opens (creating it and its directory when missing) the log at `path`, without signing.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        AuditLog::open_with(path, &AuditOptions::default())
+    }
+
+    /// Opens the log at `path`. Nothing is written until the first record (then a genesis record
+    /// starts a new file) unless the file needs mending: a torn tail is cut, and a file that ends
+    /// before its last checkpoint gets a record saying so before anything else.
+    pub fn open_with(path: &Path, options: &AuditOptions) -> Result<AuditLog, AuditError> {
         let io = |source| AuditError::Io {
             path: path.display().to_string(),
             source,
@@ -184,41 +249,25 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        // Owner-only, like exports: the trail holds SQL, intents and who decided.
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
-        let mode = file.metadata().map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                "the audit trail `{}` was readable by others (mode {:o}); making it owner-only",
-                path.display(),
-                mode & 0o777
-            );
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
-        }
+        let file = open_file(path)?;
+        let signer = match &options.key {
+            Some(key) => Some(Signer {
+                key: sign::SigningKey::load_or_create(key).map_err(|e| AuditError::Key(e.to_string()))?,
+                path: options.checkpoints.clone().unwrap_or_else(|| default_checkpoints(path)),
+            }),
+            None => None,
+        };
+        let known = match &signer {
+            Some(s) => last_checkpoint(s)?,
+            None => None,
+        };
         let log = AuditLog {
             path: path.to_path_buf(),
-            file: Mutex::new(file),
+            inner: Mutex::new(Inner { file, known }),
+            signer,
+            rotate_bytes: options.rotate_bytes,
         };
-        // Mend a torn tail now rather than on the first write; anything else wrong is refused.
-        {
-            let mut f = log.file.lock().unwrap_or_else(|p| p.into_inner());
-            let _lock = FileLock::exclusive(&f).map_err(io)?;
-            if let Some(cut) = log.cut_torn_tail(&mut f)? {
-                drop(_lock);
-                drop(f);
-                log.append(repair_record(cut), true)?;
-            } else {
-                log.tail(&mut f)?;
-            }
-        }
+        log.settle()?;
         Ok(log)
     }
 
@@ -226,56 +275,268 @@ impl AuditLog {
         &self.path
     }
 
+    /// The public half of the signing key, when checkpoints are signed.
+    pub fn public_key(&self) -> Option<&sign::PublicKey> {
+        self.signer.as_ref().map(|s| s.key.public())
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> AuditError + '_ {
+        |source| AuditError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
     /// Appends `record` (its `seq`, `prev`, `time` and `hash` are filled in) as one line, and with
     /// `durable` fsyncs it before returning. Returns the record as written.
     pub fn append(&self, mut record: Record, durable: bool) -> Result<Record, AuditError> {
-        let io = |source| AuditError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let _lock = FileLock::exclusive(&file).map_err(io)?;
-        // A write that failed half-way (disk full) left a torn record: cut it, say so, go on.
-        let repaired = self.cut_torn_tail(&mut file)?.map(repair_record);
-        let (mut seq, mut prev) = match self.tail(&mut file)? {
-            Some(last) => (last.seq + 1, last.hash.unwrap_or_default()),
-            None => (0, GENESIS_PREV.to_string()),
-        };
-        let mut lines = String::new();
-        if seq == 0 {
-            let genesis = seal(
-                Record {
-                    event: Some(Event::Genesis),
-                    ..Record::default()
-                },
-                0,
-                GENESIS_PREV,
-            );
-            prev = genesis.hash.clone().unwrap_or_default();
-            seq = 1;
-            lines.push_str(&line(&genesis));
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (_lock, why) = self.lock_current(&mut inner)?;
+        let mut plan = self.plan(&mut inner, why)?;
+        record = seal(record, plan.seq, &plan.prev);
+        plan.lines.push_str(&line(&record));
+        inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
+        if durable || plan.notes {
+            inner.file.sync_data().map_err(self.io())?;
         }
-        if let Some(repair) = repaired {
-            let repair = seal(repair, seq, &prev);
-            prev = repair.hash.clone().unwrap_or_default();
-            seq += 1;
-            lines.push_str(&line(&repair));
-        }
-        record = seal(record, seq, &prev);
-        lines.push_str(&line(&record));
-        file.write_all(lines.as_bytes()).map_err(io)?;
-        if durable {
-            file.sync_data().map_err(io)?;
+        inner.known = Some(Head {
+            seq: record.seq,
+            hash: record.hash.clone().unwrap_or_default(),
+        });
+        if let Some(limit) = self.rotate_bytes {
+            let len = inner.file.metadata().map_err(self.io())?.len();
+            if len >= limit
+                && let Err(e) = self.rotate_locked(&mut inner)
+            {
+                tracing::error!("cannot rotate the audit trail: {e}");
+            }
         }
         Ok(record)
     }
 
-    /// Makes everything written so far durable (clean shutdown).
+    /// Makes everything written so far durable and signs a checkpoint of it (clean shutdown).
     pub fn flush(&self) -> Result<(), AuditError> {
-        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        file.sync_data().map_err(|source| AuditError::Io {
-            path: self.path.display().to_string(),
+        {
+            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.file.sync_data().map_err(self.io())?;
+        }
+        self.checkpoint().map(|_| ())
+    }
+
+    /// Writes whatever mending the file needs now (a torn tail, records missing since the last
+    /// checkpoint or since this process last wrote), without a record of its own.
+    fn settle(&self) -> Result<(), AuditError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (_lock, why) = self.lock_current(&mut inner)?;
+        let plan = self.plan(&mut inner, why)?;
+        if plan.notes {
+            inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
+            inner.file.sync_data().map_err(self.io())?;
+            inner.known = Some(Head {
+                seq: plan.seq - 1,
+                hash: plan.prev,
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs the chain's current head and appends the checkpoint to the checkpoint file, after the
+    /// log itself is durable. Does nothing without a key or when the head was already signed.
+    pub fn checkpoint(&self) -> Result<Option<sign::Checkpoint>, AuditError> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (_lock, why) = self.lock_current(&mut inner)?;
+        let plan = self.plan(&mut inner, why)?;
+        if !plan.notes && !plan.lines.is_empty() {
+            // Only a genesis would be written: a new file has nothing to sign yet.
+            return Ok(None);
+        }
+        if plan.notes {
+            inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
+        }
+        inner.file.sync_data().map_err(self.io())?;
+        let head = Head {
+            seq: plan.seq - 1,
+            hash: plan.prev,
+        };
+        inner.known = Some(head.clone());
+        let cp_io = |source| AuditError::Io {
+            path: signer.path.display().to_string(),
             source,
+        };
+        let mut cps = open_file(&signer.path)?;
+        let _cp_lock = FileLock::exclusive(&cps).map_err(cp_io)?;
+        cut_to_last_line(&mut cps).map_err(cp_io)?;
+        let last = sign::last_line(&mut cps).map_err(cp_io)?;
+        if let Some(l) = &last
+            && let Ok(cp) = serde_json::from_str::<sign::Checkpoint>(l)
+            && cp.seq == head.seq
+            && cp.head == head.hash
+        {
+            return Ok(None);
+        }
+        let file_name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let cp = signer.key.checkpoint(head.seq, &head.hash, &file_name, last.as_deref());
+        cps.write_all(format!("{}\n", cp.line()).as_bytes()).map_err(cp_io)?;
+        cps.sync_data().map_err(cp_io)?;
+        Ok(Some(cp))
+    }
+
+    /// Moves the current file aside as `<log>.<last seq>` and starts a new one whose first record
+    /// continues the chain (SIGHUP, or the size limit).
+    pub fn rotate(&self) -> Result<Option<PathBuf>, AuditError> {
+        let rotated = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let (_lock, why) = self.lock_current(&mut inner)?;
+            let plan = self.plan(&mut inner, why)?;
+            if plan.notes {
+                inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
+                inner.known = Some(Head {
+                    seq: plan.seq - 1,
+                    hash: plan.prev.clone(),
+                });
+            }
+            if inner.file.metadata().map_err(self.io())?.len() == 0 {
+                return Ok(None);
+            }
+            self.rotate_locked(&mut inner)?
+        };
+        self.checkpoint()?;
+        Ok(Some(rotated))
+    }
+
+    /// Rotation with the current file locked and its head known.
+    fn rotate_locked(&self, inner: &mut Inner) -> Result<PathBuf, AuditError> {
+        inner.file.sync_data().map_err(self.io())?;
+        let head = match self.tail(&mut inner.file)? {
+            Some(t) => Head {
+                seq: t.seq,
+                hash: t.hash.unwrap_or_default(),
+            },
+            None => return Err(self.io()(std::io::Error::other("nothing to rotate"))),
+        };
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let rotated = self.path.with_file_name(format!("{name}.{}", head.seq));
+        // Link, then unlink: never replaces an existing file, and the path is never missing for
+        // another process that checks it.
+        std::fs::hard_link(&self.path, &rotated).map_err(self.io())?;
+        std::fs::remove_file(&self.path).map_err(self.io())?;
+        let mut file = open_file(&self.path)?;
+        let _lock = FileLock::exclusive(&file).map_err(self.io())?;
+        let continued = seal(
+            continued_record(
+                "rotated",
+                Some(rotated.file_name().unwrap_or_default().to_string_lossy().as_ref()),
+                &head,
+            ),
+            head.seq + 1,
+            &head.hash,
+        );
+        file.write_all(line(&continued).as_bytes()).map_err(self.io())?;
+        file.sync_data().map_err(self.io())?;
+        inner.known = Some(Head {
+            seq: continued.seq,
+            hash: continued.hash.clone().unwrap_or_default(),
+        });
+        inner.file = file;
+        tracing::info!(
+            "rotated the audit trail: records up to seq {} are in `{}`",
+            head.seq,
+            rotated.display()
+        );
+        Ok(rotated)
+    }
+
+    /// Locks the file at the log's path. When the path no longer names the open file (removed,
+    /// moved, rotated by another process), opens what is there now (creating it) and says why.
+    fn lock_current(&self, inner: &mut Inner) -> Result<(FileLock, Option<&'static str>), AuditError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut why = None;
+        loop {
+            let lock = FileLock::exclusive(&inner.file).map_err(self.io())?;
+            let open = inner.file.metadata().map_err(self.io())?;
+            match std::fs::metadata(&self.path) {
+                Ok(m) if m.dev() == open.dev() && m.ino() == open.ino() => return Ok((lock, why)),
+                Ok(_) => {
+                    why.get_or_insert("the audit file was moved or replaced while in use");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    why.get_or_insert("the audit file was removed (or moved away) while in use");
+                }
+                Err(e) => return Err(self.io()(e)),
+            }
+            drop(lock);
+            tracing::warn!(
+                "the audit trail `{}` is no longer the file pgwarden had open; continuing the chain in the file now at that path",
+                self.path.display()
+            );
+            inner.file = open_file(&self.path)?;
+        }
+    }
+
+    /// What must be written before the next record: a genesis for a new chain; a continuation when
+    /// the file is empty but the chain had a head (removed, moved, emptied); a `cut` record when the
+    /// file ends before the head this process knows; a repair for a torn tail.
+    fn plan(&self, inner: &mut Inner, why: Option<&str>) -> Result<Plan, AuditError> {
+        let repaired = self.cut_torn_tail(&mut inner.file)?;
+        let tail = self.tail(&mut inner.file)?;
+        let mut lines = String::new();
+        let mut notes = false;
+        let (mut seq, mut prev) = match (tail, &inner.known) {
+            (None, None) => {
+                let genesis = seal(
+                    Record {
+                        event: Some(Event::Genesis),
+                        ..Record::default()
+                    },
+                    0,
+                    GENESIS_PREV,
+                );
+                lines.push_str(&line(&genesis));
+                (1, genesis.hash.unwrap_or_default())
+            }
+            (None, Some(known)) => {
+                let reason = why.unwrap_or("the audit file was emptied while in use, or before pgwarden started");
+                tracing::warn!("{reason}: records up to seq {} are not in `{}`", known.seq, self.path.display());
+                let continued = seal(continued_record(reason, None, known), known.seq + 1, &known.hash);
+                lines.push_str(&line(&continued));
+                notes = true;
+                (continued.seq + 1, continued.hash.unwrap_or_default())
+            }
+            (Some(t), known) => {
+                let hash = t.hash.clone().unwrap_or_default();
+                if let Some(k) = known
+                    && (t.seq < k.seq || (t.seq == k.seq && hash != k.hash))
+                {
+                    tracing::error!(
+                        "the audit trail `{}` ends at seq {} but seq {} was written: records were cut or replaced",
+                        self.path.display(),
+                        t.seq,
+                        k.seq
+                    );
+                    let cut = seal(cut_record(t.seq, k), t.seq + 1, &hash);
+                    lines.push_str(&line(&cut));
+                    notes = true;
+                    (cut.seq + 1, cut.hash.unwrap_or_default())
+                } else {
+                    (t.seq + 1, hash)
+                }
+            }
+        };
+        if let Some(cut) = repaired {
+            let repair = seal(repair_record(cut), seq, &prev);
+            prev = repair.hash.clone().unwrap_or_default();
+            seq += 1;
+            lines.push_str(&line(&repair));
+            notes = true;
+        }
+        Ok(Plan {
+            lines,
+            seq,
+            prev,
+            notes,
         })
     }
 
@@ -283,37 +544,10 @@ impl AuditLog {
     /// how many bytes went. Only a partial last line is cut: a whole line that does not verify is
     /// left for `tail` to refuse.
     fn cut_torn_tail(&self, file: &mut File) -> Result<Option<u64>, AuditError> {
-        let io = |source| AuditError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let len = file.seek(SeekFrom::End(0)).map_err(io)?;
-        if len == 0 {
+        let (len, keep) = cut_to_last_line(file).map_err(self.io())?;
+        if len == keep {
             return Ok(None);
         }
-        let mut last = [0u8; 1];
-        file.seek(SeekFrom::Start(len - 1)).map_err(io)?;
-        file.read_exact(&mut last).map_err(io)?;
-        if last[0] == b'\n' {
-            return Ok(None);
-        }
-        // The end of the last whole line, read backwards in chunks.
-        let mut end = len;
-        let keep = loop {
-            let start = end.saturating_sub(64 * 1024);
-            let mut chunk = vec![0u8; (end - start) as usize];
-            file.seek(SeekFrom::Start(start)).map_err(io)?;
-            file.read_exact(&mut chunk).map_err(io)?;
-            if let Some(nl) = chunk.iter().rposition(|&b| b == b'\n') {
-                break start + nl as u64 + 1;
-            }
-            if start == 0 {
-                break 0;
-            }
-            end = start;
-        };
-        file.set_len(keep).map_err(io)?;
-        file.sync_data().map_err(io)?;
         tracing::warn!(
             "the audit trail `{}` ended in a partly written record; cut {} byte(s) back to the last whole record",
             self.path.display(),
@@ -324,11 +558,8 @@ impl AuditLog {
 
     /// The last record of the file, read back from its end.
     fn tail(&self, file: &mut File) -> Result<Option<Record>, AuditError> {
-        let io = |source| AuditError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+        let io = self.io();
+        let len = file.seek(SeekFrom::End(0)).map_err(&io)?;
         if len == 0 {
             return Ok(None);
         }
@@ -340,9 +571,9 @@ impl AuditLog {
             let step = chunk_size.min(start);
             chunk_size *= 2;
             start -= step;
-            file.seek(SeekFrom::Start(start)).map_err(io)?;
+            file.seek(SeekFrom::Start(start)).map_err(&io)?;
             let mut chunk = vec![0; (len - start) as usize - buf.len()];
-            file.read_exact(&mut chunk).map_err(io)?;
+            file.read_exact(&mut chunk).map_err(&io)?;
             chunk.extend_from_slice(&buf);
             buf = chunk;
             let body = buf.strip_suffix(b"\n");
@@ -383,6 +614,126 @@ fn repair_record(cut: u64) -> Record {
         })),
         ..Record::default()
     }
+}
+
+/// The first record of a file that continues the chain after `head`.
+fn continued_record(reason: &str, previous_file: Option<&str>, head: &Head) -> Record {
+    Record {
+        event: Some(Event::Continued),
+        details: Some(serde_json::json!({
+            "reason": reason,
+            "previous_file": previous_file,
+            "continues_seq": head.seq,
+        })),
+        ..Record::default()
+    }
+}
+
+/// The record that says the file ends (at `seq`) before the head pgwarden knew.
+fn cut_record(seq: u64, known: &Head) -> Record {
+    let from = if seq < known.seq { seq + 1 } else { seq };
+    Record {
+        event: Some(Event::Cut),
+        details: Some(serde_json::json!({
+            "reason": "the file ends before records pgwarden wrote or checkpointed: they were cut, or the file was replaced",
+            "missing_from_seq": from,
+            "missing_to_seq": known.seq,
+            "missing_head": known.hash,
+        })),
+        ..Record::default()
+    }
+}
+
+/// Opens (creating it owner-only) a trail file for reading and appending. Owner-only like
+/// exports: the trail holds SQL, intents and who decided.
+fn open_file(path: &Path) -> Result<File, AuditError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| AuditError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let mode = file.metadata().map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "the audit file `{}` was readable by others (mode {:o}); making it owner-only",
+            path.display(),
+            mode & 0o777
+        );
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(file)
+}
+
+/// Cuts a file that does not end in a newline back to its last whole line. Returns the length
+/// before and after.
+fn cut_to_last_line(file: &mut File) -> std::io::Result<(u64, u64)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok((0, 0));
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok((len, len));
+    }
+    // The end of the last whole line, read backwards in chunks.
+    let mut end = len;
+    let keep = loop {
+        let start = end.saturating_sub(64 * 1024);
+        let mut chunk = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(nl) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + nl as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    file.set_len(keep)?;
+    file.sync_data()?;
+    Ok((len, keep))
+}
+
+/// The head the last checkpoint signed by this key covers, if there is one.
+fn last_checkpoint(signer: &Signer) -> Result<Option<Head>, AuditError> {
+    let mut file = match File::open(&signer.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(AuditError::Io {
+                path: signer.path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let last = sign::last_line(&mut file).map_err(|source| AuditError::Io {
+        path: signer.path.display().to_string(),
+        source,
+    })?;
+    let Some(cp) = last.and_then(|l| serde_json::from_str::<sign::Checkpoint>(&l).ok()) else {
+        return Ok(None);
+    };
+    if !cp.signed_by(signer.key.public()) {
+        tracing::warn!(
+            "the last checkpoint in `{}` is not signed by this key; `pgwarden audit verify` will say more",
+            signer.path.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(Head {
+        seq: cp.seq,
+        hash: cp.head,
+    }))
 }
 
 fn seal(mut record: Record, seq: u64, prev: &str) -> Record {

@@ -1,9 +1,12 @@
 //! `pgwarden audit verify` and `pgwarden audit show`: recompute the chain and name the first line
 //! that was edited, deleted, inserted or reordered; print records for a person or a script.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{GENESIS_PREV, Record, hash_of};
+use super::{
+    Event, GENESIS_PREV, Record, hash_of,
+    sign::{self, Checkpoint, PublicKey},
+};
 
 /// The first line that breaks the chain, and how.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -14,7 +17,8 @@ pub struct Broken {
     pub problem: String,
 }
 
-/// Reads and checks every record; returns them when the chain is whole.
+/// Reads and checks every record of one file; returns them when the chain is whole. A file starts
+/// with a genesis record, or with a `continued` record carrying on a chain from another file.
 pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
     let file = path.display().to_string();
     let broken = |line: usize, problem: String| Broken {
@@ -27,7 +31,7 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
         let n = text.lines().count();
         return Err(broken(n, "the last line is incomplete (a write was cut short)".into()));
     }
-    let mut records = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
     let mut prev_hash = GENESIS_PREV.to_string();
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
@@ -41,15 +45,24 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
                 "its hash does not match its content: the line was edited".into(),
             ));
         }
-        if record.seq != i as u64 {
-            let problem = if record.seq > i as u64 {
+        let expected = match records.last() {
+            Some(last) => last.seq + 1,
+            // A file carrying on a chain starts where the chain stood.
+            None if record.event == Some(Event::Continued) => {
+                prev_hash = record.prev.clone();
+                record.seq
+            }
+            None => 0,
+        };
+        if record.seq != expected {
+            let problem = if record.seq > expected {
                 format!(
-                    "sequence {} where {i} was expected: a line before it was deleted",
+                    "sequence {} where {expected} was expected: a line before it was deleted",
                     record.seq
                 )
             } else {
                 format!(
-                    "sequence {} where {i} was expected: a line was inserted or lines were reordered",
+                    "sequence {} where {expected} was expected: a line was inserted or lines were reordered",
                     record.seq
                 )
             };
@@ -66,6 +79,215 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
         records.push(record);
     }
     Ok(records)
+}
+
+/// The files of a trail in chain order: `path`'s rotated predecessors (`<path>.<last seq>`, oldest
+/// first), then `path`.
+pub fn trail_files(path: &Path) -> Vec<PathBuf> {
+    let mut rotated: Vec<(u64, PathBuf)> = Vec::new();
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+        && let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+    {
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            if let Some(seq) = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(name))
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                rotated.push((seq, path.with_file_name(&file_name)));
+            }
+        }
+    }
+    rotated.sort();
+    rotated.into_iter().map(|(_, p)| p).chain([path.to_path_buf()]).collect()
+}
+
+/// What `audit verify` found across a trail's files and its checkpoints.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub files: Vec<String>,
+    pub records: Vec<Record>,
+    /// Tampering or a broken chain: the trail cannot be trusted as complete.
+    pub problems: Vec<String>,
+    /// Things a reader should know that are not tampering (repairs, rotation, an unsealed tail).
+    pub notes: Vec<String>,
+    /// `decision` records with no `outcome`: a change whose end nobody recorded.
+    pub unfinished: Vec<Record>,
+    pub checkpoints: usize,
+    /// The last checkpoint that matched the log: seq and time.
+    pub sealed: Option<(u64, String)>,
+}
+
+/// Checks the files in order (each continuing the one before), then every checkpoint against
+/// them. With `key`, each checkpoint must carry its signature and a trail without checkpoints is a
+/// problem; without, signatures are checked against the key each checkpoint names.
+pub fn verify_trail(files: &[PathBuf], checkpoints: &Path, key: Option<&PublicKey>) -> Report {
+    let mut report = Report::default();
+    for path in files {
+        report.files.push(path.display().to_string());
+        let records = match verify(path) {
+            Ok(r) => r,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                return report;
+            }
+        };
+        let Some(first) = records.first() else {
+            continue;
+        };
+        match report.records.last() {
+            Some(last) if first.prev != last.hash.clone().unwrap_or_default() || first.seq != last.seq + 1 => {
+                report.problems.push(format!(
+                    "`{}:1`: it does not continue `{}` (which ends at seq {}): a file between them is missing, or one was replaced",
+                    path.display(),
+                    report.files[report.files.len() - 2],
+                    last.seq
+                ));
+                return report;
+            }
+            None if first.event == Some(Event::Continued) => report.notes.push(format!(
+                "`{}` continues a chain from seq {}; pass the earlier file(s) too to check that link",
+                path.display(),
+                first.seq.saturating_sub(1)
+            )),
+            _ => {}
+        }
+        report.records.extend(records);
+    }
+    for r in &report.records {
+        let detail = |k: &str| r.details.as_ref().and_then(|d| d.get(k)).cloned().unwrap_or_default();
+        match r.event {
+            Some(Event::Cut) => report.problems.push(format!(
+                "seq {}: pgwarden found records {}–{} missing while it ran (the file was cut or replaced) and recorded it",
+                r.seq,
+                detail("missing_from_seq"),
+                detail("missing_to_seq")
+            )),
+            Some(Event::Continued) if detail("reason") != "rotated" => report.problems.push(format!(
+                "seq {}: {} (pgwarden carried the chain on in a new file)",
+                r.seq,
+                detail("reason").as_str().unwrap_or("the file was replaced")
+            )),
+            Some(Event::Repair) => report.notes.push(format!(
+                "seq {}: a partly written record ({} bytes, a full disk or a crash) was cut and the chain continued",
+                r.seq,
+                detail("cut_bytes")
+            )),
+            _ => {}
+        }
+    }
+    report.unfinished = unfinished(&report.records).into_iter().cloned().collect();
+    check_checkpoints(&mut report, checkpoints, key);
+    report
+}
+
+/// `decision` records with no `outcome` of the same call after them.
+pub fn unfinished(records: &[Record]) -> Vec<&Record> {
+    let finished: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.event == Some(Event::Outcome))
+        .filter_map(|r| r.call_id.as_deref())
+        .collect();
+    records
+        .iter()
+        .filter(|r| r.event == Some(Event::Decision))
+        .filter(|r| !r.call_id.as_deref().is_some_and(|c| finished.contains(c)))
+        .collect()
+}
+
+fn check_checkpoints(report: &mut Report, path: &Path, key: Option<&PublicKey>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let missing = format!(
+                "no checkpoint file `{}`: nothing proves the log was not cut at the end or replaced",
+                path.display()
+            );
+            if key.is_some() {
+                report.problems.push(missing);
+            } else {
+                report.notes.push(missing);
+            }
+            return;
+        }
+        Err(e) => {
+            report.problems.push(format!("cannot read the checkpoints `{}`: {e}", path.display()));
+            return;
+        }
+    };
+    let by_seq: std::collections::HashMap<u64, &Record> = report.records.iter().map(|r| (r.seq, r)).collect();
+    let first = report.records.first().map(|r| r.seq);
+    let last = report.records.last().map(|r| r.seq);
+    let mut prev = GENESIS_PREV.to_string();
+    let mut problems = Vec::new();
+    let mut beyond = None;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    for (i, raw) in lines.iter().enumerate() {
+        let n = i + 1;
+        let at = format!("`{}:{n}`", path.display());
+        let Some(line) = raw.strip_suffix('\n') else {
+            report.notes.push(format!("{at}: the last checkpoint is incomplete (a write was cut short); ignored"));
+            break;
+        };
+        let Ok(cp) = serde_json::from_str::<Checkpoint>(line) else {
+            problems.push(format!("{at}: not a checkpoint; the line was edited"));
+            break;
+        };
+        let signed = match key {
+            Some(k) => cp.signed_by(k),
+            None => PublicKey::parse(&cp.key).is_ok_and(|k| cp.signed_by(&k)),
+        };
+        if !signed {
+            problems.push(match key {
+                Some(k) if cp.key != k.to_string() => format!(
+                    "{at}: signed by {} , not by your key {k}: the checkpoints (and the log) were replaced",
+                    cp.key
+                ),
+                _ => format!("{at}: its signature does not verify: the checkpoint was forged or edited"),
+            });
+            break;
+        }
+        if cp.prev != prev {
+            problems.push(format!(
+                "{at}: it does not follow the checkpoint before it: checkpoints were deleted, inserted or reordered"
+            ));
+            break;
+        }
+        prev = sign::line_hash(line);
+        report.checkpoints += 1;
+        match (first, last) {
+            (Some(f), _) if cp.seq < f => {} // in an earlier file not given
+            (_, Some(l)) if cp.seq <= l => match by_seq.get(&cp.seq) {
+                Some(r) if r.hash.as_deref() == Some(cp.head.as_str()) => {
+                    report.sealed = Some((cp.seq, cp.time.clone()));
+                }
+                _ => problems.push(format!(
+                    "{at}: the record at seq {} is not the one signed at {}: the log was replaced, or edited and re-hashed",
+                    cp.seq, cp.time
+                )),
+            },
+            // A cut tail puts every later checkpoint past the end: name the latest one.
+            (_, Some(l)) => beyond = Some(format!(
+                "{at}: a checkpoint signed at {} covers seq {}, but the log ends at seq {l}: records were cut from its end",
+                cp.time, cp.seq
+            )),
+            (_, None) => beyond = Some(format!(
+                "{at}: a checkpoint signed at {} covers seq {}, but the log is empty: it was emptied or replaced",
+                cp.time, cp.seq
+            )),
+        }
+    }
+    problems.extend(beyond);
+    report.problems.extend(problems);
+    if let (Some(l), Some((s, time))) = (last, &report.sealed)
+        && *s < l
+    {
+        report.notes.push(format!(
+            "records after seq {s} (to seq {l}) are not yet covered by a checkpoint (the last one matched is from {time})"
+        ));
+    }
 }
 
 /// Which records `show` prints.
@@ -119,7 +341,7 @@ pub fn label(r: &Record) -> String {
 }
 
 /// A readable table, one record per line.
-pub fn table(records: &[&Record]) -> String {
+pub fn table(records: &[&Record], unfinished: &std::collections::HashSet<u64>) -> String {
     let mut out = format!(
         "{:<24} {:>5} {:<8} {:<14} {:<12} {:<28} {}\n",
         "time", "seq", "event", "tool", "result", "rule", "sql / outcome"
@@ -131,6 +353,8 @@ pub fn table(records: &[&Record]) -> String {
             Some(super::Event::Call) => "call",
             Some(super::Event::Approval) => "approval",
             Some(super::Event::Repair) => "repair",
+            Some(super::Event::Continued) => "continued",
+            Some(super::Event::Cut) => "CUT",
             _ => "-",
         };
         let mut detail = r.sql.clone().unwrap_or_default().replace('\n', " ");
@@ -172,7 +396,11 @@ pub fn table(records: &[&Record]) -> String {
             r.seq,
             event,
             shown(r.tool.as_deref().unwrap_or("-")),
-            shown(&label(r)),
+            shown(&if unfinished.contains(&r.seq) {
+                "UNFINISHED".to_string()
+            } else {
+                label(r)
+            }),
             shown(r.rule.as_deref().unwrap_or("-")),
             shown(&detail)
         ));
@@ -226,7 +454,7 @@ mod tests {
         log.flush().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let records = verify(&path).unwrap();
-        let shown = table(&records.iter().collect::<Vec<_>>());
+        let shown = table(&records.iter().collect::<Vec<_>>(), &Default::default());
         assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
         assert!(!shown.contains('\u{202e}'), "{shown:?}");
         assert!(shown.contains("\\u{001B}[2K"), "{shown}");

@@ -1,0 +1,322 @@
+//! Issue 16 items 7 and 9: signed checkpoints make a cut, emptied, re-hashed or replaced trail show,
+//! and a trail removed, moved or rotated under a running server keeps its chain.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    AuditLog, AuditOptions, Event, GENESIS_PREV, Record, hash_of,
+    sign::PublicKey,
+    verify::{Report, trail_files, verify_trail},
+};
+
+struct Trail {
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+    key: PathBuf,
+    checkpoints: PathBuf,
+}
+
+impl Trail {
+    fn new() -> Trail {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.jsonl");
+        Trail {
+            key: dir.path().join("audit-signing.key"),
+            checkpoints: dir.path().join("audit.jsonl.checkpoints"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn options(&self) -> AuditOptions {
+        AuditOptions {
+            key: Some(self.key.clone()),
+            checkpoints: Some(self.checkpoints.clone()),
+            rotate_bytes: None,
+        }
+    }
+
+    fn open(&self) -> AuditLog {
+        AuditLog::open_with(&self.log, &self.options()).unwrap()
+    }
+
+    fn public(&self) -> PublicKey {
+        PublicKey::parse(&std::fs::read_to_string(super::sign::public_path(&self.key)).unwrap()).unwrap()
+    }
+
+    fn verify(&self) -> Report {
+        verify_trail(&trail_files(&self.log), &self.checkpoints, Some(&self.public()))
+    }
+}
+
+fn call(log: &AuditLog, sql: &str) {
+    log.append(
+        Record {
+            event: Some(Event::Call),
+            tool: Some("query".into()),
+            sql: Some(sql.into()),
+            ..Record::default()
+        },
+        false,
+    )
+    .unwrap();
+}
+
+fn problems(r: &Report) -> String {
+    r.problems.join("\n")
+}
+
+/// Re-seals every line after an edit, as a forger would: the chain alone verifies again.
+fn rehash(lines: &mut [serde_json::Value]) {
+    let mut prev = GENESIS_PREV.to_string();
+    for v in lines.iter_mut() {
+        v["prev"] = prev.clone().into();
+        v.as_object_mut().unwrap().remove("hash");
+        let h = hash_of(v);
+        v["hash"] = h.clone().into();
+        prev = h;
+    }
+}
+
+fn read_values(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write_values(path: &Path, values: &[serde_json::Value]) {
+    let text: String = values.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_cut_tail_an_emptied_file_a_rehashed_edit_and_a_replaced_trail_each_fail_verify_with_the_key() {
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..6 {
+        call(&log, &format!("SELECT {i}"));
+    }
+    let cp = log.checkpoint().unwrap().expect("a checkpoint of seq 6");
+    assert_eq!(cp.seq, 6);
+    assert!(log.checkpoint().unwrap().is_none(), "an unmoved head is not signed twice");
+    call(&log, "SELECT 'after'");
+    log.flush().unwrap();
+    drop(log);
+    // Whole: every checkpoint verifies and matches.
+    let whole = t.verify();
+    assert!(whole.problems.is_empty(), "{}", problems(&whole));
+    assert_eq!(whole.checkpoints, 2);
+    assert_eq!(whole.sealed.as_ref().map(|s| s.0), Some(7));
+    let original = std::fs::read_to_string(&t.log).unwrap();
+    let values = read_values(&t.log);
+
+    // 1. Cut tail: the hash chain of what is left is whole (the old `verify` said ok).
+    let kept: String = original.lines().take(5).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&t.log, &kept).unwrap();
+    assert!(super::verify::verify(&t.log).is_ok(), "the chain alone cannot see a cut tail");
+    let r = t.verify();
+    assert!(problems(&r).contains("covers seq 7, but the log ends at seq 4"), "{}", problems(&r));
+
+    // 2. Emptied file.
+    std::fs::write(&t.log, "").unwrap();
+    let r = t.verify();
+    assert!(problems(&r).contains("the log is empty"), "{}", problems(&r));
+
+    // 3. An edit, re-hashed down the chain.
+    let mut edited = values.clone();
+    edited[3]["sql"] = "SELECT 'nothing to see'".into();
+    rehash(&mut edited);
+    write_values(&t.log, &edited);
+    assert!(super::verify::verify(&t.log).is_ok(), "the chain alone cannot see a re-hash");
+    let r = t.verify();
+    assert!(
+        problems(&r).contains("is not the one signed") && problems(&r).contains("re-hashed"),
+        "{}",
+        problems(&r)
+    );
+
+    // 4. A freshly forged trail, checkpoints and all, signed with another key.
+    let forger = Trail::new();
+    let fake = forger.open();
+    for i in 0..8 {
+        call(&fake, &format!("SELECT {i}"));
+    }
+    fake.flush().unwrap();
+    std::fs::copy(&forger.log, &t.log).unwrap();
+    std::fs::copy(&forger.checkpoints, &t.checkpoints).unwrap();
+    assert!(
+        verify_trail(&[t.log.clone()], &t.checkpoints, None).problems.is_empty(),
+        "without the key a forgery looks whole: the key is what proves it"
+    );
+    let r = t.verify();
+    assert!(problems(&r).contains("not by your key"), "{}", problems(&r));
+    // …and a forged log kept under the real checkpoints.
+    std::fs::write(&t.checkpoints, "").unwrap();
+    std::fs::write(&t.log, &original).unwrap();
+    let log = t.open();
+    log.flush().unwrap();
+    drop(log);
+    std::fs::copy(&forger.log, &t.log).unwrap();
+    let r = t.verify();
+    assert!(problems(&r).contains("is not the one signed"), "{}", problems(&r));
+
+    // Without any checkpoint file, the key cannot prove anything: that is a failure too.
+    std::fs::remove_file(&t.checkpoints).unwrap();
+    std::fs::write(&t.log, &original).unwrap();
+    assert!(problems(&t.verify()).contains("no checkpoint file"));
+}
+
+#[test]
+fn a_forged_or_reordered_checkpoint_is_named() {
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..3 {
+        call(&log, &format!("SELECT {i}"));
+        log.checkpoint().unwrap();
+    }
+    drop(log);
+    let text = std::fs::read_to_string(&t.checkpoints).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    // A checkpoint moved to claim a later head: its signature no longer verifies.
+    std::fs::write(&t.checkpoints, text.replacen("\"seq\":1", "\"seq\":2", 1)).unwrap();
+    assert!(problems(&t.verify()).contains("signature does not verify"));
+    // A checkpoint dropped from the middle.
+    std::fs::write(&t.checkpoints, format!("{}\n{}\n", lines[0], lines[2])).unwrap();
+    assert!(problems(&t.verify()).contains("does not follow the checkpoint before it"));
+}
+
+#[test]
+fn records_cut_while_the_log_is_open_are_recorded_and_the_chain_goes_on() {
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..5 {
+        call(&log, &format!("SELECT {i}"));
+    }
+    let text = std::fs::read_to_string(&t.log).unwrap();
+    let kept: String = text.lines().take(4).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&t.log, kept).unwrap();
+    call(&log, "SELECT 'next'");
+    let records = super::verify::verify(&t.log).unwrap();
+    let cut = records.iter().find(|r| r.event == Some(Event::Cut)).expect("a cut record");
+    let d = cut.details.as_ref().unwrap();
+    assert_eq!((d["missing_from_seq"].as_u64(), d["missing_to_seq"].as_u64()), (Some(4), Some(5)));
+    assert_eq!(records.last().unwrap().sql.as_deref(), Some("SELECT 'next'"));
+    assert!(problems(&t.verify()).contains("records 4–5 missing"));
+
+    // Cut before a restart: the checkpoint remembers the head; the new process records the cut.
+    log.flush().unwrap();
+    drop(log);
+    let text = std::fs::read_to_string(&t.log).unwrap();
+    let kept: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&t.log, kept).unwrap();
+    drop(t.open());
+    let records = super::verify::verify(&t.log).unwrap();
+    assert_eq!(records.last().unwrap().event, Some(Event::Cut));
+}
+
+#[test]
+fn a_removed_or_moved_log_is_noticed_on_the_next_append_and_the_chain_links_across_files() {
+    let t = Trail::new();
+    let log = t.open();
+    call(&log, "SELECT 1");
+    let before = super::verify::verify(&t.log).unwrap().last().unwrap().clone();
+    // `rm`: the next record would have gone into the unlinked inode.
+    std::fs::remove_file(&t.log).unwrap();
+    call(&log, "SELECT 2");
+    let records = super::verify::verify(&t.log).unwrap();
+    assert_eq!(records[0].event, Some(Event::Continued));
+    assert_eq!(records[0].prev, before.hash.clone().unwrap());
+    assert_eq!(records[0].seq, before.seq + 1);
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 2"));
+    let reason = records[0].details.as_ref().unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("removed"), "{reason}");
+    // `mv`: the records would have gone into the renamed file.
+    let moved = t.log.with_file_name("elsewhere.jsonl");
+    std::fs::rename(&t.log, &moved).unwrap();
+    call(&log, "SELECT 3");
+    assert_eq!(super::verify::verify(&moved).unwrap().len(), 2, "nothing more went into the moved file");
+    let records = super::verify::verify(&t.log).unwrap();
+    assert!(records[0].details.as_ref().unwrap()["reason"].as_str().unwrap().contains("moved away"));
+    // The moved file and the new one chain; verify says a file went missing in between otherwise.
+    let r = verify_trail(&[moved.clone(), t.log.clone()], &t.checkpoints, None);
+    assert!(r.problems.iter().any(|p| p.contains("moved away")), "{r:?}");
+    assert!(!r.problems.iter().any(|p| p.contains("does not continue")), "{r:?}");
+    // A different, empty file put in its place is noticed too.
+    let swapped = t.log.with_file_name("swapped.jsonl");
+    std::fs::rename(&t.log, &swapped).unwrap();
+    std::fs::write(&t.log, "").unwrap();
+    call(&log, "SELECT 4");
+    let records = super::verify::verify(&t.log).unwrap();
+    assert!(records[0].details.as_ref().unwrap()["reason"].as_str().unwrap().contains("moved or replaced"));
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 4"));
+}
+
+#[test]
+fn rotation_by_size_continues_the_chain_and_verify_reads_every_file() {
+    let t = Trail::new();
+    let log = AuditLog::open_with(
+        &t.log,
+        &AuditOptions {
+            rotate_bytes: Some(4096),
+            ..t.options()
+        },
+    )
+    .unwrap();
+    for i in 0..40 {
+        call(&log, &format!("SELECT '{}'", "x".repeat(i * 10)));
+    }
+    log.flush().unwrap();
+    let files = trail_files(&t.log);
+    assert!(files.len() > 3, "{files:?}");
+    let r = t.verify();
+    assert!(r.problems.is_empty(), "{}", problems(&r));
+    assert_eq!(r.records.iter().filter(|r| r.event == Some(Event::Call)).count(), 40);
+    // A rotated file that goes missing breaks the link.
+    std::fs::remove_file(&files[1]).unwrap();
+    assert!(problems(&t.verify()).contains("does not continue"));
+    // SIGHUP's rotation: `rotate` moves the file aside at once.
+    let rotated = log.rotate().unwrap().expect("a rotated file");
+    assert!(rotated.exists());
+    call(&log, "SELECT 'after'");
+    let records = super::verify::verify(&t.log).unwrap();
+    assert_eq!(records[0].event, Some(Event::Continued));
+}
+
+#[test]
+fn a_decision_without_an_outcome_is_unfinished() {
+    let t = Trail::new();
+    let log = t.open();
+    for (event, call_id) in [(Event::Decision, "a"), (Event::Outcome, "a"), (Event::Decision, "b")] {
+        log.append(
+            Record {
+                event: Some(event),
+                call_id: Some(call_id.into()),
+                sql: Some("DELETE FROM t".into()),
+                ..Record::default()
+            },
+            true,
+        )
+        .unwrap();
+    }
+    log.flush().unwrap();
+    let r = t.verify();
+    assert!(r.problems.is_empty(), "{}", problems(&r));
+    assert_eq!(r.unfinished.len(), 1);
+    assert_eq!(r.unfinished[0].call_id.as_deref(), Some("b"));
+}
+
+#[test]
+fn a_signing_key_others_can_read_is_refused_and_two_starts_share_one_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Trail::new();
+    let a = super::sign::SigningKey::load_or_create(&t.key).unwrap();
+    let b = super::sign::SigningKey::load_or_create(&t.key).unwrap();
+    assert_eq!(a.public(), b.public());
+    assert_eq!(std::fs::metadata(&t.key).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::set_permissions(&t.key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let e = super::sign::SigningKey::load_or_create(&t.key).err().unwrap().to_string();
+    assert!(e.contains("can be read by other users"), "{e}");
+}
