@@ -352,16 +352,14 @@ fn audit_verify(path: &std::path::Path, key: Option<&str>, checkpoints: Option<P
     let files = verify::trail_files(path);
     let checkpoints = checkpoints.unwrap_or_else(|| pgwarden::audit::default_checkpoints(path));
     let report = verify::verify_trail(&files, &checkpoints, key.as_ref());
+    let notes: String = report.notes.iter().map(|n| format!("note: {n}\n")).collect();
     let mut out = String::new();
-    for n in &report.notes {
-        out.push_str(&format!("note: {n}\n"));
-    }
     if !report.problems.is_empty() {
         out.push_str("TAMPERED: the audit trail cannot be trusted as complete:\n");
         for p in &report.problems {
             out.push_str(&format!("  - {p}\n"));
         }
-        let _ = write_stdout(&out);
+        let _ = write_stdout(&(out + &notes));
         return ExitCode::from(2);
     }
     let range = match (report.records.first(), report.records.last()) {
@@ -402,10 +400,10 @@ fn audit_verify(path: &std::path::Path, key: Option<&str>, checkpoints: Option<P
                 pgwarden::approval::packet::one_line(r.sql.as_deref().unwrap_or(""), 100)
             ));
         }
-        let _ = write_stdout(&out);
+        let _ = write_stdout(&(out + &notes));
         return ExitCode::from(3);
     }
-    match write_stdout(&out) {
+    match write_stdout(&(out + &notes)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }

@@ -323,6 +323,155 @@ async fn a_crash_between_decision_and_action_leaves_a_decision_without_outcome()
             .any(|r| r.event == Some(Event::Outcome) && r.call_id == last.call_id),
         "a visible decision without an outcome"
     );
+    // Issue 16 item 7: `audit verify` says so with its own exit code, and `audit show` marks it.
+    let (code, out) = verify_with_key(&audit);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("UNFINISHED: 1 change(s)") && out.contains("UPDATE orders"), "{out}");
+    let show = Command::new(BIN).args(["audit", "show"]).arg(&audit).output().unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.lines().any(|l| l.contains("UNFINISHED") && l.contains("UPDATE orders")),
+        "{show}"
+    );
+}
+
+/// `pgwarden audit verify --key <the .pub beside the log>`: its exit code and output.
+fn verify_with_key(log: &std::path::Path) -> (Option<i32>, String) {
+    let key = log.with_file_name("audit-signing.key.pub");
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--key"])
+        .arg(&key)
+        .arg(log)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A real `pgwarden serve` over stdio with an allow-all policy, its trail in a fresh directory,
+/// checkpoints every 100 ms.
+async fn served(db: &TestDb) -> (tempfile::TempDir, std::path::PathBuf, u32, rmcp::service::RunningService<rmcp::RoleClient, ()>) {
+    use rmcp::{
+        ServiceExt,
+        transport::{ConfigureCommandExt, TokioChildProcess},
+    };
+    let dir = tempfile::Builder::new().prefix("pgw-trail-").tempdir_in("/tmp").unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
+    )
+    .unwrap();
+    let c = &common::cluster().cluster;
+    let dsn = format!(
+        "host={} port={} user={} dbname={}",
+        c.socket_dir().display(),
+        c.port,
+        common::AGENT,
+        db.name
+    );
+    let cmd = tokio::process::Command::new(BIN).configure(|c| {
+        c.args(["serve", "--audit-checkpoint-every", "100ms", "--policy"])
+            .arg(&policy)
+            .arg("--audit-log")
+            .arg(&audit)
+            .env("PGWARDEN_DATABASE_URL", &dsn);
+    });
+    let transport = TokioChildProcess::new(cmd).unwrap();
+    let pid = transport.id().unwrap();
+    let client = ().serve(transport).await.unwrap();
+    (dir, audit, pid, client)
+}
+
+async fn read(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, n: i32) {
+    let params = rmcp::model::CallToolRequestParams::new("query")
+        .with_arguments(json!({"sql": format!("SELECT {n} AS n")}).as_object().cloned().unwrap());
+    let r = client.call_tool(params).await.unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+}
+
+/// Waits until a checkpoint covers the log's last record.
+async fn sealed(log: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let files = pgwarden::audit::verify::trail_files(log);
+        let r = pgwarden::audit::verify::verify_trail(&files, &pgwarden::audit::default_checkpoints(log), None);
+        if r.sealed.as_ref().map(|s| s.0) == r.records.last().map(|l| l.seq) && r.sealed.is_some() {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint covers the head: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 16 item 7: cutting the last records of a running server's trail passed `audit verify`.
+#[tokio::test]
+async fn records_cut_from_a_running_servers_trail_are_proved_missing() {
+    let db = TestDb::new(SETUP).await;
+    let (_dir, audit, _pid, client) = served(&db).await;
+    for n in 0..4 {
+        read(&client, n).await;
+    }
+    sealed(&audit).await;
+    let (code, out) = verify_with_key(&audit);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("checkpoint(s) signed by ed25519:"), "{out}");
+    // Cut the last two records while the server runs: the chain of what is left is whole.
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&audit, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+    assert!(pgwarden::audit::verify::verify(&audit).is_ok());
+    let (code, out) = verify_with_key(&audit);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("records were cut from its end"), "{out}");
+    // The server notices on its next record and says what is missing.
+    read(&client, 9).await;
+    let (code, out) = verify_with_key(&audit);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("missing while it ran"), "{out}");
+    client.cancel().await.unwrap();
+}
+
+/// Issue 16 item 9: records went into the unlinked or renamed file after `rm`/`mv` of the live
+/// trail. Now the server notices on its next record and carries the chain on at the path; SIGHUP
+/// rotates with the chain continuing.
+#[tokio::test]
+async fn a_running_servers_trail_rotates_on_sighup_and_survives_being_moved() {
+    let db = TestDb::new(SETUP).await;
+    let (dir, audit, pid, client) = served(&db).await;
+    read(&client, 1).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pgwarden::audit::verify::trail_files(&audit).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not rotate the trail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    read(&client, 2).await;
+    sealed(&audit).await;
+    let (code, out) = verify_with_key(&audit);
+    let dump: String = pgwarden::audit::verify::trail_files(&audit)
+        .iter()
+        .map(|f| format!("{}:\n{}", f.display(), std::fs::read_to_string(f).unwrap_or_default()))
+        .collect();
+    assert_eq!(code, Some(0), "{out}\n{dump}");
+    assert!(out.contains("holds") && out.contains("2 files"), "{out}");
+    // `mv` the live file away: the next record lands at the path, not in the moved file.
+    let moved = dir.path().join("moved.jsonl");
+    std::fs::rename(&audit, &moved).unwrap();
+    let moved_len = std::fs::metadata(&moved).unwrap().len();
+    read(&client, 3).await;
+    assert_eq!(std::fs::metadata(&moved).unwrap().len(), moved_len);
+    let records = pgwarden::audit::verify::verify(&audit).unwrap();
+    assert_eq!(records[0].event, Some(Event::Continued));
+    assert_eq!(records[1].sql.as_deref(), Some("SELECT 3 AS n"));
+    let (code, out) = verify_with_key(&audit);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("moved away) while in use"), "{out}");
+    client.cancel().await.unwrap();
 }
 
 /// Issue 16 item 11: a password Postgres joins across a line break, and an error message quoting a

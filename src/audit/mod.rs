@@ -311,6 +311,12 @@ impl AuditLog {
                 tracing::error!("cannot rotate the audit trail: {e}");
             }
         }
+        drop(inner);
+        // A decision (written before a change runs) is signed at once: cutting it, the record an
+        // attacker would most like gone, then shows even if the process dies right after.
+        if durable && let Err(e) = self.checkpoint() {
+            tracing::error!("cannot sign a checkpoint of the audit trail: {e}");
+        }
         Ok(record)
     }
 

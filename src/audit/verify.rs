@@ -139,8 +139,12 @@ pub fn verify_trail(files: &[PathBuf], checkpoints: &Path, key: Option<&PublicKe
         };
         match report.records.last() {
             Some(last) if first.prev != last.hash.clone().unwrap_or_default() || first.seq != last.seq + 1 => {
+                let recorded = match (first.event, first.details.as_ref().and_then(|d| d["reason"].as_str())) {
+                    (Some(Event::Continued), Some(reason)) => format!(" (pgwarden recorded: {reason})"),
+                    _ => String::new(),
+                };
                 report.problems.push(format!(
-                    "`{}:1`: it does not continue `{}` (which ends at seq {}): a file between them is missing, or one was replaced",
+                    "`{}:1`: it does not continue `{}` (which ends at seq {}): a file between them is missing, or one was replaced{recorded}",
                     path.display(),
                     report.files[report.files.len() - 2],
                     last.seq
