@@ -14,6 +14,10 @@ use rmcp::{
     transport::{ConfigureCommandExt, TokioChildProcess},
 };
 use serde_json::{Value, json};
+
+/// Everything the server sends reaches a person's terminal here: control and bidi characters are
+/// shown escaped (newlines and tabs kept), so a row or a message cannot rewrite the screen.
+use crate::approval::packet::visible;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin},
     sync::Mutex,
@@ -64,7 +68,9 @@ impl ClientHandler for TerminalReviewer {
         };
         let mut out = tokio::io::stdout();
         let bar = "─".repeat(72);
-        let _ = out.write_all(format!("\n{bar}\n{message}\n{bar}\n").as_bytes()).await;
+        let _ = out
+            .write_all(format!("\n{bar}\n{}\n{bar}\n", visible(&message)).as_bytes())
+            .await;
         let mut input = self.input.lock().await;
         let decision = loop {
             let _ = out.write_all(b"[a]pprove, [d]ry run or [n] deny? ").await;
@@ -155,7 +161,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
                 "\\d" if !arg.trim().is_empty() => call(&client, "describe_table", json!({"table": arg.trim()})).await,
                 _ => format!("unknown command `{cmd}`; \\help lists them"),
             };
-            out.write_all(format!("{text}\n").as_bytes()).await?;
+            out.write_all(format!("{}\n", visible(&text)).as_bytes()).await?;
             continue;
         }
         if trimmed.is_empty() && buffer.is_empty() {
@@ -168,7 +174,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         }
         let sql = std::mem::take(&mut buffer);
         let text = run_sql(&client, sql.trim(), &mut out).await?;
-        out.write_all(format!("{text}\n").as_bytes()).await?;
+        out.write_all(format!("{}\n", visible(&text)).as_bytes()).await?;
     }
     let _ = client.cancel().await;
     Ok(())
@@ -213,7 +219,7 @@ async fn run_sql<S: rmcp::Service<RoleClient>>(
                 "waiting for a decision on approval {id} (fingerprint {fingerprint}): answer the prompt above, or \
                  use the pgwarden review window if it opened...\n"
             );
-            out.write_all(line.as_bytes()).await?;
+            out.write_all(visible(&line).as_bytes()).await?;
             out.flush().await?;
         }
         tool = "pgwarden_await";
@@ -314,7 +320,7 @@ fn cell(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let s = s.replace('\n', "\\n");
+    let s = visible(&s.replace('\n', "\\n").replace('\r', "\\r").replace('\t', "\\t"));
     if s.chars().count() > 40 {
         format!("{}…", s.chars().take(39).collect::<String>())
     } else {

@@ -31,7 +31,8 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
     let mut child = demo(dir.path(), None);
     // A read; a write answered "dry run" with a row limit and a reason; the read again; a denied
     // write; then quit.
-    let script = "SELECT status FROM orders WHERE id = 1;\n\
+    let script = "SELECT chr(27) || '[2J' || chr(8238) || 'x' AS shown;\n\
+                  SELECT status FROM orders WHERE id = 1;\n\
                   UPDATE orders SET status = 'refunded'\n WHERE id = 1;\nd\n5\njust looking\n\
                   SELECT status FROM orders WHERE id = 1;\n\
                   DELETE FROM orders WHERE id = 1;\nn\nnot today\n\
@@ -55,6 +56,10 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
     ] {
         assert!(stdout.contains(needle), "missing `{needle}` in:\n{stdout}");
     }
+    // Issue 16 item 5: a value carrying terminal escapes (clear screen, right-to-left override) is
+    // shown escaped, never sent to the terminal.
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'), "{stdout:?}");
+    assert!(stdout.contains("\\u{001B}[2J\\u{202E}x"), "{stdout}");
     // The dry run changed nothing: the second read shows the same status as the first.
     assert_eq!(stdout.matches("status\n------\npaid\n").count(), 2, "{stdout}");
 }

@@ -460,7 +460,7 @@ impl AuditLog {
     fn lock_current(&self, inner: &mut Inner) -> Result<(FileLock, Option<&'static str>), AuditError> {
         use std::os::unix::fs::MetadataExt;
         let mut why = None;
-        loop {
+        for _ in 0..8 {
             let lock = FileLock::exclusive(&inner.file).map_err(self.io())?;
             let open = inner.file.metadata().map_err(self.io())?;
             match std::fs::metadata(&self.path) {
@@ -480,6 +480,9 @@ impl AuditLog {
             );
             inner.file = open_file(&self.path)?;
         }
+        Err(self.io()(std::io::Error::other(
+            "the file at this path keeps being replaced; nothing was recorded",
+        )))
     }
 
     /// What must be written before the next record: a genesis for a new chain; a continuation when
