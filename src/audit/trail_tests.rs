@@ -147,7 +147,7 @@ fn a_cut_tail_an_emptied_file_a_rehashed_edit_and_a_replaced_trail_each_fail_ver
     std::fs::copy(&forger.log, &t.log).unwrap();
     std::fs::copy(&forger.checkpoints, &t.checkpoints).unwrap();
     assert!(
-        verify_trail(&[t.log.clone()], &t.checkpoints, None).problems.is_empty(),
+        verify_trail(std::slice::from_ref(&t.log), &t.checkpoints, None).problems.is_empty(),
         "without the key a forgery looks whole: the key is what proves it"
     );
     let r = t.verify();
