@@ -60,7 +60,10 @@ impl Server {
     /// Starts the server on `db` with `policy` and initializes a session; with `elicitation` the
     /// client declares it can show prompts.
     async fn start(db: &TestDb, policy: &str, elicitation: bool) -> Server {
-        let dir = tempfile::Builder::new().prefix("pgw-guard-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("pgw-guard-")
+            .tempdir_in("/tmp")
+            .unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
         let c = &common::cluster().cluster;
         let dsn = format!(
@@ -92,14 +95,20 @@ impl Server {
             audit,
             dir,
         };
-        let capabilities = if elicitation { json!({ "elicitation": {} }) } else { json!({}) };
+        let capabilities = if elicitation {
+            json!({ "elicitation": {} })
+        } else {
+            json!({})
+        };
         server
             .send(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
                 "protocolVersion":"2025-06-18","capabilities":capabilities,"clientInfo":{"name":"raw","version":"0"}}}))
             .await;
         let init = server.reply(1).await;
         assert!(init["result"]["serverInfo"].is_object(), "{init}");
-        server.send(&json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await;
+        server
+            .send(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await;
         server
     }
 
@@ -121,7 +130,8 @@ impl Server {
                     let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
                     panic!("the server closed stdout:\n{log}")
                 });
-                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON on stdout: {line} ({e})"));
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON on stdout: {line} ({e})"));
                 // Shown when a test fails.
                 eprintln!("<- {}", line.chars().take(300).collect::<String>());
                 if wanted(&v) {
@@ -190,11 +200,16 @@ async fn a_request_over_16_mib_is_answered_with_an_error_audited_and_the_next_on
     let started = std::time::Instant::now();
     server.send_raw(&big).await;
     let answer = server.reply(2).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(answer["error"]["code"], json!(-32600), "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains(&format!("the request is {size} bytes, over pgwarden's 16 MiB limit")) && message.contains("send less"),
+        message.contains(&format!("the request is {size} bytes, over pgwarden's 16 MiB limit"))
+            && message.contains("send less"),
         "{message}"
     );
     let refused = refusals(&server);
@@ -226,7 +241,11 @@ async fn a_request_with_a_repeated_key_is_refused_and_nothing_runs() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].tool.as_deref(), Some("query"));
     // No call reached the pipeline.
-    assert!(server.records().iter().all(|r| r.sql.is_none()), "{:?}", server.records());
+    assert!(
+        server.records().iter().all(|r| r.sql.is_none()),
+        "{:?}",
+        server.records()
+    );
 
     // The policy does let the update run: only the repeat stopped it.
     let next = server.call(3, "query", json!({ "sql": UPDATE })).await;
@@ -240,7 +259,9 @@ async fn an_approval_answer_with_decision_twice_does_not_approve() {
     let db = TestDb::new(SETUP).await;
     let mut server = Server::start(&db, WRITES_NEED_APPROVAL, true).await;
     server
-        .send(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query","arguments":{"sql":UPDATE}}}))
+        .send(
+            &json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query","arguments":{"sql":UPDATE}}}),
+        )
         .await;
     let prompt = server.next(|v| v["method"] == json!("elicitation/create")).await;
     let answer = format!(
@@ -264,7 +285,9 @@ async fn an_approval_answer_with_decision_twice_does_not_approve() {
 
     // A clean answer still approves: the guard refuses the repeat, not the prompt.
     server
-        .send(&json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query","arguments":{"sql":UPDATE}}}))
+        .send(
+            &json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query","arguments":{"sql":UPDATE}}}),
+        )
         .await;
     let prompt = server.next(|v| v["method"] == json!("elicitation/create")).await;
     server

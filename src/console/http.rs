@@ -363,7 +363,9 @@ mod tests {
             let e = decide(body).unwrap_err().to_string();
             assert!(e.contains("duplicate field"), "{body}: {e}");
         }
-        let e = serde_json::from_str::<Login>(r#"{"secret":"a","secret":"b"}"#).err().unwrap();
+        let e = serde_json::from_str::<Login>(r#"{"secret":"a","secret":"b"}"#)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("duplicate field `secret`"), "{e}");
     }
 }

@@ -54,11 +54,7 @@ where
     let (lines, queue) = mpsc::channel(QUEUE);
     tokio::spawn(write_lines(queue, output));
     tokio::spawn(pass_on(from_rmcp, lines.clone()));
-    let guard = Guard {
-        to_rmcp,
-        lines,
-        audit,
-    };
+    let guard = Guard { to_rmcp, lines, audit };
     tokio::spawn(guard.run(input));
     (rmcp_in, rmcp_out)
 }
@@ -110,6 +106,9 @@ enum Kind {
     /// The client's answer to one of our requests: rmcp gets an error for that request instead,
     /// so whatever waits for it (an approval prompt) fails closed.
     Answer(Value),
+    /// An answer whose id cannot be used (repeated, or not a string or number): it cannot be
+    /// routed, so it is dropped, and the request it answers times out (no approval either).
+    Unroutable,
     /// Nothing to answer.
     Notification,
 }
@@ -163,6 +162,13 @@ impl Guard {
                 );
                 (Kind::Answer(id), message)
             }
+            Kind::Unroutable => (
+                Kind::Unroutable,
+                format!(
+                    "an answer from the client repeats the key `{key}` and cannot be matched to a request; it is \
+                     dropped and counts as no answer"
+                ),
+            ),
             Kind::Notification => {
                 tracing::warn!(
                     "dropped a notification (`{}`) that repeats the key `{key}`",
@@ -184,8 +190,8 @@ impl Guard {
                 );
                 (Kind::Answer(id), message)
             }
-            // Said even when no id was found: the client may be waiting for it.
-            Kind::Request | Kind::Notification => (
+            // Said even when no usable id was found: the client may be waiting for it.
+            Kind::Request | Kind::Unroutable | Kind::Notification => (
                 Kind::Request,
                 format!(
                     "the request is {bytes} bytes, over pgwarden's {limit} MiB limit for one message; send less \
@@ -232,6 +238,7 @@ impl Guard {
         };
         match kind {
             Kind::Answer(id) => self.to_rmcp.write_all(&error(id)).await.map_err(|_| Gone),
+            Kind::Unroutable => Ok(()),
             Kind::Request | Kind::Notification => {
                 let id = head.id.clone().unwrap_or(Value::Null);
                 self.lines.send(error(id)).await.map_err(|_| Gone)
@@ -240,13 +247,12 @@ impl Guard {
     }
 }
 
-/// Tells requests from answers and notifications. An answer whose id cannot be used cannot be
-/// routed: it is dropped (the request it answers then times out, which is no approval either).
+/// Tells requests from answers and notifications.
 fn kind(head: &Head) -> Kind {
     if head.is_answer && !head.has_method {
         match &head.id {
             Some(id) if !id.is_null() => Kind::Answer(id.clone()),
-            _ => Kind::Notification,
+            _ => Kind::Unroutable,
         }
     } else if head.has_method && !head.has_id {
         Kind::Notification

@@ -311,22 +311,30 @@ mod tests {
         let big = "x".repeat(100_000);
         let cases = [
             (
-                format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"{big}"}}}}}}"#),
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"{big}"}}}}}}"#
+                ),
                 head(Some(json!(7)), Some("tools/call"), Some("query")),
             ),
             // The TypeScript SDK writes `id` last, after the big `params`.
             (
-                format!(r#"{{"method":"tools/call","params":{{"arguments":{{"sql":"{big}"}},"name":"query"}},"jsonrpc":"2.0","id":"abc-1"}}"#),
+                format!(
+                    r#"{{"method":"tools/call","params":{{"arguments":{{"sql":"{big}"}},"name":"query"}},"jsonrpc":"2.0","id":"abc-1"}}"#
+                ),
                 head(Some(json!("abc-1")), Some("tools/call"), Some("query")),
             ),
             // Escaped strings: quotes, backslashes and braces inside strings are not structure.
             (
-                format!(r#"{{ "params" : {{ "arguments" : {{ "sql" : "a \"}}]\\\" , \"id\": 9 {big}\\" }} , "name" : "export" }} , "id" : "q\"1" , "method" : "tools/call" }}"#),
+                format!(
+                    r#"{{ "params" : {{ "arguments" : {{ "sql" : "a \"}}]\\\" , \"id\": 9 {big}\\" }} , "name" : "export" }} , "id" : "q\"1" , "method" : "tools/call" }}"#
+                ),
                 head(Some(json!("q\"1")), Some("tools/call"), Some("export")),
             ),
             // Nested values before the id, with `id` and `name` keys of their own.
             (
-                format!(r#"{{"params":{{"meta":{{"id":1,"name":"no"}},"list":[{{"id":2}},[3,{{"name":"no"}}]],"name":"query","arguments":{{"sql":"{big}"}}}},"method":"tools/call","id":-12.5e3}}"#),
+                format!(
+                    r#"{{"params":{{"meta":{{"id":1,"name":"no"}},"list":[{{"id":2}},[3,{{"name":"no"}}]],"name":"query","arguments":{{"sql":"{big}"}}}},"method":"tools/call","id":-12.5e3}}"#
+                ),
                 head(Some(json!(-12.5e3)), Some("tools/call"), Some("query")),
             ),
             // A key spelled with an escape is the same key.
@@ -334,7 +342,10 @@ mod tests {
                 format!(r#"{{"\u0069d":3,"method":"ping","params":{{"x":"{big}"}}}}"#),
                 head(Some(json!(3)), Some("ping"), None),
             ),
-            (r#"{"id":null,"method":"tools/list"}"#.into(), head(Some(Value::Null), Some("tools/list"), None)),
+            (
+                r#"{"id":null,"method":"tools/list"}"#.into(),
+                head(Some(Value::Null), Some("tools/list"), None),
+            ),
             // No id: a notification, or not a message at all.
             (
                 format!(r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"data":"{big}"}}}}"#),
@@ -343,7 +354,10 @@ mod tests {
             (format!(r#"["{big}", {{"id":1}}]"#), head(None, None, None)),
             (format!(r#""{big}""#), head(None, None, None)),
             // `name` only counts for a tool call.
-            (r#"{"id":1,"method":"prompts/get","params":{"name":"p"}}"#.into(), head(Some(json!(1)), Some("prompts/get"), None)),
+            (
+                r#"{"id":1,"method":"prompts/get","params":{"name":"p"}}"#.into(),
+                head(Some(json!(1)), Some("prompts/get"), None),
+            ),
         ];
         for (text, want) in cases {
             for chunk in [1, 3, 7, 4096, usize::MAX] {
@@ -355,8 +369,14 @@ mod tests {
 
     #[test]
     fn a_truncated_message_yields_what_came_before_the_cut() {
-        let text = format!(r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"{}"#, "y".repeat(5000));
-        assert_eq!(scan(&text, 100), head(Some(json!(42)), Some("tools/call"), Some("query")));
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"{}"#,
+            "y".repeat(5000)
+        );
+        assert_eq!(
+            scan(&text, 100),
+            head(Some(json!(42)), Some("tools/call"), Some("query"))
+        );
         // Cut inside the id: not an id.
         assert_eq!(scan(r#"{"id":"abc"#, 1).id, None);
         assert!(scan(r#"{"id":"abc"#, 1).has_id);
@@ -369,15 +389,27 @@ mod tests {
         let object = scan(r#"{"id":{"a":1},"method":"ping"}"#, 5);
         assert_eq!((object.id, object.has_id), (None, true));
         let long = scan(&format!(r#"{{"id":"{}","method":"ping"}}"#, "z".repeat(5000)), 64);
-        assert_eq!((long.id, long.has_id, long.method.as_deref()), (None, true, Some("ping")));
+        assert_eq!(
+            (long.id, long.has_id, long.method.as_deref()),
+            (None, true, Some("ping"))
+        );
         let method_twice = scan(r#"{"id":1,"method":"tools/call","method":"ping"}"#, 5);
         assert_eq!(method_twice.method, None);
     }
 
     #[test]
     fn an_answer_is_told_from_a_request() {
-        let answer = scan(&format!(r#"{{"jsonrpc":"2.0","result":{{"content":"{}"}},"id":0}}"#, "a".repeat(3000)), 10);
-        assert_eq!((answer.id, answer.is_answer, answer.method), (Some(json!(0)), true, None));
+        let answer = scan(
+            &format!(
+                r#"{{"jsonrpc":"2.0","result":{{"content":"{}"}},"id":0}}"#,
+                "a".repeat(3000)
+            ),
+            10,
+        );
+        assert_eq!(
+            (answer.id, answer.is_answer, answer.method),
+            (Some(json!(0)), true, None)
+        );
         let error = scan(r#"{"jsonrpc":"2.0","id":"s","error":{"code":1}}"#, 10);
         assert!(error.is_answer);
     }

@@ -74,12 +74,21 @@ async fn clean_lines_pass_both_ways_unchanged() {
     let request = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     w.send(request).await;
     w.send("not json at all").await;
-    assert_eq!(line_of(&mut w.rmcp_in).await, serde_json::from_str::<Value>(request).unwrap());
+    assert_eq!(
+        line_of(&mut w.rmcp_in).await,
+        serde_json::from_str::<Value>(request).unwrap()
+    );
     let mut junk = String::new();
     w.rmcp_in.read_line(&mut junk).await.unwrap();
     assert_eq!(junk, "not json at all\n");
-    w.rmcp_out.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n").await.unwrap();
-    assert_eq!(line_of(&mut w.client_out).await, json!({"jsonrpc":"2.0","id":1,"result":{}}));
+    w.rmcp_out
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        line_of(&mut w.client_out).await,
+        json!({"jsonrpc":"2.0","id":1,"result":{}})
+    );
     assert!(w.refusals().is_empty());
 }
 
@@ -87,16 +96,29 @@ async fn clean_lines_pass_both_ways_unchanged() {
 #[tokio::test]
 async fn an_answer_with_a_repeated_key_reaches_rmcp_as_an_error_for_its_request() {
     let mut w = wire();
-    w.send(r#"{"jsonrpc":"2.0","id":0,"result":{"action":"accept","content":{"decision":"deny","decision":"approve"}}}"#)
-        .await;
+    w.send(
+        r#"{"jsonrpc":"2.0","id":0,"result":{"action":"accept","content":{"decision":"deny","decision":"approve"}}}"#,
+    )
+    .await;
     let got = line_of(&mut w.rmcp_in).await;
     assert_eq!(got["id"], json!(0), "{got}");
     assert_eq!(got["error"]["code"], json!(-32600), "{got}");
     let message = got["error"]["message"].as_str().unwrap();
-    assert!(message.contains("repeats the key `result.content.decision`"), "{message}");
+    assert!(
+        message.contains("repeats the key `result.content.decision`"),
+        "{message}"
+    );
     let r = w.refusals();
     assert_eq!(r.len(), 1, "{r:?}");
-    assert!(r[0].outcome.as_ref().unwrap().message.as_ref().unwrap().contains("counts as no answer"));
+    assert!(
+        r[0].outcome
+            .as_ref()
+            .unwrap()
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("counts as no answer")
+    );
 }
 
 #[tokio::test]
@@ -107,22 +129,29 @@ async fn a_request_with_a_repeated_key_is_answered_and_never_reaches_rmcp() {
     w.send(r#"{"jsonrpc":"2.0","id":2,"id":3,"method":"ping"}"#).await;
     w.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"requestId":2}}"#)
         .await;
+    w.send(r#"{"jsonrpc":"2.0","id":0,"id":1,"result":{}}"#).await;
     w.send(r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#).await;
     let first = line_of(&mut w.client_out).await;
     assert_eq!(first["id"], json!("r1"), "{first}");
     assert!(
-        first["error"]["message"].as_str().unwrap().contains("`params.arguments.sql`"),
+        first["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`params.arguments.sql`"),
         "{first}"
     );
     // Which id was meant is unknown: `null`.
     let second = line_of(&mut w.client_out).await;
     assert_eq!(second["id"], Value::Null, "{second}");
-    // Only the clean request reaches rmcp; the notification is dropped.
+    // Only the clean request reaches rmcp; the notification and the answer with two ids are dropped.
     assert_eq!(line_of(&mut w.rmcp_in).await["id"], json!(4));
     let r = w.refusals();
-    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(r.len(), 3, "{r:?}");
     assert_eq!(r[0].tool.as_deref(), Some("query"));
-    assert_eq!(r[0].details.as_ref().unwrap()["repeated_key"], json!("params.arguments.sql"));
+    assert_eq!(
+        r[0].details.as_ref().unwrap()["repeated_key"],
+        json!("params.arguments.sql")
+    );
 }
 
 /// Issue 16 item 14: a line over 16 MiB was dropped and only logged; the request hung.
@@ -144,7 +173,10 @@ async fn a_message_over_the_limit_is_answered_and_the_next_one_passes() {
     let answer = line_of(&mut w.client_out).await;
     assert_eq!(answer["id"], json!(77), "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("over pgwarden's 16 MiB limit") && message.contains("send less"), "{message}");
+    assert!(
+        message.contains("over pgwarden's 16 MiB limit") && message.contains("send less"),
+        "{message}"
+    );
     assert_eq!(line_of(&mut w.rmcp_in).await["id"], json!(78));
     w.client_in = writer.await.unwrap();
     let r = w.refusals();

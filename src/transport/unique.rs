@@ -21,9 +21,12 @@ pub enum Keys {
 pub fn check(line: &[u8]) -> Keys {
     let found = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(line);
-    let walked = Walk { found: &found, at: None }
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
+    let walked = Walk {
+        found: &found,
+        at: None,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
     match (walked, found.into_inner()) {
         (Ok(()), Some(path)) => Keys::Repeated(path),
         (Ok(()), None) => Keys::Unique,
@@ -174,7 +177,10 @@ mod tests {
             // The first repeat is named.
             (r#"{"a":{"b":1,"b":2},"a":3}"#, Some("a.b")),
             // Distinct keys, the same key in sibling or nested objects, and arrays are fine.
-            (r#"{"a":{"k":1},"b":{"k":1},"c":[{"k":1},{"k":2}],"k":{"k":{"k":1}}}"#, None),
+            (
+                r#"{"a":{"k":1},"b":{"k":1},"c":[{"k":1},{"k":2}],"k":{"k":{"k":1}}}"#,
+                None,
+            ),
             (r#"{"a":"a","b":["a","a"],"A":1}"#, None),
             (r#"[1,2,"x",null,true,{}]"#, None),
             ("  {}  ", None),
