@@ -27,5 +27,6 @@ pub mod server;
 pub mod setup;
 pub mod tools;
 pub mod trail;
+pub mod transport;
 
 pub use server::PgWarden;

@@ -637,7 +637,7 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     pipeline.watch_catalog(watcher.clone());
     let pipeline_approvals = pipeline.approvals().clone();
     let service = PgWarden::new(pipeline)
-        .serve(rmcp::transport::stdio())
+        .serve(pgwarden::transport::stdio(audit.clone()))
         .await
         .context("starting the MCP session")?;
     let cancel = service.cancellation_token();

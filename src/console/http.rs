@@ -219,11 +219,25 @@ async fn body<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T,
     serde_json::from_slice(&bytes).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("unreadable request: {e}")))
 }
 
+/// The sign-in form. Like every body here it is a serde struct, which refuses a field given twice
+/// (`duplicate field`) rather than reading it last-wins.
+#[derive(Deserialize)]
+struct Login {
+    secret: String,
+}
+
+/// A person's decision on a pending approval.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decide {
+    approval_id: String,
+    action_hash: String,
+    decision: String,
+    max_rows_affected: Option<u64>,
+    reason: Option<String>,
+}
+
 async fn login(shared: &Shared, req: Request<Incoming>) -> Reply {
-    #[derive(Deserialize)]
-    struct Login {
-        secret: String,
-    }
     let given: Login = match body(req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -301,15 +315,6 @@ async fn decide(shared: &Shared, req: Request<Incoming>, session: &Session) -> R
     if !crate::approval::pending::same_secret(token, &session.csrf) {
         return error(StatusCode::FORBIDDEN, "missing or wrong CSRF token; reload the page");
     }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Decide {
-        approval_id: String,
-        action_hash: String,
-        decision: String,
-        max_rows_affected: Option<u64>,
-        reason: Option<String>,
-    }
     let d: Decide = match body(req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -334,5 +339,33 @@ async fn decide(shared: &Shared, req: Request<Incoming>, session: &Session) -> R
         }
         Err(e @ PendingError::Unknown(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 16 item 4, for the console: a body that gives a field twice is refused, not read last-wins.
+    #[test]
+    fn a_body_with_a_field_given_twice_is_refused() {
+        let decide = |body: &str| serde_json::from_str::<Decide>(body).map(|d| d.decision);
+        assert_eq!(
+            decide(r#"{"approval_id":"a","action_hash":"h","decision":"deny"}"#).unwrap(),
+            "deny"
+        );
+        for body in [
+            r#"{"approval_id":"a","action_hash":"h","decision":"deny","decision":"approve"}"#,
+            r#"{"approval_id":"a","action_hash":"h","decision":"deny","\u0064ecision":"approve"}"#,
+            r#"{"approval_id":"a","action_hash":"h","decision":"approve","max_rows_affected":1,"max_rows_affected":9}"#,
+            r#"{"approval_id":"a","approval_id":"b","action_hash":"h","decision":"deny"}"#,
+        ] {
+            let e = decide(body).unwrap_err().to_string();
+            assert!(e.contains("duplicate field"), "{body}: {e}");
+        }
+        let e = serde_json::from_str::<Login>(r#"{"secret":"a","secret":"b"}"#)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("duplicate field `secret`"), "{e}");
     }
 }

@@ -1,0 +1,300 @@
+//! Issue 16, items 4 and 14, against the real binary over stdio, spoken as raw JSON-RPC lines: a
+//! request over 16 MiB used to be dropped and only logged (the client waited forever), and JSON with
+//! a repeated key was read last-wins — an approval answer `{"decision":"deny","decision":"approve"}`
+//! approved.
+
+mod common;
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use common::TestDb;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
+    process::{Child, ChildStdin, ChildStdout},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
+
+const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
+                     INSERT INTO orders VALUES (1, 'open'), (2, 'open');";
+const UPDATE: &str = "UPDATE orders SET status = 'cancelled' WHERE status = 'open'";
+
+/// Reads and writes run; nothing needs a person.
+const ALLOW_WRITES: &str = r#"
+[[rule]]
+id = "reads-and-writes-run"
+effect = "allow"
+categories = ["read", "write"]
+"#;
+
+/// Writes need the client's own prompt (no console, so nothing opens a browser).
+const WRITES_NEED_APPROVAL: &str = r#"
+[approval]
+channels = ["elicitation"]
+
+[approval.min_channel]
+critical = "client"
+
+[[rule]]
+id = "reads-run"
+effect = "allow"
+categories = ["read"]
+
+[[rule]]
+id = "writes-need-approval"
+effect = "approve"
+categories = ["write"]
+"#;
+
+/// `pgwarden serve` as a client launches it, spoken to line by line.
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    audit: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the server on `db` with `policy` and initializes a session; with `elicitation` the
+    /// client declares it can show prompts.
+    async fn start(db: &TestDb, policy: &str, elicitation: bool) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("pgw-guard-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let c = &common::cluster().cluster;
+        let dsn = format!(
+            "host={} port={} user={} dbname={}",
+            c.socket_dir().display(),
+            c.port,
+            common::AGENT,
+            db.name
+        );
+        let audit = dir.path().join("audit.jsonl");
+        let mut child = tokio::process::Command::new(BIN)
+            .args(["serve", "--database-url", &dsn, "--policy"])
+            .arg(dir.path().join("policy.toml"))
+            .arg("--audit-log")
+            .arg(&audit)
+            .arg("--export-dir")
+            .arg(dir.path().join("exports"))
+            .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn pgwarden serve");
+        let mut server = Server {
+            stdin: child.stdin.take().unwrap(),
+            stdout: BufReader::new(child.stdout.take().unwrap()).lines(),
+            child,
+            audit,
+            dir,
+        };
+        let capabilities = if elicitation {
+            json!({ "elicitation": {} })
+        } else {
+            json!({})
+        };
+        server
+            .send(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+                "protocolVersion":"2025-06-18","capabilities":capabilities,"clientInfo":{"name":"raw","version":"0"}}}))
+            .await;
+        let init = server.reply(1).await;
+        assert!(init["result"]["serverInfo"].is_object(), "{init}");
+        server
+            .send(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
+            .await;
+        server
+    }
+
+    async fn send(&mut self, message: &Value) {
+        self.send_raw(message.to_string().as_bytes()).await;
+    }
+
+    async fn send_raw(&mut self, line: &[u8]) {
+        self.stdin.write_all(line).await.unwrap();
+        self.stdin.write_all(b"\n").await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// The next message from the server that `wanted` accepts (notifications are skipped).
+    async fn next(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let read = async {
+            loop {
+                let line = self.stdout.next_line().await.unwrap().unwrap_or_else(|| {
+                    let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+                    panic!("the server closed stdout:\n{log}")
+                });
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON on stdout: {line} ({e})"));
+                // Shown when a test fails.
+                eprintln!("<- {}", line.chars().take(300).collect::<String>());
+                if wanted(&v) {
+                    return v;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the server answered within 30 s")
+    }
+
+    /// The server's answer to our request `id`.
+    async fn reply(&mut self, id: i64) -> Value {
+        self.next(|v| v["id"] == json!(id) && v.get("method").is_none()).await
+    }
+
+    async fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Value {
+        self.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}}))
+            .await;
+        self.reply(id).await
+    }
+
+    fn records(&self) -> Vec<pgwarden::audit::Record> {
+        pgwarden::audit::verify::verify(&self.audit).expect("the audit chain verifies")
+    }
+
+    /// Ends the session as a client does, by closing stdin; the server must exit cleanly.
+    async fn close(mut self) {
+        drop(self.stdin);
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the server exits when stdin ends")
+            .unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+async fn statuses(db: &TestDb) -> Vec<String> {
+    db.client()
+        .await
+        .query("SELECT status FROM orders ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn refusals(server: &Server) -> Vec<pgwarden::audit::Record> {
+    server
+        .records()
+        .into_iter()
+        .filter(|r| r.outcome.as_ref().is_some_and(|o| o.status == "refused"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_over_16_mib_is_answered_with_an_error_audited_and_the_next_one_runs() {
+    let db = TestDb::new(SETUP).await;
+    let mut server = Server::start(&db, ALLOW_WRITES, false).await;
+    let sql = format!("SELECT '{}'", "x".repeat(17 << 20));
+    let big = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query","arguments":{"sql":sql}}});
+    let big = big.to_string().into_bytes();
+    let size = big.len();
+    let started = std::time::Instant::now();
+    server.send_raw(&big).await;
+    let answer = server.reply(2).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(answer["error"]["code"], json!(-32600), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("the request is {size} bytes, over pgwarden's 16 MiB limit"))
+            && message.contains("send less"),
+        "{message}"
+    );
+    let refused = refusals(&server);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].tool.as_deref(), Some("query"));
+    assert_eq!(refused[0].outcome.as_ref().unwrap().message.as_deref(), Some(message));
+
+    let next = server.call(3, "query", json!({"sql": "SELECT 1 + 1 AS two"})).await;
+    assert_eq!(next["result"]["isError"], json!(false), "{next}");
+    assert_eq!(next["result"]["structuredContent"]["rows"], json!([[2]]), "{next}");
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_request_with_a_repeated_key_is_refused_and_nothing_runs() {
+    let db = TestDb::new(SETUP).await;
+    let mut server = Server::start(&db, ALLOW_WRITES, false).await;
+    // serde_json alone would read the second `sql`, which the policy lets run.
+    let line = format!(
+        r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"SELECT status FROM orders","sql":"{UPDATE}"}}}}}}"#
+    );
+    server.send_raw(line.as_bytes()).await;
+    let answer = server.reply(2).await;
+    assert_eq!(answer["error"]["code"], json!(-32600), "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("repeats the key `params.arguments.sql`"), "{message}");
+    assert_eq!(statuses(&db).await, ["open", "open"]);
+    let refused = refusals(&server);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].tool.as_deref(), Some("query"));
+    // No call reached the pipeline.
+    assert!(
+        server.records().iter().all(|r| r.sql.is_none()),
+        "{:?}",
+        server.records()
+    );
+
+    // The policy does let the update run: only the repeat stopped it.
+    let next = server.call(3, "query", json!({ "sql": UPDATE })).await;
+    assert_eq!(next["result"]["isError"], json!(false), "{next}");
+    assert_eq!(statuses(&db).await, ["cancelled", "cancelled"]);
+    server.close().await;
+}
+
+#[tokio::test]
+async fn an_approval_answer_with_decision_twice_does_not_approve() {
+    let db = TestDb::new(SETUP).await;
+    let mut server = Server::start(&db, WRITES_NEED_APPROVAL, true).await;
+    server
+        .send(
+            &json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query","arguments":{"sql":UPDATE}}}),
+        )
+        .await;
+    let prompt = server.next(|v| v["method"] == json!("elicitation/create")).await;
+    let answer = format!(
+        r#"{{"jsonrpc":"2.0","id":{},"result":{{"action":"accept","content":{{"decision":"deny","decision":"approve"}}}}}}"#,
+        prompt["id"]
+    );
+    server.send_raw(answer.as_bytes()).await;
+    let result = server.reply(2).await;
+    assert_eq!(result["result"]["isError"], json!(true), "{result}");
+    assert_eq!(statuses(&db).await, ["open", "open"]);
+    let records = server.records();
+    let call = records
+        .iter()
+        .find(|r| r.sql.as_deref().is_some_and(|s| s.starts_with("UPDATE")))
+        .expect("the call's record");
+    assert_eq!(call.outcome.as_ref().unwrap().status, "not_approved", "{call:?}");
+    let refused = refusals(&server);
+    assert_eq!(refused.len(), 1, "{records:?}");
+    let why = refused[0].outcome.as_ref().unwrap().message.as_deref().unwrap();
+    assert!(why.contains("repeats the key `result.content.decision`"), "{why}");
+
+    // A clean answer still approves: the guard refuses the repeat, not the prompt.
+    server
+        .send(
+            &json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query","arguments":{"sql":UPDATE}}}),
+        )
+        .await;
+    let prompt = server.next(|v| v["method"] == json!("elicitation/create")).await;
+    server
+        .send(&json!({"jsonrpc":"2.0","id":prompt["id"],"result":{"action":"accept","content":{"decision":"approve"}}}))
+        .await;
+    let result = server.reply(3).await;
+    assert_eq!(result["result"]["isError"], json!(false), "{result}");
+    assert_eq!(statuses(&db).await, ["cancelled", "cancelled"]);
+    server.close().await;
+}
