@@ -50,8 +50,10 @@ enum AuditCommand {
     /// when whole, 2 on tampering (an edit, a cut tail, an emptied or replaced file), 3 when whole but
     /// a change has a `decision` and no `outcome` (unfinished), 1 when it cannot be read.
     Verify {
-        /// The audit file (`--audit-log` of `serve`); its rotated files (`<log>.<seq>`) are read too.
-        path: PathBuf,
+        /// The audit file (`--audit-log` of `serve`); its rotated files (`<log>.<seq>`) beside it are
+        /// read too. Several files: exactly these, oldest first (e.g. rotated files archived elsewhere).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
         /// The public key the checkpoints must be signed with: `ed25519:…` or a `.pub` file. Without
         /// it, signatures are checked against the key each checkpoint names, which proves less.
         #[arg(long)]
@@ -232,8 +234,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Setup(args) => runtime.block_on(setup(args)),
         Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
-        Command::Audit(AuditCommand::Verify { path, key, checkpoints }) => {
-            return audit_verify(&path, key.as_deref(), checkpoints);
+        Command::Audit(AuditCommand::Verify { paths, key, checkpoints }) => {
+            return audit_verify(&paths, key.as_deref(), checkpoints);
         }
         Command::Audit(AuditCommand::Key { path }) => audit_key(&path),
         Command::Audit(AuditCommand::Show {
@@ -336,7 +338,7 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
 }
 
 /// `audit verify`: 0 whole, 2 tampered, 3 unfinished, 1 unreadable or bad arguments.
-fn audit_verify(path: &std::path::Path, key: Option<&str>, checkpoints: Option<PathBuf>) -> ExitCode {
+fn audit_verify(paths: &[PathBuf], key: Option<&str>, checkpoints: Option<PathBuf>) -> ExitCode {
     use pgwarden::audit::{sign::PublicKey, verify};
     let key = match key.map(PublicKey::parse).transpose() {
         Ok(k) => k,
@@ -345,11 +347,15 @@ fn audit_verify(path: &std::path::Path, key: Option<&str>, checkpoints: Option<P
             return ExitCode::FAILURE;
         }
     };
-    if !path.exists() {
-        eprintln!("pgwarden: error: there is no audit log at `{}`", path.display());
+    if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+        eprintln!("pgwarden: error: there is no audit log at `{}`", missing.display());
         return ExitCode::FAILURE;
     }
-    let files = verify::trail_files(path);
+    let path = &paths[paths.len() - 1];
+    let files = match paths {
+        [one] => verify::trail_files(one),
+        many => many.to_vec(),
+    };
     let checkpoints = checkpoints.unwrap_or_else(|| pgwarden::audit::default_checkpoints(path));
     let report = verify::verify_trail(&files, &checkpoints, key.as_ref());
     let notes: String = report.notes.iter().map(|n| format!("note: {n}\n")).collect();

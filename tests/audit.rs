@@ -201,7 +201,11 @@ async fn a_session_is_recorded_call_by_call_and_tampering_is_caught() {
 async fn an_unwritable_audit_file_stops_calls_from_running() {
     let db = TestDb::new(SETUP).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let full = Arc::new(AuditLog::open(std::path::Path::new("/dev/full")).expect("open /dev/full"));
+    // A trail that cannot be written: its path turned into a directory after it was opened.
+    let trail = dir.path().join("audit.jsonl");
+    let full = Arc::new(AuditLog::open(&trail).expect("open the trail"));
+    std::fs::remove_file(&trail).unwrap();
+    std::fs::create_dir(&trail).unwrap();
     let policy = pgwarden::policy::Policy::parse(
         "t.toml",
         "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",

@@ -148,6 +148,10 @@ pub struct Record {
     pub prev: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hash: Option<String>,
+    /// The signing key's Ed25519 signature of `hash`: a record added by anyone without the key
+    /// (appended after the last checkpoint, or while pgwarden was stopped) shows.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sig: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,11 +170,12 @@ pub enum AuditError {
     Torn { path: String },
 }
 
-/// The hash of a record: SHA-256 over its canonical JSON (sorted keys) without `hash`.
+/// The hash of a record: SHA-256 over its canonical JSON (sorted keys) without `hash` and `sig`.
 pub fn hash_of(value: &serde_json::Value) -> String {
     let mut v = value.clone();
     if let Some(map) = v.as_object_mut() {
         map.remove("hash");
+        map.remove("sig");
     }
     Sha256::digest(v.to_string().as_bytes())
         .iter()
@@ -213,6 +218,8 @@ struct Inner {
     /// The latest head this process wrote, saw, or found checkpointed: a file that ends before it
     /// was cut, emptied or replaced.
     known: Option<Head>,
+    /// Rotation by size failed (a name taken): not retried until a SIGHUP.
+    rotate_failed: bool,
 }
 
 /// The audit file, shared by every call of this process (and safe to share with other processes).
@@ -233,6 +240,15 @@ struct Plan {
 }
 
 impl AuditLog {
+    /// Fills in `seq`, `prev`, `time` and `hash`, and signs the hash when there is a key.
+    fn seal(&self, record: Record, seq: u64, prev: &str) -> Record {
+        let mut record = seal_unsigned(record, seq, prev);
+        if let (Some(signer), Some(hash)) = (&self.signer, &record.hash) {
+            record.sig = Some(signer.key.sign_record(hash));
+        }
+        record
+    }
+
     /// Opens (creating it and its directory when missing) the log at `path`, without signing.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
         AuditLog::open_with(path, &AuditOptions::default())
@@ -263,7 +279,11 @@ impl AuditLog {
         };
         let log = AuditLog {
             path: path.to_path_buf(),
-            inner: Mutex::new(Inner { file, known }),
+            inner: Mutex::new(Inner {
+                file,
+                known,
+                rotate_failed: false,
+            }),
             signer,
             rotate_bytes: options.rotate_bytes,
         };
@@ -291,9 +311,9 @@ impl AuditLog {
     /// `durable` fsyncs it before returning. Returns the record as written.
     pub fn append(&self, mut record: Record, durable: bool) -> Result<Record, AuditError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (_lock, why) = self.lock_current(&mut inner)?;
+        let (lock, why) = self.lock_current(&mut inner)?;
         let mut plan = self.plan(&mut inner, why)?;
-        record = seal(record, plan.seq, &plan.prev);
+        record = self.seal(record, plan.seq, &plan.prev);
         plan.lines.push_str(&line(&record));
         inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
         if durable || plan.notes {
@@ -306,11 +326,15 @@ impl AuditLog {
         if let Some(limit) = self.rotate_bytes {
             let len = inner.file.metadata().map_err(self.io())?.len();
             if len >= limit
+                && !inner.rotate_failed
                 && let Err(e) = self.rotate_locked(&mut inner)
             {
-                tracing::error!("cannot rotate the audit trail: {e}");
+                // Not retried on every append; SIGHUP tries again.
+                inner.rotate_failed = true;
+                tracing::error!("cannot rotate the audit trail (the log keeps growing): {e}");
             }
         }
+        drop(lock);
         drop(inner);
         // A decision (written before a change runs) is signed at once: cutting it, the record an
         // attacker would most like gone, then shows even if the process dies right after.
@@ -404,44 +428,56 @@ impl AuditLog {
                     hash: plan.prev.clone(),
                 });
             }
-            if inner.file.metadata().map_err(self.io())?.len() == 0 {
-                return Ok(None);
+            inner.rotate_failed = false;
+            match self.rotate_locked(&mut inner)? {
+                Some(r) => r,
+                None => return Ok(None),
             }
-            self.rotate_locked(&mut inner)?
         };
         self.checkpoint()?;
         Ok(Some(rotated))
     }
 
-    /// Rotation with the current file locked and its head known.
-    fn rotate_locked(&self, inner: &mut Inner) -> Result<PathBuf, AuditError> {
+    /// Rotation with the current file locked. The new file is written aside (its first record a
+    /// `continued` one) and renamed into place, so the path always names a file that continues the
+    /// chain; a crash part-way leaves either the old file or the new one there. `None` when the file
+    /// holds nothing since its first record.
+    fn rotate_locked(&self, inner: &mut Inner) -> Result<Option<PathBuf>, AuditError> {
         inner.file.sync_data().map_err(self.io())?;
         let head = match self.tail(&mut inner.file)? {
-            Some(t) => Head {
+            Some(t) if !matches!(t.event, Some(Event::Genesis | Event::Continued)) => Head {
                 seq: t.seq,
                 hash: t.hash.unwrap_or_default(),
             },
-            None => return Err(self.io()(std::io::Error::other("nothing to rotate"))),
+            _ => return Ok(None),
         };
         let name = self.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let rotated = self.path.with_file_name(format!("{name}.{}", head.seq));
-        // Link, then unlink: never replaces an existing file, and the path is never missing for
-        // another process that checks it.
-        std::fs::hard_link(&self.path, &rotated).map_err(self.io())?;
-        std::fs::remove_file(&self.path).map_err(self.io())?;
-        let mut file = open_file(&self.path)?;
-        let _lock = FileLock::exclusive(&file).map_err(self.io())?;
-        let continued = seal(
+        let aside = self.path.with_file_name(format!(".{name}.rotating.{}", std::process::id()));
+        let _ = std::fs::remove_file(&aside);
+        let mut file = open_file(&aside)?;
+        let continued = self.seal(
             continued_record(
                 "rotated",
                 Some(rotated.file_name().unwrap_or_default().to_string_lossy().as_ref()),
                 &head,
             ),
-            head.seq + 1,
+            next_seq(head.seq, &self.path)?,
             &head.hash,
         );
-        file.write_all(line(&continued).as_bytes()).map_err(self.io())?;
-        file.sync_data().map_err(self.io())?;
+        let placed = file
+            .write_all(line(&continued).as_bytes())
+            .and_then(|()| file.sync_data())
+            // A link never replaces an existing file; the rename swaps the path in one step.
+            .and_then(|()| std::fs::hard_link(&self.path, &rotated))
+            .and_then(|()| std::fs::rename(&aside, &self.path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&aside);
+            return Err(self.io()(e));
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
         inner.known = Some(Head {
             seq: continued.seq,
             hash: continued.hash.clone().unwrap_or_default(),
@@ -452,7 +488,7 @@ impl AuditLog {
             head.seq,
             rotated.display()
         );
-        Ok(rotated)
+        Ok(Some(rotated))
     }
 
     /// Locks the file at the log's path. When the path no longer names the open file (removed,
@@ -460,7 +496,9 @@ impl AuditLog {
     fn lock_current(&self, inner: &mut Inner) -> Result<(FileLock, Option<&'static str>), AuditError> {
         use std::os::unix::fs::MetadataExt;
         let mut why = None;
-        for _ in 0..8 {
+        // Bounded: each round waits for the other writer to finish a record; only a path replaced
+        // again and again (on purpose) runs out.
+        for _ in 0..256 {
             let lock = FileLock::exclusive(&inner.file).map_err(self.io())?;
             let open = inner.file.metadata().map_err(self.io())?;
             match std::fs::metadata(&self.path) {
@@ -495,7 +533,7 @@ impl AuditLog {
         let mut notes = false;
         let (mut seq, mut prev) = match (tail, &inner.known) {
             (None, None) => {
-                let genesis = seal(
+                let genesis = self.seal(
                     Record {
                         event: Some(Event::Genesis),
                         ..Record::default()
@@ -509,33 +547,57 @@ impl AuditLog {
             (None, Some(known)) => {
                 let reason = why.unwrap_or("the audit file was emptied while in use, or before pgwarden started");
                 tracing::warn!("{reason}: records up to seq {} are not in `{}`", known.seq, self.path.display());
-                let continued = seal(continued_record(reason, None, known), known.seq + 1, &known.hash);
+                let continued = self.seal(continued_record(reason, None, known), next_seq(known.seq, &self.path)?, &known.hash);
                 lines.push_str(&line(&continued));
                 notes = true;
                 (continued.seq + 1, continued.hash.unwrap_or_default())
             }
             (Some(t), known) => {
                 let hash = t.hash.clone().unwrap_or_default();
-                if let Some(k) = known
-                    && (t.seq < k.seq || (t.seq == k.seq && hash != k.hash))
-                {
-                    tracing::error!(
-                        "the audit trail `{}` ends at seq {} but seq {} was written: records were cut or replaced",
-                        self.path.display(),
-                        t.seq,
-                        k.seq
-                    );
-                    let cut = seal(cut_record(t.seq, k), t.seq + 1, &hash);
-                    lines.push_str(&line(&cut));
-                    notes = true;
-                    (cut.seq + 1, cut.hash.unwrap_or_default())
-                } else {
-                    (t.seq + 1, hash)
+                // A record this process did not see must be signed with its key: one added by
+                // anyone else (a forged file, records appended while it was stopped) is not.
+                let foreign = |t: &Record| match &self.signer {
+                    Some(s) => !t.sig.as_deref().is_some_and(|sig| s.key.public().signed_record(&hash, sig)),
+                    None => false,
+                };
+                let broken = match known {
+                    // No checkpoint yet: a trail from before records were signed is taken as
+                    // found; one signed with another key is not.
+                    None => t.sig.is_some() && foreign(&t),
+                    Some(k) if t.seq < k.seq => true,
+                    Some(k) if t.seq == k.seq => hash != k.hash,
+                    Some(_) => foreign(&t),
+                };
+                let seq = next_seq(t.seq, &self.path)?;
+                match known {
+                    Some(k) if broken => {
+                        tracing::error!(
+                            "the audit trail `{}` ends at seq {} but pgwarden wrote seq {}: records were cut or replaced",
+                            self.path.display(),
+                            t.seq,
+                            k.seq
+                        );
+                        let cut = self.seal(cut_record(t.seq, k), seq, &hash);
+                        lines.push_str(&line(&cut));
+                        notes = true;
+                        (cut.seq + 1, cut.hash.unwrap_or_default())
+                    }
+                    None if broken => {
+                        tracing::error!(
+                            "the last record of the audit trail `{}` is not signed with this key: it was written by someone else",
+                            self.path.display()
+                        );
+                        let cut = self.seal(foreign_record(t.seq), seq, &hash);
+                        lines.push_str(&line(&cut));
+                        notes = true;
+                        (cut.seq + 1, cut.hash.unwrap_or_default())
+                    }
+                    _ => (seq, hash),
                 }
             }
         };
         if let Some(cut) = repaired {
-            let repair = seal(repair_record(cut), seq, &prev);
+            let repair = self.seal(repair_record(cut), seq, &prev);
             prev = repair.hash.clone().unwrap_or_default();
             seq += 1;
             lines.push_str(&line(&repair));
@@ -638,6 +700,25 @@ fn continued_record(reason: &str, previous_file: Option<&str>, head: &Head) -> R
     }
 }
 
+/// The sequence number after `seq`; a file claiming the last one there is was forged.
+fn next_seq(seq: u64, path: &Path) -> Result<u64, AuditError> {
+    seq.checked_add(1).filter(|s| *s < u64::MAX / 2).ok_or_else(|| AuditError::Torn {
+        path: path.display().to_string(),
+    })
+}
+
+/// The record that says the file's last record was not written with this key.
+fn foreign_record(seq: u64) -> Record {
+    Record {
+        event: Some(Event::Cut),
+        details: Some(serde_json::json!({
+            "reason": "the file's last record is not signed with this key: it was written or changed by someone else",
+            "unsigned_seq": seq,
+        })),
+        ..Record::default()
+    }
+}
+
 /// The record that says the file ends (at `seq`) before the head pgwarden knew.
 fn cut_record(seq: u64, known: &Head) -> Record {
     let from = if seq < known.seq { seq + 1 } else { seq };
@@ -661,14 +742,38 @@ fn open_file(path: &Path) -> Result<File, AuditError> {
         path: path.display().to_string(),
         source,
     };
+    // Never through a symlink, never anything but a regular file this user owns: whoever can
+    // write the directory must not make pgwarden truncate, chmod or fill some other file, or adopt
+    // a trail they can read and rewrite.
     let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(io)?;
-    let mode = file.metadata().map_err(io)?.permissions().mode();
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io(std::io::Error::other(
+                "it is a symbolic link; give the real path (`--audit-log`, `--audit-checkpoints`)",
+            )),
+            _ => io(e),
+        })?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(io(std::io::Error::other("it is not a regular file")));
+    }
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(io(std::io::Error::other(format!(
+                "it belongs to uid {}, not to the user pgwarden runs as (uid {me}); move it aside",
+                meta.uid()
+            ))));
+        }
+    }
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         tracing::warn!(
             "the audit file `{}` was readable by others (mode {:o}); making it owner-only",
@@ -745,12 +850,13 @@ fn last_checkpoint(signer: &Signer) -> Result<Option<Head>, AuditError> {
     }))
 }
 
-fn seal(mut record: Record, seq: u64, prev: &str) -> Record {
+fn seal_unsigned(mut record: Record, seq: u64, prev: &str) -> Record {
     record.v = VERSION;
     record.seq = seq;
     record.prev = prev.to_string();
     record.time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     record.hash = None;
+    record.sig = None;
     let value = serde_json::to_value(&record).unwrap_or_default();
     record.hash = Some(hash_of(&value));
     record
@@ -763,22 +869,25 @@ fn line(record: &Record) -> String {
 }
 
 /// `flock(LOCK_EX)` for the duration of one append, across processes.
-struct FileLock(i32);
+/// Holds its own descriptor of the locked file (a `dup`), so the lock is released on exactly the
+/// file it was taken on even after the caller's handle is replaced (rotation) and its number
+/// reused by another open.
+struct FileLock(File);
 
 impl FileLock {
     fn exclusive(file: &File) -> std::io::Result<FileLock> {
-        let fd = file.as_raw_fd();
-        // SAFETY: flock on a valid open descriptor; released in Drop.
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+        let own = file.try_clone()?;
+        // SAFETY: flock on a valid open descriptor we own; released in Drop.
+        if unsafe { libc::flock(own.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(FileLock(fd))
+        Ok(FileLock(own))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        // SAFETY: the descriptor outlives the lock (the file is borrowed for the whole append).
-        unsafe { libc::flock(self.0, libc::LOCK_UN) };
+        // SAFETY: our own descriptor, open until this returns.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }

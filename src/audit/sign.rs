@@ -24,6 +24,8 @@ use super::GENESIS_PREV;
 
 /// What a checkpoint's signature covers: this prefix, then its canonical JSON without `sig`.
 const DOMAIN: &[u8] = b"pgwarden audit checkpoint v1\n";
+/// What a record's signature covers: this prefix, then its hash (hex).
+const RECORD_DOMAIN: &[u8] = b"pgwarden audit record v1\n";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,11 @@ impl PublicKey {
 
     fn verifies(&self, message: &[u8], sig: &[u8]) -> bool {
         UnparsedPublicKey::new(&ED25519, self.0).verify(message, sig).is_ok()
+    }
+
+    /// Whether `sig` (base64) is this key's signature of a record hash.
+    pub fn signed_record(&self, hash: &str, sig: &str) -> bool {
+        B64.decode(sig).is_ok_and(|sig| self.verifies(&record_message(hash), &sig))
     }
 }
 
@@ -121,12 +128,28 @@ impl SigningKey {
                 .map_err(|_| unusable("odd public key length".into()))?,
         );
         // The public half beside it, for `audit verify --key` (rewritten: it is derived).
-        let _ = std::fs::write(public_path(path), format!("{public}\n"));
+        // Never through a symlink someone planted there.
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(public_path(path))
+            .and_then(|mut f| f.write_all(format!("{public}\n").as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!("cannot write `{}`: {e}", public_path(path).display());
+        }
         Ok(SigningKey { pair, public })
     }
 
     pub fn public(&self) -> &PublicKey {
         &self.public
+    }
+
+    /// The signature (base64) of a record's hash.
+    pub fn sign_record(&self, hash: &str) -> String {
+        B64.encode(self.pair.sign(&record_message(hash)).as_ref())
     }
 
     /// A signed checkpoint of the chain's head `seq`/`head`, following `prev` (the last line of the
@@ -145,6 +168,12 @@ impl SigningKey {
         cp.sig = B64.encode(self.pair.sign(&cp.message()).as_ref());
         cp
     }
+}
+
+fn record_message(hash: &str) -> Vec<u8> {
+    let mut m = RECORD_DOMAIN.to_vec();
+    m.extend_from_slice(hash.as_bytes());
+    m
 }
 
 /// `<key>.pub`.

@@ -86,8 +86,12 @@ fn read_values(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Writes records the way pgwarden does (field order of `Record`), as a careful forger would.
 fn write_values(path: &Path, values: &[serde_json::Value]) {
-    let text: String = values.iter().map(|v| format!("{v}\n")).collect();
+    let text: String = values
+        .iter()
+        .map(|v| serde_json::to_string(&serde_json::from_value::<Record>(v.clone()).unwrap()).unwrap() + "\n")
+        .collect();
     std::fs::write(path, text).unwrap();
 }
 
@@ -241,9 +245,9 @@ fn a_removed_or_moved_log_is_noticed_on_the_next_append_and_the_chain_links_acro
     let records = super::verify::verify(&t.log).unwrap();
     assert!(records[0].details.as_ref().unwrap()["reason"].as_str().unwrap().contains("moved away"));
     // The moved file and the new one chain; verify says a file went missing in between otherwise.
+    // The `rm`ed file is gone, so the moved one no longer starts the chain: verify says so.
     let r = verify_trail(&[moved.clone(), t.log.clone()], &t.checkpoints, None);
-    assert!(r.problems.iter().any(|p| p.contains("moved away")), "{r:?}");
-    assert!(!r.problems.iter().any(|p| p.contains("does not continue")), "{r:?}");
+    assert!(r.problems.iter().any(|p| p.contains("the files before it are missing")), "{r:?}");
     // A different, empty file put in its place is noticed too.
     let swapped = t.log.with_file_name("swapped.jsonl");
     std::fs::rename(&t.log, &swapped).unwrap();
@@ -319,4 +323,192 @@ fn a_signing_key_others_can_read_is_refused_and_two_starts_share_one_key() {
     std::fs::set_permissions(&t.key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let e = super::sign::SigningKey::load_or_create(&t.key).err().unwrap().to_string();
     assert!(e.contains("can be read by other users"), "{e}");
+}
+
+/// Red-team round on the above (each was a way past `verify --key` or a way to misuse the server).
+#[test]
+fn a_trail_missing_its_oldest_files_or_forged_from_a_continued_record_fails() {
+    let t = Trail::new();
+    let log = AuditLog::open_with(
+        &t.log,
+        &AuditOptions {
+            rotate_bytes: Some(4096),
+            ..t.options()
+        },
+    )
+    .unwrap();
+    for i in 0..30 {
+        call(&log, &format!("SELECT '{}'", "y".repeat(i * 10)));
+    }
+    log.flush().unwrap();
+    assert!(t.verify().problems.is_empty());
+    let files = trail_files(&t.log);
+    std::fs::remove_file(&files[0]).unwrap();
+    assert!(problems(&t.verify()).contains("the files before it are missing"));
+    // A lone forged `continued` record claiming a rotation.
+    for f in &files[1..files.len() - 1] {
+        std::fs::remove_file(f).unwrap();
+    }
+    let mut forged = serde_json::json!({"v":1,"seq":1000,"time":"2026-01-01T00:00:00.000Z","event":"continued",
+        "details":{"reason":"rotated"},"prev":"ab".repeat(32)});
+    forged["hash"] = hash_of(&forged).into();
+    write_values(&t.log, &[forged]);
+    assert!(problems(&t.verify()).contains("the files before it are missing"));
+}
+
+#[test]
+fn an_empty_checkpoint_file_proves_nothing_with_the_key() {
+    let t = Trail::new();
+    let log = t.open();
+    call(&log, "SELECT 1");
+    log.flush().unwrap();
+    std::fs::write(&t.checkpoints, "").unwrap();
+    assert!(problems(&t.verify()).contains("holds no checkpoint"));
+    std::fs::write(&t.checkpoints, "{\"v\":1").unwrap();
+    assert!(problems(&t.verify()).contains("holds no checkpoint"));
+}
+
+#[test]
+fn records_added_without_the_key_are_named_and_the_server_never_signs_them_as_its_own() {
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..3 {
+        call(&log, &format!("SELECT {i}"));
+    }
+    log.flush().unwrap();
+    // Appended after the last checkpoint by someone without the key (e.g. hiding an unfinished
+    // change behind a forged outcome): the chain is whole, but the record is not signed.
+    let mut values = read_values(&t.log);
+    let last = values.last().unwrap().clone();
+    let mut extra = serde_json::json!({"v":1,"seq": last["seq"].as_u64().unwrap() + 1,
+        "time":"2026-01-01T00:00:00.000Z","event":"outcome","prev": last["hash"].clone()});
+    extra["hash"] = hash_of(&extra).into();
+    values.push(extra);
+    write_values(&t.log, &values);
+    assert!(super::verify::verify(&t.log).is_ok());
+    assert!(problems(&t.verify()).contains("not signed, after signed records"), "{}", problems(&t.verify()));
+    // The running server does not carry on from the forged record as if it were its own: it
+    // records that the file's last record is not its, and the next checkpoint covers that record.
+    call(&log, "SELECT 'next'");
+    let records = super::verify::verify(&t.log).unwrap();
+    let n = records.len();
+    assert_eq!(records[n - 2].event, Some(Event::Cut), "{:?}", records[n - 2]);
+    assert!(problems(&t.verify()).contains("missing while it ran"));
+    // A key repeated inside a record (readers take the last, `grep` sees the first).
+    let text = std::fs::read_to_string(&t.log).unwrap();
+    let doctored = text.replacen("\"sql\":\"SELECT 1\"", "\"sql\":\"DROP TABLE users\",\"sql\":\"SELECT 1\"", 1);
+    assert_ne!(doctored, text);
+    std::fs::write(&t.log, doctored).unwrap();
+    let e = super::verify::verify(&t.log).unwrap_err();
+    assert!(e.problem.contains("not written the way pgwarden writes records"), "{e}");
+}
+
+#[test]
+fn the_trail_never_follows_a_symlink_or_adopts_a_file_it_does_not_own() {
+    let t = Trail::new();
+    let dir = t.log.parent().unwrap().to_path_buf();
+    let victim = dir.join("victim.conf");
+    std::fs::write(&victim, "keep = me").unwrap();
+    std::os::unix::fs::symlink(&victim, &t.log).unwrap();
+    let e = AuditLog::open_with(&t.log, &t.options()).err().unwrap().to_string();
+    assert!(e.contains("symbolic link"), "{e}");
+    std::fs::remove_file(&t.log).unwrap();
+    // Swapped for a symlink while open: the append fails (nothing runs), the target is untouched.
+    let log = t.open();
+    call(&log, "SELECT 1");
+    std::fs::remove_file(&t.log).unwrap();
+    std::os::unix::fs::symlink(&victim, &t.log).unwrap();
+    assert!(
+        log.append(
+            Record {
+                event: Some(Event::Call),
+                ..Record::default()
+            },
+            false
+        )
+        .is_err()
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep = me");
+    // A planted `.pub` symlink is not written through.
+    let other = Trail::new();
+    let target = other.log.with_file_name("target.txt");
+    std::fs::write(&target, "untouched").unwrap();
+    std::os::unix::fs::symlink(&target, super::sign::public_path(&other.key)).unwrap();
+    drop(other.open());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    // A trail someone else created first (in a shared directory) is refused, not adopted.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let shared = Trail::new();
+        std::fs::write(&shared.log, "").unwrap();
+        std::os::unix::fs::chown(&shared.log, Some(65534), None).unwrap();
+        let e = AuditLog::open_with(&shared.log, &shared.options()).err().unwrap().to_string();
+        assert!(e.contains("belongs to uid 65534"), "{e}");
+    }
+}
+
+#[test]
+fn two_writers_sharing_a_log_rotate_without_forking_the_chain() {
+    let t = Trail::new();
+    let options = AuditOptions {
+        rotate_bytes: Some(4096),
+        ..t.options()
+    };
+    let logs = [
+        std::sync::Arc::new(AuditLog::open_with(&t.log, &options).unwrap()),
+        std::sync::Arc::new(AuditLog::open_with(&t.log, &options).unwrap()),
+    ];
+    let threads: Vec<_> = (0..2)
+        .map(|w| {
+            let log = logs[w].clone();
+            std::thread::spawn(move || {
+                for i in 0..80 {
+                    call(&log, &format!("SELECT {w}, '{}'", "z".repeat(i % 50)));
+                    if i % 17 == w {
+                        log.rotate().unwrap();
+                    }
+                    if i % 5 == 0 {
+                        log.checkpoint().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    for l in &logs {
+        l.flush().unwrap();
+    }
+    let r = t.verify();
+    assert!(r.problems.is_empty(), "{}", problems(&r));
+    assert_eq!(r.records.iter().filter(|r| r.event == Some(Event::Call)).count(), 160);
+    assert!(!r.records.iter().any(|r| r.event == Some(Event::Cut)), "no false alarm");
+    // Rotating a file that holds nothing since its first record makes no new file.
+    call(&logs[0], "SELECT 'last'");
+    let n = trail_files(&t.log).len();
+    assert!(logs[0].rotate().unwrap().is_some());
+    assert!(logs[0].rotate().unwrap().is_none());
+    assert_eq!(trail_files(&t.log).len(), n + 1);
+}
+
+#[test]
+fn odd_files_never_hang_or_panic_verify() {
+    let t = Trail::new();
+    let log = t.open();
+    call(&log, "SELECT 1");
+    log.flush().unwrap();
+    // A FIFO among the rotated names is not a trail file.
+    let fifo = t.log.with_file_name("audit.jsonl.5");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(t.verify().problems.is_empty());
+    // Sequence numbers at the end of the range.
+    let mut a = serde_json::json!({"v":1,"seq":u64::MAX,"time":"t","event":"genesis","prev":GENESIS_PREV});
+    a["hash"] = hash_of(&a).into();
+    let mut b = serde_json::json!({"v":1,"seq":0,"time":"t","event":"call","prev":a["hash"].clone()});
+    b["hash"] = hash_of(&b).into();
+    write_values(&t.log, &[a, b]);
+    assert!(super::verify::verify(&t.log).is_err());
 }

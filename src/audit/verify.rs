@@ -26,7 +26,17 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
         line,
         problem,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| broken(0, format!("cannot read the audit log: {e}")))?;
+    // Only a regular file: a FIFO planted among rotated files must not hang the check.
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() || (m.is_symlink() && std::fs::metadata(path).is_ok_and(|m| m.is_file())) => {}
+        Ok(_) => return Err(broken(0, "not a regular file".into())),
+        Err(e) => return Err(broken(0, format!("cannot read the audit log: {e}"))),
+    }
+    let bytes = std::fs::read(path).map_err(|e| broken(0, format!("cannot read the audit log: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let line = e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
+        broken(line, "not UTF-8 text: the line was edited".into())
+    })?;
     if !text.is_empty() && !text.ends_with('\n') {
         let n = text.lines().count();
         return Err(broken(n, "the last line is incomplete (a write was cut short)".into()));
@@ -45,8 +55,20 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
                 "its hash does not match its content: the line was edited".into(),
             ));
         }
+        // The hash covers the parsed record, so the line must be exactly how pgwarden writes it:
+        // a key given twice, reordered keys or re-escaped text would otherwise show one thing to
+        // `grep` and another to the check.
+        if serde_json::to_string(&record).ok().as_deref() != Some(raw) {
+            return Err(broken(
+                n,
+                "it is not written the way pgwarden writes records (a key repeated, reordered or re-escaped): the line was edited".into(),
+            ));
+        }
         let expected = match records.last() {
-            Some(last) => last.seq + 1,
+            Some(last) => match last.seq.checked_add(1) {
+                Some(s) => s,
+                None => return Err(broken(n, "a sequence number past the last possible one: the file was forged".into())),
+            },
             // A file carrying on a chain starts where the chain stood.
             None if record.event == Some(Event::Continued) => {
                 prev_hash = record.prev.clone();
@@ -84,6 +106,7 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
 /// The files of a trail in chain order: `path`'s rotated predecessors (`<path>.<last seq>`, oldest
 /// first), then `path`.
 pub fn trail_files(path: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
     let mut rotated: Vec<(u64, PathBuf)> = Vec::new();
     if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
         && let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
@@ -95,13 +118,25 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
                 .and_then(|n| n.strip_prefix(name))
                 .and_then(|rest| rest.strip_prefix('.'))
                 .and_then(|n| n.parse::<u64>().ok())
+                && entry.file_type().is_ok_and(|t| t.is_file())
             {
                 rotated.push((seq, path.with_file_name(&file_name)));
             }
         }
     }
     rotated.sort();
-    rotated.into_iter().map(|(_, p)| p).chain([path.to_path_buf()]).collect()
+    let files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).chain([path.to_path_buf()]).collect();
+    // A rotation that stopped between linking the old file aside and renaming the new one in
+    // leaves two names for one file: keep the later.
+    let inode = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let mut kept = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let id = inode(f);
+        if id.is_none() || !files[i + 1..].iter().any(|later| inode(later) == id) {
+            kept.push(f.clone());
+        }
+    }
+    kept
 }
 
 /// What `audit verify` found across a trail's files and its checkpoints.
@@ -151,11 +186,18 @@ pub fn verify_trail(files: &[PathBuf], checkpoints: &Path, key: Option<&PublicKe
                 ));
                 return report;
             }
-            None if first.event == Some(Event::Continued) => report.notes.push(format!(
-                "`{}` continues a chain from seq {}; pass the earlier file(s) too to check that link",
-                path.display(),
-                first.seq.saturating_sub(1)
-            )),
+            // The oldest file must begin the chain: anything else means older records are gone.
+            None if first.event != Some(Event::Genesis) || first.seq != 0 => {
+                report.problems.push(format!(
+                    "`{}:1`: the trail starts at seq {} ({}), not with a genesis record: the files before it are missing. \
+                     If they were archived, pass them too, oldest first: `pgwarden audit verify OLDER… {}`",
+                    path.display(),
+                    first.seq,
+                    first.event.map_or("no event".into(), |e| format!("{e:?}").to_lowercase()),
+                    path.display()
+                ));
+                return report;
+            }
             _ => {}
         }
         report.records.extend(records);
@@ -183,8 +225,46 @@ pub fn verify_trail(files: &[PathBuf], checkpoints: &Path, key: Option<&PublicKe
         }
     }
     report.unfinished = unfinished(&report.records).into_iter().cloned().collect();
+    if let Some(key) = key {
+        check_signatures(&mut report, key);
+    }
     check_checkpoints(&mut report, checkpoints, key);
     report
+}
+
+/// Every record after the first signed one must carry `key`'s signature of its hash: a record
+/// added by anyone else (appended after the last checkpoint, or while pgwarden was stopped) has
+/// none. Unsigned records before the first signed one were written before signing began; they
+/// cannot be changed without breaking the signed record that follows them.
+fn check_signatures(report: &mut Report, key: &PublicKey) {
+    let mut signed_seen = false;
+    let mut unsigned_before = 0;
+    for r in &report.records {
+        let hash = r.hash.as_deref().unwrap_or_default();
+        match &r.sig {
+            Some(sig) if key.signed_record(hash, sig) => signed_seen = true,
+            Some(_) => {
+                report.problems.push(format!(
+                    "seq {}: its signature is not your key's: the record was forged or re-hashed",
+                    r.seq
+                ));
+                return;
+            }
+            None if signed_seen => {
+                report.problems.push(format!(
+                    "seq {}: not signed, after signed records: it was added by someone without the key",
+                    r.seq
+                ));
+                return;
+            }
+            None => unsigned_before += 1,
+        }
+    }
+    if unsigned_before > 0 {
+        report.notes.push(format!(
+            "the first {unsigned_before} record(s) are not signed (written before pgwarden signed records)"
+        ));
+    }
 }
 
 /// `decision` records with no `outcome` of the same call after them.
@@ -285,6 +365,12 @@ fn check_checkpoints(report: &mut Report, path: &Path, key: Option<&PublicKey>) 
     }
     problems.extend(beyond);
     report.problems.extend(problems);
+    if key.is_some() && report.checkpoints == 0 && report.records.iter().any(|r| r.event != Some(Event::Genesis)) {
+        report.problems.push(format!(
+            "`{}` holds no checkpoint: nothing proves the log was not cut at the end or replaced",
+            path.display()
+        ));
+    }
     if let (Some(l), Some((s, time))) = (last, &report.sealed)
         && *s < l
     {
