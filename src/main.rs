@@ -642,13 +642,18 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
     let pipeline_approvals = pipeline.approvals().clone();
+    let (pipes, written) = pgwarden::transport::stdio(audit.clone());
     let service = PgWarden::new(pipeline)
-        .serve(pgwarden::transport::stdio(audit.clone()))
+        .serve(pipes)
         .await
         .context("starting the MCP session")?;
     let cancel = service.cancellation_token();
     let result = tokio::select! {
-        r = service.waiting() => r.map(|_| ()).context("MCP session"),
+        r = service.waiting() => {
+            // The client closed stdin: let the last answers reach stdout before exiting.
+            let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
+            r.map(|_| ()).context("MCP session")
+        }
         _ = shutdown_signal() => {
             tracing::info!("shutting down on signal");
             cancel.cancel();

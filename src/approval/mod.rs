@@ -192,7 +192,7 @@ impl OpenPrompt {
             Ok(Ok(Ok(_))) => Some(Reply::Person(Verdict::not_approved(
                 "the client answered the prompt with something that is not an answer to it",
             ))),
-            Ok(Ok(Err(e))) => Some(Reply::NoAnswer(format!("the client did not show the prompt ({e})"))),
+            Ok(Ok(Err(e))) => Some(Reply::NoAnswer(format!("the client answered the prompt with an error, not a decision ({e})"))),
             Ok(Err(_)) => Some(Reply::NoAnswer("the client connection closed before an answer".into())),
             Err(_) if stop < deadline => None,
             Err(_) => {

@@ -38,8 +38,25 @@ const QUEUE: usize = 64;
 pub type Pipes = (DuplexStream, DuplexStream);
 
 /// The guarded transport over this process's stdin and stdout. `audit` records what is refused.
-pub fn stdio(audit: Arc<AuditLog>) -> Pipes {
-    guard(tokio::io::stdin(), tokio::io::stdout(), audit)
+/// The handle ends once every line for stdout is written (await it, bounded, before exiting).
+pub fn stdio(audit: Arc<AuditLog>) -> (Pipes, tokio::task::JoinHandle<()>) {
+    guarded(tokio::io::stdin(), tokio::io::stdout(), audit)
+}
+
+/// [`guard`], with the handle of the task that writes to `output`.
+fn guarded<R, W>(input: R, output: W, audit: Arc<AuditLog>) -> (Pipes, tokio::task::JoinHandle<()>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (to_rmcp, rmcp_in) = tokio::io::duplex(CHUNK);
+    let (rmcp_out, from_rmcp) = tokio::io::duplex(CHUNK);
+    let (lines, queue) = mpsc::channel(QUEUE);
+    let written = tokio::spawn(write_lines(queue, output));
+    tokio::spawn(pass_on(from_rmcp, lines.clone()));
+    let guard = Guard { to_rmcp, lines, audit };
+    tokio::spawn(guard.run(input));
+    ((rmcp_in, rmcp_out), written)
 }
 
 /// The guarded transport over any byte streams: a client's messages come in on `input`, one per
@@ -49,14 +66,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (to_rmcp, rmcp_in) = tokio::io::duplex(CHUNK);
-    let (rmcp_out, from_rmcp) = tokio::io::duplex(CHUNK);
-    let (lines, queue) = mpsc::channel(QUEUE);
-    tokio::spawn(write_lines(queue, output));
-    tokio::spawn(pass_on(from_rmcp, lines.clone()));
-    let guard = Guard { to_rmcp, lines, audit };
-    tokio::spawn(guard.run(input));
-    (rmcp_in, rmcp_out)
+    guarded(input, output, audit).0
 }
 
 /// Writes each queued line to `output` whole, until the queue closes or `output` fails.
