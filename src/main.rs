@@ -443,9 +443,23 @@ fn audit_show(
     let kept: Vec<_> = records.iter().filter(|r| filter.keeps(r)).collect();
     let out = match format {
         Format::Text => verify::table(&kept, &unfinished),
+        // JSON lines stay JSON, but characters that could rewrite a terminal are `\u` escapes.
         Format::Json => kept
             .iter()
-            .map(|r| serde_json::to_string(r).unwrap_or_default() + "\n")
+            .map(|r| {
+                serde_json::to_string(r)
+                    .unwrap_or_default()
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() || pgwarden::approval::packet::hidden_format(c) {
+                            format!("\\u{:04x}", c as u32)
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect::<String>()
+                    + "\n"
+            })
             .collect(),
     };
     write_stdout(&out)

@@ -197,11 +197,25 @@ fn pretty(sql: &str) -> String {
 
 /// Control and bidirectional-formatting characters shown as `\u{…}` so the text cannot hide what it
 /// does; newlines and tabs stay.
+/// Characters that reorder, hide or break text on a screen without being control characters:
+/// bidi marks and overrides, zero-width characters, line and paragraph separators.
+pub fn hidden_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 pub fn visible(s: &str) -> String {
     s.chars()
         .map(|c| {
             let hidden = (c.is_control() && c != '\n' && c != '\t')
-                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+                || hidden_format(c);
             if hidden {
                 format!("\\u{{{:04X}}}", c as u32)
             } else {

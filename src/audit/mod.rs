@@ -336,10 +336,11 @@ impl AuditLog {
         }
         drop(lock);
         drop(inner);
-        // A decision (written before a change runs) is signed at once: cutting it, the record an
-        // attacker would most like gone, then shows even if the process dies right after.
-        if durable && let Err(e) = self.checkpoint() {
-            tracing::error!("cannot sign a checkpoint of the audit trail: {e}");
+        // A decision (written before a change runs) is checkpointed at once: cutting it, the record
+        // an attacker would most like gone, then shows even if the process dies right after. A
+        // change whose decision cannot be checkpointed does not run.
+        if durable {
+            self.checkpoint()?;
         }
         Ok(record)
     }
@@ -560,17 +561,23 @@ impl AuditLog {
                     Some(s) => !t.sig.as_deref().is_some_and(|sig| s.key.public().signed_record(&hash, sig)),
                     None => false,
                 };
-                let broken = match known {
-                    // No checkpoint yet: a trail from before records were signed is taken as
-                    // found; one signed with another key is not.
-                    None => t.sig.is_some() && foreign(&t),
+                // Cut: the file ends before what this process wrote or checkpointed, or the record
+                // there is another. Foreign: a later record not signed with the key, or one that
+                // does not lead back to the head this process knew.
+                let cut = match known {
                     Some(k) if t.seq < k.seq => true,
                     Some(k) if t.seq == k.seq => hash != k.hash,
-                    Some(_) => foreign(&t),
+                    _ => false,
                 };
+                let foreign = !cut
+                    && (foreign(&t)
+                        || match known {
+                            Some(k) if t.seq > k.seq => !self.leads_back(&mut inner.file, k)?,
+                            _ => false,
+                        });
                 let seq = next_seq(t.seq, &self.path)?;
                 match known {
-                    Some(k) if broken => {
+                    Some(k) if cut => {
                         tracing::error!(
                             "the audit trail `{}` ends at seq {} but pgwarden wrote seq {}: records were cut or replaced",
                             self.path.display(),
@@ -582,12 +589,12 @@ impl AuditLog {
                         notes = true;
                         (cut.seq + 1, cut.hash.unwrap_or_default())
                     }
-                    None if broken => {
+                    _ if foreign => {
                         tracing::error!(
-                            "the last record of the audit trail `{}` is not signed with this key: it was written by someone else",
+                            "the last record of the audit trail `{}` was not written by pgwarden with this key",
                             self.path.display()
                         );
-                        let cut = self.seal(foreign_record(t.seq), seq, &hash);
+                        let cut = self.seal(foreign_record(t.seq, known.as_ref()), seq, &hash);
                         lines.push_str(&line(&cut));
                         notes = true;
                         (cut.seq + 1, cut.hash.unwrap_or_default())
@@ -609,6 +616,51 @@ impl AuditLog {
             prev,
             notes,
         })
+    }
+
+    /// Whether the record at `known.seq` in this file (found reading back from the end, up to 64
+    /// MiB) is the one this process knew. A file that starts after it (rotated by another process
+    /// sharing the log) leads back as far as can be told here.
+    fn leads_back(&self, file: &mut File, known: &Head) -> Result<bool, AuditError> {
+        const CHUNK: u64 = 64 * 1024;
+        let io = self.io();
+        let len = file.seek(SeekFrom::End(0)).map_err(&io)?;
+        let mut pos = len;
+        let mut carry: Vec<u8> = Vec::new();
+        while pos > 0 && len - pos < 64 * 1024 * 1024 {
+            let start = pos.saturating_sub(CHUNK);
+            let mut chunk = vec![0u8; (pos - start) as usize];
+            file.seek(SeekFrom::Start(start)).map_err(&io)?;
+            file.read_exact(&mut chunk).map_err(&io)?;
+            chunk.extend_from_slice(&carry);
+            // Whole lines are those after the first newline of the buffer (or all, at the start).
+            let cut = if start == 0 {
+                0
+            } else {
+                match chunk.iter().position(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None => {
+                        carry = chunk;
+                        pos = start;
+                        continue;
+                    }
+                }
+            };
+            for raw in chunk[cut..].split(|&b| b == b'\n').rev().filter(|l| !l.is_empty()) {
+                let Ok(r) = serde_json::from_slice::<Record>(raw) else {
+                    continue;
+                };
+                if r.seq == known.seq {
+                    return Ok(r.hash.as_deref() == Some(known.hash.as_str()));
+                }
+                if r.seq < known.seq {
+                    return Ok(false);
+                }
+            }
+            carry = chunk[..cut].to_vec();
+            pos = start;
+        }
+        Ok(true)
     }
 
     /// When the file does not end with a newline, cuts it back to its last whole line and returns
@@ -707,13 +759,16 @@ fn next_seq(seq: u64, path: &Path) -> Result<u64, AuditError> {
     })
 }
 
-/// The record that says the file's last record was not written with this key.
-fn foreign_record(seq: u64) -> Record {
+/// The record that says the file's last record was not written by pgwarden with this key (or
+/// does not lead back to the last head it knew).
+fn foreign_record(seq: u64, known: Option<&Head>) -> Record {
     Record {
         event: Some(Event::Cut),
         details: Some(serde_json::json!({
-            "reason": "the file's last record is not signed with this key: it was written or changed by someone else",
-            "unsigned_seq": seq,
+            "reason": "the file's last record was not written by pgwarden with this key, or does not lead back to the last record it wrote: records were added or the file replaced",
+            "foreign_seq": seq,
+            "last_known_seq": known.map(|k| k.seq),
+            "last_known_hash": known.map(|k| k.hash.clone()),
         })),
         ..Record::default()
     }
@@ -820,16 +875,11 @@ fn cut_to_last_line(file: &mut File) -> std::io::Result<(u64, u64)> {
 
 /// The head the last checkpoint signed by this key covers, if there is one.
 fn last_checkpoint(signer: &Signer) -> Result<Option<Head>, AuditError> {
-    let mut file = match File::open(&signer.path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(AuditError::Io {
-                path: signer.path.display().to_string(),
-                source,
-            });
-        }
-    };
+    if !signer.path.exists() {
+        return Ok(None);
+    }
+    // The same rules as for writing it: no symlink, no FIFO, ours.
+    let mut file = open_file(&signer.path)?;
     let last = sign::last_line(&mut file).map_err(|source| AuditError::Io {
         path: signer.path.display().to_string(),
         source,

@@ -128,17 +128,25 @@ impl SigningKey {
                 .map_err(|_| unusable("odd public key length".into()))?,
         );
         // The public half beside it, for `audit verify --key` (rewritten: it is derived).
-        // Never through a symlink someone planted there.
+        // Written aside and renamed over whatever is there: never through a symlink or a hard
+        // link someone planted, and the file is then ours.
+        let public_file = public_path(path);
+        let aside = public_file.with_file_name(format!(
+            ".{}.{}.tmp",
+            public_file.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&aside);
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(public_path(path))
-            .and_then(|mut f| f.write_all(format!("{public}\n").as_bytes()));
+            .open(&aside)
+            .and_then(|mut f| f.write_all(format!("{public}\n").as_bytes()))
+            .and_then(|()| std::fs::rename(&aside, &public_file));
         if let Err(e) = written {
-            tracing::warn!("cannot write `{}`: {e}", public_path(path).display());
+            let _ = std::fs::remove_file(&aside);
+            tracing::warn!("cannot write `{}`: {e}", public_file.display());
         }
         Ok(SigningKey { pair, public })
     }
@@ -261,18 +269,49 @@ pub fn line_hash(line: &str) -> String {
     Sha256::digest(line.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The last whole line of the checkpoint file, if any (a torn last line is ignored: it never
-/// finished being written).
+/// The last whole line of the checkpoint file, if any. A partial line after it (a write cut
+/// short, or junk appended) is skipped however long it is; a whole line over 64 KiB is no
+/// checkpoint.
 pub fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
+    const CHUNK: u64 = 8 * 1024;
     let len = file.seek(SeekFrom::End(0))?;
-    let start = len.saturating_sub(8 * 1024);
-    file.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf);
-    let whole = match text.rfind('\n') {
-        Some(i) => &text[..i],
-        None => return Ok(None),
-    };
-    Ok(whole.rsplit('\n').next().filter(|l| !l.is_empty()).map(str::to_string))
+    // The newlines ending the last whole line and the one before it, found reading backwards.
+    let mut end = None;
+    let mut pos = len;
+    while pos > 0 {
+        let start = pos.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        for (i, &b) in chunk.iter().enumerate().rev() {
+            if b != b'\n' {
+                continue;
+            }
+            let at = start + i as u64;
+            match end {
+                None => end = Some(at),
+                Some(e) => return read_range(file, at + 1, e),
+            }
+        }
+        if let Some(e) = end
+            && e - start > 64 * 1024
+        {
+            return Ok(None);
+        }
+        pos = start;
+    }
+    match end {
+        Some(e) => read_range(file, 0, e),
+        None => Ok(None),
+    }
+}
+
+fn read_range(file: &mut File, from: u64, to: u64) -> std::io::Result<Option<String>> {
+    if to.saturating_sub(from) > 64 * 1024 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; (to - from) as usize];
+    file.seek(SeekFrom::Start(from))?;
+    file.read_exact(&mut buf)?;
+    Ok(String::from_utf8(buf).ok().filter(|l| !l.is_empty()))
 }

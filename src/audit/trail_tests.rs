@@ -386,7 +386,7 @@ fn records_added_without_the_key_are_named_and_the_server_never_signs_them_as_it
     values.push(extra);
     write_values(&t.log, &values);
     assert!(super::verify::verify(&t.log).is_ok());
-    assert!(problems(&t.verify()).contains("not signed, after signed records"), "{}", problems(&t.verify()));
+    assert!(problems(&t.verify()).contains("seq 4: it is not signed"), "{}", problems(&t.verify()));
     // The running server does not carry on from the forged record as if it were its own: it
     // records that the file's last record is not its, and the next checkpoint covers that record.
     call(&log, "SELECT 'next'");
@@ -510,5 +510,133 @@ fn odd_files_never_hang_or_panic_verify() {
     let mut b = serde_json::json!({"v":1,"seq":0,"time":"t","event":"call","prev":a["hash"].clone()});
     b["hash"] = hash_of(&b).into();
     write_values(&t.log, &[a, b]);
+    assert!(super::verify::verify(&t.log).is_err());
+}
+
+/// Red-team round 2: signatures stripped, checkpoints deleted, odd files where checkpoints go.
+#[test]
+fn stripped_signatures_and_a_deleted_checkpoint_file_do_not_launder_a_forgery() {
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..2 {
+        call(&log, &format!("SELECT {i}"));
+    }
+    log.flush().unwrap();
+    drop(log);
+    // Offline: every signature removed, a record rewritten, the chain re-hashed.
+    let mut values = read_values(&t.log);
+    for v in values.iter_mut() {
+        v.as_object_mut().unwrap().remove("sig");
+    }
+    values[1]["sql"] = "SELECT 'forged'".into();
+    rehash(&mut values);
+    write_values(&t.log, &values);
+    let r = t.verify();
+    assert!(problems(&r).contains("it is not signed"), "{}", problems(&r));
+    // …and the checkpoints deleted, then the server started again: it does not sign on from an
+    // unsigned record as if it were its own.
+    std::fs::remove_file(&t.checkpoints).unwrap();
+    let log = t.open();
+    call(&log, "SELECT 'after restart'");
+    log.flush().unwrap();
+    let records = super::verify::verify(&t.log).unwrap();
+    assert!(records.iter().any(|r| r.event == Some(Event::Cut)), "{records:?}");
+    let r = t.verify();
+    assert!(!r.problems.is_empty());
+}
+
+#[test]
+fn a_signed_trail_from_elsewhere_copied_over_the_log_is_not_continued_silently() {
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..3 {
+        call(&log, &format!("SELECT {i}"));
+    }
+    // Another, longer trail signed with the same key (e.g. an older run's).
+    let other = t.log.with_file_name("other.jsonl");
+    let elsewhere = AuditLog::open_with(
+        &other,
+        &AuditOptions {
+            checkpoints: Some(t.log.with_file_name("other.checkpoints")),
+            ..t.options()
+        },
+    )
+    .unwrap();
+    for i in 0..8 {
+        call(&elsewhere, &format!("SELECT 'elsewhere {i}'"));
+    }
+    std::fs::copy(&other, &t.log).unwrap();
+    call(&log, "SELECT 'next'");
+    let records = super::verify::verify(&t.log).unwrap();
+    let cut = &records[records.len() - 2];
+    assert_eq!(cut.event, Some(Event::Cut), "{cut:?}");
+    assert_eq!(cut.details.as_ref().unwrap()["last_known_seq"].as_u64(), Some(3));
+}
+
+#[test]
+fn checkpoint_files_that_are_fifos_junk_or_someone_elses_never_hang_or_pass() {
+    // A FIFO where the checkpoints go: refused at once, for the server and for verify.
+    let t = Trail::new();
+    let c = std::ffi::CString::new(t.checkpoints.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(AuditLog::open_with(&t.log, &t.options()).is_err());
+    std::fs::write(&t.log, "").unwrap();
+    assert!(problems(&t.verify()).contains("not a regular file"));
+
+    // A long junk tail after the last checkpoint still leaves it readable: a cut is still seen.
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..4 {
+        call(&log, &format!("SELECT {i}"));
+    }
+    log.flush().unwrap();
+    drop(log);
+    let mut cps = std::fs::OpenOptions::new().append(true).open(&t.checkpoints).unwrap();
+    std::io::Write::write_all(&mut cps, "x".repeat(9000).as_bytes()).unwrap();
+    let text = std::fs::read_to_string(&t.log).unwrap();
+    let kept: String = text.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&t.log, kept).unwrap();
+    drop(t.open());
+    let records = super::verify::verify(&t.log).unwrap();
+    assert_eq!(records.last().unwrap().event, Some(Event::Cut));
+
+    // A checkpoint file that cannot be written: a change's decision is not taken as recorded.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let t = Trail::new();
+        let log = t.open();
+        call(&log, "SELECT 1");
+        log.flush().unwrap();
+        std::os::unix::fs::chown(&t.checkpoints, Some(65534), None).unwrap();
+        let decision = Record {
+            event: Some(Event::Decision),
+            ..Record::default()
+        };
+        assert!(log.append(decision, true).is_err());
+        // The `.pub` beside the key, made by someone else first, is replaced, not written into.
+        std::os::unix::fs::chown(&t.checkpoints, Some(0), None).unwrap();
+        let pub_file = super::sign::public_path(&t.key);
+        std::fs::write(&pub_file, "ed25519:theirs").unwrap();
+        std::os::unix::fs::chown(&pub_file, Some(65534), None).unwrap();
+        drop(t.open());
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&pub_file).unwrap().uid(), 0);
+        assert!(std::fs::read_to_string(&pub_file).unwrap().starts_with("ed25519:"));
+        assert_ne!(std::fs::read_to_string(&pub_file).unwrap(), "ed25519:theirs");
+    }
+}
+
+#[test]
+fn crlf_lines_are_edits_and_show_escapes_separators() {
+    let t = Trail::new();
+    let log = t.open();
+    call(&log, "SELECT '\u{2028}\u{061C}x'");
+    log.flush().unwrap();
+    let records = super::verify::verify(&t.log).unwrap();
+    let shown = super::verify::table(&records.iter().collect::<Vec<_>>(), &Default::default());
+    assert!(!shown.contains('\u{2028}') && !shown.contains('\u{061C}'), "{shown:?}");
+    let text = std::fs::read_to_string(&t.log).unwrap();
+    std::fs::write(&t.log, text.replace('\n', "\r\n")).unwrap();
     assert!(super::verify::verify(&t.log).is_err());
 }

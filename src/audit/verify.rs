@@ -32,19 +32,35 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
         Ok(_) => return Err(broken(0, "not a regular file".into())),
         Err(e) => return Err(broken(0, format!("cannot read the audit log: {e}"))),
     }
-    let bytes = std::fs::read(path).map_err(|e| broken(0, format!("cannot read the audit log: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        let line = e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-        broken(line, "not UTF-8 text: the line was edited".into())
-    })?;
-    if !text.is_empty() && !text.ends_with('\n') {
-        let n = text.lines().count();
-        return Err(broken(n, "the last line is incomplete (a write was cut short)".into()));
-    }
+    // Line by line, each at most a little over what one record can hold (16 MiB of SQL, escaped),
+    // so a planted file of one endless line cannot exhaust memory.
+    use std::io::{BufRead, Read};
+    const MAX_LINE: u64 = 80 * 1024 * 1024;
+    let file = std::fs::File::open(path).map_err(|e| broken(0, format!("cannot read the audit log: {e}")))?;
+    let mut reader = std::io::BufReader::new(file);
     let mut records: Vec<Record> = Vec::new();
     let mut prev_hash = GENESIS_PREV.to_string();
-    for (i, raw) in text.lines().enumerate() {
+    let mut buf = Vec::new();
+    for i in 0.. {
         let n = i + 1;
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_LINE + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| broken(n, format!("cannot read the audit log: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        if buf.last() != Some(&b'\n') {
+            if read as u64 > MAX_LINE {
+                return Err(broken(n, "a line longer than any record pgwarden writes: the file was edited".into()));
+            }
+            return Err(broken(n, "the last line is incomplete (a write was cut short)".into()));
+        }
+        buf.pop();
+        let Ok(raw) = std::str::from_utf8(&buf) else {
+            return Err(broken(n, "not UTF-8 text: the line was edited".into()));
+        };
         let value: serde_json::Value = serde_json::from_str(raw)
             .map_err(|e| broken(n, format!("not a JSON record ({e}); the line was edited")))?;
         let record: Record = serde_json::from_value(value.clone())
@@ -232,38 +248,19 @@ pub fn verify_trail(files: &[PathBuf], checkpoints: &Path, key: Option<&PublicKe
     report
 }
 
-/// Every record after the first signed one must carry `key`'s signature of its hash: a record
-/// added by anyone else (appended after the last checkpoint, or while pgwarden was stopped) has
-/// none. Unsigned records before the first signed one were written before signing began; they
-/// cannot be changed without breaking the signed record that follows them.
+/// Every record must carry `key`'s signature of its hash: a record added by anyone else (appended
+/// after the last checkpoint, or while pgwarden was stopped) has none, and one re-hashed after an
+/// edit carries a signature of another hash.
 fn check_signatures(report: &mut Report, key: &PublicKey) {
-    let mut signed_seen = false;
-    let mut unsigned_before = 0;
     for r in &report.records {
         let hash = r.hash.as_deref().unwrap_or_default();
-        match &r.sig {
-            Some(sig) if key.signed_record(hash, sig) => signed_seen = true,
-            Some(_) => {
-                report.problems.push(format!(
-                    "seq {}: its signature is not your key's: the record was forged or re-hashed",
-                    r.seq
-                ));
-                return;
-            }
-            None if signed_seen => {
-                report.problems.push(format!(
-                    "seq {}: not signed, after signed records: it was added by someone without the key",
-                    r.seq
-                ));
-                return;
-            }
-            None => unsigned_before += 1,
-        }
-    }
-    if unsigned_before > 0 {
-        report.notes.push(format!(
-            "the first {unsigned_before} record(s) are not signed (written before pgwarden signed records)"
-        ));
+        let problem = match &r.sig {
+            Some(sig) if key.signed_record(hash, sig) => continue,
+            Some(_) => "its signature is not your key's: the record was forged or re-hashed",
+            None => "it is not signed: it was added (or its signature removed) by someone without the key",
+        };
+        report.problems.push(format!("seq {}: {problem}", r.seq));
+        return;
     }
 }
 
@@ -282,6 +279,10 @@ pub fn unfinished(records: &[Record]) -> Vec<&Record> {
 }
 
 fn check_checkpoints(report: &mut Report, path: &Path, key: Option<&PublicKey>) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        report.problems.push(format!("the checkpoints `{}` are not a regular file", path.display()));
+        return;
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
