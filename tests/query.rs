@@ -22,7 +22,7 @@ INSERT INTO typed VALUES (
     -32768, 2147483647, 9007199254740991, 9223372036854775807, 123456789012345678901234567890.000000000000000001, -0.05,
     1.5, 'NaN', true, E'line1\nline2 ünïcödé 🎉 "quoted"', 'short', 'ab',
     '2024-02-29', '2024-02-29 13:14:15.123456', '2024-02-29 13:14:15+02', '23:59:59.5', '1 year 2 mons 3 days 04:05:06.5',
-    'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2.5, null]}', '{"b": {"c": true}}',
+    'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2.5, null], "big": 123456789012345678901234567890, "inf": [1e400]}', '{"b": {"c": true}, "id": 9007199254740993}',
     '{1,NULL,3}', '{{a,b},{c,"d e"}}', '\xdeadbeef', '192.168.0.1', '10.0.0.0/8', 'happy', 'fat cat', '[1,5)', NULL
 );
 "#;
@@ -58,8 +58,12 @@ async fn typed_values_round_trip_exactly() {
     assert_eq!(get("tm"), json!("23:59:59.500"));
     assert_eq!(get("iv"), json!("P1Y2M3DT4H5M6.5S"));
     assert_eq!(get("u"), json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"));
-    assert_eq!(get("j"), json!({"a": [1, 2.5, null]}));
-    assert_eq!(get("jb"), json!({"b": {"c": true}}));
+    // Issue 17 item 6: numbers a double would round keep their exact text (as strings).
+    assert_eq!(
+        get("j"),
+        json!({"a": [1, 2.5, null], "big": "123456789012345678901234567890", "inf": ["1e400"]})
+    );
+    assert_eq!(get("jb"), json!({"b": {"c": true}, "id": "9007199254740993"}));
     assert_eq!(get("ai"), json!([1, null, 3]));
     assert_eq!(get("at2"), json!([["a", "b"], ["c", "d e"]]));
     assert_eq!(get("by"), json!("\\xdeadbeef"));

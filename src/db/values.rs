@@ -75,7 +75,12 @@ fn decode(ty: &Type, buf: &[u8]) -> Result<Value, BoxError> {
             json!(pt::text_from_sql(buf)?)
         }
         Type::CHAR => json!((pt::char_from_sql(buf)? as u8 as char).to_string()),
-        Type::JSON | Type::JSONB => serde_json::Value::from_sql(ty, buf)?,
+        Type::JSON => json_exact(std::str::from_utf8(buf)?)?,
+        // jsonb's binary form is a version byte, then the text.
+        Type::JSONB => match buf.split_first() {
+            Some((1, text)) => json_exact(std::str::from_utf8(text)?)?,
+            _ => return Err("unsupported jsonb version".into()),
+        },
         Type::UUID => json!(uuid::Uuid::from_bytes(pt::uuid_from_sql(buf)?).to_string()),
         Type::BYTEA => json!(format!("\\x{}", hex(pt::bytea_from_sql(buf)))),
         Type::DATE => json!(date_to_string(pt::date_from_sql(buf)?)),
@@ -329,9 +334,107 @@ fn interval_to_string(buf: &[u8]) -> Result<String, BoxError> {
     Ok(out)
 }
 
+/// JSON text to a value without losing a digit: a number that a JSON reader (and JavaScript's
+/// doubles) would round — an integer beyond ±2^53, more digits than a double holds, or out of a
+/// double's range — is kept as a string of its exact text, as `bigint` and `numeric` are.
+pub fn json_exact(text: &str) -> Result<Value, BoxError> {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut i = 0;
+    let mut plain = 0; // start of the text not yet copied
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string, escapes included.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len() && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let token = &text[start..i];
+                if !exact_as_double(token) {
+                    out.push_str(&text[plain..start]);
+                    out.push('"');
+                    out.push_str(token);
+                    out.push('"');
+                    plain = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if plain == 0 {
+        return Ok(serde_json::from_str(text)?);
+    }
+    out.push_str(&text[plain.min(text.len())..]);
+    Ok(serde_json::from_str(&out)?)
+}
+
+/// Whether a JSON number token reads back as the same number from a double.
+fn exact_as_double(token: &str) -> bool {
+    if !token.contains(['.', 'e', 'E']) {
+        return token.parse::<i64>().is_ok_and(|v| v.abs() <= MAX_SAFE_INT);
+    }
+    match token.parse::<f64>() {
+        Ok(f) if f.is_finite() => decimal_digits(token) == decimal_digits(&format!("{f:e}")),
+        _ => false,
+    }
+}
+
+/// A decimal number as (sign, significant digits, exponent of the last digit): `1.50`, `15e-1`
+/// and `1.5` give the same.
+fn decimal_digits(token: &str) -> (bool, String, i64) {
+    let (mantissa, exp) = match token.find(['e', 'E']) {
+        Some(i) => (&token[..i], token[i + 1..].parse::<i64>().unwrap_or(0)),
+        None => (token, 0),
+    };
+    let negative = mantissa.starts_with('-');
+    let mantissa = mantissa.trim_start_matches(['-', '+']);
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let mut exp = exp - frac.len() as i64;
+    let trimmed_end = digits.trim_end_matches('0');
+    exp += (digits.len() - trimmed_end.len()) as i64;
+    let significant = trimmed_end.trim_start_matches('0').to_string();
+    if significant.is_empty() {
+        return (false, String::new(), 0);
+    }
+    (negative, significant, exp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 17 item 6: json/jsonb numbers lost digits (`1.2345678901234568e+29`), `1e400` was
+    /// undecodable, and integers above 2^53 were rounded by JavaScript clients.
+    #[test]
+    fn json_numbers_keep_their_exact_text_when_a_double_cannot() {
+        let v = json_exact(r#"{"big": 123456789012345678901234567890, "huge": [1e400], "safe": 9007199254740992,
+            "unsafe": 9007199254740993, "neg": -9007199254740993, "pi": 3.14159, "half": 1.50,
+            "long": 0.1000000000000000055511151231257827, "s": "1e400 \" 123456789012345678901", "e": 2.5e-3}"#)
+        .unwrap();
+        assert_eq!(v["big"], json!("123456789012345678901234567890"));
+        assert_eq!(v["huge"], json!(["1e400"]));
+        assert_eq!(v["safe"], json!(9007199254740992i64));
+        assert_eq!(v["unsafe"], json!("9007199254740993"));
+        assert_eq!(v["neg"], json!("-9007199254740993"));
+        assert_eq!(v["pi"], json!(3.14159));
+        assert_eq!(v["half"], json!(1.5));
+        assert_eq!(v["long"], json!("0.1000000000000000055511151231257827"));
+        assert_eq!(v["s"], json!("1e400 \" 123456789012345678901"));
+        assert_eq!(v["e"], json!(0.0025));
+        // Through the binary jsonb form too.
+        let mut jsonb = vec![1u8];
+        jsonb.extend_from_slice(b"[123456789012345678901234567890]");
+        assert_eq!(to_json(&Type::JSONB, Some(&jsonb)), json!(["123456789012345678901234567890"]));
+    }
 
     fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
         let mut b = Vec::new();
