@@ -153,8 +153,14 @@ async fn main() {
             db.name
         )
     };
+    let trail = tempfile::tempdir().unwrap();
     let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden")).configure(|c| {
-        c.args(["serve", "--database-url", &dsn]).env("PGWARDEN_LOG", "warn");
+        // Its own trail: a benchmark never writes into the user's real audit log.
+        c.args(["serve", "--database-url", &dsn, "--audit-log"])
+            .arg(trail.path().join("audit.jsonl"))
+            .arg("--export-dir")
+            .arg(trail.path().join("exports"))
+            .env("PGWARDEN_LOG", "warn");
     });
     let transport = TokioChildProcess::new(cmd).unwrap();
     let pid = transport.id().expect("server pid");

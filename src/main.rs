@@ -24,12 +24,24 @@ struct Cli {
     command: Command,
 }
 
+/// What `serve --help` says beyond its flags.
+const SERVE_HELP: &str = "\
+Logs go to stderr; PGWARDEN_LOG sets the filter (default `pgwarden=info,rmcp=warn`, e.g.
+`PGWARDEN_LOG=pgwarden=debug`). Nothing but MCP messages is written to stdout.
+
+Approvals: a client that can show prompts (elicitation) asks there. Otherwise, or when the policy
+requires a local person (`[approval.min_channel]`), pgwarden opens its review console: a page on
+127.0.0.1 whose one-time sign-in link is written to a private file in $XDG_RUNTIME_DIR/pgwarden
+and opened with $BROWSER or xdg-open; the call returns `pending_approval` and the model waits
+with `pgwarden_await`.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Try pgwarden in the terminal: starts `serve` on the sandbox and gives you a small MCP client
     /// that runs SQL and shows approval prompts.
     Demo(DemoArgs),
     /// Serve MCP over stdio (for Claude Desktop, Claude Code, VS Code, Cursor).
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Classify SQL offline and show the policy decision it would get (SQL from the argument or stdin).
     Check(CheckArgs),
@@ -74,7 +86,8 @@ enum AuditCommand {
         /// Only records at or after this time (RFC 3339, or a date such as 2026-11-21).
         #[arg(long)]
         since: Option<String>,
-        /// Only `allowed`, `approved`, `dry_run`, `denied`, `not_approved` or `failed` records.
+        /// Only `allowed`, `approved` (a person approved), `dry_run`, `denied`, `not_approved`,
+        /// `pending` (asked, undecided), `failed` or `commit_unknown` records.
         #[arg(long)]
         decision: Option<String>,
         /// Only this tool.
@@ -434,12 +447,16 @@ fn audit_show(
     format: Format,
 ) -> anyhow::Result<()> {
     use pgwarden::audit::verify;
+    let filter = verify::Filter { since, decision, tool };
+    filter.check().map_err(anyhow::Error::msg)?;
+    if !path.exists() {
+        anyhow::bail!("there is no audit log at `{}`", path.display());
+    }
     let mut records = Vec::new();
     for file in verify::trail_files(path) {
         records.extend(verify::verify(&file).map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?);
     }
     let unfinished: std::collections::HashSet<u64> = verify::unfinished(&records).iter().map(|r| r.seq).collect();
-    let filter = verify::Filter { since, decision, tool };
     let kept: Vec<_> = records.iter().filter(|r| filter.keeps(r)).collect();
     let out = match format {
         Format::Text => verify::table(&kept, &unfinished),

@@ -195,6 +195,12 @@ async fn a_session_is_recorded_call_by_call_and_tampering_is_caught() {
         show.contains("DELETE FROM orders") && !show.contains("UPDATE orders"),
         "{show}"
     );
+    // Issue 17 item 11: a filter that can match nothing because it is misspelled is an error.
+    for args in [["--since", "yesterday"], ["--decision", "bogus"]] {
+        let out = Command::new(BIN).args(["audit", "show"]).args(args).arg(&path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(args[1]), "{err}");
+    }
 }
 
 #[tokio::test]

@@ -415,19 +415,59 @@ impl Filter {
     }
 }
 
-/// One word for what happened: `allowed`, `approved`, `denied`, `not_approved`, `failed`, `pending`.
+/// The words `label` gives, which `audit show --decision` accepts.
+pub const LABELS: &[&str] = &[
+    "allowed",
+    "approved",
+    "dry_run",
+    "denied",
+    "not_approved",
+    "pending",
+    "failed",
+    "commit_unknown",
+];
+
+/// One word for what happened: `allowed`, `approved` (a person approved it), `dry_run`, `denied`,
+/// `not_approved`, `pending` (asked, not yet decided), `failed`, `commit_unknown`.
 pub fn label(r: &Record) -> String {
     let status = r.outcome.as_ref().map(|o| o.status.as_str());
+    let answer = r.approval.as_ref().map(|a| a.answer.as_str());
     match (r.decision.as_deref(), status) {
         (Some("deny"), _) => "denied".into(),
         (_, Some("not_approved")) => "not_approved".into(),
+        // The first leg of an approval round trip: the policy asks, nobody has decided yet.
+        (_, Some("awaiting_approval" | "pending_approval")) => "pending".into(),
+        (_, Some("commit_unknown")) => "commit_unknown".into(),
         (_, Some("error" | "rolled_back" | "cancelled" | "refused")) => "failed".into(),
-        (Some("approve"), _) if r.approval.as_ref().is_some_and(|a| a.answer == "dry_run") => "dry_run".into(),
-        (Some("approve"), _) => "approved".into(),
+        (Some("approve"), _) if answer == Some("dry_run") => "dry_run".into(),
+        (Some("approve"), _) if answer == Some("approve") => "approved".into(),
+        (Some("approve"), _) => "pending".into(),
         (Some("allow"), _) => "allowed".into(),
         _ if r.event == Some(super::Event::Outcome) => status.unwrap_or("outcome").into(),
-        _ if r.event == Some(super::Event::Approval) => r.approval.as_ref().map_or("-".into(), |a| a.answer.clone()),
+        _ if r.event == Some(super::Event::Approval) => answer.map_or("-".into(), str::to_string),
         _ => "-".into(),
+    }
+}
+
+impl Filter {
+    /// Refuses a filter that can match nothing because it is misspelled: an unknown `--decision`,
+    /// a `--since` that is not a date or an RFC 3339 time.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(d) = &self.decision
+            && !LABELS.contains(&d.as_str())
+        {
+            return Err(format!("`--decision {d}` is not one of: {}", LABELS.join(", ")));
+        }
+        if let Some(since) = &self.since {
+            let date = chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").is_ok();
+            let time = chrono::DateTime::parse_from_rfc3339(since).is_ok();
+            if !date && !time {
+                return Err(format!(
+                    "`--since {since}` is not a date (2026-11-21) or an RFC 3339 time (2026-11-21T09:00:00Z)"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -521,6 +561,48 @@ mod tests {
             .unwrap();
         }
         (dir, path)
+    }
+
+    /// Issue 17 item 8: `--decision approved` listed the first leg of a 2026 input-required round
+    /// trip (policy effect `approve`, nobody had decided) as approved.
+    #[test]
+    fn only_what_a_person_approved_is_labelled_approved() {
+        use crate::audit::{ApprovalRecord, OutcomeRecord};
+        let asked = Record {
+            event: Some(Event::Call),
+            decision: Some("approve".into()),
+            outcome: Some(OutcomeRecord {
+                status: "awaiting_approval".into(),
+                ..OutcomeRecord::default()
+            }),
+            ..Record::default()
+        };
+        assert_eq!(label(&asked), "pending");
+        let decided = Record {
+            event: Some(Event::Decision),
+            decision: Some("approve".into()),
+            approval: Some(ApprovalRecord {
+                answer: "approve".into(),
+                ..ApprovalRecord::default()
+            }),
+            ..Record::default()
+        };
+        assert_eq!(label(&decided), "approved");
+        let filter = Filter {
+            decision: Some("approved".into()),
+            ..Filter::default()
+        };
+        assert!(!filter.keeps(&asked) && filter.keeps(&decided));
+        // Issue 17 item 11: a misspelled filter is refused, not an empty table.
+        for (since, decision) in [(Some("yesterday"), None), (None, Some("bogus"))] {
+            let f = Filter {
+                since: since.map(str::to_string),
+                decision: decision.map(str::to_string),
+                tool: None,
+            };
+            assert!(f.check().is_err());
+        }
+        assert!(Filter { since: Some("2026-11-21".into()), ..Filter::default() }.check().is_ok());
     }
 
     /// Regression (issue 16 item 5): a refused statement carrying terminal escape codes replaced its
