@@ -11,12 +11,18 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found via `pg_config --bindir`, PATH or \
-         /usr/lib/postgresql/*/bin; install them (Debian/Ubuntu: `sudo apt-get install postgresql`, \
-         Fedora: `sudo dnf install postgresql-server`, macOS: `brew install postgresql@17`) \
-         or point pgwarden at an existing server with `--database-url`"
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; tried {tried}. Install them \
+         (Debian/Ubuntu: `sudo apt-get install postgresql`, Fedora: `sudo dnf install postgresql-server`, \
+         macOS: `brew install postgresql@17`) and, if they are somewhere else, set PGWARDEN_PG_BINDIR to the \
+         directory holding them (in the MCP client's `env` for a server it starts); or point pgwarden at an \
+         existing server with DATABASE_URL"
     )]
-    NoBinaries,
+    NoBinaries { tried: String },
+    #[error(
+        "PGWARDEN_PG_BINDIR is `{0}`, which does not hold initdb, pg_ctl and postgres; give the `bin` directory of \
+         a PostgreSQL installation"
+    )]
+    BadBindir(String),
     #[error(
         "running as root, the sandbox cluster must run as the `postgres` OS user, which does not exist; \
          create it (`useradd --system postgres`) or run pgwarden as a normal user"
@@ -60,36 +66,111 @@ impl Owner {
     }
 }
 
-/// Finds a directory holding `initdb`, `pg_ctl` and `postgres`.
-pub fn find_binaries() -> Result<PathBuf, ClusterError> {
-    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).output()
-        && out.status.success()
-    {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if complete(&dir) {
-            return Ok(dir);
+/// Where to look for the server binaries.
+pub struct Search {
+    /// `PGWARDEN_PG_BINDIR`: used alone when set.
+    pub explicit: Option<PathBuf>,
+    /// `PATH`.
+    pub path: Option<std::ffi::OsString>,
+    /// Prefix for the well-known install locations (`/`; a fake tree in tests).
+    pub root: PathBuf,
+    /// Ask `pg_config --bindir`.
+    pub pg_config: bool,
+}
+
+impl Search {
+    pub fn from_env() -> Search {
+        Search {
+            explicit: std::env::var_os("PGWARDEN_PG_BINDIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            path: std::env::var_os("PATH"),
+            root: PathBuf::from("/"),
+            pg_config: true,
         }
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
+}
+
+/// Install locations that `PATH` often misses, each `(directory with one `*`, binaries below it)`:
+/// Debian/Ubuntu, PGDG RPMs, Homebrew's keg-only formulae (Apple silicon and Intel; a server started
+/// from the Dock gets launchd's minimal `PATH`), and Postgres.app.
+const INSTALLS: &[(&str, &str)] = &[
+    ("usr/lib/postgresql/*", "bin"),
+    ("usr/pgsql-*", "bin"),
+    ("opt/homebrew/opt/postgresql@*", "bin"),
+    ("usr/local/opt/postgresql@*", "bin"),
+    ("opt/homebrew/opt/postgresql*", "bin"),
+    ("usr/local/opt/postgresql*", "bin"),
+    ("Applications/Postgres.app/Contents/Versions/*", "bin"),
+];
+
+/// Finds a directory holding `initdb`, `pg_ctl` and `postgres`.
+pub fn find_binaries() -> Result<PathBuf, ClusterError> {
+    find_binaries_in(&Search::from_env())
+}
+
+/// [`find_binaries`] over an explicit search: `PGWARDEN_PG_BINDIR` alone when set; else
+/// `pg_config --bindir`, `PATH`, then the install locations, newest version first.
+pub fn find_binaries_in(search: &Search) -> Result<PathBuf, ClusterError> {
+    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    if let Some(dir) = &search.explicit {
+        return if complete(dir) {
+            Ok(dir.clone())
+        } else {
+            Err(ClusterError::BadBindir(dir.display().to_string()))
+        };
+    }
+    let mut tried = Vec::new();
+    if search.pg_config {
+        tried.push("`pg_config --bindir`".to_string());
+        if let Ok(out) = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).output()
+            && out.status.success()
+        {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             if complete(&dir) {
                 return Ok(dir);
             }
         }
     }
-    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((version, e.path().join("bin")))
-        })
-        .filter(|(_, dir)| complete(dir))
-        .collect();
-    versioned.sort();
-    versioned.pop().map(|(_, dir)| dir).ok_or(ClusterError::NoBinaries)
+    if let Some(path) = &search.path {
+        tried.push("PATH".to_string());
+        for dir in std::env::split_paths(path) {
+            if complete(&dir) {
+                return Ok(dir);
+            }
+        }
+    }
+    for (pattern, bin) in INSTALLS {
+        let (parent, prefix) = pattern.rsplit_once('/').unwrap_or(("", pattern));
+        let prefix = prefix.trim_end_matches('*');
+        tried.push(format!("/{pattern}/{bin}"));
+        let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(search.root.join(parent))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_string();
+                let version = name.strip_prefix(prefix)?.trim_start_matches('@');
+                Some((version_key(version), e.path().join(bin)))
+            })
+            .filter(|(_, dir)| complete(dir))
+            .collect();
+        found.sort();
+        if let Some((_, dir)) = found.pop() {
+            return Ok(dir);
+        }
+    }
+    Err(ClusterError::NoBinaries {
+        tried: tried.join(", "),
+    })
+}
+
+/// Orders `17`, `16.4`, `latest` (highest) and `` (an unversioned install, lowest).
+fn version_key(v: &str) -> Vec<u32> {
+    if v == "latest" {
+        return vec![u32::MAX];
+    }
+    v.split(['.', '-', '_']).map(|p| p.parse().unwrap_or(0)).collect()
 }
 
 /// A cluster laid out under one directory: `data/` (PGDATA), `run/` (socket), `postgres.log`.
@@ -302,4 +383,57 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install(root: &Path, dir: &str) -> PathBuf {
+        let bin = root.join(dir);
+        std::fs::create_dir_all(&bin).unwrap();
+        for b in ["initdb", "pg_ctl", "postgres"] {
+            std::fs::write(bin.join(b), "").unwrap();
+        }
+        bin
+    }
+
+    fn search(root: &Path) -> Search {
+        Search {
+            explicit: None,
+            path: Some("/nonexistent-a:/nonexistent-b".into()),
+            root: root.to_path_buf(),
+            pg_config: false,
+        }
+    }
+
+    /// Issue 17 item 1: a keg-only Homebrew PostgreSQL (and Postgres.app) was never found, and the
+    /// error did not say where pgwarden had looked or how to point it at the binaries.
+    #[test]
+    fn homebrew_and_postgres_app_installs_are_found_newest_first() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let e = find_binaries_in(&search(r)).unwrap_err().to_string();
+        assert!(
+            e.contains("/opt/homebrew/opt/postgresql@*/bin")
+                && e.contains("/Applications/Postgres.app/Contents/Versions/*/bin")
+                && e.contains("PGWARDEN_PG_BINDIR"),
+            "{e}"
+        );
+        let app = install(r, "Applications/Postgres.app/Contents/Versions/16/bin");
+        assert_eq!(find_binaries_in(&search(r)).unwrap(), app);
+        install(r, "usr/local/opt/postgresql@15/bin");
+        let newest = install(r, "opt/homebrew/opt/postgresql@17/bin");
+        install(r, "opt/homebrew/opt/postgresql@16/bin");
+        std::fs::create_dir_all(r.join("opt/homebrew/opt/postgresql@18/bin")).unwrap(); // incomplete
+        assert_eq!(find_binaries_in(&search(r)).unwrap(), newest);
+        // The variable wins, and a wrong one is named.
+        let explicit = install(r, "custom/pg/bin");
+        let mut s = search(r);
+        s.explicit = Some(explicit.clone());
+        assert_eq!(find_binaries_in(&s).unwrap(), explicit);
+        s.explicit = Some(r.join("custom"));
+        assert!(find_binaries_in(&s).unwrap_err().to_string().contains("does not hold initdb"));
+        assert!(version_key("latest") > version_key("17") && version_key("16.4") > version_key("16"));
+    }
 }
