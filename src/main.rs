@@ -652,7 +652,10 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     );
     let keeper = tokio_util::sync::CancellationToken::new();
     tokio::spawn(keep_trail(audit.clone(), settings.checkpoint_every, keeper.clone()));
-    let pipeline = Arc::new(Pipeline::new(
+    if is_sandbox {
+        tracing::warn!("{}", pgwarden::pipeline::SANDBOX_NOTE);
+    }
+    let pipeline = Pipeline::new(
         db,
         settings.limits,
         settings.policy.clone(),
@@ -660,7 +663,8 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         audit.clone(),
         settings.export_dir.clone(),
         settings.console_dir.clone(),
-    ));
+    );
+    let pipeline = Arc::new(if is_sandbox { pipeline.serving_sandbox() } else { pipeline });
     // The classifier judges agent SQL against what the catalog holds (user code, search path, masks).
     pipeline
         .refresh_catalog()

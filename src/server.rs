@@ -669,7 +669,10 @@ impl ServerHandler for PgWarden {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_resources().build())
             .with_server_info(Implementation::new("pgwarden", env!("CARGO_PKG_VERSION")))
-            .with_instructions(INSTRUCTIONS)
+            .with_instructions(match self.pipeline.database_note() {
+                Some(note) => format!("{INSTRUCTIONS} Note: {note}."),
+                None => INSTRUCTIONS.to_string(),
+            })
     }
 
     async fn call_tool(

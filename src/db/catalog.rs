@@ -36,6 +36,9 @@ pub struct TableList {
     pub tables: Vec<TableInfo>,
     /// True when more than the listing limit exist; filter by `schema`.
     pub truncated: bool,
+    /// Something to tell the user, e.g. that this is the demo sandbox and not their database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -191,6 +194,7 @@ impl Database {
                     schemas,
                     tables,
                     truncated,
+                    notice: None,
                 })
             })
             .await

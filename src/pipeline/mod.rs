@@ -211,9 +211,35 @@ pub struct Pipeline {
     approvals: Arc<Approvals>,
     /// What the catalog holds (user code, names, masking views), for `classify_with`; see `catalog`.
     catalog: std::sync::RwLock<catalog::CatalogState>,
+    /// Said with the first `list_tables` or `query` result: which database this is, when the person
+    /// may believe it is another (the demo sandbox because no DATABASE_URL reached pgwarden).
+    database_note: Option<String>,
+    noted: std::sync::atomic::AtomicBool,
 }
 
+/// What the model (and, through it, the person) is told when pgwarden serves its sandbox.
+pub const SANDBOX_NOTE: &str = "connected to pgwarden's demo sandbox, not your database: no DATABASE_URL reached \
+pgwarden (pass it in the client config's `env`; many clients do not pass the shell's variables to servers)";
+
 impl Pipeline {
+    /// Says, once, with the first `list_tables` or `query` result (and in the instructions) that this
+    /// is the demo sandbox.
+    pub fn serving_sandbox(mut self) -> Pipeline {
+        self.database_note = Some(SANDBOX_NOTE.to_string());
+        self
+    }
+
+    /// Which database this is, when it needs saying.
+    pub fn database_note(&self) -> Option<&str> {
+        self.database_note.as_deref()
+    }
+
+    /// The database note the first time it is asked for, then never.
+    fn first_note(&self) -> Option<String> {
+        let note = self.database_note.as_ref()?;
+        (!self.noted.swap(true, std::sync::atomic::Ordering::Relaxed)).then(|| note.clone())
+    }
+
     pub fn new(
         db: Database,
         limits: Limits,
@@ -241,6 +267,8 @@ impl Pipeline {
             audit,
             export_root: crate::export_path::ExportRoot::open(&export_dir).map_err(|e| e.to_string()),
             catalog: Default::default(),
+            database_note: None,
+            noted: Default::default(),
         }
     }
 
@@ -408,6 +436,7 @@ impl Pipeline {
             let notes: Vec<String> = notice
                 .into_iter()
                 .chain(byte_cap_note(result.truncated_by, max_bytes, result.rows.len()))
+                .chain(self.first_note())
                 .collect();
             return Ok(Outcome::Done(QueryOutput {
                 row_count: result.rows.len(),
@@ -479,6 +508,7 @@ impl Pipeline {
         };
         let mut notes: Vec<String> = notice.into_iter().collect();
         notes.extend(byte_cap_note(truncated_by, max_bytes, result.rows.len()));
+        notes.extend(self.first_note());
         if result.commit_confirmed_after_loss {
             notes.push(
                 "the connection was lost right after COMMIT; Postgres, asked again, confirms the change committed \
@@ -898,7 +928,9 @@ impl Pipeline {
             let decision = self.evaluate(action, &assessment, &mut trail);
             let decision = self.decide(action, &assessment, decision, false)?;
             let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
-            Ok(self.db.list_tables(schema, timeout, ct).await?)
+            let mut list = self.db.list_tables(schema, timeout, ct).await?;
+            list.notice = self.first_note();
+            Ok(list)
         }
         .await;
         let outcome = trail.simple_outcome(&result);

@@ -45,5 +45,8 @@ pub fn to_text(list: &TableList) -> String {
     if list.truncated {
         out.push_str("(list truncated; pass `schema` to see one schema)\n");
     }
+    if let Some(n) = &list.notice {
+        out.push_str(&format!("note: {n}\n"));
+    }
     out
 }
