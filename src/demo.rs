@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub serve_args: Vec<String>,
     /// Extra environment for `serve` (a database URL goes here, not on the command line).
     pub serve_env: Vec<(String, String)>,
+    /// Where the server's log goes, so its lines never land inside a prompt.
+    pub server_log: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,12 +90,29 @@ impl ClientHandler for TerminalReviewer {
         };
         let mut content = json!({ "decision": decision });
         if decision != "deny" {
-            let _ = out.write_all(b"row limit (blank for none): ").await;
-            let _ = out.flush().await;
-            if let Ok(Some(l)) = input.next_line().await
-                && let Ok(n) = l.trim().parse::<u64>()
-            {
-                content["max_rows_affected"] = n.into();
+            // Asked again until it is a whole number or blank: a limit typed wrong must never
+            // turn into no limit.
+            loop {
+                let _ = out.write_all(b"row limit (blank for none): ").await;
+                let _ = out.flush().await;
+                let Ok(Some(l)) = input.next_line().await else {
+                    return Ok(ElicitResult::new(ElicitationAction::Cancel));
+                };
+                let l = l.trim();
+                if l.is_empty() {
+                    break;
+                }
+                match l.parse::<u64>() {
+                    Ok(n) => {
+                        content["max_rows_affected"] = n.into();
+                        break;
+                    }
+                    Err(_) => {
+                        let _ = out
+                            .write_all(b"a row limit is a whole number such as 10 (or blank for none)\n")
+                            .await;
+                    }
+                }
             }
         }
         let _ = out.write_all(b"reason (optional): ").await;
@@ -120,17 +139,33 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         c.arg("serve")
             .args(&options.serve_args)
             .envs(options.serve_env.iter().map(|(k, v)| (k, v)))
-            .env("PGWARDEN_LOG", "warn");
+            // The person at the terminal chose the sandbox: no "not your database" notice.
+            .env("PGWARDEN_DEMO", "1");
     });
-    let transport = TokioChildProcess::new(cmd).map_err(|e| DemoError::Start(e.to_string()))?;
+    if let Some(dir) = options.server_log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = std::fs::File::create(&options.server_log)?;
+    let (transport, _) = TokioChildProcess::builder(cmd)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| DemoError::Start(e.to_string()))?;
     let input: Input = Arc::new(Mutex::new(BufReader::new(tokio::io::stdin()).lines()));
     let mut out = tokio::io::stdout();
     out.write_all(b"pgwarden demo: starting the server (the sandbox may take a few seconds the first time)...\n")
         .await?;
-    let client = TerminalReviewer { input: input.clone() }
-        .serve(transport)
-        .await
-        .map_err(|e| DemoError::Start(e.to_string()))?;
+    let client = match (TerminalReviewer { input: input.clone() }).serve(transport).await {
+        Ok(c) => c,
+        Err(e) => {
+            // The server's own words say why (no PostgreSQL binaries, a bad policy, …).
+            let log = std::fs::read_to_string(&options.server_log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let why = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+            return Err(DemoError::Start(format!("{e}\n{}", visible(&why))));
+        }
+    };
+    out.write_all(format!("server log: {}\n", options.server_log.display()).as_bytes())
+        .await?;
     out.write_all(format!("connected. {HELP}\n").as_bytes()).await?;
     let mut buffer = String::new();
     loop {
@@ -159,6 +194,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
                 },
                 "\\tables" => call(&client, "list_tables", json!({})).await,
                 "\\d" if !arg.trim().is_empty() => call(&client, "describe_table", json!({"table": arg.trim()})).await,
+                "\\d" => "usage: \\d TABLE (e.g. \\d customers); \\tables lists them".to_string(),
                 _ => format!("unknown command `{cmd}`; \\help lists them"),
             };
             out.write_all(format!("{}\n", visible(&text)).as_bytes()).await?;

@@ -118,6 +118,9 @@ struct DemoArgs {
     /// Serve this database instead of the sandbox.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+    /// Where the server's log goes (default `$XDG_STATE_HOME/pgwarden/demo-server.log`).
+    #[arg(long)]
+    server_log: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -314,10 +317,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .into_iter()
         .collect();
     let exe = std::env::current_exe().context("finding the pgwarden binary")?;
+    let server_log = args.server_log.unwrap_or_else(|| {
+        default_location("/var/log/pgwarden/demo-server.log", "XDG_STATE_HOME", ".local/state", "demo-server.log")
+    });
     pgwarden::demo::run(pgwarden::demo::DemoOptions {
         exe,
         serve_args,
         serve_env,
+        server_log,
     })
     .await?;
     Ok(())
@@ -652,7 +659,9 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     );
     let keeper = tokio_util::sync::CancellationToken::new();
     tokio::spawn(keep_trail(audit.clone(), settings.checkpoint_every, keeper.clone()));
-    if is_sandbox {
+    // `pgwarden demo` starts its server on the sandbox on purpose; anyone else may not know.
+    let say_sandbox = is_sandbox && std::env::var_os("PGWARDEN_DEMO").is_none();
+    if say_sandbox {
         tracing::warn!("{}", pgwarden::pipeline::SANDBOX_NOTE);
     }
     let pipeline = Pipeline::new(
@@ -664,7 +673,7 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         settings.export_dir.clone(),
         settings.console_dir.clone(),
     );
-    let pipeline = Arc::new(if is_sandbox { pipeline.serving_sandbox() } else { pipeline });
+    let pipeline = Arc::new(if say_sandbox { pipeline.serving_sandbox() } else { pipeline });
     // The classifier judges agent SQL against what the catalog holds (user code, search path, masks).
     pipeline
         .refresh_catalog()

@@ -16,6 +16,8 @@ fn demo(dir: &std::path::Path, policy: Option<&std::path::Path>) -> std::process
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
         .env("PGWARDEN_AUDIT_LOG", dir.join("audit.jsonl"))
+        .arg("--server-log")
+        .arg(dir.join("server.log"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -32,8 +34,11 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
     // A read; a write answered "dry run" with a row limit and a reason; the read again; a denied
     // write; then quit.
     let script = "SELECT chr(27) || '[2J' || chr(8238) || 'x' AS shown;\n\
+                  SELEC 1;\n\
+                  COPY orders TO STDOUT;\n\
+                  \\d\n\
                   SELECT status FROM orders WHERE id = 1;\n\
-                  UPDATE orders SET status = 'refunded'\n WHERE id = 1;\nd\n5\njust looking\n\
+                  UPDATE orders SET status = 'refunded'\n WHERE id = 1 RETURNING id, status;\nd\nten\n5\njust looking\n\
                   SELECT status FROM orders WHERE id = 1;\n\
                   DELETE FROM orders WHERE id = 1;\nn\nnot today\n\
                   \\q\n";
@@ -51,6 +56,13 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
         "UPDATE on public.orders via `query` (write, risk medium)",
         "[a]pprove, [d]ry run or [n] deny?",
         "1 row affected; rolled back (dry run); approved under rule `changes-need-approval`",
+        // Issue 17 item 10: what a new user ran into.
+        "did you mean `SELECT`?",
+        "use the `export` tool",
+        "usage: \\d TABLE",
+        "a row limit is a whole number such as 10",
+        "returning (id, status):",
+        "server log: ",
         "reviewer's reason: just looking",
         "not approved: the reviewer denied it (reviewer's reason: \"not today\")",
     ] {
@@ -60,6 +72,10 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
     // shown escaped, never sent to the terminal.
     assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'), "{stdout:?}");
     assert!(stdout.contains("\\u{001B}[2J\\u{202E}x"), "{stdout}");
+    // A typo and COPY TO STDOUT were answered at once: two prompts only (the UPDATE, the DELETE).
+    assert_eq!(stdout.matches("[a]pprove, [d]ry run or [n] deny?").count(), 2, "{stdout}");
+    // The server's log lines go to its log file, never into the terminal.
+    assert!(!stdout.contains(" WARN ") && !stdout.contains(" INFO "), "{stdout}");
     // The dry run changed nothing: the second read shows the same status as the first.
     assert_eq!(stdout.matches("status\n------\npaid\n").count(), 2, "{stdout}");
 }

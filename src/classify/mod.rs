@@ -8,11 +8,13 @@
 //! (`catalog`): user code behind built-in syntax, how names resolve, masking views.
 
 pub mod bounded;
+pub use syntax::{certain_syntax_error, not_runnable};
 pub mod catalog;
 mod embed;
 mod functions;
 mod settings;
 mod statements;
+mod syntax;
 mod usercode;
 mod walk;
 

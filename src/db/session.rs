@@ -96,7 +96,7 @@ fn our_hint(code: &str) -> Option<&'static str> {
         "25006" => Some("pgwarden runs `query` in a READ ONLY transaction; this statement tried to write"),
         "25001" => Some("the transaction mode cannot be changed: pgwarden's read transaction has already started"),
         "57014" => Some("the statement hit pgwarden's statement_timeout; narrow the query (WHERE, LIMIT) or aggregate"),
-        "42601" => Some("send exactly one SQL statement per call"),
+        "42601" => Some("a syntax error: fix the statement near the position named (one statement per call)"),
         // tokio-postgres stops reading a Bind or Parse reply at BindComplete/RowDescription, so a
         // statement_timeout that fires at the Sync right after is only seen as this error on the
         // next step. In pgwarden's own calls that is what it means.

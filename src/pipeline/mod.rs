@@ -377,6 +377,11 @@ impl Pipeline {
         self.masks_hold()?;
         let assessment = classify::classify_with(sql, &self.catalog_facts());
         trail.assessed(&assessment);
+        // Text PostgreSQL rejects outright (a typo such as `SELEC`) is answered now, not sent to a
+        // person as an unknown statement to approve.
+        if let Some(e) = classify::certain_syntax_error(sql).or_else(|| classify::not_runnable(sql)) {
+            return Err(ToolError::BadArguments(e));
+        }
         if assessment.statements.len() > 1 {
             return Err(ToolError::Refused(format!(
                 "{} statements given; `query` runs exactly one statement per call",

@@ -96,7 +96,8 @@ impl QueryOutput {
                 out.push_str(&format!("reviewer's reason: {r}\n"));
             }
             if !self.rows.is_empty() {
-                out.push_str("returning:\n");
+                let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+                out.push_str(&format!("returning ({}):\n", names.join(", ")));
                 for row in &self.rows {
                     out.push_str(&serde_json::Value::Array(row.clone()).to_string());
                     out.push('\n');
