@@ -327,8 +327,8 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         principal: args.principal.as_deref(),
     });
     let out = match args.format {
-        Format::Text => pgwarden::check::to_text(&assessment, &decision),
-        Format::Json => pgwarden::check::to_json(&assessment, &decision) + "\n",
+        Format::Text => pgwarden::check::to_text(&assessment, &decision, &policy.approval),
+        Format::Json => pgwarden::check::to_json(&assessment, &decision, &policy.approval) + "\n",
     };
     write_stdout(&out)
 }
