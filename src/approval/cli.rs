@@ -138,14 +138,16 @@ fn ask(socket: &Path, request: &Request) -> Result<Response, CliError> {
         .map_err(|e| CliError::Connect(name(), e))?;
     let mut line = serde_json::to_string(request).map_err(|e| CliError::Server(name(), e.to_string()))?;
     line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| CliError::Connect(name(), e))?;
+    // A server that refuses us answers without reading: its answer still says why.
+    let sent = stream.write_all(line.as_bytes());
     let mut answer = String::new();
     // An answer carries whole review packets: allow far more than a request.
-    BufReader::new(stream.take(MAX_LINE * 1024))
-        .read_line(&mut answer)
-        .map_err(|e| CliError::Connect(name(), e))?;
+    let read = BufReader::new(stream.take(MAX_LINE * 1024)).read_line(&mut answer);
+    match (sent, read) {
+        (_, Ok(n)) if n > 0 => {}
+        (Err(e), _) | (Ok(()), Err(e)) => return Err(CliError::Connect(name(), e)),
+        (Ok(()), Ok(_)) => return Err(CliError::Server(name(), "no answer".into())),
+    }
     let response: Response = serde_json::from_str(&answer)
         .map_err(|e| CliError::Server(name(), format!("an unreadable answer ({e})")))?;
     match (&response.error, &response.state) {
