@@ -139,7 +139,9 @@ async fn pending(server: &Server, sql: &str) -> Value {
     assert_eq!(s["surfaces"], json!(["cli"]), "no console without a desktop: {s}");
     let id = s["approval_id"].as_str().unwrap();
     assert!(
-        text(&r).contains(&format!("`pgwarden approvals approve {id}` — a command for the person, never for you")),
+        text(&r).contains(&format!(
+            "`pgwarden approvals approve {id}` — a command for the person, never for you"
+        )),
         "{}",
         text(&r)
     );
@@ -171,7 +173,11 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
     let socket = socket_of(&server.runtime());
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
-    let dir_mode = std::fs::metadata(socket.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700, "runtime directory mode");
 
     let list = server.approvals(&["list"]);
@@ -196,7 +202,11 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
 
     let approve = server.approvals(&["approve", &id, "--reason", "tables are scratch"]);
     assert!(approve.status.success(), "{}", err(&approve));
-    assert!(out(&approve).contains("approved; runs at the next pgwarden_await"), "{}", out(&approve));
+    assert!(
+        out(&approve).contains("approved; runs at the next pgwarden_await"),
+        "{}",
+        out(&approve)
+    );
     assert_eq!(rows(&db, "t").await, 3, "approval alone runs nothing");
 
     let again = server.approvals(&["approve", &id]);
@@ -242,7 +252,13 @@ async fn deny_from_the_terminal_reaches_the_model_with_its_reason() {
     assert_eq!(rows(&db, "u").await, 2);
     let list = server.approvals(&["list"]);
     assert!(out(&list).contains("no pending approvals"), "{}", out(&list));
-    assert!(server.approvals(&["list", "--all"]).stdout.windows(id.len()).any(|w| w == id.as_bytes()));
+    assert!(
+        server
+            .approvals(&["list", "--all"])
+            .stdout
+            .windows(id.len())
+            .any(|w| w == id.as_bytes())
+    );
     server.client.cancel().await.unwrap();
 }
 
@@ -295,7 +311,10 @@ async fn another_user_cannot_list_or_approve() {
         assert!(!out(&o).contains("DELETE"), "nothing shown: {}", out(&o));
     }
     let show = out(&server.approvals(&["show", &id]));
-    assert!(show.contains("waiting for a person's decision"), "still pending: {show}");
+    assert!(
+        show.contains("waiting for a person's decision"),
+        "still pending: {show}"
+    );
     assert_eq!(rows(&db, "t").await, 3);
     server.client.cancel().await.unwrap();
 }

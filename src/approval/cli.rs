@@ -42,8 +42,12 @@ pub enum CliError {
 /// What to do.
 pub enum Command {
     /// Pending approvals (`all`: also decided, expired and done ones).
-    List { all: bool },
-    Show { key: String },
+    List {
+        all: bool,
+    },
+    Show {
+        key: String,
+    },
     /// `decision`: `approve`, `dry_run` or `deny`.
     Decide {
         key: String,
@@ -148,8 +152,8 @@ fn ask(socket: &Path, request: &Request) -> Result<Response, CliError> {
         (Err(e), _) | (Ok(()), Err(e)) => return Err(CliError::Connect(name(), e)),
         (Ok(()), Ok(_)) => return Err(CliError::Server(name(), "no answer".into())),
     }
-    let response: Response = serde_json::from_str(&answer)
-        .map_err(|e| CliError::Server(name(), format!("an unreadable answer ({e})")))?;
+    let response: Response =
+        serde_json::from_str(&answer).map_err(|e| CliError::Server(name(), format!("an unreadable answer ({e})")))?;
     match (&response.error, &response.state) {
         // A refused decision still says where the approval stands; the caller reports it.
         (Some(_), Some(_)) => Ok(response),
@@ -226,7 +230,9 @@ fn find(sockets: &[PathBuf], key: &str) -> Result<(PathBuf, String, Item), CliEr
     for (socket, r) in ask_all(sockets, &request)? {
         matches.extend(r.approvals.into_iter().map(|i| (socket.clone(), r.server.clone(), i)));
     }
-    let pending: Vec<usize> = (0..matches.len()).filter(|i| matches[*i].2.state == "pending").collect();
+    let pending: Vec<usize> = (0..matches.len())
+        .filter(|i| matches[*i].2.state == "pending")
+        .collect();
     let pick = match (pending.len(), matches.len()) {
         (_, 0) => return Err(CliError::Unknown(one_line(key, 80))),
         (1, _) => pending[0],
@@ -262,7 +268,10 @@ pub fn render(server: &str, i: &Item) -> String {
             field(p, "tool", 40)
         ),
     );
-    line("Decided by:", format!("{} — {}", field(p, "rule", 300), field(p, "rule_reason", 300)));
+    line(
+        "Decided by:",
+        format!("{} — {}", field(p, "rule", 300), field(p, "rule_reason", 300)),
+    );
     if let Some(n) = p["estimated_rows"].as_f64() {
         line("Estimate:", format!("~{n:.0} rows (planner estimate)"));
     }
@@ -271,7 +280,12 @@ pub fn render(server: &str, i: &Item) -> String {
         .into_iter()
         .flatten()
         .map(|t| {
-            let tags: Vec<&str> = t["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+            let tags: Vec<&str> = t["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .collect();
             let name = t["name"].as_str().unwrap_or_default();
             if tags.is_empty() {
                 name.to_string()
@@ -290,7 +304,10 @@ pub fn render(server: &str, i: &Item) -> String {
     }
     line("Requested by:", field(p, "requested_by", 300));
     if let Some(intent) = p["intent"].as_str() {
-        line("Intent:", format!("{} (the model's words, unverified)", one_line(intent, 500)));
+        line(
+            "Intent:",
+            format!("{} (the model's words, unverified)", one_line(intent, 500)),
+        );
     }
     line("Server:", one_line(server, 300));
     line("Expires:", one_line(&i.expires_at, 40));
@@ -326,8 +343,14 @@ mod tests {
             }),
         };
         let text = render("srv", &item);
-        assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\u{7}'), "{text}");
-        assert!(text.find("DELETE FROM t").unwrap() < text.find("Intent:").unwrap(), "SQL first");
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}') && !text.contains('\u{7}'),
+            "{text}"
+        );
+        assert!(
+            text.find("DELETE FROM t").unwrap() < text.find("Intent:").unwrap(),
+            "SQL first"
+        );
         let intent = text.lines().find(|l| l.starts_with("Intent:")).unwrap();
         assert!(intent.contains("Approved by admin"), "one line: {text}");
     }

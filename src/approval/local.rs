@@ -216,7 +216,15 @@ async fn connection(mut stream: UnixStream, approvals: &Approvals) -> io::Result
             "refused: this pgwarden answers only to its own user (uid {me}); you are uid {}",
             cred.uid()
         );
-        return answer(&mut stream, &Response { server, error: Some(error), ..Response::default() }).await;
+        return answer(
+            &mut stream,
+            &Response {
+                server,
+                error: Some(error),
+                ..Response::default()
+            },
+        )
+        .await;
     }
     let mut line = String::new();
     let read = {
@@ -230,7 +238,9 @@ async fn connection(mut stream: UnixStream, approvals: &Approvals) -> io::Result
         },
         Ok(Err(e)) => return Err(e),
         Ok(Ok(_)) if !line.ends_with('\n') => Response {
-            error: Some(format!("the request must be one line of JSON, at most {MAX_LINE} bytes")),
+            error: Some(format!(
+                "the request must be one line of JSON, at most {MAX_LINE} bytes"
+            )),
             ..Response::default()
         },
         Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {

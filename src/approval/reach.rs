@@ -62,7 +62,9 @@ pub fn no_channel_message(n: &NoChannel<'_>) -> String {
     }
     let missing = missing.join(", and ");
     let terminal_fix = match n.terminal {
-        Terminal::Off => "add \"cli\" to `[approval] channels` and approve from another terminal with `pgwarden approvals`",
+        Terminal::Off => {
+            "add \"cli\" to `[approval] channels` and approve from another terminal with `pgwarden approvals`"
+        }
         _ => "make the terminal channel work (`pgwarden approvals` from another terminal of the same OS user)",
     };
     match n.level {
@@ -93,7 +95,9 @@ pub fn no_channel_message(n: &NoChannel<'_>) -> String {
         Level::Client => {
             let client = match (n.client, n.prompt_outcome) {
                 (_, Some(outcome)) => outcome.to_string(),
-                (ClientPrompt::Off, None) => "the client's prompt is off (`elicitation` is not in `[approval] channels`)".into(),
+                (ClientPrompt::Off, None) => {
+                    "the client's prompt is off (`elicitation` is not in `[approval] channels`)".into()
+                }
                 _ => "this client cannot show approval prompts (it declared no elicitation capability)".into(),
             };
             format!(
@@ -142,7 +146,10 @@ mod tests {
         ] {
             assert!(m.contains(said), "missing {said:?} in: {m}");
         }
-        let m = critical(ClientPrompt::Unavailable, Terminal::NotListening("no runtime directory".into()));
+        let m = critical(
+            ClientPrompt::Unavailable,
+            Terminal::NotListening("no runtime directory".into()),
+        );
         assert!(m.contains("this client cannot show approval prompts either"), "{m}");
         assert!(m.contains("is not listening (no runtime directory)"), "{m}");
     }
