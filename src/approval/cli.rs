@@ -66,8 +66,14 @@ pub enum Target<'a> {
 /// Runs `command` and returns what to print.
 pub fn run(target: Target<'_>, command: Command) -> Result<String, CliError> {
     let sockets = match target {
-        Target::Socket(p) => vec![p.to_path_buf()],
-        Target::Dir(d) => sockets(d)?,
+        Target::Socket(p) => Sockets {
+            paths: vec![p.to_path_buf()],
+            skip_dead: false,
+        },
+        Target::Dir(d) => Sockets {
+            paths: sockets(d)?,
+            skip_dead: true,
+        },
     };
     match command {
         Command::List { all } => list(&sockets, all),
@@ -162,16 +168,27 @@ fn ask(socket: &Path, request: &Request) -> Result<Response, CliError> {
     }
 }
 
-/// Every server's answer to `request`. A socket nobody listens on (its server died without
+/// The sockets to ask. `skip_dead`: they were found in the runtime directory, where a killed
+/// server leaves its socket behind; one named with `--socket` is reported as it is.
+struct Sockets {
+    paths: Vec<PathBuf>,
+    skip_dead: bool,
+}
+
+/// Every server's answer to `request`. A found socket nobody listens on (its server died without
 /// removing it) is skipped; any other failure is reported.
-fn ask_all(sockets: &[PathBuf], request: &Request) -> Result<Vec<(PathBuf, Response)>, CliError> {
+fn ask_all(sockets: &Sockets, request: &Request) -> Result<Vec<(PathBuf, Response)>, CliError> {
+    let Sockets {
+        paths: sockets,
+        skip_dead,
+    } = sockets;
     let mut answers = Vec::new();
     let mut dead = 0;
     for socket in sockets {
         match ask(socket, request) {
             Ok(r) => answers.push((socket.clone(), r)),
             Err(CliError::Connect(_, e))
-                if sockets.len() > 1
+                if *skip_dead
                     && matches!(
                         e.kind(),
                         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
@@ -189,7 +206,7 @@ fn ask_all(sockets: &[PathBuf], request: &Request) -> Result<Vec<(PathBuf, Respo
     Ok(answers)
 }
 
-fn list(sockets: &[PathBuf], all: bool) -> Result<String, CliError> {
+fn list(sockets: &Sockets, all: bool) -> Result<String, CliError> {
     let mut out = String::new();
     let mut shown = 0;
     for (_, r) in ask_all(sockets, &Request::List)? {
@@ -224,7 +241,7 @@ fn list(sockets: &[PathBuf], all: bool) -> Result<String, CliError> {
 }
 
 /// The approval with this id or fingerprint: a pending one first, else the newest.
-fn find(sockets: &[PathBuf], key: &str) -> Result<(PathBuf, String, Item), CliError> {
+fn find(sockets: &Sockets, key: &str) -> Result<(PathBuf, String, Item), CliError> {
     let request = Request::Show { key: key.to_string() };
     let mut matches: Vec<(PathBuf, String, Item)> = Vec::new();
     for (socket, r) in ask_all(sockets, &request)? {

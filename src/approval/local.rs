@@ -159,6 +159,7 @@ fn bind(dir: &Path) -> io::Result<(UnixListener, PathBuf)> {
             path.display()
         )));
     }
+    remove_dead_sockets(dir);
     // Our pid is in the name: a file there is a leftover of a dead process that had our pid.
     if let Ok(meta) = std::fs::symlink_metadata(&path)
         && meta.file_type().is_socket()
@@ -169,6 +170,23 @@ fn bind(dir: &Path) -> io::Result<(UnixListener, PathBuf)> {
     // The directory is 0700 already; the socket itself is the owner's only as well.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok((listener, path))
+}
+
+/// Sockets left by servers that were killed: nobody accepts on them any more.
+fn remove_dead_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let is_socket = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+        if is_socket
+            && name.starts_with(SOCKET_PREFIX)
+            && name.ends_with(SOCKET_SUFFIX)
+            && std::os::unix::net::UnixStream::connect(&path)
+                .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 fn serve(listener: UnixListener, approvals: Arc<Approvals>, stop: CancellationToken) {
