@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     classify::{Assessment, Category},
-    policy::Decision,
+    policy::{ApprovalChannel, ApprovalSettings, Decision, Effect, Level},
 };
 
 #[derive(Serialize)]
@@ -13,13 +13,55 @@ struct Report<'a> {
     #[serde(flatten)]
     assessment: &'a Assessment,
     decision: &'a Decision,
+    /// For `approve`: the channel level a person's approval needs, and where it can come from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<Approval>,
 }
 
-pub fn to_json(assessment: &Assessment, decision: &Decision) -> String {
-    serde_json::to_string_pretty(&Report { assessment, decision }).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+/// How strong the approval of an `approve` decision must be.
+#[derive(Serialize)]
+struct Approval {
+    /// `client` or `local`.
+    level: Level,
+    /// The setting that asks for it: `[approval.min_channel] <risk>` or the rule's `min_channel`.
+    required_by: String,
+    /// The enabled channels that can give it.
+    channels: Vec<&'static str>,
 }
 
-pub fn to_text(assessment: &Assessment, d: &Decision) -> String {
+fn approval(assessment: &Assessment, d: &Decision, settings: &ApprovalSettings) -> Option<Approval> {
+    if d.effect != Effect::Approve {
+        return None;
+    }
+    let (level, required_by) = settings.level_and_source(assessment.risk, d.rule.as_deref().zip(d.min_channel));
+    let channels = [
+        (ApprovalChannel::Elicitation, Level::Client),
+        (ApprovalChannel::McpApp, Level::Client),
+        (ApprovalChannel::Console, Level::Local),
+        (ApprovalChannel::Cli, Level::Local),
+    ]
+    .into_iter()
+    .filter(|(c, at)| *at >= level && settings.enabled(*c))
+    .map(|(c, _)| c.as_str())
+    .collect();
+    Some(Approval {
+        level,
+        required_by,
+        channels,
+    })
+}
+
+pub fn to_json(assessment: &Assessment, decision: &Decision, settings: &ApprovalSettings) -> String {
+    let approval = approval(assessment, decision, settings);
+    serde_json::to_string_pretty(&Report {
+        assessment,
+        decision,
+        approval,
+    })
+    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+pub fn to_text(assessment: &Assessment, d: &Decision, settings: &ApprovalSettings) -> String {
     let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
     let mut out = format!(
         "decision: {} by {}\n  {}\nrisk: {}\ncategories: {}\n",
@@ -78,6 +120,18 @@ pub fn to_text(assessment: &Assessment, d: &Decision) -> String {
     }
     if !limits.is_empty() {
         out.push_str(&format!("limits: {}\n", limits.join(", ")));
+    }
+    if let Some(a) = approval(assessment, d, settings) {
+        out.push_str(&format!(
+            "approval: needs `{}` level or stronger, by {}; channels: {}\n",
+            a.level.as_str(),
+            a.required_by,
+            if a.channels.is_empty() {
+                "none enabled".to_string()
+            } else {
+                a.channels.join(", ")
+            }
+        ));
     }
     out
 }

@@ -54,6 +54,54 @@ enum Command {
     /// Check and read the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Decide pending approvals from a terminal (no desktop needed): talks to every `pgwarden serve`
+    /// of this OS user over its private socket in `$XDG_RUNTIME_DIR/pgwarden`. Counts as `local`.
+    Approvals(ApprovalsArgs),
+}
+
+#[derive(clap::Args)]
+struct ApprovalsArgs {
+    /// Ask only this server socket (`approvals-<pid>.sock`) instead of every one in the runtime directory.
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    #[command(subcommand)]
+    command: ApprovalsCommand,
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Pending approvals of every server of this user: id, fingerprint, risk, summary.
+    List {
+        /// Also approvals already decided, expired or run.
+        #[arg(long)]
+        all: bool,
+    },
+    /// The whole review packet of one approval, statement first.
+    Show {
+        /// The approval id (`apr_…`) or its fingerprint (`a3f9-0c21-7e`).
+        approval: String,
+    },
+    /// Approve: the stored call runs at the model's next `pgwarden_await`.
+    Approve {
+        /// The approval id (`apr_…`) or its fingerprint (`a3f9-0c21-7e`).
+        approval: String,
+        /// Run it, report the rows and roll back.
+        #[arg(long)]
+        dry_run: bool,
+        /// Roll the change back if it touches more rows than this.
+        #[arg(long)]
+        row_limit: Option<u64>,
+        /// Why, for the audit trail and the model.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny: nothing runs; the model gets the reason.
+    Deny {
+        /// The approval id (`apr_…`) or its fingerprint (`a3f9-0c21-7e`).
+        approval: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -261,6 +309,7 @@ fn main() -> ExitCode {
             tool,
             format,
         }) => audit_show(&path, since, decision, tool, format),
+        Command::Approvals(args) => approvals(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -294,8 +343,8 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         principal: args.principal.as_deref(),
     });
     let out = match args.format {
-        Format::Text => pgwarden::check::to_text(&assessment, &decision),
-        Format::Json => pgwarden::check::to_json(&assessment, &decision) + "\n",
+        Format::Text => pgwarden::check::to_text(&assessment, &decision, &policy.approval),
+        Format::Json => pgwarden::check::to_json(&assessment, &decision, &policy.approval) + "\n",
     };
     write_stdout(&out)
 }
@@ -489,6 +538,38 @@ fn audit_show(
     write_stdout(&out)
 }
 
+/// `pgwarden approvals`: the terminal channel's client (`approval::cli`).
+fn approvals(args: ApprovalsArgs) -> anyhow::Result<()> {
+    use pgwarden::approval::cli::{Command as Cli, Target, run};
+    let command = match args.command {
+        ApprovalsCommand::List { all } => Cli::List { all },
+        ApprovalsCommand::Show { approval } => Cli::Show { key: approval },
+        ApprovalsCommand::Approve {
+            approval,
+            dry_run,
+            row_limit,
+            reason,
+        } => Cli::Decide {
+            key: approval,
+            decision: if dry_run { "dry_run" } else { "approve" },
+            row_limit,
+            reason,
+        },
+        ApprovalsCommand::Deny { approval, reason } => Cli::Decide {
+            key: approval,
+            decision: "deny",
+            row_limit: None,
+            reason,
+        },
+    };
+    let dir = console_dir();
+    let target = match &args.socket {
+        Some(socket) => Target::Socket(socket),
+        None => Target::Dir(&dir),
+    };
+    write_stdout(&run(target, command)?)
+}
+
 fn write_stdout(out: &str) -> anyhow::Result<()> {
     use std::io::Write;
     std::io::stdout().write_all(out.as_bytes()).context("writing to stdout")
@@ -537,6 +618,16 @@ fn default_location(root_path: &str, xdg_var: &str, home_sub: &str, leaf: &str) 
     )
 }
 
+/// The private directory of the console's sign-in pages and the approvals sockets. The runtime
+/// directory is the user's own (0700, per the XDG spec) and cleared at logout.
+fn console_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map(|p| p.join("pgwarden"))
+        .unwrap_or_else(|| default_location("/var/lib/pgwarden/console", "XDG_STATE_HOME", ".local/state", "console"))
+}
+
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let database = match args.database_url.filter(|u| !u.trim().is_empty()) {
         Some(url) => DatabaseChoice::Url(url),
@@ -582,12 +673,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             ("audit checkpoints", audit.checkpoints.as_deref().unwrap_or(&audit_log)),
         ],
     )?;
-    // The runtime directory is the user's own (0700, per the XDG spec) and cleared at logout.
-    let console_dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .map(|p| p.join("pgwarden"))
-        .unwrap_or_else(|| default_location("/var/lib/pgwarden/console", "XDG_STATE_HOME", ".local/state", "console"));
+    let console_dir = console_dir();
     Ok(Settings {
         change_database: args.change_database_url.filter(|u| !u.trim().is_empty()),
         audit_log,
@@ -686,6 +772,8 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
     let pipeline_approvals = pipeline.approvals().clone();
+    // `pgwarden approvals` from another terminal; the socket goes when this ends.
+    let _terminal = pgwarden::approval::local::listen(&pipeline_approvals, &settings.console_dir);
     let (pipes, written) = pgwarden::transport::stdio(audit.clone());
     let service = PgWarden::new(pipeline)
         .serve(pipes)

@@ -171,3 +171,45 @@ fn policy_lint_accepts_every_shipped_file_and_names_the_line_of_a_bad_one() {
     assert!(!ok);
     assert!(err.contains("unknown key `categoriez`"), "{err}");
 }
+
+/// Issue 17 item 2: `check` shows the approval level a call needs, the setting that asks for it and
+/// the channels that can give it — and that `[approval.min_channel]` changes it.
+#[test]
+fn check_shows_the_approval_level_the_policy_requires() {
+    let (ok, out, err) = run(&["check", "DELETE FROM t"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "approval: needs `local` level or stronger, by `[approval.min_channel] critical = \"local\"`; channels: console, cli"
+        ),
+        "{out}"
+    );
+    let v = check_json("DELETE FROM t");
+    assert_eq!(v["approval"]["level"], "local", "{v}");
+    assert_eq!(v["approval"]["channels"], serde_json::json!(["console", "cli"]));
+
+    let v = check_json("UPDATE t SET x = 1 WHERE id = 1");
+    assert_eq!(v["decision"]["effect"], "approve");
+    assert_eq!(v["approval"]["level"], "client", "{v}");
+    assert_eq!(
+        v["approval"]["channels"],
+        serde_json::json!(["elicitation", "mcp_app", "console", "cli"])
+    );
+    assert!(check_json("SELECT 1").get("approval").is_none(), "nothing to approve");
+    let (_, out, _) = run(&["check", "SELECT 1"]);
+    assert!(!out.contains("approval:"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[approval.min_channel]\ncritical = \"client\"\n\n[[rule]]\nid = \"changes\"\neffect = \"approve\"\ncategories = [\"destructive\"]\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["check", "--policy", policy.to_str().unwrap(), "DELETE FROM t"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("approval: needs `client` level or stronger, by `[approval.min_channel] critical = \"client\"`"),
+        "{out}"
+    );
+}

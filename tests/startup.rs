@@ -71,9 +71,11 @@ fn stdout_carries_only_protocol_messages() {
     let db = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(common::TestDb::new("CREATE TABLE t (a int);"));
+    let runtime = tempfile::Builder::new().prefix("pgw-run-").tempdir_in("/tmp").unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--database-url", &socket_dsn(common::AGENT, &db.name)])
         .env("PGWARDEN_LOG", "debug")
+        .env("XDG_RUNTIME_DIR", runtime.path())
         .env("PGWARDEN_AUDIT_LOG", "/tmp/pgwarden-test-audit/startup.jsonl")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -85,7 +87,7 @@ fn stdout_carries_only_protocol_messages() {
         json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}),
         json!({"jsonrpc":"2.0","method":"notifications/initialized"}),
         json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query","arguments":{"sql":"SELECT * FROM t"}}}),
-        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query","arguments":{"sql":"DROP TABLE t"}}}),
+        json!({"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"query","arguments":{"sql":"ALTER SYSTEM SET work_mem = '1MB'"}}}),
         json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"query","arguments":{"sql":"SELECT nope"}}}),
         json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"describe_table","arguments":{"table":"t"}}}),
     ];

@@ -8,6 +8,7 @@ use super::{
     OpenPrompt, Reply, ReviewPacket, Verdict,
     packet::{one_line, visible},
     pending::{ApprovalStore, Decision, PendingError, Review, State, Transition, Ttls, Via, fingerprint, new_secret},
+    reach::Terminal,
 };
 use crate::{
     audit::{ApprovalRecord, AuditLog, Event, Record},
@@ -36,7 +37,7 @@ pub struct PendingInfo {
     pub fingerprint: String,
     pub expires_at: String,
     /// Where the person can decide: `client_prompt` (still open), `mcp_app` (the card in this
-    /// chat), `local_console`.
+    /// chat), `local_console`, `cli` (`pgwarden approvals` in a terminal).
     pub surfaces: Vec<&'static str>,
     /// Whether the card may decide (false when the policy needs a local approval).
     pub can_decide_here: bool,
@@ -56,6 +57,8 @@ pub struct Approvals {
     pub settings: ApprovalSettings,
     pub store: Arc<Store>,
     pub console: Arc<Console>,
+    /// Whether `pgwarden approvals` can reach this process (see `local::listen`).
+    terminal: std::sync::Mutex<Terminal>,
 }
 
 /// Where a new pending approval will be shown.
@@ -131,17 +134,33 @@ impl Approvals {
                 }
             });
         }
+        let terminal = if settings.enabled(ApprovalChannel::Cli) {
+            Terminal::NotListening("this process has not opened its approvals socket".into())
+        } else {
+            Terminal::Off
+        };
         Arc::new(Approvals {
             console: Arc::new(Console::new(store.clone(), label, console_dir)),
             settings,
             store,
+            terminal: std::sync::Mutex::new(terminal),
         })
+    }
+
+    /// Where the terminal channel stands (set by `local::listen`).
+    pub fn terminal(&self) -> Terminal {
+        self.terminal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn set_terminal(&self, t: Terminal) {
+        *self.terminal.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
     /// Whether some channel outside the client's prompt can approve a call needing `level`.
     pub fn reachable(&self, card_host: bool, level: Level) -> bool {
         let s = &self.settings;
         s.enabled(ApprovalChannel::Console)
+            || self.terminal() == Terminal::Listening
             || (card_host && s.enabled(ApprovalChannel::McpApp) && level == Level::Client)
     }
 
@@ -203,6 +222,9 @@ impl Approvals {
                     }
                 }
             }
+        }
+        if self.terminal() == Terminal::Listening {
+            info.surfaces.push("cli");
         }
         Ok(info)
     }

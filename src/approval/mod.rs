@@ -5,9 +5,12 @@
 //! prompt, bound to the exact action, counts.
 
 pub mod form;
+pub mod cli;
 pub mod hub;
+pub mod local;
 pub mod packet;
 pub mod pending;
+pub mod reach;
 pub mod state;
 
 use std::{

@@ -93,6 +93,9 @@ pub enum Via {
     /// A late answer to the client's own prompt, which pgwarden sent for this action (the call
     /// stopped waiting for it, and the approval went pending).
     Prompt,
+    /// `pgwarden approvals` in a terminal, over the approvals socket: the peer's uid (checked to be
+    /// ours) and pid, as `decided_by`.
+    Cli { decided_by: String },
 }
 
 impl Via {
@@ -101,6 +104,7 @@ impl Via {
             Via::Console { .. } => "console",
             Via::Card { .. } => "mcp_app",
             Via::Prompt => "elicitation",
+            Via::Cli { .. } => "cli",
         }
     }
 
@@ -109,6 +113,7 @@ impl Via {
             Via::Console { user } => user.clone(),
             Via::Card { .. } => "the person in the chat client (host-attested)".into(),
             Via::Prompt => "the person answering the client's prompt (client-attested)".into(),
+            Via::Cli { decided_by } => decided_by.clone(),
         }
     }
 }

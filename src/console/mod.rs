@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::{sync::OnceCell, time::Instant};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use self::redirect::private_dir;
 use self::redirect::RedirectPage;
 
 use crate::approval::{
@@ -91,6 +92,11 @@ impl Console {
             browser: Mutex::new(None),
             dir,
         }
+    }
+
+    /// Which server and client this console serves (also what `pgwarden approvals` shows).
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Opens the console with `command` (same form as `$BROWSER`) instead of `$BROWSER`.

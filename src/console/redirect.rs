@@ -47,7 +47,9 @@ impl Drop for RedirectPage {
     }
 }
 
-fn private_dir(dir: &Path) -> io::Result<()> {
+/// Makes `dir` a private directory of this user: created 0700 if missing, else it must be a
+/// directory (not a link) this user owns, and its mode is tightened to 0700.
+pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent() {
         fs::create_dir_all(parent)?;
     }

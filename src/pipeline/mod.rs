@@ -13,6 +13,7 @@ use crate::{
         self, Asked, Asking, Channel, ReviewPacket, Route, Verdict,
         hub::{Approvals, PendingInfo, StoredCall, Surfaces},
         pending::{Awaited, State},
+        reach::{ClientPrompt, NoChannel, no_channel_message},
     },
     audit::{ApprovalRecord, AuditLog, OutcomeRecord},
     classify::{self, Assessment},
@@ -146,6 +147,8 @@ struct Pending<'a> {
     hash: &'a str,
     packet: &'a ReviewPacket,
     level: Level,
+    /// What a refusal says when no surface can show it (the level's setting, the client's prompt).
+    refusal: NoChannel<'a>,
     /// The client's prompt, still open: its answer can decide the approval.
     prompt: Option<approval::OpenPrompt>,
     /// Why the client's own prompt did not settle it, when there was one.
@@ -600,30 +603,45 @@ impl Pipeline {
             }));
         }
         let settings = &self.approvals.settings;
-        let level = settings.level_for(assessment.risk, decision.min_channel);
-        let client_prompt = level == Level::Client
-            && settings.enabled(ApprovalChannel::Elicitation)
-            && !matches!(route.client, Channel::Unavailable);
+        let (level, required_by) = settings.level_and_source(
+            assessment.risk,
+            decision.rule.as_deref().zip(decision.min_channel),
+        );
+        let client = if !settings.enabled(ApprovalChannel::Elicitation) {
+            ClientPrompt::Off
+        } else if matches!(route.client, Channel::Unavailable) {
+            ClientPrompt::Unavailable
+        } else {
+            ClientPrompt::Available
+        };
+        let client_prompt = level == Level::Client && client == ClientPrompt::Available;
         let local = route
             .local
             .as_ref()
             .filter(|l| self.approvals.reachable(l.card_host, level));
+        let refusal = NoChannel {
+            risk: assessment.risk,
+            level,
+            required_by: &required_by,
+            client,
+            prompt_outcome: None,
+            console_problem: None,
+            terminal: self.approvals.terminal(),
+        };
         if !client_prompt && local.is_none() {
             trail.approval(ApprovalRecord {
                 channel: "none".into(),
                 answer: "no channel can ask a person".into(),
                 ..ApprovalRecord::default()
             });
-            let why = if level == Level::Local {
-                "the policy needs this approved at this computer (`min_channel = \"local\"`), and the review console is \
-                 not available here"
-            } else {
-                "this client cannot show approval prompts and no other approval channel is enabled, so no person \
-                 could approve it — a reply in the chat cannot approve it either. The operator can allow it in the \
-                 policy, enable the review console (`[approval] channels`), or use a client that shows MCP approval \
-                 prompts"
-            };
-            return Err(not_approved(why.into(), None));
+            let console_problem = settings
+                .enabled(ApprovalChannel::Console)
+                .then_some("it is not offered for this call");
+            let why = no_channel_message(&NoChannel {
+                console_problem,
+                ..refusal
+            });
+            return Err(not_approved(why, None));
         }
         let review = || async {
             let kind = assessment
@@ -668,6 +686,7 @@ impl Pipeline {
                 hash: &hash,
                 packet: &review().await,
                 level,
+                refusal,
                 prompt: None,
                 client_prompt: waiting.map(|_| "an identical call is already waiting for a decision"),
                 asked_at,
@@ -774,6 +793,7 @@ impl Pipeline {
             hash: &hash,
             packet: &packet,
             level,
+            refusal,
             prompt,
             client_prompt: Some(&what),
             asked_at,
@@ -797,6 +817,7 @@ impl Pipeline {
             hash,
             packet,
             level,
+            refusal,
             prompt,
             client_prompt,
             asked_at,
@@ -837,19 +858,18 @@ impl Pipeline {
         if info.surfaces.is_empty() {
             store.cancel(&info.approval_id, "no surface could show it");
             record(trail, "no surface could show it");
-            return Err(not_approved(
-                format!(
-                    "{}, and {}, so no person could approve it — a reply in the \
-                     chat cannot approve it either. The operator can allow it in the policy, run pgwarden where it \
-                     can open a browser for its review console (or set $BROWSER), or use a client that shows MCP \
-                     approval prompts",
-                    client_prompt.unwrap_or("this client cannot show approval prompts"),
-                    info.console_problem
-                        .as_deref()
-                        .unwrap_or("the review console could not be shown")
-                ),
-                None,
-            ));
+            let console_problem = local
+                .approvals
+                .settings
+                .enabled(ApprovalChannel::Console)
+                .then(|| info.console_problem.as_deref().unwrap_or("it did not open"));
+            let why = no_channel_message(&NoChannel {
+                prompt_outcome: client_prompt,
+                console_problem,
+                terminal: local.approvals.terminal(),
+                ..refusal
+            });
+            return Err(not_approved(why, None));
         }
         if let Some(prompt) = prompt {
             // The call already waited its budget for the prompt; its answer now decides the approval.

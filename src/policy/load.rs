@@ -455,7 +455,7 @@ impl Builder {
             if list.is_empty() {
                 self.error(
                     at(c.span()),
-                    "`approval.channels = []` means no person can ever approve anything; list at least one of \"elicitation\", \"mcp_app\", \"console\" (or make the rules `deny`)".into(),
+                    "`approval.channels = []` means no person can ever approve anything; list at least one of \"elicitation\", \"mcp_app\", \"console\", \"cli\" (or make the rules `deny`)".into(),
                 );
             }
             s.channels = list.iter().copied().collect();
@@ -463,13 +463,10 @@ impl Builder {
         for (risk, level) in a.min_channel.unwrap_or_default() {
             s.min_channel.insert(risk, level);
         }
-        if !s.channels.is_empty()
-            && !s.enabled(ApprovalChannel::Console)
-            && s.min_channel.values().any(|l| *l == Level::Local)
-        {
+        if !s.channels.is_empty() && !s.local_enabled() && s.min_channel.values().any(|l| *l == Level::Local) {
             self.error(
                 place,
-                "`approval.min_channel` asks for `local` approval for some risk, but the `console` channel is off, so those calls could never be approved; enable \"console\" or lower `min_channel` (the default is critical = \"local\")".into(),
+                "`approval.min_channel` asks for `local` approval for some risk, but the `console` and `cli` channels are off, so those calls could never be approved; enable \"console\" or \"cli\", or lower `min_channel` (the default is critical = \"local\")".into(),
             );
         }
         self.approval = s;
@@ -642,13 +639,13 @@ impl Builder {
         if !self.errors.is_empty() {
             return Err(PolicyErrors(self.errors));
         }
-        if !self.approval.enabled(ApprovalChannel::Console)
+        if !self.approval.local_enabled()
             && let Some(rule) = self.rules.iter().find(|r| r.min_channel == Some(Level::Local))
         {
             return Err(PolicyErrors(vec![LoadError {
                 origin: Some(rule.origin.clone()),
                 message: format!(
-                    "rule `{}` needs `local` approval, but the `console` channel is off in `[approval]`; enable it or lower `min_channel`",
+                    "rule `{}` needs `local` approval, but the `console` and `cli` channels are off in `[approval]`; enable one or lower `min_channel`",
                     rule.id
                 ),
             }]));

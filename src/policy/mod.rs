@@ -151,7 +151,8 @@ pub struct TableTags {
 pub enum Level {
     /// The MCP client shows the prompt (elicitation) or card (MCP Apps): trust rests on the host.
     Client,
-    /// The review console pgwarden opens in the person's browser: trust rests on the OS session.
+    /// The review console pgwarden opens in the person's browser, or `pgwarden approvals` in a
+    /// terminal of the same OS user: trust rests on the OS session.
     Local,
 }
 
@@ -174,6 +175,19 @@ pub enum ApprovalChannel {
     McpApp,
     /// The local review console in the browser.
     Console,
+    /// `pgwarden approvals` in a terminal of the same OS user, over the server's private Unix socket.
+    Cli,
+}
+
+impl ApprovalChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalChannel::Elicitation => "elicitation",
+            ApprovalChannel::McpApp => "mcp_app",
+            ApprovalChannel::Console => "console",
+            ApprovalChannel::Cli => "cli",
+        }
+    }
 }
 
 /// `[approval]`: how approvals outside the client's own prompt work.
@@ -192,7 +206,7 @@ pub struct ApprovalSettings {
     pub approved_ttl: Duration,
     /// Open approvals per session. Defaults to 3.
     pub max_open_per_session: usize,
-    /// The enabled channels. Defaults to all three.
+    /// The enabled channels. Defaults to all four.
     pub channels: BTreeSet<ApprovalChannel>,
     /// The weakest channel that may approve a call of each risk (low, medium, high, critical).
     /// Defaults to `client` up to high and `local` for critical.
@@ -211,6 +225,7 @@ impl Default for ApprovalSettings {
                 ApprovalChannel::Elicitation,
                 ApprovalChannel::McpApp,
                 ApprovalChannel::Console,
+                ApprovalChannel::Cli,
             ]
             .into(),
             min_channel: [
@@ -227,12 +242,29 @@ impl Default for ApprovalSettings {
 impl ApprovalSettings {
     /// The weakest channel allowed for a call of `risk` under a rule asking for at least `rule`.
     pub fn level_for(&self, risk: Risk, rule: Option<Level>) -> Level {
-        let by_risk = self.min_channel.get(&risk).copied().unwrap_or(Level::Client);
-        rule.map_or(by_risk, |r| r.max(by_risk))
+        self.level_and_source(risk, rule.map(|l| ("", l))).0
     }
 
     pub fn enabled(&self, channel: ApprovalChannel) -> bool {
         self.channels.contains(&channel)
+    }
+
+    /// Whether an enabled channel can give `local` approval (the console or the terminal).
+    pub fn local_enabled(&self) -> bool {
+        self.enabled(ApprovalChannel::Console) || self.enabled(ApprovalChannel::Cli)
+    }
+
+    /// The weakest channel for `risk` under a rule asking for at least `rule`, and the setting
+    /// that asks for it: `[approval.min_channel] critical` or the rule's `min_channel`.
+    pub fn level_and_source(&self, risk: Risk, rule: Option<(&str, Level)>) -> (Level, String) {
+        let by_risk = self.min_channel.get(&risk).copied().unwrap_or(Level::Client);
+        match rule {
+            Some((id, level)) if level > by_risk => (level, format!("rule `{id}`'s `min_channel = \"{}\"`", level.as_str())),
+            _ => (
+                by_risk,
+                format!("`[approval.min_channel] {} = \"{}\"`", risk.as_str(), by_risk.as_str()),
+            ),
+        }
     }
 }
 

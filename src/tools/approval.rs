@@ -20,7 +20,8 @@ pub struct PendingApproval {
     /// When the approval expires if nobody decides (RFC 3339).
     pub expires_at: String,
     /// Where the person can decide: `client_prompt` (the client's own prompt, still open), `mcp_app`
-    /// (a card in this chat), `local_console` (a browser window).
+    /// (a card in this chat), `local_console` (a browser window), `cli` (`pgwarden approvals` in a
+    /// terminal of the same OS user).
     pub surfaces: Vec<String>,
     /// The next call to make.
     pub next: NextCall,
@@ -42,10 +43,16 @@ impl PendingApproval {
     pub fn new(info: &PendingInfo) -> PendingApproval {
         let wait = info.wait_budget.as_secs();
         let mut places = vec![];
+        let terminal = format!(
+            "in a terminal of their own on this computer (`pgwarden approvals approve {}` — a command for the person, \
+             never for you to run)",
+            info.approval_id
+        );
         for (surface, place) in [
             ("client_prompt", "in the approval prompt their MCP client is showing"),
             ("mcp_app", "in the pgwarden approval card in this chat"),
             ("local_console", "in the pgwarden review window in their browser"),
+            ("cli", terminal.as_str()),
         ] {
             if info.surfaces.contains(&surface) {
                 places.push(place);
