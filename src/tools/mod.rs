@@ -6,13 +6,24 @@ pub mod describe_table;
 pub mod export;
 pub mod grant;
 pub mod list_tables;
+pub mod portable;
 pub mod query;
 
+/// `rows`: an array of arrays, cells unconstrained. The cell types are in `columns`; a per-cell
+/// union of every JSON type said nothing more and made SDK validation of a 1,000-row result
+/// cost several times the call itself.
 pub(crate) fn rows_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
-        "description": "One array per row, values in column order. bigint beyond 2^53 and numeric are strings; \
-                        timestamps are ISO 8601 (timestamptz in UTC, suffixed Z); json/jsonb are JSON; bytea is \\x-prefixed hex.",
-        "items": { "type": "array", "items": { "type": ["string", "number", "integer", "boolean", "null", "array", "object"] } }
+        "description": "One array per row, values in column order, typed as `columns` says. bigint beyond 2^53 and \
+                        numeric are strings; timestamps are ISO 8601 (timestamptz in UTC, suffixed Z); json/jsonb are \
+                        JSON; bytea is \\x-prefixed hex; NULL is null.",
+        "items": { "type": "array" }
     })
+}
+
+/// A value that is always a JSON object but has no fixed shape (a review packet, a stored call's
+/// arguments or result): said so, rather than the bare `true` schemars writes for `Value`.
+pub(crate) fn object_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object" })
 }
