@@ -117,7 +117,8 @@ impl PgWarden {
                 responses,
             }
         } else {
-            Channel::Elicit(ctx.peer.clone())
+            let spelling = crate::approval::form::Spelling::for_version(ctx.protocol_version().as_ref());
+            Channel::Elicit(ctx.peer.clone(), spelling)
         }
     }
 
