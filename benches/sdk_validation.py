@@ -7,7 +7,8 @@ against `outputSchema` on and off, and prints both medians and their ratio from 
 
     cargo build --release && python3 benches/sdk_validation.py [--binary target/release/pgwarden]
 
-The ratio was 100 ms / 15 ms (6.7x) with the per-cell type union pgwarden used to declare on `rows`.
+The ratio was 100 ms / 15 ms (6.7x) with the per-cell type union pgwarden used to declare on `rows`,
+and 1.6x with `items: {"type": "array"}`; `rows` is now one `array`, checked once.
 """
 
 import argparse

@@ -233,14 +233,15 @@ fn optional_arguments_are_absent_not_null_and_enums_are_plain() {
     );
 }
 
-/// Issue 17 item 4: `rows` is cheap to validate (no per-cell union), and still true.
+/// Issue 17 item 4: `rows` costs nothing per row to validate (the per-cell union made a 1,000-row
+/// read 6.7× slower in the Python SDK), and is still true; `columns` carries the types.
 #[test]
-fn rows_are_arrays_of_unconstrained_cells() {
+fn rows_are_validated_as_one_array_not_cell_by_cell() {
     let tools = pgwarden::server::tool_definitions();
     let query = tools.iter().find(|t| t.name == "query").unwrap();
     let out = Value::Object(query.output_schema.as_ref().unwrap().as_ref().clone());
     let done = &out["anyOf"][0]["properties"];
     assert_eq!(done["rows"]["type"], json!("array"));
-    assert_eq!(done["rows"]["items"], json!({ "type": "array" }));
+    assert!(done["rows"].get("items").is_none(), "{}", done["rows"]);
     assert_eq!(done["columns"]["items"]["properties"]["type"]["type"], json!("string"));
 }
