@@ -87,7 +87,7 @@ impl PgWarden {
             pipeline,
             sealer: Arc::new(StateSealer::new()),
             session_id: uuid::Uuid::new_v4().to_string(),
-            tool_router: Self::tool_router(),
+            tool_router: portable_router(),
         }
     }
 
@@ -117,7 +117,8 @@ impl PgWarden {
                 responses,
             }
         } else {
-            Channel::Elicit(ctx.peer.clone())
+            let spelling = crate::approval::form::Spelling::for_version(ctx.protocol_version().as_ref());
+            Channel::Elicit(ctx.peer.clone(), spelling)
         }
     }
 
@@ -219,6 +220,25 @@ fn respond<T: Serialize>(
         Ok(Outcome::Pending(info)) => Ok(pending_result(&info, card).into()),
         Err(e) => failure(e).map(Into::into),
     }
+}
+
+/// Every tool pgwarden has (the card's app-only ones too), as `tools/list` describes them.
+pub fn tool_definitions() -> Vec<rmcp::model::Tool> {
+    portable_router().list_all()
+}
+
+/// The tools with their schemas rewritten into the subset every host accepts (`tools::portable`).
+fn portable_router() -> ToolRouter<PgWarden> {
+    let mut router = PgWarden::tool_router();
+    for route in router.map.values_mut() {
+        let tool = &mut route.attr;
+        tool.input_schema = Arc::new(tools::portable::input(&tool.input_schema));
+        tool.output_schema = tool
+            .output_schema
+            .as_ref()
+            .map(|s| Arc::new(tools::portable::output(s)));
+    }
+    router
 }
 
 /// A guarded tool's output schema: its own output, or a pending approval (both objects).

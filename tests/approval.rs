@@ -74,6 +74,45 @@ async fn an_approved_update_commits_and_the_prompt_shows_what_a_person_needs() {
     }
 }
 
+/// Issue 17 item 7: a 2025-06-18 client gets the choice as `enum` + `enumNames` (a titled `oneOf`
+/// may render as a free-text box there); later protocols get the titled enum. Never an empty form.
+#[tokio::test]
+async fn each_protocol_gets_the_approval_choice_it_can_render() {
+    use rmcp::model::ProtocolVersion;
+    for (era, protocol, titled) in [
+        (Era::Legacy, ProtocolVersion::V_2025_06_18, false),
+        (Era::Legacy, ProtocolVersion::V_2025_11_25, true),
+        (Era::Modern, ProtocolVersion::V_2026_07_28, true),
+    ] {
+        let db = TestDb::new(SETUP).await;
+        let mut reviewer = Reviewer::says("approve", None, None);
+        reviewer.protocol = protocol.clone();
+        let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), era).await;
+        let out = mcp.ok("query", json!({"sql": UPDATE, "intent": "tidy up"})).await;
+        assert_eq!(out["change"]["committed"], json!(true), "{protocol}: {out}");
+        let forms = reviewer.forms.lock().unwrap().clone();
+        assert_eq!(forms.len(), 1, "{protocol}");
+        let form = &forms[0];
+        assert_eq!(form["required"], json!(["decision"]), "{protocol}: {form}");
+        let decision = &form["properties"]["decision"];
+        if titled {
+            assert_eq!(
+                decision["oneOf"][0],
+                json!({"const": "approve", "title": "Approve: run it and commit"})
+            );
+            assert!(decision.get("enumNames").is_none(), "{protocol}: {decision}");
+        } else {
+            assert_eq!(
+                decision["enum"],
+                json!(["approve", "dry_run", "deny"]),
+                "{protocol}: {decision}"
+            );
+            assert_eq!(decision["enumNames"][2], json!("Deny: do not run it"));
+            assert!(decision.get("oneOf").is_none(), "{protocol}: {decision}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn deny_decline_cancel_and_junk_answers_change_nothing() {
     let db = TestDb::new(SETUP).await;

@@ -2,7 +2,7 @@
 //! rely on: `decision` is `approve`, `dry_run` or `deny`; `max_rows_affected` (optional integer ≥ 0)
 //! caps the rows the change may touch; `reason` (optional) is passed to the model and the audit.
 
-use rmcp::model::{ElicitResult, ElicitationAction, ElicitationSchema, EnumSchema};
+use rmcp::model::{ElicitResult, ElicitationAction, ElicitationSchema, EnumSchema, LegacyEnumSchema, ProtocolVersion};
 
 /// What the reviewer decided. Anything but an explicit approve or dry run is "not approved".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,15 +28,49 @@ impl Verdict {
     }
 }
 
-pub fn schema() -> Result<ElicitationSchema, String> {
-    let decision = EnumSchema::builder(vec!["approve".into(), "dry_run".into(), "deny".into()])
-        .enum_titles(vec![
-            "Approve: run it and commit".into(),
-            "Dry run: run it, report, roll back".into(),
-            "Deny: do not run it".into(),
-        ])?
-        .title("Decision")
-        .build();
+/// How the form spells the decision's choices, by the protocol the client negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// 2025-06-18 knows only `enum` + `enumNames`; a titled `oneOf` may render as a free-text box.
+    EnumNames,
+    /// 2025-11-25 and later: a titled single-select enum (`oneOf` of `const` + `title`).
+    Titled,
+}
+
+impl Spelling {
+    /// The spelling for a session on `version` (unknown or older than 2025-11-25: `enumNames`,
+    /// which every version with elicitation accepts).
+    pub fn for_version(version: Option<&ProtocolVersion>) -> Spelling {
+        match version {
+            Some(v) if *v >= ProtocolVersion::V_2025_11_25 => Spelling::Titled,
+            _ => Spelling::EnumNames,
+        }
+    }
+}
+
+const DECISIONS: [(&str, &str); 3] = [
+    ("approve", "Approve: run it and commit"),
+    ("dry_run", "Dry run: run it, report, roll back"),
+    ("deny", "Deny: do not run it"),
+];
+
+/// The approval form. Never empty: `decision` is always there and required (some clients accept
+/// an empty form without showing it).
+pub fn schema(spelling: Spelling) -> Result<ElicitationSchema, String> {
+    let values: Vec<String> = DECISIONS.iter().map(|(v, _)| v.to_string()).collect();
+    let titles: Vec<String> = DECISIONS.iter().map(|(_, t)| t.to_string()).collect();
+    let decision = match spelling {
+        Spelling::Titled => EnumSchema::builder(values)
+            .enum_titles(titles)?
+            .title("Decision")
+            .build(),
+        Spelling::EnumNames => {
+            let mut legacy = LegacyEnumSchema::new(values);
+            legacy.enum_names = Some(titles);
+            legacy.title = Some("Decision".into());
+            EnumSchema::Legacy(legacy)
+        }
+    };
     ElicitationSchema::builder()
         .required_enum_schema("decision", decision)
         .optional_integer_with("max_rows_affected", |s| {
@@ -149,11 +183,62 @@ mod tests {
     }
 
     #[test]
-    fn the_form_is_flat_and_titled() {
-        let s = serde_json::to_value(schema().unwrap()).unwrap();
+    fn the_form_is_flat_and_titled_from_2025_11_25() {
+        for v in [ProtocolVersion::V_2025_11_25, ProtocolVersion::V_2026_07_28] {
+            assert_eq!(Spelling::for_version(Some(&v)), Spelling::Titled);
+        }
+        let s = serde_json::to_value(schema(Spelling::Titled).unwrap()).unwrap();
         assert_eq!(s["required"], json!(["decision"]));
         assert_eq!(s["properties"]["decision"]["oneOf"][1]["const"], json!("dry_run"));
+        assert!(s["properties"]["decision"].get("enumNames").is_none());
         assert_eq!(s["properties"]["max_rows_affected"]["type"], json!("integer"));
         assert_eq!(s["properties"]["reason"]["type"], json!("string"));
+    }
+
+    /// Issue 17 item 7: a 2025-06-18 client gets `enum` + `enumNames`, the only enum it knows.
+    #[test]
+    fn a_2025_06_18_client_gets_enum_names() {
+        assert_eq!(
+            Spelling::for_version(Some(&ProtocolVersion::V_2025_06_18)),
+            Spelling::EnumNames
+        );
+        assert_eq!(Spelling::for_version(None), Spelling::EnumNames);
+        let s = serde_json::to_value(schema(Spelling::EnumNames).unwrap()).unwrap();
+        assert_eq!(
+            s["properties"]["decision"],
+            json!({
+                "type": "string",
+                "title": "Decision",
+                "enum": ["approve", "dry_run", "deny"],
+                "enumNames": ["Approve: run it and commit", "Dry run: run it, report, roll back", "Deny: do not run it"],
+            })
+        );
+        assert_eq!(s["required"], json!(["decision"]));
+    }
+
+    /// Every spelling is a flat form of primitives that 2025-06-18 allows, and never empty.
+    #[test]
+    fn every_form_is_flat_primitive_and_never_empty() {
+        for spelling in [Spelling::EnumNames, Spelling::Titled] {
+            let s = serde_json::to_value(schema(spelling).unwrap()).unwrap();
+            assert_eq!(s["type"], json!("object"));
+            let props = s["properties"].as_object().unwrap();
+            assert!(
+                props.contains_key("decision") && s["required"] == json!(["decision"]),
+                "{s}"
+            );
+            for (name, p) in props {
+                assert!(
+                    ["string", "integer", "number", "boolean"].contains(&p["type"].as_str().unwrap_or("")),
+                    "{name}: {p}"
+                );
+            }
+            for k in s.as_object().unwrap().keys() {
+                assert!(
+                    ["type", "properties", "required"].contains(&k.as_str()),
+                    "{spelling:?}: root `{k}`"
+                );
+            }
+        }
     }
 }

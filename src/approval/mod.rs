@@ -41,8 +41,9 @@ const INPUT_KEY: &str = "approval";
 
 /// How this call can reach a person.
 pub enum Channel {
-    /// An `elicitation/create` request to the client, answered within the call.
-    Elicit(Peer<RoleServer>),
+    /// An `elicitation/create` request to the client, answered within the call, in the form's
+    /// spelling for the client's protocol version.
+    Elicit(Peer<RoleServer>, form::Spelling),
     /// 2026-07-28: ask by returning `InputRequiredResult`; the retry carries the answer and our state.
     InputRequired {
         sealer: Arc<StateSealer>,
@@ -245,20 +246,20 @@ impl Channel {
         asking: &Asking,
         ct: &CancellationToken,
     ) -> Result<Asked, ApprovalError> {
-        let params = || -> Result<ElicitRequestParams, ApprovalError> {
+        let params = |spelling: form::Spelling| -> Result<ElicitRequestParams, ApprovalError> {
             let packet = packet.ok_or(ApprovalError::Form("no review packet".into()))?;
             Ok(ElicitRequestParams::FormElicitationParams {
                 meta: None,
                 message: packet.message(),
-                requested_schema: form::schema().map_err(ApprovalError::Form)?,
+                requested_schema: form::schema(spelling).map_err(ApprovalError::Form)?,
             })
         };
         match self {
             Channel::Unavailable => Ok(Asked::Verdict(Verdict::not_approved(
                 "this client cannot show approval prompts (it declared no elicitation capability)",
             ))),
-            Channel::Elicit(peer) => {
-                let mut prompt = match OpenPrompt::send(peer, params()?, asking).await {
+            Channel::Elicit(peer, spelling) => {
+                let mut prompt = match OpenPrompt::send(peer, params(*spelling)?, asking).await {
                     Ok(p) => p,
                     Err(why) => return Ok(Asked::Verdict(Verdict::not_approved(why))),
                 };
@@ -291,7 +292,8 @@ impl Channel {
                     let mut requests = InputRequests::new();
                     requests.insert(
                         INPUT_KEY.into(),
-                        InputRequest::Elicitation(ElicitRequest::new(params()?)),
+                        // Only 2026-07-28 sessions get here.
+                        InputRequest::Elicitation(ElicitRequest::new(params(form::Spelling::Titled)?)),
                     );
                     let sealed = sealer.seal(action_hash, asking.timeout);
                     Ok(Asked::InputRequired(InputRequiredResult::new(

@@ -694,7 +694,7 @@ impl Pipeline {
             return self.approve_pending(action, pending, ct, trail, not_approved).await;
         }
         // A prompt the client answers later needs somewhere for that answer to go: a pending approval.
-        let budget = (route.local.is_some() && matches!(route.client, Channel::Elicit(_)))
+        let budget = (route.local.is_some() && matches!(route.client, Channel::Elicit(..)))
             .then_some(settings.wait_budget)
             .filter(|b| *b < decision.approval_timeout);
         let asking = Asking {
@@ -708,7 +708,7 @@ impl Pipeline {
             Some(review().await)
         };
         let channel_name = match &route.client {
-            Channel::Elicit(_) => "elicitation",
+            Channel::Elicit(..) => "elicitation",
             Channel::InputRequired { .. } => "input_required",
             Channel::Unavailable => "none",
         };

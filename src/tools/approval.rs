@@ -30,12 +30,14 @@ pub struct PendingApproval {
     /// Whether the card in this chat may decide (false when the policy needs a local approval).
     pub can_decide_here: bool,
     /// The review packet, for the card.
+    #[schemars(schema_with = "super::object_schema")]
     pub packet: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct NextCall {
     pub tool: String,
+    #[schemars(schema_with = "super::object_schema")]
     pub arguments: serde_json::Value,
 }
 
@@ -138,6 +140,7 @@ pub struct AwaitOutput {
     pub reviewer_reason: Option<String>,
     /// The approved call's own result, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::object_schema")]
     pub result: Option<serde_json::Value>,
 }
 

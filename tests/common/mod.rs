@@ -275,6 +275,10 @@ pub struct Reviewer {
     pub progress: Arc<Mutex<Vec<Progress>>>,
     /// Prompts the server withdrew (cancelled) while they were open.
     pub withdrawn: Arc<Mutex<usize>>,
+    /// The `requestedSchema` of every form prompt shown.
+    pub forms: Arc<Mutex<Vec<Value>>>,
+    /// The protocol version it asks for at `initialize`; defaults to 2025-06-18.
+    pub protocol: ProtocolVersion,
 }
 
 impl Reviewer {
@@ -285,6 +289,8 @@ impl Reviewer {
             elicitation: true,
             progress: Arc::new(Mutex::new(Vec::new())),
             withdrawn: Arc::new(Mutex::new(0)),
+            forms: Arc::new(Mutex::new(Vec::new())),
+            protocol: ProtocolVersion::V_2025_06_18,
         }
     }
 
@@ -319,7 +325,7 @@ impl ClientHandler for Reviewer {
             ClientCapabilities::default()
         };
         ClientConfig::new(caps, Implementation::new("pgwarden-test-reviewer", "1.0"))
-            .with_protocol_version(ProtocolVersion::V_2025_06_18)
+            .with_protocol_version(self.protocol.clone())
     }
 
     async fn on_progress(
@@ -335,8 +341,17 @@ impl ClientHandler for Reviewer {
         request: ElicitRequestParams,
         cx: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        if let ElicitRequestParams::FormElicitationParams { message, .. } = &request {
+        if let ElicitRequestParams::FormElicitationParams {
+            message,
+            requested_schema,
+            ..
+        } = &request
+        {
             self.seen.lock().unwrap().push(message.clone());
+            self.forms
+                .lock()
+                .unwrap()
+                .push(serde_json::to_value(requested_schema).unwrap());
         }
         let answer = self.answer.lock().unwrap().clone();
         match answer {
