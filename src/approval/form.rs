@@ -74,7 +74,8 @@ pub fn schema(spelling: Spelling) -> Result<ElicitationSchema, String> {
     ElicitationSchema::builder()
         .required_enum_schema("decision", decision)
         .optional_integer_with("max_rows_affected", |s| {
-            s.range(0, i64::MAX)
+            // 2^53 - 1: the largest integer a JavaScript client holds exactly.
+            s.range(0, (1i64 << 53) - 1)
                 .title("Row limit")
                 .description("Roll back if the change touches more rows than this")
         })
@@ -239,6 +240,8 @@ mod tests {
                     "{spelling:?}: root `{k}`"
                 );
             }
+            // Issue 17 item 12: i64::MAX, which a JavaScript client reads rounded.
+            assert_eq!(props["max_rows_affected"]["maximum"], json!(9_007_199_254_740_991i64), "{s}");
         }
     }
 }

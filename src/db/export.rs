@@ -22,6 +22,16 @@ pub enum ExportFormat {
     Jsonl,
 }
 
+impl ExportFormat {
+    /// The name the `format` argument takes: `csv`, `jsonl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Jsonl => "jsonl",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ExportSpec {
     pub format: ExportFormat,

@@ -41,13 +41,33 @@ pub struct ExportOutput {
 impl ExportOutput {
     pub fn to_text(&self) -> String {
         format!(
-            "exported {} row{} ({} bytes, {:?}) to {}\nsha256 {}\n",
+            "exported {} row{} ({} bytes, {}) to {}\nsha256 {}\n",
             self.rows,
             if self.rows == 1 { "" } else { "s" },
             self.bytes,
-            self.format,
+            self.format.as_str(),
             self.path,
             self.sha256
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17 item 12: the text said `Csv`/`Jsonl` (Rust's names), not the argument's.
+    #[test]
+    fn the_text_names_the_format_as_the_argument_does() {
+        let out = ExportOutput {
+            path: "/x/things.jsonl".into(),
+            format: ExportFormat::Jsonl,
+            rows: 1,
+            bytes: 10,
+            sha256: "ab".into(),
+            columns: vec![],
+            elapsed_ms: 1,
+        };
+        assert!(out.to_text().contains("(10 bytes, jsonl)"), "{}", out.to_text());
     }
 }
