@@ -286,7 +286,7 @@ fn render(tool: &str, r: &CallToolResult) -> String {
         .collect::<Vec<_>>()
         .join("\n");
     if r.is_error == Some(true) {
-        return format!("error: {text}");
+        return format!("error: {}", for_person(&text));
     }
     let Some(v) = &r.structured_content else { return text };
     if tool != "query" || v.get("change").is_some() {
@@ -347,6 +347,28 @@ fn render(tool: &str, r: &CallToolResult) -> String {
         out.push_str(&format!("\nnote: {n}"));
     }
     out
+}
+
+/// The server writes its errors for a model ("ask the user …"); here the user is reading. The
+/// advice meant for a model is turned into what it means for the person.
+fn for_person(text: &str) -> String {
+    [
+        (
+            "Nothing was executed; this is the operator's policy, so do not retry it in another form — ask the user instead.",
+            "Nothing was executed (the operator's policy).",
+        ),
+        (
+            "Nothing was executed; adapt the plan, or ask the user how to proceed.",
+            "Nothing was executed.",
+        ),
+        (
+            "Do NOT retry the change: ask the user to check the data first",
+            "Check the data before running it again",
+        ),
+        ("— ask the user to run it outside pgwarden", "— run it outside pgwarden"),
+    ]
+    .iter()
+    .fold(text.to_string(), |t, (for_model, for_you)| t.replace(for_model, for_you))
 }
 
 /// One cell, at most 40 characters, NULL spelled out.
