@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench --bench approval` (optionally `-- --iterations 500`).
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

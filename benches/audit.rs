@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench --bench audit` (optionally `-- --iterations 2000`).
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 use std::time::{Duration, Instant};
 
 use pgwarden::audit::{AuditLog, AuditOptions, Event, Record, sign::SigningKey};

@@ -4,6 +4,8 @@
 //! operators, 500 relations on the search path).
 //! Run: `cargo bench --bench classify`.
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 #[path = "../tests/common/corpus.rs"]
 mod corpus;
 

@@ -3,6 +3,8 @@
 //!
 //! Run: `cargo bench --bench export` (optionally `-- --rounds 5`).
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo bench --bench reads` (optionally `-- --iterations 5000`).
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

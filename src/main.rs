@@ -298,7 +298,11 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Setup(args) => runtime.block_on(setup(args)),
         Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
-        Command::Audit(AuditCommand::Verify { paths, key, checkpoints }) => {
+        Command::Audit(AuditCommand::Verify {
+            paths,
+            key,
+            checkpoints,
+        }) => {
             return audit_verify(&paths, key.as_deref(), checkpoints);
         }
         Command::Audit(AuditCommand::Key { path }) => audit_key(&path),
@@ -367,7 +371,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     let exe = std::env::current_exe().context("finding the pgwarden binary")?;
     let server_log = args.server_log.unwrap_or_else(|| {
-        default_location("/var/log/pgwarden/demo-server.log", "XDG_STATE_HOME", ".local/state", "demo-server.log")
+        default_location(
+            "/var/log/pgwarden/demo-server.log",
+            "XDG_STATE_HOME",
+            ".local/state",
+            "demo-server.log",
+        )
     });
     pgwarden::demo::run(pgwarden::demo::DemoOptions {
         exe,
@@ -655,14 +664,19 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         .export_dir
         .unwrap_or_else(|| default_location("/var/lib/pgwarden/exports", "XDG_DATA_HOME", ".local/share", "exports"));
     let audit = pgwarden::audit::AuditOptions {
-        key: Some(args.audit_key.unwrap_or_else(|| audit_log.with_file_name("audit-signing.key"))),
+        key: Some(
+            args.audit_key
+                .unwrap_or_else(|| audit_log.with_file_name("audit-signing.key")),
+        ),
         checkpoints: Some(
             args.audit_checkpoints
                 .unwrap_or_else(|| pgwarden::audit::default_checkpoints(&audit_log)),
         ),
         rotate_bytes: args.audit_rotate_size,
     };
-    if args.audit_checkpoint_every < Duration::from_millis(100) || args.audit_checkpoint_every > Duration::from_secs(86_400) {
+    if args.audit_checkpoint_every < Duration::from_millis(100)
+        || args.audit_checkpoint_every > Duration::from_secs(86_400)
+    {
         anyhow::bail!("`--audit-checkpoint-every` must be between 100ms and 24h");
     }
     pgwarden::config::check_export_dir_holds(
@@ -737,7 +751,10 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         settings.policy.sources.join(", "),
         settings.policy.rules.len()
     );
-    let audit = Arc::new(pgwarden::audit::AuditLog::open_with(&settings.audit_log, &settings.audit)?);
+    let audit = Arc::new(pgwarden::audit::AuditLog::open_with(
+        &settings.audit_log,
+        &settings.audit,
+    )?);
     tracing::info!(
         "audit trail: {} (checkpoints signed by {})",
         settings.audit_log.display(),
@@ -759,7 +776,11 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
         settings.export_dir.clone(),
         settings.console_dir.clone(),
     );
-    let pipeline = Arc::new(if say_sandbox { pipeline.serving_sandbox() } else { pipeline });
+    let pipeline = Arc::new(if say_sandbox {
+        pipeline.serving_sandbox()
+    } else {
+        pipeline
+    });
     // The classifier judges agent SQL against what the catalog holds (user code, search path, masks).
     pipeline
         .refresh_catalog()

@@ -197,7 +197,12 @@ async fn a_session_is_recorded_call_by_call_and_tampering_is_caught() {
     );
     // Issue 17 item 11: a filter that can match nothing because it is misspelled is an error.
     for args in [["--since", "yesterday"], ["--decision", "bogus"]] {
-        let out = Command::new(BIN).args(["audit", "show"]).args(args).arg(&path).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["audit", "show"])
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(args[1]), "{err}");
     }
@@ -336,11 +341,15 @@ async fn a_crash_between_decision_and_action_leaves_a_decision_without_outcome()
     // Issue 16 item 7: `audit verify` says so with its own exit code, and `audit show` marks it.
     let (code, out) = verify_with_key(&audit);
     assert_eq!(code, Some(3), "{out}");
-    assert!(out.contains("UNFINISHED: 1 change(s)") && out.contains("UPDATE orders"), "{out}");
+    assert!(
+        out.contains("UNFINISHED: 1 change(s)") && out.contains("UPDATE orders"),
+        "{out}"
+    );
     let show = Command::new(BIN).args(["audit", "show"]).arg(&audit).output().unwrap();
     let show = String::from_utf8_lossy(&show.stdout);
     assert!(
-        show.lines().any(|l| l.contains("UNFINISHED") && l.contains("UPDATE orders")),
+        show.lines()
+            .any(|l| l.contains("UNFINISHED") && l.contains("UPDATE orders")),
         "{show}"
     );
 }
@@ -362,12 +371,22 @@ fn verify_with_key(log: &std::path::Path) -> (Option<i32>, String) {
 
 /// A real `pgwarden serve` over stdio with an allow-all policy, its trail in a fresh directory,
 /// checkpoints every 100 ms.
-async fn served(db: &TestDb) -> (tempfile::TempDir, std::path::PathBuf, u32, rmcp::service::RunningService<rmcp::RoleClient, ()>) {
+async fn served(
+    db: &TestDb,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    u32,
+    rmcp::service::RunningService<rmcp::RoleClient, ()>,
+) {
     use rmcp::{
         ServiceExt,
         transport::{ConfigureCommandExt, TokioChildProcess},
     };
-    let dir = tempfile::Builder::new().prefix("pgw-trail-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-trail-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let audit = dir.path().join("audit.jsonl");
     let policy = dir.path().join("p.toml");
     std::fs::write(
@@ -412,7 +431,10 @@ async fn sealed(log: &std::path::Path) {
         if r.sealed.as_ref().map(|s| s.0) == r.records.last().map(|l| l.seq) && r.sealed.is_some() {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "no checkpoint covers the head: {r:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint covers the head: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

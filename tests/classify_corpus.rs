@@ -1,6 +1,8 @@
 //! The shared attack corpus (379 statements verified against PostgreSQL), table-driven: no statement
 //! whose minimum risk is above `read` may come out `allow`; reads that come out higher are listed.
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 use pgwarden::classify::classify;
 
 #[path = "common/corpus.rs"]

@@ -75,7 +75,11 @@ fn demo_shows_rows_and_an_approval_prompt_answered_in_the_terminal() {
     // Advice written for a model ("ask the user …") is turned into words for the person reading.
     assert!(!stdout.contains("ask the user"), "{stdout}");
     // A typo and COPY TO STDOUT were answered at once: two prompts only (the UPDATE, the DELETE).
-    assert_eq!(stdout.matches("[a]pprove, [d]ry run or [n] deny?").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("[a]pprove, [d]ry run or [n] deny?").count(),
+        2,
+        "{stdout}"
+    );
     // The server's log lines go to its log file, never into the terminal.
     assert!(!stdout.contains(" WARN ") && !stdout.contains(" INFO "), "{stdout}");
     // The dry run changed nothing: the second read shows the same status as the first.

@@ -3,6 +3,8 @@
 //! person approves or denies from another terminal with `pgwarden approvals`, which reaches the
 //! server over its private Unix socket and nobody else can.
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 mod common;
 
 use std::{

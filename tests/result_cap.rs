@@ -2,6 +2,8 @@
 //! of server memory; now the read stops at the cap (16 MiB by default), says so, and memory stays
 //! bounded. Alone in its file so the memory peak is this test's.
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 mod common;
 
 use common::{Mcp, TestDb, limits};

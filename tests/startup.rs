@@ -152,12 +152,20 @@ async fn the_sandbox_starts_from_nothing_serves_the_demo_and_stops_afterwards() 
     };
     // Issue 17 item 5: a shell DATABASE_URL the client never passed left the person on the demo
     // sandbox with nothing but an INFO line. Now the instructions and the first result say so.
-    let instructions = client.peer_info().and_then(|i| i.instructions.clone()).unwrap_or_default();
-    assert!(instructions.contains("demo sandbox, not your database"), "{instructions}");
+    let instructions = client
+        .peer_info()
+        .and_then(|i| i.instructions.clone())
+        .unwrap_or_default();
+    assert!(
+        instructions.contains("demo sandbox, not your database"),
+        "{instructions}"
+    );
     let list = client.call_tool(call("list_tables", json!({}))).await.unwrap();
     let list_out = list.structured_content.clone().unwrap();
     assert!(
-        list_out["notice"].as_str().is_some_and(|n| n.contains("pass it in the client config's `env`")),
+        list_out["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("pass it in the client config's `env`")),
         "{list_out}"
     );
     let again = client.call_tool(call("list_tables", json!({}))).await.unwrap();

@@ -3,6 +3,8 @@
 //! a repeated key was read last-wins — an approval answer `{"decision":"deny","decision":"approve"}`
 //! approved.
 
+#![allow(clippy::print_stdout)] // a test or benchmark reports on stdout
+
 mod common;
 
 use std::{path::PathBuf, process::Stdio, time::Duration};

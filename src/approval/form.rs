@@ -241,7 +241,11 @@ mod tests {
                 );
             }
             // Issue 17 item 12: i64::MAX, which a JavaScript client reads rounded.
-            assert_eq!(props["max_rows_affected"]["maximum"], json!(9_007_199_254_740_991i64), "{s}");
+            assert_eq!(
+                props["max_rows_affected"]["maximum"],
+                json!(9_007_199_254_740_991i64),
+                "{s}"
+            );
         }
     }
 }

@@ -4,8 +4,8 @@
 //! (2026-07-28). Nothing the model sends can approve anything: only the client's answer to our
 //! prompt, bound to the exact action, counts.
 
-pub mod form;
 pub mod cli;
+pub mod form;
 pub mod hub;
 pub mod local;
 pub mod packet;
@@ -196,7 +196,9 @@ impl OpenPrompt {
             Ok(Ok(Ok(_))) => Some(Reply::Person(Verdict::not_approved(
                 "the client answered the prompt with something that is not an answer to it",
             ))),
-            Ok(Ok(Err(e))) => Some(Reply::NoAnswer(format!("the client answered the prompt with an error, not a decision ({e})"))),
+            Ok(Ok(Err(e))) => Some(Reply::NoAnswer(format!(
+                "the client answered the prompt with an error, not a decision ({e})"
+            ))),
             Ok(Err(_)) => Some(Reply::NoAnswer("the client connection closed before an answer".into())),
             Err(_) if stop < deadline => None,
             Err(_) => {

@@ -214,8 +214,7 @@ pub fn hidden_format(c: char) -> bool {
 pub fn visible(s: &str) -> String {
     s.chars()
         .map(|c| {
-            let hidden = (c.is_control() && c != '\n' && c != '\t')
-                || hidden_format(c);
+            let hidden = (c.is_control() && c != '\n' && c != '\t') || hidden_format(c);
             if hidden {
                 format!("\\u{{{:04X}}}", c as u32)
             } else {

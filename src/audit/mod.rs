@@ -4,9 +4,9 @@
 
 pub mod redact;
 pub mod sign;
-pub mod verify;
 #[cfg(test)]
 mod trail_tests;
+pub mod verify;
 
 use std::{
     fs::{File, OpenOptions},
@@ -454,7 +454,9 @@ impl AuditLog {
         };
         let name = self.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let rotated = self.path.with_file_name(format!("{name}.{}", head.seq));
-        let aside = self.path.with_file_name(format!(".{name}.rotating.{}", std::process::id()));
+        let aside = self
+            .path
+            .with_file_name(format!(".{name}.rotating.{}", std::process::id()));
         let _ = std::fs::remove_file(&aside);
         let mut file = open_file(&aside)?;
         let continued = self.seal(
@@ -547,8 +549,16 @@ impl AuditLog {
             }
             (None, Some(known)) => {
                 let reason = why.unwrap_or("the audit file was emptied while in use, or before pgwarden started");
-                tracing::warn!("{reason}: records up to seq {} are not in `{}`", known.seq, self.path.display());
-                let continued = self.seal(continued_record(reason, None, known), next_seq(known.seq, &self.path)?, &known.hash);
+                tracing::warn!(
+                    "{reason}: records up to seq {} are not in `{}`",
+                    known.seq,
+                    self.path.display()
+                );
+                let continued = self.seal(
+                    continued_record(reason, None, known),
+                    next_seq(known.seq, &self.path)?,
+                    &known.hash,
+                );
                 lines.push_str(&line(&continued));
                 notes = true;
                 (continued.seq + 1, continued.hash.unwrap_or_default())
@@ -558,7 +568,10 @@ impl AuditLog {
                 // A record this process did not see must be signed with its key: one added by
                 // anyone else (a forged file, records appended while it was stopped) is not.
                 let foreign = |t: &Record| match &self.signer {
-                    Some(s) => !t.sig.as_deref().is_some_and(|sig| s.key.public().signed_record(&hash, sig)),
+                    Some(s) => !t
+                        .sig
+                        .as_deref()
+                        .is_some_and(|sig| s.key.public().signed_record(&hash, sig)),
                     None => false,
                 };
                 // Cut: the file ends before what this process wrote or checkpointed, or the record
@@ -754,9 +767,11 @@ fn continued_record(reason: &str, previous_file: Option<&str>, head: &Head) -> R
 
 /// The sequence number after `seq`; a file claiming the last one there is was forged.
 fn next_seq(seq: u64, path: &Path) -> Result<u64, AuditError> {
-    seq.checked_add(1).filter(|s| *s < u64::MAX / 2).ok_or_else(|| AuditError::Torn {
-        path: path.display().to_string(),
-    })
+    seq.checked_add(1)
+        .filter(|s| *s < u64::MAX / 2)
+        .ok_or_else(|| AuditError::Torn {
+            path: path.display().to_string(),
+        })
 }
 
 /// The record that says the file's last record was not written by pgwarden with this key (or
@@ -835,7 +850,8 @@ fn open_file(path: &Path) -> Result<File, AuditError> {
             path.display(),
             mode & 0o777
         );
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
     }
     Ok(file)
 }

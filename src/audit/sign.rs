@@ -37,7 +37,9 @@ pub enum KeyError {
          Make a new key (move this one aside; pgwarden makes one on start) and keep the file owner-only"
     )]
     Exposed { path: String, mode: u32 },
-    #[error("`{0}` is not an Ed25519 public key; give `ed25519:<base64>` as printed by `pgwarden audit key`, or the `.pub` file")]
+    #[error(
+        "`{0}` is not an Ed25519 public key; give `ed25519:<base64>` as printed by `pgwarden audit key`, or the `.pub` file"
+    )]
     BadPublic(String),
 }
 
@@ -74,7 +76,8 @@ impl PublicKey {
 
     /// Whether `sig` (base64) is this key's signature of a record hash.
     pub fn signed_record(&self, hash: &str, sig: &str) -> bool {
-        B64.decode(sig).is_ok_and(|sig| self.verifies(&record_message(hash), &sig))
+        B64.decode(sig)
+            .is_ok_and(|sig| self.verifies(&record_message(hash), &sig))
     }
 }
 
@@ -119,8 +122,8 @@ impl SigningKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path).map_err(|e| unusable(e.to_string()))?,
             Err(e) => return Err(unusable(e.to_string())),
         };
-        let pair = Ed25519KeyPair::from_pkcs8(&bytes)
-            .map_err(|e| unusable(format!("not an Ed25519 PKCS#8 key ({e})")))?;
+        let pair =
+            Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| unusable(format!("not an Ed25519 PKCS#8 key ({e})")))?;
         let public = PublicKey(
             pair.public_key()
                 .as_ref()
@@ -256,7 +259,10 @@ impl Checkpoint {
 
     /// Whether `key` signed exactly this.
     pub fn signed_by(&self, key: &PublicKey) -> bool {
-        self.key == key.to_string() && B64.decode(&self.sig).is_ok_and(|sig| key.verifies(&self.message(), &sig))
+        self.key == key.to_string()
+            && B64
+                .decode(&self.sig)
+                .is_ok_and(|sig| key.verifies(&self.message(), &sig))
     }
 
     pub fn line(&self) -> String {
@@ -266,7 +272,10 @@ impl Checkpoint {
 
 /// SHA-256 (hex) of one checkpoint line, without its newline.
 pub fn line_hash(line: &str) -> String {
-    Sha256::digest(line.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(line.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The last whole line of the checkpoint file, if any. A partial line after it (a write cut

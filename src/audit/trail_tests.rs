@@ -104,7 +104,10 @@ fn a_cut_tail_an_emptied_file_a_rehashed_edit_and_a_replaced_trail_each_fail_ver
     }
     let cp = log.checkpoint().unwrap().expect("a checkpoint of seq 6");
     assert_eq!(cp.seq, 6);
-    assert!(log.checkpoint().unwrap().is_none(), "an unmoved head is not signed twice");
+    assert!(
+        log.checkpoint().unwrap().is_none(),
+        "an unmoved head is not signed twice"
+    );
     call(&log, "SELECT 'after'");
     log.flush().unwrap();
     drop(log);
@@ -119,9 +122,16 @@ fn a_cut_tail_an_emptied_file_a_rehashed_edit_and_a_replaced_trail_each_fail_ver
     // 1. Cut tail: the hash chain of what is left is whole (the old `verify` said ok).
     let kept: String = original.lines().take(5).map(|l| format!("{l}\n")).collect();
     std::fs::write(&t.log, &kept).unwrap();
-    assert!(super::verify::verify(&t.log).is_ok(), "the chain alone cannot see a cut tail");
+    assert!(
+        super::verify::verify(&t.log).is_ok(),
+        "the chain alone cannot see a cut tail"
+    );
     let r = t.verify();
-    assert!(problems(&r).contains("covers seq 7, but the log ends at seq 4"), "{}", problems(&r));
+    assert!(
+        problems(&r).contains("covers seq 7, but the log ends at seq 4"),
+        "{}",
+        problems(&r)
+    );
 
     // 2. Emptied file.
     std::fs::write(&t.log, "").unwrap();
@@ -133,7 +143,10 @@ fn a_cut_tail_an_emptied_file_a_rehashed_edit_and_a_replaced_trail_each_fail_ver
     edited[3]["sql"] = "SELECT 'nothing to see'".into();
     rehash(&mut edited);
     write_values(&t.log, &edited);
-    assert!(super::verify::verify(&t.log).is_ok(), "the chain alone cannot see a re-hash");
+    assert!(
+        super::verify::verify(&t.log).is_ok(),
+        "the chain alone cannot see a re-hash"
+    );
     let r = t.verify();
     assert!(
         problems(&r).contains("is not the one signed") && problems(&r).contains("re-hashed"),
@@ -151,7 +164,9 @@ fn a_cut_tail_an_emptied_file_a_rehashed_edit_and_a_replaced_trail_each_fail_ver
     std::fs::copy(&forger.log, &t.log).unwrap();
     std::fs::copy(&forger.checkpoints, &t.checkpoints).unwrap();
     assert!(
-        verify_trail(std::slice::from_ref(&t.log), &t.checkpoints, None).problems.is_empty(),
+        verify_trail(std::slice::from_ref(&t.log), &t.checkpoints, None)
+            .problems
+            .is_empty(),
         "without the key a forgery looks whole: the key is what proves it"
     );
     let r = t.verify();
@@ -204,9 +219,15 @@ fn records_cut_while_the_log_is_open_are_recorded_and_the_chain_goes_on() {
     std::fs::write(&t.log, kept).unwrap();
     call(&log, "SELECT 'next'");
     let records = super::verify::verify(&t.log).unwrap();
-    let cut = records.iter().find(|r| r.event == Some(Event::Cut)).expect("a cut record");
+    let cut = records
+        .iter()
+        .find(|r| r.event == Some(Event::Cut))
+        .expect("a cut record");
     let d = cut.details.as_ref().unwrap();
-    assert_eq!((d["missing_from_seq"].as_u64(), d["missing_to_seq"].as_u64()), (Some(4), Some(5)));
+    assert_eq!(
+        (d["missing_from_seq"].as_u64(), d["missing_to_seq"].as_u64()),
+        (Some(4), Some(5))
+    );
     assert_eq!(records.last().unwrap().sql.as_deref(), Some("SELECT 'next'"));
     assert!(problems(&t.verify()).contains("records 4–5 missing"));
 
@@ -235,26 +256,46 @@ fn a_removed_or_moved_log_is_noticed_on_the_next_append_and_the_chain_links_acro
     assert_eq!(records[0].prev, before.hash.clone().unwrap());
     assert_eq!(records[0].seq, before.seq + 1);
     assert_eq!(records[1].sql.as_deref(), Some("SELECT 2"));
-    let reason = records[0].details.as_ref().unwrap()["reason"].as_str().unwrap().to_string();
+    let reason = records[0].details.as_ref().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(reason.contains("removed"), "{reason}");
     // `mv`: the records would have gone into the renamed file.
     let moved = t.log.with_file_name("elsewhere.jsonl");
     std::fs::rename(&t.log, &moved).unwrap();
     call(&log, "SELECT 3");
-    assert_eq!(super::verify::verify(&moved).unwrap().len(), 2, "nothing more went into the moved file");
+    assert_eq!(
+        super::verify::verify(&moved).unwrap().len(),
+        2,
+        "nothing more went into the moved file"
+    );
     let records = super::verify::verify(&t.log).unwrap();
-    assert!(records[0].details.as_ref().unwrap()["reason"].as_str().unwrap().contains("moved away"));
+    assert!(
+        records[0].details.as_ref().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("moved away")
+    );
     // The moved file and the new one chain; verify says a file went missing in between otherwise.
     // The `rm`ed file is gone, so the moved one no longer starts the chain: verify says so.
     let r = verify_trail(&[moved.clone(), t.log.clone()], &t.checkpoints, None);
-    assert!(r.problems.iter().any(|p| p.contains("the files before it are missing")), "{r:?}");
+    assert!(
+        r.problems.iter().any(|p| p.contains("the files before it are missing")),
+        "{r:?}"
+    );
     // A different, empty file put in its place is noticed too.
     let swapped = t.log.with_file_name("swapped.jsonl");
     std::fs::rename(&t.log, &swapped).unwrap();
     std::fs::write(&t.log, "").unwrap();
     call(&log, "SELECT 4");
     let records = super::verify::verify(&t.log).unwrap();
-    assert!(records[0].details.as_ref().unwrap()["reason"].as_str().unwrap().contains("moved or replaced"));
+    assert!(
+        records[0].details.as_ref().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("moved or replaced")
+    );
     assert_eq!(records[1].sql.as_deref(), Some("SELECT 4"));
 }
 
@@ -321,7 +362,10 @@ fn a_signing_key_others_can_read_is_refused_and_two_starts_share_one_key() {
     assert_eq!(a.public(), b.public());
     assert_eq!(std::fs::metadata(&t.key).unwrap().permissions().mode() & 0o777, 0o600);
     std::fs::set_permissions(&t.key, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let e = super::sign::SigningKey::load_or_create(&t.key).err().unwrap().to_string();
+    let e = super::sign::SigningKey::load_or_create(&t.key)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("can be read by other users"), "{e}");
 }
 
@@ -386,7 +430,11 @@ fn records_added_without_the_key_are_named_and_the_server_never_signs_them_as_it
     values.push(extra);
     write_values(&t.log, &values);
     assert!(super::verify::verify(&t.log).is_ok());
-    assert!(problems(&t.verify()).contains("seq 4: it is not signed"), "{}", problems(&t.verify()));
+    assert!(
+        problems(&t.verify()).contains("seq 4: it is not signed"),
+        "{}",
+        problems(&t.verify())
+    );
     // The running server does not carry on from the forged record as if it were its own: it
     // records that the file's last record is not its, and the next checkpoint covers that record.
     call(&log, "SELECT 'next'");
@@ -396,7 +444,11 @@ fn records_added_without_the_key_are_named_and_the_server_never_signs_them_as_it
     assert!(problems(&t.verify()).contains("missing while it ran"));
     // A key repeated inside a record (readers take the last, `grep` sees the first).
     let text = std::fs::read_to_string(&t.log).unwrap();
-    let doctored = text.replacen("\"sql\":\"SELECT 1\"", "\"sql\":\"DROP TABLE users\",\"sql\":\"SELECT 1\"", 1);
+    let doctored = text.replacen(
+        "\"sql\":\"SELECT 1\"",
+        "\"sql\":\"DROP TABLE users\",\"sql\":\"SELECT 1\"",
+        1,
+    );
     assert_ne!(doctored, text);
     std::fs::write(&t.log, doctored).unwrap();
     let e = super::verify::verify(&t.log).unwrap_err();
@@ -442,7 +494,10 @@ fn the_trail_never_follows_a_symlink_or_adopts_a_file_it_does_not_own() {
         let shared = Trail::new();
         std::fs::write(&shared.log, "").unwrap();
         std::os::unix::fs::chown(&shared.log, Some(65534), None).unwrap();
-        let e = AuditLog::open_with(&shared.log, &shared.options()).err().unwrap().to_string();
+        let e = AuditLog::open_with(&shared.log, &shared.options())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("belongs to uid 65534"), "{e}");
     }
 }

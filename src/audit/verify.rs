@@ -53,7 +53,10 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
         }
         if buf.last() != Some(&b'\n') {
             if read as u64 > MAX_LINE {
-                return Err(broken(n, "a line longer than any record pgwarden writes: the file was edited".into()));
+                return Err(broken(
+                    n,
+                    "a line longer than any record pgwarden writes: the file was edited".into(),
+                ));
             }
             return Err(broken(n, "the last line is incomplete (a write was cut short)".into()));
         }
@@ -83,7 +86,12 @@ pub fn verify(path: &Path) -> Result<Vec<Record>, Broken> {
         let expected = match records.last() {
             Some(last) => match last.seq.checked_add(1) {
                 Some(s) => s,
-                None => return Err(broken(n, "a sequence number past the last possible one: the file was forged".into())),
+                None => {
+                    return Err(broken(
+                        n,
+                        "a sequence number past the last possible one: the file was forged".into(),
+                    ));
+                }
             },
             // A file carrying on a chain starts where the chain stood.
             None if record.event == Some(Event::Continued) => {
@@ -125,7 +133,11 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let mut rotated: Vec<(u64, PathBuf)> = Vec::new();
     if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
-        && let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+        && let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        })
     {
         for entry in entries.flatten() {
             let file_name = entry.file_name();
@@ -141,7 +153,11 @@ pub fn trail_files(path: &Path) -> Vec<PathBuf> {
         }
     }
     rotated.sort();
-    let files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).chain([path.to_path_buf()]).collect();
+    let files: Vec<PathBuf> = rotated
+        .into_iter()
+        .map(|(_, p)| p)
+        .chain([path.to_path_buf()])
+        .collect();
     // A rotation that stopped between linking the old file aside and renaming the new one in
     // leaves two names for one file: keep the later.
     let inode = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
@@ -280,7 +296,9 @@ pub fn unfinished(records: &[Record]) -> Vec<&Record> {
 
 fn check_checkpoints(report: &mut Report, path: &Path, key: Option<&PublicKey>) {
     if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
-        report.problems.push(format!("the checkpoints `{}` are not a regular file", path.display()));
+        report
+            .problems
+            .push(format!("the checkpoints `{}` are not a regular file", path.display()));
         return;
     }
     let text = match std::fs::read_to_string(path) {
@@ -298,7 +316,9 @@ fn check_checkpoints(report: &mut Report, path: &Path, key: Option<&PublicKey>) 
             return;
         }
         Err(e) => {
-            report.problems.push(format!("cannot read the checkpoints `{}`: {e}", path.display()));
+            report
+                .problems
+                .push(format!("cannot read the checkpoints `{}`: {e}", path.display()));
             return;
         }
     };
@@ -313,7 +333,9 @@ fn check_checkpoints(report: &mut Report, path: &Path, key: Option<&PublicKey>) 
         let n = i + 1;
         let at = format!("`{}:{n}`", path.display());
         let Some(line) = raw.strip_suffix('\n') else {
-            report.notes.push(format!("{at}: the last checkpoint is incomplete (a write was cut short); ignored"));
+            report.notes.push(format!(
+                "{at}: the last checkpoint is incomplete (a write was cut short); ignored"
+            ));
             break;
         };
         let Ok(cp) = serde_json::from_str::<Checkpoint>(line) else {
@@ -602,7 +624,14 @@ mod tests {
             };
             assert!(f.check().is_err());
         }
-        assert!(Filter { since: Some("2026-11-21".into()), ..Filter::default() }.check().is_ok());
+        assert!(
+            Filter {
+                since: Some("2026-11-21".into()),
+                ..Filter::default()
+            }
+            .check()
+            .is_ok()
+        );
     }
 
     /// Regression (issue 16 item 5): a refused statement carrying terminal escape codes replaced its

@@ -7,12 +7,59 @@ use sqlparser::tokenizer::{Token, Whitespace};
 
 /// The words a statement can start with in PostgreSQL's grammar (`stmt` in gram.y).
 const COMMANDS: &[&str] = &[
-    "ABORT", "ALTER", "ANALYSE", "ANALYZE", "BEGIN", "CALL", "CHECKPOINT", "CLOSE", "CLUSTER", "COMMENT",
-    "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DECLARE", "DELETE", "DISCARD", "DO", "DROP", "END", "EXECUTE",
-    "EXPLAIN", "FETCH", "GRANT", "IMPORT", "INSERT", "LISTEN", "LOAD", "LOCK", "MERGE", "MOVE", "NOTIFY",
-    "PREPARE", "REASSIGN", "REFRESH", "REINDEX", "RELEASE", "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT",
-    "SECURITY", "SELECT", "SET", "SHOW", "START", "TABLE", "TRUNCATE", "UNLISTEN", "UPDATE", "VACUUM",
-    "VALUES", "WITH",
+    "ABORT",
+    "ALTER",
+    "ANALYSE",
+    "ANALYZE",
+    "BEGIN",
+    "CALL",
+    "CHECKPOINT",
+    "CLOSE",
+    "CLUSTER",
+    "COMMENT",
+    "COMMIT",
+    "COPY",
+    "CREATE",
+    "DEALLOCATE",
+    "DECLARE",
+    "DELETE",
+    "DISCARD",
+    "DO",
+    "DROP",
+    "END",
+    "EXECUTE",
+    "EXPLAIN",
+    "FETCH",
+    "GRANT",
+    "IMPORT",
+    "INSERT",
+    "LISTEN",
+    "LOAD",
+    "LOCK",
+    "MERGE",
+    "MOVE",
+    "NOTIFY",
+    "PREPARE",
+    "REASSIGN",
+    "REFRESH",
+    "REINDEX",
+    "RELEASE",
+    "RESET",
+    "REVOKE",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "SECURITY",
+    "SELECT",
+    "SET",
+    "SHOW",
+    "START",
+    "TABLE",
+    "TRUNCATE",
+    "UNLISTEN",
+    "UPDATE",
+    "VACUUM",
+    "VALUES",
+    "WITH",
 ];
 
 /// The syntax error PostgreSQL would give, when the text cannot start a statement.
@@ -28,7 +75,11 @@ pub fn certain_syntax_error(sql: &str) -> Option<String> {
     let word = match first {
         Token::Word(w) if w.quote_style.is_none() => w.value.to_uppercase(),
         Token::LParen | Token::SemiColon | Token::EOF => return None,
-        other => return Some(format!("syntax error at or near \"{other}\": a statement starts with an SQL command")),
+        other => {
+            return Some(format!(
+                "syntax error at or near \"{other}\": a statement starts with an SQL command"
+            ));
+        }
     };
     if COMMANDS.contains(&word.as_str()) {
         return None;
@@ -63,7 +114,8 @@ pub fn not_runnable(sql: &str) -> Option<String> {
             target: CopyTarget::Stdin,
             ..
         } => Some(
-            "`COPY … FROM STDIN` needs the copy protocol to send rows, which `query` does not speak; use INSERT".to_string(),
+            "`COPY … FROM STDIN` needs the copy protocol to send rows, which `query` does not speak; use INSERT"
+                .to_string(),
         ),
         _ => None,
     })
@@ -93,14 +145,25 @@ mod tests {
     fn text_that_cannot_start_a_statement_is_named_with_a_suggestion() {
         let e = certain_syntax_error("SELEC * FROM orders").unwrap();
         assert!(e.contains("\"SELEC\"") && e.contains("did you mean `SELECT`"), "{e}");
-        assert!(certain_syntax_error("  -- why\n/* c */ selec 1").unwrap().contains("SELECT"));
+        assert!(
+            certain_syntax_error("  -- why\n/* c */ selec 1")
+                .unwrap()
+                .contains("SELECT")
+        );
         assert!(certain_syntax_error("\"SELECT\" 1").is_some());
         assert!(certain_syntax_error("DESCRIBE orders").is_some());
         assert!(not_runnable("COPY orders TO STDOUT").unwrap().contains("`export`"));
         assert!(not_runnable("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)").is_some());
         assert!(not_runnable("COPY orders FROM STDIN").unwrap().contains("INSERT"));
         assert!(not_runnable("SELECT 1").is_none());
-        for ok in ["select 1", "(SELECT 1)", "WITH x AS (SELECT 1) SELECT * FROM x", "TABLE t", "values (1)", ""] {
+        for ok in [
+            "select 1",
+            "(SELECT 1)",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "TABLE t",
+            "values (1)",
+            "",
+        ] {
             assert_eq!(certain_syntax_error(ok), None, "{ok}");
         }
     }

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use tokio::{sync::OnceCell, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use self::redirect::private_dir;
 use self::redirect::RedirectPage;
+pub(crate) use self::redirect::private_dir;
 
 use crate::approval::{
     hub::Store,

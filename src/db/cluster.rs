@@ -433,7 +433,12 @@ mod tests {
         s.explicit = Some(explicit.clone());
         assert_eq!(find_binaries_in(&s).unwrap(), explicit);
         s.explicit = Some(r.join("custom"));
-        assert!(find_binaries_in(&s).unwrap_err().to_string().contains("does not hold initdb"));
+        assert!(
+            find_binaries_in(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("does not hold initdb")
+        );
         assert!(version_key("latest") > version_key("17") && version_key("16.4") > version_key("16"));
     }
 }

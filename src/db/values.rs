@@ -416,9 +416,11 @@ mod tests {
     /// undecodable, and integers above 2^53 were rounded by JavaScript clients.
     #[test]
     fn json_numbers_keep_their_exact_text_when_a_double_cannot() {
-        let v = json_exact(r#"{"big": 123456789012345678901234567890, "huge": [1e400], "safe": 9007199254740992,
+        let v = json_exact(
+            r#"{"big": 123456789012345678901234567890, "huge": [1e400], "safe": 9007199254740992,
             "unsafe": 9007199254740993, "neg": -9007199254740993, "ratio": 0.125, "half": 1.50,
-            "long": 0.1000000000000000055511151231257827, "s": "1e400 \" 123456789012345678901", "e": 2.5e-3}"#)
+            "long": 0.1000000000000000055511151231257827, "s": "1e400 \" 123456789012345678901", "e": 2.5e-3}"#,
+        )
         .unwrap();
         assert_eq!(v["big"], json!("123456789012345678901234567890"));
         assert_eq!(v["huge"], json!(["1e400"]));
@@ -433,7 +435,10 @@ mod tests {
         // Through the binary jsonb form too.
         let mut jsonb = vec![1u8];
         jsonb.extend_from_slice(b"[123456789012345678901234567890]");
-        assert_eq!(to_json(&Type::JSONB, Some(&jsonb)), json!(["123456789012345678901234567890"]));
+        assert_eq!(
+            to_json(&Type::JSONB, Some(&jsonb)),
+            json!(["123456789012345678901234567890"])
+        );
     }
 
     fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {

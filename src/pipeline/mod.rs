@@ -603,10 +603,8 @@ impl Pipeline {
             }));
         }
         let settings = &self.approvals.settings;
-        let (level, required_by) = settings.level_and_source(
-            assessment.risk,
-            decision.rule.as_deref().zip(decision.min_channel),
-        );
+        let (level, required_by) =
+            settings.level_and_source(assessment.risk, decision.rule.as_deref().zip(decision.min_channel));
         let client = if !settings.enabled(ApprovalChannel::Elicitation) {
             ClientPrompt::Off
         } else if matches!(route.client, Channel::Unavailable) {

@@ -259,7 +259,9 @@ impl ApprovalSettings {
     pub fn level_and_source(&self, risk: Risk, rule: Option<(&str, Level)>) -> (Level, String) {
         let by_risk = self.min_channel.get(&risk).copied().unwrap_or(Level::Client);
         match rule {
-            Some((id, level)) if level > by_risk => (level, format!("rule `{id}`'s `min_channel = \"{}\"`", level.as_str())),
+            Some((id, level)) if level > by_risk => {
+                (level, format!("rule `{id}`'s `min_channel = \"{}\"`", level.as_str()))
+            }
             _ => (
                 by_risk,
                 format!("`[approval.min_channel] {} = \"{}\"`", risk.as_str(), by_risk.as_str()),
