@@ -206,7 +206,9 @@ async fn no_answer_within_the_approval_timeout_runs_nothing() {
 #[tokio::test]
 async fn a_tool_call_cancelled_while_the_prompt_is_open_runs_nothing() {
     let db = TestDb::new(SETUP).await;
-    let reviewer = Reviewer::new(Answer::Hang);
+    // The reviewer says yes 1.5 s after the prompt appears, whatever happens meanwhile.
+    let yes = ElicitResult::new(ElicitationAction::Accept).with_content(json!({"decision": "approve"}));
+    let reviewer = Reviewer::new(Answer::Late(Duration::from_millis(1500), yes));
     let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
     let handle = mcp.start_call("query", json!({"sql": UPDATE})).await;
     for _ in 0..100 {
@@ -217,11 +219,8 @@ async fn a_tool_call_cancelled_while_the_prompt_is_open_runs_nothing() {
     }
     assert_eq!(reviewer.prompts().len(), 1, "the prompt is open");
     handle.cancel(Some("user pressed stop".into())).await.unwrap();
-    // Even if the reviewer now says yes, nothing may run.
-    reviewer.set(Answer::Reply(
-        ElicitResult::new(ElicitationAction::Accept).with_content(json!({"decision": "approve"})),
-    ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The approval arrives after the call was cancelled: nothing may run.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(statuses(&db).await, untouched());
     // The server is still serving.
     mcp.ok("query", json!({"sql": "SELECT 1"})).await;

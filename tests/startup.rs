@@ -95,18 +95,25 @@ fn stdout_carries_only_protocol_messages() {
         writeln!(stdin, "{m}").unwrap();
     }
     let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut replies = Vec::new();
-    for line in stdout.lines() {
+    let protocol = |line: std::io::Result<String>| {
         let line = line.unwrap();
         let v: Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("non-protocol line on stdout: {line:?} ({e})"));
         assert_eq!(v["jsonrpc"], json!("2.0"), "{line}");
-        replies.push(v);
-        if replies.len() == 5 {
-            break;
-        }
+        v
+    };
+    let mut lines = stdout.lines();
+    let mut replies = Vec::new();
+    while replies.len() < 5 {
+        let line = lines.next().expect("a reply to every request");
+        replies.push(protocol(line));
     }
+    // Then end the session and read stdout to its end: shutdown writes nothing else there either.
     drop(stdin);
+    for line in lines {
+        let v = protocol(line);
+        assert!(v.get("id").is_none() || v["id"].is_null(), "an unasked reply: {v}");
+    }
     let status = child.wait().unwrap();
     assert!(status.success());
     let by_id = |id: i64| replies.iter().find(|r| r["id"] == json!(id)).unwrap().clone();

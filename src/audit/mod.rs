@@ -11,7 +11,6 @@ pub mod verify;
 use std::{
     fs::{File, OpenOptions},
     io::{Read, Seek, SeekFrom, Write},
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Mutex,
 };
@@ -937,23 +936,19 @@ fn line(record: &Record) -> String {
 /// `flock(LOCK_EX)` for the duration of one append, across processes.
 /// Holds its own descriptor of the locked file (a `dup`), so the lock is released on exactly the
 /// file it was taken on even after the caller's handle is replaced (rotation) and its number
-/// reused by another open.
+/// reused by another open. `flock(LOCK_EX)` through `File::lock`, across processes.
 struct FileLock(File);
 
 impl FileLock {
     fn exclusive(file: &File) -> std::io::Result<FileLock> {
         let own = file.try_clone()?;
-        // SAFETY: flock on a valid open descriptor we own; released in Drop.
-        if unsafe { libc::flock(own.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        own.lock()?;
         Ok(FileLock(own))
     }
 }
 
 impl Drop for FileLock {
     fn drop(&mut self) {
-        // SAFETY: our own descriptor, open until this returns.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        let _ = self.0.unlock();
     }
 }

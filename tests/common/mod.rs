@@ -260,6 +260,9 @@ pub enum Answer {
     Hang,
     /// Answers after a while, as a person taking their time would.
     After(Duration, ElicitResult),
+    /// Answers after a while even if the server withdrew the prompt meanwhile (a client that did
+    /// not notice the withdrawal).
+    Late(Duration, ElicitResult),
 }
 
 /// One progress notification: (progress, message).
@@ -360,6 +363,10 @@ impl ClientHandler for Reviewer {
                 cx.ct.cancelled().await;
                 *self.withdrawn.lock().unwrap() += 1;
                 Ok(ElicitResult::new(ElicitationAction::Cancel))
+            }
+            Answer::Late(delay, r) => {
+                tokio::time::sleep(delay).await;
+                Ok(r)
             }
             Answer::After(delay, r) => tokio::select! {
                 _ = tokio::time::sleep(delay) => Ok(r),
