@@ -10,6 +10,8 @@
 //! `server` owns the MCP surface, `pipeline` is the only place the steps meet, `classify` is pure,
 //! and `db` is the only module that talks to Postgres.
 
+#![forbid(unsafe_code)]
+
 pub mod approval;
 pub mod audit;
 pub mod check;

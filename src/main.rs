@@ -1,5 +1,7 @@
 //! The `pgwarden` command line. The only place `anyhow` lives and the environment is read.
 
+#![forbid(unsafe_code)]
+
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
@@ -615,8 +617,7 @@ fn lint(path: &std::path::Path) -> anyhow::Result<()> {
 
 /// A default path from the environment (see `config::default_location`).
 fn default_location(root_path: &str, xdg_var: &str, home_sub: &str, leaf: &str) -> PathBuf {
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = rustix::process::geteuid().as_raw() == 0;
     pgwarden::config::default_location(
         is_root,
         root_path,

@@ -222,8 +222,7 @@ fn serve(listener: UnixListener, approvals: Arc<Approvals>, stop: CancellationTo
 async fn connection(mut stream: UnixStream, approvals: &Approvals) -> io::Result<()> {
     let server = approvals.console.label().to_string();
     let cred = stream.peer_cred()?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if cred.uid() != me {
         tracing::warn!(
             uid = cred.uid(),

@@ -833,8 +833,7 @@ fn open_file(path: &Path) -> Result<File, AuditError> {
     }
     {
         use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         if meta.uid() != me {
             return Err(io(std::io::Error::other(format!(
                 "it belongs to uid {}, not to the user pgwarden runs as (uid {me}); move it aside",

@@ -108,8 +108,7 @@ impl SigningKey {
                         mode,
                     });
                 }
-                // SAFETY: geteuid has no preconditions.
-                if meta.uid() != unsafe { libc::geteuid() } {
+                if meta.uid() != rustix::process::geteuid().as_raw() {
                     return Err(unusable(format!(
                         "it belongs to uid {}, not to the user pgwarden runs as",
                         meta.uid()

@@ -489,8 +489,7 @@ fn the_trail_never_follows_a_symlink_or_adopts_a_file_it_does_not_own() {
     drop(other.open());
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     // A trail someone else created first (in a shared directory) is refused, not adopted.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().as_raw() == 0 {
         let shared = Trail::new();
         std::fs::write(&shared.log, "").unwrap();
         std::os::unix::fs::chown(&shared.log, Some(65534), None).unwrap();
@@ -555,9 +554,7 @@ fn odd_files_never_hang_or_panic_verify() {
     log.flush().unwrap();
     // A FIFO among the rotated names is not a trail file.
     let fifo = t.log.with_file_name("audit.jsonl.5");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid C string path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     assert!(t.verify().problems.is_empty());
     // Sequence numbers at the end of the range.
     let mut a = serde_json::json!({"v":1,"seq":u64::MAX,"time":"t","event":"genesis","prev":GENESIS_PREV});
@@ -632,9 +629,7 @@ fn a_signed_trail_from_elsewhere_copied_over_the_log_is_not_continued_silently()
 fn checkpoint_files_that_are_fifos_junk_or_someone_elses_never_hang_or_pass() {
     // A FIFO where the checkpoints go: refused at once, for the server and for verify.
     let t = Trail::new();
-    let c = std::ffi::CString::new(t.checkpoints.to_str().unwrap()).unwrap();
-    // SAFETY: a valid C string path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&t.checkpoints);
     assert!(AuditLog::open_with(&t.log, &t.options()).is_err());
     std::fs::write(&t.log, "").unwrap();
     assert!(problems(&t.verify()).contains("not a regular file"));
@@ -657,8 +652,7 @@ fn checkpoint_files_that_are_fifos_junk_or_someone_elses_never_hang_or_pass() {
     assert_eq!(records.last().unwrap().event, Some(Event::Cut));
 
     // A checkpoint file that cannot be written: a change's decision is not taken as recorded.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if rustix::process::geteuid().as_raw() == 0 {
         let t = Trail::new();
         let log = t.open();
         call(&log, "SELECT 1");
@@ -694,4 +688,9 @@ fn crlf_lines_are_edits_and_show_escapes_separators() {
     let text = std::fs::read_to_string(&t.log).unwrap();
     std::fs::write(&t.log, text.replace('\n', "\r\n")).unwrap();
     assert!(super::verify::verify(&t.log).is_err());
+}
+
+fn mkfifo(path: &Path) {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
 }

@@ -58,8 +58,7 @@ pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
         _ => {}
     }
     let meta = fs::symlink_metadata(dir)?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if !meta.file_type().is_dir() || meta.uid() != me {
         return Err(io::Error::other(format!(
             "`{}` is not a directory owned by this user (uid {me}); remove it so pgwarden can create it",

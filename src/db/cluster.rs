@@ -2,7 +2,6 @@
 //! Used by the embedded sandbox and by the test suite; listens only on a Unix socket in its own directory.
 
 use std::{
-    ffi::CString,
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -50,18 +49,14 @@ pub struct Owner {
 impl Owner {
     /// `None` means "the current user"; as root, the `postgres` account.
     pub fn for_current_process() -> Result<Option<Owner>, ClusterError> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
+        if rustix::process::geteuid().as_raw() != 0 {
             return Ok(None);
         }
-        let name = CString::new("postgres").expect("static name");
-        // SAFETY: getpwnam returns a pointer to static storage or null; we copy the fields at once.
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        if pw.is_null() {
-            return Err(ClusterError::NoPostgresUser);
-        }
-        // SAFETY: checked non-null above.
-        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        let user = nix::unistd::User::from_name("postgres")
+            .ok()
+            .flatten()
+            .ok_or(ClusterError::NoPostgresUser)?;
+        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
         Ok(Some(Owner { uid, gid }))
     }
 }
