@@ -52,7 +52,8 @@ pub fn base_of(statement: &Statement) -> Base {
             if explain_analyzes(*analyze, options.as_deref()) {
                 let mut b = mk("EXPLAIN ANALYZE", Read, "EXPLAIN ANALYZE executes its target");
                 // CREATE TABLE AS / SELECT INTO / CREATE MATERIALIZED VIEW under EXPLAIN ANALYZE create
-                // relations even inside a READ ONLY transaction (defenses.md §2.4).
+                // relations even inside a READ ONLY transaction (verified on PostgreSQL 15: the READ
+                // ONLY check does not cover EXPLAIN ANALYZE's target).
                 let creates = matches!(**target, Statement::CreateTable(_) | Statement::CreateView(_))
                     || matches!(&**target, Statement::Query(q) if matches!(&*q.body, sqlparser::ast::SetExpr::Select(s) if s.into.is_some()));
                 if creates {

@@ -229,8 +229,8 @@ async fn apply_masks(
     .await
 }
 
-/// Defence in depth for the sandbox (research/defenses.md §3 L1): functions that act outside a
-/// read-only transaction are not executable by ordinary roles.
+/// Defence in depth for the sandbox: least privilege in the database is the only hard boundary, so
+/// functions that act outside a read-only transaction are not executable by ordinary roles.
 pub const HARDEN_SQL: &str = r"
 DO $$
 DECLARE f regprocedure;

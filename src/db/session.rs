@@ -158,7 +158,8 @@ impl Session {
 
     /// `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`, a transaction-local `statement_timeout`,
     /// then `SELECT 1` so the snapshot exists before any agent text runs: after that, nothing in the
-    /// transaction can switch it to read-write (defenses.md §0.2).
+    /// transaction can switch it to read-write (PostgreSQL refuses `SET TRANSACTION READ WRITE` once a
+    /// query has run in the transaction).
     pub(super) async fn begin_read(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
         let tx = self.start_read_only().await?;
         tx.batch_execute(&snapshot_sql(timeout))
