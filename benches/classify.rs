@@ -12,6 +12,7 @@ mod corpus;
 use std::time::Instant;
 
 use pgwarden::{
+    call::Tool,
     classify::{CatalogFacts, classify, classify_with},
     policy::{Policy, Request},
 };
@@ -48,7 +49,7 @@ fn main() {
     let (policy_rate, policy_p50, policy_p99) = measure(&|sql| {
         let assessment = classify(sql);
         std::hint::black_box(policy.evaluate(&Request {
-            tool: "query",
+            tool: Tool::Query,
             assessment: &assessment,
             principal: Some("alice"),
         }));

@@ -9,11 +9,20 @@
 //!
 //! `server` owns the MCP surface, `pipeline` is the only place the steps meet, `classify` is pure,
 //! and `db` is the only module that talks to Postgres.
+//!
+//! Layout: `call` is the leaf the others build on — `Tool`, `Action`, `Caller`, `Principal`, using
+//! nothing else in the crate — so `approval`, `policy`, `trail` and `server` name a call without
+//! depending on `pipeline`. A new tool touches: a `Tool` variant in `call.rs` (its name and whether
+//! it is guarded; policy files, `pgwarden check --tool` and the card link follow from it), its
+//! arguments and output in `tools/<name>.rs`, its handler in `server.rs` (plus an arm in
+//! `run_stored` when guarded, which the compiler asks for), its step in `pipeline/`, and what it
+//! runs in `db/`.
 
 #![forbid(unsafe_code)]
 
 pub mod approval;
 pub mod audit;
+pub mod call;
 pub mod check;
 pub mod classify;
 pub mod config;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgwarden::{
     PgWarden,
+    call::Tool,
     config::{DatabaseChoice, Limits, Settings},
     db::{Database, Target, sandbox::Sandbox},
     pipeline::Pipeline,
@@ -173,6 +174,13 @@ struct DemoArgs {
     server_log: Option<PathBuf>,
 }
 
+/// `--tool`: the names policy files use, listed in `--help` and in the error for any other.
+fn tool_name() -> impl clap::builder::TypedValueParser<Value = Tool> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Tool::ALL.map(Tool::name))
+        .try_map(|name| Tool::from_name(&name).ok_or("not a tool"))
+}
+
 #[derive(clap::Args)]
 struct CheckArgs {
     /// Output format.
@@ -182,8 +190,8 @@ struct CheckArgs {
     #[arg(long, env = "PGWARDEN_POLICY")]
     policy: Option<PathBuf>,
     /// The tool the SQL would be sent through.
-    #[arg(long, default_value = "query", value_parser = clap::builder::PossibleValuesParser::new(pgwarden::policy::TOOLS))]
-    tool: String,
+    #[arg(long, default_value = "query", value_parser = tool_name())]
+    tool: Tool,
     /// Decide as this principal (see `serve --principal`).
     #[arg(long)]
     principal: Option<String>,
@@ -344,7 +352,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
     let policy = load_policy(args.policy.as_deref())?;
     let assessment = pgwarden::classify::classify(&sql);
     let decision = policy.evaluate(&Request {
-        tool: &args.tool,
+        tool: args.tool,
         assessment: &assessment,
         principal: args.principal.as_deref(),
     });

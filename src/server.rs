@@ -30,8 +30,9 @@ use crate::{
         hub::{PendingInfo, state_words},
         pending::{Awaited, Decision, PendingError, State, Via},
     },
+    call::{Action, Caller, Tool},
     db::catalog::{TableDescription, TableList},
-    pipeline::{Action, Caller, Outcome, Pipeline, ToolError},
+    pipeline::{Outcome, Pipeline, ToolError},
     tools::{
         self,
         approval::{AwaitArgs, AwaitOutput, OrPending, PendingApproval, ReviewDecision, ReviewRef},
@@ -51,8 +52,6 @@ pub const REVIEW_MIME: &str = "text/html;profile=mcp-app";
 const REVIEW_HTML: &str = include_str!("../assets/review.html");
 /// Where the card's per-approval secret travels: only in the guarded call's result `_meta`.
 pub const REVIEW_META_KEY: &str = "dev.pgwarden/review";
-/// Tools that need approval and link the card.
-const GUARDED: &[&str] = &["query", "export", "grant"];
 /// Tools only the card may call (`visibility: ["app"]`), listed only to hosts that render it.
 pub const APP_ONLY: &[&str] = &[
     "pgwarden_review_ready",
@@ -143,7 +142,7 @@ impl PgWarden {
 
     fn action(
         &self,
-        tool: &'static str,
+        tool: Tool,
         sql: Option<String>,
         intent: Option<String>,
         ctx: &RequestContext<RoleServer>,
@@ -156,7 +155,7 @@ impl PgWarden {
             caller: Caller {
                 client_name: client.as_ref().map(|c| c.name.clone()),
                 client_version: client.as_ref().map(|c| c.version.clone()),
-                principal: self.pipeline.principal().map(str::to_string),
+                principal: self.pipeline.principal().cloned(),
                 session_id: self.session_id.clone(),
             },
         }
@@ -276,7 +275,7 @@ impl PgWarden {
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let stored = serde_json::to_value(&args).unwrap_or_default();
-        let action = self.action("query", Some(args.sql), args.intent, &ctx);
+        let action = self.action(Tool::Query, Some(args.sql), args.intent, &ctx);
         let route = self.route(&ctx, state, responses, stored);
         let outcome = self.pipeline.query(&action, args.max_rows, &route, &ctx.ct).await;
         respond(outcome, QueryOutput::to_text, card_host(&ctx))
@@ -296,7 +295,7 @@ impl PgWarden {
         InputResponses(responses): InputResponses,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let action = self.action("export", Some(args.sql.clone()), Some(args.intent.clone()), &ctx);
+        let action = self.action(Tool::Export, Some(args.sql.clone()), Some(args.intent.clone()), &ctx);
         let route = self.route(&ctx, state, responses, serde_json::to_value(&args).unwrap_or_default());
         // Progress notifications (rows written) when the client asked for them.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
@@ -331,7 +330,7 @@ impl PgWarden {
         InputResponses(responses): InputResponses,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let action = self.action("grant", None, Some(args.intent.clone()), &ctx);
+        let action = self.action(Tool::Grant, None, Some(args.intent.clone()), &ctx);
         let route = self.route(&ctx, state, responses, serde_json::to_value(&args).unwrap_or_default());
         let outcome = self.pipeline.grant(&action, &args, &route, &ctx.ct).await;
         respond(outcome, GrantOutput::to_text, card_host(&ctx))
@@ -347,7 +346,7 @@ impl PgWarden {
         Parameters(args): Parameters<ListTablesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let action = self.action("list_tables", None, args.intent, &ctx);
+        let action = self.action(Tool::ListTables, None, args.intent, &ctx);
         match self
             .pipeline
             .list_tables(&action, args.schema.as_deref(), &ctx.ct)
@@ -368,7 +367,7 @@ impl PgWarden {
         Parameters(args): Parameters<DescribeTableArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
-        let action = self.action("describe_table", None, args.intent, &ctx);
+        let action = self.action(Tool::DescribeTable, None, args.intent, &ctx);
         match self.pipeline.describe_table(&action, &args.table, &ctx.ct).await {
             Ok(d) => success(&d, tools::describe_table::to_text(&d)),
             Err(e) => failure(e),
@@ -656,14 +655,14 @@ impl PgWarden {
         }
         let bad = |e: serde_json::Error| ToolError::Refused(format!("the stored call could not be read back ({e})"));
         match call.tool {
-            "query" => {
+            Tool::Query => {
                 let args: QueryArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
                 done(
                     self.pipeline.query(&call.action, args.max_rows, route, &ctx.ct).await?,
                     QueryOutput::to_text,
                 )
             }
-            "export" => {
+            Tool::Export => {
                 let args: ExportArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
                 let progress = |_: u64| {};
                 done(
@@ -673,14 +672,16 @@ impl PgWarden {
                     ExportOutput::to_text,
                 )
             }
-            "grant" => {
+            Tool::Grant => {
                 let args: GrantArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
                 done(
                     self.pipeline.grant(&call.action, &args, route, &ctx.ct).await?,
                     GrantOutput::to_text,
                 )
             }
-            other => Err(ToolError::Refused(format!("`{other}` calls cannot be approved later"))),
+            other @ (Tool::ListTables | Tool::DescribeTable) => {
+                Err(ToolError::Refused(format!("`{other}` calls cannot be approved later")))
+            }
         }
     }
 }
@@ -729,7 +730,7 @@ impl ServerHandler for PgWarden {
             .into_iter()
             .filter(|t| card || !APP_ONLY.contains(&t.name.as_ref()))
             .map(|mut t| {
-                if card && GUARDED.contains(&t.name.as_ref()) {
+                if card && Tool::from_name(&t.name).is_some_and(Tool::guarded) {
                     let mut meta = t.meta.take().unwrap_or_default();
                     meta.0
                         .insert("ui".into(), serde_json::json!({ "resourceUri": REVIEW_URI }));
@@ -781,5 +782,25 @@ impl ServerHandler for PgWarden {
             meta: Some(MetaObject(meta)),
         };
         Ok(ReadResourceResponse::Complete(ReadResourceResult::new(vec![contents])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Tool` and the router name the same tools: a tool registered without its variant (or a
+    /// variant never registered) would let policy files name a tool no client can call, or miss one.
+    #[test]
+    fn the_router_registers_every_tool_under_its_name_and_no_other() {
+        let mut registered: Vec<String> = tool_definitions()
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .filter(|n| !n.starts_with("pgwarden_"))
+            .collect();
+        registered.sort();
+        let mut named: Vec<String> = Tool::ALL.iter().map(|t| t.name().to_string()).collect();
+        named.sort();
+        assert_eq!(registered, named);
     }
 }

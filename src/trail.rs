@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use crate::{
     audit::{ApprovalRecord, Event, OutcomeRecord, Record, redact},
+    call::Action,
     classify::Assessment,
     db::DbError,
-    pipeline::{Action, Outcome, ToolError},
+    pipeline::{Outcome, ToolError},
     policy::Decision,
     tools::query::QueryOutput,
 };
@@ -56,8 +57,8 @@ impl Trail {
                     Some(v) => format!("{n} {v}"),
                     None => n.clone(),
                 }),
-                principal: c.principal.clone(),
-                tool: Some(action.tool.to_string()),
+                principal: c.principal.as_ref().map(|p| p.as_str().to_string()),
+                tool: Some(action.tool.name().to_string()),
                 arguments: Some(arguments),
                 sql,
                 ..Record::default()

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::{
     audit::{ApprovalRecord, AuditLog, Event, Record},
+    call::{Action, Tool},
     console::Console,
-    pipeline::Action,
     policy::{ApprovalChannel, ApprovalSettings, Level},
 };
 
@@ -21,7 +21,7 @@ use crate::{
 /// (the model cannot send new ones later) and the caller.
 #[derive(Debug, Clone)]
 pub struct StoredCall {
-    pub tool: &'static str,
+    pub tool: Tool,
     pub arguments: serde_json::Value,
     pub action: Action,
     /// The action hash the person approves.
@@ -331,7 +331,7 @@ pub fn state_words(state: &State) -> (&'static str, String) {
 }
 
 /// The packet as the console and the card show it: every string with hidden characters visible.
-fn shown_packet(tool: &str, p: &ReviewPacket) -> serde_json::Value {
+fn shown_packet(tool: Tool, p: &ReviewPacket) -> serde_json::Value {
     serde_json::json!({
         "summary": one_line(&p.summary, 300),
         "tool": tool,

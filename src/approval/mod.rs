@@ -34,7 +34,7 @@ pub use form::Verdict;
 pub use packet::ReviewPacket;
 pub use state::StateSealer;
 
-use crate::pipeline::Action;
+use crate::call::Action;
 
 /// The key of our one input request in an `InputRequiredResult`.
 const INPUT_KEY: &str = "approval";
@@ -347,11 +347,11 @@ pub fn action_hash(action: &Action, extra: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Caller;
+    use crate::call::{Caller, Tool};
 
     fn action(sql: &str) -> Action {
         Action {
-            tool: "query",
+            tool: Tool::Query,
             sql: Some(sql.into()),
             intent: Some("fix the typo".into()),
             caller: Caller {
@@ -398,7 +398,7 @@ mod tests {
         a.caller.session_id = "t".into();
         assert_ne!(base, action_hash(&a, &args));
         let mut a = action(sql);
-        a.tool = "export";
+        a.tool = Tool::Export;
         assert_ne!(base, action_hash(&a, &args));
     }
 }

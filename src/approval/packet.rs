@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::{
+    call::Action,
     classify::{Assessment, bounded},
-    pipeline::Action,
     policy::Decision,
 };
 

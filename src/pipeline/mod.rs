@@ -16,6 +16,7 @@ use crate::{
         reach::{ClientPrompt, NoChannel, no_channel_message},
     },
     audit::{ApprovalRecord, AuditLog, OutcomeRecord},
+    call::{Action, Principal, Tool},
     classify::{self, Assessment},
     config::Limits,
     db::{
@@ -50,26 +51,6 @@ fn byte_cap_note(truncated_by: Option<TruncatedBy>, max_bytes: u64, rows: usize)
             crate::config::format_byte_size(max_bytes)
         )
     })
-}
-
-/// Who is calling, as far as the transport tells us.
-#[derive(Debug, Clone, Default)]
-pub struct Caller {
-    pub client_name: Option<String>,
-    pub client_version: Option<String>,
-    /// Who the operator says is using this server (`--principal`); policy rules can match it.
-    pub principal: Option<String>,
-    /// Minted per server instance on stdio.
-    pub session_id: String,
-}
-
-/// One tool call, as the rest of the pipeline sees it.
-#[derive(Debug, Clone)]
-pub struct Action {
-    pub tool: &'static str,
-    pub sql: Option<String>,
-    pub intent: Option<String>,
-    pub caller: Caller,
 }
 
 /// True when the call takes the read path (the agent's login, READ ONLY, rolled back): plain reads,
@@ -205,7 +186,7 @@ pub struct Pipeline {
     /// The policy masks columns and approved changes run as a login that may read them: what a
     /// change reports back (RETURNING rows, error details) is withheld from the model.
     withhold_change_output: bool,
-    principal: Option<String>,
+    principal: Option<Principal>,
     audit: Arc<AuditLog>,
     /// Where `export` writes. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
     /// The export directory, opened once (see `export_path`); why not, when it could not be.
@@ -266,7 +247,7 @@ impl Pipeline {
             limits,
             policy,
             withhold_change_output,
-            principal,
+            principal: principal.map(Principal::new),
             audit,
             export_root: crate::export_path::ExportRoot::open(&export_dir).map_err(|e| e.to_string()),
             catalog: Default::default(),
@@ -281,8 +262,8 @@ impl Pipeline {
     }
 
     /// The operator-configured principal, for `Caller`.
-    pub fn principal(&self) -> Option<&str> {
-        self.principal.as_deref()
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
     }
 
     /// The policy's decision for `action`: `deny` becomes an error. With `approvable`, `approve`
@@ -295,7 +276,7 @@ impl Pipeline {
         approvable: bool,
     ) -> Result<Decision, ToolError> {
         tracing::info!(
-            tool = action.tool,
+            tool = action.tool.name(),
             effect = decision.effect.as_str(),
             rule = decision.rule.as_deref().unwrap_or("-"),
             "policy decision"
@@ -435,7 +416,7 @@ impl Pipeline {
             let result = self.db.read(sql, limits, ct).await?;
             let elapsed_ms = started.elapsed().as_millis() as u64;
             tracing::info!(
-                tool = action.tool,
+                tool = action.tool.name(),
                 rows = result.rows.len(),
                 truncated = result.truncated,
                 elapsed_ms,
@@ -499,7 +480,7 @@ impl Pipeline {
         })?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
-            tool = action.tool,
+            tool = action.tool.name(),
             rows_affected = result.rows_affected,
             committed = result.committed,
             elapsed_ms,
@@ -651,12 +632,13 @@ impl Pipeline {
             // runs before anyone approved: no estimate for a statement with anything unknown.
             let plannable = !assessment.categories.contains(&classify::Category::Unknown);
             let estimate = if plannable
-                && (matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == "export")
+                && (matches!(kind, "UPDATE" | "DELETE" | "MERGE" | "INSERT") || action.tool == Tool::Export)
             {
                 self.db
                     .estimate_rows(
                         action.sql.as_deref().unwrap_or_default(),
-                        action.tool != "export" && !runs_as_read(assessment, action.sql.as_deref().unwrap_or_default()),
+                        action.tool != Tool::Export
+                            && !runs_as_read(assessment, action.sql.as_deref().unwrap_or_default()),
                         timeout,
                         ct,
                     )
@@ -738,12 +720,12 @@ impl Pipeline {
             ),
             // Nothing approved it; another channel may still reach the person.
             Asked::Unseen(why) => {
-                tracing::info!(tool = action.tool, "{why}");
+                tracing::info!(tool = action.tool.name(), "{why}");
                 (None, why, local)
             }
             Asked::Verdict(Verdict::NotApproved { why, reason }) => {
                 tracing::info!(
-                    tool = action.tool,
+                    tool = action.tool.name(),
                     rule = decision.rule.as_deref().unwrap_or("-"),
                     "not approved: {why}"
                 );
@@ -756,7 +738,7 @@ impl Pipeline {
                 reason,
             }) => {
                 tracing::info!(
-                    tool = action.tool,
+                    tool = action.tool.name(),
                     rule = decision.rule.as_deref().unwrap_or("-"),
                     dry_run,
                     ?max_rows_affected,
@@ -966,7 +948,7 @@ impl Pipeline {
         let decision = self.policy.evaluate(&Request {
             tool: action.tool,
             assessment,
-            principal: action.caller.principal.as_deref(),
+            principal: action.caller.principal.as_ref().map(Principal::as_str),
         });
         trail.decided(&decision);
         decision

@@ -14,10 +14,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ApprovalChannel, ApprovalSettings, CallLimits, Effect, Glob, Level, Mask, Origin, Policy, Rule, TOOLS, TableTags,
-    matching,
+    ApprovalChannel, ApprovalSettings, CallLimits, Effect, Glob, Level, Mask, Origin, Policy, Rule, TableTags, matching,
 };
-use crate::classify::{Category, Risk};
+use crate::{
+    call::Tool,
+    classify::{Category, Risk},
+};
 
 /// One thing wrong with a policy, at a place when there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -494,11 +496,7 @@ impl Builder {
             self.error(place.clone(), message);
         }
         let tools = self.list(at, &name, "tools", r.tools, |t: &String| {
-            if TOOLS.contains(&t.as_str()) {
-                Ok(t.clone())
-            } else {
-                Err(format!("unknown tool `{t}`; expected one of {}", quoted(TOOLS)))
-            }
+            Tool::from_name(t).ok_or_else(|| format!("unknown tool `{t}`; expected one of {}", quoted(&Tool::ALL)))
         });
         let categories = self.list(at, &name, "categories", r.categories, |c: &Category| Ok(*c));
         let tables = self.list(at, &name, "tables", r.tables, |t: &String| {

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::classify::Category;
+use crate::{call::Tool, classify::Category};
 
 use super::{Effect, Rule};
 
@@ -62,7 +62,7 @@ fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
 
 /// The facts of a call that rules look at.
 pub struct Subject<'a> {
-    pub tool: &'a str,
+    pub tool: Tool,
     pub categories: BTreeSet<Category>,
     pub risk: crate::classify::Risk,
     /// Every table the call touches, with its tags.
@@ -73,7 +73,7 @@ pub struct Subject<'a> {
 pub fn matches(rule: &Rule, s: &Subject<'_>) -> bool {
     let every = rule.effect == Effect::Allow;
     if let Some(tools) = &rule.tools
-        && !tools.iter().any(|t| t == s.tool)
+        && !tools.contains(&s.tool)
     {
         return false;
     }
@@ -187,7 +187,10 @@ pub fn describe(rule: &Rule) -> String {
     let join = |v: Vec<String>| v.join(", ");
     let mut parts = Vec::new();
     if let Some(t) = &rule.tools {
-        parts.push(format!("tools {}", join(t.clone())));
+        parts.push(format!(
+            "tools {}",
+            join(t.iter().map(|t| t.name().to_string()).collect())
+        ));
     }
     if let Some(c) = &rule.categories {
         parts.push(format!(

@@ -18,13 +18,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Assessment, Category, Risk};
+use crate::{
+    call::Tool,
+    classify::{Assessment, Category, Risk},
+};
 pub use load::{LoadError, PolicyErrors};
 pub use matching::Glob;
-
-/// The tools a rule may name. `export` and `grant` are accepted ahead of their tools so that policy
-/// files written for them load today.
-pub const TOOLS: &[&str] = &["query", "export", "grant", "list_tables", "describe_table"];
 
 /// The built-in policy used when the operator gives none: `tool-policies/default.toml`.
 pub const DEFAULT_POLICY: &str = include_str!("../../tool-policies/default.toml");
@@ -125,7 +124,7 @@ pub struct Rule {
     pub effect: Effect,
     /// Shown to the model on `deny` and to the reviewer on `approve`.
     pub reason: Option<String>,
-    pub tools: Option<Vec<String>>,
+    pub tools: Option<Vec<Tool>>,
     pub categories: Option<Vec<Category>>,
     pub tables: Option<Vec<Glob>>,
     pub tags: Option<Vec<String>>,
@@ -285,7 +284,7 @@ pub struct Policy {
 
 /// What is being decided: one tool call, as classified.
 pub struct Request<'a> {
-    pub tool: &'a str,
+    pub tool: Tool,
     pub assessment: &'a Assessment,
     /// Who is calling, when the operator configured it (`--principal`).
     pub principal: Option<&'a str>,

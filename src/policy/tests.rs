@@ -73,7 +73,7 @@ principals = ["alice"]
 fn decide(policy: &Policy, tool: &str, sql: &str, principal: Option<&str>) -> Decision {
     let assessment = classify(sql);
     policy.evaluate(&Request {
-        tool,
+        tool: Tool::from_name(tool).unwrap(),
         assessment: &assessment,
         principal,
     })
