@@ -167,24 +167,15 @@ pub fn check_export_dir_holds(
     Ok(())
 }
 
-/// A size such as `64MiB`, `500k`, `1G` or a plain number of bytes (binary units).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size; write e.g. `64MiB`, `512KiB` or a number of bytes"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("`{text}`: unknown unit; use B, KiB, MiB or GiB")),
-    };
-    n.checked_mul(1 << shift)
-        .filter(|&b| b >= 4096)
-        .ok_or_else(|| format!("`{text}` is out of range: give at least 4KiB and at most a few GiB"))
+/// `--audit-rotate-size`: a byte size (as [`parse_byte_size`]) of at least 4 KiB.
+pub fn parse_rotate_size(text: &str) -> Result<u64, String> {
+    let bytes = parse_byte_size(text)?;
+    if bytes < 4096 {
+        return Err(format!(
+            "`{text}` is too small to rotate at; give at least 4KiB (e.g. `64MiB`)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Where pgwarden keeps something by default: `root_path` when running as root (root's home is
@@ -219,6 +210,13 @@ mod tests {
         assert!(check_export_dir(&d, &d.join("audit.jsonl")).is_err());
         assert!(check_export_dir(&d, &d.join("logs/audit.jsonl")).is_err());
         assert!(check_export_dir(&d.join("exports"), &d.join("audit.jsonl")).is_ok());
+    }
+
+    #[test]
+    fn a_rotation_size_is_a_byte_size_of_at_least_4_kib() {
+        assert_eq!(parse_rotate_size("64MiB"), Ok(64 << 20));
+        assert!(parse_rotate_size("1KiB").unwrap_err().contains("at least 4KiB"));
+        assert!(parse_rotate_size("lots").unwrap_err().contains("not a byte size"));
     }
 
     #[test]

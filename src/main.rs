@@ -280,7 +280,7 @@ struct ServeArgs {
     audit_checkpoint_every: Duration,
     /// Rotate the trail when it grows past this size (e.g. `64MiB`); the old file becomes
     /// `<log>.<last seq>` and the chain continues in a new one. `SIGHUP` rotates at once.
-    #[arg(long, env = "PGWARDEN_AUDIT_ROTATE_SIZE", value_parser = pgwarden::config::parse_size)]
+    #[arg(long, env = "PGWARDEN_AUDIT_ROTATE_SIZE", value_parser = pgwarden::config::parse_rotate_size)]
     audit_rotate_size: Option<u64>,
     /// Where `export` writes files. Defaults to `$XDG_DATA_HOME/pgwarden/exports`
     /// (`~/.local/share/…`; `/var/lib/pgwarden/exports` as root).
