@@ -446,6 +446,9 @@ fn audit_verify(paths: &[PathBuf], key: Option<&str>, checkpoints: Option<PathBu
     };
     let checkpoints = checkpoints.unwrap_or_else(|| pgwarden::audit::default_checkpoints(path));
     let report = verify::verify_trail(&files, &checkpoints, key.as_ref());
+    // What a record says (a reason, a tool name) may have been written by whoever forged it: shown
+    // with control and bidi characters escaped, so it cannot rewrite the terminal.
+    let shown = |text: String| pgwarden::approval::packet::visible(&text);
     let notes: String = report.notes.iter().map(|n| format!("note: {n}\n")).collect();
     let mut out = String::new();
     if !report.problems.is_empty() {
@@ -453,7 +456,7 @@ fn audit_verify(paths: &[PathBuf], key: Option<&str>, checkpoints: Option<PathBu
         for p in &report.problems {
             out.push_str(&format!("  - {p}\n"));
         }
-        let _ = write_stdout(&(out + &notes));
+        let _ = write_stdout(&shown(out + &notes));
         return ExitCode::from(2);
     }
     let range = match (report.records.first(), report.records.last()) {
@@ -494,10 +497,10 @@ fn audit_verify(paths: &[PathBuf], key: Option<&str>, checkpoints: Option<PathBu
                 pgwarden::approval::packet::one_line(r.sql.as_deref().unwrap_or(""), 100)
             ));
         }
-        let _ = write_stdout(&(out + &notes));
+        let _ = write_stdout(&shown(out + &notes));
         return ExitCode::from(3);
     }
-    match write_stdout(&(out + &notes)) {
+    match write_stdout(&shown(out + &notes)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }

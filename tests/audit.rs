@@ -533,3 +533,26 @@ async fn secrets_split_across_literals_or_quoted_in_errors_never_reach_the_trail
     assert!(!raw.contains("hunter2"), "a secret reached the audit file:\n{raw}");
     assert!(raw.contains("[redacted]"), "{raw}");
 }
+
+/// What `audit verify` quotes from a record (a `continued` record's reason) may come from a forger:
+/// it reaches the terminal escaped.
+#[test]
+fn audit_verify_shows_quoted_record_text_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    log.append(
+        pgwarden::audit::Record {
+            event: Some(Event::Continued),
+            details: Some(json!({"reason": "\u{1b}[2J\u{1b}[Hok: all is well\u{202e}"})),
+            ..Default::default()
+        },
+        true,
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["audit", "verify"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains('\u{202e}'), "{stdout:?}");
+    assert!(stdout.contains("\\u{001B}[2J"), "{stdout}");
+}
