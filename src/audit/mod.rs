@@ -238,6 +238,16 @@ struct Plan {
     notes: bool,
 }
 
+impl Plan {
+    /// The last record once `lines` are written.
+    fn head(&self) -> Head {
+        Head {
+            seq: self.seq - 1,
+            hash: self.prev.clone(),
+        }
+    }
+}
+
 impl AuditLog {
     /// Fills in `seq`, `prev`, `time` and `hash`, and signs the hash when there is a key.
     fn seal(&self, record: Record, seq: u64, prev: &str) -> Record {
@@ -357,17 +367,20 @@ impl AuditLog {
     /// checkpoint or since this process last wrote), without a record of its own.
     fn settle(&self) -> Result<(), AuditError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (_lock, why) = self.lock_current(&mut inner)?;
-        let plan = self.plan(&mut inner, why)?;
+        self.mend(&mut inner).map(|_| ())
+    }
+
+    /// Locks the current file and writes (durably) the records it needs before any other: a
+    /// repair, a cut, a continuation. Returns the lock and where the chain stands.
+    fn mend(&self, inner: &mut Inner) -> Result<(FileLock, Plan), AuditError> {
+        let (lock, why) = self.lock_current(inner)?;
+        let plan = self.plan(inner, why)?;
         if plan.notes {
             inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
             inner.file.sync_data().map_err(self.io())?;
-            inner.known = Some(Head {
-                seq: plan.seq - 1,
-                hash: plan.prev,
-            });
+            inner.known = Some(plan.head());
         }
-        Ok(())
+        Ok((lock, plan))
     }
 
     /// Signs the chain's current head and appends the checkpoint to the checkpoint file, after the
@@ -377,20 +390,13 @@ impl AuditLog {
             return Ok(None);
         };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (_lock, why) = self.lock_current(&mut inner)?;
-        let plan = self.plan(&mut inner, why)?;
+        let (_lock, plan) = self.mend(&mut inner)?;
         if !plan.notes && !plan.lines.is_empty() {
             // Only a genesis would be written: a new file has nothing to sign yet.
             return Ok(None);
         }
-        if plan.notes {
-            inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
-        }
         inner.file.sync_data().map_err(self.io())?;
-        let head = Head {
-            seq: plan.seq - 1,
-            hash: plan.prev,
-        };
+        let head = plan.head();
         inner.known = Some(head.clone());
         let cp_io = |source| AuditError::Io {
             path: signer.path.display().to_string(),
@@ -419,15 +425,7 @@ impl AuditLog {
     pub fn rotate(&self) -> Result<Option<PathBuf>, AuditError> {
         let rotated = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            let (_lock, why) = self.lock_current(&mut inner)?;
-            let plan = self.plan(&mut inner, why)?;
-            if plan.notes {
-                inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
-                inner.known = Some(Head {
-                    seq: plan.seq - 1,
-                    hash: plan.prev.clone(),
-                });
-            }
+            let (_lock, _) = self.mend(&mut inner)?;
             inner.rotate_failed = false;
             match self.rotate_locked(&mut inner)? {
                 Some(r) => r,
@@ -638,45 +636,16 @@ impl AuditLog {
     /// MiB) is the one this process knew. A file that starts after it (rotated by another process
     /// sharing the log) leads back as far as can be told here.
     fn leads_back(&self, file: &mut File, known: &Head) -> Result<bool, AuditError> {
-        const CHUNK: u64 = 64 * 1024;
-        let io = self.io();
-        let len = file.seek(SeekFrom::End(0)).map_err(&io)?;
-        let mut pos = len;
-        let mut carry: Vec<u8> = Vec::new();
-        while pos > 0 && len - pos < 64 * 1024 * 1024 {
-            let start = pos.saturating_sub(CHUNK);
-            let mut chunk = vec![0u8; (pos - start) as usize];
-            file.seek(SeekFrom::Start(start)).map_err(&io)?;
-            file.read_exact(&mut chunk).map_err(&io)?;
-            chunk.extend_from_slice(&carry);
-            // Whole lines are those after the first newline of the buffer (or all, at the start).
-            let cut = if start == 0 {
-                0
-            } else {
-                match chunk.iter().position(|&b| b == b'\n') {
-                    Some(i) => i + 1,
-                    None => {
-                        carry = chunk;
-                        pos = start;
-                        continue;
-                    }
-                }
-            };
-            for raw in chunk[cut..].split(|&b| b == b'\n').rev().filter(|l| !l.is_empty()) {
-                let Ok(r) = serde_json::from_slice::<Record>(raw) else {
-                    continue;
-                };
-                if r.seq == known.seq {
-                    return Ok(r.hash.as_deref() == Some(known.hash.as_str()));
-                }
-                if r.seq < known.seq {
-                    return Ok(false);
-                }
+        let found = lines_from_end(file, 64 * 1024 * 1024, |raw| {
+            let r = serde_json::from_slice::<Record>(raw).ok()?;
+            match r.seq {
+                s if s == known.seq => Some(r.hash.as_deref() == Some(known.hash.as_str())),
+                s if s < known.seq => Some(false),
+                _ => None,
             }
-            carry = chunk[..cut].to_vec();
-            pos = start;
-        }
-        Ok(true)
+        })
+        .map_err(self.io())?;
+        Ok(found.unwrap_or(true))
     }
 
     /// When the file does not end with a newline, cuts it back to its last whole line and returns
@@ -702,31 +671,18 @@ impl AuditLog {
         if len == 0 {
             return Ok(None);
         }
-        let mut start = len;
-        let mut buf = Vec::new();
-        // Read backwards in growing chunks until the last complete line is in `buf`.
-        let mut chunk_size = 4096u64;
-        loop {
-            let step = chunk_size.min(start);
-            chunk_size *= 2;
-            start -= step;
-            file.seek(SeekFrom::Start(start)).map_err(&io)?;
-            let mut chunk = vec![0; (len - start) as usize - buf.len()];
-            file.read_exact(&mut chunk).map_err(&io)?;
-            chunk.extend_from_slice(&buf);
-            buf = chunk;
-            let body = buf.strip_suffix(b"\n");
-            let Some(body) = body else {
-                return Err(AuditError::Torn {
-                    path: self.path.display().to_string(),
-                });
-            };
-            if let Some(nl) = body.iter().rposition(|&b| b == b'\n') {
-                return parse_last(&body[nl + 1..], &self.path).map(Some);
-            }
-            if start == 0 {
-                return parse_last(body, &self.path).map(Some);
-            }
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1)).map_err(&io)?;
+        file.read_exact(&mut last).map_err(&io)?;
+        let line = match last[0] {
+            b'\n' => lines_from_end(file, u64::MAX, |line| Some(line.to_vec())).map_err(&io)?,
+            _ => None,
+        };
+        match line {
+            Some(line) => parse_last(&line, &self.path).map(Some),
+            None => Err(AuditError::Torn {
+                path: self.path.display().to_string(),
+            }),
         }
     }
 }
@@ -856,6 +812,48 @@ fn open_file(path: &Path) -> Result<File, AuditError> {
             .map_err(io)?;
     }
     Ok(file)
+}
+
+/// Calls `visit` with each whole, non-empty line of `file` (without its newline), from the last
+/// to the first, until it returns something, `limit` bytes were read, or the file begins. Bytes
+/// after the last newline (a write cut short) are not a line. The one reader of the trail's files
+/// from their end: the last record, the last checkpoint, the record a writer last knew.
+fn lines_from_end<T>(
+    file: &mut File,
+    limit: u64,
+    mut visit: impl FnMut(&[u8]) -> Option<T>,
+) -> std::io::Result<Option<T>> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut pos = len;
+    // Bytes from `pos` up to the last line boundary handled, not yet a whole line.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut past_last_newline = false;
+    while pos > 0 && len - pos < limit {
+        let start = pos.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&carry);
+        let mut end = chunk.len();
+        while let Some(nl) = chunk[..end].iter().rposition(|&b| b == b'\n') {
+            if past_last_newline
+                && nl + 1 < end
+                && let Some(found) = visit(&chunk[nl + 1..end])
+            {
+                return Ok(Some(found));
+            }
+            past_last_newline = true;
+            end = nl;
+        }
+        chunk.truncate(end);
+        carry = chunk;
+        pos = start;
+    }
+    if pos == 0 && past_last_newline && !carry.is_empty() {
+        return Ok(visit(&carry));
+    }
+    Ok(None)
 }
 
 /// Cuts a file that does not end in a newline back to its last whole line. Returns the length

@@ -10,7 +10,7 @@
 
 use std::{
     fs::File,
-    io::{Read, Seek, SeekFrom, Write},
+    io::{Read, Write},
     os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
@@ -278,48 +278,10 @@ pub fn line_hash(line: &str) -> String {
 }
 
 /// The last whole line of the checkpoint file, if any. A partial line after it (a write cut
-/// short, or junk appended) is skipped however long it is; a whole line over 64 KiB is no
-/// checkpoint.
+/// short, or junk appended) is skipped however long it is; a line over 64 KiB is no checkpoint.
 pub fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
-    const CHUNK: u64 = 8 * 1024;
-    let len = file.seek(SeekFrom::End(0))?;
-    // The newlines ending the last whole line and the one before it, found reading backwards.
-    let mut end = None;
-    let mut pos = len;
-    while pos > 0 {
-        let start = pos.saturating_sub(CHUNK);
-        let mut chunk = vec![0u8; (pos - start) as usize];
-        file.seek(SeekFrom::Start(start))?;
-        file.read_exact(&mut chunk)?;
-        for (i, &b) in chunk.iter().enumerate().rev() {
-            if b != b'\n' {
-                continue;
-            }
-            let at = start + i as u64;
-            match end {
-                None => end = Some(at),
-                Some(e) => return read_range(file, at + 1, e),
-            }
-        }
-        if let Some(e) = end
-            && e - start > 64 * 1024
-        {
-            return Ok(None);
-        }
-        pos = start;
-    }
-    match end {
-        Some(e) => read_range(file, 0, e),
-        None => Ok(None),
-    }
-}
-
-fn read_range(file: &mut File, from: u64, to: u64) -> std::io::Result<Option<String>> {
-    if to.saturating_sub(from) > 64 * 1024 {
-        return Ok(None);
-    }
-    let mut buf = vec![0u8; (to - from) as usize];
-    file.seek(SeekFrom::Start(from))?;
-    file.read_exact(&mut buf)?;
-    Ok(String::from_utf8(buf).ok().filter(|l| !l.is_empty()))
+    let line = super::lines_from_end(file, 16 * 1024 * 1024, |line| Some(line.to_vec()))?;
+    Ok(line
+        .filter(|l| l.len() <= 64 * 1024)
+        .and_then(|l| String::from_utf8(l).ok()))
 }
