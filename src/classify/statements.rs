@@ -6,6 +6,10 @@ use sqlparser::ast::{
     Reset, ResetConfig, Set, Statement, UnaryOperator, Value,
 };
 
+/// The kinds of the statements that need the copy sub-protocol (see `syntax::not_runnable`).
+pub(super) const COPY_TO_STDOUT: &str = "COPY TO STDOUT";
+pub(super) const COPY_FROM_STDIN: &str = "COPY FROM STDIN";
+
 use super::{Category, Finding, functions::PUBLIC_SETTINGS, settings};
 
 pub struct Base {
@@ -137,6 +141,11 @@ pub fn base_of(statement: &Statement) -> Base {
             mk("MERGE", Destructive, format!("MERGE into `{}` deletes rows", m.table))
         }
         Statement::Merge(m) => mk("MERGE", Write, format!("merges into `{}`", m.table)),
+        Statement::Copy {
+            to: false,
+            target: CopyTarget::Stdin,
+            ..
+        } => mk(COPY_FROM_STDIN, Write, "COPY … FROM STDIN loads rows into a table"),
         Statement::Copy { to: false, .. } => mk("COPY FROM", Write, "COPY … FROM loads rows into a table"),
         Statement::Copy {
             target: CopyTarget::Program { .. },
@@ -154,7 +163,7 @@ pub fn base_of(statement: &Statement) -> Base {
             Export,
             format!("COPY … TO writes the server file `{filename}`"),
         ),
-        Statement::Copy { .. } => mk("COPY TO", Export, "COPY … TO STDOUT exports data"),
+        Statement::Copy { .. } => mk(COPY_TO_STDOUT, Export, "COPY … TO STDOUT exports data"),
         Statement::NOTIFY { .. } => mk("NOTIFY", Write, "NOTIFY sends a message to other sessions"),
 
         Statement::Truncate(t) => mk(

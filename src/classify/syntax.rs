@@ -97,23 +97,17 @@ pub fn certain_syntax_error(sql: &str) -> Option<String> {
 }
 
 /// Why `query` cannot run the statement at all, whatever a person decides: `COPY … TO STDOUT` and
-/// `COPY … FROM STDIN` need the copy sub-protocol, which `query` does not speak.
-pub fn not_runnable(sql: &str) -> Option<String> {
-    use sqlparser::ast::{CopyTarget, Statement};
-    let statements = super::bounded::parse(sql, super::bounded::CLASSIFY_LIMITS).ok()?;
-    statements.iter().find_map(|s| match s {
-        Statement::Copy {
-            target: CopyTarget::Stdout,
-            ..
-        } => Some(
+/// `COPY … FROM STDIN` need the copy sub-protocol, which `query` does not speak. Read from the
+/// assessment: the statement is not parsed again.
+pub fn not_runnable(assessment: &super::Assessment) -> Option<String> {
+    use super::statements::{COPY_FROM_STDIN, COPY_TO_STDOUT};
+    assessment.statements.iter().find_map(|s| match s.kind.as_str() {
+        COPY_TO_STDOUT => Some(
             "`COPY … TO STDOUT` streams through the copy protocol, which `query` does not speak; use the `export` \
              tool (it writes the rows to a file, CSV or JSON lines) or a plain SELECT"
                 .to_string(),
         ),
-        Statement::Copy {
-            target: CopyTarget::Stdin,
-            ..
-        } => Some(
+        COPY_FROM_STDIN => Some(
             "`COPY … FROM STDIN` needs the copy protocol to send rows, which `query` does not speak; use INSERT"
                 .to_string(),
         ),
@@ -152,10 +146,12 @@ mod tests {
         );
         assert!(certain_syntax_error("\"SELECT\" 1").is_some());
         assert!(certain_syntax_error("DESCRIBE orders").is_some());
-        assert!(not_runnable("COPY orders TO STDOUT").unwrap().contains("`export`"));
-        assert!(not_runnable("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)").is_some());
-        assert!(not_runnable("COPY orders FROM STDIN").unwrap().contains("INSERT"));
-        assert!(not_runnable("SELECT 1").is_none());
+        let runnable = |sql| not_runnable(&super::super::classify(sql));
+        assert!(runnable("COPY orders TO STDOUT").unwrap().contains("`export`"));
+        assert!(runnable("COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)").is_some());
+        assert!(runnable("COPY orders FROM STDIN").unwrap().contains("INSERT"));
+        assert!(runnable("COPY orders FROM '/tmp/x'").is_none());
+        assert!(runnable("SELECT 1").is_none());
         for ok in [
             "select 1",
             "(SELECT 1)",

@@ -361,9 +361,12 @@ impl Pipeline {
         self.masks_hold()?;
         let assessment = classify::classify_with(sql, &self.catalog_facts());
         trail.assessed(&assessment);
-        // Text PostgreSQL rejects outright (a typo such as `SELEC`) is answered now, not sent to a
-        // person as an unknown statement to approve.
-        if let Some(e) = classify::certain_syntax_error(sql).or_else(|| classify::not_runnable(sql)) {
+        // Text PostgreSQL rejects outright (a typo such as `SELEC`, only ever among what the
+        // classifier could not read) and COPY needing the copy protocol are answered now, not sent
+        // to a person to approve.
+        let unknown = assessment.categories.contains(&classify::Category::Unknown);
+        let refused = unknown.then(|| classify::certain_syntax_error(sql)).flatten();
+        if let Some(e) = refused.or_else(|| classify::not_runnable(&assessment)) {
             return Err(ToolError::BadArguments(e));
         }
         if assessment.statements.len() > 1 {
