@@ -30,11 +30,11 @@ use crate::{
         hub::{PendingInfo, state_words},
         pending::{Awaited, Decision, PendingError, State, Via},
     },
-    call::{Action, Caller, Tool},
+    call::{Caller, Tool},
     db::catalog::{TableDescription, TableList},
-    pipeline::{Outcome, Pipeline, ToolError},
+    pipeline::{Control, Outcome, Pipeline, ToolError},
     tools::{
-        self,
+        self, ToolCall, ToolOutput,
         approval::{AwaitArgs, AwaitOutput, OrPending, PendingApproval, ReviewDecision, ReviewRef},
         describe_table::DescribeTableArgs,
         export::{ExportArgs, ExportOutput},
@@ -121,52 +121,57 @@ impl PgWarden {
         }
     }
 
-    /// Every way this call can reach a person; `arguments` are stored if it becomes a pending approval.
+    /// Every way this call can reach a person.
     fn route(
         &self,
         ctx: &RequestContext<RoleServer>,
         state: Option<String>,
         responses: Option<rmcp::model::InputResponses>,
-        arguments: serde_json::Value,
     ) -> Route {
         Route {
             client: self.channel(ctx, state, responses),
             local: Some(LocalRoute {
                 approvals: self.pipeline.approvals().clone(),
-                arguments,
                 card_host: card_host(ctx),
             }),
             preapproved: None,
         }
     }
 
-    fn action(
-        &self,
-        tool: Tool,
-        sql: Option<String>,
-        intent: Option<String>,
-        ctx: &RequestContext<RoleServer>,
-    ) -> Action {
+    /// Who is calling: the client as it names itself, and the principal the transport vouches for.
+    fn caller(&self, ctx: &RequestContext<RoleServer>) -> Caller {
         let client = ctx.client_info();
-        Action {
-            tool,
-            sql,
-            intent,
-            caller: Caller {
-                client_name: client.as_ref().map(|c| c.name.clone()),
-                client_version: client.as_ref().map(|c| c.version.clone()),
-                principal: self.pipeline.principal().cloned(),
-                session_id: self.session_id.clone(),
-            },
+        Caller {
+            client_name: client.as_ref().map(|c| c.name.clone()),
+            client_version: client.as_ref().map(|c| c.version.clone()),
+            principal: self.pipeline.principal().cloned(),
+            session_id: self.session_id.clone(),
         }
+    }
+
+    /// A tool call through the pipeline, answered as MCP: the result, a prompt for the client to
+    /// show (2026-07-28), or a pending approval.
+    async fn run(
+        &self,
+        call: ToolCall,
+        route: Route,
+        ctl: Control,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let outcome = self.pipeline.run(&call, self.caller(ctx), &route, &ctl).await;
+        respond(outcome, card_host(ctx))
     }
 }
 
 fn success<T: Serialize>(value: &T, text: String) -> Result<CallToolResult, McpError> {
     let json = serde_json::to_value(value).map_err(|e| McpError::internal_error(e.to_string(), None))?;
+    Ok(structured(json, text))
+}
+
+fn structured(json: serde_json::Value, text: String) -> CallToolResult {
     let mut result = CallToolResult::structured(json);
     result.content = vec![ContentBlock::text(text)];
-    Ok(result)
+    result
 }
 
 fn failure(e: ToolError) -> Result<CallToolResult, McpError> {
@@ -204,16 +209,14 @@ fn pending_result(info: &PendingInfo, card: bool) -> CallToolResult {
     result
 }
 
-/// A guarded tool's result.
-fn respond<T: Serialize>(
-    outcome: Result<Outcome<T>, ToolError>,
-    text: impl FnOnce(&T) -> String,
-    card: bool,
-) -> Result<CallToolResponse, McpError> {
+/// A tool's result.
+fn respond(outcome: Result<Outcome<ToolOutput>, ToolError>, card: bool) -> Result<CallToolResponse, McpError> {
     match outcome {
         Ok(Outcome::Done(out)) => {
-            let t = text(&out);
-            success(&out, t).map(Into::into)
+            let json = out
+                .to_value()
+                .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+            Ok(structured(json, out.to_text()).into())
         }
         Ok(Outcome::InputRequired(r)) => Ok(r.into()),
         Ok(Outcome::Pending(info)) => Ok(pending_result(&info, card).into()),
@@ -274,11 +277,9 @@ impl PgWarden {
         InputResponses(responses): InputResponses,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let stored = serde_json::to_value(&args).unwrap_or_default();
-        let action = self.action(Tool::Query, Some(args.sql), args.intent, &ctx);
-        let route = self.route(&ctx, state, responses, stored);
-        let outcome = self.pipeline.query(&action, args.max_rows, &route, &ctx.ct).await;
-        respond(outcome, QueryOutput::to_text, card_host(&ctx))
+        let route = self.route(&ctx, state, responses);
+        self.run(ToolCall::Query(args), route, Control::new(ctx.ct.clone()), &ctx)
+            .await
     }
 
     #[tool(
@@ -295,8 +296,7 @@ impl PgWarden {
         InputResponses(responses): InputResponses,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let action = self.action(Tool::Export, Some(args.sql.clone()), Some(args.intent.clone()), &ctx);
-        let route = self.route(&ctx, state, responses, serde_json::to_value(&args).unwrap_or_default());
+        let route = self.route(&ctx, state, responses);
         // Progress notifications (rows written) when the client asked for them.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
         if let Some(token) = ctx.meta.get_progress_token() {
@@ -309,11 +309,13 @@ impl PgWarden {
                 }
             });
         }
-        let progress = move |rows: u64| {
-            let _ = tx.send(rows);
+        let ctl = Control {
+            cancel: ctx.ct.clone(),
+            progress: Some(Box::new(move |rows: u64| {
+                let _ = tx.send(rows);
+            })),
         };
-        let outcome = self.pipeline.export(&action, &args, &route, &progress, &ctx.ct).await;
-        respond(outcome, ExportOutput::to_text, card_host(&ctx))
+        self.run(ToolCall::Export(args), route, ctl, &ctx).await
     }
 
     #[tool(
@@ -330,10 +332,9 @@ impl PgWarden {
         InputResponses(responses): InputResponses,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let action = self.action(Tool::Grant, None, Some(args.intent.clone()), &ctx);
-        let route = self.route(&ctx, state, responses, serde_json::to_value(&args).unwrap_or_default());
-        let outcome = self.pipeline.grant(&action, &args, &route, &ctx.ct).await;
-        respond(outcome, GrantOutput::to_text, card_host(&ctx))
+        let route = self.route(&ctx, state, responses);
+        self.run(ToolCall::Grant(args), route, Control::new(ctx.ct.clone()), &ctx)
+            .await
     }
 
     #[tool(
@@ -345,16 +346,11 @@ impl PgWarden {
         &self,
         Parameters(args): Parameters<ListTablesArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        let action = self.action(Tool::ListTables, None, args.intent, &ctx);
-        match self
-            .pipeline
-            .list_tables(&action, args.schema.as_deref(), &ctx.ct)
+    ) -> Result<CallToolResponse, McpError> {
+        // Discovery never asks a person.
+        let route = Route::client(Channel::Unavailable);
+        self.run(ToolCall::ListTables(args), route, Control::new(ctx.ct.clone()), &ctx)
             .await
-        {
-            Ok(list) => success(&list, tools::list_tables::to_text(&list)),
-            Err(e) => failure(e),
-        }
     }
 
     #[tool(
@@ -366,12 +362,10 @@ impl PgWarden {
         &self,
         Parameters(args): Parameters<DescribeTableArgs>,
         ctx: RequestContext<RoleServer>,
-    ) -> Result<CallToolResult, McpError> {
-        let action = self.action(Tool::DescribeTable, None, args.intent, &ctx);
-        match self.pipeline.describe_table(&action, &args.table, &ctx.ct).await {
-            Ok(d) => success(&d, tools::describe_table::to_text(&d)),
-            Err(e) => failure(e),
-        }
+    ) -> Result<CallToolResponse, McpError> {
+        let route = Route::client(Channel::Unavailable);
+        self.run(ToolCall::DescribeTable(args), route, Control::new(ctx.ct.clone()), &ctx)
+            .await
     }
 
     #[tool(
@@ -577,7 +571,7 @@ impl PgWarden {
                 status(word, message, reason, false)
             }
             Ok(Awaited::Execute {
-                action: call,
+                action: stored,
                 dry_run,
                 max_rows_affected,
                 reason,
@@ -587,13 +581,13 @@ impl PgWarden {
                     local: None,
                     preapproved: Some(Preapproved {
                         approval_id: id.clone(),
-                        hash: call.hash.clone(),
+                        hash: stored.hash.clone(),
                         dry_run,
                         max_rows_affected,
                         reason: reason.clone(),
                     }),
                 };
-                let ran = self.run_stored(&call, &route, ctx).await;
+                let ran = self.replay(&stored, &route, ctx).await;
                 store.finish(&id, ran.is_ok());
                 let how = match (dry_run, max_rows_affected) {
                     (true, _) => "approved as a dry run (rolled back)".to_string(),
@@ -634,54 +628,31 @@ impl PgWarden {
         await_output(out, false)
     }
 
-    /// Runs a stored call through the pipeline again (classification and policy are re-checked, and
-    /// the call must hash to what the person approved).
-    async fn run_stored(
+    /// Runs a stored call through the same entry point as any call (classification and policy
+    /// are checked again, and the call must hash to what the person approved), as its first caller.
+    async fn replay(
         &self,
-        call: &crate::approval::hub::StoredCall,
+        stored: &crate::approval::hub::StoredCall,
         route: &Route,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<(serde_json::Value, String), ToolError> {
-        fn done<T: Serialize>(
-            o: Outcome<T>,
-            text: impl FnOnce(&T) -> String,
-        ) -> Result<(serde_json::Value, String), ToolError> {
-            match o {
-                Outcome::Done(out) => Ok((serde_json::to_value(&out).unwrap_or_default(), text(&out))),
-                _ => Err(ToolError::Refused(
-                    "the approved call asked for another approval".into(),
-                )),
+        let call: ToolCall = serde_json::from_value(stored.call.clone())
+            .map_err(|e| ToolError::Refused(format!("the stored call could not be read back ({e})")))?;
+        let caller = stored.action.caller.clone();
+        match self
+            .pipeline
+            .run(&call, caller, route, &Control::new(ctx.ct.clone()))
+            .await?
+        {
+            Outcome::Done(out) => {
+                let value = out
+                    .to_value()
+                    .map_err(|e| ToolError::Refused(format!("the result could not be shown ({e})")))?;
+                Ok((value, out.to_text()))
             }
-        }
-        let bad = |e: serde_json::Error| ToolError::Refused(format!("the stored call could not be read back ({e})"));
-        match call.tool {
-            Tool::Query => {
-                let args: QueryArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
-                done(
-                    self.pipeline.query(&call.action, args.max_rows, route, &ctx.ct).await?,
-                    QueryOutput::to_text,
-                )
-            }
-            Tool::Export => {
-                let args: ExportArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
-                let progress = |_: u64| {};
-                done(
-                    self.pipeline
-                        .export(&call.action, &args, route, &progress, &ctx.ct)
-                        .await?,
-                    ExportOutput::to_text,
-                )
-            }
-            Tool::Grant => {
-                let args: GrantArgs = serde_json::from_value(call.arguments.clone()).map_err(bad)?;
-                done(
-                    self.pipeline.grant(&call.action, &args, route, &ctx.ct).await?,
-                    GrantOutput::to_text,
-                )
-            }
-            other @ (Tool::ListTables | Tool::DescribeTable) => {
-                Err(ToolError::Refused(format!("`{other}` calls cannot be approved later")))
-            }
+            _ => Err(ToolError::Refused(
+                "the approved call asked for another approval".into(),
+            )),
         }
     }
 }

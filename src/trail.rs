@@ -8,10 +8,7 @@ use crate::{
     audit::{ApprovalRecord, Event, OutcomeRecord, Record, redact},
     call::Action,
     classify::Assessment,
-    db::DbError,
-    pipeline::{Outcome, ToolError},
     policy::Decision,
-    tools::query::QueryOutput,
 };
 
 pub struct Trail {
@@ -113,70 +110,6 @@ impl Trail {
         }
     }
 
-    /// What a `query` call came to.
-    pub fn query_outcome(&self, result: &Result<Outcome<QueryOutput>, ToolError>) -> OutcomeRecord {
-        let duration_ms = self.elapsed_ms();
-        match result {
-            Ok(Outcome::Done(out)) => OutcomeRecord {
-                status: "ok".into(),
-                rows: out.change.is_none().then_some(out.row_count as u64),
-                rows_affected: out.change.as_ref().map(|c| c.audited_rows_affected),
-                committed: out.change.as_ref().map(|c| c.committed),
-                duration_ms,
-                ..OutcomeRecord::default()
-            },
-            Ok(other) => self.waiting(other),
-            Err(e) => failure(e, duration_ms),
-        }
-    }
-
-    /// What an `export` call came to.
-    pub fn export_outcome(
-        &self,
-        result: &Result<Outcome<crate::tools::export::ExportOutput>, ToolError>,
-    ) -> OutcomeRecord {
-        match result {
-            Ok(Outcome::Done(out)) => OutcomeRecord {
-                status: "ok".into(),
-                rows: Some(out.rows),
-                duration_ms: self.elapsed_ms(),
-                path: Some(out.path.clone()),
-                bytes: Some(out.bytes),
-                sha256: Some(out.sha256.clone()),
-                ..OutcomeRecord::default()
-            },
-            Ok(other) => self.waiting(other),
-            Err(e) => failure(e, self.elapsed_ms()),
-        }
-    }
-
-    /// A call that returned before a person decided: waiting for the client's answer
-    /// (`awaiting_approval`) or for the console or card (`pending_approval`).
-    pub fn waiting<T>(&self, outcome: &Outcome<T>) -> OutcomeRecord {
-        OutcomeRecord {
-            status: match outcome {
-                Outcome::Done(_) => "ok",
-                Outcome::InputRequired(_) => "awaiting_approval",
-                Outcome::Pending(_) => "pending_approval",
-            }
-            .into(),
-            duration_ms: self.elapsed_ms(),
-            ..OutcomeRecord::default()
-        }
-    }
-
-    /// What a discovery call came to.
-    pub fn simple_outcome<T>(&self, result: &Result<T, ToolError>) -> OutcomeRecord {
-        match result {
-            Ok(_) => OutcomeRecord {
-                status: "ok".into(),
-                duration_ms: self.elapsed_ms(),
-                ..OutcomeRecord::default()
-            },
-            Err(e) => failure(e, self.elapsed_ms()),
-        }
-    }
-
     /// The last record of the call: the `outcome` of a decision, or the whole `call`.
     pub fn final_record(&self, mut outcome: OutcomeRecord) -> Record {
         if let Some(m) = &outcome.message {
@@ -204,27 +137,5 @@ impl Trail {
             }
             record
         }
-    }
-}
-
-pub fn failure(e: &ToolError, duration_ms: u64) -> OutcomeRecord {
-    let status = match e {
-        ToolError::Denied { .. } => "denied",
-        ToolError::NotApproved { .. } => "not_approved",
-        ToolError::RolledBack(_) => "rolled_back",
-        ToolError::CommitUnknown(_) => "commit_unknown",
-        ToolError::Db(DbError::Cancelled) => "cancelled",
-        ToolError::Refused(_) | ToolError::BadArguments(_) => "refused",
-        _ => "error",
-    };
-    OutcomeRecord {
-        status: status.into(),
-        duration_ms,
-        sqlstate: match e {
-            ToolError::Db(d) => d.code().map(str::to_string),
-            _ => None,
-        },
-        message: Some(redact::sql(&e.to_string())),
-        ..OutcomeRecord::default()
     }
 }

@@ -17,12 +17,12 @@ use crate::{
     policy::{ApprovalChannel, ApprovalSettings, Level},
 };
 
-/// The call an approval stands for, exactly as it will run: the tool, its arguments as given
-/// (the model cannot send new ones later) and the caller.
+/// The call an approval stands for, exactly as it will run: the tool call as given, serialised
+/// (the model cannot send new arguments later), and the action it was judged as, caller included.
 #[derive(Debug, Clone)]
 pub struct StoredCall {
-    pub tool: Tool,
-    pub arguments: serde_json::Value,
+    /// The serialised `tools::ToolCall`.
+    pub call: serde_json::Value,
     pub action: Action,
     /// The action hash the person approves.
     pub hash: String,
@@ -179,7 +179,7 @@ impl Approvals {
         let now = chrono::Utc::now();
         let expires_at =
             now + chrono::Duration::from_std(settings.pending_ttl).unwrap_or_else(|_| chrono::Duration::minutes(10));
-        let shown = shown_packet(call.tool, packet);
+        let shown = shown_packet(call.action.tool, packet);
         let session = call.action.caller.session_id.clone();
         let review = Review {
             packet: shown.clone(),

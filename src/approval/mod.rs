@@ -78,8 +78,6 @@ impl Route {
 /// What a pending approval needs from the call that creates it.
 pub struct LocalRoute {
     pub approvals: Arc<hub::Approvals>,
-    /// The tool's arguments as given, stored to run later.
-    pub arguments: serde_json::Value,
     /// The host renders MCP Apps (declared `io.modelcontextprotocol/ui`).
     pub card_host: bool,
 }

@@ -77,11 +77,69 @@ pub struct ApprovalRecord {
     pub waited_ms: u64,
 }
 
+/// How a call ended, as its last record says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Ok,
+    /// Postgres (or pgwarden) failed it.
+    Error,
+    /// The policy said `deny`.
+    Denied,
+    /// A person (or the lack of one) did not approve it.
+    NotApproved,
+    /// Refused before anything ran: bad arguments, or something pgwarden will not run.
+    Refused,
+    /// It ran and was rolled back (over the reviewer's row limit).
+    RolledBack,
+    /// The connection was lost at COMMIT and its fate is unknown.
+    CommitUnknown,
+    Cancelled,
+    /// Returned to a 2026-07-28 client to ask its user; the retry is another call.
+    AwaitingApproval,
+    /// Became a pending approval for `pgwarden_await`.
+    PendingApproval,
+    /// A word this version does not know (a record written by another version, or edited): read so
+    /// `audit verify` can name the record, never written.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Error => "error",
+            Status::Denied => "denied",
+            Status::NotApproved => "not_approved",
+            Status::Refused => "refused",
+            Status::RolledBack => "rolled_back",
+            Status::CommitUnknown => "commit_unknown",
+            Status::Cancelled => "cancelled",
+            Status::AwaitingApproval => "awaiting_approval",
+            Status::PendingApproval => "pending_approval",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct OutcomeRecord {
-    /// `ok`, `error`, `denied`, `not_approved`, `refused`, `rolled_back`, `cancelled`.
-    pub status: String,
+    pub status: Status,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rows: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -100,6 +158,17 @@ pub struct OutcomeRecord {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sha256: Option<String>,
+}
+
+impl OutcomeRecord {
+    /// An outcome that is only a status and how long the call took.
+    pub fn status(status: Status, duration_ms: u64) -> OutcomeRecord {
+        OutcomeRecord {
+            status,
+            duration_ms,
+            ..OutcomeRecord::default()
+        }
+    }
 }
 
 /// One line of the audit file. `seq`, `prev`, `hash` and `time` are set by [`AuditLog::append`].

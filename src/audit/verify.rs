@@ -452,20 +452,23 @@ pub const LABELS: &[&str] = &[
 /// One word for what happened: `allowed`, `approved` (a person approved it), `dry_run`, `denied`,
 /// `not_approved`, `pending` (asked, not yet decided), `failed`, `commit_unknown`.
 pub fn label(r: &Record) -> String {
-    let status = r.outcome.as_ref().map(|o| o.status.as_str());
+    use super::Status;
+    let status = r.outcome.as_ref().map(|o| o.status);
     let answer = r.approval.as_ref().map(|a| a.answer.as_str());
     match (r.decision.as_deref(), status) {
         (Some("deny"), _) => "denied".into(),
-        (_, Some("not_approved")) => "not_approved".into(),
+        (_, Some(Status::NotApproved)) => "not_approved".into(),
         // The first leg of an approval round trip: the policy asks, nobody has decided yet.
-        (_, Some("awaiting_approval" | "pending_approval")) => "pending".into(),
-        (_, Some("commit_unknown")) => "commit_unknown".into(),
-        (_, Some("error" | "rolled_back" | "cancelled" | "refused")) => "failed".into(),
+        (_, Some(Status::AwaitingApproval | Status::PendingApproval)) => "pending".into(),
+        (_, Some(Status::CommitUnknown)) => "commit_unknown".into(),
+        (_, Some(Status::Error | Status::RolledBack | Status::Cancelled | Status::Refused | Status::Unknown)) => {
+            "failed".into()
+        }
         (Some("approve"), _) if answer == Some("dry_run") => "dry_run".into(),
         (Some("approve"), _) if answer == Some("approve") => "approved".into(),
         (Some("approve"), _) => "pending".into(),
         (Some("allow"), _) => "allowed".into(),
-        _ if r.event == Some(super::Event::Outcome) => status.unwrap_or("outcome").into(),
+        _ if r.event == Some(super::Event::Outcome) => status.map_or("outcome", Status::as_str).into(),
         _ if r.event == Some(super::Event::Approval) => answer.map_or("-".into(), str::to_string),
         _ => "-".into(),
     }
@@ -521,7 +524,7 @@ pub fn table(records: &[&Record], unfinished: &std::collections::HashSet<u64>) -
             );
         }
         if let Some(o) = &r.outcome {
-            let mut bits = vec![o.status.clone()];
+            let mut bits = vec![o.status.to_string()];
             if let Some(n) = o.rows {
                 bits.push(format!("{n} rows"));
             }
@@ -594,7 +597,7 @@ mod tests {
             event: Some(Event::Call),
             decision: Some("approve".into()),
             outcome: Some(OutcomeRecord {
-                status: "awaiting_approval".into(),
+                status: crate::audit::Status::AwaitingApproval,
                 ..OutcomeRecord::default()
             }),
             ..Record::default()

@@ -6,50 +6,59 @@ use std::{collections::BTreeSet, time::Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Action, Ask, Outcome, Pipeline, ToolError};
+use super::{
+    Approved, Pipeline, ToolError,
+    step::{Control, Estimate, ForReview, Step},
+};
 use crate::{
-    approval::Route,
-    classify::{self, Category},
-    db::export::{ExportFormat, ExportSpec},
+    audit::OutcomeRecord,
+    classify::{self, Assessment, Category},
+    db::{
+        Column,
+        export::{ExportFormat, ExportSpec},
+    },
+    export_path::Target,
+    policy::Decision,
     tools::export::{ExportArgs, ExportOutput},
     trail::Trail,
 };
 
-impl Pipeline {
-    pub async fn export(
-        &self,
-        action: &Action,
-        args: &ExportArgs,
-        route: &Route,
-        progress: &(dyn Fn(u64) + Send + Sync),
-        ct: &CancellationToken,
-    ) -> Result<Outcome<ExportOutput>, ToolError> {
-        let extra = serde_json::json!({
+pub(super) struct Export<'a>(pub &'a ExportArgs);
+
+pub(super) struct Plan {
+    started: Instant,
+    target: Target,
+    format: ExportFormat,
+    header: bool,
+    /// The result's columns, described (and checked against masks) before anyone is asked.
+    columns: Vec<Column>,
+    timeout: std::time::Duration,
+}
+
+impl Step for Export<'_> {
+    type Plan = Plan;
+    type Output = ExportOutput;
+
+    const NO_DRY_RUN: Option<&'static str> =
+        Some("a dry run of an export writes nothing; the reviewer did not approve writing the file");
+
+    fn recorded(&self) -> serde_json::Value {
+        let args = self.0;
+        serde_json::json!({
             "path": args.path,
             "format": args.format.unwrap_or_default(),
             "header": args.header,
             "overwrite": args.overwrite,
-        });
-        let mut trail = Trail::new(action, extra.clone());
-        let result = self
-            .run_export(action, args, &extra, route, progress, ct, &mut trail)
-            .await;
-        let outcome = trail.export_outcome(&result);
-        self.finish(&trail, outcome, result)
+        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn run_export(
+    async fn assess(
         &self,
-        action: &Action,
-        args: &ExportArgs,
-        extra: &serde_json::Value,
-        route: &Route,
-        progress: &(dyn Fn(u64) + Send + Sync),
-        ct: &CancellationToken,
+        p: &Pipeline,
         trail: &mut Trail,
-    ) -> Result<Outcome<ExportOutput>, ToolError> {
-        let started = Instant::now();
+        _: &CancellationToken,
+    ) -> Result<(Assessment, Plan), ToolError> {
+        let (args, started) = (self.0, Instant::now());
         let sql = args.sql.trim();
         if sql.is_empty() {
             return Err(ToolError::BadArguments("`sql` is empty; pass one SELECT".into()));
@@ -59,13 +68,12 @@ impl Pipeline {
                 "`intent` is required for exports: say in a sentence why these rows need to leave the database".into(),
             ));
         }
-        let overwrite = args.overwrite.unwrap_or(false);
-        let root = self.export_root.as_ref().map_err(|e| ToolError::Refused(e.clone()))?;
+        let root = p.export_root.as_ref().map_err(|e| ToolError::Refused(e.clone()))?;
         let target = root
-            .resolve(&args.path, overwrite)
+            .resolve(&args.path, args.overwrite.unwrap_or(false))
             .map_err(|e| ToolError::BadArguments(e.to_string()))?;
-        self.masks_hold()?;
-        let read = classify::classify_with(sql, &self.catalog_facts());
+        p.masks_hold()?;
+        let read = classify::classify_with(sql, &p.catalog_facts());
         if read.statements.len() != 1 || !read.is_read() {
             trail.assessed(&read);
             return Err(ToolError::Refused(format!(
@@ -74,7 +82,7 @@ impl Pipeline {
             )));
         }
         // Policy sees an export: the read's tables and tags, category `export`.
-        let mut assessment = read.clone();
+        let mut assessment = read;
         let categories: BTreeSet<Category> = assessment
             .categories
             .iter()
@@ -86,69 +94,85 @@ impl Pipeline {
         assessment
             .reasons
             .push("writes query results to a file outside the database".into());
-        let decision = self.evaluate(action, &assessment, trail);
-        let decision = self.decide(action, &assessment, decision, true)?;
-        let timeout = decision.statement_timeout.unwrap_or(self.limits.statement_timeout);
         let format = args.format.unwrap_or_default();
-        let header = args.header.unwrap_or(true) && format == ExportFormat::Csv;
+        let plan = Plan {
+            started,
+            target,
+            format,
+            header: args.header.unwrap_or(true) && format == ExportFormat::Csv,
+            columns: vec![],
+            timeout: p.limits.statement_timeout,
+        };
+        Ok((assessment, plan))
+    }
 
-        // Described (and checked against masks) before anyone is asked.
-        let columns = self.db.describe_query(sql, timeout, ct).await?;
-        if decision.effect == crate::policy::Effect::Approve {
-            let masks: Vec<String> = decision
-                .masks
-                .iter()
-                .map(|m| format!("{} ({})", m.column, m.mask.as_str()))
-                .collect();
-            let mut details = vec![
-                format!(
-                    "Target: {}{} ({:?}{})",
-                    target.path.display(),
-                    if overwrite {
-                        " — REPLACES the existing file"
-                    } else {
-                        ""
-                    },
-                    format,
-                    if header { ", header" } else { "" }
-                ),
-                format!(
-                    "Columns: {}",
-                    columns
-                        .iter()
-                        .map(|c| format!("{} {}", c.name, c.type_name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ];
-            if !masks.is_empty() {
-                details.push(format!("Masked in the file: {}", masks.join(", ")));
-            }
-            let ask = Ask {
-                assessment: &assessment,
-                decision: &decision,
-                arguments: extra.clone(),
-                timeout,
-                details,
-            };
-            match self.approve(action, ask, route, ct, trail).await? {
-                Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
-                Outcome::Pending(p) => return Ok(Outcome::Pending(p)),
-                Outcome::Done(approved) if approved.dry_run => {
-                    return Err(ToolError::NotApproved {
-                        rule: decision.rule_label(),
-                        what: super::describe(&assessment),
-                        why: "a dry run of an export writes nothing; the reviewer did not approve writing the file"
-                            .into(),
-                        reason: approved.reason,
-                    });
-                }
-                Outcome::Done(_) => {}
-            }
+    async fn review(
+        &self,
+        p: &Pipeline,
+        _: &Assessment,
+        plan: &mut Plan,
+        decision: &Decision,
+        _: &mut Trail,
+        ct: &CancellationToken,
+    ) -> Result<ForReview, ToolError> {
+        plan.timeout = decision.statement_timeout.unwrap_or(p.limits.statement_timeout);
+        plan.columns = p.db.describe_query(self.0.sql.trim(), plan.timeout, ct).await?;
+        let masks: Vec<String> = decision
+            .masks
+            .iter()
+            .map(|m| format!("{} ({})", m.column, m.mask.as_str()))
+            .collect();
+        let mut details = vec![
+            format!(
+                "Target: {}{} ({:?}{})",
+                plan.target.path.display(),
+                if self.0.overwrite.unwrap_or(false) {
+                    " — REPLACES the existing file"
+                } else {
+                    ""
+                },
+                plan.format,
+                if plan.header { ", header" } else { "" }
+            ),
+            format!(
+                "Columns: {}",
+                plan.columns
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.type_name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ];
+        if !masks.is_empty() {
+            details.push(format!("Masked in the file: {}", masks.join(", ")));
         }
-        // The data leaves the database only once this is on disk.
-        self.write_decision(trail)?;
+        Ok(ForReview {
+            bound: self.recorded(),
+            details,
+            timeout: plan.timeout,
+            estimate: Estimate::AsRead,
+        })
+    }
 
+    async fn execute(
+        &self,
+        p: &Pipeline,
+        _: &Assessment,
+        plan: Plan,
+        _: &Decision,
+        _: Approved,
+        _: &mut Trail,
+        ctl: &Control,
+    ) -> Result<ExportOutput, ToolError> {
+        let args = self.0;
+        let Plan {
+            started,
+            target,
+            format,
+            header,
+            columns,
+            timeout,
+        } = plan;
         let spec = ExportSpec {
             format,
             header,
@@ -161,7 +185,8 @@ impl Pipeline {
             .file
             .try_clone()
             .map_err(|e| ToolError::Refused(format!("the export file could not be opened: {e}")))?;
-        let result = match self.db.export(sql, spec, file, progress, ct).await {
+        let progress = |rows: u64| ctl.progress(rows);
+        let result = match p.db.export(args.sql.trim(), spec, file, &progress, &ctl.cancel).await {
             Ok(r) => r,
             Err(e) => {
                 target.discard(&partial);
@@ -169,9 +194,9 @@ impl Pipeline {
             }
         };
         target
-            .commit(&partial, overwrite)
+            .commit(&partial, args.overwrite.unwrap_or(false))
             .map_err(|e| ToolError::Refused(format!("`{}`: {e}", args.path)))?;
-        Ok(Outcome::Done(ExportOutput {
+        Ok(ExportOutput {
             path: target.path.display().to_string(),
             format,
             rows: result.rows,
@@ -179,6 +204,16 @@ impl Pipeline {
             sha256: result.sha256,
             columns,
             elapsed_ms: started.elapsed().as_millis() as u64,
-        }))
+        })
+    }
+
+    fn outcome(out: &ExportOutput) -> OutcomeRecord {
+        OutcomeRecord {
+            rows: Some(out.rows),
+            path: Some(out.path.clone()),
+            bytes: Some(out.bytes),
+            sha256: Some(out.sha256.clone()),
+            ..OutcomeRecord::default()
+        }
     }
 }

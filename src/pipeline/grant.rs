@@ -4,69 +4,72 @@
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Action, Ask, Outcome, Pipeline, ToolError};
+use super::{
+    Approved, Pipeline, ToolError,
+    step::{Control, Estimate, ForReview, Step},
+};
 use crate::{
-    approval::Route,
+    audit::OutcomeRecord,
     classify::{Assessment, Category, Risk, StatementAssessment},
     db::{
         grant::{Grantee, LookupError},
         write::{WriteError, WriteOptions},
     },
     grant::{self, GrantAction, ObjectType},
-    policy::Effect,
+    policy::Decision,
     tools::grant::{GrantArgs, GrantOutput, ObjectPrivileges},
     trail::Trail,
 };
 
-impl Pipeline {
-    pub async fn grant(
-        &self,
-        action: &Action,
-        args: &GrantArgs,
-        route: &Route,
-        ct: &CancellationToken,
-    ) -> Result<Outcome<GrantOutput>, ToolError> {
-        let extra = serde_json::json!({
+pub(super) struct Grant<'a>(pub &'a GrantArgs);
+
+pub(super) struct Plan {
+    statement: String,
+    grantee: Grantee,
+    objects: Vec<crate::db::grant::GrantObject>,
+    privileges: Vec<String>,
+    /// What the role holds now, for the reviewer and the record.
+    before: Vec<(String, Vec<String>)>,
+    warnings: Vec<String>,
+}
+
+impl Step for Grant<'_> {
+    type Plan = Plan;
+    type Output = GrantOutput;
+
+    fn recorded(&self) -> serde_json::Value {
+        let args = self.0;
+        serde_json::json!({
             "action": args.action,
             "privileges": args.privileges,
             "object_type": args.object_type,
             "objects": args.objects,
             "role": args.role,
             "with_grant_option": args.with_grant_option,
-        });
-        let mut trail = Trail::new(action, extra.clone());
-        let result = self.run_grant(action, args, &extra, route, ct, &mut trail).await;
-        let outcome = match &result {
-            Ok(waiting @ (Outcome::InputRequired(_) | Outcome::Pending(_))) => trail.waiting(waiting),
-            other => trail.simple_outcome(other),
-        };
-        self.finish(&trail, outcome, result)
+        })
     }
 
-    async fn run_grant(
+    async fn assess(
         &self,
-        action: &Action,
-        args: &GrantArgs,
-        extra: &serde_json::Value,
-        route: &Route,
+        p: &Pipeline,
+        _: &mut Trail,
         ct: &CancellationToken,
-        trail: &mut Trail,
-    ) -> Result<Outcome<GrantOutput>, ToolError> {
+    ) -> Result<(Assessment, Plan), ToolError> {
+        let args = self.0;
         if args.intent.trim().is_empty() {
             return Err(ToolError::BadArguments(
                 "`intent` is required for privilege changes: say in a sentence why the role needs this".into(),
             ));
         }
         let privileges = grant::privileges(args.object_type, &args.privileges).map_err(ToolError::BadArguments)?;
-        let timeout = self.limits.statement_timeout;
-        let (grantee, objects) = self
-            .db
-            .resolve_grant(args.object_type, &args.objects, args.role.trim(), timeout, ct)
-            .await
-            .map_err(|e| match e {
-                LookupError::NotFound(m) => ToolError::BadArguments(m),
-                LookupError::Db(d) => ToolError::Db(d),
-            })?;
+        let timeout = p.limits.statement_timeout;
+        let (grantee, objects) =
+            p.db.resolve_grant(args.object_type, &args.objects, args.role.trim(), timeout, ct)
+                .await
+                .map_err(|e| match e {
+                    LookupError::NotFound(m) => ToolError::BadArguments(m),
+                    LookupError::Db(d) => ToolError::Db(d),
+                })?;
         let with_grant_option = args.with_grant_option.unwrap_or(false);
         let object_sql: Vec<String> = objects.iter().map(|o| o.sql.clone()).collect();
         let statement = grant::statement(
@@ -123,79 +126,105 @@ impl Pipeline {
             functions: vec![],
             reasons,
         };
-        let decision = self.evaluate(action, &assessment, trail);
-        let decision = self.decide(action, &assessment, decision, true)?;
-        let before = self
-            .db
-            .privileges_held(&grantee, args.object_type, &objects, timeout, ct)
-            .await?;
-        let privileges_json = |v: &[(String, Vec<String>)]| -> serde_json::Value {
-            v.iter()
-                .map(|(o, p)| (o.clone(), serde_json::json!(p)))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
+        let plan = Plan {
+            statement,
+            grantee,
+            objects,
+            privileges,
+            before: vec![],
+            warnings,
         };
-        trail.details(serde_json::json!({ "statement": statement, "before": privileges_json(&before) }));
-        let mut dry_run = false;
-        if decision.effect == Effect::Approve {
-            let mut details = warnings;
-            details.push(format!("Statement: {statement}"));
+        Ok((assessment, plan))
+    }
+
+    async fn review(
+        &self,
+        p: &Pipeline,
+        _: &Assessment,
+        plan: &mut Plan,
+        _: &Decision,
+        trail: &mut Trail,
+        ct: &CancellationToken,
+    ) -> Result<ForReview, ToolError> {
+        let args = self.0;
+        let timeout = p.limits.statement_timeout;
+        plan.before =
+            p.db.privileges_held(&plan.grantee, args.object_type, &plan.objects, timeout, ct)
+                .await?;
+        trail.details(serde_json::json!({ "statement": plan.statement, "before": privileges_json(&plan.before) }));
+        let mut details = plan.warnings.clone();
+        details.push(format!("Statement: {}", plan.statement));
+        details.push(format!(
+            "Role: {} — privileges now (before → after):",
+            plan.grantee.display()
+        ));
+        for (object, held) in &plan.before {
+            let after: Vec<String> = expected_after(args.action, &plan.privileges, args.object_type, held);
             details.push(format!(
-                "Role: {} — privileges now (before → after):",
-                grantee.display()
+                "  {object}: {} → {}",
+                list(held),
+                if args.object_type == ObjectType::AllTablesInSchema {
+                    format!("{} on every table in the schema", plan.privileges.join(", "))
+                } else {
+                    list(&after)
+                }
             ));
-            for (object, held) in &before {
-                let after: Vec<String> = expected_after(args.action, &privileges, args.object_type, held);
-                details.push(format!(
-                    "  {object}: {} → {}",
-                    list(held),
-                    if args.object_type == ObjectType::AllTablesInSchema {
-                        format!("{} on every table in the schema", privileges.join(", "))
-                    } else {
-                        list(&after)
-                    }
-                ));
-            }
-            let ask = Ask {
-                assessment: &assessment,
-                decision: &decision,
-                arguments: extra.clone(),
-                timeout,
-                details,
-            };
-            match self.approve(action, ask, route, ct, trail).await? {
-                Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
-                Outcome::Pending(p) => return Ok(Outcome::Pending(p)),
-                Outcome::Done(approved) => dry_run = approved.dry_run,
-            }
         }
-        self.write_decision(trail)?;
+        Ok(ForReview {
+            bound: self.recorded(),
+            details,
+            timeout,
+            estimate: Estimate::None,
+        })
+    }
+
+    async fn execute(
+        &self,
+        p: &Pipeline,
+        _: &Assessment,
+        plan: Plan,
+        _: &Decision,
+        approved: Approved,
+        trail: &mut Trail,
+        ctl: &Control,
+    ) -> Result<GrantOutput, ToolError> {
+        let (ct, timeout) = (&ctl.cancel, p.limits.statement_timeout);
         let opts = WriteOptions {
             statement_timeout: timeout,
-            dry_run,
+            dry_run: approved.dry_run,
             max_rows_affected: None,
             returning_rows: 0,
             returning_bytes: 0,
         };
-        let result = self.db.write(&statement, opts, ct).await.map_err(|e| match e {
+        let result = p.db.write(&plan.statement, opts, ct).await.map_err(|e| match e {
             WriteError::Db(d) => ToolError::Db(d),
             e @ WriteError::CommitUnknown { .. } => ToolError::CommitUnknown(e.to_string()),
             other => ToolError::RolledBack(other.to_string()),
         })?;
-        let after = self
-            .db
-            .privileges_held(&grantee, args.object_type, &objects, timeout, ct)
-            .await?;
+        let after =
+            p.db.privileges_held(&plan.grantee, self.0.object_type, &plan.objects, timeout, ct)
+                .await?;
         trail.details_after(serde_json::json!({ "after": privileges_json(&after), "committed": result.committed }));
-        Ok(Outcome::Done(GrantOutput {
-            statement,
+        Ok(GrantOutput {
+            statement: plan.statement,
             committed: result.committed,
             privileges_after: after
                 .into_iter()
                 .map(|(object, privileges)| ObjectPrivileges { object, privileges })
                 .collect(),
-        }))
+        })
     }
+
+    fn outcome(_: &GrantOutput) -> OutcomeRecord {
+        OutcomeRecord::default()
+    }
+}
+
+fn privileges_json(v: &[(String, Vec<String>)]) -> serde_json::Value {
+    v.iter()
+        .map(|(o, p)| (o.clone(), serde_json::json!(p)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn list(v: &[String]) -> String {

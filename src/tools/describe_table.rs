@@ -1,11 +1,11 @@
 //! `describe_table`: columns, keys, indexes and comments of one table or view.
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::catalog::TableDescription;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescribeTableArgs {
     /// The table or view, as in SQL: `orders`, `analytics.monthly_revenue`, or `"MixedCase"`.

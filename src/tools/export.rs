@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Column, export::ExportFormat};
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportArgs {
     /// One SELECT whose rows to export (writes are refused).

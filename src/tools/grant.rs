@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grant::{GrantAction, ObjectType};
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantArgs {
     /// `grant` or `revoke`.

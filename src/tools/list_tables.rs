@@ -1,11 +1,11 @@
 //! `list_tables`: schemas, tables and views with row estimates and comments.
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::catalog::TableList;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTablesArgs {
     /// Only this schema (exact name). Omit to list every non-system schema.

@@ -1,5 +1,7 @@
 //! One file per tool: its arguments (whose doc comments become the input schema), its structured
-//! output, and the compact text a model reads. Handlers only turn arguments into an `Action`.
+//! output, and the compact text a model reads. A call is a [`ToolCall`]: the tool and its
+//! arguments as given, serialisable so an approval can store it and run it later; what it returns
+//! is a [`ToolOutput`].
 
 pub mod approval;
 pub mod describe_table;
@@ -8,6 +10,92 @@ pub mod grant;
 pub mod list_tables;
 pub mod portable;
 pub mod query;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    call::Tool,
+    db::catalog::{TableDescription, TableList},
+};
+
+/// One call of a tool that reaches the database, with its arguments exactly as the client sent
+/// them. A pending approval stores this and `pgwarden_await` runs it again through the same entry
+/// point (`Pipeline::run`), so what runs is what was stored — never anything the model sends later.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "tool", content = "arguments", rename_all = "snake_case")]
+pub enum ToolCall {
+    Query(query::QueryArgs),
+    Export(export::ExportArgs),
+    Grant(grant::GrantArgs),
+    ListTables(list_tables::ListTablesArgs),
+    DescribeTable(describe_table::DescribeTableArgs),
+}
+
+impl ToolCall {
+    pub fn tool(&self) -> Tool {
+        match self {
+            ToolCall::Query(_) => Tool::Query,
+            ToolCall::Export(_) => Tool::Export,
+            ToolCall::Grant(_) => Tool::Grant,
+            ToolCall::ListTables(_) => Tool::ListTables,
+            ToolCall::DescribeTable(_) => Tool::DescribeTable,
+        }
+    }
+
+    /// The SQL the call runs, when the caller wrote it (`grant` builds its own).
+    pub fn sql(&self) -> Option<&str> {
+        match self {
+            ToolCall::Query(a) => Some(&a.sql),
+            ToolCall::Export(a) => Some(&a.sql),
+            ToolCall::Grant(_) | ToolCall::ListTables(_) | ToolCall::DescribeTable(_) => None,
+        }
+    }
+
+    /// What the model said it intends.
+    pub fn intent(&self) -> Option<&str> {
+        match self {
+            ToolCall::Query(a) => a.intent.as_deref(),
+            ToolCall::Export(a) => Some(&a.intent),
+            ToolCall::Grant(a) => Some(&a.intent),
+            ToolCall::ListTables(a) => a.intent.as_deref(),
+            ToolCall::DescribeTable(a) => a.intent.as_deref(),
+        }
+    }
+}
+
+/// What a call returned, one variant per tool: structured content and the text a model reads.
+#[derive(Debug)]
+pub enum ToolOutput {
+    Query(query::QueryOutput),
+    Export(export::ExportOutput),
+    Grant(grant::GrantOutput),
+    ListTables(TableList),
+    DescribeTable(TableDescription),
+}
+
+impl ToolOutput {
+    /// The structured content.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            ToolOutput::Query(o) => serde_json::to_value(o),
+            ToolOutput::Export(o) => serde_json::to_value(o),
+            ToolOutput::Grant(o) => serde_json::to_value(o),
+            ToolOutput::ListTables(o) => serde_json::to_value(o),
+            ToolOutput::DescribeTable(o) => serde_json::to_value(o),
+        }
+    }
+
+    /// The compact text rendering.
+    pub fn to_text(&self) -> String {
+        match self {
+            ToolOutput::Query(o) => o.to_text(),
+            ToolOutput::Export(o) => o.to_text(),
+            ToolOutput::Grant(o) => o.to_text(),
+            ToolOutput::ListTables(o) => list_tables::to_text(o),
+            ToolOutput::DescribeTable(o) => describe_table::to_text(o),
+        }
+    }
+}
 
 /// `rows`: an array, and nothing per row. The shape of a row and the type of each cell are in
 /// `columns`; a per-cell union of every JSON type said nothing more, and SDKs validate the schema

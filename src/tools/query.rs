@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Column, budget::TruncatedBy};
 
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryArgs {
     /// One PostgreSQL statement. Reads (SELECT, CTEs, joins, aggregates) run directly; writes and DDL

@@ -222,7 +222,7 @@ impl Guard {
             event: Some(Event::Call),
             tool: head.tool.clone(),
             outcome: Some(OutcomeRecord {
-                status: "refused".into(),
+                status: crate::audit::Status::Refused,
                 message: Some(message.clone()),
                 ..OutcomeRecord::default()
             }),
