@@ -1,9 +1,10 @@
 //! What a tool call is, before anything decides about it: the `Tool`, who is calling (`Caller`,
-//! `Principal`) and the `Action` the pipeline carries. A leaf: it uses nothing else in the crate.
+//! `Principal`), the `Action` the pipeline carries, and the `Surface`s a person can decide it on.
+//! A leaf: it uses nothing else in the crate.
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A tool that reaches the database. The card's app-only tools (`pgwarden_review_*`) are not
 /// calls of their own: they act on a stored `Action`.
@@ -58,6 +59,68 @@ impl fmt::Display for Tool {
     }
 }
 
+/// Where a person sees and decides an approval. One set of ids for policy files (`channels`),
+/// audit records and what the model is told; adding a surface adds a variant here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Surface {
+    /// The client's own prompt (`elicitation/create`, or a 2026-07-28 input request).
+    Elicitation,
+    /// The review card inside the chat, for hosts that render MCP Apps.
+    McpApp,
+    /// The local review console in the browser.
+    Console,
+    /// `pgwarden approvals` in a terminal of the same OS user, over the server's private Unix socket.
+    Cli,
+}
+
+impl Surface {
+    pub const ALL: [Surface; 4] = [Surface::Elicitation, Surface::McpApp, Surface::Console, Surface::Cli];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Elicitation => "elicitation",
+            Surface::McpApp => "mcp_app",
+            Surface::Console => "console",
+            Surface::Cli => "cli",
+        }
+    }
+
+    /// How strongly the surface vouches that a person decided.
+    pub fn level(self) -> Level {
+        match self {
+            Surface::Elicitation | Surface::McpApp => Level::Client,
+            Surface::Console | Surface::Cli => Level::Local,
+        }
+    }
+}
+
+impl fmt::Display for Surface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How strong a surface must be (`[approval.min_channel]`, a rule's `min_channel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The MCP client shows the prompt (elicitation) or card (MCP Apps): trust rests on the host.
+    Client,
+    /// The review console pgwarden opens in the person's browser, or `pgwarden approvals` in a
+    /// terminal of the same OS user: trust rests on the OS session.
+    Local,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Client => "client",
+            Level::Local => "local",
+        }
+    }
+}
+
 /// Who the operator says is using this server (`--principal`); policy rules can match it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -80,7 +143,7 @@ impl fmt::Display for Principal {
 }
 
 /// Who is calling, as far as the transport tells us.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     pub client_name: Option<String>,
     pub client_version: Option<String>,
@@ -90,7 +153,7 @@ pub struct Caller {
 }
 
 /// One tool call, as the rest of the pipeline sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub tool: Tool,
     pub sql: Option<String>,

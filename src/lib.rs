@@ -34,6 +34,7 @@ pub mod export_path;
 pub mod grant;
 pub mod pipeline;
 pub mod policy;
+pub mod serve;
 pub mod server;
 pub mod setup;
 pub mod tools;

@@ -7,14 +7,19 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgwarden::{
-    PgWarden,
-    call::Tool,
+    approval::{
+        StateSealer,
+        hub::{Approvals, CardSurface},
+    },
+    audit::sink::FileSink,
+    call::{Principal, Tool},
     config::{DatabaseChoice, Limits, Settings},
+    console::Console,
     db::{Database, Target, sandbox::Sandbox},
     pipeline::Pipeline,
     policy::{Policy, Request},
+    server::Session,
 };
-use rmcp::ServiceExt;
 
 #[derive(Parser)]
 #[command(
@@ -779,14 +784,29 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     if say_sandbox {
         tracing::warn!("{}", pgwarden::pipeline::SANDBOX_NOTE);
     }
+    let sink = FileSink::new(audit.clone());
+    let label = format!(
+        "pgwarden {} (pid {}) · policy {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        settings.policy.sources.join(", ")
+    );
+    let approvals = Approvals::in_memory(settings.policy.approval.clone(), sink.clone(), label.clone());
+    // Review surfaces, in the order a new approval is announced on them (each only if the policy
+    // enables it); the terminal's registers itself when its socket listens, below.
+    approvals.register(Arc::new(CardSurface));
+    approvals.register(Console::new(
+        approvals.store.clone(),
+        label,
+        settings.console_dir.clone(),
+    ));
     let pipeline = Pipeline::new(
         db,
         settings.limits,
         settings.policy.clone(),
-        settings.principal.clone(),
-        audit.clone(),
+        sink,
+        approvals.clone(),
         settings.export_dir.clone(),
-        settings.console_dir.clone(),
     );
     let pipeline = Arc::new(if say_sandbox {
         pipeline.serving_sandbox()
@@ -804,31 +824,18 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     }
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
-    let pipeline_approvals = pipeline.approvals().clone();
     // `pgwarden approvals` from another terminal; the socket goes when this ends.
-    let _terminal = pgwarden::approval::local::listen(&pipeline_approvals, &settings.console_dir);
-    let (pipes, written) = pgwarden::transport::stdio(audit.clone());
-    let service = PgWarden::new(pipeline)
-        .serve(pipes)
+    let _terminal = pgwarden::approval::local::listen(&approvals, &settings.console_dir);
+    // Seals 2026-07-28 approval states; the key lives only in this process.
+    let sealer = Arc::new(StateSealer::new());
+    let session = Session::new(sealer, settings.principal.clone().map(Principal::new));
+    let result = pgwarden::serve::stdio::serve(pipeline, session, audit.clone(), shutdown_signal())
         .await
-        .context("starting the MCP session")?;
-    let cancel = service.cancellation_token();
-    let result = tokio::select! {
-        r = service.waiting() => {
-            // The client closed stdin: let the last answers reach stdout before exiting.
-            let _ = tokio::time::timeout(Duration::from_secs(2), written).await;
-            r.map(|_| ()).context("MCP session")
-        }
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down on signal");
-            cancel.cancel();
-            Ok(())
-        }
-    };
+        .map_err(anyhow::Error::from);
     watcher.cancel();
     keeper.cancel();
     // Approvals still open die with this process: say so in the trail (`abandoned`).
-    pipeline_approvals.store.abandon_open();
+    approvals.store.abandon_open().await;
     // Batched records (reads) become durable on a clean shutdown.
     audit.flush()?;
     result

@@ -26,11 +26,12 @@ use serde::Serialize;
 
 use crate::{
     approval::{
-        Channel, LocalRoute, Preapproved, Route, StateSealer,
+        Approved, Channel, LocalRoute, Preapproved, Route, StateSealer,
         hub::{PendingInfo, state_words},
-        pending::{Awaited, Decision, PendingError, State, Via},
+        pending::{Awaited, Decision, PendingError, State, StoredCall},
+        surface::card_reviewer,
     },
-    call::{Caller, Tool},
+    call::{Caller, Principal, Surface, Tool},
     db::catalog::{TableDescription, TableList},
     pipeline::{Control, Outcome, Pipeline, ToolError},
     tools::{
@@ -74,18 +75,51 @@ refused approval names the rule and reason: adapt your plan, do not work around 
 #[derive(Clone)]
 pub struct PgWarden {
     pipeline: Arc<Pipeline>,
-    /// Seals 2026-07-28 approval states; its key lives only in this process.
-    sealer: Arc<StateSealer>,
-    session_id: String,
+    session: Session,
     tool_router: ToolRouter<PgWarden>,
 }
 
+/// Says who is calling, per call: the transport's verified identity (stdio: the operator's
+/// `--principal`, vouched for by whoever started the process).
+pub trait Identify: Send + Sync {
+    fn principal(&self, ctx: &RequestContext<RoleServer>) -> Option<Principal>;
+}
+
+/// One principal for every call (stdio).
+pub struct Fixed(pub Option<Principal>);
+
+impl Identify for Fixed {
+    fn principal(&self, _: &RequestContext<RoleServer>) -> Option<Principal> {
+        self.0.clone()
+    }
+}
+
+/// What a transport gives the handler of one MCP session.
+#[derive(Clone)]
+pub struct Session {
+    /// Names the session in approvals and audit records.
+    pub id: String,
+    /// Seals 2026-07-28 approval states.
+    pub sealer: Arc<StateSealer>,
+    pub identity: Arc<dyn Identify>,
+}
+
+impl Session {
+    /// A session with a fresh id, sealing with `sealer`, calls made as `principal`.
+    pub fn new(sealer: Arc<StateSealer>, principal: Option<Principal>) -> Session {
+        Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            sealer,
+            identity: Arc::new(Fixed(principal)),
+        }
+    }
+}
+
 impl PgWarden {
-    pub fn new(pipeline: Arc<Pipeline>) -> PgWarden {
+    pub fn new(pipeline: Arc<Pipeline>, session: Session) -> PgWarden {
         PgWarden {
             pipeline,
-            sealer: Arc::new(StateSealer::new()),
-            session_id: uuid::Uuid::new_v4().to_string(),
+            session,
             tool_router: portable_router(),
         }
     }
@@ -111,7 +145,7 @@ impl PgWarden {
             .is_some_and(|v| v >= ProtocolVersion::V_2026_07_28)
         {
             Channel::InputRequired {
-                sealer: self.sealer.clone(),
+                sealer: self.session.sealer.clone(),
                 state,
                 responses,
             }
@@ -131,7 +165,6 @@ impl PgWarden {
         Route {
             client: self.channel(ctx, state, responses),
             local: Some(LocalRoute {
-                approvals: self.pipeline.approvals().clone(),
                 card_host: card_host(ctx),
             }),
             preapproved: None,
@@ -144,8 +177,8 @@ impl PgWarden {
         Caller {
             client_name: client.as_ref().map(|c| c.name.clone()),
             client_version: client.as_ref().map(|c| c.version.clone()),
-            principal: self.pipeline.principal().cloned(),
-            session_id: self.session_id.clone(),
+            principal: self.session.identity.principal(ctx),
+            session_id: self.session.id.clone(),
         }
     }
 
@@ -198,7 +231,7 @@ fn pending_result(info: &PendingInfo, card: bool) -> CallToolResult {
     let mut result =
         CallToolResult::structured(serde_json::to_value(&pending).unwrap_or_else(|_| serde_json::json!({})));
     result.content = vec![ContentBlock::text(text)];
-    if card && info.surfaces.contains(&"mcp_app") {
+    if card && info.surfaces.contains(&Surface::McpApp) {
         let mut meta = JsonObject::new();
         meta.insert(
             REVIEW_META_KEY.into(),
@@ -394,7 +427,8 @@ impl PgWarden {
             .pipeline
             .approvals()
             .store
-            .card_ready(&args.approval_id, &args.nonce)
+            .mark_shown(&args.approval_id, &args.nonce)
+            .await
         {
             Ok(()) => Ok(CallToolResult::success(vec![ContentBlock::text("ok")])),
             Err(e) => failure(ToolError::Refused(e.to_string())),
@@ -413,7 +447,8 @@ impl PgWarden {
             .pipeline
             .approvals()
             .store
-            .state_for_card(&args.approval_id, &args.nonce)
+            .state_with_nonce(&args.approval_id, &args.nonce)
+            .await
         {
             Ok(state) => card_state(&state),
             Err(e) => failure(ToolError::Refused(e.to_string())),
@@ -432,12 +467,13 @@ impl PgWarden {
             Ok(d) => d,
             Err(m) => return failure(ToolError::BadArguments(m)),
         };
-        let via = Via::Card { nonce: args.nonce };
+        let reviewer = card_reviewer(args.nonce);
         match self
             .pipeline
             .approvals()
             .store
-            .decide(&args.approval_id, &args.action_hash, &via, decision)
+            .decide(&args.approval_id, &args.action_hash, &reviewer, decision)
+            .await
         {
             Ok(state) => card_state(&state),
             Err(e) => failure(ToolError::Refused(e.to_string())),
@@ -450,10 +486,10 @@ impl PgWarden {
     )]
     async fn pgwarden_review_open(&self, Parameters(args): Parameters<ReviewRef>) -> Result<CallToolResult, McpError> {
         let approvals = self.pipeline.approvals();
-        if let Err(e) = approvals.store.state_for_card(&args.approval_id, &args.nonce) {
+        if let Err(e) = approvals.store.state_with_nonce(&args.approval_id, &args.nonce).await {
             return failure(ToolError::Refused(e.to_string()));
         }
-        match approvals.console.show().await {
+        match approvals.bring_forward(Surface::Console).await {
             Ok(_) => Ok(CallToolResult::success(vec![ContentBlock::text(
                 "the review window is open in the browser",
             )])),
@@ -510,7 +546,7 @@ impl PgWarden {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             let slice = left.min(PROGRESS_EVERY);
             let r = tokio::select! {
-                r = store.wait(&id, &self.session_id, slice) => r,
+                r = store.wait(&id, &self.session.id, slice) => r,
                 _ = ctx.ct.cancelled() => return failure(ToolError::Refused(
                     "the wait was cancelled; the approval itself is unchanged".into())),
             };
@@ -570,25 +606,23 @@ impl PgWarden {
                 };
                 status(word, message, reason, false)
             }
-            Ok(Awaited::Execute {
-                action: stored,
-                dry_run,
-                max_rows_affected,
-                reason,
-            }) => {
+            Ok(Awaited::Execute { call: stored, approved }) => {
                 let route = Route {
                     client: Channel::Unavailable,
                     local: None,
                     preapproved: Some(Preapproved {
                         approval_id: id.clone(),
                         hash: stored.hash.clone(),
-                        dry_run,
-                        max_rows_affected,
-                        reason: reason.clone(),
+                        approved: approved.clone(),
                     }),
                 };
                 let ran = self.replay(&stored, &route, ctx).await;
-                store.finish(&id, ran.is_ok());
+                store.finish(&id, ran.is_ok()).await;
+                let Approved {
+                    dry_run,
+                    max_rows_affected,
+                    reason,
+                } = approved;
                 let how = match (dry_run, max_rows_affected) {
                     (true, _) => "approved as a dry run (rolled back)".to_string(),
                     (false, Some(n)) => format!("approved with a row limit of {n}"),
@@ -632,7 +666,7 @@ impl PgWarden {
     /// are checked again, and the call must hash to what the person approved), as its first caller.
     async fn replay(
         &self,
-        stored: &crate::approval::hub::StoredCall,
+        stored: &StoredCall,
         route: &Route,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<(serde_json::Value, String), ToolError> {

@@ -7,11 +7,7 @@ use rmcp::model::{ElicitResult, ElicitationAction, ElicitationSchema, EnumSchema
 /// What the reviewer decided. Anything but an explicit approve or dry run is "not approved".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Approved {
-        dry_run: bool,
-        max_rows_affected: Option<u64>,
-        reason: Option<String>,
-    },
+    Approved(super::Approved),
     NotApproved {
         /// What happened, for the model: "the reviewer denied it", "no answer within 5m", …
         why: String,
@@ -119,16 +115,11 @@ pub fn read(answer: &ElicitResult) -> Verdict {
         },
     };
     match field("decision").and_then(|v| v.as_str()) {
-        Some("approve") => Verdict::Approved {
-            dry_run: false,
+        Some(d @ ("approve" | "dry_run")) => Verdict::Approved(super::Approved {
+            dry_run: d == "dry_run",
             max_rows_affected,
             reason,
-        },
-        Some("dry_run") => Verdict::Approved {
-            dry_run: true,
-            max_rows_affected,
-            reason,
-        },
+        }),
         Some("deny") => Verdict::NotApproved {
             why: "the reviewer denied it".into(),
             reason,
@@ -158,15 +149,15 @@ mod tests {
             read(&accept(
                 json!({"decision": "approve", "max_rows_affected": 3, "reason": " ok "})
             )),
-            Verdict::Approved {
+            Verdict::Approved(crate::approval::Approved {
                 dry_run: false,
                 max_rows_affected: Some(3),
                 reason: Some("ok".into())
-            }
+            })
         );
         assert!(matches!(
             read(&accept(json!({"decision": "dry_run"}))),
-            Verdict::Approved { dry_run: true, .. }
+            Verdict::Approved(crate::approval::Approved { dry_run: true, .. })
         ));
         for bad in [
             accept(json!({})),

@@ -1,34 +1,26 @@
-//! Approvals that outlive the tool call: the pending store, the review console and the card, put
-//! together. A guarded call that no in-client prompt can approve becomes a pending approval here;
-//! the person decides it in the console (or the card); `pgwarden_await` runs the stored call once.
+//! Approvals that outlive the tool call: the store and the review surfaces, put together. A guarded
+//! call that no in-call prompt settled becomes a pending approval here and is announced on every
+//! surface that can show it; a person decides it on one of them; `pgwarden_await` runs the stored
+//! call once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
 
 use super::{
     OpenPrompt, Reply, ReviewPacket, Verdict,
     packet::{one_line, visible},
-    pending::{ApprovalStore, Decision, PendingError, Review, State, Transition, Ttls, Via, fingerprint, new_secret},
+    pending::{
+        ApprovalStore, Attestation, Decision, PendingError, Review, Reviewer, State, StoredCall, fingerprint,
+        new_secret,
+    },
     reach::Terminal,
+    surface::{Announced, Offer, ReviewSurface},
 };
 use crate::{
-    audit::{ApprovalRecord, AuditLog, Event, Record},
-    call::{Action, Tool},
-    console::Console,
-    policy::{ApprovalChannel, ApprovalSettings, Level},
+    call::{Surface, Tool},
+    policy::ApprovalSettings,
 };
-
-/// The call an approval stands for, exactly as it will run: the tool call as given, serialised
-/// (the model cannot send new arguments later), and the action it was judged as, caller included.
-#[derive(Debug, Clone)]
-pub struct StoredCall {
-    /// The serialised `tools::ToolCall`.
-    pub call: serde_json::Value,
-    pub action: Action,
-    /// The action hash the person approves.
-    pub hash: String,
-}
-
-pub type Store = ApprovalStore<StoredCall>;
 
 /// What the model (and the card) is told about a new pending approval.
 #[derive(Debug, Clone)]
@@ -36,15 +28,14 @@ pub struct PendingInfo {
     pub approval_id: String,
     pub fingerprint: String,
     pub expires_at: String,
-    /// Where the person can decide: `client_prompt` (still open), `mcp_app` (the card in this
-    /// chat), `local_console`, `cli` (`pgwarden approvals` in a terminal).
-    pub surfaces: Vec<&'static str>,
+    /// Where the person can decide, in the order they were announced.
+    pub surfaces: Vec<Surface>,
     /// Whether the card may decide (false when the policy needs a local approval).
     pub can_decide_here: bool,
     /// The packet the card shows (the console has its own copy).
     pub packet: serde_json::Value,
-    /// Why the console could not be shown, if it could not.
-    pub console_problem: Option<String>,
+    /// Why a surface that should have shown it could not.
+    pub problems: Vec<(Surface, String)>,
     /// The card's secret and the action hash: only for the result's `_meta`, never for the model.
     pub nonce: String,
     pub action_hash: String,
@@ -52,102 +43,83 @@ pub struct PendingInfo {
     pub wait_budget: std::time::Duration,
 }
 
+impl PendingInfo {
+    /// Why `surface` could not show it, if it could not.
+    pub fn problem(&self, surface: Surface) -> Option<&str> {
+        self.problems
+            .iter()
+            .find(|(s, _)| *s == surface)
+            .map(|(_, p)| p.as_str())
+    }
+}
+
 /// The approvals of this process.
 pub struct Approvals {
     pub settings: ApprovalSettings,
-    pub store: Arc<Store>,
-    pub console: Arc<Console>,
+    pub store: Arc<dyn ApprovalStore>,
+    /// Registered at start, in the order they are announced on; only those the policy enables.
+    surfaces: RwLock<Vec<Arc<dyn ReviewSurface>>>,
+    /// Which server this is, for the surfaces that list approvals of several.
+    label: String,
     /// Whether `pgwarden approvals` can reach this process (see `local::listen`).
-    terminal: std::sync::Mutex<Terminal>,
-}
-
-/// Where a new pending approval will be shown.
-pub struct Surfaces {
-    /// The host renders MCP Apps and the card channel is on.
-    pub card: bool,
-    /// The weakest channel the policy accepts for this call.
-    pub level: Level,
-    /// The client's own prompt is still open (the call's budget ran out before an answer).
-    pub prompt: bool,
+    terminal: Mutex<Terminal>,
 }
 
 impl Approvals {
-    /// `console_dir`: a private directory of this user for the console's sign-in pages.
-    pub fn new(
-        settings: ApprovalSettings,
-        audit: Arc<AuditLog>,
-        label: String,
-        console_dir: std::path::PathBuf,
-    ) -> Arc<Approvals> {
-        let ttls = Ttls {
-            pending: settings.pending_ttl,
-            approved_unused: settings.approved_ttl,
-            max_open_per_session: settings.max_open_per_session,
-        };
-        let record = move |t: &Transition<'_>| {
-            let (state, _) = state_words(t.to);
-            let state = if t.channel == "shutdown" { "abandoned" } else { state };
-            let mut record = Record {
-                event: Some(Event::Approval),
-                session_id: Some(t.session.to_string()),
-                approval: Some(ApprovalRecord {
-                    channel: t.channel.to_string(),
-                    answer: state.to_string(),
-                    decided_by: t.decided_by.clone(),
-                    approval_id: Some(t.id.to_string()),
-                    action_hash: Some(t.hash.to_string()),
-                    fingerprint: Some(fingerprint(t.hash)),
-                    ..ApprovalRecord::default()
-                }),
-                ..Record::default()
-            };
-            if let Some(a) = record.approval.as_mut() {
-                match t.to {
-                    State::Approved {
-                        max_rows_affected,
-                        reason,
-                        ..
-                    } => {
-                        a.row_limit = *max_rows_affected;
-                        a.reason = reason.clone();
-                    }
-                    State::Denied { reason } => a.reason = reason.clone(),
-                    _ => {}
-                }
-            }
-            // Decisions and executions are fsynced before they take effect.
-            let durable = !matches!(t.to, State::Pending);
-            audit
-                .append(std::mem::take(&mut record), durable)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        let store = Arc::new(ApprovalStore::new(ttls, Box::new(record)));
-        // Expiry is recorded when it happens, not when something next looks (issue 16 item 10).
+    pub fn new(settings: ApprovalSettings, store: Arc<dyn ApprovalStore>, label: String) -> Arc<Approvals> {
+        // Expiry is recorded when it happens, not when something next looks.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&store);
             handle.spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     let Some(store) = weak.upgrade() else { return };
-                    store.tick();
+                    store.expire_due().await;
                 }
             });
         }
-        let terminal = if settings.enabled(ApprovalChannel::Cli) {
+        let terminal = if settings.enabled(Surface::Cli) {
             Terminal::NotListening("this process has not opened its approvals socket".into())
         } else {
             Terminal::Off
         };
         Arc::new(Approvals {
-            console: Arc::new(Console::new(store.clone(), label, console_dir)),
             settings,
             store,
-            terminal: std::sync::Mutex::new(terminal),
+            surfaces: RwLock::new(vec![]),
+            label,
+            terminal: Mutex::new(terminal),
         })
     }
 
-    /// Where the terminal channel stands (set by `local::listen`).
+    /// Approvals kept in this process's memory ([`MemoryStore`](super::memory::MemoryStore)),
+    /// recorded in `audit`.
+    pub fn in_memory(
+        settings: ApprovalSettings,
+        audit: Arc<dyn crate::audit::sink::AuditSink>,
+        label: String,
+    ) -> Arc<Approvals> {
+        let store = Arc::new(super::memory::MemoryStore::new((&settings).into(), audit));
+        Approvals::new(settings, store, label)
+    }
+
+    /// Adds a surface approvals are announced on, unless the policy turned it off.
+    pub fn register(&self, surface: Arc<dyn ReviewSurface>) {
+        if self.settings.enabled(surface.id()) {
+            self.surfaces.write().unwrap_or_else(|p| p.into_inner()).push(surface);
+        }
+    }
+
+    fn registered(&self) -> Vec<Arc<dyn ReviewSurface>> {
+        self.surfaces.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Which server and client this is (also what `pgwarden approvals` shows).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Where the terminal surface stands (set by `local::listen`).
     pub fn terminal(&self) -> Terminal {
         self.terminal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -156,83 +128,134 @@ impl Approvals {
         *self.terminal.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
-    /// Whether some channel outside the client's prompt can approve a call needing `level`.
-    pub fn reachable(&self, card_host: bool, level: Level) -> bool {
-        let s = &self.settings;
-        s.enabled(ApprovalChannel::Console)
-            || self.terminal() == Terminal::Listening
-            || (card_host && s.enabled(ApprovalChannel::McpApp) && level == Level::Client)
+    /// Brings the registered `surface` in front of the person.
+    pub async fn bring_forward(&self, surface: Surface) -> Result<(), String> {
+        let found = self.registered().into_iter().find(|s| s.id() == surface);
+        match found {
+            Some(s) => s.bring_forward().await,
+            None => Err(format!("the `{surface}` surface is off")),
+        }
     }
 
-    /// A pending approval for `call`, shown on the surfaces that can take it.
+    /// Whether some registered surface can show and decide a call with this offer.
+    pub fn reachable(&self, offer: &Offer) -> bool {
+        self.registered()
+            .iter()
+            .any(|s| s.offers(offer) && s.may_decide(offer.level))
+    }
+
+    /// A pending approval for `call`, announced on `prompt` (the client's prompt, still open) and
+    /// every registered surface that can show it.
     pub async fn open(
         &self,
         call: StoredCall,
-        hash: &str,
         packet: &ReviewPacket,
-        surfaces: Surfaces,
+        offer: Offer,
+        prompt: Option<Arc<dyn ReviewSurface>>,
     ) -> Result<PendingInfo, PendingError> {
         let settings = &self.settings;
-        let card = surfaces.card && settings.enabled(ApprovalChannel::McpApp);
-        let console = settings.enabled(ApprovalChannel::Console);
-        let card_may_decide = card && surfaces.level == Level::Client;
         let now = chrono::Utc::now();
         let expires_at =
             now + chrono::Duration::from_std(settings.pending_ttl).unwrap_or_else(|_| chrono::Duration::minutes(10));
         let shown = shown_packet(call.action.tool, packet);
         let session = call.action.caller.session_id.clone();
+        let hash = call.hash.clone();
         let review = Review {
             packet: shown.clone(),
             created_at: now,
             expires_at,
-            card_may_decide,
+            level: offer.level,
             nonce: new_secret(),
         };
-        let (id, review) = self.store.create_or_reuse(&session, hash, call, review)?;
-        let nonce = review.nonce.clone();
+        let (id, review) = match self.store.open_or_reuse(&session, call, review).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                if let Some(p) = &prompt {
+                    p.withdraw("", "pgwarden could not keep the approval open").await;
+                }
+                return Err(e);
+            }
+        };
+        let client_may_decide = offer.level == crate::call::Level::Client;
         let mut info = PendingInfo {
-            fingerprint: fingerprint(hash),
+            fingerprint: fingerprint(&hash),
             expires_at: review.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             surfaces: vec![],
-            can_decide_here: card_may_decide,
+            can_decide_here: offer.card_host && settings.enabled(Surface::McpApp) && client_may_decide,
             packet: shown,
-            console_problem: None,
-            nonce,
-            action_hash: hash.to_string(),
+            problems: vec![],
+            nonce: review.nonce,
+            action_hash: hash.clone(),
             wait_budget: settings.wait_budget,
             approval_id: id.clone(),
         };
-        if surfaces.prompt {
-            info.surfaces.push("client_prompt");
-        }
-        if card {
-            info.surfaces.push("mcp_app");
-        }
-        if console {
-            // With a card that can decide, the console opens only if the card does not show up.
-            if card_may_decide {
-                info.surfaces.push("local_console");
-                self.open_console_unless_card_ready(id);
-            } else {
-                match self.console.show().await {
-                    Ok(_) => info.surfaces.push("local_console"),
-                    Err(e) => {
-                        tracing::warn!(approval = info.approval_id, "review console not shown: {e}");
-                        info.console_problem = Some(e);
-                    }
+        let surfaces = prompt
+            .into_iter()
+            .chain(self.registered().into_iter().filter(|s| s.offers(&offer)));
+        for surface in surfaces {
+            let announced = Announced {
+                id: &id,
+                hash: &hash,
+                shown_on: &info.surfaces,
+                client_may_decide,
+            };
+            match surface.announce(&announced).await {
+                Ok(()) => info.surfaces.push(surface.id()),
+                Err(e) => {
+                    tracing::warn!(approval = id, surface = surface.id().as_str(), "not shown: {e}");
+                    info.problems.push((surface.id(), e));
                 }
             }
         }
-        if self.terminal() == Terminal::Listening {
-            info.surfaces.push("cli");
-        }
         Ok(info)
     }
+}
 
-    /// A prompt the call stopped waiting for stays open: its answer decides the approval, unless a
-    /// person decided it elsewhere first (then the client is told to close the prompt).
-    pub fn follow_prompt(&self, id: String, hash: String, mut prompt: OpenPrompt) {
-        let store = self.store.clone();
+/// The client's own prompt, still open after the call that sent it stopped waiting: its answer
+/// decides the approval, unless a person decided it elsewhere first (then the client is told to
+/// close the prompt).
+pub struct PromptSurface {
+    prompt: Mutex<Option<OpenPrompt>>,
+    store: Arc<dyn ApprovalStore>,
+}
+
+impl PromptSurface {
+    pub fn new(prompt: OpenPrompt, store: Arc<dyn ApprovalStore>) -> Arc<dyn ReviewSurface> {
+        Arc::new(PromptSurface {
+            prompt: Mutex::new(Some(prompt)),
+            store,
+        })
+    }
+
+    fn take(&self) -> Option<OpenPrompt> {
+        self.prompt.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The person answering the client's own prompt, vouched for by the client.
+fn prompt_reviewer() -> Reviewer {
+    Reviewer {
+        surface: Surface::Elicitation,
+        identity: "the person answering the client's prompt".into(),
+        attested_by: Attestation::Client,
+    }
+}
+
+#[async_trait]
+impl ReviewSurface for PromptSurface {
+    fn id(&self) -> Surface {
+        Surface::Elicitation
+    }
+
+    fn offers(&self, _: &Offer) -> bool {
+        true
+    }
+
+    async fn announce(&self, a: &Announced<'_>) -> Result<(), String> {
+        let Some(mut prompt) = self.take() else {
+            return Err("the prompt was already closed".into());
+        };
+        let (store, id, hash) = (self.store.clone(), a.id.to_string(), a.hash.to_string());
         tokio::spawn(async move {
             let mut changes = store.changes();
             let reply = loop {
@@ -244,7 +267,7 @@ impl Approvals {
                 };
                 match replied {
                     Some(reply) => break reply,
-                    None if store.state(&id) == Some(State::Pending) => continue,
+                    None if store.state(&id).await == Some(State::Pending) => continue,
                     None => {
                         prompt.withdraw("the approval was decided elsewhere").await;
                         return;
@@ -252,15 +275,7 @@ impl Approvals {
                 }
             };
             let decision = match reply {
-                Some(Reply::Person(Verdict::Approved {
-                    dry_run,
-                    max_rows_affected,
-                    reason,
-                })) => Decision::Approve {
-                    dry_run,
-                    max_rows_affected,
-                    reason,
-                },
+                Some(Reply::Person(Verdict::Approved(approved))) => Decision::Approve(approved),
                 Some(Reply::Person(Verdict::NotApproved { reason, why })) => {
                     tracing::info!(approval = id, "not approved in the client's prompt: {why}");
                     Decision::Deny { reason }
@@ -273,31 +288,39 @@ impl Approvals {
                     return;
                 }
             };
-            if let Err(e) = store.decide(&id, &hash, &Via::Prompt, decision) {
+            if let Err(e) = store.decide(&id, &hash, &prompt_reviewer(), decision).await {
                 tracing::info!(
                     approval = id,
                     "the late answer in the client's prompt was not taken: {e}"
                 );
             }
         });
+        Ok(())
     }
 
-    /// The card must report itself on screen within a few seconds; otherwise the console opens.
-    fn open_console_unless_card_ready(&self, id: String) {
-        let store = self.store.clone();
-        let console = self.console.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(CARD_READY_WITHIN).await;
-            if !store.is_card_ready(&id) && store.state(&id) == Some(State::Pending) {
-                tracing::info!(
-                    approval = id,
-                    "the review card did not report ready; opening the console"
-                );
-                if let Err(e) = console.show().await {
-                    tracing::warn!(approval = id, "review console not shown: {e}");
-                }
-            }
-        });
+    async fn withdraw(&self, _: &str, why: &str) {
+        if let Some(p) = self.take() {
+            p.withdraw(why).await;
+        }
+    }
+}
+
+/// The review card in the chat (MCP Apps). The host shows it from the guarded call's result, so
+/// announcing it sends nothing; the card's tools decide with [`card_reviewer`](super::surface::card_reviewer).
+pub struct CardSurface;
+
+#[async_trait]
+impl ReviewSurface for CardSurface {
+    fn id(&self) -> Surface {
+        Surface::McpApp
+    }
+
+    fn offers(&self, offer: &Offer) -> bool {
+        offer.card_host
+    }
+
+    async fn announce(&self, _: &Announced<'_>) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -306,31 +329,10 @@ pub const CARD_READY_WITHIN: std::time::Duration = std::time::Duration::from_sec
 
 /// A word and a sentence for a state, for the console, the card and the model.
 pub fn state_words(state: &State) -> (&'static str, String) {
-    match state {
-        State::Pending => ("pending", "waiting for a person's decision".into()),
-        State::Approved { dry_run: true, .. } => (
-            "dry_run",
-            "approved as a dry run; runs (and rolls back) at the next pgwarden_await".into(),
-        ),
-        State::Approved {
-            max_rows_affected: Some(n),
-            ..
-        } => (
-            "approved",
-            format!("approved with a row limit of {n}; runs at the next pgwarden_await"),
-        ),
-        State::Approved { .. } => ("approved", "approved; runs at the next pgwarden_await".into()),
-        State::Denied { reason: Some(r) } => ("denied", format!("denied: {}", visible(r))),
-        State::Denied { reason: None } => ("denied", "denied".into()),
-        State::Expired => ("expired", "expired without being run".into()),
-        State::Cancelled => ("cancelled", "cancelled".into()),
-        State::Executing => ("executing", "running now".into()),
-        State::Done { ok: true } => ("done", "ran".into()),
-        State::Done { ok: false } => ("failed", "ran and failed".into()),
-    }
+    state.words()
 }
 
-/// The packet as the console and the card show it: every string with hidden characters visible.
+/// The packet as the surfaces show it: every string with hidden characters visible.
 fn shown_packet(tool: Tool, p: &ReviewPacket) -> serde_json::Value {
     serde_json::json!({
         "summary": one_line(&p.summary, 300),

@@ -26,9 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     hub::{Approvals, state_words},
-    pending::{Decision, Listed, State, Via, fingerprint},
+    pending::{Attestation, Decision, Listed, Reviewer, State, fingerprint},
     reach::Terminal,
+    surface::{Announced, Offer, ReviewSurface},
 };
+use crate::call::Surface;
 
 /// Socket names: `approvals-<pid>.sock`, one per serving process; the CLI talks to all of them.
 pub const SOCKET_PREFIX: &str = "approvals-";
@@ -129,7 +131,7 @@ impl Drop for Socket {
 /// Starts the terminal channel in `dir` when `cli` is enabled; `None` (with the reason kept for
 /// refusals and logged) when it is off or cannot listen. Call within the runtime.
 pub fn listen(approvals: &Arc<Approvals>, dir: &Path) -> Option<Socket> {
-    if !approvals.settings.enabled(crate::policy::ApprovalChannel::Cli) {
+    if !approvals.settings.enabled(Surface::Cli) {
         approvals.set_terminal(Terminal::Off);
         return None;
     }
@@ -139,6 +141,7 @@ pub fn listen(approvals: &Arc<Approvals>, dir: &Path) -> Option<Socket> {
             serve(listener, approvals.clone(), stop.clone());
             tracing::info!(socket = %path.display(), "approvals socket listening (`pgwarden approvals`)");
             approvals.set_terminal(Terminal::Listening);
+            approvals.register(Arc::new(CliSurface(Arc::downgrade(approvals))));
             Some(Socket { path, stop })
         }
         Err(e) => {
@@ -220,7 +223,7 @@ fn serve(listener: UnixListener, approvals: Arc<Approvals>, stop: CancellationTo
 }
 
 async fn connection(mut stream: UnixStream, approvals: &Approvals) -> io::Result<()> {
-    let server = approvals.console.label().to_string();
+    let server = approvals.label().to_string();
     let cred = stream.peer_cred()?;
     let me = rustix::process::geteuid().as_raw();
     if cred.uid() != me {
@@ -266,7 +269,7 @@ async fn connection(mut stream: UnixStream, approvals: &Approvals) -> io::Result
                     Some(pid) => format!("uid {} (pgwarden approvals, pid {pid})", cred.uid()),
                     None => format!("uid {} (pgwarden approvals)", cred.uid()),
                 };
-                handle(approvals, request, decider)
+                handle(approvals, request, decider).await
             }
             Err(e) => Response {
                 error: Some(format!("unreadable request: {e}")),
@@ -284,11 +287,11 @@ async fn answer(stream: &mut UnixStream, response: &Response) -> io::Result<()> 
     stream.shutdown().await
 }
 
-fn handle(approvals: &Approvals, request: Request, decider: String) -> Response {
+async fn handle(approvals: &Approvals, request: Request, decider: String) -> Response {
     let store = &approvals.store;
     match request {
         Request::List => Response {
-            approvals: store.list().iter().map(Item::from).collect(),
+            approvals: store.list().await.iter().map(Item::from).collect(),
             ..Response::default()
         },
         Request::Show { key } => {
@@ -296,6 +299,7 @@ fn handle(approvals: &Approvals, request: Request, decider: String) -> Response 
             Response {
                 approvals: store
                     .list()
+                    .await
                     .iter()
                     .filter(|l| l.id.to_ascii_lowercase() == key || normalize_key(&fingerprint(&l.hash)) == key)
                     .map(Item::from)
@@ -319,8 +323,12 @@ fn handle(approvals: &Approvals, request: Request, decider: String) -> Response 
                     };
                 }
             };
-            let via = Via::Cli { decided_by: decider };
-            match store.decide(&id, &action_hash, &via, decision) {
+            let reviewer = Reviewer {
+                surface: Surface::Cli,
+                identity: decider,
+                attested_by: Attestation::Os,
+            };
+            match store.decide(&id, &action_hash, &reviewer, decision).await {
                 Ok(state) => {
                     let (word, label) = state_words(&state);
                     Response {
@@ -331,7 +339,7 @@ fn handle(approvals: &Approvals, request: Request, decider: String) -> Response 
                 }
                 Err(e) => Response {
                     error: Some(e.to_string()),
-                    state: store.state(&id).as_ref().map(|s: &State| state_words(s).0.to_string()),
+                    state: store.state(&id).await.as_ref().map(|s: &State| s.words().0.to_string()),
                     ..Response::default()
                 },
             }
@@ -355,5 +363,24 @@ mod tests {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
         }
         assert_eq!(normalize_key(" A3F9-0C21-7E "), "a3f90c217e");
+    }
+}
+
+/// The terminal surface: `pgwarden approvals` lists and decides over the socket, so announcing sends
+/// nothing; it can show approvals while the socket listens.
+struct CliSurface(std::sync::Weak<Approvals>);
+
+#[async_trait::async_trait]
+impl ReviewSurface for CliSurface {
+    fn id(&self) -> Surface {
+        Surface::Cli
+    }
+
+    fn offers(&self, _: &Offer) -> bool {
+        self.0.upgrade().is_some_and(|a| a.terminal() == Terminal::Listening)
+    }
+
+    async fn announce(&self, _: &Announced<'_>) -> Result<(), String> {
+        Ok(())
     }
 }

@@ -6,12 +6,15 @@
 
 pub mod cli;
 pub mod form;
+pub mod gate;
 pub mod hub;
 pub mod local;
+pub mod memory;
 pub mod packet;
 pub mod pending;
 pub mod reach;
 pub mod state;
+pub mod surface;
 
 use std::{
     sync::Arc,
@@ -75,11 +78,20 @@ impl Route {
     }
 }
 
-/// What a pending approval needs from the call that creates it.
+/// What the surfaces outside the call (the console, the card, the terminal) need to know about it.
 pub struct LocalRoute {
-    pub approvals: Arc<hub::Approvals>,
     /// The host renders MCP Apps (declared `io.modelcontextprotocol/ui`).
     pub card_host: bool,
+}
+
+/// What a reviewer granted — on any surface, in the client's prompt or later — and what a call
+/// runs with: the change itself or only a dry run (rolled back), within a row limit, with the
+/// reviewer's reason for the model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Approved {
+    pub dry_run: bool,
+    pub max_rows_affected: Option<u64>,
+    pub reason: Option<String>,
 }
 
 /// A stored call a person approved, being run by `pgwarden_await`.
@@ -88,9 +100,7 @@ pub struct Preapproved {
     pub approval_id: String,
     /// The hash the person approved; the call must still hash to it.
     pub hash: String,
-    pub dry_run: bool,
-    pub max_rows_affected: Option<u64>,
-    pub reason: Option<String>,
+    pub approved: Approved,
 }
 
 /// How long to ask, and how to read a quick "no".
@@ -244,6 +254,7 @@ impl Channel {
         packet: Option<&ReviewPacket>,
         action_hash: &str,
         asking: &Asking,
+        nonces: &dyn pending::ApprovalStore,
         ct: &CancellationToken,
     ) -> Result<Asked, ApprovalError> {
         let params = |spelling: form::Spelling| -> Result<ElicitRequestParams, ApprovalError> {
@@ -302,7 +313,11 @@ impl Channel {
                     )))
                 }
                 (Some(state), Some(responses)) => {
-                    let age = sealer.open(state, action_hash, asking.timeout)?;
+                    let (age, nonce) = sealer.open(state, action_hash)?;
+                    // A state opens once: its nonce is taken for as long as the state could open.
+                    if !nonces.use_nonce(&nonce, asking.timeout + Duration::from_secs(60)).await {
+                        return Err(state::StateError::Replayed.into());
+                    }
                     let answer = responses
                         .get(INPUT_KEY)
                         .cloned()

@@ -1,11 +1,8 @@
 //! `requestState` for the 2026-07-28 protocol: sealed (HMAC-SHA256, key made at start-up), bound to
-//! the hash of the exact action and caller, with an expiry, and accepted once.
+//! the hash of the exact action and caller, with an expiry. Each carries a nonce the approval store
+//! takes once (`ApprovalStore::use_nonce`), so a state is accepted once.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use rmcp::model::{RequestStateCodec, SealOptions};
 use serde::{Deserialize, Serialize};
@@ -23,10 +20,9 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Seals and opens approval states; remembers the ones already used until they expire.
+/// Seals and opens approval states.
 pub struct StateSealer {
     codec: RequestStateCodec,
-    used: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,7 +45,6 @@ impl StateSealer {
         StateSealer {
             // 32 random bytes: above the codec's minimum, so this cannot fail.
             codec: RequestStateCodec::try_new(key).expect("a 32-byte key is long enough"),
-            used: Mutex::new(HashMap::new()),
         }
     }
 
@@ -64,21 +59,15 @@ impl StateSealer {
             .unwrap_or_else(|_| self.codec.seal_with(sealed.nonce.as_bytes(), &options))
     }
 
-    /// Opens a state for `action_hash`, once, and says how long ago the prompt was sent. `ttl`
-    /// bounds how long its nonce is remembered.
-    pub fn open(&self, state: &str, action_hash: &str, ttl: Duration) -> Result<Duration, StateError> {
+    /// Opens a state for `action_hash`: how long ago the prompt was sent, and the state's nonce
+    /// (which the caller takes once).
+    pub fn open(&self, state: &str, action_hash: &str) -> Result<(Duration, String), StateError> {
         let sealed: Sealed = self
             .codec
             .open_json_with(state, action_hash.as_bytes())
             .map_err(|_| StateError::Invalid)?;
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        used.retain(|_, until| *until > now);
-        if used.contains_key(&sealed.nonce) {
-            return Err(StateError::Replayed);
-        }
-        used.insert(sealed.nonce, now + ttl + Duration::from_secs(60));
-        Ok(Duration::from_millis(unix_ms().saturating_sub(sealed.issued_ms)))
+        let age = Duration::from_millis(unix_ms().saturating_sub(sealed.issued_ms));
+        Ok((age, sealed.nonce))
     }
 }
 
@@ -93,27 +82,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_state_opens_once_for_its_own_action_only() {
+    fn a_state_opens_for_its_own_action_only_and_names_its_nonce() {
         let s = StateSealer::new();
         let ttl = Duration::from_secs(60);
         let state = s.seal("hash-a", ttl);
-        assert_eq!(s.open(&state, "hash-b", ttl), Err(StateError::Invalid));
+        assert_eq!(s.open(&state, "hash-b"), Err(StateError::Invalid));
         let mut altered = state.clone();
         altered.insert(10, if altered.as_bytes()[10] == b'A' { 'B' } else { 'A' });
-        assert_eq!(s.open(&altered, "hash-a", ttl), Err(StateError::Invalid));
+        assert_eq!(s.open(&altered, "hash-a"), Err(StateError::Invalid));
         assert_eq!(
-            StateSealer::new().open(&state, "hash-a", ttl),
+            StateSealer::new().open(&state, "hash-a"),
             Err(StateError::Invalid),
             "other key"
         );
-        let age = s.open(&state, "hash-a", ttl).expect("opens");
+        let (age, nonce) = s.open(&state, "hash-a").expect("opens");
         assert!(
             age < Duration::from_secs(1),
             "how long ago the prompt was sent: {age:?}"
         );
-        assert_eq!(s.open(&state, "hash-a", ttl), Err(StateError::Replayed));
+        assert_eq!(s.open(&state, "hash-a").unwrap().1, nonce, "the same nonce each time");
+        assert_ne!(
+            s.open(&s.seal("hash-a", ttl), "hash-a").unwrap().1,
+            nonce,
+            "a new one per state"
+        );
         let short = s.seal("hash-a", Duration::from_millis(1));
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(s.open(&short, "hash-a", ttl), Err(StateError::Invalid), "expired");
+        assert_eq!(s.open(&short, "hash-a"), Err(StateError::Invalid), "expired");
     }
 }

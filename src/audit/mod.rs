@@ -4,6 +4,7 @@
 
 pub mod redact;
 pub mod sign;
+pub mod sink;
 #[cfg(test)]
 mod trail_tests;
 pub mod verify;
@@ -236,6 +237,9 @@ pub enum AuditError {
         "the audit log `{path}` ends with a line that is not a complete record; run `pgwarden audit verify {path}` and move the file aside to start a new one"
     )]
     Torn { path: String },
+    /// The writer task ended before it wrote (the process is shutting down).
+    #[error("the audit writer stopped before the record was written ({0})")]
+    Stopped(String),
 }
 
 /// The hash of a record: SHA-256 over its canonical JSON (sorted keys) without `hash` and `sig`.

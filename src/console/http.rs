@@ -18,7 +18,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use super::{Session, Shared};
 use crate::approval::{
     hub::state_words,
-    pending::{Decision, PendingError, Via},
+    pending::{Decision, PendingError},
 };
 
 const LOGIN_HTML: &str = include_str!("../../assets/console/login.html");
@@ -271,7 +271,7 @@ async fn pending(shared: &Shared, req: &Request<Incoming>, csrf: &str) -> Reply 
             tokio::select! {
                 _ = changes.changed() => break,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    shared.store.tick();
+                    shared.store.expire_due().await;
                     shared.polled();
                     if tokio::time::Instant::now() >= until {
                         break;
@@ -284,6 +284,7 @@ async fn pending(shared: &Shared, req: &Request<Incoming>, csrf: &str) -> Reply 
     let approvals: Vec<serde_json::Value> = shared
         .store
         .list()
+        .await
         .into_iter()
         .map(|l| {
             let (state, label) = state_words(&l.state);
@@ -323,10 +324,12 @@ async fn decide(shared: &Shared, req: Request<Incoming>, session: &Session) -> R
         Ok(d) => d,
         Err(m) => return error(StatusCode::BAD_REQUEST, &m),
     };
-    let via = Via::Console {
-        user: session.decider.clone(),
-    };
-    match shared.store.decide(&d.approval_id, &d.action_hash, &via, decision) {
+    let reviewer = super::reviewer(&session.decider);
+    match shared
+        .store
+        .decide(&d.approval_id, &d.action_hash, &reviewer, decision)
+        .await
+    {
         Ok(state) => {
             let (state, label) = state_words(&state);
             json(

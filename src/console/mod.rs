@@ -28,9 +28,13 @@ use tokio_util::sync::CancellationToken;
 use self::redirect::RedirectPage;
 pub(crate) use self::redirect::private_dir;
 
-use crate::approval::{
-    hub::Store,
-    pending::{new_secret, same_secret},
+use crate::{
+    approval::{
+        hub::CARD_READY_WITHIN,
+        pending::{ApprovalStore, Attestation, Reviewer, State, new_secret, same_secret},
+        surface::{Announced, Offer, ReviewSurface},
+    },
+    call::Surface,
 };
 
 /// A login secret is good for one use within this time.
@@ -42,7 +46,7 @@ const TAB_ALIVE: Duration = Duration::from_secs(35);
 
 /// The console of this process, started on first need.
 pub struct Console {
-    store: Arc<Store>,
+    store: Arc<dyn ApprovalStore>,
     /// Shown in the page header: which server and client this console serves.
     label: String,
     running: OnceCell<Arc<Shared>>,
@@ -50,12 +54,14 @@ pub struct Console {
     browser: Mutex<Option<String>>,
     /// A private directory of this user for the sign-in redirect page (`redirect`).
     dir: PathBuf,
+    /// Itself, for the tasks it starts.
+    me: std::sync::Weak<Console>,
 }
 
 /// What the HTTP handlers share.
 struct Shared {
     addr: SocketAddr,
-    store: Arc<Store>,
+    store: Arc<dyn ApprovalStore>,
     label: String,
     login: Mutex<Login>,
     /// SHA-256 of a session cookie → the session.
@@ -84,14 +90,15 @@ struct Session {
 
 impl Console {
     /// A console that writes its sign-in redirect pages in `dir` (created 0700 when first needed).
-    pub fn new(store: Arc<Store>, label: String, dir: PathBuf) -> Console {
-        Console {
+    pub fn new(store: Arc<dyn ApprovalStore>, label: String, dir: PathBuf) -> Arc<Console> {
+        Arc::new_cyclic(|me| Console {
             store,
             label,
             running: OnceCell::new(),
             browser: Mutex::new(None),
             dir,
-        }
+            me: me.clone(),
+        })
     }
 
     /// Which server and client this console serves (also what `pgwarden approvals` shows).
@@ -306,5 +313,55 @@ async fn open_browser(url: &str, browser: Option<String>) -> Result<(), String> 
             });
             Ok(())
         }
+    }
+}
+
+/// The person signed in to the console: all the console authenticated is the holder of the
+/// one-time link, which only this OS user's browser received.
+fn reviewer(decider: &str) -> Reviewer {
+    Reviewer {
+        surface: Surface::Console,
+        identity: decider.to_string(),
+        attested_by: Attestation::Os,
+    }
+}
+
+#[async_trait::async_trait]
+impl ReviewSurface for Console {
+    fn id(&self) -> Surface {
+        Surface::Console
+    }
+
+    fn offers(&self, _: &Offer) -> bool {
+        true
+    }
+
+    async fn bring_forward(&self) -> Result<(), String> {
+        self.show().await.map(|_| ())
+    }
+
+    /// Opens the console, unless a card that may decide is showing the approval: then only if the
+    /// card does not report itself on screen within a few seconds.
+    async fn announce(&self, a: &Announced<'_>) -> Result<(), String> {
+        if !(a.client_may_decide && a.shown_on.contains(&Surface::McpApp)) {
+            return self.show().await.map(|_| ());
+        }
+        let (store, id) = (self.store.clone(), a.id.to_string());
+        let Some(console) = self.me.upgrade() else {
+            return self.show().await.map(|_| ());
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(CARD_READY_WITHIN).await;
+            if !store.was_shown(&id).await && store.state(&id).await == Some(State::Pending) {
+                tracing::info!(
+                    approval = id,
+                    "the review card did not report ready; opening the console"
+                );
+                if let Err(e) = console.show().await {
+                    tracing::warn!(approval = id, "review console not shown: {e}");
+                }
+            }
+        });
+        Ok(())
     }
 }

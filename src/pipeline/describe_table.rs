@@ -4,10 +4,11 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Approved, Pipeline, ToolError,
+    Pipeline, ToolError,
     step::{Control, Step},
 };
 use crate::{
+    approval::Approved,
     audit::OutcomeRecord,
     classify::{self, Assessment},
     db::catalog::{CatalogError, TableDescription},

@@ -7,10 +7,11 @@ use std::{collections::BTreeSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Approved, Pipeline, ToolError,
+    Pipeline, ToolError,
     step::{Control, Estimate, ForReview, Step},
 };
 use crate::{
+    approval::Approved,
     audit::OutcomeRecord,
     classify::{self, Assessment, Category},
     db::{

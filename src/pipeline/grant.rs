@@ -5,10 +5,11 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Approved, Pipeline, ToolError,
+    Pipeline, ToolError,
     step::{Control, Estimate, ForReview, Step},
 };
 use crate::{
+    approval::Approved,
     audit::OutcomeRecord,
     classify::{Assessment, Category, Risk, StatementAssessment},
     db::{

@@ -11,8 +11,11 @@ use crate::{
         Route,
         hub::{Approvals, PendingInfo},
     },
-    audit::{AuditLog, OutcomeRecord, Status},
-    call::{Action, Caller, Principal},
+    audit::{
+        OutcomeRecord, Status,
+        sink::{AuditSink, Durability},
+    },
+    call::{Action, Caller},
     classify::Assessment,
     config::Limits,
     db::{Database, DbError, catalog::CatalogError},
@@ -21,7 +24,6 @@ use crate::{
     trail::Trail,
 };
 
-mod approve;
 mod catalog;
 mod describe_table;
 mod export;
@@ -66,23 +68,6 @@ pub enum ToolError {
     Db(DbError),
     #[error("{0}")]
     Catalog(String),
-}
-
-/// What `approve` needs to know about the call beyond the action itself.
-struct Ask<'a> {
-    /// The call as given: stored if it becomes a pending approval.
-    call: &'a ToolCall,
-    assessment: &'a Assessment,
-    decision: &'a Decision,
-    review: step::ForReview,
-}
-
-/// What a person approved (a refusal of any kind is an error instead).
-#[derive(Debug, Default)]
-struct Approved {
-    dry_run: bool,
-    max_rows_affected: Option<u64>,
-    reason: Option<String>,
 }
 
 /// A call's result: done, waiting for the client to answer an approval prompt (2026-07-28), or
@@ -135,8 +120,7 @@ pub struct Pipeline {
     /// The policy masks columns and approved changes run as a login that may read them: what a
     /// change reports back (RETURNING rows, error details) is withheld from the model.
     withhold_change_output: bool,
-    principal: Option<Principal>,
-    audit: Arc<AuditLog>,
+    audit: Arc<dyn AuditSink>,
     /// Where `export` writes. Defaults to `$XDG_DATA_HOME/pgwarden/exports`.
     /// The export directory, opened once (see `export_path`); why not, when it could not be.
     export_root: Result<crate::export_path::ExportRoot, String>,
@@ -177,26 +161,17 @@ impl Pipeline {
         db: Database,
         limits: Limits,
         policy: Arc<Policy>,
-        principal: Option<String>,
-        audit: Arc<AuditLog>,
+        audit: Arc<dyn AuditSink>,
+        approvals: Arc<Approvals>,
         export_dir: std::path::PathBuf,
-        console_dir: std::path::PathBuf,
     ) -> Pipeline {
         let withhold_change_output = !policy.masks.is_empty() && db.separate_change_login;
-        let label = format!(
-            "pgwarden {} (pid {}) · policy {}",
-            env!("CARGO_PKG_VERSION"),
-            std::process::id(),
-            policy.sources.join(", ")
-        );
-        let approvals = Approvals::new(policy.approval.clone(), audit.clone(), label, console_dir);
         Pipeline {
             approvals,
             db,
             limits,
             policy,
             withhold_change_output,
-            principal: principal.map(Principal::new),
             audit,
             export_root: crate::export_path::ExportRoot::open(&export_dir).map_err(|e| e.to_string()),
             catalog: Default::default(),
@@ -208,11 +183,6 @@ impl Pipeline {
     /// The pending approvals of this process.
     pub fn approvals(&self) -> &Arc<Approvals> {
         &self.approvals
-    }
-
-    /// The operator-configured principal, for `Caller`.
-    pub fn principal(&self) -> Option<&Principal> {
-        self.principal.as_ref()
     }
 
     /// The one entry point for a tool call, first or replayed: `call` as the client sent it (or as
@@ -288,9 +258,10 @@ impl Pipeline {
     }
 
     /// The decision, fsynced, before an action runs: no record, no action.
-    fn write_decision(&self, trail: &mut Trail) -> Result<(), ToolError> {
+    async fn write_decision(&self, trail: &mut Trail) -> Result<(), ToolError> {
         self.audit
-            .append(trail.decision_record(), true)
+            .append(trail.decision_record(), Durability::Synced)
+            .await
             .map_err(|e| ToolError::Refused(format!("the audit record could not be written ({e})")))?;
         trail.decision_written = true;
         Ok(())
@@ -298,12 +269,22 @@ impl Pipeline {
 
     /// Writes the call's last record. A read or refusal that cannot be audited is not returned; a
     /// change that already ran (its decision is on disk) is reported with the failure logged.
-    fn finish<T>(&self, trail: &Trail, outcome: OutcomeRecord, result: Result<T, ToolError>) -> Result<T, ToolError> {
+    async fn finish<T>(
+        &self,
+        trail: &Trail,
+        outcome: OutcomeRecord,
+        result: Result<T, ToolError>,
+    ) -> Result<T, ToolError> {
         let ok = outcome.status == Status::Ok;
-        let written = self.audit.append(trail.final_record(outcome), trail.decision_written);
+        let durability = if trail.decision_written {
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
+        let written = self.audit.append(trail.final_record(outcome), durability).await;
         // The stored call of an approval ran (or failed): its approval is done either way.
         if let Some(id) = &trail.executed_approval {
-            self.approvals.store.finish(id, ok);
+            self.approvals.store.finish(id, ok).await;
         }
         match written {
             Ok(_) => result,
@@ -326,7 +307,7 @@ impl Pipeline {
         let decision = self.policy.evaluate(&Request {
             tool: action.tool,
             assessment,
-            principal: action.caller.principal.as_ref().map(Principal::as_str),
+            principal: action.caller.principal.as_ref().map(|p| p.as_str()),
         });
         trail.decided(&decision);
         decision

@@ -8,11 +8,17 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Approved, Ask, Outcome, Pipeline, ToolError, describe};
+use futures_util::future::BoxFuture;
+
+use super::{Outcome, Pipeline, ToolError, describe};
 use crate::{
+    approval::{
+        self, Approved, ReviewPacket, Route,
+        gate::{self, Gated, Refusal},
+    },
     audit::{OutcomeRecord, Status},
     call::Action,
-    classify::Assessment,
+    classify::{self, Assessment},
     policy::{Decision, Effect},
     tools::ToolCall,
     trail::Trail,
@@ -123,7 +129,7 @@ impl Pipeline {
         step: &S,
         call: &ToolCall,
         action: &Action,
-        route: &crate::approval::Route,
+        route: &Route,
         ctl: &Control,
     ) -> Result<Outcome<S::Output>, ToolError> {
         let mut trail = Trail::new(action, step.recorded());
@@ -139,7 +145,7 @@ impl Pipeline {
             Ok(Outcome::Pending(_)) => OutcomeRecord::status(Status::PendingApproval, duration_ms),
             Err(e) => super::failure(e, duration_ms),
         };
-        self.finish(&trail, outcome, result)
+        self.finish(&trail, outcome, result).await
     }
 
     async fn steps<S: Step>(
@@ -147,7 +153,7 @@ impl Pipeline {
         step: &S,
         call: &ToolCall,
         action: &Action,
-        route: &crate::approval::Route,
+        route: &Route,
         ctl: &Control,
         trail: &mut Trail,
     ) -> Result<Outcome<S::Output>, ToolError> {
@@ -157,16 +163,13 @@ impl Pipeline {
         let decision = self.decide(action, &assessment, decision, action.tool.guarded())?;
         let review = step.review(self, &assessment, &mut plan, &decision, trail, ct).await?;
         let approved = if decision.effect == Effect::Approve {
-            let ask = Ask {
-                call,
-                assessment: &assessment,
-                decision: &decision,
-                review,
-            };
-            match self.approve(action, ask, route, ct, trail).await? {
-                Outcome::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
-                Outcome::Pending(p) => return Ok(Outcome::Pending(p)),
-                Outcome::Done(approved) => approved,
+            match self
+                .ask(call, action, &assessment, &decision, review, route, trail, ct)
+                .await?
+            {
+                Gated::InputRequired(r) => return Ok(Outcome::InputRequired(r)),
+                Gated::Pending(p) => return Ok(Outcome::Pending(p)),
+                Gated::Approved(approved) => approved,
             }
         } else {
             Approved::default()
@@ -182,10 +185,77 @@ impl Pipeline {
         // A change, or anything a person approved (an export, a read of a sensitive catalog), is on
         // disk before it runs.
         if decision.effect == Effect::Approve || !assessment.is_read() {
-            self.write_decision(trail)?;
+            self.write_decision(trail).await?;
         }
         step.execute(self, &assessment, plan, &decision, approved, trail, ctl)
             .await
             .map(Outcome::Done)
+    }
+
+    /// Asks a person through the approval gate; what the gate says becomes the call's records.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask(
+        &self,
+        call: &ToolCall,
+        action: &Action,
+        assessment: &Assessment,
+        decision: &Decision,
+        review: ForReview,
+        route: &Route,
+        trail: &mut Trail,
+        ct: &CancellationToken,
+    ) -> Result<Gated, ToolError> {
+        let stored = serde_json::to_value(call)
+            .map_err(|e| ToolError::Refused(format!("the call could not be stored for later ({e})")))?;
+        let ask = gate::Ask {
+            action,
+            hash: approval::action_hash(action, &review.bound),
+            risk: assessment.risk,
+            rule: decision.rule.as_deref().zip(decision.min_channel),
+            timeout: decision.approval_timeout,
+            stored,
+        };
+        let packet =
+            || -> BoxFuture<'_, ReviewPacket> { Box::pin(self.packet(action, assessment, decision, &review, ct)) };
+        let outcome = self
+            .approvals
+            .gate(ask, route, &packet, &mut |record| trail.approval(record), ct)
+            .await;
+        if outcome.claimed.is_some() {
+            trail.executed_approval = outcome.claimed;
+        }
+        outcome.result.map_err(|refusal| match refusal {
+            Refusal::NotApproved { why, reason } => ToolError::NotApproved {
+                rule: decision.rule_label(),
+                what: describe(assessment),
+                why,
+                reason,
+            },
+            Refusal::Refused(why) => ToolError::Refused(why),
+        })
+    }
+
+    /// What a person is shown: the packet, with a row estimate where planning is safe.
+    async fn packet(
+        &self,
+        action: &Action,
+        assessment: &Assessment,
+        decision: &Decision,
+        review: &ForReview,
+        ct: &CancellationToken,
+    ) -> ReviewPacket {
+        // Planning can run user code (an IMMUTABLE function is folded at plan time), and this runs
+        // before anyone approved: no estimate for a statement with anything unknown.
+        let plannable = !assessment.categories.contains(&classify::Category::Unknown);
+        let sql = action.sql.as_deref().unwrap_or_default();
+        let estimate = match review.estimate {
+            Estimate::AsRead if plannable => self.db.estimate_rows(sql, false, review.timeout, ct).await,
+            Estimate::AsChange if plannable => self.db.estimate_rows(sql, true, review.timeout, ct).await,
+            _ => None,
+        };
+        let mut packet = ReviewPacket::new(action, assessment, decision, estimate);
+        packet.estimate_for_person_only = !self.policy.masks.is_empty();
+        packet.details = review.details.clone();
+        packet
     }
 }

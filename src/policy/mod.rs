@@ -144,50 +144,9 @@ pub struct TableTags {
     pub origin: Origin,
 }
 
-/// How strong an approval channel must be (`[approval.min_channel]`, a rule's `min_channel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// The MCP client shows the prompt (elicitation) or card (MCP Apps): trust rests on the host.
-    Client,
-    /// The review console pgwarden opens in the person's browser, or `pgwarden approvals` in a
-    /// terminal of the same OS user: trust rests on the OS session.
-    Local,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Client => "client",
-            Level::Local => "local",
-        }
-    }
-}
-
-/// The ways pgwarden can reach a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalChannel {
-    /// The client's own prompt (`elicitation/create` or a 2026-07-28 input request).
-    Elicitation,
-    /// The review card inside the chat, for hosts that render MCP Apps.
-    McpApp,
-    /// The local review console in the browser.
-    Console,
-    /// `pgwarden approvals` in a terminal of the same OS user, over the server's private Unix socket.
-    Cli,
-}
-
-impl ApprovalChannel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalChannel::Elicitation => "elicitation",
-            ApprovalChannel::McpApp => "mcp_app",
-            ApprovalChannel::Console => "console",
-            ApprovalChannel::Cli => "cli",
-        }
-    }
-}
+// The review surfaces and how strongly each vouches for the person live in `call`, so policy,
+// approval, audit and the model-facing text share one vocabulary.
+pub use crate::call::{Level, Surface as ApprovalChannel};
 
 /// `[approval]`: how approvals outside the client's own prompt work.
 #[derive(Debug, Clone, PartialEq, Eq)]

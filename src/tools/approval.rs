@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::approval::hub::PendingInfo;
+use crate::{approval::hub::PendingInfo, call::Surface};
 
 /// A guarded call's result while a person has not decided yet.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -19,9 +19,9 @@ pub struct PendingApproval {
     pub fingerprint: String,
     /// When the approval expires if nobody decides (RFC 3339).
     pub expires_at: String,
-    /// Where the person can decide: `client_prompt` (the client's own prompt, still open), `mcp_app`
-    /// (a card in this chat), `local_console` (a browser window), `cli` (`pgwarden approvals` in a
-    /// terminal of the same OS user).
+    /// Where the person can decide: `elicitation` (the client's own prompt, still open), `mcp_app`
+    /// (a card in this chat), `console` (pgwarden's review window in the browser), `cli`
+    /// (`pgwarden approvals` in a terminal of the same OS user) — the ids policy files use.
     pub surfaces: Vec<String>,
     /// The next call to make.
     pub next: NextCall,
@@ -51,10 +51,13 @@ impl PendingApproval {
             info.approval_id
         );
         for (surface, place) in [
-            ("client_prompt", "in the approval prompt their MCP client is showing"),
-            ("mcp_app", "in the pgwarden approval card in this chat"),
-            ("local_console", "in the pgwarden review window in their browser"),
-            ("cli", terminal.as_str()),
+            (
+                Surface::Elicitation,
+                "in the approval prompt their MCP client is showing",
+            ),
+            (Surface::McpApp, "in the pgwarden approval card in this chat"),
+            (Surface::Console, "in the pgwarden review window in their browser"),
+            (Surface::Cli, terminal.as_str()),
         ] {
             if info.surfaces.contains(&surface) {
                 places.push(place);

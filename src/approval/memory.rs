@@ -1,0 +1,790 @@
+//! The approval store of one process: approvals in memory, every transition written to the audit
+//! sink before it takes effect. Transitions happen one at a time (an async lock held while the
+//! record is written, off the async workers); the map of approvals is locked only to read or apply
+//! a state, never while the audit record is written. Time comes from `tokio::time`, so tests run
+//! with paused time.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::{sync::watch, time::Instant};
+
+use super::pending::{
+    ApprovalStore, Attestation, Awaited, Cancel, Decision, Listed, PendingError, Review, Reviewer, State, StoredCall,
+    Ttls, fingerprint, same_secret,
+};
+use crate::audit::{
+    ApprovalRecord, Event, Record,
+    sink::{AuditSink, Durability},
+};
+
+struct Entry {
+    session: String,
+    call: StoredCall,
+    state: watch::Sender<State>,
+    /// When the current state expires, for `Pending` and `Approved`.
+    deadline: Instant,
+    review: Review,
+    /// The card reported that it is showing this approval.
+    shown: bool,
+    /// Creation order, for listing.
+    seq: u64,
+}
+
+/// What moved an approval, as the audit record's `channel` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Created,
+    Decided(crate::call::Surface),
+    /// `pgwarden_await` claimed it to run.
+    Claimed,
+    Executed,
+    /// Its TTL ran out.
+    Expired,
+    Cancelled,
+    Shutdown,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cause::Created => "created",
+            Cause::Decided(s) => s.as_str(),
+            Cause::Claimed => "await",
+            Cause::Executed => "executed",
+            Cause::Expired => "ttl",
+            Cause::Cancelled => "cancel",
+            Cause::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A transition about to be recorded.
+struct Change<'a> {
+    to: State,
+    cause: Cause,
+    reviewer: Option<&'a Reviewer>,
+    /// Why, when not a person's reason (a cancellation).
+    note: Option<&'static str>,
+    /// A failed record stops it (decisions, claims, creation); expiry and cancellation happen
+    /// regardless (they only take authority away).
+    must_record: bool,
+}
+
+pub struct MemoryStore {
+    ttls: Ttls,
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Held by the one transition in progress, across its audit write.
+    turn: tokio::sync::Mutex<()>,
+    audit: Arc<dyn AuditSink>,
+    /// Bumped on every change, so surfaces can wait for news.
+    generation: watch::Sender<u64>,
+    /// Used `requestState` nonces, until they could no longer open anyway.
+    nonces: Mutex<HashMap<String, Instant>>,
+}
+
+impl MemoryStore {
+    pub fn new(ttls: Ttls, audit: Arc<dyn AuditSink>) -> MemoryStore {
+        MemoryStore {
+            ttls,
+            entries: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Mutex::new(()),
+            audit,
+            generation: watch::channel(0).0,
+            nonces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `change` of `id`, then applies it. The caller holds `turn`, so nothing else moves
+    /// the approval between its check and this.
+    async fn apply(&self, id: &str, change: Change<'_>) -> Result<(), PendingError> {
+        let Some(record) = self.record(id, &change) else {
+            return Err(PendingError::Unknown(id.into()));
+        };
+        // Decisions and executions are fsynced before they take effect.
+        let durability = if change.to == State::Pending {
+            Durability::Written
+        } else {
+            Durability::Synced
+        };
+        if let Err(err) = self.audit.append(record, durability).await {
+            if change.must_record {
+                return Err(PendingError::Audit(err.to_string()));
+            }
+            tracing::error!(approval = id, "approval transition not recorded: {err}");
+        }
+        let mut entries = self.lock();
+        let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+        match &change.to {
+            State::Approved(_) => e.deadline = Instant::now() + self.ttls.approved_unused,
+            State::Pending => e.deadline = Instant::now() + self.ttls.pending,
+            _ => {}
+        }
+        e.state.send_replace(change.to);
+        drop(entries);
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// The audit record of `change`.
+    fn record(&self, id: &str, change: &Change<'_>) -> Option<Record> {
+        let entries = self.lock();
+        let e = entries.get(id)?;
+        let answer = if change.cause == Cause::Shutdown {
+            "abandoned"
+        } else {
+            change.to.words().0
+        };
+        let (row_limit, reason) = match &change.to {
+            State::Approved(a) => (a.max_rows_affected, a.reason.clone()),
+            State::Denied { reason } => (None, reason.clone()),
+            _ => (None, change.note.map(str::to_string)),
+        };
+        Some(Record {
+            event: Some(Event::Approval),
+            session_id: Some(e.session.clone()),
+            approval: Some(ApprovalRecord {
+                channel: change.cause.as_str().into(),
+                answer: answer.into(),
+                decided_by: change.reviewer.map(Reviewer::decided_by),
+                approval_id: Some(id.to_string()),
+                action_hash: Some(e.call.hash.clone()),
+                fingerprint: Some(fingerprint(&e.call.hash)),
+                row_limit,
+                reason,
+                ..ApprovalRecord::default()
+            }),
+            ..Record::default()
+        })
+    }
+
+    /// Expires what is past its deadline. The caller holds `turn`.
+    async fn sweep(&self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.state.borrow().is_open() && now >= e.deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let change = Change {
+                to: State::Expired,
+                cause: Cause::Expired,
+                reviewer: None,
+                note: None,
+                must_record: false,
+            };
+            let _ = self.apply(&id, change).await;
+        }
+    }
+
+    /// Expires what is due, then reads.
+    async fn swept<T>(&self, read: impl FnOnce(&HashMap<String, Entry>) -> T) -> T {
+        let _turn = self.turn.lock().await;
+        self.sweep().await;
+        read(&self.lock())
+    }
+
+    fn state_of(&self, id: &str) -> Option<State> {
+        self.lock().get(id).map(|e| e.state.borrow().clone())
+    }
+
+    /// The compare-and-swap: APPROVED → EXECUTING for one caller. `None` while pending.
+    async fn try_claim(&self, id: &str) -> Result<Option<Awaited>, PendingError> {
+        let _turn = self.turn.lock().await;
+        self.sweep().await;
+        let (current, call) = {
+            let entries = self.lock();
+            let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+            (e.state.borrow().clone(), e.call.clone())
+        };
+        Ok(match current {
+            State::Pending => None,
+            State::Approved(approved) => {
+                let change = Change {
+                    to: State::Executing,
+                    cause: Cause::Claimed,
+                    reviewer: None,
+                    note: None,
+                    must_record: true,
+                };
+                self.apply(id, change).await?;
+                Some(Awaited::Execute { call, approved })
+            }
+            other => Some(Awaited::Finished(other)),
+        })
+    }
+}
+
+/// The card proves itself with the approval's nonce.
+fn check_nonce(e: &Entry, nonce: &str) -> Result<(), PendingError> {
+    if same_secret(nonce, &e.review.nonce) {
+        Ok(())
+    } else {
+        Err(PendingError::WrongChannel(
+            "the card's proof does not match this approval".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl ApprovalStore for MemoryStore {
+    fn ttls(&self) -> Ttls {
+        self.ttls
+    }
+
+    async fn open_or_reuse(
+        &self,
+        session: &str,
+        call: StoredCall,
+        review: Review,
+    ) -> Result<(String, Review), PendingError> {
+        let _turn = self.turn.lock().await;
+        self.sweep().await;
+        let id = {
+            let mut entries = self.lock();
+            if let Some((id, e)) = entries
+                .iter()
+                .find(|(_, e)| e.session == session && e.call.hash == call.hash && *e.state.borrow() == State::Pending)
+            {
+                return Ok((id.clone(), e.review.clone()));
+            }
+            let open = entries
+                .values()
+                .filter(|e| e.session == session && *e.state.borrow() == State::Pending)
+                .count();
+            if open >= self.ttls.max_open_per_session {
+                return Err(PendingError::TooMany(open));
+            }
+            let id = format!("apr_{}", uuid::Uuid::new_v4().simple());
+            let seq = entries.values().map(|e| e.seq + 1).max().unwrap_or(0);
+            // Nobody knows the id, and every reader waits for `turn`, until its creation is
+            // recorded; if it cannot be, it goes again.
+            let entry = Entry {
+                session: session.into(),
+                call,
+                state: watch::channel(State::Pending).0,
+                deadline: Instant::now() + self.ttls.pending,
+                review,
+                shown: false,
+                seq,
+            };
+            entries.insert(id.clone(), entry);
+            id
+        };
+        let change = Change {
+            to: State::Pending,
+            cause: Cause::Created,
+            reviewer: None,
+            note: None,
+            must_record: true,
+        };
+        if let Err(e) = self.apply(&id, change).await {
+            self.lock().remove(&id);
+            return Err(e);
+        }
+        let kept = self.lock().get(&id).map(|e| e.review.clone());
+        kept.map(|r| (id.clone(), r)).ok_or(PendingError::Unknown(id))
+    }
+
+    async fn is_pending(&self, session: &str, hash: &str) -> bool {
+        self.swept(|entries| {
+            entries
+                .values()
+                .any(|e| e.session == session && e.call.hash == hash && *e.state.borrow() == State::Pending)
+        })
+        .await
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        shown_hash: &str,
+        reviewer: &Reviewer,
+        decision: Decision,
+    ) -> Result<State, PendingError> {
+        let _turn = self.turn.lock().await;
+        self.sweep().await;
+        {
+            let entries = self.lock();
+            let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+            if let Attestation::Host { nonce } = &reviewer.attested_by {
+                check_nonce(e, nonce)?;
+            }
+            if reviewer.surface.level() < e.review.level {
+                return Err(PendingError::WrongChannel(
+                    "the policy needs a local approval for this action: decide it in the pgwarden review window".into(),
+                ));
+            }
+            if e.call.hash != shown_hash {
+                return Err(PendingError::StaleHash);
+            }
+            if *e.state.borrow() != State::Pending {
+                return Err(PendingError::AlreadyDecided(id.into()));
+            }
+        }
+        let next = match decision {
+            Decision::Approve(approved) => State::Approved(approved),
+            Decision::Deny { reason } => State::Denied { reason },
+        };
+        let change = Change {
+            to: next.clone(),
+            cause: Cause::Decided(reviewer.surface),
+            reviewer: Some(reviewer),
+            note: None,
+            must_record: true,
+        };
+        self.apply(id, change).await?;
+        Ok(next)
+    }
+
+    async fn wait(&self, id: &str, session: &str, budget: Duration) -> Result<Awaited, PendingError> {
+        let mut rx = {
+            let entries = self.lock();
+            let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+            if e.session != session {
+                return Err(PendingError::NotYours(id.into()));
+            }
+            e.state.subscribe()
+        };
+        let until = Instant::now() + budget;
+        loop {
+            if let Some(done) = self.try_claim(id).await? {
+                return Ok(done);
+            }
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return Ok(Awaited::Finished(State::Expired));
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => {
+                    return Ok(self.try_claim(id).await?.unwrap_or(Awaited::StillPending));
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, id: &str, ok: bool) {
+        let _turn = self.turn.lock().await;
+        if self.state_of(id) == Some(State::Executing) {
+            let change = Change {
+                to: State::Done { ok },
+                cause: Cause::Executed,
+                reviewer: None,
+                note: None,
+                must_record: false,
+            };
+            let _ = self.apply(id, change).await;
+        }
+    }
+
+    async fn cancel(&self, id: &str, why: Cancel) {
+        let _turn = self.turn.lock().await;
+        if self.state_of(id).is_some_and(|s| s.is_open()) {
+            let change = Change {
+                to: State::Cancelled,
+                cause: Cause::Cancelled,
+                reviewer: None,
+                note: Some(why.as_str()),
+                must_record: false,
+            };
+            let _ = self.apply(id, change).await;
+        }
+    }
+
+    async fn abandon_open(&self) {
+        let _turn = self.turn.lock().await;
+        let open: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.state.borrow().is_open())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in open {
+            let change = Change {
+                to: State::Cancelled,
+                cause: Cause::Shutdown,
+                reviewer: None,
+                note: None,
+                must_record: false,
+            };
+            let _ = self.apply(&id, change).await;
+        }
+    }
+
+    async fn list(&self) -> Vec<Listed> {
+        self.swept(|entries| {
+            let mut all: Vec<(u64, Listed)> = entries
+                .iter()
+                .map(|(id, e)| {
+                    (
+                        e.seq,
+                        Listed {
+                            id: id.clone(),
+                            hash: e.call.hash.clone(),
+                            state: e.state.borrow().clone(),
+                            review: e.review.clone(),
+                        },
+                    )
+                })
+                .collect();
+            all.sort_by_key(|e| std::cmp::Reverse(e.0));
+            all.into_iter().map(|(_, l)| l).collect()
+        })
+        .await
+    }
+
+    async fn state(&self, id: &str) -> Option<State> {
+        self.swept(|entries| entries.get(id).map(|e| e.state.borrow().clone()))
+            .await
+    }
+
+    async fn expire_due(&self) {
+        let _turn = self.turn.lock().await;
+        self.sweep().await;
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    async fn state_with_nonce(&self, id: &str, nonce: &str) -> Result<State, PendingError> {
+        self.swept(|entries| {
+            let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+            check_nonce(e, nonce)?;
+            Ok(e.state.borrow().clone())
+        })
+        .await
+    }
+
+    async fn mark_shown(&self, id: &str, nonce: &str) -> Result<(), PendingError> {
+        let mut entries = self.lock();
+        let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+        check_nonce(e, nonce)?;
+        e.shown = true;
+        Ok(())
+    }
+
+    async fn was_shown(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|e| e.shown)
+    }
+
+    async fn use_nonce(&self, nonce: &str, ttl: Duration) -> bool {
+        let mut used = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        used.retain(|_, until| *until > now);
+        if used.contains_key(nonce) {
+            return false;
+        }
+        used.insert(nonce.to_string(), now + ttl);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        approval::{
+            Approved,
+            pending::{Attestation, Decision, StoredCall},
+            surface::card_reviewer,
+        },
+        audit::AuditError,
+        call::{Action, Caller, Level, Surface, Tool},
+    };
+
+    use super::*;
+
+    /// A sink that keeps `state channel` lines, or refuses every record but the creations.
+    struct Kept {
+        lines: Mutex<Vec<String>>,
+        only_creations: bool,
+    }
+
+    #[async_trait]
+    impl AuditSink for Kept {
+        async fn append(&self, record: Record, _: Durability) -> Result<Record, AuditError> {
+            let a = record.approval.clone().unwrap_or_default();
+            if self.only_creations && a.answer != "pending" {
+                return Err(AuditError::Stopped("disk full".into()));
+            }
+            self.lines.lock().unwrap().push(format!("{} {}", a.answer, a.channel));
+            Ok(record)
+        }
+    }
+
+    fn store_with(only_creations: bool) -> (MemoryStore, Arc<Kept>) {
+        let kept = Arc::new(Kept {
+            lines: Mutex::new(vec![]),
+            only_creations,
+        });
+        (MemoryStore::new(Ttls::default(), kept.clone()), kept)
+    }
+
+    fn store() -> (MemoryStore, Arc<Kept>) {
+        store_with(false)
+    }
+
+    fn review() -> Review {
+        Review {
+            packet: serde_json::json!({}),
+            created_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+            level: Level::Client,
+            nonce: "n0nce".into(),
+        }
+    }
+
+    fn call(hash: &str) -> StoredCall {
+        StoredCall {
+            call: serde_json::json!({ "tool": "query" }),
+            action: Action {
+                tool: Tool::Query,
+                sql: Some("UPDATE t SET x = 1".into()),
+                intent: None,
+                caller: Caller::default(),
+            },
+            hash: hash.into(),
+        }
+    }
+
+    async fn create(store: &MemoryStore, session: &str, hash: &str) -> Result<String, PendingError> {
+        store
+            .open_or_reuse(session, call(hash), review())
+            .await
+            .map(|(id, _)| id)
+    }
+
+    fn console() -> Reviewer {
+        Reviewer {
+            surface: Surface::Console,
+            identity: "alice".into(),
+            attested_by: Attestation::Os,
+        }
+    }
+
+    fn approve() -> Decision {
+        Decision::Approve(Approved::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fifty_concurrent_awaits_execute_once() {
+        let store = Arc::new(store().0);
+        let id = create(&store, "s", "h").await.unwrap();
+        let waits: Vec<_> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                let id = id.clone();
+                tokio::spawn(async move { store.wait(&id, "s", Duration::from_secs(40)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        store.decide(&id, "h", &console(), approve()).await.unwrap();
+        let mut executions = 0;
+        for w in waits {
+            if let Awaited::Execute { .. } = w.await.unwrap().unwrap() {
+                executions += 1;
+            }
+        }
+        assert_eq!(executions, 1);
+        assert_eq!(store.state(&id).await, Some(State::Executing));
+        store.finish(&id, true).await;
+        assert_eq!(store.state(&id).await, Some(State::Done { ok: true }));
+        assert_eq!(
+            store.decide(&id, "h", &console(), approve()).await,
+            Err(PendingError::AlreadyDecided(id.clone()))
+        );
+    }
+
+    /// Approvals still open at shutdown would end the trail on `pending`.
+    #[tokio::test]
+    async fn open_approvals_are_recorded_abandoned_at_shutdown() {
+        let (store, kept) = store();
+        let a = create(&store, "s", "a").await.unwrap();
+        let b = create(&store, "s", "b").await.unwrap();
+        store.decide(&b, "b", &console(), approve()).await.unwrap();
+        let c = create(&store, "s", "c").await.unwrap();
+        let deny = Decision::parse("deny", None, None).unwrap();
+        store.decide(&c, "c", &console(), deny).await.unwrap();
+        store.abandon_open().await;
+        for id in [&a, &b] {
+            assert_eq!(store.state(id).await, Some(State::Cancelled));
+        }
+        assert!(matches!(store.state(&c).await, Some(State::Denied { .. })));
+        let lines = kept.lines.lock().unwrap().clone();
+        let abandoned = lines.iter().filter(|t| *t == "abandoned shutdown").count();
+        assert_eq!(abandoned, 2, "{lines:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ttls_expire_pending_and_unclaimed_approvals() {
+        let (store, kept) = store();
+        let a = create(&store, "s", "a").await.unwrap();
+        tokio::time::advance(Duration::from_secs(601)).await;
+        store.expire_due().await;
+        assert_eq!(
+            kept.lines.lock().unwrap().last().map(String::as_str),
+            Some("expired ttl"),
+            "recorded when it happens"
+        );
+        assert_eq!(store.state(&a).await, Some(State::Expired));
+        assert_eq!(
+            store.decide(&a, "a", &console(), approve()).await,
+            Err(PendingError::AlreadyDecided(a.clone()))
+        );
+        let b = create(&store, "s", "b").await.unwrap();
+        store.decide(&b, "b", &console(), approve()).await.unwrap();
+        tokio::time::advance(Duration::from_secs(301)).await;
+        assert_eq!(
+            store.wait(&b, "s", Duration::from_secs(1)).await,
+            Ok(Awaited::Finished(State::Expired))
+        );
+        // Still pending after the wait budget: the model is told so.
+        let c = create(&store, "s", "c").await.unwrap();
+        assert_eq!(
+            store.wait(&c, "s", Duration::from_secs(40)).await,
+            Ok(Awaited::StillPending)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn binding_identity_caps_and_denials() {
+        let (store, _) = store();
+        let a = create(&store, "s", "a").await.unwrap();
+        assert_eq!(
+            create(&store, "s", "a").await.unwrap(),
+            a,
+            "an identical pending action reuses its id"
+        );
+        assert_ne!(create(&store, "other", "a").await.unwrap(), a, "per session");
+        assert_eq!(
+            store.decide(&a, "a-stale", &console(), approve()).await,
+            Err(PendingError::StaleHash)
+        );
+        assert_eq!(
+            store.wait(&a, "other", Duration::from_secs(1)).await,
+            Err(PendingError::NotYours(a.clone()))
+        );
+        create(&store, "s", "b").await.unwrap();
+        create(&store, "s", "c").await.unwrap();
+        assert_eq!(create(&store, "s", "d").await, Err(PendingError::TooMany(3)));
+        let deny = Decision::Deny {
+            reason: Some("no".into()),
+        };
+        store.decide(&a, "a", &console(), deny).await.unwrap();
+        assert_eq!(
+            store.wait(&a, "s", Duration::from_secs(1)).await,
+            Ok(Awaited::Finished(State::Denied {
+                reason: Some("no".into())
+            }))
+        );
+        assert_eq!(
+            store.wait("nope", "s", Duration::from_secs(1)).await,
+            Err(PendingError::Unknown("nope".into()))
+        );
+        assert_eq!(fingerprint("a3f90c217e99"), "a3f9-0c21-7e");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn card_needs_its_nonce_and_level_and_every_transition_is_recorded_first() {
+        let (store, kept) = store();
+        let a = create(&store, "s", "a").await.unwrap();
+        assert!(matches!(
+            store.decide(&a, "a", &card_reviewer("guess".into()), approve()).await,
+            Err(PendingError::WrongChannel(_))
+        ));
+        assert!(store.mark_shown(&a, "guess").await.is_err());
+        assert!(!store.was_shown(&a).await);
+        store.mark_shown(&a, "n0nce").await.unwrap();
+        assert!(store.was_shown(&a).await);
+        let card = card_reviewer("n0nce".into());
+        store.decide(&a, "a", &card, approve()).await.unwrap();
+        let Awaited::Execute { .. } = store.wait(&a, "s", Duration::from_secs(1)).await.unwrap() else {
+            panic!("approved by the card")
+        };
+        store.finish(&a, true).await;
+        let local = Review {
+            level: Level::Local,
+            ..review()
+        };
+        let (critical, _) = store.open_or_reuse("s", call("b"), local).await.unwrap();
+        assert!(matches!(
+            store.decide(&critical, "b", &card, approve()).await,
+            Err(PendingError::WrongChannel(m)) if m.contains("local approval")
+        ));
+        store.cancel(&critical, Cancel::CallCancelled).await;
+        assert_eq!(
+            *kept.lines.lock().unwrap(),
+            [
+                "pending created",
+                "approved mcp_app",
+                "executing await",
+                "done executed",
+                "pending created",
+                "cancelled cancel",
+            ]
+        );
+        // A decision that cannot be recorded does not happen, nor a creation.
+        let (failing, _) = store_with(true);
+        let c = create(&failing, "s", "c").await.unwrap();
+        assert!(matches!(
+            failing.decide(&c, "c", &console(), approve()).await,
+            Err(PendingError::Audit(_))
+        ));
+        assert_eq!(failing.state(&c).await, Some(State::Pending));
+    }
+
+    /// A `requestState` nonce is taken once, and forgotten only after it could no longer open.
+    #[tokio::test(start_paused = true)]
+    async fn a_nonce_is_used_once() {
+        let (store, _) = store();
+        assert!(store.use_nonce("n1", Duration::from_secs(60)).await);
+        assert!(!store.use_nonce("n1", Duration::from_secs(60)).await, "a replay");
+        assert!(store.use_nonce("n2", Duration::from_secs(60)).await);
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(
+            !store.use_nonce("n1", Duration::from_secs(60)).await,
+            "still remembered"
+        );
+    }
+
+    /// A decision's audit record is written while no thread holds the store's map: a reader is
+    /// answered while a slow sink is still writing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_do_not_wait_on_the_audit_write_behind_a_lock() {
+        struct Slow(tokio::sync::Notify);
+        #[async_trait]
+        impl AuditSink for Slow {
+            async fn append(&self, record: Record, _: Durability) -> Result<Record, AuditError> {
+                if record.approval.as_ref().is_some_and(|a| a.answer == "approved") {
+                    self.0.notified().await;
+                }
+                Ok(record)
+            }
+        }
+        let slow = Arc::new(Slow(tokio::sync::Notify::new()));
+        let store = Arc::new(MemoryStore::new(Ttls::default(), slow.clone()));
+        let (id, _) = store.open_or_reuse("s", call("h"), review()).await.unwrap();
+        let deciding = {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move { store.decide(&id, "h", &console(), approve()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The map is free: a surface that only peeks (the card's ready flag) answers at once.
+        assert!(!store.was_shown(&id).await);
+        assert!(!deciding.is_finished(), "the decision waits for its record");
+        slow.0.notify_one();
+        assert!(matches!(deciding.await.unwrap(), Ok(State::Approved(_))));
+        assert_eq!(store.state(&id).await, Some(State::Approved(Approved::default())));
+    }
+}
