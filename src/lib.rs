@@ -39,5 +39,6 @@ pub mod setup;
 pub mod tools;
 pub mod trail;
 pub mod transport;
+pub mod units;
 
 pub use server::PgWarden;

@@ -251,7 +251,7 @@ struct ServeArgs {
     statement_timeout: Duration,
     /// The most result bytes any call returns (as PostgreSQL sends them), e.g. `16MiB`, `512KiB` or
     /// plain bytes; a larger result is cut off and marked truncated.
-    #[arg(long, env = "PGWARDEN_MAX_RESULT_BYTES", default_value = "16MiB", value_parser = pgwarden::config::parse_byte_size)]
+    #[arg(long, env = "PGWARDEN_MAX_RESULT_BYTES", default_value = "16MiB", value_parser = pgwarden::units::parse_byte_size)]
     max_result_bytes: u64,
     /// Connections kept open to PostgreSQL.
     #[arg(long, env = "PGWARDEN_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
