@@ -35,7 +35,6 @@ pub mod grant;
 pub mod pipeline;
 pub mod policy;
 pub mod server;
-pub mod setup;
 pub mod tools;
 pub mod trail;
 pub mod transport;

@@ -401,12 +401,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let policy = load_policy(args.policy.as_deref())?;
     let target = Target::from_url(&args.database_url)?;
-    let request = pgwarden::setup::SetupRequest {
+    let request = pgwarden::db::setup::SetupRequest {
         agent_role: args.agent_role.clone(),
         schemas: args.schemas,
         print_only: args.print_sql,
     };
-    let report = pgwarden::setup::run(&target, &policy.masks, &request)
+    let report = pgwarden::db::setup::run(&target, &policy.masks, &request)
         .await
         .with_context(|| format!("setting up {}", target.display))?;
     if !report.applied {
