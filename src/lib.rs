@@ -10,6 +10,11 @@
 //! `server` owns the MCP surface, `pipeline` is the only place the steps meet, `classify` is pure,
 //! and `db` is the only module that talks to Postgres.
 //!
+//! Layers, lowest first: call, units, contain, export_path, classify, policy, audit, config, grant,
+//! db, approval, console, tools, trail, pipeline, server, transport, check, demo.
+//! A module imports only from modules listed before it (and from itself); `tests/architecture.rs`
+//! holds every `crate::` path in `src/` to this order. The binary, `main.rs`, stands above them all.
+//!
 //! Layout: `call` is the leaf the others build on — `Tool`, `Action`, `Caller`, `Principal`, using
 //! nothing else in the crate — so `approval`, `policy`, `trail` and `server` name a call without
 //! depending on `pipeline`. A new tool touches: a `Tool` variant in `call.rs` (its name and whether
