@@ -256,7 +256,7 @@ struct ServeArgs {
     statement_timeout: Duration,
     /// The most result bytes any call returns (as PostgreSQL sends them), e.g. `16MiB`, `512KiB` or
     /// plain bytes; a larger result is cut off and marked truncated.
-    #[arg(long, env = "PGWARDEN_MAX_RESULT_BYTES", default_value = "16MiB", value_parser = pgwarden::config::parse_byte_size)]
+    #[arg(long, env = "PGWARDEN_MAX_RESULT_BYTES", default_value = "16MiB", value_parser = pgwarden::units::parse_byte_size)]
     max_result_bytes: u64,
     /// Connections kept open to PostgreSQL.
     #[arg(long, env = "PGWARDEN_POOL_SIZE", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -406,12 +406,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let policy = load_policy(args.policy.as_deref())?;
     let target = Target::from_url(&args.database_url)?;
-    let request = pgwarden::setup::SetupRequest {
+    let request = pgwarden::db::setup::SetupRequest {
         agent_role: args.agent_role.clone(),
         schemas: args.schemas,
         print_only: args.print_sql,
     };
-    let report = pgwarden::setup::run(&target, &policy.masks, &request)
+    let report = pgwarden::db::setup::run(&target, &policy.masks, &request)
         .await
         .with_context(|| format!("setting up {}", target.display))?;
     if !report.applied {

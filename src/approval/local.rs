@@ -154,7 +154,7 @@ pub fn listen(approvals: &Arc<Approvals>, dir: &Path) -> Option<Socket> {
 }
 
 fn bind(dir: &Path) -> io::Result<(UnixListener, PathBuf)> {
-    crate::console::private_dir(dir)?;
+    crate::dirs::private_dir(dir)?;
     let path = dir.join(format!("{SOCKET_PREFIX}{}{SOCKET_SUFFIX}", std::process::id()));
     if path.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(io::Error::other(format!(

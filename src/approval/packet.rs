@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+pub use crate::text::{hidden_format, one_line, visible};
+
 use crate::{
     call::Action,
     classify::{Assessment, bounded},
@@ -140,26 +142,6 @@ impl ReviewPacket {
     }
 }
 
-/// `s` as one line: hidden characters visible, line breaks and tabs shown as `\n`, `\r`, `\t`, and
-/// at most `max` characters (the rest counted, not shown).
-pub fn one_line(s: &str, max: usize) -> String {
-    let escaped = visible(
-        &s.replace('\\', "\\\\")
-            .replace('\n', "\\n")
-            .replace('\r', "\\r")
-            .replace('\t', "\\t"),
-    );
-    let total = escaped.chars().count();
-    if total <= max {
-        return escaped;
-    }
-    format!(
-        "{}… ({} more characters)",
-        escaped.chars().take(max).collect::<String>(),
-        total - max
-    )
-}
-
 /// The statement as shown: hidden characters visible, and runs of empty lines (inside a string,
 /// say) folded to a marker, so the rest of the statement stays in view.
 fn shown_sql(sql: &str) -> String {
@@ -193,35 +175,6 @@ fn pretty(sql: &str) -> String {
         Ok(again) if again == original => joined,
         _ => sql.trim().to_string(),
     }
-}
-
-/// Control and bidirectional-formatting characters shown as `\u{…}` so the text cannot hide what it
-/// does; newlines and tabs stay.
-/// Characters that reorder, hide or break text on a screen without being control characters:
-/// bidi marks and overrides, zero-width characters, line and paragraph separators.
-pub fn hidden_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{2028}'..='\u{202E}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{FEFF}'
-    )
-}
-
-pub fn visible(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            let hidden = (c.is_control() && c != '\n' && c != '\t') || hidden_format(c);
-            if hidden {
-                format!("\\u{{{:04X}}}", c as u32)
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]

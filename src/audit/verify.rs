@@ -545,7 +545,7 @@ pub fn table(records: &[&Record], unfinished: &std::collections::HashSet<u64>) -
         }
         // Model-supplied text reaches a person's terminal here: one line, control and bidi
         // characters shown escaped, so a record cannot rewrite the screen (issue 16 item 5).
-        let shown = |t: &str| crate::approval::packet::visible(&t.replace(['\n', '\r', '\t'], " "));
+        let shown = |t: &str| crate::text::visible(&t.replace(['\n', '\r', '\t'], " "));
         out.push_str(&format!(
             "{:<24} {:>5} {:<8} {:<14} {:<12} {:<28} {}\n",
             shown(r.time.get(..23).unwrap_or(&r.time)),

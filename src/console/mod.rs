@@ -26,7 +26,6 @@ use tokio::{sync::OnceCell, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use self::redirect::RedirectPage;
-pub(crate) use self::redirect::private_dir;
 
 use crate::{
     approval::{

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Database, DbError, session::Session};
-use crate::grant::{ObjectType, quote_ident};
+use super::{Database, DbError, quote_ident, session::Session};
+use crate::grant::ObjectType;
 
 /// An object the catalog confirmed.
 #[derive(Debug, Clone)]
@@ -245,5 +245,38 @@ impl Database {
                 Ok(out)
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grant::{GrantAction, statement};
+
+    /// The statement `grant` builds from names quoted here keeps every identifier quoted.
+    #[test]
+    fn statements_quote_every_identifier() {
+        assert_eq!(
+            statement(
+                GrantAction::Grant,
+                &["SELECT".into()],
+                ObjectType::Table,
+                &[format!("{}.{}", quote_ident("public"), quote_ident("a\"b"))],
+                &quote_ident("analyst; DROP"),
+                true
+            ),
+            "GRANT SELECT ON TABLE \"public\".\"a\"\"b\" TO \"analyst; DROP\" WITH GRANT OPTION"
+        );
+        assert_eq!(
+            statement(
+                GrantAction::Revoke,
+                &["ALL".into()],
+                ObjectType::AllTablesInSchema,
+                &[quote_ident("s")],
+                "PUBLIC",
+                false
+            ),
+            "REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA \"s\" FROM PUBLIC"
+        );
     }
 }

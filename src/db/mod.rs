@@ -1,5 +1,5 @@
 //! Everything that talks to PostgreSQL: the pool, read execution, catalog discovery, value
-//! decoding, and the clusters pgwarden starts itself (embedded sandbox, tests).
+//! decoding, `pgwarden setup`, and the clusters pgwarden starts itself (embedded sandbox, tests).
 
 pub mod budget;
 pub mod catalog;
@@ -12,6 +12,7 @@ pub mod masking;
 pub mod read;
 pub mod sandbox;
 mod session;
+pub mod setup;
 pub mod values;
 pub mod write;
 

@@ -197,7 +197,7 @@ async fn apply_masks(
     let admin = cluster.connect_config("postgres", DEMO_DB);
     let target = super::Target::from_config(admin.clone()).map_err(|e| SandboxError::Seed(e.to_string()))?;
     if others {
-        let current = crate::setup::is_current(&target, masks)
+        let current = super::setup::is_current(&target, masks)
             .await
             .map_err(|e| SandboxError::Seed(format!("checking the sandbox's masks: {e}")))?;
         if current {
@@ -209,12 +209,12 @@ async fn apply_masks(
                 .into(),
         ));
     }
-    let request = crate::setup::SetupRequest {
+    let request = super::setup::SetupRequest {
         agent_role: AGENT_ROLE.into(),
         schemas: vec![],
         print_only: false,
     };
-    crate::setup::run(&target, masks, &request)
+    super::setup::run(&target, masks, &request)
         .await
         .map_err(|e| SandboxError::Seed(format!("setting up masks: {e}")))?;
     let defaults = if masks.is_empty() {

@@ -314,7 +314,7 @@ fn byte_cap_note(truncated_by: Option<TruncatedBy>, max_bytes: u64, rows: usize)
              narrower columns (e.g. `left(col, 200)`, `length(col)` instead of a large value) or fewer rows \
              (WHERE, LIMIT, aggregates)",
             if rows == 1 { "" } else { "s" },
-            crate::config::format_byte_size(max_bytes)
+            crate::units::format_byte_size(max_bytes)
         )
     })
 }

@@ -334,7 +334,7 @@ impl Builder {
         if let Some(raw) = max_result_bytes {
             let parsed = match raw.get_ref() {
                 RawBytes::Bytes(n) => u64::try_from(*n).map_err(|_| n.to_string()),
-                RawBytes::Text(t) => crate::config::parse_byte_size(t).map_err(|_| format!("\"{t}\"")),
+                RawBytes::Text(t) => crate::units::parse_byte_size(t).map_err(|_| format!("\"{t}\"")),
             };
             match parsed {
                 Ok(n) if n >= 1024 => limits.max_result_bytes = Some(n),

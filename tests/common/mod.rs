@@ -143,15 +143,15 @@ impl TestDb {
     }
 
     /// Runs `pgwarden setup` for `policy` (TOML text) as the superuser.
-    pub async fn setup(&self, policy: &str) -> Result<pgwarden::setup::SetupReport, String> {
+    pub async fn setup(&self, policy: &str) -> Result<pgwarden::db::setup::SetupReport, String> {
         let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
         let target = Target::from_config(cluster().cluster.connect_config("postgres", &self.name)).unwrap();
-        let request = pgwarden::setup::SetupRequest {
+        let request = pgwarden::db::setup::SetupRequest {
             agent_role: AGENT.into(),
             schemas: vec![],
             print_only: false,
         };
-        pgwarden::setup::run(&target, &policy.masks, &request)
+        pgwarden::db::setup::run(&target, &policy.masks, &request)
             .await
             .map_err(|e| e.to_string())
     }

@@ -5,14 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::{
-    db::{
-        DbError, Target,
-        connect::connect_pool,
-        masking::{Enforcement, MASK_SCHEMA, MaskError, MaskPlan, PRIVATE_SCHEMA, RoleAction, verify},
-    },
-    policy::Mask,
+use super::{
+    DbError, Target,
+    connect::connect_pool,
+    masking::{Enforcement, MASK_SCHEMA, MaskError, MaskPlan, PRIVATE_SCHEMA, RoleAction, verify},
 };
+use crate::policy::Mask;
 
 /// What to set up.
 #[derive(Debug, Clone)]
