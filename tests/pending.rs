@@ -122,7 +122,7 @@ impl FakeBrowser {
             .tempdir_in("/tmp")
             .unwrap();
         let script = browser_script(dir.path());
-        mcp.pipeline.approvals().console.use_browser(script.to_str().unwrap());
+        mcp.console.use_browser(script.to_str().unwrap());
         FakeBrowser { dir }
     }
 
@@ -320,7 +320,7 @@ async fn console_approval_runs_the_stored_call_once_and_every_step_is_audited() 
     let browser = FakeBrowser::install(&mcp);
     let pending = pending_call(&mcp, BUMP_ONE).await;
     let id = pending["approval_id"].as_str().unwrap().to_string();
-    assert_eq!(pending["surfaces"], json!(["local_console"]));
+    assert_eq!(pending["surfaces"], json!(["console"]));
     assert_eq!(counts(&db).await, [0, 0, 0], "nothing ran");
 
     // The identical call in the same session gets the same handle (no new window either).
@@ -328,10 +328,7 @@ async fn console_approval_runs_the_stored_call_once_and_every_step_is_audited() 
     assert_eq!(again["approval_id"], pending["approval_id"]);
 
     let (port, secret) = browser.login_url().await;
-    assert_eq!(
-        mcp.pipeline.approvals().console.addr().await.unwrap().ip().to_string(),
-        "127.0.0.1"
-    );
+    assert_eq!(mcp.console.addr().await.unwrap().ip().to_string(), "127.0.0.1");
     let console = Console::sign_in(port, &secret).await;
     let listed = console.pending().await;
     let a = &listed["approvals"][0];
@@ -559,7 +556,7 @@ async fn approved_within_the_wait_the_call_itself_returns_the_result() {
     };
     handle.cancel(None).await.unwrap();
     for _ in 0..100 {
-        if mcp.pipeline.approvals().store.state(&id) == Some(pgwarden::approval::pending::State::Cancelled) {
+        if mcp.pipeline.approvals().store.state(&id).await == Some(pgwarden::approval::pending::State::Cancelled) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -675,7 +672,7 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
     .await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(
-        mcp.pipeline.approvals().store.state(&id),
+        mcp.pipeline.approvals().store.state(&id).await,
         Some(pgwarden::approval::pending::State::Pending)
     );
     // Headers: strict CSP, no framing, no caching, and never CORS.
@@ -751,7 +748,7 @@ async fn the_card_decides_with_its_nonce_and_only_app_tools_can() {
     let s = r.structured_content.clone().unwrap();
     assert_eq!(s["status"], "pending_approval");
     assert_eq!(s["can_decide_here"], true);
-    assert_eq!(s["surfaces"], json!(["mcp_app", "local_console"]));
+    assert_eq!(s["surfaces"], json!(["mcp_app", "console"]));
     let review = &r.meta.as_ref().expect("_meta").0["dev.pgwarden/review"];
     let nonce = review["nonce"].as_str().unwrap().to_string();
     let hash = review["action_hash"].as_str().unwrap().to_string();
@@ -833,7 +830,7 @@ async fn no_model_visible_tool_can_change_an_approval() {
             .as_str()
             .unwrap()
             .to_string();
-        let hash = mcp.pipeline.approvals().store.list()[0].hash.clone();
+        let hash = mcp.pipeline.approvals().store.list().await[0].hash.clone();
         let tools = mcp.client.list_all_tools().await.unwrap();
         let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
         let model_visible: Vec<_> = tools
@@ -887,7 +884,7 @@ async fn no_model_visible_tool_can_change_an_approval() {
                 .client
                 .call_tool(rmcp::model::CallToolRequestParams::new(t.name.to_string()).with_arguments(args))
                 .await;
-            let state = mcp.pipeline.approvals().store.state(&id);
+            let state = mcp.pipeline.approvals().store.state(&id).await;
             assert_eq!(
                 state,
                 Some(pgwarden::approval::pending::State::Pending),
@@ -1075,7 +1072,7 @@ async fn the_sign_in_secret_is_in_no_argv_or_environment_only_in_a_private_page(
 async fn idle_connections_are_closed_after_the_header_timeout_and_a_real_request_still_gets_in() {
     let db = TestDb::new(SETUP).await;
     let mcp = session(&db, POLICY, Host::default()).await;
-    let port = mcp.pipeline.approvals().console.addr().await.unwrap().port();
+    let port = mcp.console.addr().await.unwrap().port();
     // A body that never finishes is answered 408 after the body timeout (10 s).
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let head = format!(
@@ -1189,7 +1186,7 @@ async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer
         started.elapsed()
     );
     assert_eq!(reviewer.prompts().len(), 1, "the client's prompt was shown");
-    assert_eq!(pending["surfaces"], json!(["client_prompt", "local_console"]));
+    assert_eq!(pending["surfaces"], json!(["elicitation", "console"]));
     let message = pending["message"].as_str().unwrap();
     assert!(
         message.contains("in the approval prompt their MCP client is showing"),
@@ -1209,7 +1206,7 @@ async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer
         .filter_map(|r| r.approval.as_ref())
         .find(|a| a.client_prompt.as_deref() == Some("no answer within the wait budget; the prompt stays open"))
         .expect("the call's record says why it went pending");
-    assert_eq!(went_pending.channel, "client_prompt+local_console");
+    assert_eq!(went_pending.channel, "elicitation+console");
     assert!(went_pending.waited_ms >= 900, "{went_pending:?}");
 
     let mut out = Value::Null;
@@ -1278,7 +1275,7 @@ async fn an_instant_decline_goes_on_to_the_console_in_both_eras() {
         let browser = FakeBrowser::install(&mcp);
         let pending = pending_call(&mcp, BUMP_ONE).await;
         assert_eq!(reviewer.prompts().len(), 1, "{era:?}: the client was asked first");
-        assert_eq!(pending["surfaces"], json!(["local_console"]), "{era:?}");
+        assert_eq!(pending["surfaces"], json!(["console"]), "{era:?}");
         let id = pending["approval_id"].as_str().unwrap().to_string();
         let records = mcp.audit_records();
         let declined = records
@@ -1395,7 +1392,10 @@ async fn a_late_dismissal_of_the_prompt_leaves_the_approval_pending() {
     let id = pending["approval_id"].as_str().unwrap().to_string();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let store = &mcp.pipeline.approvals().store;
-    assert_eq!(store.state(&id), Some(pgwarden::approval::pending::State::Pending));
+    assert_eq!(
+        store.state(&id).await,
+        Some(pgwarden::approval::pending::State::Pending)
+    );
     let (port, secret) = browser.login_url().await;
     let console = Console::sign_in(port, &secret).await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);

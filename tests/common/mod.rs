@@ -236,8 +236,10 @@ async fn role_client(role: &str, db: &str) -> tokio_postgres::Client {
 /// client's handler: `()` declares no elicitation; [`Reviewer`] answers approval prompts.
 pub struct Mcp<H: ClientHandler = ()> {
     pub client: RunningService<RoleClient, H>,
-    /// The server's pipeline, for what a test plays outside MCP (the review console).
+    /// The server's pipeline, for what a test plays outside MCP (the approval store).
     pub pipeline: Arc<Pipeline>,
+    /// The server's review console, which a test plays the browser of.
+    pub console: Arc<pgwarden::console::Console>,
     /// Holds this server's audit trail (`audit.jsonl`); removed with the session.
     pub audit_dir: Arc<tempfile::TempDir>,
 }
@@ -397,7 +399,8 @@ pub async fn session<H: ClientHandler>(db: &TestDb, policy: &str, handler: H) ->
 pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H, era: Era) -> Mcp<H> {
     let policy = Policy::parse("test.toml", policy).unwrap_or_else(|e| panic!("test policy: {e}"));
     let (audit_dir, audit) = audit_log();
-    let (pipeline, client_io) = spawn_server(db.database(2).await, limits(), policy, None, &audit_dir, audit).await;
+    let (pipeline, console, client_io) =
+        spawn_server(db.database(2).await, limits(), policy, None, &audit_dir, audit).await;
     let client = match era {
         Era::Legacy => handler.serve(client_io).await.expect("MCP handshake"),
         Era::Modern => handler
@@ -413,6 +416,7 @@ pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H,
     Mcp {
         client,
         pipeline,
+        console,
         audit_dir,
     }
 }
@@ -427,16 +431,24 @@ async fn spawn_server(
     principal: Option<String>,
     audit_dir: &tempfile::TempDir,
     audit: Arc<pgwarden::audit::AuditLog>,
-) -> (Arc<Pipeline>, tokio::io::DuplexStream) {
+) -> (Arc<Pipeline>, Arc<pgwarden::console::Console>, tokio::io::DuplexStream) {
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
-    let pipeline = new_pipeline(Pipeline::new(
+    // Wired as `pgwarden serve` wires it: the approvals in memory, the card's and the console's
+    // surfaces registered, the console never opening a real browser (a test plays the browser).
+    let sink = pgwarden::audit::sink::FileSink::new(audit);
+    let approvals = pgwarden::approval::hub::Approvals::in_memory(policy.approval.clone(), sink.clone(), "test".into());
+    approvals.register(Arc::new(pgwarden::approval::hub::CardSurface));
+    let console =
+        pgwarden::console::Console::new(approvals.store.clone(), "test".into(), audit_dir.path().join("console"));
+    console.use_browser("false");
+    approvals.register(console.clone());
+    let pipeline = Arc::new(Pipeline::new(
         database,
         limits,
         Arc::new(policy),
-        principal,
-        audit,
+        sink,
+        approvals,
         audit_dir.path().join("exports"),
-        audit_dir.path().join("console"),
     ));
     pipeline.refresh_catalog().await.expect("catalog facts");
     if let Some(problem) = pipeline.masks_problem() {
@@ -444,14 +456,18 @@ async fn spawn_server(
     }
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
-    let server = PgWarden::new(pipeline.clone());
+    let session = pgwarden::server::Session::new(
+        Arc::new(pgwarden::approval::StateSealer::new()),
+        principal.map(pgwarden::call::Principal::new),
+    );
+    let server = PgWarden::new(pipeline.clone(), session);
     tokio::spawn(async move {
         if let Ok(running) = server.serve(server_io).await {
             let _ = running.waiting().await;
         }
         watcher.cancel();
     });
-    (pipeline, client_io)
+    (pipeline, console, client_io)
 }
 
 impl Mcp<Reviewer> {
@@ -459,12 +475,6 @@ impl Mcp<Reviewer> {
     pub async fn reviewed(db: &TestDb, policy: &str, reviewer: Reviewer, era: Era) -> Mcp<Reviewer> {
         session_in(db, policy, reviewer, era).await
     }
-}
-
-/// A pipeline whose review console never opens a real browser (a test plays the browser itself).
-pub fn new_pipeline(pipeline: Pipeline) -> Arc<Pipeline> {
-    pipeline.approvals().console.use_browser("false");
-    Arc::new(pipeline)
 }
 
 impl Mcp {
@@ -501,11 +511,12 @@ impl Mcp {
         audit_dir: Arc<tempfile::TempDir>,
         audit: Arc<pgwarden::audit::AuditLog>,
     ) -> Mcp {
-        let (pipeline, client_io) = spawn_server(database, limits, policy, principal, &audit_dir, audit).await;
+        let (pipeline, console, client_io) = spawn_server(database, limits, policy, principal, &audit_dir, audit).await;
         let client = ().serve(client_io).await.expect("MCP handshake");
         Mcp {
             client,
             pipeline,
+            console,
             audit_dir,
         }
     }
