@@ -784,7 +784,7 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     if say_sandbox {
         tracing::warn!("{}", pgwarden::pipeline::SANDBOX_NOTE);
     }
-    let sink = FileSink::new(audit.clone());
+    let sink = FileSink::shared(audit.clone());
     let label = format!(
         "pgwarden {} (pid {}) · policy {}",
         env!("CARGO_PKG_VERSION"),

@@ -233,7 +233,7 @@ impl Approvals {
             }
             // The prompt is still a place to decide; the call stops waiting for it.
             Asked::StillOpen(prompt) => (
-                Some(PromptSurface::new(prompt, self.store.clone())),
+                Some(PromptSurface::open(prompt, self.store.clone())),
                 "no answer within the wait budget; the prompt stays open".to_string(),
                 offer,
             ),

@@ -220,7 +220,7 @@ pub struct PromptSurface {
 }
 
 impl PromptSurface {
-    pub fn new(prompt: OpenPrompt, store: Arc<dyn ApprovalStore>) -> Arc<dyn ReviewSurface> {
+    pub fn open(prompt: OpenPrompt, store: Arc<dyn ApprovalStore>) -> Arc<dyn ReviewSurface> {
         Arc::new(PromptSurface {
             prompt: Mutex::new(Some(prompt)),
             store,

@@ -347,25 +347,6 @@ async fn handle(approvals: &Approvals, request: Request, decider: String) -> Res
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_strict_json_lines() {
-        let r: Request = serde_json::from_str(r#"{"op":"show","key":"apr_1"}"#).unwrap();
-        assert!(matches!(r, Request::Show { key } if key == "apr_1"));
-        for bad in [
-            r#"{"op":"decide","id":"a","action_hash":"h","decision":"approve","extra":1}"#,
-            r#"{"op":"show","key":"a","key":"b"}"#,
-            r#"{"op":"approve_all"}"#,
-        ] {
-            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
-        }
-        assert_eq!(normalize_key(" A3F9-0C21-7E "), "a3f90c217e");
-    }
-}
-
 /// The terminal surface: `pgwarden approvals` lists and decides over the socket, so announcing sends
 /// nothing; it can show approvals while the socket listens.
 struct CliSurface(std::sync::Weak<Approvals>);
@@ -382,5 +363,24 @@ impl ReviewSurface for CliSurface {
 
     async fn announce(&self, _: &Announced<'_>) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_strict_json_lines() {
+        let r: Request = serde_json::from_str(r#"{"op":"show","key":"apr_1"}"#).unwrap();
+        assert!(matches!(r, Request::Show { key } if key == "apr_1"));
+        for bad in [
+            r#"{"op":"decide","id":"a","action_hash":"h","decision":"approve","extra":1}"#,
+            r#"{"op":"show","key":"a","key":"b"}"#,
+            r#"{"op":"approve_all"}"#,
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(normalize_key(" A3F9-0C21-7E "), "a3f90c217e");
     }
 }

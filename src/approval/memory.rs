@@ -218,7 +218,10 @@ impl MemoryStore {
                     must_record: true,
                 };
                 self.apply(id, change).await?;
-                Some(Awaited::Execute { call, approved })
+                Some(Awaited::Execute {
+                    call: Box::new(call),
+                    approved,
+                })
             }
             other => Some(Awaited::Finished(other)),
         })

@@ -219,7 +219,7 @@ impl Decision {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Awaited {
     /// Approved, and this caller won the single execution: run `call` with what was approved.
-    Execute { call: StoredCall, approved: Approved },
+    Execute { call: Box<StoredCall>, approved: Approved },
     /// Still pending when the wait budget ran out.
     StillPending,
     /// A terminal state (or another caller is executing it).

@@ -30,7 +30,7 @@ pub trait AuditSink: Send + Sync {
 pub struct FileSink(Arc<AuditLog>);
 
 impl FileSink {
-    pub fn new(log: Arc<AuditLog>) -> Arc<dyn AuditSink> {
+    pub fn shared(log: Arc<AuditLog>) -> Arc<dyn AuditSink> {
         Arc::new(FileSink(log))
     }
 }

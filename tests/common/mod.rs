@@ -435,7 +435,7 @@ async fn spawn_server(
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     // Wired as `pgwarden serve` wires it: the approvals in memory, the card's and the console's
     // surfaces registered, the console never opening a real browser (a test plays the browser).
-    let sink = pgwarden::audit::sink::FileSink::new(audit);
+    let sink = pgwarden::audit::sink::FileSink::shared(audit);
     let approvals = pgwarden::approval::hub::Approvals::in_memory(policy.approval.clone(), sink.clone(), "test".into());
     approvals.register(Arc::new(pgwarden::approval::hub::CardSurface));
     let console =
