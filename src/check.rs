@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     classify::{Assessment, Category},
-    policy::{ApprovalChannel, ApprovalSettings, Decision, Effect, Level},
+    policy::{ApprovalSettings, Decision, Effect, Level, Surface},
 };
 
 #[derive(Serialize)]
@@ -34,16 +34,11 @@ fn approval(assessment: &Assessment, d: &Decision, settings: &ApprovalSettings) 
         return None;
     }
     let (level, required_by) = settings.level_and_source(assessment.risk, d.rule.as_deref().zip(d.min_channel));
-    let channels = [
-        (ApprovalChannel::Elicitation, Level::Client),
-        (ApprovalChannel::McpApp, Level::Client),
-        (ApprovalChannel::Console, Level::Local),
-        (ApprovalChannel::Cli, Level::Local),
-    ]
-    .into_iter()
-    .filter(|(c, at)| *at >= level && settings.enabled(*c))
-    .map(|(c, _)| c.as_str())
-    .collect();
+    let channels = Surface::ALL
+        .into_iter()
+        .filter(|s| s.level() >= level && settings.enabled(*s))
+        .map(Surface::as_str)
+        .collect();
     Some(Approval {
         level,
         required_by,

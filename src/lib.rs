@@ -2,13 +2,14 @@
 //! charge of every high-impact action.
 //!
 //! ```text
-//! tools/call ──► tool handler ──► Action ──► classify ──► policy ──► approval ──► execute ──► result
-//!  (rmcp)        (args → Action)   (what)    (risk)      (decide)   (human)     (Postgres)   (masked)
-//!                                     └───────────── audit: a record at every step ─────────────┘
+//! tools/call ─► server ─► ToolCall ─► Pipeline::run ─► Step::assess ─► policy ─► approval gate ─► Step::execute ─► result
+//!  (rmcp)      (handler)  (tool+args)  (one entry)      (classify)     (decide)   (ask/wait/pending)  (Postgres)   (masked)
+//!                                          └──────────── audit: a record at every step (AuditSink) ────────────┘
 //! ```
 //!
-//! `server` owns the MCP surface, `pipeline` is the only place the steps meet, `classify` is pure,
-//! and `db` is the only module that talks to Postgres.
+//! `serve` runs a session over a transport, `server` is its MCP handler, `pipeline` is the only
+//! place the steps of a call meet, `classify` and `policy` are pure, `approval` holds the gate, the
+//! store and the review surfaces, and `db` is the only module that talks to Postgres.
 //!
 //! Layers, lowest first: call, units, text, dirs, contain, export_path, classify, policy, audit,
 //! config, grant, db, approval, console, tools, trail, pipeline, server, transport, serve, check,
@@ -16,13 +17,32 @@
 //! A module imports only from modules listed before it (and from itself); `tests/architecture.rs`
 //! holds every `crate::` path in `src/` to this order. The binary, `main.rs`, stands above them all.
 //!
-//! Layout: `call` is the leaf the others build on — `Tool`, `Action`, `Caller`, `Principal`, using
-//! nothing else in the crate — so `approval`, `policy`, `trail` and `server` name a call without
-//! depending on `pipeline`. A new tool touches: a `Tool` variant in `call.rs` (its name and whether
-//! it is guarded; policy files, `pgwarden check --tool` and the card link follow from it), its
-//! arguments and output in `tools/<name>.rs`, its handler in `server.rs` (plus an arm in
-//! `run_stored` when guarded, which the compiler asks for), its step in `pipeline/`, and what it
-//! runs in `db/`.
+//! # Layout
+//!
+//! `call` is the leaf the others build on — `Tool`, `Surface`, `Level`, `Action`, `Caller`,
+//! `Principal` — so policy, approval, audit and the MCP handler share one vocabulary without
+//! depending on one another.
+//!
+//! The seams, each a trait held as `Arc<dyn …>`: `audit::sink::AuditSink` (where records go;
+//! today the signed file, `FileSink`), `approval::pending::ApprovalStore` (pending approvals;
+//! today `approval::memory::MemoryStore`), `approval::surface::ReviewSurface` (where a person
+//! decides), and `server::Identify` (who is calling, per call; stdio: the operator's
+//! `--principal`). A transport is a file in `serve/` (`serve/stdio.rs`); the `requestState`
+//! sealing key and each session's id come to it from `main`.
+//!
+//! A new tool touches: a `Tool` variant in `call.rs` (its name and whether it is guarded; policy
+//! files, `pgwarden check --tool` and the card link follow from it); its arguments, output and
+//! text in `tools/<name>.rs` with its variant in `tools::ToolCall`/`ToolOutput` (`tools/mod.rs`);
+//! its `Step` (assess, review, execute) in `pipeline/<name>.rs` with its arm in `Pipeline::run`;
+//! its `#[tool]` handler in `server.rs`, which only builds the `ToolCall`; and what it runs in
+//! `db/`. The compiler asks for every match arm; `pgwarden_await` replays a stored call through
+//! the same `Pipeline::run`, so nothing else changes.
+//!
+//! A new review surface touches: a `Surface` variant in `call.rs` (its id, used in policy files,
+//! audit records and what the model is told, and its level); one file implementing
+//! `ReviewSurface` (announce, withdraw, where the person finds it), which decides through
+//! `ApprovalStore::decide` with its `Reviewer { surface, identity, attested_by }`; and one
+//! registration line in `main.rs` (`approvals.register(…)`).
 
 #![forbid(unsafe_code)]
 

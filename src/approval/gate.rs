@@ -196,11 +196,8 @@ impl Approvals {
         } else {
             Some(packet().await)
         };
-        let channel = match &route.client {
-            Channel::Elicit(..) => "elicitation",
-            Channel::InputRequired { .. } => "input_required",
-            Channel::Unavailable => "none",
-        };
+        // Both protocol eras show the client's own prompt: one surface, `elicitation`.
+        let channel = Surface::Elicitation.as_str();
         let Pending {
             asked_at,
             refusal,

@@ -30,6 +30,8 @@ pub struct PendingInfo {
     pub expires_at: String,
     /// Where the person can decide, in the order they were announced.
     pub surfaces: Vec<Surface>,
+    /// The same, as the model tells the person ("in the pgwarden review window in their browser").
+    pub places: Vec<String>,
     /// Whether the card may decide (false when the policy needs a local approval).
     pub can_decide_here: bool,
     /// The packet the card shows (the console has its own copy).
@@ -181,6 +183,7 @@ impl Approvals {
             fingerprint: fingerprint(&hash),
             expires_at: review.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             surfaces: vec![],
+            places: vec![],
             can_decide_here: offer.card_host && settings.enabled(Surface::McpApp) && client_may_decide,
             packet: shown,
             problems: vec![],
@@ -200,7 +203,10 @@ impl Approvals {
                 client_may_decide,
             };
             match surface.announce(&announced).await {
-                Ok(()) => info.surfaces.push(surface.id()),
+                Ok(()) => {
+                    info.surfaces.push(surface.id());
+                    info.places.push(surface.place(&id));
+                }
                 Err(e) => {
                     tracing::warn!(approval = id, surface = surface.id().as_str(), "not shown: {e}");
                     info.problems.push((surface.id(), e));
@@ -249,6 +255,10 @@ impl ReviewSurface for PromptSurface {
 
     fn offers(&self, _: &Offer) -> bool {
         true
+    }
+
+    fn place(&self, _: &str) -> String {
+        "in the approval prompt their MCP client is showing".into()
     }
 
     async fn announce(&self, a: &Announced<'_>) -> Result<(), String> {
@@ -317,6 +327,10 @@ impl ReviewSurface for CardSurface {
 
     fn offers(&self, offer: &Offer) -> bool {
         offer.card_host
+    }
+
+    fn place(&self, _: &str) -> String {
+        "in the pgwarden approval card in this chat".into()
     }
 
     async fn announce(&self, _: &Announced<'_>) -> Result<(), String> {

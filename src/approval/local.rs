@@ -5,7 +5,7 @@
 //! The model cannot reach it: it speaks MCP only, and no tool touches this socket. A person runs
 //! `pgwarden approvals list|show|approve|deny` (see `approval::cli`) in another terminal; a decision
 //! counts as `local`, is audited as channel `cli` with the deciding uid, and goes through
-//! [`ApprovalStore::decide`] like the console's: first decision wins, bound to the action hash.
+//! [`ApprovalStore::decide`](super::pending::ApprovalStore::decide) like the console's: first decision wins, bound to the action hash.
 //! The protocol is one JSON request line and one JSON answer line per connection.
 
 use std::{
@@ -359,6 +359,13 @@ impl ReviewSurface for CliSurface {
 
     fn offers(&self, _: &Offer) -> bool {
         self.0.upgrade().is_some_and(|a| a.terminal() == Terminal::Listening)
+    }
+
+    fn place(&self, id: &str) -> String {
+        format!(
+            "in a terminal of their own on this computer (`pgwarden approvals approve {id}` — a command for the person, \
+             never for you to run)"
+        )
     }
 
     async fn announce(&self, _: &Announced<'_>) -> Result<(), String> {

@@ -46,6 +46,10 @@ pub trait ReviewSurface: Send + Sync {
         self.id().level() >= level
     }
 
+    /// Where the person finds the approval `id` here, for the model to tell them: "in the pgwarden
+    /// review window in their browser".
+    fn place(&self, id: &str) -> String;
+
     /// Shows a new pending approval; `Err` says why it could not, for the person and the model.
     async fn announce(&self, approval: &Announced<'_>) -> Result<(), String>;
 

@@ -53,7 +53,11 @@ pub enum Event {
 /// The reviewer's part, when a person was asked.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ApprovalRecord {
-    /// `elicitation`, `input_required`, `console`, `mcp_app`, or `none` (no channel could ask).
+    /// Where it happened. For a call: the surface that answered (`elicitation`, `mcp_app`,
+    /// `console`, `cli` — the ids of `call::Surface`), the surfaces a pending approval was announced
+    /// on joined by `+`, `pgwarden_await` when an approved call is replayed, or `none` (nothing could
+    /// ask). For an `approval` event: the surface that decided, or what moved it — `created`,
+    /// `await` (claimed to run), `executed`, `ttl`, `cancel` (why is in `reason`), `shutdown`.
     pub channel: String,
     /// `approve`, `dry_run`, or why it was not approved; for a pending approval, its new state.
     pub answer: String,

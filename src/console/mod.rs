@@ -335,6 +335,10 @@ impl ReviewSurface for Console {
         true
     }
 
+    fn place(&self, _: &str) -> String {
+        "in the pgwarden review window in their browser".into()
+    }
+
     async fn bring_forward(&self) -> Result<(), String> {
         self.show().await.map(|_| ())
     }

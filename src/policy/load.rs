@@ -14,7 +14,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ApprovalChannel, ApprovalSettings, CallLimits, Effect, Glob, Level, Mask, Origin, Policy, Rule, TableTags, matching,
+    ApprovalSettings, CallLimits, Effect, Glob, Level, Mask, Origin, Policy, Rule, Surface, TableTags, matching,
 };
 use crate::{
     call::Tool,
@@ -91,7 +91,7 @@ struct RawApproval {
     approved_ttl: Option<Spanned<String>>,
     instant_decline: Option<Spanned<String>>,
     max_open_per_session: Option<Spanned<i64>>,
-    channels: Option<Spanned<Vec<ApprovalChannel>>>,
+    channels: Option<Spanned<Vec<Surface>>>,
     min_channel: Option<BTreeMap<Risk, Level>>,
 }
 

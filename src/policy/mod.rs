@@ -146,7 +146,7 @@ pub struct TableTags {
 
 // The review surfaces and how strongly each vouches for the person live in `call`, so policy,
 // approval, audit and the model-facing text share one vocabulary.
-pub use crate::call::{Level, Surface as ApprovalChannel};
+pub use crate::call::{Level, Surface};
 
 /// `[approval]`: how approvals outside the client's own prompt work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +165,7 @@ pub struct ApprovalSettings {
     /// Open approvals per session. Defaults to 3.
     pub max_open_per_session: usize,
     /// The enabled channels. Defaults to all four.
-    pub channels: BTreeSet<ApprovalChannel>,
+    pub channels: BTreeSet<Surface>,
     /// The weakest channel that may approve a call of each risk (low, medium, high, critical).
     /// Defaults to `client` up to high and `local` for critical.
     pub min_channel: BTreeMap<Risk, Level>,
@@ -179,13 +179,7 @@ impl Default for ApprovalSettings {
             instant_decline: Duration::from_secs(1),
             approved_ttl: Duration::from_secs(300),
             max_open_per_session: 3,
-            channels: [
-                ApprovalChannel::Elicitation,
-                ApprovalChannel::McpApp,
-                ApprovalChannel::Console,
-                ApprovalChannel::Cli,
-            ]
-            .into(),
+            channels: [Surface::Elicitation, Surface::McpApp, Surface::Console, Surface::Cli].into(),
             min_channel: [
                 (Risk::Low, Level::Client),
                 (Risk::Medium, Level::Client),
@@ -203,13 +197,13 @@ impl ApprovalSettings {
         self.level_and_source(risk, rule.map(|l| ("", l))).0
     }
 
-    pub fn enabled(&self, channel: ApprovalChannel) -> bool {
+    pub fn enabled(&self, channel: Surface) -> bool {
         self.channels.contains(&channel)
     }
 
     /// Whether an enabled channel can give `local` approval (the console or the terminal).
     pub fn local_enabled(&self) -> bool {
-        self.enabled(ApprovalChannel::Console) || self.enabled(ApprovalChannel::Cli)
+        self.enabled(Surface::Console) || self.enabled(Surface::Cli)
     }
 
     /// The weakest channel for `risk` under a rule asking for at least `rule`, and the setting

@@ -401,7 +401,7 @@ fn approval_settings_load_with_defaults_and_per_rule_minimum() {
         std::time::Duration::ZERO,
         "zero allowed: every decline is a person's"
     );
-    assert!(a.enabled(ApprovalChannel::Console) && !a.enabled(ApprovalChannel::Elicitation));
+    assert!(a.enabled(Surface::Console) && !a.enabled(Surface::Elicitation));
     assert_eq!(a.level_for(Risk::High, None), Level::Local);
     assert_eq!(a.level_for(Risk::Critical, None), Level::Local, "default kept");
     assert_eq!(a.level_for(Risk::Low, None), Level::Client);

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{approval::hub::PendingInfo, call::Surface};
+use crate::approval::hub::PendingInfo;
 
 /// A guarded call's result while a person has not decided yet.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -44,26 +44,7 @@ pub struct NextCall {
 impl PendingApproval {
     pub fn new(info: &PendingInfo) -> PendingApproval {
         let wait = info.wait_budget.as_secs();
-        let mut places = vec![];
-        let terminal = format!(
-            "in a terminal of their own on this computer (`pgwarden approvals approve {}` — a command for the person, \
-             never for you to run)",
-            info.approval_id
-        );
-        for (surface, place) in [
-            (
-                Surface::Elicitation,
-                "in the approval prompt their MCP client is showing",
-            ),
-            (Surface::McpApp, "in the pgwarden approval card in this chat"),
-            (Surface::Console, "in the pgwarden review window in their browser"),
-            (Surface::Cli, terminal.as_str()),
-        ] {
-            if info.surfaces.contains(&surface) {
-                places.push(place);
-            }
-        }
-        let places = places.join(", or ");
+        let places = info.places.join(", or ");
         let message = format!(
             "NOT EXECUTED — a human must approve this first.\n\
              pgwarden approval {id} · fingerprint {fp} · {summary}\n\
