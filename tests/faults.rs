@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Mcp, TestDb};
+use common::{TestDb, TestServer};
 use pgwarden::{
     config::Limits,
     db::{Database, Target},
@@ -155,7 +155,11 @@ async fn a_silent_postgres_never_hangs_a_call() {
         statement_timeout: Duration::from_secs(2),
         ..Limits::default()
     };
-    let mcp = Mcp::start_with(database, limits).await;
+    let mcp = TestServer::builder()
+        .connected(database)
+        .limits(limits)
+        .in_process()
+        .await;
     let read = json!({ "sql": "SELECT a FROM t" });
     assert_eq!(mcp.ok("query", read.clone()).await["rows"], json!([[1]]));
 
@@ -197,12 +201,11 @@ async fn a_commit_whose_answer_is_lost_is_resolved_not_reported_as_a_failure() {
     let cut = Arc::new(AtomicBool::new(false));
     let port = proxy(socket, Arc::new(AtomicBool::new(false)), cut.clone()).await;
     let database = through_proxy(&db, port).await;
-    let policy = pgwarden::policy::Policy::parse(
-        "t.toml",
-        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
-    )
-    .unwrap();
-    let mcp = Mcp::start_with_policy(database, common::limits(), policy, None).await;
+    let mcp = TestServer::builder()
+        .connected(database)
+        .policy("[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n")
+        .in_process()
+        .await;
     cut.store(true, Ordering::SeqCst);
     let r = mcp
         .call("query", json!({ "sql": "UPDATE t SET a = 2 WHERE a = 1" }))
