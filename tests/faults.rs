@@ -41,9 +41,7 @@ async fn proxy(socket: std::path::PathBuf, silent: Arc<AtomicBool>, cut_at_commi
             tokio::spawn(async move {
                 if silent.load(Ordering::SeqCst) {
                     // Accept and never answer.
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                    drop(client);
-                    return;
+                    return hold(client).await;
                 }
                 let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
                     return;
@@ -58,6 +56,12 @@ async fn proxy(socket: std::path::PathBuf, silent: Arc<AtomicBool>, cut_at_commi
         }
     });
     port
+}
+
+/// Holds `connection` open, silent, until the test ends (its runtime drops this task).
+async fn hold<T>(connection: T) {
+    let _held = connection;
+    std::future::pending::<()>().await
 }
 
 /// The test cluster's Unix socket.
@@ -96,8 +100,7 @@ async fn relay(
             Ok(n) => n,
         };
         if silent.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return;
+            return hold(to).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -108,8 +111,7 @@ async fn relay(
         {
             cut.store(true, Ordering::SeqCst);
             // Keep the server side open so COMMIT completes there.
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            return;
+            return hold(to).await;
         }
     }
 }
@@ -132,8 +134,7 @@ async fn relay_until(
             return;
         }
         if silent.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return;
+            return hold(to).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
