@@ -18,11 +18,7 @@ const QUERY: &str = "SELECT * FROM million";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::args()
-        .skip_while(|a| a != "--rounds")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds = common::bench_arg("--rounds", 5);
     let db = common::TestDb::new(
         "CREATE TABLE million AS SELECT g AS id, md5(g::text) AS payload, g * 0.5 AS amount, \
          now() - g * interval '1 second' AS at FROM generate_series(1, 1000000) g; ANALYZE;",

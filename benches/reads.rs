@@ -34,11 +34,7 @@ fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let iterations: usize = std::env::args()
-        .skip_while(|a| a != "--iterations")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let iterations = common::bench_arg("--iterations", 2000);
     let db = common::TestDb::new(
         "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), created_at timestamptz);
          INSERT INTO items SELECT g, 'item ' || g, g * 1.25, '2025-01-01'::timestamptz + g * interval '1 minute'

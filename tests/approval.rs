@@ -17,14 +17,7 @@ const POLICY: &str = include_str!("../tool-policies/default.toml");
 const UPDATE: &str = "UPDATE orders SET status = 'cancelled' WHERE status = 'open'";
 
 async fn statuses(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query("SELECT status FROM orders ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.column("SELECT status FROM orders ORDER BY id").await
 }
 
 fn untouched() -> Vec<String> {

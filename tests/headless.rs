@@ -84,12 +84,7 @@ fn err(o: &Output) -> String {
 }
 
 async fn rows(db: &TestDb, table: &str) -> i64 {
-    db.client()
-        .await
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0)
+    db.column(&format!("SELECT count(*) FROM {table}")).await[0]
 }
 
 /// A critical call that must come back pending, offered in the terminal; its structured content.

@@ -94,14 +94,7 @@ impl ClientHandler for Host {
 }
 
 async fn counts(db: &TestDb) -> Vec<i32> {
-    db.client()
-        .await
-        .query("SELECT n FROM counters ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.column("SELECT n FROM counters ORDER BY id").await
 }
 
 /// A guarded call that must come back pending; returns its structured content.
@@ -128,6 +121,14 @@ async fn pending_call<H: ClientHandler>(mcp: &Mcp<H>, sql: &str) -> Value {
     );
     assert!(t.contains(s["fingerprint"].as_str().unwrap()), "{t}");
     s
+}
+
+/// [`pending_call`], for its approval id.
+async fn pending_id<H: ClientHandler>(mcp: &Mcp<H>, sql: &str) -> String {
+    pending_call(mcp, sql).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn await_call<H: ClientHandler>(mcp: &Mcp<H>, id: &str) -> (Value, bool) {
@@ -284,10 +285,7 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     let browser = FakeBrowser::install(&mcp);
 
     // Deny, with a reason the model receives.
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ONE).await;
     let (port, secret) = browser.login_url().await;
     let console = Console::sign_in(port, &secret).await;
     assert_eq!(
@@ -302,10 +300,7 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     assert_eq!(counts(&db).await, [0, 0, 0]);
 
     // Dry run: runs, reports, rolls back.
-    let id = pending_call(&mcp, BUMP_ALL).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ALL).await;
     assert_eq!(console.decide(&id, "dry_run", None, None).await.status, 200);
     let (out, _) = await_call(&mcp, &id).await;
     assert_eq!(out["status"], "executed");
@@ -314,10 +309,7 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     assert_eq!(counts(&db).await, [0, 0, 0]);
 
     // Row limit below what it touches: rolled back, reported as a failure.
-    let id = pending_call(&mcp, BUMP_ALL).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ALL).await;
     assert_eq!(console.decide(&id, "approve", Some(2), None).await.status, 200);
     let (out, is_error) = await_call(&mcp, &id).await;
     assert!(is_error, "{out}");
@@ -326,10 +318,7 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     assert_eq!(counts(&db).await, [0, 0, 0]);
 
     // Nobody decides: it expires, and a late approval is refused.
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ONE).await;
     eventually(Duration::from_secs(10), "the approval to expire", async || {
         transitions(&mcp, &id)
             .iter()
@@ -403,10 +392,7 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
     let db = TestDb::new(SETUP).await;
     let mcp = session(&db, POLICY, Host::default()).await;
     let browser = FakeBrowser::install(&mcp);
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ONE).await;
     let (port, secret) = browser.login_url().await;
     let origin = format!("http://127.0.0.1:{port}");
     let json_ct = ("Content-Type", "application/json");
@@ -528,10 +514,7 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
         );
     }
     // A console tab polled recently, so a new approval launches no second window.
-    let id2 = pending_call(&mcp, BUMP_ALL).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id2 = pending_id(&mcp, BUMP_ALL).await;
     assert_ne!(id2, id);
     assert_eq!(browser.urls().len(), 1, "no second window while a console tab is open");
 }
@@ -822,10 +805,7 @@ async fn the_sign_in_secret_is_in_no_argv_or_environment_only_in_a_private_page(
     let db = TestDb::new(SETUP).await;
     let mcp = session(&db, POLICY, Host::default()).await;
     let browser = FakeBrowser::install(&mcp);
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ONE).await;
     let (port, secret) = browser.login_url().await;
     let (argv, env) = (browser.recorded("argv"), browser.recorded("env"));
     assert!(!argv.contains(&secret), "the secret is in the browser's argv: {argv}");

@@ -67,14 +67,7 @@ async fn close(server: RawServer) {
 }
 
 async fn statuses(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query("SELECT status FROM orders ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.column("SELECT status FROM orders ORDER BY id").await
 }
 
 fn refusals(server: &RawServer) -> Vec<pgwarden::audit::Record> {

@@ -205,6 +205,12 @@ impl TestDb {
         role_client(self.owner.unwrap_or(AGENT), &self.name).await
     }
 
+    /// The first column of every row `sql` returns, read as the agent: what really happened.
+    pub async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(&self, sql: &str) -> Vec<T> {
+        let rows = self.client().await.query(sql, &[]).await.unwrap();
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
     /// A direct connection (as the agent role) for checking what really happened.
     pub async fn client(&self) -> tokio_postgres::Client {
         agent_client(&self.name).await
@@ -261,6 +267,15 @@ pub fn text(r: &CallToolResult) -> String {
 
 pub fn limits() -> Limits {
     Limits::default()
+}
+
+/// A benchmark's `--name N` argument (`cargo bench --bench … -- --name N`), else `default`.
+pub fn bench_arg(name: &str, default: usize) -> usize {
+    std::env::args()
+        .skip_while(|a| a != name)
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Peak resident memory (VmHWM) of a process, in KiB, for the benchmarks.
