@@ -7,7 +7,7 @@ use rmcp::ClientHandler;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{eventually, server::Mcp};
+use super::{eventually, mcp::Mcp};
 
 /// What the "browser" pgwarden launches does with the `file://` page it is given: reads the page
 /// and follows its redirect (an `http` URL it follows directly). It records the URL it lands on in

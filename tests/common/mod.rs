@@ -3,11 +3,12 @@
 //! database per test, and the kit the tests share: real servers from one builder ([`server`]), the
 //! scripted person in the client ([`reviewer`]), the review console and a stand-in browser
 //! ([`console`]), policies edited by key ([`policy`]) and waiting for events ([`wait`]).
-#![allow(dead_code)]
-#![allow(unused_imports)] // each test binary uses part of the kit
+#![allow(dead_code)] // each test binary uses part of the kit
 
 pub mod console;
+pub mod mcp;
 pub mod policy;
+pub mod raw;
 pub mod reviewer;
 pub mod server;
 pub mod wait;
@@ -17,7 +18,10 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
+#[allow(unused_imports)]
 pub use console::{Console, FakeBrowser, Response, http};
+#[allow(unused_imports)]
+pub use mcp::{Mcp, session, session_in};
 use pgwarden::{
     config::Limits,
     db::{
@@ -27,10 +31,16 @@ use pgwarden::{
     },
     policy::Policy,
 };
+#[allow(unused_imports)]
 pub use policy::edit_policy;
+#[allow(unused_imports)]
+pub use raw::RawServer;
+#[allow(unused_imports)]
 pub use reviewer::{Answer, Progress, Reviewer};
 use rmcp::model::CallToolResult;
-pub use server::{BIN, Era, Mcp, RawServer, TestServer, session, session_in};
+#[allow(unused_imports)]
+pub use server::{BIN, Era, TestServer};
+#[allow(unused_imports)]
 pub use wait::{eventually, eventually_blocking, poll};
 
 pub const AGENT: &str = "pgwarden_agent";

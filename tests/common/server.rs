@@ -1,30 +1,32 @@
 //! Test servers from one builder ([`TestServer::builder`]): the real `pgwarden serve` binary over
 //! stdio ([`ServerBuilder::start`], [`ServerBuilder::start_raw`], [`ServerBuilder::output`]) or the
 //! same server in this process over a pipe ([`ServerBuilder::in_process`]), on the suite's cluster,
-//! with a policy, the person in the client, a protocol era and its own audit trail; and an MCP
-//! session with either ([`Mcp`]).
+//! with a policy, the person in the client, a protocol era and its own audit trail.
 
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    process::Stdio,
     sync::Arc,
     time::Duration,
 };
 
 use pgwarden::{PgWarden, config::Limits, db::Database, pipeline::Pipeline, policy::Policy};
 use rmcp::{
-    ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt,
-    model::{CallToolRequestParams, CallToolResult, ProtocolVersion},
+    ClientHandler, ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceExt, model::ProtocolVersion,
     service::RunningService,
 };
-use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
-    process::{Child, ChildStdin, ChildStdout},
+    io::{AsyncBufReadExt, BufReader},
+    process::Child,
 };
 
-use super::{TestDb, console::FakeBrowser, text};
+use super::{
+    TestDb,
+    console::FakeBrowser,
+    mcp::{Mcp, Server},
+    raw::RawServer,
+};
 
 /// The `pgwarden` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
@@ -394,264 +396,6 @@ async fn serve_in_process(pipeline: Arc<Pipeline>) -> tokio::io::DuplexStream {
     client_io
 }
 
-fn stderr_of(dir: &tempfile::TempDir) -> String {
+pub(super) fn stderr_of(dir: &tempfile::TempDir) -> String {
     std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
-}
-
-/// An MCP client session with a real pgwarden server. `H` is the client's handler: `()` declares
-/// no elicitation; [`super::Reviewer`] answers approval prompts.
-pub struct Mcp<H: ClientHandler = ()> {
-    pub client: RunningService<RoleClient, H>,
-    /// The server's own directory: `audit.jsonl`, `exports/`, and for the binary `policy.toml`,
-    /// `stderr.log` and the runtime directory `run/`. Removed with the session.
-    dir: Arc<tempfile::TempDir>,
-    audit: PathBuf,
-    server: Server,
-}
-
-enum Server {
-    InProcess(Arc<Pipeline>),
-    Child(Child),
-}
-
-/// A session with any client handler (its `get_info` declares its capabilities), in process,
-/// deciding with `policy` (TOML text), legacy handshake.
-pub async fn session<H: ClientHandler>(db: &TestDb, policy: &str, handler: H) -> Mcp<H> {
-    session_in(db, policy, handler, Era::Legacy).await
-}
-
-/// [`session`] in protocol era `era`.
-pub async fn session_in<H: ClientHandler>(db: &TestDb, policy: &str, handler: H, era: Era) -> Mcp<H> {
-    TestServer::builder()
-        .database(db)
-        .policy(policy)
-        .handler(handler)
-        .era(era)
-        .in_process()
-        .await
-}
-
-impl Mcp<super::Reviewer> {
-    /// A session with `reviewer` answering prompts, deciding with `policy` (TOML text), in process.
-    pub async fn reviewed(db: &TestDb, policy: &str, reviewer: super::Reviewer, era: Era) -> Mcp<super::Reviewer> {
-        session_in(db, policy, reviewer, era).await
-    }
-}
-
-impl Mcp {
-    /// An in-process server with the built-in policy and `limits`.
-    pub async fn start(db: &TestDb, limits: Limits) -> Mcp {
-        TestServer::builder().database(db).limits(limits).in_process().await
-    }
-
-    /// An in-process server deciding with `policy` (TOML text) as `principal`.
-    pub async fn with_policy(db: &TestDb, policy: &str, principal: Option<&str>) -> Mcp {
-        TestServer::builder()
-            .database(db)
-            .policy(policy)
-            .principal(principal)
-            .in_process()
-            .await
-    }
-}
-
-impl<H: ClientHandler> Mcp<H> {
-    /// The in-process server's pipeline, for what a test plays outside MCP (the review console).
-    pub fn pipeline(&self) -> &Arc<Pipeline> {
-        match &self.server {
-            Server::InProcess(pipeline) => pipeline,
-            Server::Child(_) => panic!("the binary's pipeline is in another process"),
-        }
-    }
-
-    /// The binary's process id.
-    pub fn pid(&self) -> u32 {
-        match &self.server {
-            Server::Child(child) => child.id().expect("the server is running"),
-            Server::InProcess(_) => panic!("an in-process server has no process of its own"),
-        }
-    }
-
-    /// The server's own directory (see [`Mcp`]).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Where `export` writes.
-    pub fn export_dir(&self) -> PathBuf {
-        self.dir().join("exports")
-    }
-
-    /// What the binary wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        stderr_of(&self.dir)
-    }
-
-    /// Ends the session as a client does, and waits for the binary to exit.
-    pub async fn close(&mut self) -> ExitStatus {
-        let _ = self.client.close().await;
-        let Server::Child(child) = &mut self.server else {
-            panic!("an in-process server has no process to wait for");
-        };
-        tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .expect("the server exits when its client leaves")
-            .unwrap()
-    }
-
-    /// A request the server answers only after it has read everything the client sent before
-    /// (an answer to a prompt, say).
-    pub async fn round_trip(&self) {
-        self.client.list_tools(None).await.expect("the server answers");
-    }
-
-    pub fn audit_path(&self) -> PathBuf {
-        self.audit.clone()
-    }
-
-    /// Every record of this server's audit trail, after checking the chain.
-    pub fn audit_records(&self) -> Vec<pgwarden::audit::Record> {
-        pgwarden::audit::verify::verify(&self.audit).expect("the audit chain verifies")
-    }
-
-    /// Starts a tool call that the test can cancel (`handle.cancel(..)`) while it runs.
-    pub async fn start_call(&self, tool: &str, args: Value) -> rmcp::service::RequestHandle<RoleClient> {
-        use rmcp::model::{CallToolRequest, ClientRequest};
-        let params = CallToolRequestParams::new(tool.to_string())
-            .with_arguments(args.as_object().cloned().expect("object args"));
-        self.client
-            .peer()
-            .send_cancellable_request(
-                ClientRequest::CallToolRequest(CallToolRequest::new(params)),
-                rmcp::service::PeerRequestOptions::no_options(),
-            )
-            .await
-            .expect("send the tool call")
-    }
-
-    pub async fn call(&self, tool: &str, args: Value) -> CallToolResult {
-        let params = CallToolRequestParams::new(tool.to_string())
-            .with_arguments(args.as_object().cloned().expect("object args"));
-        tokio::time::timeout(Duration::from_secs(60), self.client.call_tool(params))
-            .await
-            .expect("tool call timed out")
-            .expect("tool call failed at the protocol level")
-    }
-
-    /// Calls a tool that must succeed and returns its structured content.
-    pub async fn ok(&self, tool: &str, args: Value) -> Value {
-        let r = self.call(tool, args.clone()).await;
-        assert_ne!(r.is_error, Some(true), "{tool} {args} failed: {}", text(&r));
-        r.structured_content.clone().expect("structured content")
-    }
-
-    /// Calls a tool that must fail and returns the error text shown to the model.
-    pub async fn err(&self, tool: &str, args: Value) -> String {
-        let r = self.call(tool, args.clone()).await;
-        assert_eq!(
-            r.is_error,
-            Some(true),
-            "{tool} {args} should have failed but returned: {}",
-            text(&r)
-        );
-        text(&r)
-    }
-}
-
-/// The real `pgwarden serve` spoken to line by line, as a client that builds its own JSON-RPC.
-pub struct RawServer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
-    dir: Arc<tempfile::TempDir>,
-    audit: PathBuf,
-}
-
-impl RawServer {
-    /// `initialize` (2025-06-18) with `capabilities`, then `notifications/initialized`.
-    pub async fn initialize(&mut self, capabilities: Value) {
-        self.send(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-            "protocolVersion":"2025-06-18","capabilities":capabilities,"clientInfo":{"name":"raw","version":"0"}}}))
-            .await;
-        let init = self.reply(1).await;
-        assert!(init["result"]["serverInfo"].is_object(), "{init}");
-        self.send(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-            .await;
-    }
-
-    pub async fn send(&mut self, message: &Value) {
-        self.send_raw(message.to_string().as_bytes()).await;
-    }
-
-    /// Writes `line` as it is, then a newline.
-    pub async fn send_raw(&mut self, line: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        stdin.write_all(line).await.unwrap();
-        stdin.write_all(b"\n").await.unwrap();
-        stdin.flush().await.unwrap();
-    }
-
-    /// The next JSON-RPC message from the server that `wanted` accepts (others are skipped);
-    /// anything on stdout that is not a JSON-RPC message fails the test.
-    pub async fn next(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let read = async {
-            loop {
-                let line = self
-                    .stdout
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("the server closed stdout:\n{}", stderr_of(&self.dir)));
-                let v = protocol(&line);
-                // Shown when a test fails.
-                eprintln!("<- {}", line.chars().take(300).collect::<String>());
-                if wanted(&v) {
-                    return v;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .expect("the server answered within 30 s")
-    }
-
-    /// The server's answer to our request `id`.
-    pub async fn reply(&mut self, id: i64) -> Value {
-        self.next(|v| v["id"] == json!(id) && v.get("method").is_none()).await
-    }
-
-    pub async fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Value {
-        self.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}}))
-            .await;
-        self.reply(id).await
-    }
-
-    pub fn audit_path(&self) -> &Path {
-        &self.audit
-    }
-
-    /// Ends the session as a client does, by closing stdin; returns what the server wrote to stdout
-    /// after that (each a JSON-RPC message), how it exited, and its stderr.
-    pub async fn finish(mut self) -> (Vec<Value>, ExitStatus, String) {
-        drop(self.stdin.take());
-        let rest = async {
-            let mut rest = Vec::new();
-            while let Some(line) = self.stdout.next_line().await.unwrap() {
-                rest.push(protocol(&line));
-            }
-            let status = self.child.wait().await.unwrap();
-            (rest, status)
-        };
-        let (rest, status) = tokio::time::timeout(Duration::from_secs(30), rest)
-            .await
-            .expect("the server exits when stdin ends");
-        (rest, status, stderr_of(&self.dir))
-    }
-}
-
-/// A line of the server's stdout, which carries nothing but JSON-RPC messages.
-fn protocol(line: &str) -> Value {
-    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON on stdout: {line:?} ({e})"));
-    assert_eq!(v["jsonrpc"], json!("2.0"), "not JSON-RPC on stdout: {line}");
-    v
 }
