@@ -286,8 +286,7 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
 
     // Deny, with a reason the model receives.
     let id = pending_id(&mcp, BUMP_ONE).await;
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     assert_eq!(
         console.decide(&id, "deny", None, Some("not on a Friday")).await.status,
         200
@@ -346,8 +345,7 @@ async fn approved_within_the_wait_the_call_itself_returns_the_result() {
         let mcp = mcp.clone();
         tokio::spawn(async move { mcp.call("query", json!({ "sql": BUMP_ONE })).await })
     };
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     let id = eventually(Duration::from_secs(10), "the approval in the console", async || {
         let listed = console.pending().await;
         listed["approvals"][0]["approval_id"].as_str().map(str::to_string)
@@ -1020,8 +1018,7 @@ async fn a_decision_in_the_console_closes_the_prompt_still_open() {
     let browser = FakeBrowser::install(&mcp);
     let pending = pending_call(&mcp, BUMP_ONE).await;
     let id = pending["approval_id"].as_str().unwrap().to_string();
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     assert_eq!(*reviewer.withdrawn.lock().unwrap(), 0, "the prompt is still open");
     let r = console.decide(&id, "deny", None, Some("not today")).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -1068,8 +1065,7 @@ async fn an_instant_decline_goes_on_to_the_console_in_both_eras() {
             .unwrap_or_else(|| panic!("{era:?}: the quick decline is recorded"));
         assert!(declined.contains("declined pgwarden's approval prompt"), "{declined}");
 
-        let (port, secret) = browser.login_url().await;
-        let console = Console::sign_in(port, &secret).await;
+        let console = Console::open(&browser).await;
         assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
         let (out, _) = await_call(&mcp, &id).await;
         assert_eq!(out["status"], "executed", "{era:?}: {out}");
@@ -1187,8 +1183,7 @@ async fn a_late_dismissal_of_the_prompt_leaves_the_approval_pending() {
     mcp.round_trip().await;
     let store = &mcp.pipeline().approvals().store;
     assert_eq!(store.state(&id), Some(pgwarden::approval::pending::State::Pending));
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
     let (out, _) = await_call(&mcp, &id).await;
     assert_eq!(out["status"], "executed", "{out}");
@@ -1218,8 +1213,7 @@ async fn with_masks_the_row_estimate_reaches_the_person_but_not_the_model() {
     assert_eq!(s["status"], "pending_approval", "{s}");
     assert_eq!(s["packet"]["estimated_rows"], Value::Null, "{s}");
     assert!(!text(&r).contains("Estimated rows"), "{}", text(&r));
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     let listed = console.pending().await;
     assert!(
         listed["approvals"][0]["packet"]["estimated_rows"].as_f64().is_some(),
