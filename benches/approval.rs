@@ -21,11 +21,7 @@ fn median_us(mut v: Vec<Duration>) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let iterations: usize = std::env::args()
-        .skip_while(|a| a != "--iterations")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+    let iterations = common::bench_arg("--iterations", 300);
     let db = TestDb::new(
         "CREATE TABLE accounts (id int PRIMARY KEY, balance numeric NOT NULL);
          INSERT INTO accounts SELECT g, 100 FROM generate_series(1, 10000) g; ANALYZE;",

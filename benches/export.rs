@@ -10,22 +10,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use rmcp::{
-    ServiceExt,
-    model::CallToolRequestParams,
-    transport::{ConfigureCommandExt, TokioChildProcess},
-};
+use common::TestServer;
+use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 
 const QUERY: &str = "SELECT * FROM million";
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::args()
-        .skip_while(|a| a != "--rounds")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds = common::bench_arg("--rounds", 5);
     let db = common::TestDb::new(
         "CREATE TABLE million AS SELECT g AS id, md5(g::text) AS payload, g * 0.5 AS amount, \
          now() - g * interval '1 second' AS at FROM generate_series(1, 1000000) g; ANALYZE;",
@@ -57,39 +50,21 @@ async fn main() {
         psql_times.push(t.elapsed());
     }
 
-    let policy = work.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "[[rule]]\nid = \"exports-run\"\neffect = \"allow\"\ncategories = [\"read\", \"export\"]\n",
-    )
-    .unwrap();
-    let dsn = format!(
-        "host={} port={} user={} dbname={}",
-        c.socket_dir().display(),
-        c.port,
-        common::AGENT,
-        db.name
-    );
-    let exports = work.path().join("exports");
-    let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden")).configure(|cmd| {
-        cmd.args(["serve", "--database-url", &dsn, "--policy"])
-            .arg(&policy)
-            .arg("--export-dir")
-            .arg(&exports)
-            .arg("--audit-log")
-            .arg(work.path().join("audit.jsonl"))
-            .args(["--statement-timeout", "120s"])
-            .env("PGWARDEN_LOG", "warn");
-    });
-    let transport = TokioChildProcess::new(cmd).unwrap();
-    let pid = transport.id().unwrap();
-    let client = ().serve(transport).await.unwrap();
+    let mut server = TestServer::builder()
+        .database(&db)
+        .policy("[[rule]]\nid = \"exports-run\"\neffect = \"allow\"\ncategories = [\"read\", \"export\"]\n")
+        .args(["--statement-timeout", "120s"])
+        .env("PGWARDEN_LOG", "warn")
+        .start()
+        .await;
+    let (pid, exports) = (server.pid(), server.export_dir());
     let after_start = common::vm_hwm_kib(pid);
     let mut times = Vec::new();
     for i in 0..rounds {
         let args = json!({"sql": QUERY, "path": format!("pgw-{i}.csv"), "intent": "benchmark"});
         let t = Instant::now();
-        let r = client
+        let r = server
+            .client
             .call_tool(CallToolRequestParams::new("export").with_arguments(args.as_object().cloned().unwrap()))
             .await
             .unwrap();
@@ -101,7 +76,7 @@ async fn main() {
         assert_eq!(ours, theirs, "same bytes as psql");
     }
     let peak = common::vm_hwm_kib(pid);
-    let _ = client.cancel().await;
+    server.close().await;
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1000.0

@@ -17,12 +17,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::TestServer;
 use pgwarden::db::read::ReadLimits;
-use rmcp::{
-    ServiceExt,
-    model::CallToolRequestParams,
-    transport::{ConfigureCommandExt, TokioChildProcess},
-};
+use rmcp::model::CallToolRequestParams;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -37,11 +34,7 @@ fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let iterations: usize = std::env::args()
-        .skip_while(|a| a != "--iterations")
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2000);
+    let iterations = common::bench_arg("--iterations", 2000);
     let db = common::TestDb::new(
         "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), created_at timestamptz);
          INSERT INTO items SELECT g, 'item ' || g, g * 1.25, '2025-01-01'::timestamptz + g * interval '1 minute'
@@ -112,7 +105,11 @@ async fn main() {
     }
 
     // The whole thing: an MCP client calling `query` on the real server (classify + execute + JSON).
-    let mcp = common::Mcp::start_with(db.database(2).await, common::limits()).await;
+    let mcp = TestServer::builder()
+        .database(&db)
+        .limits(common::limits())
+        .in_process()
+        .await;
     for i in 0..200 {
         mcp.ok("query", json!({"sql": sql_for(i)})).await;
     }
@@ -145,28 +142,13 @@ async fn main() {
     );
 
     // 1M rows through the real binary: capped, and the server's memory stays small.
-    let dsn = {
-        let c = &common::cluster().cluster;
-        format!(
-            "host={} port={} user={} dbname={}",
-            c.socket_dir().display(),
-            c.port,
-            common::AGENT,
-            db.name
-        )
-    };
-    let trail = tempfile::tempdir().unwrap();
-    let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden")).configure(|c| {
-        // Its own trail: a benchmark never writes into the user's real audit log.
-        c.args(["serve", "--database-url", &dsn, "--audit-log"])
-            .arg(trail.path().join("audit.jsonl"))
-            .arg("--export-dir")
-            .arg(trail.path().join("exports"))
-            .env("PGWARDEN_LOG", "warn");
-    });
-    let transport = TokioChildProcess::new(cmd).unwrap();
-    let pid = transport.id().expect("server pid");
-    let client = ().serve(transport).await.unwrap();
+    // Its own trail and exports (as every test server): a benchmark never writes into the user's.
+    let mut server = TestServer::builder()
+        .database(&db)
+        .env("PGWARDEN_LOG", "warn")
+        .start()
+        .await;
+    let pid = server.pid();
     let call = |sql: &str| {
         CallToolRequestParams::new("query").with_arguments(json!({"sql": sql}).as_object().cloned().unwrap())
     };
@@ -174,18 +156,22 @@ async fn main() {
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let r = client.call_tool(call("SELECT * FROM million")).await.unwrap();
+        let r = server.client.call_tool(call("SELECT * FROM million")).await.unwrap();
         times.push(t.elapsed());
         let out = r.structured_content.unwrap();
         assert_eq!(out["row_count"], json!(500));
         assert_eq!(out["truncated"], json!(true));
     }
     let t = Instant::now();
-    let r = client.call_tool(call("SELECT count(*) FROM million")).await.unwrap();
+    let r = server
+        .client
+        .call_tool(call("SELECT count(*) FROM million"))
+        .await
+        .unwrap();
     let full_scan = t.elapsed();
     assert_eq!(r.structured_content.unwrap()["rows"][0][0], json!(1_000_000));
     let peak = common::vm_hwm_kib(pid);
-    client.cancel().await.unwrap();
+    server.close().await;
     times.sort();
     println!();
     println!("SELECT * FROM million (1M rows) through `pgwarden serve`, capped at 500 rows:");

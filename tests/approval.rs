@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Answer, Era, Mcp, Reviewer, TestDb, text};
+use common::{Answer, Era, Mcp, Reviewer, TestDb, edit_policy, eventually, text};
 use rmcp::model::{CallToolRequestParams, CallToolResponse, ElicitResult, ElicitationAction};
 use serde_json::{Value, json};
 
@@ -17,14 +17,7 @@ const POLICY: &str = include_str!("../tool-policies/default.toml");
 const UPDATE: &str = "UPDATE orders SET status = 'cancelled' WHERE status = 'open'";
 
 async fn statuses(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query("SELECT status FROM orders ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.column("SELECT status FROM orders ORDER BY id").await
 }
 
 fn untouched() -> Vec<String> {
@@ -195,7 +188,7 @@ async fn a_client_without_prompts_is_refused_with_what_to_do() {
 #[tokio::test]
 async fn no_answer_within_the_approval_timeout_runs_nothing() {
     let db = TestDb::new(SETUP).await;
-    let policy = POLICY.replace("approval_timeout = \"5m\"", "approval_timeout = \"1s\"");
+    let policy = edit_policy(POLICY).set(r#"defaults.approval_timeout = "1s""#).toml();
     let reviewer = Reviewer::new(Answer::Hang);
     let mcp = Mcp::reviewed(&db, &policy, reviewer, Era::Legacy).await;
     let e = mcp.err("query", json!({"sql": UPDATE})).await;
@@ -206,21 +199,24 @@ async fn no_answer_within_the_approval_timeout_runs_nothing() {
 #[tokio::test]
 async fn a_tool_call_cancelled_while_the_prompt_is_open_runs_nothing() {
     let db = TestDb::new(SETUP).await;
-    // The reviewer says yes 1.5 s after the prompt appears, whatever happens meanwhile.
+    // The reviewer says yes once the call was cancelled, whatever happened meanwhile.
     let yes = ElicitResult::new(ElicitationAction::Accept).with_content(json!({"decision": "approve"}));
-    let reviewer = Reviewer::new(Answer::Late(Duration::from_millis(1500), yes));
+    let reviewer = Reviewer::new(Answer::LateOnCue(yes));
     let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
     let handle = mcp.start_call("query", json!({"sql": UPDATE})).await;
-    for _ in 0..100 {
-        if !reviewer.prompts().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(2), "the prompt", async || {
+        (!reviewer.prompts().is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(reviewer.prompts().len(), 1, "the prompt is open");
     handle.cancel(Some("user pressed stop".into())).await.unwrap();
     // The approval arrives after the call was cancelled: nothing may run.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    reviewer.cue();
+    eventually(Duration::from_secs(2), "the late approval", async || {
+        (reviewer.answered() == 1).then_some(())
+    })
+    .await;
+    mcp.round_trip().await;
     assert_eq!(statuses(&db).await, untouched());
     // The server is still serving.
     mcp.ok("query", json!({"sql": "SELECT 1"})).await;

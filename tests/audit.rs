@@ -6,11 +6,9 @@ mod common;
 
 use std::{process::Command, sync::Arc, time::Duration};
 
-use common::{Era, Mcp, Reviewer, TestDb, text};
+use common::{BIN, Era, Mcp, Reviewer, TestDb, TestServer, eventually, poll, text};
 use pgwarden::audit::{AuditLog, Event};
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
 
 const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
                      INSERT INTO orders VALUES (1, 'open'), (2, 'open'), (3, 'shipped');";
@@ -39,6 +37,9 @@ categories = ["write", "ddl", "destructive", "privilege", "export", "unknown"]
 [approval.min_channel]
 critical = "client"
 "#;
+
+/// Reads and writes run; nothing needs a person.
+const ALLOW_ALL: &str = "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n";
 
 #[tokio::test]
 async fn a_session_is_recorded_call_by_call_and_tampering_is_caught() {
@@ -211,18 +212,11 @@ async fn a_session_is_recorded_call_by_call_and_tampering_is_caught() {
 #[tokio::test]
 async fn an_unwritable_audit_file_stops_calls_from_running() {
     let db = TestDb::new(SETUP).await;
-    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mcp = TestServer::builder().database(&db).policy(ALLOW_ALL).in_process().await;
     // A trail that cannot be written: its path turned into a directory after it was opened.
-    let trail = dir.path().join("audit.jsonl");
-    let full = Arc::new(AuditLog::open(&trail).expect("open the trail"));
+    let trail = mcp.audit_path();
     std::fs::remove_file(&trail).unwrap();
     std::fs::create_dir(&trail).unwrap();
-    let policy = pgwarden::policy::Policy::parse(
-        "t.toml",
-        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
-    )
-    .unwrap();
-    let mcp = Mcp::<()>::start_with_audit(db.database(2).await, common::limits(), policy, None, dir, full).await;
     let e = mcp
         .err(
             "query",
@@ -270,17 +264,6 @@ async fn concurrent_calls_write_whole_lines_in_one_chain() {
 #[tokio::test]
 async fn a_crash_between_decision_and_action_leaves_a_decision_without_outcome() {
     let db = TestDb::new(SETUP).await;
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-crash-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let policy = dir.path().join("p.toml");
-    std::fs::write(
-        &policy,
-        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
-    )
-    .unwrap();
     // Hold the row so the approved UPDATE blocks after its decision is on disk.
     let mut holder = db.admin().await;
     let tx = holder.transaction().await.unwrap();
@@ -288,45 +271,22 @@ async fn a_crash_between_decision_and_action_leaves_a_decision_without_outcome()
         .await
         .unwrap();
 
-    let c = &common::cluster().cluster;
-    let dsn = format!(
-        "host={} port={} user={} dbname={}",
-        c.socket_dir().display(),
-        c.port,
-        common::AGENT,
-        db.name
-    );
-    use rmcp::{
-        ServiceExt,
-        transport::{ConfigureCommandExt, TokioChildProcess},
-    };
-    let cmd = tokio::process::Command::new(BIN).configure(|c| {
-        c.args(["serve", "--database-url", &dsn, "--policy"])
-            .arg(&policy)
-            .arg("--audit-log")
-            .arg(&audit);
-    });
-    let transport = TokioChildProcess::new(cmd).unwrap();
-    let pid = transport.id().unwrap();
-    let client = ().serve(transport).await.unwrap();
-    let params = rmcp::model::CallToolRequestParams::new("query").with_arguments(
-        json!({"sql": "UPDATE orders SET status = 'paid' WHERE id = 1"})
-            .as_object()
-            .cloned()
-            .unwrap(),
-    );
-    let call = tokio::spawn(async move { client.call_tool(params).await });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&audit)
-        .unwrap_or_default()
-        .contains("\"event\":\"decision\"")
-    {
-        assert!(std::time::Instant::now() < deadline, "no decision record appeared");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let server = TestServer::builder().database(&db).policy(ALLOW_ALL).start().await;
+    let audit = server.audit_path();
+    let call = server
+        .start_call(
+            "query",
+            json!({"sql": "UPDATE orders SET status = 'paid' WHERE id = 1"}),
+        )
+        .await;
+    eventually(Duration::from_secs(10), "a decision record", async || {
+        let trail = std::fs::read_to_string(&audit).unwrap_or_default();
+        trail.contains("\"event\":\"decision\"").then_some(())
+    })
+    .await;
     // SAFETY: sending SIGKILL to our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    let _ = call.await;
+    unsafe { libc::kill(server.pid() as i32, libc::SIGKILL) };
+    let _ = call.await_response().await;
     tx.rollback().await.unwrap();
 
     let records = pgwarden::audit::verify::verify(&audit).expect("the chain is whole after a crash");
@@ -369,73 +329,33 @@ fn verify_with_key(log: &std::path::Path) -> (Option<i32>, String) {
     )
 }
 
-/// A real `pgwarden serve` over stdio with an allow-all policy, its trail in a fresh directory,
+/// A real `pgwarden serve` over stdio with an allow-all policy, its trail in its own directory,
 /// checkpoints every 100 ms.
-async fn served(
-    db: &TestDb,
-) -> (
-    tempfile::TempDir,
-    std::path::PathBuf,
-    u32,
-    rmcp::service::RunningService<rmcp::RoleClient, ()>,
-) {
-    use rmcp::{
-        ServiceExt,
-        transport::{ConfigureCommandExt, TokioChildProcess},
-    };
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-trail-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let policy = dir.path().join("p.toml");
-    std::fs::write(
-        &policy,
-        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
-    )
-    .unwrap();
-    let c = &common::cluster().cluster;
-    let dsn = format!(
-        "host={} port={} user={} dbname={}",
-        c.socket_dir().display(),
-        c.port,
-        common::AGENT,
-        db.name
-    );
-    let cmd = tokio::process::Command::new(BIN).configure(|c| {
-        c.args(["serve", "--audit-checkpoint-every", "100ms", "--policy"])
-            .arg(&policy)
-            .arg("--audit-log")
-            .arg(&audit)
-            .env("PGWARDEN_DATABASE_URL", &dsn);
-    });
-    let transport = TokioChildProcess::new(cmd).unwrap();
-    let pid = transport.id().unwrap();
-    let client = ().serve(transport).await.unwrap();
-    (dir, audit, pid, client)
+async fn served(db: &TestDb) -> Mcp {
+    TestServer::builder()
+        .database(db)
+        .policy(ALLOW_ALL)
+        .args(["--audit-checkpoint-every", "100ms"])
+        .start()
+        .await
 }
 
-async fn read(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>, n: i32) {
-    let params = rmcp::model::CallToolRequestParams::new("query")
-        .with_arguments(json!({"sql": format!("SELECT {n} AS n")}).as_object().cloned().unwrap());
-    let r = client.call_tool(params).await.unwrap();
-    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+async fn read(server: &Mcp, n: i32) {
+    server.ok("query", json!({"sql": format!("SELECT {n} AS n")})).await;
 }
 
 /// Waits until a checkpoint covers the log's last record.
 async fn sealed(log: &std::path::Path) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let trail = || {
         let files = pgwarden::audit::verify::trail_files(log);
-        let r = pgwarden::audit::verify::verify_trail(&files, &pgwarden::audit::default_checkpoints(log), None);
-        if r.sealed.as_ref().map(|s| s.0) == r.records.last().map(|l| l.seq) && r.sealed.is_some() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint covers the head: {r:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        pgwarden::audit::verify::verify_trail(&files, &pgwarden::audit::default_checkpoints(log), None)
+    };
+    let covered = poll(Duration::from_secs(10), async || {
+        let r = trail();
+        (r.sealed.as_ref().map(|s| s.0) == r.records.last().map(|l| l.seq) && r.sealed.is_some()).then_some(())
+    });
+    if covered.await.is_none() {
+        panic!("no checkpoint covers the head: {:?}", trail());
     }
 }
 
@@ -443,9 +363,10 @@ async fn sealed(log: &std::path::Path) {
 #[tokio::test]
 async fn records_cut_from_a_running_servers_trail_are_proved_missing() {
     let db = TestDb::new(SETUP).await;
-    let (_dir, audit, _pid, client) = served(&db).await;
+    let mut server = served(&db).await;
+    let audit = server.audit_path();
     for n in 0..4 {
-        read(&client, n).await;
+        read(&server, n).await;
     }
     sealed(&audit).await;
     let (code, out) = verify_with_key(&audit);
@@ -460,11 +381,11 @@ async fn records_cut_from_a_running_servers_trail_are_proved_missing() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("records were cut from its end"), "{out}");
     // The server notices on its next record and says what is missing.
-    read(&client, 9).await;
+    read(&server, 9).await;
     let (code, out) = verify_with_key(&audit);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("missing while it ran"), "{out}");
-    client.cancel().await.unwrap();
+    server.close().await;
 }
 
 /// Issue 16 item 9: records went into the unlinked or renamed file after `rm`/`mv` of the live
@@ -473,16 +394,16 @@ async fn records_cut_from_a_running_servers_trail_are_proved_missing() {
 #[tokio::test]
 async fn a_running_servers_trail_rotates_on_sighup_and_survives_being_moved() {
     let db = TestDb::new(SETUP).await;
-    let (dir, audit, pid, client) = served(&db).await;
-    read(&client, 1).await;
+    let mut server = served(&db).await;
+    let audit = server.audit_path();
+    read(&server, 1).await;
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while pgwarden::audit::verify::trail_files(&audit).len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "SIGHUP did not rotate the trail");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    read(&client, 2).await;
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+    eventually(Duration::from_secs(10), "SIGHUP to rotate the trail", async || {
+        (pgwarden::audit::verify::trail_files(&audit).len() >= 2).then_some(())
+    })
+    .await;
+    read(&server, 2).await;
     sealed(&audit).await;
     let (code, out) = verify_with_key(&audit);
     let dump: String = pgwarden::audit::verify::trail_files(&audit)
@@ -492,10 +413,10 @@ async fn a_running_servers_trail_rotates_on_sighup_and_survives_being_moved() {
     assert_eq!(code, Some(0), "{out}\n{dump}");
     assert!(out.contains("holds") && out.contains("2 files"), "{out}");
     // `mv` the live file away: the next record lands at the path, not in the moved file.
-    let moved = dir.path().join("moved.jsonl");
+    let moved = server.dir().join("moved.jsonl");
     std::fs::rename(&audit, &moved).unwrap();
     let moved_len = std::fs::metadata(&moved).unwrap().len();
-    read(&client, 3).await;
+    read(&server, 3).await;
     assert_eq!(std::fs::metadata(&moved).unwrap().len(), moved_len);
     let records = pgwarden::audit::verify::verify(&audit).unwrap();
     assert_eq!(records[0].event, Some(Event::Continued));
@@ -503,7 +424,7 @@ async fn a_running_servers_trail_rotates_on_sighup_and_survives_being_moved() {
     let (code, out) = verify_with_key(&audit);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("moved away) while in use"), "{out}");
-    client.cancel().await.unwrap();
+    server.close().await;
 }
 
 /// Issue 16 item 11: a password Postgres joins across a line break, and an error message quoting a

@@ -1,9 +1,11 @@
 //! `pgwarden demo`: the terminal client runs SQL against the sandbox through a real `pgwarden serve`
 //! child and renders approval prompts that a person answers on stdin.
 
-use std::{io::Write, process::Stdio};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
+use std::{io::Write, process::Stdio, time::Duration};
+
+use common::{BIN, edit_policy, eventually_blocking};
 
 /// `pgwarden demo` on a fresh sandbox under `dir`, with pipes; `policy` instead of the default.
 fn demo(dir: &std::path::Path, policy: Option<&std::path::Path>) -> std::process::Child {
@@ -94,10 +96,9 @@ fn demo_waits_for_a_prompt_answered_after_the_wait_budget() {
     let policy = dir.path().join("policy.toml");
     std::fs::write(
         &policy,
-        format!(
-            "{}\n[approval]\nwait_budget = \"1s\"\n",
-            include_str!("../tool-policies/default.toml")
-        ),
+        edit_policy(include_str!("../tool-policies/default.toml"))
+            .add(r#"approval.wait_budget = "1s""#)
+            .toml(),
     )
     .unwrap();
     let mut child = demo(dir.path(), Some(&policy));
@@ -126,7 +127,12 @@ fn demo_waits_for_a_prompt_answered_after_the_wait_budget() {
         assert!(asked.elapsed().as_secs() < 60, "no prompt: {}", seen.lock().unwrap());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // The server stopped waiting and recorded the call as pending, the prompt still open.
+    let trail = dir.path().join("audit.jsonl");
+    eventually_blocking(Duration::from_secs(10), "the call to turn pending", || {
+        let records = std::fs::read_to_string(&trail).unwrap_or_default();
+        records.contains("no answer within the wait budget").then_some(())
+    });
     stdin
         .write_all(b"a\n\nchecked\nSELECT status FROM orders WHERE id = 1;\n\\q\n")
         .unwrap();

@@ -8,12 +8,10 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{AGENT, Mcp, Reviewer, TestDb, text};
+use common::{AGENT, BIN, Mcp, Reviewer, TestDb, TestServer, socket_dsn, text};
 use pgwarden::db::read::ReadLimits;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-
-const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
 
 const SETUP: &str = r#"
 CREATE TABLE customers (id int PRIMARY KEY, name text, email text CHECK (email <> 'forbidden'), phone text);
@@ -217,33 +215,16 @@ async fn a_lexing_setting_installed_for_the_database_or_role_never_reaches_pgwar
     }
 }
 
-fn socket_dsn(user: &str, db: &str) -> String {
-    let c = &common::cluster().cluster;
-    format!(
-        "host={} port={} user={user} dbname={db}",
-        c.socket_dir().display(),
-        c.port
-    )
-}
-
 fn write_policy(dir: &tempfile::TempDir) -> std::path::PathBuf {
     let path = dir.path().join("policy.toml");
     std::fs::write(&path, POLICY).unwrap();
     path
 }
 
-/// `pgwarden serve` as a client starts it: `Ok(())` when it got past the mask check (it then
-/// stops, as stdin is closed before `initialize`), else its stderr.
-fn serve(db: &TestDb, policy: &std::path::Path) -> Result<(), String> {
-    let audit = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["serve", "--database-url", &socket_dsn(AGENT, &db.name), "--policy"])
-        .arg(policy)
-        .env("PGWARDEN_AUDIT_LOG", audit.path().join("a.jsonl"))
-        .env_remove("DATABASE_URL")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+/// `pgwarden serve` with [`POLICY`] as a client starts it: `Ok(())` when it got past the mask
+/// check (it then stops, as stdin is closed before `initialize`), else its stderr.
+fn serve(db: &TestDb) -> Result<(), String> {
+    let out = TestServer::builder().database(db).policy(POLICY).output();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     if stderr.contains("masks are enforced by Postgres for this login") {
         Ok(())
@@ -254,17 +235,15 @@ fn serve(db: &TestDb, policy: &std::path::Path) -> Result<(), String> {
 
 #[tokio::test]
 async fn serve_refuses_masks_that_postgres_does_not_enforce_and_names_the_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = write_policy(&dir);
     // The agent owns the tables: it can read every column, so no mask would hold.
     let unprotected = TestDb::new(SETUP).await;
-    let e = serve(&unprotected, &policy).unwrap_err();
+    let e = serve(&unprotected).unwrap_err();
     assert!(e.contains("does not enforce them"), "{e}");
     assert!(e.contains("can read the masked columns"), "{e}");
     assert!(e.contains("pgwarden setup"), "{e}");
 
     let db = TestDb::owned(SETUP, POLICY).await;
-    serve(&db, &policy).unwrap_or_else(|e| panic!("serve should start after setup: {e}"));
+    serve(&db).unwrap_or_else(|e| panic!("serve should start after setup: {e}"));
 
     // A column added since setup: the masking views no longer match, so setup must run again.
     db.owner_client()
@@ -272,17 +251,17 @@ async fn serve_refuses_masks_that_postgres_does_not_enforce_and_names_the_fix() 
         .batch_execute("ALTER TABLE customers ADD COLUMN notes text")
         .await
         .unwrap();
-    let e = serve(&db, &policy).unwrap_err();
+    let e = serve(&db).unwrap_err();
     assert!(e.contains("do not match this policy"), "{e}");
     // A view over a masked column granted to everyone behind setup's back.
     db.setup(POLICY).await.unwrap();
-    serve(&db, &policy).unwrap();
+    serve(&db).unwrap();
     db.owner_client()
         .await
         .batch_execute("GRANT SELECT ON v_contacts TO PUBLIC")
         .await
         .unwrap();
-    let e = serve(&db, &policy).unwrap_err();
+    let e = serve(&db).unwrap_err();
     assert!(e.contains("`public.v_contacts`"), "{e}");
     // A SECURITY DEFINER function whose owner reads masked columns, callable again.
     db.setup(POLICY).await.unwrap();
@@ -291,7 +270,7 @@ async fn serve_refuses_masks_that_postgres_does_not_enforce_and_names_the_fix() 
         .batch_execute("GRANT EXECUTE ON FUNCTION lookup_email(int) TO PUBLIC")
         .await
         .unwrap();
-    let e = serve(&db, &policy).unwrap_err();
+    let e = serve(&db).unwrap_err();
     assert!(e.contains("SECURITY DEFINER function `lookup_email(integer)`"), "{e}");
     // Row-level security on a masked table: a masking view would read it as its owner, so the
     // agent would see rows its policies hide (second red team). Refused, by serve and by setup.
@@ -303,7 +282,7 @@ async fn serve_refuses_masks_that_postgres_does_not_enforce_and_names_the_fix() 
         )
         .await
         .unwrap();
-    let e = serve(&db, &policy).unwrap_err();
+    let e = serve(&db).unwrap_err();
     assert!(e.contains("`public.customers` has row-level security"), "{e}");
     let e = db.setup(POLICY).await.unwrap_err();
     assert!(e.contains("`public.customers` has row-level security"), "{e}");

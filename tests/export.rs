@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Answer, Era, Mcp, Reviewer, TestDb};
+use std::time::Duration;
+
+use common::{Answer, Era, Mcp, Reviewer, TestDb, eventually};
 use rmcp::model::{ElicitResult, ElicitationAction};
 use serde_json::{Value, json};
 
@@ -34,10 +36,6 @@ tools = ["export"]
 categories = ["export"]
 "#;
 
-fn export_dir<H: rmcp::ClientHandler>(mcp: &Mcp<H>) -> std::path::PathBuf {
-    mcp.audit_dir.path().join("exports")
-}
-
 #[tokio::test]
 async fn csv_and_jsonl_keep_quoting_nulls_newlines_unicode_and_every_digit() {
     let db = TestDb::owned(SETUP, POLICY).await;
@@ -52,7 +50,7 @@ async fn csv_and_jsonl_keep_quoting_nulls_newlines_unicode_and_every_digit() {
         .await;
     assert_eq!(out["rows"], json!(4));
     let path = out["path"].as_str().unwrap();
-    assert!(path.starts_with(export_dir(&mcp).canonicalize().unwrap().to_str().unwrap()));
+    assert!(path.starts_with(mcp.export_dir().canonicalize().unwrap().to_str().unwrap()));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777,
@@ -158,7 +156,7 @@ async fn path_escapes_writes_and_declines_write_nothing() {
         .err("export", json!({"sql": sql, "path": "dry.csv", "intent": "x"}))
         .await;
     assert!(e.contains("writes nothing"), "{e}");
-    let dir = export_dir(&mcp);
+    let dir = mcp.export_dir();
     let files: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
@@ -217,7 +215,7 @@ async fn a_cancelled_export_leaves_no_file() {
             json!({"sql": "SELECT g, md5(g::text) FROM generate_series(1, 100000000) g", "path": "big.csv", "intent": "x"}),
         )
         .await;
-    let dir = export_dir(&mcp);
+    let dir = mcp.export_dir();
     let listing = || -> Vec<String> {
         std::fs::read_dir(&dir)
             .map(|d| {
@@ -227,17 +225,21 @@ async fn a_cancelled_export_leaves_no_file() {
             })
             .unwrap_or_default()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !listing().iter().any(|f| f.ends_with(".partial")) {
-        assert!(std::time::Instant::now() < deadline, "the export never started");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(20), "the export to start", async || {
+        listing().iter().any(|f| f.ends_with(".partial")).then_some(())
+    })
+    .await;
     handle.cancel(Some("stop".into())).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !listing().is_empty() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), "the partial file to go", async || {
+        listing().is_empty().then_some(())
+    })
+    .await;
     assert!(listing().is_empty(), "left behind: {:?}", listing());
+    // The outcome is recorded after the file is gone.
+    eventually(Duration::from_secs(10), "the call's outcome record", async || {
+        mcp.audit_records().pop().filter(|r| r.outcome.is_some()).map(|_| ())
+    })
+    .await;
     let last = mcp.audit_records().pop().unwrap();
     assert_eq!(
         last.outcome.as_ref().map(|o| o.status.as_str()),
@@ -258,7 +260,11 @@ async fn a_long_export_reports_progress_in_rows_written() {
         )
         .await;
     assert_eq!(out["rows"], json!(50000));
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Progress notifications are handled apart from the result: wait for them.
+    eventually(Duration::from_secs(2), "three progress notifications", async || {
+        (reviewer.progress.lock().unwrap().len() >= 3).then_some(())
+    })
+    .await;
     let seen = reviewer.progress.lock().unwrap().clone();
     assert!(seen.len() >= 3, "{seen:?}");
     assert!(

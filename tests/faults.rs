@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Mcp, TestDb};
+use common::{TestDb, TestServer};
 use pgwarden::{
     config::Limits,
     db::{Database, Target},
@@ -41,9 +41,7 @@ async fn proxy(socket: std::path::PathBuf, silent: Arc<AtomicBool>, cut_at_commi
             tokio::spawn(async move {
                 if silent.load(Ordering::SeqCst) {
                     // Accept and never answer.
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                    drop(client);
-                    return;
+                    return hold(client).await;
                 }
                 let Ok(server) = tokio::net::UnixStream::connect(&socket).await else {
                     return;
@@ -58,6 +56,12 @@ async fn proxy(socket: std::path::PathBuf, silent: Arc<AtomicBool>, cut_at_commi
         }
     });
     port
+}
+
+/// Holds `connection` open, silent, until the test ends (its runtime drops this task).
+async fn hold<T>(connection: T) {
+    let _held = connection;
+    std::future::pending::<()>().await
 }
 
 /// The test cluster's Unix socket.
@@ -96,8 +100,7 @@ async fn relay(
             Ok(n) => n,
         };
         if silent.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return;
+            return hold(to).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -108,8 +111,7 @@ async fn relay(
         {
             cut.store(true, Ordering::SeqCst);
             // Keep the server side open so COMMIT completes there.
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            return;
+            return hold(to).await;
         }
     }
 }
@@ -132,8 +134,7 @@ async fn relay_until(
             return;
         }
         if silent.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_secs(120)).await;
-            return;
+            return hold(to).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -155,7 +156,11 @@ async fn a_silent_postgres_never_hangs_a_call() {
         statement_timeout: Duration::from_secs(2),
         ..Limits::default()
     };
-    let mcp = Mcp::start_with(database, limits).await;
+    let mcp = TestServer::builder()
+        .connected(database)
+        .limits(limits)
+        .in_process()
+        .await;
     let read = json!({ "sql": "SELECT a FROM t" });
     assert_eq!(mcp.ok("query", read.clone()).await["rows"], json!([[1]]));
 
@@ -197,12 +202,11 @@ async fn a_commit_whose_answer_is_lost_is_resolved_not_reported_as_a_failure() {
     let cut = Arc::new(AtomicBool::new(false));
     let port = proxy(socket, Arc::new(AtomicBool::new(false)), cut.clone()).await;
     let database = through_proxy(&db, port).await;
-    let policy = pgwarden::policy::Policy::parse(
-        "t.toml",
-        "[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n",
-    )
-    .unwrap();
-    let mcp = Mcp::start_with_policy(database, common::limits(), policy, None).await;
+    let mcp = TestServer::builder()
+        .connected(database)
+        .policy("[[rule]]\nid = \"all\"\neffect = \"allow\"\ncategories = [\"read\", \"write\"]\n")
+        .in_process()
+        .await;
     cut.store(true, Ordering::SeqCst);
     let r = mcp
         .call("query", json!({ "sql": "UPDATE t SET a = 2 WHERE a = 1" }))

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Answer, Era, Mcp, Reviewer, TestDb};
+use common::{Answer, Era, Mcp, Reviewer, TestDb, edit_policy};
 use rmcp::model::{ElicitResult, ElicitationAction};
 use serde_json::{Value, json};
 
@@ -22,10 +22,11 @@ REVOKE EXECUTE ON FUNCTION app.f(int), app.f(text), app.g() FROM PUBLIC;
 
 /// The default policy, but approved in the client's prompt even at critical risk (grants are
 /// critical; by default those go to the local review console, which these tests do not play).
-const POLICY: &str = concat!(
-    include_str!("../tool-policies/default.toml"),
-    "\n[approval.min_channel]\ncritical = \"client\"\n"
-);
+fn policy() -> String {
+    edit_policy(include_str!("../tool-policies/default.toml"))
+        .add(r#"approval.min_channel.critical = "client""#)
+        .toml()
+}
 
 async fn setup() -> TestDb {
     let db = TestDb::new(SETUP).await;
@@ -58,7 +59,7 @@ fn call(action: &str, privileges: &[&str], object_type: &str, objects: &[&str], 
 async fn grant_and_revoke_take_effect_on_every_object_type() {
     let db = setup().await;
     let reviewer = Reviewer::says("approve", None, None);
-    let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
+    let mcp = Mcp::reviewed(&db, &policy(), reviewer.clone(), Era::Legacy).await;
     let name = db.name.clone();
     let cases: Vec<(&str, &[&str], Vec<&str>, String)> = vec![
         (
@@ -160,7 +161,7 @@ async fn grant_and_revoke_take_effect_on_every_object_type() {
 async fn public_all_and_grant_option_are_called_out_and_a_decline_changes_nothing() {
     let db = setup().await;
     let reviewer = Reviewer::new(Answer::Reply(ElicitResult::new(ElicitationAction::Decline)));
-    let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
+    let mcp = Mcp::reviewed(&db, &policy(), reviewer.clone(), Era::Legacy).await;
     let mut args = call("grant", &["ALL"], "table", &["app.orders"], "PUBLIC");
     args["with_grant_option"] = json!(false);
     let e = mcp.err("grant", args).await;
@@ -183,7 +184,7 @@ async fn public_all_and_grant_option_are_called_out_and_a_decline_changes_nothin
 async fn unknown_names_and_injection_attempts_change_nothing() {
     let db = setup().await;
     let reviewer = Reviewer::says("approve", None, None);
-    let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
+    let mcp = Mcp::reviewed(&db, &policy(), reviewer.clone(), Era::Legacy).await;
     let bad: Vec<(Value, &str)> = vec![
         (
             call("grant", &["SELECT"], "table", &["app.orders"], "nobody"),
@@ -276,7 +277,7 @@ async fn unknown_names_and_injection_attempts_change_nothing() {
 #[tokio::test]
 async fn raw_grant_through_query_still_needs_approval() {
     let db = setup().await;
-    let mcp = Mcp::with_policy(&db, POLICY, None).await;
+    let mcp = Mcp::with_policy(&db, &policy(), None).await;
     let e = mcp
         .err("query", json!({"sql": "GRANT SELECT ON app.orders TO analyst"}))
         .await;
@@ -297,7 +298,7 @@ async fn a_role_named_public_in_another_case_is_that_role_not_everyone() {
         assert!(matches!(code.as_deref(), Some("42710" | "23505")), "{e:?}");
     }
     let reviewer = Reviewer::says("approve", None, None);
-    let mcp = Mcp::reviewed(&db, POLICY, reviewer.clone(), Era::Legacy).await;
+    let mcp = Mcp::reviewed(&db, &policy(), reviewer.clone(), Era::Legacy).await;
     let out = mcp
         .ok("grant", call("grant", &["SELECT"], "table", &["app.items"], "Public"))
         .await;

@@ -13,16 +13,8 @@ use std::{
     process::Output,
 };
 
-use common::{Reviewer, TestDb};
-use rmcp::{
-    RoleClient, ServiceExt,
-    model::{CallToolRequestParams, CallToolResult},
-    service::RunningService,
-    transport::TokioChildProcess,
-};
+use common::{BIN, Mcp, Reviewer, TestDb, TestServer, edit_policy, text};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
 
 const SETUP: &str = "CREATE TABLE t (id int PRIMARY KEY);
                      INSERT INTO t VALUES (1), (2), (3);
@@ -47,68 +39,40 @@ categories = ["write", "ddl", "destructive"]
 reason = "changes need a person"
 "#;
 
-/// A server started as a client configuration would start it, without a desktop.
-struct Server {
-    client: RunningService<RoleClient, Reviewer>,
-    dir: tempfile::TempDir,
+/// `pgwarden serve` started as a client configuration would start it, without a desktop (no
+/// browser, no display), by a client that shows prompts and approves every one: they must not
+/// count for critical risk.
+async fn start(db: &TestDb, policy: &str) -> Mcp<Reviewer> {
+    TestServer::builder()
+        .database(db)
+        .policy(policy)
+        .reviewer(Reviewer::says("approve", None, None))
+        .start()
+        .await
 }
 
-impl Server {
-    async fn start(db: &TestDb, policy: &str) -> Server {
-        let dir = tempfile::Builder::new().prefix("pgw-hl-").tempdir_in("/tmp").unwrap();
-        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        let c = &common::cluster().cluster;
-        let dsn = format!(
-            "host={} port={} user={} dbname={}",
-            c.socket_dir().display(),
-            c.port,
-            common::AGENT,
-            db.name
-        );
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.args(["serve", "--database-url", &dsn, "--policy"])
-            .arg(dir.path().join("policy.toml"))
-            .arg("--audit-log")
-            .arg(dir.path().join("audit.jsonl"))
-            .env("XDG_RUNTIME_DIR", dir.path().join("run"))
-            .env_remove("BROWSER")
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY");
-        let (transport, _) = TokioChildProcess::builder(cmd)
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
-        // A client that shows prompts and approves every one: they must not count for critical risk.
-        let client = Reviewer::says("approve", None, None).serve(transport).await.unwrap();
-        Server { client, dir }
-    }
+/// The server's runtime directory (`$XDG_RUNTIME_DIR`), where its approvals socket lives.
+fn runtime(server: &Mcp<Reviewer>) -> PathBuf {
+    server.dir().join("run")
+}
 
-    async fn call(&self, tool: &str, args: Value) -> CallToolResult {
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap());
-        self.client.call_tool(params).await.unwrap()
-    }
+/// `pgwarden approvals …` in another terminal of the same user.
+fn approvals(server: &Mcp<Reviewer>, args: &[&str]) -> Output {
+    std::process::Command::new(BIN)
+        .arg("approvals")
+        .args(args)
+        .env("XDG_RUNTIME_DIR", runtime(server))
+        .output()
+        .unwrap()
+}
 
-    fn runtime(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    /// `pgwarden approvals …` in another terminal of the same user.
-    fn approvals(&self, args: &[&str]) -> Output {
-        std::process::Command::new(BIN)
-            .arg("approvals")
-            .args(args)
-            .env("XDG_RUNTIME_DIR", self.runtime())
-            .output()
-            .unwrap()
-    }
-
-    fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("audit.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
+/// The raw records of the server's audit trail.
+fn audit(server: &Mcp<Reviewer>) -> Vec<Value> {
+    std::fs::read_to_string(server.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn out(o: &Output) -> String {
@@ -119,21 +83,12 @@ fn err(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn text(r: &CallToolResult) -> String {
-    common::text(r)
-}
-
 async fn rows(db: &TestDb, table: &str) -> i64 {
-    db.client()
-        .await
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0)
+    db.column(&format!("SELECT count(*) FROM {table}")).await[0]
 }
 
 /// A critical call that must come back pending, offered in the terminal; its structured content.
-async fn pending(server: &Server, sql: &str) -> Value {
+async fn pending(server: &Mcp<Reviewer>, sql: &str) -> Value {
     let r = server.call("query", json!({ "sql": sql, "intent": "clean up" })).await;
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
     let s = r.structured_content.clone().unwrap();
@@ -161,7 +116,7 @@ fn socket_of(runtime: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
     let db = TestDb::new(SETUP).await;
-    let server = Server::start(&db, POLICY).await;
+    let mut server = start(&db, POLICY).await;
     // The client's prompt still decides `client`-level calls in the same session.
     let r = server
         .call("query", json!({ "sql": "UPDATE u SET id = id + 10 WHERE id = 1" }))
@@ -172,7 +127,7 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
     let id = s["approval_id"].as_str().unwrap().to_string();
     let fp = s["fingerprint"].as_str().unwrap().to_string();
 
-    let socket = socket_of(&server.runtime());
+    let socket = socket_of(&runtime(&server));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
     let dir_mode = std::fs::metadata(socket.parent().unwrap())
@@ -182,12 +137,12 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
         & 0o777;
     assert_eq!(dir_mode, 0o700, "runtime directory mode");
 
-    let list = server.approvals(&["list"]);
+    let list = approvals(&server, &["list"]);
     assert!(list.status.success(), "{}", err(&list));
     assert!(out(&list).contains(&id) && out(&list).contains(&fp), "{}", out(&list));
     assert!(out(&list).contains("critical risk"), "{}", out(&list));
 
-    let show = server.approvals(&["show", &fp]);
+    let show = approvals(&server, &["show", &fp]);
     assert!(show.status.success(), "{}", err(&show));
     let shown = out(&show);
     assert!(shown.contains("SQL:\n  DELETE FROM\n    t\n"), "{shown}");
@@ -198,11 +153,11 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
     assert!(shown.contains("clean up (the model's words, unverified)"), "{shown}");
 
     // A wrong or unknown id is a clear error, and nothing is decided.
-    let wrong = server.approvals(&["approve", "apr_0000nothere"]);
+    let wrong = approvals(&server, &["approve", "apr_0000nothere"]);
     assert!(!wrong.status.success());
     assert!(err(&wrong).contains("no approval `apr_0000nothere`"), "{}", err(&wrong));
 
-    let approve = server.approvals(&["approve", &id, "--reason", "tables are scratch"]);
+    let approve = approvals(&server, &["approve", &id, "--reason", "tables are scratch"]);
     assert!(approve.status.success(), "{}", err(&approve));
     assert!(
         out(&approve).contains("approved; runs at the next pgwarden_await"),
@@ -211,7 +166,7 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
     );
     assert_eq!(rows(&db, "t").await, 3, "approval alone runs nothing");
 
-    let again = server.approvals(&["approve", &id]);
+    let again = approvals(&server, &["approve", &id]);
     assert!(!again.status.success(), "first decision wins");
     assert!(err(&again).contains("already decided"), "{}", err(&again));
 
@@ -222,8 +177,7 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
     let r = server.call("pgwarden_await", json!({ "approval_id": id })).await;
     assert_ne!(r.structured_content.unwrap()["status"], "executed", "used once");
 
-    let decided: Vec<Value> = server
-        .audit()
+    let decided: Vec<Value> = audit(&server)
         .into_iter()
         .filter(|r| r["approval"]["approval_id"] == json!(id) && r["approval"]["answer"] == "approved")
         .collect();
@@ -235,16 +189,16 @@ async fn a_critical_delete_is_approved_from_another_terminal_and_runs_once() {
     let uid = unsafe { libc::geteuid() };
     let by = a["decided_by"].as_str().unwrap();
     assert!(by.starts_with(&format!("uid {uid} (pgwarden approvals, pid ")), "{by}");
-    server.client.cancel().await.unwrap();
+    server.close().await;
 }
 
 #[tokio::test]
 async fn deny_from_the_terminal_reaches_the_model_with_its_reason() {
     let db = TestDb::new(SETUP).await;
-    let server = Server::start(&db, POLICY).await;
+    let mut server = start(&db, POLICY).await;
     let s = pending(&server, "TRUNCATE u").await;
     let id = s["approval_id"].as_str().unwrap().to_string();
-    let deny = server.approvals(&["deny", &id, "--reason", "keep u"]);
+    let deny = approvals(&server, &["deny", &id, "--reason", "keep u"]);
     assert!(deny.status.success(), "{}", err(&deny));
     assert!(out(&deny).contains("denied: keep u"), "{}", out(&deny));
     let r = server.call("pgwarden_await", json!({ "approval_id": id })).await;
@@ -252,16 +206,15 @@ async fn deny_from_the_terminal_reaches_the_model_with_its_reason() {
     assert_eq!(s["status"], "denied", "{s}");
     assert!(text(&r).contains("keep u"), "{}", text(&r));
     assert_eq!(rows(&db, "u").await, 2);
-    let list = server.approvals(&["list"]);
+    let list = approvals(&server, &["list"]);
     assert!(out(&list).contains("no pending approvals"), "{}", out(&list));
     assert!(
-        server
-            .approvals(&["list", "--all"])
+        approvals(&server, &["list", "--all"])
             .stdout
             .windows(id.len())
             .any(|w| w == id.as_bytes())
     );
-    server.client.cancel().await.unwrap();
+    server.close().await;
 }
 
 /// Another OS user cannot list or decide: the runtime directory and the socket are the owner's
@@ -274,20 +227,20 @@ async fn another_user_cannot_list_or_approve() {
         return;
     }
     let db = TestDb::new(SETUP).await;
-    let server = Server::start(&db, POLICY).await;
+    let mut server = start(&db, POLICY).await;
     let s = pending(&server, "DELETE FROM t").await;
     let id = s["approval_id"].as_str().unwrap().to_string();
-    let socket = socket_of(&server.runtime());
+    let socket = socket_of(&runtime(&server));
     let as_nobody = |args: &[&str]| {
         std::process::Command::new("runuser")
             .args(["-u", "nobody", "--", BIN, "approvals"])
             .args(args)
-            .env("XDG_RUNTIME_DIR", server.runtime())
+            .env("XDG_RUNTIME_DIR", runtime(&server))
             .output()
             .unwrap()
     };
     // Let `nobody` reach the test's directories (the server's own runtime dir stays 0700).
-    for p in [server.dir.path().to_path_buf(), server.runtime()] {
+    for p in [server.dir().to_path_buf(), runtime(&server)] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).unwrap();
     }
     let o = as_nobody(&["list"]);
@@ -312,13 +265,13 @@ async fn another_user_cannot_list_or_approve() {
         );
         assert!(!out(&o).contains("DELETE"), "nothing shown: {}", out(&o));
     }
-    let show = out(&server.approvals(&["show", &id]));
+    let show = out(&approvals(&server, &["show", &id]));
     assert!(
         show.contains("waiting for a person's decision"),
         "still pending: {show}"
     );
     assert_eq!(rows(&db, "t").await, 3);
-    server.client.cancel().await.unwrap();
+    server.close().await;
 }
 
 /// Issue 17 item 2: with no local channel at all (no desktop, and the terminal channel turned
@@ -328,11 +281,10 @@ async fn another_user_cannot_list_or_approve() {
 #[tokio::test]
 async fn without_any_local_channel_the_refusal_says_what_is_true() {
     let db = TestDb::new(SETUP).await;
-    let policy = POLICY.replace(
-        "pending_ttl = \"60s\"",
-        "pending_ttl = \"60s\"\nchannels = [\"elicitation\", \"mcp_app\", \"console\"]",
-    );
-    let server = Server::start(&db, &policy).await;
+    let policy = edit_policy(POLICY)
+        .add(r#"approval.channels = ["elicitation", "mcp_app", "console"]"#)
+        .toml();
+    let mut server = start(&db, &policy).await;
     let r = server
         .call("query", json!({ "sql": "UPDATE u SET id = id + 10 WHERE id = 1" }))
         .await;
@@ -351,8 +303,8 @@ async fn without_any_local_channel_the_refusal_says_what_is_true() {
         assert!(t.contains(said), "missing {said:?} in: {t}");
     }
     assert_eq!(rows(&db, "t").await, 3);
-    let o = server.approvals(&["list"]);
+    let o = approvals(&server, &["list"]);
     assert!(!o.status.success(), "no socket when the channel is off");
     assert!(err(&o).contains("no pgwarden server is listening"), "{}", err(&o));
-    server.client.cancel().await.unwrap();
+    server.close().await;
 }

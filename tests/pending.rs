@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Answer, Era, Mcp, Reviewer, TestDb, session, session_in, text};
+use common::{
+    Answer, Console, Era, FakeBrowser, Mcp, Reviewer, TestDb, TestServer, edit_policy, eventually, http, session,
+    session_in, text,
+};
 use rmcp::{
     ClientHandler,
     model::{
@@ -90,193 +93,8 @@ impl ClientHandler for Host {
     }
 }
 
-/// A browser command in `dir` that does what a browser does with the `file://` page pgwarden
-/// gives it: reads the page and follows its redirect (an `http` URL it follows directly). It records the URL it lands on in `urls`, its
-/// argv in `argv` and its environment in `env`.
-fn browser_script(dir: &std::path::Path) -> std::path::PathBuf {
-    let script = dir.join("browser.sh");
-    let d = dir.display();
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{d}/argv'\nenv >> '{d}/env'\n\
-             case \"$1\" in file://*) sed -n 's/^location.replace(\"\\(.*\\)\");$/\\1/p' \"${{1#file://}}\" ;;\n\
-             *) printf '%s\\n' \"$1\" ;; esac >> '{d}/urls'\n"
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
-}
-
-/// What the "browser" pgwarden launches does: follow the sign-in page to the URL, and remember it.
-struct FakeBrowser {
-    dir: tempfile::TempDir,
-}
-
-impl FakeBrowser {
-    fn install<H: ClientHandler>(mcp: &Mcp<H>) -> FakeBrowser {
-        let dir = tempfile::Builder::new()
-            .prefix("pgw-browser-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let script = browser_script(dir.path());
-        mcp.console.use_browser(script.to_str().unwrap());
-        FakeBrowser { dir }
-    }
-
-    fn recorded(&self, what: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(what)).unwrap_or_default()
-    }
-
-    fn urls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("urls"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Waits for the launch and returns (port, secret) from `http://127.0.0.1:PORT/login#k=SECRET`.
-    async fn login_url(&self) -> (u16, String) {
-        for _ in 0..100 {
-            if let Some(url) = self.urls().last() {
-                let rest = url.strip_prefix("http://127.0.0.1:").expect("loopback URL");
-                let (port, rest) = rest.split_once('/').unwrap();
-                let secret = rest.strip_prefix("login#k=").expect("secret in the fragment");
-                return (port.parse().unwrap(), secret.to_string());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("pgwarden never opened the browser");
-    }
-}
-
-/// One HTTP/1.1 exchange with the console: (status, lowercased headers, body).
-async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if let Some(b) = body {
-        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body.unwrap_or_default());
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let mut lines = head.lines();
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let mut headers = BTreeMap::new();
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
-    Response {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-struct Response {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl Response {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// A signed-in console session, as the page holds it.
-struct Console {
-    port: u16,
-    cookie: String,
-    origin: String,
-}
-
-impl Console {
-    /// Signs in the way `login.js` does: POST the fragment's secret with the page's Origin.
-    async fn sign_in(port: u16, secret: &str) -> Console {
-        let origin = format!("http://127.0.0.1:{port}");
-        let page = http(port, "GET", "/login", &[], None).await;
-        assert_eq!(page.status, 200);
-        let r = http(
-            port,
-            "POST",
-            "/api/login",
-            &[("Origin", &origin), ("Content-Type", "application/json")],
-            Some(&json!({ "secret": secret }).to_string()),
-        )
-        .await;
-        assert_eq!(r.status, 204, "{}", r.body);
-        let set = r.headers.get("set-cookie").expect("a session cookie");
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
-        let cookie = set.split(';').next().unwrap().to_string();
-        Console { port, cookie, origin }
-    }
-
-    async fn pending(&self) -> Value {
-        let r = http(self.port, "GET", "/api/pending", &[("Cookie", &self.cookie)], None).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        r.json()
-    }
-
-    /// Decides the approval `id` with the hash the console shows for it.
-    async fn decide(&self, id: &str, decision: &str, max_rows: Option<u64>, reason: Option<&str>) -> Response {
-        let listed = self.pending().await;
-        let a = listed["approvals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["approval_id"] == id)
-            .cloned()
-            .expect("listed");
-        let csrf = listed["csrf"].as_str().unwrap().to_string();
-        let body = json!({
-            "approval_id": id,
-            "action_hash": a["action_hash"],
-            "decision": decision,
-            "max_rows_affected": max_rows,
-            "reason": reason,
-        });
-        http(
-            self.port,
-            "POST",
-            "/api/decide",
-            &[
-                ("Cookie", &self.cookie),
-                ("Origin", &self.origin),
-                ("Content-Type", "application/json"),
-                ("X-CSRF-Token", &csrf),
-            ],
-            Some(&body.to_string()),
-        )
-        .await
-    }
-}
-
 async fn counts(db: &TestDb) -> Vec<i32> {
-    db.client()
-        .await
-        .query("SELECT n FROM counters ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.column("SELECT n FROM counters ORDER BY id").await
 }
 
 /// A guarded call that must come back pending; returns its structured content.
@@ -305,6 +123,14 @@ async fn pending_call<H: ClientHandler>(mcp: &Mcp<H>, sql: &str) -> Value {
     s
 }
 
+/// [`pending_call`], for its approval id.
+async fn pending_id<H: ClientHandler>(mcp: &Mcp<H>, sql: &str) -> String {
+    pending_call(mcp, sql).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn await_call<H: ClientHandler>(mcp: &Mcp<H>, id: &str) -> (Value, bool) {
     let r = mcp.call("pgwarden_await", json!({ "approval_id": id })).await;
     (
@@ -328,7 +154,7 @@ async fn console_approval_runs_the_stored_call_once_and_every_step_is_audited() 
     assert_eq!(again["approval_id"], pending["approval_id"]);
 
     let (port, secret) = browser.login_url().await;
-    assert_eq!(mcp.console.addr().await.unwrap().ip().to_string(), "127.0.0.1");
+    assert_eq!(mcp.console().addr().await.unwrap().ip().to_string(), "127.0.0.1");
     let console = Console::sign_in(port, &secret).await;
     let listed = console.pending().await;
     let a = &listed["approvals"][0];
@@ -444,17 +270,13 @@ async fn console_approval_runs_the_stored_call_once_and_every_step_is_audited() 
 #[tokio::test]
 async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     let db = TestDb::new(SETUP).await;
-    let policy = POLICY.replace("pending_ttl = \"30s\"", "pending_ttl = \"3s\"");
+    let policy = edit_policy(POLICY).set(r#"approval.pending_ttl = "3s""#).toml();
     let mcp = session(&db, &policy, Host::default()).await;
     let browser = FakeBrowser::install(&mcp);
 
     // Deny, with a reason the model receives.
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let id = pending_id(&mcp, BUMP_ONE).await;
+    let console = Console::open(&browser).await;
     assert_eq!(
         console.decide(&id, "deny", None, Some("not on a Friday")).await.status,
         200
@@ -467,10 +289,7 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     assert_eq!(counts(&db).await, [0, 0, 0]);
 
     // Dry run: runs, reports, rolls back.
-    let id = pending_call(&mcp, BUMP_ALL).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ALL).await;
     assert_eq!(console.decide(&id, "dry_run", None, None).await.status, 200);
     let (out, _) = await_call(&mcp, &id).await;
     assert_eq!(out["status"], "executed");
@@ -479,10 +298,7 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     assert_eq!(counts(&db).await, [0, 0, 0]);
 
     // Row limit below what it touches: rolled back, reported as a failure.
-    let id = pending_call(&mcp, BUMP_ALL).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ALL).await;
     assert_eq!(console.decide(&id, "approve", Some(2), None).await.status, 200);
     let (out, is_error) = await_call(&mcp, &id).await;
     assert!(is_error, "{out}");
@@ -491,11 +307,14 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
     assert_eq!(counts(&db).await, [0, 0, 0]);
 
     // Nobody decides: it expires, and a late approval is refused.
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let id = pending_id(&mcp, BUMP_ONE).await;
+    eventually(Duration::from_secs(10), "the approval to expire", async || {
+        transitions(&mcp, &id)
+            .iter()
+            .any(|(state, _, _)| state == "expired")
+            .then_some(())
+    })
+    .await;
     let (out, _) = await_call(&mcp, &id).await;
     assert_eq!(out["status"], "expired", "{out}");
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 409);
@@ -509,28 +328,19 @@ async fn deny_dry_run_row_limit_and_expiry_through_the_console() {
 #[tokio::test]
 async fn approved_within_the_wait_the_call_itself_returns_the_result() {
     let db = TestDb::new(SETUP).await;
-    let mcp = Arc::new(
-        session(
-            &db,
-            &POLICY.replace("wait_budget = \"1s\"", "wait_budget = \"20s\""),
-            Host::default(),
-        )
-        .await,
-    );
+    let policy = edit_policy(POLICY).set(r#"approval.wait_budget = "20s""#).toml();
+    let mcp = Arc::new(session(&db, &policy, Host::default()).await);
     let browser = FakeBrowser::install(&mcp);
     let call = {
         let mcp = mcp.clone();
         tokio::spawn(async move { mcp.call("query", json!({ "sql": BUMP_ONE })).await })
     };
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
-    let id = loop {
+    let console = Console::open(&browser).await;
+    let id = eventually(Duration::from_secs(10), "the approval in the console", async || {
         let listed = console.pending().await;
-        if let Some(id) = listed["approvals"][0]["approval_id"].as_str() {
-            break id.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        listed["approvals"][0]["approval_id"].as_str().map(str::to_string)
+    })
+    .await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
     let r = call.await.unwrap();
     let s = r.structured_content.clone().unwrap();
@@ -541,26 +351,26 @@ async fn approved_within_the_wait_the_call_itself_returns_the_result() {
 
     // A call cancelled while it waits cancels its approval; the console cannot approve it later.
     let handle = mcp.start_call("query", json!({ "sql": BUMP_ALL })).await;
-    let id = loop {
-        let listed = console.pending().await;
-        let open = listed["approvals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["state"] == "pending")
-            .map(|a| a["approval_id"].as_str().unwrap().to_string());
-        if let Some(id) = open {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let id = eventually(
+        Duration::from_secs(10),
+        "the second approval in the console",
+        async || {
+            let listed = console.pending().await;
+            listed["approvals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["state"] == "pending")
+                .map(|a| a["approval_id"].as_str().unwrap().to_string())
+        },
+    )
+    .await;
     handle.cancel(None).await.unwrap();
-    for _ in 0..100 {
-        if mcp.pipeline.approvals().store.state(&id).await == Some(pgwarden::approval::pending::State::Cancelled) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(2), "the approval to be cancelled", async || {
+        let state = mcp.pipeline().approvals().store.state(&id).await;
+        (state == Some(pgwarden::approval::pending::State::Cancelled)).then_some(())
+    })
+    .await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 409);
     assert_eq!(counts(&db).await, [1, 0, 0]);
 }
@@ -570,10 +380,7 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
     let db = TestDb::new(SETUP).await;
     let mcp = session(&db, POLICY, Host::default()).await;
     let browser = FakeBrowser::install(&mcp);
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ONE).await;
     let (port, secret) = browser.login_url().await;
     let origin = format!("http://127.0.0.1:{port}");
     let json_ct = ("Content-Type", "application/json");
@@ -672,7 +479,7 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
     .await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert_eq!(
-        mcp.pipeline.approvals().store.state(&id).await,
+        mcp.pipeline().approvals().store.state(&id).await,
         Some(pgwarden::approval::pending::State::Pending)
     );
     // Headers: strict CSP, no framing, no caching, and never CORS.
@@ -695,10 +502,7 @@ async fn console_refuses_foreign_hosts_origins_missing_sessions_and_reused_secre
         );
     }
     // A console tab polled recently, so a new approval launches no second window.
-    let id2 = pending_call(&mcp, BUMP_ALL).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id2 = pending_id(&mcp, BUMP_ALL).await;
     assert_ne!(id2, id);
     assert_eq!(browser.urls().len(), 1, "no second window while a console tab is open");
 }
@@ -830,7 +634,7 @@ async fn no_model_visible_tool_can_change_an_approval() {
             .as_str()
             .unwrap()
             .to_string();
-        let hash = mcp.pipeline.approvals().store.list().await[0].hash.clone();
+        let hash = mcp.pipeline().approvals().store.list().await[0].hash.clone();
         let tools = mcp.client.list_all_tools().await.unwrap();
         let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
         let model_visible: Vec<_> = tools
@@ -884,7 +688,7 @@ async fn no_model_visible_tool_can_change_an_approval() {
                 .client
                 .call_tool(rmcp::model::CallToolRequestParams::new(t.name.to_string()).with_arguments(args))
                 .await;
-            let state = mcp.pipeline.approvals().store.state(&id).await;
+            let state = mcp.pipeline().approvals().store.state(&id).await;
             assert_eq!(
                 state,
                 Some(pgwarden::approval::pending::State::Pending),
@@ -901,64 +705,34 @@ async fn no_model_visible_tool_can_change_an_approval() {
 /// not in the browser's argv or environment, not in stderr, not in any tool result, not in the audit file.
 #[tokio::test]
 async fn the_sign_in_secret_never_leaves_the_browser_url() {
-    use rmcp::{ServiceExt, transport::TokioChildProcess};
     let db = TestDb::new(SETUP).await;
-    let dir = tempfile::Builder::new().prefix("pgw-bin-").tempdir_in("/tmp").unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let audit = dir.path().join("audit.jsonl");
-    let stderr = dir.path().join("stderr.log");
-    let script = browser_script(dir.path());
-    let urls = dir.path().join("urls");
-    let runtime = dir.path().join("run");
-    let c = &common::cluster().cluster;
-    let dsn = format!(
-        "host={} port={} user={} dbname={}",
-        c.socket_dir().display(),
-        c.port,
-        common::AGENT,
-        db.name
-    );
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgwarden"));
-    cmd.args(["serve", "--database-url", &dsn, "--policy"])
-        .arg(&policy)
-        .arg("--audit-log")
-        .arg(&audit)
-        .env("BROWSER", &script)
-        .env("XDG_RUNTIME_DIR", &runtime)
-        .env("RUST_LOG", "debug");
-    let (transport, _) = TokioChildProcess::builder(cmd)
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let client = ().serve(transport).await.unwrap();
-    let call = |tool: &str, args: Value| {
-        let params = rmcp::model::CallToolRequestParams::new(tool.to_string())
-            .with_arguments(args.as_object().cloned().unwrap());
-        let client = &client;
-        async move { client.call_tool(params).await.unwrap() }
-    };
+    let browser = FakeBrowser::new();
+    let mut server = TestServer::builder()
+        .database(&db)
+        .policy(POLICY)
+        .browser(&browser)
+        .env("PGWARDEN_LOG", "debug")
+        .start()
+        .await;
+    let runtime = server.dir().join("run");
+    let audit = server.audit_path();
     let mut seen = Vec::new();
-    let r = call("query", json!({ "sql": BUMP_ONE })).await;
+    let r = server.call("query", json!({ "sql": BUMP_ONE })).await;
     seen.push(serde_json::to_string(&r).unwrap());
     let id = r.structured_content.unwrap()["approval_id"]
         .as_str()
         .unwrap()
         .to_string();
-    let url = std::fs::read_to_string(&urls).unwrap();
-    let url = url.trim();
-    let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
-    let (port, rest) = rest.split_once('/').unwrap();
-    let secret = rest.strip_prefix("login#k=").unwrap().to_string();
+    let (port, secret) = browser.login_url().await;
     assert_eq!(secret.len(), 64, "256 bits");
-    let argv = std::fs::read_to_string(dir.path().join("argv")).unwrap();
+    let argv = browser.recorded("argv");
     assert!(
         argv.starts_with(&format!("file://{}/pgwarden/login-", runtime.display())),
         "{argv}"
     );
-    let console = Console::sign_in(port.parse().unwrap(), &secret).await;
+    let console = Console::sign_in(port, &secret).await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
-    let r = call("pgwarden_await", json!({ "approval_id": id })).await;
+    let r = server.call("pgwarden_await", json!({ "approval_id": id })).await;
     assert_eq!(r.structured_content.as_ref().unwrap()["status"], "executed");
     seen.push(serde_json::to_string(&r).unwrap());
     for tool in ["list_tables", "pgwarden_await"] {
@@ -967,13 +741,13 @@ async fn the_sign_in_secret_never_leaves_the_browser_url() {
         } else {
             json!({ "approval_id": id })
         };
-        seen.push(serde_json::to_string(&call(tool, args).await).unwrap());
+        seen.push(serde_json::to_string(&server.call(tool, args).await).unwrap());
     }
-    client.cancel().await.unwrap();
+    server.close().await;
+    let err = server.stderr();
     let cookie = console.cookie.split('=').nth(1).unwrap().to_string();
-    let err = std::fs::read_to_string(&stderr).unwrap();
     assert!(err.contains("opened the review console"), "{err}");
-    let browser_env = std::fs::read_to_string(dir.path().join("env")).unwrap();
+    let browser_env = browser.recorded("env");
     for (what, text) in [
         ("stderr", err),
         ("audit", std::fs::read_to_string(&audit).unwrap()),
@@ -1019,10 +793,7 @@ async fn the_sign_in_secret_is_in_no_argv_or_environment_only_in_a_private_page(
     let db = TestDb::new(SETUP).await;
     let mcp = session(&db, POLICY, Host::default()).await;
     let browser = FakeBrowser::install(&mcp);
-    let id = pending_call(&mcp, BUMP_ONE).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = pending_id(&mcp, BUMP_ONE).await;
     let (port, secret) = browser.login_url().await;
     let (argv, env) = (browser.recorded("argv"), browser.recorded("env"));
     assert!(!argv.contains(&secret), "the secret is in the browser's argv: {argv}");
@@ -1072,7 +843,7 @@ async fn the_sign_in_secret_is_in_no_argv_or_environment_only_in_a_private_page(
 async fn idle_connections_are_closed_after_the_header_timeout_and_a_real_request_still_gets_in() {
     let db = TestDb::new(SETUP).await;
     let mcp = session(&db, POLICY, Host::default()).await;
-    let port = mcp.console.addr().await.unwrap().port();
+    let port = mcp.console().addr().await.unwrap().port();
     // A body that never finishes is answered 408 after the body timeout (10 s).
     let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let head = format!(
@@ -1175,7 +946,7 @@ fn approve() -> ElicitResult {
 #[tokio::test]
 async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer_decides() {
     let db = TestDb::new(SETUP).await;
-    let reviewer = Reviewer::new(Answer::After(Duration::from_millis(4000), approve()));
+    let reviewer = Reviewer::new(Answer::OnCue(approve()));
     let mcp = session(&db, POLICY, reviewer.clone()).await;
     let _browser = FakeBrowser::install(&mcp);
     let started = std::time::Instant::now();
@@ -1209,6 +980,8 @@ async fn a_prompt_unanswered_within_the_budget_turns_pending_and_its_late_answer
     assert_eq!(went_pending.channel, "elicitation+console");
     assert!(went_pending.waited_ms >= 900, "{went_pending:?}");
 
+    // The person answers now, after the call stopped waiting.
+    reviewer.cue();
     let mut out = Value::Null;
     for _ in 0..6 {
         out = await_call(&mcp, &id).await.0;
@@ -1235,17 +1008,14 @@ async fn a_decision_in_the_console_closes_the_prompt_still_open() {
     let browser = FakeBrowser::install(&mcp);
     let pending = pending_call(&mcp, BUMP_ONE).await;
     let id = pending["approval_id"].as_str().unwrap().to_string();
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     assert_eq!(*reviewer.withdrawn.lock().unwrap(), 0, "the prompt is still open");
     let r = console.decide(&id, "deny", None, Some("not today")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    for _ in 0..100 {
-        if *reviewer.withdrawn.lock().unwrap() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(2), "the prompt to be withdrawn", async || {
+        (reviewer.withdrawals() > 0).then_some(())
+    })
+    .await;
     assert_eq!(
         *reviewer.withdrawn.lock().unwrap(),
         1,
@@ -1285,14 +1055,13 @@ async fn an_instant_decline_goes_on_to_the_console_in_both_eras() {
             .unwrap_or_else(|| panic!("{era:?}: the quick decline is recorded"));
         assert!(declined.contains("declined pgwarden's approval prompt"), "{declined}");
 
-        let (port, secret) = browser.login_url().await;
-        let console = Console::sign_in(port, &secret).await;
+        let console = Console::open(&browser).await;
         assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
         let (out, _) = await_call(&mcp, &id).await;
         assert_eq!(out["status"], "executed", "{era:?}: {out}");
         assert_eq!(counts(&db).await, [1, 0, 0], "{era:?}");
 
-        let strict = POLICY.replace("[approval]\n", "[approval]\ninstant_decline = \"0s\"\n");
+        let strict = edit_policy(POLICY).add(r#"approval.instant_decline = "0s""#).toml();
         let mcp = session_in(&db, &strict, reviewer.clone(), era).await;
         let e = mcp.err("query", json!({ "sql": BUMP_ONE })).await;
         assert!(
@@ -1341,7 +1110,10 @@ async fn the_console_opens_only_when_the_card_does_not_report_ready() {
     );
     tokio::time::sleep(within - Duration::from_millis(1500)).await;
     assert!(browser.urls().is_empty(), "the card still has time");
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    eventually(Duration::from_millis(2200), "the console to open", async || {
+        (!browser.urls().is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(browser.urls().len(), 1, "no card on screen: the console opened");
 }
 
@@ -1349,7 +1121,7 @@ async fn the_console_opens_only_when_the_card_does_not_report_ready() {
 #[tokio::test]
 async fn await_reports_progress_while_it_waits() {
     let db = TestDb::new(SETUP).await;
-    let policy = POLICY.replace("wait_budget = \"1s\"", "wait_budget = \"20s\"");
+    let policy = edit_policy(POLICY).set(r#"approval.wait_budget = "20s""#).toml();
     let host = Host::ui();
     let mcp = session(&db, &policy, host.clone()).await;
     let _browser = FakeBrowser::install(&mcp);
@@ -1360,20 +1132,21 @@ async fn await_reports_progress_while_it_waits() {
         .to_string();
     let review = &r.meta.as_ref().unwrap().0["dev.pgwarden/review"];
     let decide = json!({ "approval_id": id, "nonce": review["nonce"], "action_hash": review["action_hash"], "decision": "approve" });
-    let card = mcp.client.peer().clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(6500)).await;
-        let params = rmcp::model::CallToolRequestParams::new("pgwarden_review_decide")
-            .with_arguments(decide.as_object().cloned().unwrap());
-        card.call_tool(params).await.unwrap();
-    });
-    let (out, _) = await_call(&mcp, &id).await;
+    // The card decides once the await has reported that it is still waiting.
+    let card = async {
+        eventually(Duration::from_secs(10), "a progress notification", async || {
+            (!host.progress.lock().unwrap().is_empty()).then_some(())
+        })
+        .await;
+        mcp.ok("pgwarden_review_decide", decide).await;
+    };
+    let ((out, _), ()) = tokio::join!(await_call(&mcp, &id), card);
     assert_eq!(out["status"], "executed", "{out}");
     let seen = host.progress.lock().unwrap().clone();
     assert_eq!(
         seen.len(),
         1,
-        "one notification at 5 s, then the decision at 6.5 s: {seen:?}"
+        "one notification at 5 s, then the decision right after it: {seen:?}"
     );
     assert_eq!(seen[0].0, 1.0);
     assert!(seen[0].1.as_deref().unwrap().contains(&id), "{seen:?}");
@@ -1385,19 +1158,25 @@ async fn await_reports_progress_while_it_waits() {
 async fn a_late_dismissal_of_the_prompt_leaves_the_approval_pending() {
     let db = TestDb::new(SETUP).await;
     let dismiss = ElicitResult::new(ElicitationAction::Cancel);
-    let reviewer = Reviewer::new(Answer::After(Duration::from_millis(1800), dismiss));
+    let reviewer = Reviewer::new(Answer::OnCue(dismiss));
     let mcp = session(&db, POLICY, reviewer.clone()).await;
     let browser = FakeBrowser::install(&mcp);
     let pending = pending_call(&mcp, BUMP_ONE).await;
     let id = pending["approval_id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let store = &mcp.pipeline.approvals().store;
+    // The person closes the prompt after the call returned; the server has read it once it answers
+    // the next request.
+    reviewer.cue();
+    eventually(Duration::from_secs(2), "the dismissal", async || {
+        (reviewer.answered() == 1).then_some(())
+    })
+    .await;
+    mcp.round_trip().await;
+    let store = &mcp.pipeline().approvals().store;
     assert_eq!(
         store.state(&id).await,
         Some(pgwarden::approval::pending::State::Pending)
     );
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     assert_eq!(console.decide(&id, "approve", None, None).await.status, 200);
     let (out, _) = await_call(&mcp, &id).await;
     assert_eq!(out["status"], "executed", "{out}");
@@ -1411,7 +1190,9 @@ async fn with_masks_the_row_estimate_reaches_the_person_but_not_the_model() {
     let setup = "CREATE TABLE customers (id int PRIMARY KEY, email text);
                  INSERT INTO customers SELECT g, 'user' || g || '@corp.com' FROM generate_series(1, 500) g;
                  ANALYZE customers;";
-    let policy = format!("{POLICY}\n[columns.\"public.customers.email\"]\nmask = \"email\"\n");
+    let policy = edit_policy(POLICY)
+        .add(r#"columns."public.customers.email".mask = "email""#)
+        .toml();
     let db = TestDb::owned(setup, &policy).await;
     let mcp = session(&db, &policy, Host::default()).await;
     let browser = FakeBrowser::install(&mcp);
@@ -1425,8 +1206,7 @@ async fn with_masks_the_row_estimate_reaches_the_person_but_not_the_model() {
     assert_eq!(s["status"], "pending_approval", "{s}");
     assert_eq!(s["packet"]["estimated_rows"], Value::Null, "{s}");
     assert!(!text(&r).contains("Estimated rows"), "{}", text(&r));
-    let (port, secret) = browser.login_url().await;
-    let console = Console::sign_in(port, &secret).await;
+    let console = Console::open(&browser).await;
     let listed = console.pending().await;
     assert!(
         listed["approvals"][0]["packet"]["estimated_rows"].as_f64().is_some(),
@@ -1439,23 +1219,19 @@ async fn with_masks_the_row_estimate_reaches_the_person_but_not_the_model() {
 #[tokio::test]
 async fn expiry_is_recorded_when_it_happens_without_anyone_asking() {
     let db = TestDb::new(SETUP).await;
-    let policy = POLICY.replace("pending_ttl = \"30s\"", "pending_ttl = \"2s\"");
+    let policy = edit_policy(POLICY).set(r#"approval.pending_ttl = "2s""#).toml();
     let mcp = session(&db, &policy, Host::default()).await;
     let _browser = FakeBrowser::install(&mcp);
     let pending = pending_call(&mcp, BUMP_ONE).await;
     let id = pending["approval_id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "the expiry to be recorded", async || {
         let expired = mcp.audit_records().iter().any(|r| {
             r.approval
                 .as_ref()
                 .is_some_and(|a| a.approval_id.as_deref() == Some(id.as_str()) && a.answer == "expired")
         });
-        if expired {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the expiry was never recorded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        expired.then_some(())
+    })
+    .await;
     assert_eq!(counts(&db).await, [0, 0, 0]);
 }

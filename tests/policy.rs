@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mcp, TestDb, text};
+use common::{Mcp, TestDb, edit_policy, text};
 use serde_json::{Value, json};
 
 const SETUP: &str = r#"
@@ -404,4 +404,35 @@ async fn planner_statistics_of_masked_columns_are_hidden_by_postgres() {
     for s in SECRETS {
         assert!(!rows.contains(s), "pg_stats leaked `{s}` to the agent: {rows}");
     }
+}
+
+/// The tests' policy edits (`common::edit_policy`): a key to change that the base does not have
+/// fails the test, where a text replacement that misses would leave the policy as it was.
+#[test]
+#[should_panic(expected = "`approval.wait_budgte` is not in the policy")]
+fn a_test_that_sets_a_misspelled_policy_key_fails() {
+    edit_policy("[approval]\nwait_budget = \"1s\"\n").set(r#"approval.wait_budgte = "20s""#);
+}
+
+/// … and so does a key it adds that pgwarden does not know, or one the base already has.
+#[test]
+fn a_test_policy_edit_adds_only_keys_pgwarden_knows_and_never_over_the_base() {
+    let base = "[approval]\nwait_budget = \"1s\"\n\n[[rule]]\nid = \"reads-run\"\neffect = \"allow\"\ncategories = [\"read\"]\n";
+    let edited = edit_policy(base)
+        .set(r#"approval.wait_budget = "20s""#)
+        .add(r#"approval.min_channel.critical = "client""#)
+        .toml();
+    pgwarden::policy::Policy::parse("edited.toml", &edited).expect("the edit loads");
+    assert!(
+        edited.contains("wait_budget = \"20s\"") && !edited.contains("\"1s\""),
+        "{edited}"
+    );
+    assert!(
+        edited.contains("critical = \"client\"") && edited.contains("reads-run"),
+        "{edited}"
+    );
+    let unknown = std::panic::catch_unwind(|| edit_policy(base).add(r#"approval.wait_budgte = "20s""#).toml());
+    let already = std::panic::catch_unwind(|| edit_policy(base).add(r#"approval.wait_budget = "20s""#));
+    assert!(unknown.is_err(), "pgwarden's loader refuses a key it does not know");
+    assert!(already.is_err(), "`add` does not overwrite what the base says");
 }

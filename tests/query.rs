@@ -360,21 +360,15 @@ async fn a_cancelled_call_stops_its_query_in_postgres() {
     let running = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%marker_for_cancel_test%' AND state = 'active' AND pid <> pg_backend_pid()";
     let wait_for = |want: i64| {
         let admin = &admin;
-        async move {
-            for _ in 0..100 {
-                let n: i64 = admin.query_one(running, &[]).await.unwrap().get(0);
-                if n == want {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            false
-        }
+        common::poll(Duration::from_secs(5), async move || {
+            let n: i64 = admin.query_one(running, &[]).await.unwrap().get(0);
+            (n == want).then_some(())
+        })
     };
-    assert!(wait_for(1).await, "the query never started");
+    assert!(wait_for(1).await.is_some(), "the query never started");
     handle.cancel(Some("user pressed stop".into())).await.unwrap();
     assert!(
-        wait_for(0).await,
+        wait_for(0).await.is_some(),
         "the query kept running in Postgres after the call was cancelled"
     );
     // The server is still healthy.

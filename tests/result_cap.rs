@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Mcp, TestDb, limits};
+use common::{Mcp, TestDb, TestServer, limits};
 use pgwarden::config::Limits;
 use serde_json::json;
 
@@ -72,13 +72,16 @@ async fn rows_stop_at_the_cap_and_the_rows_before_it_come_back() {
 #[tokio::test]
 async fn returning_rows_stop_at_the_cap_while_the_change_runs_to_the_end() {
     let db = TestDb::new("CREATE TABLE blobs (v text);").await;
-    let policy =
-        pgwarden::policy::Policy::parse("allow.toml", "[[rule]]\nid = \"all\"\neffect = \"allow\"\n").expect("policy");
     let limits = Limits {
         max_result_bytes: 1536 << 10,
         ..limits()
     };
-    let mcp = Mcp::start_with_policy(db.database(2).await, limits, policy, None).await;
+    let mcp = TestServer::builder()
+        .database(&db)
+        .policy("[[rule]]\nid = \"all\"\neffect = \"allow\"\n")
+        .limits(limits)
+        .in_process()
+        .await;
     let out = mcp
         .ok(
             "query",

@@ -7,16 +7,10 @@
 
 mod common;
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::time::Duration;
 
-use common::TestDb;
-use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
-    process::{Child, ChildStdin, ChildStdout},
-};
-
-const BIN: &str = env!("CARGO_BIN_EXE_pgwarden");
+use common::{RawServer, TestDb, TestServer};
+use serde_json::json;
 
 const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
                      INSERT INTO orders VALUES (1, 'open'), (2, 'open');";
@@ -49,143 +43,35 @@ effect = "approve"
 categories = ["write"]
 "#;
 
-/// `pgwarden serve` as a client launches it, spoken to line by line.
-struct Server {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
-    audit: PathBuf,
-    dir: tempfile::TempDir,
+/// `pgwarden serve` on `db` with `policy`, initialized by a client that builds its own JSON-RPC;
+/// with `elicitation` it declares it can show prompts.
+async fn start(db: &TestDb, policy: &str, elicitation: bool) -> RawServer {
+    let mut server = TestServer::builder().database(db).policy(policy).start_raw().await;
+    let capabilities = if elicitation {
+        json!({ "elicitation": {} })
+    } else {
+        json!({})
+    };
+    server.initialize(capabilities).await;
+    server
 }
 
-impl Server {
-    /// Starts the server on `db` with `policy` and initializes a session; with `elicitation` the
-    /// client declares it can show prompts.
-    async fn start(db: &TestDb, policy: &str, elicitation: bool) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("pgw-guard-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        let c = &common::cluster().cluster;
-        let dsn = format!(
-            "host={} port={} user={} dbname={}",
-            c.socket_dir().display(),
-            c.port,
-            common::AGENT,
-            db.name
-        );
-        let audit = dir.path().join("audit.jsonl");
-        let mut child = tokio::process::Command::new(BIN)
-            .args(["serve", "--database-url", &dsn, "--policy"])
-            .arg(dir.path().join("policy.toml"))
-            .arg("--audit-log")
-            .arg(&audit)
-            .arg("--export-dir")
-            .arg(dir.path().join("exports"))
-            .env("XDG_RUNTIME_DIR", dir.path().join("run"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn pgwarden serve");
-        let mut server = Server {
-            stdin: child.stdin.take().unwrap(),
-            stdout: BufReader::new(child.stdout.take().unwrap()).lines(),
-            child,
-            audit,
-            dir,
-        };
-        let capabilities = if elicitation {
-            json!({ "elicitation": {} })
-        } else {
-            json!({})
-        };
-        server
-            .send(&json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
-                "protocolVersion":"2025-06-18","capabilities":capabilities,"clientInfo":{"name":"raw","version":"0"}}}))
-            .await;
-        let init = server.reply(1).await;
-        assert!(init["result"]["serverInfo"].is_object(), "{init}");
-        server
-            .send(&json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
-            .await;
-        server
-    }
+fn records(server: &RawServer) -> Vec<pgwarden::audit::Record> {
+    pgwarden::audit::verify::verify(server.audit_path()).expect("the audit chain verifies")
+}
 
-    async fn send(&mut self, message: &Value) {
-        self.send_raw(message.to_string().as_bytes()).await;
-    }
-
-    async fn send_raw(&mut self, line: &[u8]) {
-        self.stdin.write_all(line).await.unwrap();
-        self.stdin.write_all(b"\n").await.unwrap();
-        self.stdin.flush().await.unwrap();
-    }
-
-    /// The next message from the server that `wanted` accepts (notifications are skipped).
-    async fn next(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let read = async {
-            loop {
-                let line = self.stdout.next_line().await.unwrap().unwrap_or_else(|| {
-                    let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
-                    panic!("the server closed stdout:\n{log}")
-                });
-                let v: Value =
-                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON on stdout: {line} ({e})"));
-                // Shown when a test fails.
-                eprintln!("<- {}", line.chars().take(300).collect::<String>());
-                if wanted(&v) {
-                    return v;
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .expect("the server answered within 30 s")
-    }
-
-    /// The server's answer to our request `id`.
-    async fn reply(&mut self, id: i64) -> Value {
-        self.next(|v| v["id"] == json!(id) && v.get("method").is_none()).await
-    }
-
-    async fn call(&mut self, id: i64, tool: &str, arguments: Value) -> Value {
-        self.send(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":tool,"arguments":arguments}}))
-            .await;
-        self.reply(id).await
-    }
-
-    fn records(&self) -> Vec<pgwarden::audit::Record> {
-        pgwarden::audit::verify::verify(&self.audit).expect("the audit chain verifies")
-    }
-
-    /// Ends the session as a client does, by closing stdin; the server must exit cleanly.
-    async fn close(mut self) {
-        drop(self.stdin);
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("the server exits when stdin ends")
-            .unwrap();
-        assert!(status.success(), "{status}");
-    }
+/// Ends the session as a client does, by closing stdin; the server must exit cleanly.
+async fn close(server: RawServer) {
+    let (_, status, _) = server.finish().await;
+    assert!(status.success(), "{status}");
 }
 
 async fn statuses(db: &TestDb) -> Vec<String> {
-    db.client()
-        .await
-        .query("SELECT status FROM orders ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    db.column("SELECT status FROM orders ORDER BY id").await
 }
 
-fn refusals(server: &Server) -> Vec<pgwarden::audit::Record> {
-    server
-        .records()
+fn refusals(server: &RawServer) -> Vec<pgwarden::audit::Record> {
+    records(server)
         .into_iter()
         .filter(|r| r.outcome.as_ref().is_some_and(|o| o.status == "refused"))
         .collect()
@@ -194,7 +80,7 @@ fn refusals(server: &Server) -> Vec<pgwarden::audit::Record> {
 #[tokio::test]
 async fn a_request_over_16_mib_is_answered_with_an_error_audited_and_the_next_one_runs() {
     let db = TestDb::new(SETUP).await;
-    let mut server = Server::start(&db, ALLOW_WRITES, false).await;
+    let mut server = start(&db, ALLOW_WRITES, false).await;
     let sql = format!("SELECT '{}'", "x".repeat(17 << 20));
     let big = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query","arguments":{"sql":sql}}});
     let big = big.to_string().into_bytes();
@@ -222,13 +108,13 @@ async fn a_request_over_16_mib_is_answered_with_an_error_audited_and_the_next_on
     let next = server.call(3, "query", json!({"sql": "SELECT 1 + 1 AS two"})).await;
     assert_eq!(next["result"]["isError"], json!(false), "{next}");
     assert_eq!(next["result"]["structuredContent"]["rows"], json!([[2]]), "{next}");
-    server.close().await;
+    close(server).await;
 }
 
 #[tokio::test]
 async fn a_request_with_a_repeated_key_is_refused_and_nothing_runs() {
     let db = TestDb::new(SETUP).await;
-    let mut server = Server::start(&db, ALLOW_WRITES, false).await;
+    let mut server = start(&db, ALLOW_WRITES, false).await;
     // serde_json alone would read the second `sql`, which the policy lets run.
     let line = format!(
         r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"query","arguments":{{"sql":"SELECT status FROM orders","sql":"{UPDATE}"}}}}}}"#
@@ -244,22 +130,22 @@ async fn a_request_with_a_repeated_key_is_refused_and_nothing_runs() {
     assert_eq!(refused[0].tool.as_deref(), Some("query"));
     // No call reached the pipeline.
     assert!(
-        server.records().iter().all(|r| r.sql.is_none()),
+        records(&server).iter().all(|r| r.sql.is_none()),
         "{:?}",
-        server.records()
+        records(&server)
     );
 
     // The policy does let the update run: only the repeat stopped it.
     let next = server.call(3, "query", json!({ "sql": UPDATE })).await;
     assert_eq!(next["result"]["isError"], json!(false), "{next}");
     assert_eq!(statuses(&db).await, ["cancelled", "cancelled"]);
-    server.close().await;
+    close(server).await;
 }
 
 #[tokio::test]
 async fn an_approval_answer_with_decision_twice_does_not_approve() {
     let db = TestDb::new(SETUP).await;
-    let mut server = Server::start(&db, WRITES_NEED_APPROVAL, true).await;
+    let mut server = start(&db, WRITES_NEED_APPROVAL, true).await;
     server
         .send(
             &json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"query","arguments":{"sql":UPDATE}}}),
@@ -274,7 +160,7 @@ async fn an_approval_answer_with_decision_twice_does_not_approve() {
     let result = server.reply(2).await;
     assert_eq!(result["result"]["isError"], json!(true), "{result}");
     assert_eq!(statuses(&db).await, ["open", "open"]);
-    let records = server.records();
+    let records = records(&server);
     let call = records
         .iter()
         .find(|r| r.sql.as_deref().is_some_and(|s| s.starts_with("UPDATE")))
@@ -298,5 +184,5 @@ async fn an_approval_answer_with_decision_twice_does_not_approve() {
     let result = server.reply(3).await;
     assert_eq!(result["result"]["isError"], json!(false), "{result}");
     assert_eq!(statuses(&db).await, ["cancelled", "cancelled"]);
-    server.close().await;
+    close(server).await;
 }
