@@ -248,15 +248,47 @@ pub enum AuditError {
 
 /// The hash of a record: SHA-256 over its canonical JSON (sorted keys) without `hash` and `sig`.
 pub fn hash_of(value: &serde_json::Value) -> String {
+    let sealed = value
+        .as_object()
+        .is_some_and(|m| m.contains_key("hash") || m.contains_key("sig"));
+    if !sealed {
+        return digest_hex(value);
+    }
     let mut v = value.clone();
     if let Some(map) = v.as_object_mut() {
         map.remove("hash");
         map.remove("sig");
     }
-    Sha256::digest(v.to_string().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest_hex(&v)
+}
+
+/// SHA-256 of a value's compact JSON, in lower-case hex, written straight into the hasher.
+fn digest_hex(value: &serde_json::Value) -> String {
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Sha256::new());
+    // Writing a `Value` into memory cannot fail.
+    let _ = serde_json::to_writer(&mut hashing, value);
+    hex(&hashing.0.finalize())
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 /// Where the trail is kept besides the log itself.
@@ -294,6 +326,11 @@ struct Inner {
     /// The latest head this process wrote, saw, or found checkpointed: a file that ends before it
     /// was cut, emptied or replaced.
     known: Option<Head>,
+    /// The file's length when its last record was `known` (this process wrote it, or read and
+    /// accepted it): while the file still has that length, nobody else wrote to it, and the next
+    /// record follows `known` without reading the file back. Any other length — another process
+    /// appended, the file was cut, emptied or replaced — takes the full look at its tail.
+    end: Option<u64>,
     /// Rotation by size failed (a name taken): not retried until a SIGHUP.
     rotate_failed: bool,
 }
@@ -313,6 +350,8 @@ struct Plan {
     prev: String,
     /// Something besides a genesis record must be written (a repair, a cut, a continuation).
     notes: bool,
+    /// The file was not read: it still ends where this process last left it.
+    fast: bool,
 }
 
 impl Plan {
@@ -368,6 +407,7 @@ impl AuditLog {
             inner: Mutex::new(Inner {
                 file,
                 known,
+                end: None,
                 rotate_failed: false,
             }),
             signer,
@@ -397,10 +437,11 @@ impl AuditLog {
     /// `durable` fsyncs it before returning. Returns the record as written.
     pub fn append(&self, mut record: Record, durable: bool) -> Result<Record, AuditError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (lock, why) = self.lock_current(&mut inner)?;
-        let mut plan = self.plan(&mut inner, why)?;
+        let (lock, why, len) = self.lock_current(&mut inner)?;
+        let mut plan = self.plan(&mut inner, why, len)?;
         record = self.seal(record, plan.seq, &plan.prev);
         plan.lines.push_str(&line(&record));
+        inner.end = None;
         inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
         if durable || plan.notes {
             inner.file.sync_data().map_err(self.io())?;
@@ -409,8 +450,17 @@ impl AuditLog {
             seq: record.seq,
             hash: record.hash.clone().unwrap_or_default(),
         });
+        // Nothing was cut or repaired on the fast path: the file grew by exactly what was written.
+        inner.end = if plan.fast {
+            Some(len + plan.lines.len() as u64)
+        } else {
+            Some(inner.file.metadata().map_err(self.io())?.len())
+        };
         if let Some(limit) = self.rotate_bytes {
-            let len = inner.file.metadata().map_err(self.io())?.len();
+            let len = match inner.end {
+                Some(end) => end,
+                None => inner.file.metadata().map_err(self.io())?.len(),
+            };
             if len >= limit
                 && !inner.rotate_failed
                 && let Err(e) = self.rotate_locked(&mut inner)
@@ -450,12 +500,14 @@ impl AuditLog {
     /// Locks the current file and writes (durably) the records it needs before any other: a
     /// repair, a cut, a continuation. Returns the lock and where the chain stands.
     fn mend(&self, inner: &mut Inner) -> Result<(FileLock, Plan), AuditError> {
-        let (lock, why) = self.lock_current(inner)?;
-        let plan = self.plan(inner, why)?;
+        let (lock, why, len) = self.lock_current(inner)?;
+        let plan = self.plan(inner, why, len)?;
         if plan.notes {
+            inner.end = None;
             inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
             inner.file.sync_data().map_err(self.io())?;
             inner.known = Some(plan.head());
+            inner.end = Some(inner.file.metadata().map_err(self.io())?.len());
         }
         Ok((lock, plan))
     }
@@ -474,7 +526,11 @@ impl AuditLog {
         }
         inner.file.sync_data().map_err(self.io())?;
         let head = plan.head();
-        inner.known = Some(head.clone());
+        if inner.known.as_ref() != Some(&head) {
+            // The head is the file's last record, as read and accepted by `plan`.
+            inner.end = Some(inner.file.metadata().map_err(self.io())?.len());
+            inner.known = Some(head.clone());
+        }
         let cp_io = |source| AuditError::Io {
             path: signer.path.display().to_string(),
             source,
@@ -559,6 +615,7 @@ impl AuditLog {
             seq: continued.seq,
             hash: continued.hash.clone().unwrap_or_default(),
         });
+        inner.end = None;
         inner.file = file;
         tracing::info!(
             "rotated the audit trail: records up to seq {} are in `{}`",
@@ -570,7 +627,8 @@ impl AuditLog {
 
     /// Locks the file at the log's path. When the path no longer names the open file (removed,
     /// moved, rotated by another process), opens what is there now (creating it) and says why.
-    fn lock_current(&self, inner: &mut Inner) -> Result<(FileLock, Option<&'static str>), AuditError> {
+    /// Also returns the file's length, as locked.
+    fn lock_current(&self, inner: &mut Inner) -> Result<(FileLock, Option<&'static str>, u64), AuditError> {
         use std::os::unix::fs::MetadataExt;
         let mut why = None;
         // Bounded: each round waits for the other writer to finish a record; only a path replaced
@@ -579,7 +637,7 @@ impl AuditLog {
             let lock = FileLock::exclusive(&inner.file).map_err(self.io())?;
             let open = inner.file.metadata().map_err(self.io())?;
             match std::fs::metadata(&self.path) {
-                Ok(m) if m.dev() == open.dev() && m.ino() == open.ino() => return Ok((lock, why)),
+                Ok(m) if m.dev() == open.dev() && m.ino() == open.ino() => return Ok((lock, why, open.len())),
                 Ok(_) => {
                     why.get_or_insert("the audit file was moved or replaced while in use");
                 }
@@ -594,6 +652,7 @@ impl AuditLog {
                 self.path.display()
             );
             inner.file = open_file(&self.path)?;
+            inner.end = None;
         }
         Err(self.io()(std::io::Error::other(
             "the file at this path keeps being replaced; nothing was recorded",
@@ -603,7 +662,18 @@ impl AuditLog {
     /// What must be written before the next record: a genesis for a new chain; a continuation when
     /// the file is empty but the chain had a head (removed, moved, emptied); a `cut` record when the
     /// file ends before the head this process knows; a repair for a torn tail.
-    fn plan(&self, inner: &mut Inner, why: Option<&str>) -> Result<Plan, AuditError> {
+    fn plan(&self, inner: &mut Inner, why: Option<&str>, len: u64) -> Result<Plan, AuditError> {
+        if let (Some(end), Some(known), None) = (inner.end, &inner.known, why)
+            && end == len
+        {
+            return Ok(Plan {
+                lines: String::new(),
+                seq: next_seq(known.seq, &self.path)?,
+                prev: known.hash.clone(),
+                notes: false,
+                fast: true,
+            });
+        }
         let repaired = self.cut_torn_tail(&mut inner.file)?;
         let tail = self.tail(&mut inner.file)?;
         let mut lines = String::new();
@@ -706,6 +776,7 @@ impl AuditLog {
             seq,
             prev,
             notes,
+            fast: false,
         })
     }
 

@@ -696,3 +696,42 @@ fn mkfifo(path: &Path) {
     use rustix::fs::{CWD, FileType, Mode, mknodat};
     mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
 }
+
+/// The next record follows the head kept in memory while the file still ends where this process
+/// left it. A record replaced by one of exactly the same length in between is not seen by the
+/// writer (it does not read the file back), but the chain no longer leads through it: `verify`
+/// names the break. Another writer's record (the file grew) is read, and the chain goes on after it.
+#[test]
+fn the_head_in_memory_is_used_only_while_the_file_ends_where_it_was_left() {
+    let t = Trail::new();
+    let log = t.open();
+    call(&log, "SELECT 1");
+    call(&log, "SELECT 2");
+    // Same length, other content: the last record's SQL with one digit changed, re-hashed.
+    let mut values = read_values(&t.log);
+    let last = values.len() - 1;
+    values[last]["sql"] = serde_json::json!("SELECT 3");
+    rehash(&mut values[last..]);
+    let before = std::fs::metadata(&t.log).unwrap().len();
+    write_values(&t.log, &values);
+    assert_eq!(std::fs::metadata(&t.log).unwrap().len(), before, "the same length");
+    call(&log, "SELECT 4");
+    log.flush().unwrap();
+    assert!(
+        !problems(&t.verify()).is_empty(),
+        "the replaced record breaks the chain"
+    );
+
+    // A second writer on the same file: the first reads its record back and chains after it.
+    let t = Trail::new();
+    let (a, b) = (t.open(), t.open());
+    call(&a, "SELECT 'a'");
+    call(&b, "SELECT 'b'");
+    call(&a, "SELECT 'a again'");
+    a.flush().unwrap();
+    let records = super::verify::verify(&t.log).unwrap();
+    let sql: Vec<_> = records.iter().filter_map(|r| r.sql.as_deref()).collect();
+    assert_eq!(sql, ["SELECT 'a'", "SELECT 'b'", "SELECT 'a again'"]);
+    assert!(records.iter().all(|r| r.event != Some(Event::Cut)), "{records:?}");
+    assert_eq!(problems(&t.verify()), "");
+}

@@ -233,7 +233,7 @@ impl Pipeline {
         decision: Decision,
         approvable: bool,
     ) -> Result<Decision, ToolError> {
-        tracing::info!(
+        tracing::debug!(
             tool = action.tool.name(),
             effect = decision.effect.as_str(),
             rule = decision.rule.as_deref().unwrap_or("-"),

@@ -154,7 +154,7 @@ impl Pipeline {
         };
         let result = self.db.read(&plan.sql, limits, ct).await?;
         let elapsed_ms = plan.started.elapsed().as_millis() as u64;
-        tracing::info!(
+        tracing::debug!(
             tool = "query",
             rows = result.rows.len(),
             truncated = result.truncated,
