@@ -284,6 +284,21 @@ async fn a_crash_between_decision_and_action_leaves_a_decision_without_outcome()
         trail.contains("\"event\":\"decision\"").then_some(())
     })
     .await;
+    // The change runs only once its decision is durable and checkpointed: wait until it is in
+    // Postgres, blocked on the held row, so the crash falls between decision and action.
+    let watcher = db.admin().await;
+    eventually(Duration::from_secs(10), "the UPDATE waiting on the row", async || {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE orders%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (waiting > 0).then_some(())
+    })
+    .await;
     // SAFETY: sending SIGKILL to our own child.
     unsafe { libc::kill(server.pid() as i32, libc::SIGKILL) };
     let _ = call.await_response().await;

@@ -433,6 +433,59 @@ impl AuditLog {
         }
     }
 
+    /// Appends `record` without waiting on anything, when that is possible: no other thread or
+    /// process is writing (neither lock is held), the file still ends where this process left it
+    /// (nothing to read back), and no rotation is due. Then the only I/O is one `write` to the page
+    /// cache, no fsync. `Err(record)` when it would have to wait or read: the caller appends it with
+    /// [`AuditLog::append`] on a thread that may block.
+    #[allow(clippy::result_large_err)] // the record goes back to the caller, unboxed, to write it
+    pub fn try_append_now(&self, record: Record) -> Result<Result<Record, AuditError>, Record> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(mut inner) = self.inner.try_lock() else {
+            return Err(record);
+        };
+        let (Some(end), Some(known)) = (inner.end, inner.known.clone()) else {
+            return Err(record);
+        };
+        // The lock is taken on the open file itself (no duplicate): nothing replaces it here.
+        match inner.file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(record),
+            Err(std::fs::TryLockError::Error(e)) => return Ok(Err(self.io()(e))),
+        }
+        // Still the file at the path, still ending where this process left it, no rotation due.
+        // Anything else (the path gone or another file, an error) is for `append` to sort out.
+        let unchanged = (|| -> Result<bool, AuditError> {
+            let open = inner.file.metadata().map_err(self.io())?;
+            let Ok(here) = std::fs::metadata(&self.path) else {
+                return Ok(false);
+            };
+            let rotate = self.rotate_bytes.is_some_and(|limit| end >= limit) && !inner.rotate_failed;
+            Ok(open.len() == end && here.dev() == open.dev() && here.ino() == open.ino() && !rotate)
+        })();
+        let written = match unchanged {
+            Ok(true) => (|| {
+                let record = self.seal(record, next_seq(known.seq, &self.path)?, &known.hash);
+                let text = line(&record);
+                inner.end = None;
+                inner.file.write_all(text.as_bytes()).map_err(self.io())?;
+                inner.known = Some(Head {
+                    seq: record.seq,
+                    hash: record.hash.clone().unwrap_or_default(),
+                });
+                inner.end = Some(end + text.len() as u64);
+                Ok(record)
+            })(),
+            Ok(false) => {
+                let _ = inner.file.unlock();
+                return Err(record);
+            }
+            Err(e) => Err(e),
+        };
+        let _ = inner.file.unlock();
+        Ok(written)
+    }
+
     /// Appends `record` (its `seq`, `prev`, `time` and `hash` are filled in) as one line, and with
     /// `durable` fsyncs it before returning. Returns the record as written.
     pub fn append(&self, mut record: Record, durable: bool) -> Result<Record, AuditError> {

@@ -25,8 +25,9 @@ pub trait AuditSink: Send + Sync {
     async fn append(&self, record: Record, durability: Durability) -> Result<Record, AuditError>;
 }
 
-/// The audit file. Its writes and fsyncs are blocking I/O, so they run on tokio's blocking pool,
-/// never on the async workers that serve other calls meanwhile.
+/// The audit file. Anything that may wait — an fsync, a lock another writer holds, reading the
+/// file back — runs on tokio's blocking pool, never on the async workers that serve other calls
+/// meanwhile; a record that needs none of that is written at once (`AuditLog::try_append_now`).
 pub struct FileSink(Arc<AuditLog>);
 
 impl FileSink {
@@ -38,8 +39,19 @@ impl FileSink {
 #[async_trait]
 impl AuditSink for FileSink {
     async fn append(&self, record: Record, durability: Durability) -> Result<Record, AuditError> {
-        let log = self.0.clone();
         let durable = durability == Durability::Synced;
+        // A record that needs no fsync is one `write` to the page cache when nothing else is
+        // writing: done here, with no hand-off to another thread. Anything that could wait (a lock
+        // held, a file to read back, an fsync) goes to the blocking pool.
+        let record = if durable {
+            record
+        } else {
+            match self.0.try_append_now(record) {
+                Ok(done) => return done,
+                Err(record) => record,
+            }
+        };
+        let log = self.0.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle
                 .spawn_blocking(move || log.append(record, durable))

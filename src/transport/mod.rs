@@ -7,6 +7,7 @@
 //!            └──────── its own error answers ──────────────┴─► write_lines ─► stdout
 //! ```
 
+mod pipe;
 mod scan;
 mod unique;
 
@@ -40,7 +41,7 @@ pub type Pipes = (DuplexStream, DuplexStream);
 /// The guarded transport over this process's stdin and stdout. `audit` records what is refused.
 /// The handle ends once every line for stdout is written (await it, bounded, before exiting).
 pub fn stdio(audit: Arc<AuditLog>) -> (Pipes, tokio::task::JoinHandle<()>) {
-    guarded(tokio::io::stdin(), tokio::io::stdout(), audit)
+    guarded(pipe::stdin(), pipe::stdout(), audit)
 }
 
 /// [`guard`], with the handle of the task that writes to `output`.

@@ -1,0 +1,90 @@
+//! stdin and stdout as the event loop's own file descriptors. tokio's `Stdin`/`Stdout` hand every
+//! read and write to a blocking thread (a thread wake-up each way, per message); when they are
+//! pipes — as MCP clients start their servers — they are switched to non-blocking and read and
+//! written by the runtime's poller itself (`tokio::net::unix::pipe`), with no hand-off. Anything
+//! else (a terminal, a file, a socket) keeps tokio's blocking-thread streams: non-blocking mode on a
+//! terminal would be seen by the shell that owns it. The original file status flags are restored
+//! when the stream is dropped.
+
+use std::{
+    io,
+    os::fd::{AsFd, OwnedFd},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use rustix::fs::{FileType, OFlags};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::unix::pipe,
+};
+
+/// A pipe end in non-blocking mode, put back as it was on drop.
+struct Restored<T: AsFd> {
+    inner: T,
+    flags: OFlags,
+}
+
+impl<T: AsFd> Drop for Restored<T> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::fcntl_setfl(&self.inner, self.flags);
+    }
+}
+
+/// A duplicate of `fd` and its flags, when it is a pipe.
+fn pipe_of(fd: impl AsFd) -> Option<(OwnedFd, OFlags)> {
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).ok()?.st_mode);
+    if kind != FileType::Fifo {
+        return None;
+    }
+    let flags = rustix::fs::fcntl_getfl(&fd).ok()?;
+    Some((fd.as_fd().try_clone_to_owned().ok()?, flags))
+}
+
+impl AsyncRead for Restored<pipe::Receiver> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Restored<pipe::Sender> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// This process's stdin, polled when it is a pipe.
+pub(super) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+    let polled = pipe_of(io::stdin()).and_then(|(fd, flags)| {
+        let inner = pipe::Receiver::from_owned_fd(fd)
+            .inspect_err(|e| tracing::debug!("stdin cannot be polled ({e}); reading it on a blocking thread"))
+            .ok()?;
+        Some(Restored { inner, flags })
+    });
+    match polled {
+        Some(pipe) => Box::new(pipe),
+        None => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// This process's stdout, polled when it is a pipe.
+pub(super) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
+    let polled = pipe_of(io::stdout()).and_then(|(fd, flags)| {
+        let inner = pipe::Sender::from_owned_fd(fd)
+            .inspect_err(|e| tracing::debug!("stdout cannot be polled ({e}); writing it on a blocking thread"))
+            .ok()?;
+        Some(Restored { inner, flags })
+    });
+    match polled {
+        Some(pipe) => Box::new(pipe),
+        None => Box::new(tokio::io::stdout()),
+    }
+}
