@@ -331,6 +331,9 @@ struct Inner {
     /// record follows `known` without reading the file back. Any other length — another process
     /// appended, the file was cut, emptied or replaced — takes the full look at its tail.
     end: Option<u64>,
+    /// Everything up to `end` is on stable storage (the last write was fsynced): a checkpoint right
+    /// after a durable append needs no second fsync of the log.
+    synced: bool,
     /// Rotation by size failed (a name taken): not retried until a SIGHUP.
     rotate_failed: bool,
 }
@@ -408,6 +411,7 @@ impl AuditLog {
                 file,
                 known,
                 end: None,
+                synced: false,
                 rotate_failed: false,
             }),
             signer,
@@ -468,6 +472,7 @@ impl AuditLog {
                 let record = self.seal(record, next_seq(known.seq, &self.path)?, &known.hash);
                 let text = line(&record);
                 inner.end = None;
+                inner.synced = false;
                 inner.file.write_all(text.as_bytes()).map_err(self.io())?;
                 inner.known = Some(Head {
                     seq: record.seq,
@@ -495,9 +500,11 @@ impl AuditLog {
         record = self.seal(record, plan.seq, &plan.prev);
         plan.lines.push_str(&line(&record));
         inner.end = None;
+        inner.synced = false;
         inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
         if durable || plan.notes {
             inner.file.sync_data().map_err(self.io())?;
+            inner.synced = true;
         }
         inner.known = Some(Head {
             seq: record.seq,
@@ -577,7 +584,12 @@ impl AuditLog {
             // Only a genesis would be written: a new file has nothing to sign yet.
             return Ok(None);
         }
-        inner.file.sync_data().map_err(self.io())?;
+        // The log is durable before its head is signed; after a durable append (a decision) it
+        // already is, so its checkpoint costs one fsync (of the checkpoint file), not two.
+        if !(plan.fast && inner.synced) {
+            inner.file.sync_data().map_err(self.io())?;
+            inner.synced = true;
+        }
         let head = plan.head();
         if inner.known.as_ref() != Some(&head) {
             // The head is the file's last record, as read and accepted by `plan`.
@@ -669,6 +681,7 @@ impl AuditLog {
             hash: continued.hash.clone().unwrap_or_default(),
         });
         inner.end = None;
+        inner.synced = false;
         inner.file = file;
         tracing::info!(
             "rotated the audit trail: records up to seq {} are in `{}`",
@@ -706,6 +719,7 @@ impl AuditLog {
             );
             inner.file = open_file(&self.path)?;
             inner.end = None;
+            inner.synced = false;
         }
         Err(self.io()(std::io::Error::other(
             "the file at this path keeps being replaced; nothing was recorded",
