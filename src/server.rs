@@ -201,9 +201,11 @@ fn success<T: Serialize>(value: &T, text: String) -> Result<CallToolResult, McpE
     Ok(structured(json, text))
 }
 
+/// Structured content with our own text rendering. (Not `CallToolResult::structured`, which
+/// renders the whole value to a string first only for it to be replaced.)
 fn structured(json: serde_json::Value, text: String) -> CallToolResult {
-    let mut result = CallToolResult::structured(json);
-    result.content = vec![ContentBlock::text(text)];
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(json);
     result
 }
 
@@ -228,9 +230,10 @@ pub fn card_host(ctx: &RequestContext<RoleServer>) -> bool {
 fn pending_result(info: &PendingInfo, card: bool) -> CallToolResult {
     let pending = PendingApproval::new(info);
     let text = pending.message.clone();
-    let mut result =
-        CallToolResult::structured(serde_json::to_value(&pending).unwrap_or_else(|_| serde_json::json!({})));
-    result.content = vec![ContentBlock::text(text)];
+    let mut result = structured(
+        serde_json::to_value(&pending).unwrap_or_else(|_| serde_json::json!({})),
+        text,
+    );
     if card && info.surfaces.contains(&Surface::McpApp) {
         let mut meta = JsonObject::new();
         meta.insert(
