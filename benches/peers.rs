@@ -178,7 +178,7 @@ fn print_report(plan: &Plan, db: &common::TestDb, url: &str, runs: [(&str, Resul
     );
     let row = |name: &str, run: &Result<Report, String>, vs_ref: String, vs_raw: String| {
         let Ok(r) = run else {
-            println!("{name:<30} not measured: see below");
+            println!("{name:<30} skipped: see below");
             return;
         };
         println!(
@@ -205,7 +205,7 @@ fn print_report(plan: &Plan, db: &common::TestDb, url: &str, runs: [(&str, Resul
     println!();
     for (name, run) in &runs {
         match run {
-            Err(e) => println!("{name}: not measured ({e})"),
+            Err(e) => println!("{name}: skipped ({e})"),
             Ok(r) => {
                 if let Ok(s) = &r.syscalls {
                     let top: Vec<String> = s.top.iter().map(|(n, c)| format!("{n} {c:.1}")).collect();

@@ -25,7 +25,7 @@ pub fn install_reference() -> Result<PathBuf, String> {
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
-        Err(e) => return Err(format!("`node` is not available ({e}); install Node.js 18 or later")),
+        Err(e) => return Err(format!("`node` is not available: {e}; install Node.js 18 or later")),
     }
     let target = Path::new(common::BIN).parent().and_then(Path::parent);
     let dir = target
@@ -44,17 +44,29 @@ pub fn install_reference() -> Result<PathBuf, String> {
             .arg(&dir)
             .arg(&spec)
             .output()
-            .map_err(|e| format!("`npm` is not available ({e})"))?;
+            .map_err(|e| format!("`npm` is not available: {e}"))?;
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = stderr.trim().lines().rev().take(3).collect();
-            return Err(format!("`npm install {spec}` failed: {}", tail.join(" / ")));
+            return Err(format!("`npm install {spec}` failed: {}", npm_error(&out.stderr)));
         }
     }
     let entry = package.join("dist").join("index.js");
     match entry.exists() {
         true => Ok(entry),
         false => Err(format!("{} is missing after `npm install`", entry.display())),
+    }
+}
+
+/// The gist of npm's error output: its error code and the first line that says what failed.
+fn npm_error(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let lines = stderr.lines().map(|l| l.trim_start_matches("npm error").trim());
+    let code = lines.clone().find(|l| l.starts_with("code "));
+    let what = lines
+        .clone()
+        .find(|l| !l.is_empty() && !["code ", "syscall ", "errno ", "at "].iter().any(|p| l.starts_with(p)));
+    match (code, what) {
+        (None, None) => stderr.trim().to_string(),
+        (code, what) => [code, what].into_iter().flatten().collect::<Vec<_>>().join("; "),
     }
 }
 
