@@ -328,7 +328,7 @@ fn parse_strace(out: &str, reads: usize) -> Result<Syscalls, String> {
         }
     }
     counts.sort_by(|a, b| b.1.total_cmp(&a.1));
-    counts.truncate(5);
+    counts.truncate(8);
     let per_read = total.ok_or_else(|| format!("no total in strace's summary: {out:?}"))?;
     Ok(Syscalls { per_read, top: counts })
 }
