@@ -35,7 +35,7 @@ pub struct Report {
 
 pub struct Syscalls {
     pub per_read: f64,
-    /// The most frequent, per read.
+    /// The most frequent (at least one in 20 reads), per read.
     pub top: Vec<(String, f64)>,
 }
 
@@ -328,6 +328,7 @@ fn parse_strace(out: &str, reads: usize) -> Result<Syscalls, String> {
         }
     }
     counts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    counts.retain(|(_, per_read)| *per_read >= 0.05);
     counts.truncate(8);
     let per_read = total.ok_or_else(|| format!("no total in strace's summary: {out:?}"))?;
     Ok(Syscalls { per_read, top: counts })
