@@ -249,10 +249,11 @@ fn pending_result(info: &PendingInfo, card: bool) -> CallToolResult {
 fn respond(outcome: Result<Outcome<ToolOutput>, ToolError>, card: bool) -> Result<CallToolResponse, McpError> {
     match outcome {
         Ok(Outcome::Done(out)) => {
+            let text = out.to_text();
             let json = out
-                .to_value()
+                .into_value()
                 .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-            Ok(structured(json, out.to_text()).into())
+            Ok(structured(json, text).into())
         }
         Ok(Outcome::InputRequired(r)) => Ok(r.into()),
         Ok(Outcome::Pending(info)) => Ok(pending_result(&info, card).into()),
@@ -682,10 +683,11 @@ impl PgWarden {
             .await?
         {
             Outcome::Done(out) => {
+                let text = out.to_text();
                 let value = out
-                    .to_value()
+                    .into_value()
                     .map_err(|e| ToolError::Refused(format!("the result could not be shown ({e})")))?;
-                Ok((value, out.to_text()))
+                Ok((value, text))
             }
             _ => Err(ToolError::Refused(
                 "the approved call asked for another approval".into(),

@@ -74,10 +74,15 @@ pub enum ToolOutput {
 }
 
 impl ToolOutput {
-    /// The structured content.
-    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+    /// The structured content, the result's rows moved into it rather than copied.
+    pub fn into_value(self) -> Result<serde_json::Value, serde_json::Error> {
         match self {
-            ToolOutput::Query(o) => serde_json::to_value(o),
+            ToolOutput::Query(mut o) => {
+                let rows = std::mem::take(&mut o.rows);
+                let mut value = serde_json::to_value(&o)?;
+                value["rows"] = serde_json::Value::Array(rows.into_iter().map(serde_json::Value::Array).collect());
+                Ok(value)
+            }
             ToolOutput::Export(o) => serde_json::to_value(o),
             ToolOutput::Grant(o) => serde_json::to_value(o),
             ToolOutput::ListTables(o) => serde_json::to_value(o),
