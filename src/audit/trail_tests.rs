@@ -735,3 +735,138 @@ fn the_head_in_memory_is_used_only_while_the_file_ends_where_it_was_left() {
     assert!(records.iter().all(|r| r.event != Some(Event::Cut)), "{records:?}");
     assert_eq!(problems(&t.verify()), "");
 }
+
+/// Appends the way the server's sink does for a record that needs no fsync: the fast path when it
+/// can, else the full append. Says whether the fast path took it.
+fn sink_call(log: &AuditLog, sql: &str) -> bool {
+    let record = Record {
+        event: Some(Event::Call),
+        tool: Some("query".into()),
+        sql: Some(sql.into()),
+        ..Record::default()
+    };
+    match log.try_append_now(record) {
+        Ok(done) => {
+            done.unwrap();
+            true
+        }
+        Err(record) => {
+            log.append(record, false).unwrap();
+            false
+        }
+    }
+}
+
+/// Red team, the in-memory head: an attacker cuts the last records and appends forged ones of
+/// exactly the same total length (re-chained, so the file alone looks whole), or swaps in a
+/// same-length copy under the path. The writer's fast path does not read the file back, but it
+/// never chains onto, or checkpoints, the forged records: `verify` names the break, and a file
+/// that is not the open one is never taken on the fast path.
+#[test]
+fn same_length_forgeries_under_the_fast_path_still_fail_verify() {
+    let t = Trail::new();
+    let log = t.open();
+    for i in 0..3 {
+        sink_call(&log, &format!("SELECT {i}"));
+    }
+    // A decision (durable, checkpointed), then two more records on the fast path.
+    log.append(
+        Record {
+            event: Some(Event::Decision),
+            tool: Some("query".into()),
+            sql: Some("DELETE FROM users".into()),
+            ..Record::default()
+        },
+        true,
+    )
+    .unwrap();
+    assert!(sink_call(&log, "SELECT 8"), "the fast path after a durable append");
+    assert!(sink_call(&log, "SELECT 9"));
+    // Truncate the decision and what followed, append forged records of the same total length.
+    let mut values = read_values(&t.log);
+    let n = values.len();
+    for v in &mut values[n - 3..] {
+        if v["sql"] == "DELETE FROM users" {
+            v["sql"] = "SELECT 'harmless'".into();
+            v["event"] = "call".into();
+        }
+    }
+    rehash(&mut values);
+    let before = std::fs::metadata(&t.log).unwrap().len();
+    let text: String = values
+        .iter()
+        .map(|v| serde_json::to_string(&serde_json::from_value::<Record>(v.clone()).unwrap()).unwrap() + "\n")
+        .collect();
+    // Pad the forged SQL so the file has exactly the length the writer left.
+    let pad = before as i64 - text.len() as i64;
+    assert!(pad >= 0, "{pad}");
+    values[n - 3]["sql"] = format!("SELECT 'harmless'{}", " ".repeat(pad as usize)).into();
+    rehash(&mut values);
+    {
+        use std::io::Write;
+        let f = std::fs::OpenOptions::new().write(true).open(&t.log).unwrap();
+        let keep: u64 = std::fs::read_to_string(&t.log)
+            .unwrap()
+            .lines()
+            .take(n - 3)
+            .map(|l| l.len() as u64 + 1)
+            .sum();
+        f.set_len(keep).unwrap();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&t.log).unwrap();
+        for v in &values[n - 3..] {
+            let l = serde_json::to_string(&serde_json::from_value::<Record>(v.clone()).unwrap()).unwrap() + "\n";
+            f.write_all(l.as_bytes()).unwrap();
+        }
+    }
+    assert_eq!(std::fs::metadata(&t.log).unwrap().len(), before, "the same length");
+    sink_call(&log, "SELECT 10");
+    log.flush().unwrap();
+    let r = t.verify();
+    assert!(!r.problems.is_empty(), "the forged decision went unnoticed");
+
+    // The path swapped for a same-length copy (another inode): never the fast path.
+    let t = Trail::new();
+    let log = t.open();
+    sink_call(&log, "SELECT 1");
+    sink_call(&log, "SELECT 2");
+    // An identical copy: read back, nothing to report.
+    let copy = t.log.with_extension("copy");
+    std::fs::copy(&t.log, &copy).unwrap();
+    std::fs::rename(&copy, &t.log).unwrap();
+    assert!(!sink_call(&log, "SELECT 3"), "a replaced file is read back");
+    log.flush().unwrap();
+    assert_eq!(problems(&t.verify()), "");
+    // A same-length copy whose last record is forged (re-chained): named.
+    let mut values = read_values(&t.log);
+    let last = values.len() - 1;
+    values[last]["sql"] = "SELECT 4".into();
+    rehash(&mut values);
+    write_values(&copy, &values);
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().len(),
+        std::fs::metadata(&t.log).unwrap().len()
+    );
+    std::fs::rename(&copy, &t.log).unwrap();
+    assert!(!sink_call(&log, "SELECT 5"), "a replaced file is read back");
+    log.flush().unwrap();
+    assert!(!t.verify().problems.is_empty(), "the forged copy went unnoticed");
+
+    // Rotation by size while the fast path is in use: the chain goes on, verify is clean.
+    let t = Trail::new();
+    let log = AuditLog::open_with(
+        &t.log,
+        &AuditOptions {
+            rotate_bytes: Some(2048),
+            ..t.options()
+        },
+    )
+    .unwrap();
+    for i in 0..40 {
+        sink_call(&log, &format!("SELECT '{}'", "y".repeat(i * 5)));
+    }
+    log.flush().unwrap();
+    assert!(trail_files(&t.log).len() > 2);
+    let r = t.verify();
+    assert!(r.problems.is_empty(), "{}", problems(&r));
+    assert_eq!(r.records.iter().filter(|r| r.event == Some(Event::Call)).count(), 40);
+}
