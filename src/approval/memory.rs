@@ -790,4 +790,49 @@ mod tests {
         assert!(matches!(deciding.await.unwrap(), Ok(State::Approved(_))));
         assert_eq!(store.state(&id).await, Some(State::Approved(Approved::default())));
     }
+
+    /// Red team: a claim whose record cannot be written does not happen (the approval stays
+    /// approved, nothing runs), and a later await claims it once; a decision arriving when the
+    /// pending TTL has run out is refused, even before the sweeper ran.
+    #[tokio::test(start_paused = true)]
+    async fn an_unrecorded_claim_runs_nothing_and_a_decision_at_the_deadline_is_refused() {
+        struct FailClaims(std::sync::atomic::AtomicBool);
+        #[async_trait]
+        impl AuditSink for FailClaims {
+            async fn append(&self, record: Record, _: Durability) -> Result<Record, AuditError> {
+                let a = record.approval.clone().unwrap_or_default();
+                if a.answer == "executing" && self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(AuditError::Stopped("disk full".into()));
+                }
+                Ok(record)
+            }
+        }
+        let sink = Arc::new(FailClaims(std::sync::atomic::AtomicBool::new(true)));
+        let failing = MemoryStore::new(Ttls::default(), sink.clone());
+        let id = create(&failing, "s", "h").await.unwrap();
+        failing.decide(&id, "h", &console(), approve()).await.unwrap();
+        assert!(matches!(
+            failing.wait(&id, "s", Duration::from_secs(1)).await,
+            Err(PendingError::Audit(_))
+        ));
+        assert_eq!(failing.state(&id).await, Some(State::Approved(Approved::default())));
+        sink.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(
+            failing.wait(&id, "s", Duration::from_secs(1)).await,
+            Ok(Awaited::Execute { .. })
+        ));
+        assert!(matches!(
+            failing.wait(&id, "s", Duration::from_secs(1)).await,
+            Ok(Awaited::Finished(State::Executing))
+        ));
+
+        let (store, _) = store();
+        let late = create(&store, "s", "l").await.unwrap();
+        tokio::time::advance(Ttls::default().pending).await;
+        assert_eq!(
+            store.decide(&late, "l", &console(), approve()).await,
+            Err(PendingError::AlreadyDecided(late.clone()))
+        );
+        assert_eq!(store.state(&late).await, Some(State::Expired));
+    }
 }
