@@ -162,7 +162,10 @@ impl Pipeline {
         let decision = self.evaluate(action, &assessment, trail);
         let decision = self.decide(action, &assessment, decision, action.tool.guarded())?;
         let review = step.review(self, &assessment, &mut plan, &decision, trail, ct).await?;
-        let approved = if decision.effect == Effect::Approve {
+        // A replay of a call a person approved goes through the gate whatever the policy says now:
+        // it must still be the action they saw, and runs only with what they granted (a dry run, a
+        // row limit) — even if a changed policy or catalog would now let it run outright.
+        let approved = if decision.effect == Effect::Approve || route.preapproved.is_some() {
             match self
                 .ask(call, action, &assessment, &decision, review, route, trail, ct)
                 .await?
