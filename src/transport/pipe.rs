@@ -63,11 +63,14 @@ impl AsyncWrite for Restored<pipe::Sender> {
 
 /// This process's stdin, polled when it is a pipe.
 pub(super) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
-    let polled = pipe_of(io::stdin()).and_then(|(fd, flags)| {
-        let inner = pipe::Receiver::from_owned_fd(fd)
-            .inspect_err(|e| tracing::debug!("stdin cannot be polled ({e}); reading it on a blocking thread"))
-            .ok()?;
-        Some(Restored { inner, flags })
+    let polled = pipe_of(io::stdin()).and_then(|(fd, flags)| match pipe::Receiver::from_owned_fd(fd) {
+        Ok(inner) => Some(Restored { inner, flags }),
+        Err(e) => {
+            // Blocking again for the blocking-thread reader, in case the mode was already switched.
+            let _ = rustix::fs::fcntl_setfl(io::stdin(), flags);
+            tracing::debug!("stdin cannot be polled ({e}); reading it on a blocking thread");
+            None
+        }
     });
     match polled {
         Some(pipe) => Box::new(pipe),
@@ -77,11 +80,13 @@ pub(super) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
 
 /// This process's stdout, polled when it is a pipe.
 pub(super) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
-    let polled = pipe_of(io::stdout()).and_then(|(fd, flags)| {
-        let inner = pipe::Sender::from_owned_fd(fd)
-            .inspect_err(|e| tracing::debug!("stdout cannot be polled ({e}); writing it on a blocking thread"))
-            .ok()?;
-        Some(Restored { inner, flags })
+    let polled = pipe_of(io::stdout()).and_then(|(fd, flags)| match pipe::Sender::from_owned_fd(fd) {
+        Ok(inner) => Some(Restored { inner, flags }),
+        Err(e) => {
+            let _ = rustix::fs::fcntl_setfl(io::stdout(), flags);
+            tracing::debug!("stdout cannot be polled ({e}); writing it on a blocking thread");
+            None
+        }
     });
     match polled {
         Some(pipe) => Box::new(pipe),
