@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::{
     approval::{
         Approved, Channel, LocalRoute, Preapproved, Route, StateSealer,
-        hub::{PendingInfo, state_words},
+        hub::PendingInfo,
         pending::{Awaited, Decision, PendingError, State, StoredCall},
         surface::card_reviewer,
     },
@@ -510,7 +510,7 @@ fn app_only_meta() -> MetaObject {
 }
 
 fn card_state(state: &State) -> Result<CallToolResult, McpError> {
-    let (word, label) = state_words(state);
+    let (word, label) = state.words();
     success(
         &serde_json::json!({ "state": word, "state_label": label }),
         label.clone(),
@@ -588,7 +588,7 @@ impl PgWarden {
                 true,
             ),
             Ok(Awaited::Finished(state)) => {
-                let (word, label) = state_words(&state);
+                let (word, label) = state.words();
                 let (message, reason) = match state {
                     State::Denied { reason } => (
                         format!(

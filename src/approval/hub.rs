@@ -341,11 +341,6 @@ impl ReviewSurface for CardSurface {
 /// How long the card has to report that it is on screen.
 pub const CARD_READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A word and a sentence for a state, for the console, the card and the model.
-pub fn state_words(state: &State) -> (&'static str, String) {
-    state.words()
-}
-
 /// The packet as the surfaces show it: every string with hidden characters visible.
 fn shown_packet(tool: Tool, p: &ReviewPacket) -> serde_json::Value {
     serde_json::json!({

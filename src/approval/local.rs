@@ -25,7 +25,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    hub::{Approvals, state_words},
+    hub::Approvals,
     pending::{Attestation, Decision, Listed, Reviewer, State, fingerprint},
     reach::Terminal,
     surface::{Announced, Offer, ReviewSurface},
@@ -89,7 +89,7 @@ pub struct Item {
 
 impl Item {
     fn from(l: &Listed) -> Item {
-        let (state, label) = state_words(&l.state);
+        let (state, label) = l.state.words();
         let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         Item {
             approval_id: l.id.clone(),
@@ -330,7 +330,7 @@ async fn handle(approvals: &Approvals, request: Request, decider: String) -> Res
             };
             match store.decide(&id, &action_hash, &reviewer, decision).await {
                 Ok(state) => {
-                    let (word, label) = state_words(&state);
+                    let (word, label) = state.words();
                     Response {
                         state: Some(word.into()),
                         state_label: Some(label),

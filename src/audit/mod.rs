@@ -448,7 +448,7 @@ impl AuditLog {
         let Ok(mut inner) = self.inner.try_lock() else {
             return Err(record);
         };
-        let (Some(end), Some(known)) = (inner.end, inner.known.clone()) else {
+        let (Some(end), Some(_)) = (inner.end, &inner.known) else {
             return Err(record);
         };
         // The lock is taken on the open file itself (no duplicate): nothing replaces it here.
@@ -468,19 +468,10 @@ impl AuditLog {
             Ok(open.len() == end && here.dev() == open.dev() && here.ino() == open.ino() && !rotate)
         })();
         let written = match unchanged {
-            Ok(true) => (|| {
-                let record = self.seal(record, next_seq(known.seq, &self.path)?, &known.hash);
-                let text = line(&record);
-                inner.end = None;
-                inner.synced = false;
-                inner.file.write_all(text.as_bytes()).map_err(self.io())?;
-                inner.known = Some(Head {
-                    seq: record.seq,
-                    hash: record.hash.clone().unwrap_or_default(),
-                });
-                inner.end = Some(end + text.len() as u64);
-                Ok(record)
-            })(),
+            // The file ends at `end` with `known`: `plan` takes its fast path and reads nothing.
+            Ok(true) => self
+                .plan(&mut inner, None, end)
+                .and_then(|plan| self.write_planned(&mut inner, plan, end, record, false)),
             Ok(false) => {
                 let _ = inner.file.unlock();
                 return Err(record);
@@ -493,29 +484,11 @@ impl AuditLog {
 
     /// Appends `record` (its `seq`, `prev`, `time` and `hash` are filled in) as one line, and with
     /// `durable` fsyncs it before returning. Returns the record as written.
-    pub fn append(&self, mut record: Record, durable: bool) -> Result<Record, AuditError> {
+    pub fn append(&self, record: Record, durable: bool) -> Result<Record, AuditError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (lock, why, len) = self.lock_current(&mut inner)?;
-        let mut plan = self.plan(&mut inner, why, len)?;
-        record = self.seal(record, plan.seq, &plan.prev);
-        plan.lines.push_str(&line(&record));
-        inner.end = None;
-        inner.synced = false;
-        inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
-        if durable || plan.notes {
-            inner.file.sync_data().map_err(self.io())?;
-            inner.synced = true;
-        }
-        inner.known = Some(Head {
-            seq: record.seq,
-            hash: record.hash.clone().unwrap_or_default(),
-        });
-        // Nothing was cut or repaired on the fast path: the file grew by exactly what was written.
-        inner.end = if plan.fast {
-            Some(len + plan.lines.len() as u64)
-        } else {
-            Some(inner.file.metadata().map_err(self.io())?.len())
-        };
+        let plan = self.plan(&mut inner, why, len)?;
+        let record = self.write_planned(&mut inner, plan, len, record, durable)?;
         if let Some(limit) = self.rotate_bytes {
             let len = match inner.end {
                 Some(end) => end,
@@ -538,6 +511,40 @@ impl AuditLog {
         if durable {
             self.checkpoint()?;
         }
+        Ok(record)
+    }
+
+    /// Writes what `plan` needs and then `record`, sealed where the plan leaves the chain, to the
+    /// locked file that was `len` bytes long; fsyncs when `durable` (or the plan mended the file),
+    /// and remembers the new head and where the file now ends.
+    #[inline]
+    fn write_planned(
+        &self,
+        inner: &mut Inner,
+        mut plan: Plan,
+        len: u64,
+        record: Record,
+        durable: bool,
+    ) -> Result<Record, AuditError> {
+        let record = self.seal(record, plan.seq, &plan.prev);
+        plan.lines.push_str(&line(&record));
+        inner.end = None;
+        inner.synced = false;
+        inner.file.write_all(plan.lines.as_bytes()).map_err(self.io())?;
+        if durable || plan.notes {
+            inner.file.sync_data().map_err(self.io())?;
+            inner.synced = true;
+        }
+        inner.known = Some(Head {
+            seq: record.seq,
+            hash: record.hash.clone().unwrap_or_default(),
+        });
+        // Nothing was cut or repaired on the fast path: the file grew by exactly what was written.
+        inner.end = if plan.fast {
+            Some(len + plan.lines.len() as u64)
+        } else {
+            Some(inner.file.metadata().map_err(self.io())?.len())
+        };
         Ok(record)
     }
 

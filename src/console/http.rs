@@ -16,10 +16,7 @@ use serde::Deserialize;
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use super::{Session, Shared};
-use crate::approval::{
-    hub::state_words,
-    pending::{Decision, PendingError},
-};
+use crate::approval::pending::{Decision, PendingError};
 
 const LOGIN_HTML: &str = include_str!("../../assets/console/login.html");
 const LOGIN_JS: &str = include_str!("../../assets/console/login.js");
@@ -287,7 +284,7 @@ async fn pending(shared: &Shared, req: &Request<Incoming>, csrf: &str) -> Reply 
         .await
         .into_iter()
         .map(|l| {
-            let (state, label) = state_words(&l.state);
+            let (state, label) = l.state.words();
             serde_json::json!({
                 "approval_id": l.id,
                 "state": state,
@@ -331,7 +328,7 @@ async fn decide(shared: &Shared, req: Request<Incoming>, session: &Session) -> R
         .await
     {
         Ok(state) => {
-            let (state, label) = state_words(&state);
+            let (state, label) = state.words();
             json(
                 StatusCode::OK,
                 serde_json::json!({ "state": state, "state_label": label }),

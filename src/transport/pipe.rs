@@ -31,14 +31,23 @@ impl<T: AsFd> Drop for Restored<T> {
     }
 }
 
-/// A duplicate of `fd` and its flags, when it is a pipe.
-fn pipe_of(fd: impl AsFd) -> Option<(OwnedFd, OFlags)> {
+/// `fd` as a non-blocking pipe end made by `open` (`pipe::Receiver`/`Sender::from_owned_fd`), when
+/// it is a pipe and can be polled; `None` leaves it as it was, for tokio's blocking-thread stream.
+fn polled<P: AsFd>(fd: impl AsFd, open: impl FnOnce(OwnedFd) -> io::Result<P>) -> Option<Restored<P>> {
     let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd).ok()?.st_mode);
     if kind != FileType::Fifo {
         return None;
     }
     let flags = rustix::fs::fcntl_getfl(&fd).ok()?;
-    Some((fd.as_fd().try_clone_to_owned().ok()?, flags))
+    match open(fd.as_fd().try_clone_to_owned().ok()?) {
+        Ok(inner) => Some(Restored { inner, flags }),
+        Err(e) => {
+            // Blocking again for the blocking-thread stream, in case the mode was already switched.
+            let _ = rustix::fs::fcntl_setfl(&fd, flags);
+            tracing::debug!("stdio cannot be polled ({e}); using a blocking thread");
+            None
+        }
+    }
 }
 
 impl AsyncRead for Restored<pipe::Receiver> {
@@ -63,16 +72,7 @@ impl AsyncWrite for Restored<pipe::Sender> {
 
 /// This process's stdin, polled when it is a pipe.
 pub(super) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
-    let polled = pipe_of(io::stdin()).and_then(|(fd, flags)| match pipe::Receiver::from_owned_fd(fd) {
-        Ok(inner) => Some(Restored { inner, flags }),
-        Err(e) => {
-            // Blocking again for the blocking-thread reader, in case the mode was already switched.
-            let _ = rustix::fs::fcntl_setfl(io::stdin(), flags);
-            tracing::debug!("stdin cannot be polled ({e}); reading it on a blocking thread");
-            None
-        }
-    });
-    match polled {
+    match polled(io::stdin(), pipe::Receiver::from_owned_fd) {
         Some(pipe) => Box::new(pipe),
         None => Box::new(tokio::io::stdin()),
     }
@@ -80,15 +80,7 @@ pub(super) fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
 
 /// This process's stdout, polled when it is a pipe.
 pub(super) fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
-    let polled = pipe_of(io::stdout()).and_then(|(fd, flags)| match pipe::Sender::from_owned_fd(fd) {
-        Ok(inner) => Some(Restored { inner, flags }),
-        Err(e) => {
-            let _ = rustix::fs::fcntl_setfl(io::stdout(), flags);
-            tracing::debug!("stdout cannot be polled ({e}); writing it on a blocking thread");
-            None
-        }
-    });
-    match polled {
+    match polled(io::stdout(), pipe::Sender::from_owned_fd) {
         Some(pipe) => Box::new(pipe),
         None => Box::new(tokio::io::stdout()),
     }
