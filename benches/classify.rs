@@ -52,6 +52,7 @@ fn main() {
             tool: Tool::Query,
             assessment: &assessment,
             principal: Some("alice"),
+            groups: &[],
         }));
     });
     let facts = big_catalog();

@@ -121,8 +121,9 @@ impl Level {
     }
 }
 
-/// Who the operator says is using this server (`--principal`); policy rules can match it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Who is calling: the operator's `--principal` on stdio, the verified token's subject (or the
+/// configured claim) over HTTP; policy rules can match it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Principal(String);
 
@@ -142,14 +143,86 @@ impl fmt::Display for Principal {
     }
 }
 
+/// Who is calling, as the transport verified it: the principal policy rules match, the groups
+/// `groups` rules match, a name for people to read, and how it was established.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub principal: Principal,
+    /// A name for people (the token's `email` or `preferred_username`), when it carried one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub display: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub groups: Vec<String>,
+    pub via: Authn,
+}
+
+impl Identity {
+    /// The operator's `--principal` on stdio.
+    pub fn operator(principal: Principal) -> Identity {
+        Identity {
+            principal,
+            display: None,
+            groups: Vec::new(),
+            via: Authn::Operator,
+        }
+    }
+
+    /// "Alice (alice; groups dba, analysts; OAuth token from https://idp/)", for reviewers.
+    pub fn describe(&self) -> String {
+        let name = self.display.as_deref().filter(|d| *d != self.principal.as_str());
+        let mut facts: Vec<String> = name.map(|_| self.principal.to_string()).into_iter().collect();
+        if !self.groups.is_empty() {
+            facts.push(format!("groups {}", self.groups.join(", ")));
+        }
+        facts.push(match &self.via {
+            Authn::Operator => "named by the operator, not verified".to_string(),
+            Authn::Token { token_id } => format!("static token {token_id}"),
+            Authn::Oauth { issuer, .. } => format!("OAuth token from {issuer}"),
+        });
+        format!("{} ({})", name.unwrap_or(self.principal.as_str()), facts.join("; "))
+    }
+}
+
+/// How a caller's identity was established. Never the credential itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Authn {
+    /// `--principal` on stdio: vouched for by whoever started the process.
+    Operator,
+    /// A static bearer token from the token file, named by its id (a prefix of its hash).
+    Token { token_id: String },
+    /// A JWT access token verified against the issuer's keys.
+    Oauth {
+        issuer: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        client_id: Option<String>,
+        /// The token's `jti`.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        token_id: Option<String>,
+    },
+}
+
 /// Who is calling, as far as the transport tells us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
+    /// The client as it names itself: not verified.
     pub client_name: Option<String>,
     pub client_version: Option<String>,
-    pub principal: Option<Principal>,
-    /// Minted per server instance on stdio.
+    /// The verified identity; none on stdio without `--principal`.
+    pub identity: Option<Identity>,
+    /// Minted per server instance on stdio; per MCP session (or per principal, for stateless
+    /// requests) over HTTP.
     pub session_id: String,
+}
+
+impl Caller {
+    pub fn principal(&self) -> Option<&Principal> {
+        self.identity.as_ref().map(|i| &i.principal)
+    }
+
+    pub fn groups(&self) -> &[String] {
+        self.identity.as_ref().map_or(&[], |i| &i.groups)
+    }
 }
 
 /// One tool call, as the rest of the pipeline sees it.

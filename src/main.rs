@@ -200,6 +200,9 @@ struct CheckArgs {
     /// Decide as this principal (see `serve --principal`).
     #[arg(long)]
     principal: Option<String>,
+    /// Decide as a member of this group (repeatable), for rules with `groups`.
+    #[arg(long = "group")]
+    groups: Vec<String>,
     /// The SQL to check; read from stdin when omitted.
     sql: Option<String>,
 }
@@ -364,6 +367,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         tool: args.tool,
         assessment: &assessment,
         principal: args.principal.as_deref(),
+        groups: &args.groups,
     });
     let out = match args.format {
         Format::Text => pgwarden::check::to_text(&assessment, &decision, &policy.approval),

@@ -31,7 +31,7 @@ use crate::{
         pending::{Awaited, Decision, PendingError, State, StoredCall},
         surface::card_reviewer,
     },
-    call::{Caller, Principal, Surface, Tool},
+    call::{Caller, Identity, Principal, Surface, Tool},
     db::catalog::{TableDescription, TableList},
     pipeline::{Control, Outcome, Pipeline, ToolError},
     tools::{
@@ -80,16 +80,22 @@ pub struct PgWarden {
 }
 
 /// Says who is calling, per call: the transport's verified identity (stdio: the operator's
-/// `--principal`, vouched for by whoever started the process).
+/// `--principal`, vouched for by whoever started the process; HTTP: the bearer token).
 pub trait Identify: Send + Sync {
-    fn principal(&self, ctx: &RequestContext<RoleServer>) -> Option<Principal>;
+    fn identify(&self, ctx: &RequestContext<RoleServer>) -> Option<Identity>;
+
+    /// The session a call belongs to, when the transport names it per request (a stateless HTTP
+    /// request has no session of its own); otherwise the handler's own [`Session::id`].
+    fn session_id(&self, _ctx: &RequestContext<RoleServer>) -> Option<String> {
+        None
+    }
 }
 
-/// One principal for every call (stdio).
-pub struct Fixed(pub Option<Principal>);
+/// One identity for every call (stdio).
+pub struct Fixed(pub Option<Identity>);
 
 impl Identify for Fixed {
-    fn principal(&self, _: &RequestContext<RoleServer>) -> Option<Principal> {
+    fn identify(&self, _: &RequestContext<RoleServer>) -> Option<Identity> {
         self.0.clone()
     }
 }
@@ -105,12 +111,18 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session with a fresh id, sealing with `sealer`, calls made as `principal`.
+    /// A session with a fresh id, sealing with `sealer`, calls made as `principal` (named by the
+    /// operator).
     pub fn new(sealer: Arc<StateSealer>, principal: Option<Principal>) -> Session {
+        Session::identified(sealer, Arc::new(Fixed(principal.map(Identity::operator))))
+    }
+
+    /// A session with a fresh id whose calls are identified by `identity`.
+    pub fn identified(sealer: Arc<StateSealer>, identity: Arc<dyn Identify>) -> Session {
         Session {
             id: uuid::Uuid::new_v4().to_string(),
             sealer,
-            identity: Arc::new(Fixed(principal)),
+            identity,
         }
     }
 }
@@ -177,8 +189,12 @@ impl PgWarden {
         Caller {
             client_name: client.as_ref().map(|c| c.name.clone()),
             client_version: client.as_ref().map(|c| c.version.clone()),
-            principal: self.session.identity.principal(ctx),
-            session_id: self.session.id.clone(),
+            identity: self.session.identity.identify(ctx),
+            session_id: self
+                .session
+                .identity
+                .session_id(ctx)
+                .unwrap_or_else(|| self.session.id.clone()),
         }
     }
 

@@ -57,7 +57,7 @@ async fn an_approved_update_commits_and_the_prompt_shows_what_a_person_needs() {
             "rule `changes-need-approval` (test.toml:",
             "Estimated rows: ~",
             "Tables: public.orders",
-            "Requested by: pgwarden-test-reviewer 1.0",
+            "Requested by: client pgwarden-test-reviewer 1.0 (as it names itself)",
             "Intent (the model's words, unverified): cancel the open orders of a churned customer",
             "Why: updates `orders`",
             "SQL:\nUPDATE orders\nSET\n  status = 'cancelled'\nWHERE\n  status = 'open'",

@@ -348,7 +348,8 @@ pub fn action_hash(action: &Action, extra: &serde_json::Value) -> String {
         action.sql,
         action.intent,
         extra,
-        c.principal,
+        c.principal(),
+        c.groups(),
         c.client_name,
         c.client_version,
         c.session_id,
@@ -370,7 +371,7 @@ mod tests {
             caller: Caller {
                 client_name: Some("c".into()),
                 client_version: Some("1".into()),
-                principal: None,
+                identity: None,
                 session_id: "s".into(),
             },
         }

@@ -57,14 +57,14 @@ impl ReviewPacket {
             format!(" on {}", a.tables.join(", "))
         };
         let c = &action.caller;
-        let mut who = vec![match (&c.client_name, &c.client_version) {
-            (Some(n), Some(v)) => format!("{n} {v}"),
-            (Some(n), None) => n.clone(),
+        // The verified identity first; the client's name is whatever the client says it is.
+        let client = match (&c.client_name, &c.client_version) {
+            (Some(n), Some(v)) => format!("client {n} {v} (as it names itself)"),
+            (Some(n), None) => format!("client {n} (as it names itself)"),
             _ => "an unnamed client".into(),
-        }];
-        if let Some(p) = &c.principal {
-            who.push(format!("principal {p}"));
-        }
+        };
+        let mut who: Vec<String> = c.identity.iter().map(|i| i.describe()).collect();
+        who.push(client);
         who.push(format!("session {}", c.session_id.get(..8).unwrap_or(&c.session_id)));
         ReviewPacket {
             summary: format!(

@@ -191,6 +191,15 @@ pub struct Record {
     pub client: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub principal: Option<String>,
+    /// The caller's name for people (a token's `email`), when it carried one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub display_name: Option<String>,
+    /// The caller's groups, as verified when the call arrived.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub groups: Vec<String>,
+    /// How the caller was authenticated (issuer, client id, token id — never the token).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub authn: Option<crate::call::Authn>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool: Option<String>,
     /// The call's arguments, with secrets redacted.

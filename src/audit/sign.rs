@@ -10,8 +10,8 @@
 
 use std::{
     fs::File,
-    io::{Read, Write},
-    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -95,31 +95,30 @@ impl SigningKey {
             path: path.display().to_string(),
             why,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| unusable(e.to_string()))?;
-        }
-        let bytes = match std::fs::OpenOptions::new().read(true).open(path) {
-            Ok(mut f) => {
-                let meta = f.metadata().map_err(|e| unusable(e.to_string()))?;
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::Exposed {
-                        path: path.display().to_string(),
-                        mode,
-                    });
+        let make = || {
+            let rng = ring::rand::SystemRandom::new();
+            Ed25519KeyPair::generate_pkcs8(&rng)
+                .map(|doc| doc.as_ref().to_vec())
+                .map_err(|_| std::io::Error::other("no randomness for a key"))
+        };
+        let bytes = match crate::dirs::secret_file(path, make) {
+            Ok((bytes, made)) => {
+                if made {
+                    tracing::info!(
+                        "made the audit signing key `{}` (public half in `{}`)",
+                        path.display(),
+                        public_path(path).display()
+                    );
                 }
-                if meta.uid() != rustix::process::geteuid().as_raw() {
-                    return Err(unusable(format!(
-                        "it belongs to uid {}, not to the user pgwarden runs as",
-                        meta.uid()
-                    )));
-                }
-                let mut bytes = Vec::new();
-                f.read_to_end(&mut bytes).map_err(|e| unusable(e.to_string()))?;
                 bytes
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path).map_err(|e| unusable(e.to_string()))?,
-            Err(e) => return Err(unusable(e.to_string())),
+            Err(crate::dirs::SecretFileError::Exposed { mode }) => {
+                return Err(KeyError::Exposed {
+                    path: path.display().to_string(),
+                    mode,
+                });
+            }
+            Err(crate::dirs::SecretFileError::Unusable(why)) => return Err(unusable(why)),
         };
         let pair =
             Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| unusable(format!("not an Ed25519 PKCS#8 key ({e})")))?;
@@ -191,41 +190,6 @@ pub fn public_path(key: &Path) -> PathBuf {
     let mut name = key.file_name().unwrap_or_default().to_os_string();
     name.push(".pub");
     key.with_file_name(name)
-}
-
-/// Writes a new key owner-only and links it into place, so two processes starting at once end up
-/// with the same key (the loser reads the winner's).
-fn create(path: &Path) -> std::io::Result<Vec<u8>> {
-    let rng = ring::rand::SystemRandom::new();
-    let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| std::io::Error::other("no randomness for a key"))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(doc.as_ref())?;
-    f.sync_all()?;
-    drop(f);
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            tracing::info!(
-                "made the audit signing key `{}` (public half in `{}`)",
-                path.display(),
-                public_path(path).display()
-            );
-            Ok(doc.as_ref().to_vec())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path),
-        Err(e) => Err(e),
-    }
 }
 
 /// One line of the checkpoint file.

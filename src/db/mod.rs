@@ -21,7 +21,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use connect::{ConnectError, Target};
 pub use read::{Column, ReadResult};
-pub use session::DbError;
+pub use session::{CallTag, DbError};
 
 /// `"name"`, with embedded quotes doubled: how pgwarden writes every identifier it puts in SQL.
 pub fn quote_ident(name: &str) -> String {
@@ -43,6 +43,8 @@ pub struct Database {
     pub separate_change_login: bool,
     tls: MakeRustlsConnect,
     pub display: String,
+    /// Who the transactions run for, on a handle made for one call ([`Database::for_call`]).
+    tag: Option<std::sync::Arc<CallTag>>,
 }
 
 /// Facts about the connection, logged at start-up.
@@ -77,7 +79,16 @@ impl Database {
             separate_change_login: separate,
             tls: target.tls,
             display: target.display,
+            tag: None,
         })
+    }
+
+    /// The same database, for one call: each transaction it runs is tagged with `tag`.
+    pub fn for_call(&self, tag: CallTag) -> Database {
+        Database {
+            tag: Some(std::sync::Arc::new(tag)),
+            ..self.clone()
+        }
     }
 
     /// A connection as the agent's login, for pgwarden's own checks.

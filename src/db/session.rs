@@ -108,14 +108,68 @@ fn our_hint(code: &str) -> Option<&'static str> {
     }
 }
 
-/// Our own fixed text, run right after BEGIN: a transaction-local timeout, then a statement that takes
-/// the snapshot and checks that Postgres lexes as pgwarden's parser does.
-fn snapshot_sql(timeout: Duration) -> String {
+/// Our own fixed text, run right after BEGIN: a transaction-local timeout, who the call is for
+/// (see [`CallTag`]), then a statement that takes the snapshot and checks that Postgres lexes as
+/// pgwarden's parser does.
+fn snapshot_sql(timeout: Duration, tag: Option<&CallTag>) -> String {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
+    let tag = tag.map(CallTag::sql).unwrap_or_default();
     format!(
-        "SET LOCAL statement_timeout = {ms}; {}",
+        "SET LOCAL statement_timeout = {ms}; {tag}{}",
         super::connect::LEXING_CHECK_SQL
     )
+}
+
+/// Who a call's transactions run for, set transaction-locally in each of them: `application_name`
+/// and `pgwarden.principal` (so `pg_stat_activity`, server logs and pgaudit name the person), and the
+/// database role the operator mapped the caller to (`SET LOCAL ROLE`). The login stays the ceiling:
+/// Postgres only lets it take roles it is a member of, and `RESET ROLE` returns to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallTag {
+    pub principal: Option<String>,
+    pub role: Option<String>,
+}
+
+impl CallTag {
+    /// The statements, ending in `; `. Values are `U&'…'` literals with every character but
+    /// ASCII letters and digits escaped, identifiers are quoted: no principal or role name can
+    /// change what runs. (`U&` strings are an error unless `standard_conforming_strings` is on, so
+    /// under other lexing settings the transaction fails rather than runs.) `SET`, not
+    /// `set_config()`, which `pgwarden setup` takes away from the agent.
+    fn sql(&self) -> String {
+        let literal = |s: &str| {
+            let mut out = String::from("U&'");
+            for c in s.chars() {
+                match c {
+                    c if c.is_ascii_alphanumeric() => out.push(c),
+                    // Postgres text cannot hold NUL.
+                    '\0' => out.push_str("\\FFFD"),
+                    c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\{:04X}", c as u32)),
+                    c => out.push_str(&format!("\\+{:06X}", c as u32)),
+                }
+            }
+            out.push('\'');
+            out
+        };
+        let mut sql = String::new();
+        if let Some(p) = &self.principal {
+            // application_name holds at most 63 bytes of printable ASCII.
+            let app: String = format!("pgwarden: {p}")
+                .chars()
+                .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+                .take(63)
+                .collect();
+            sql.push_str(&format!(
+                "SET LOCAL application_name = {}; SET LOCAL pgwarden.principal = {}; ",
+                literal(&app),
+                literal(p)
+            ));
+        }
+        if let Some(role) = &self.role {
+            sql.push_str(&format!("SET LOCAL ROLE {}; ", super::quote_ident(role)));
+        }
+        sql
+    }
 }
 
 /// A pooled connection checked out for one call.
@@ -161,8 +215,9 @@ impl Session {
     /// transaction can switch it to read-write (PostgreSQL refuses `SET TRANSACTION READ WRITE` once a
     /// query has run in the transaction).
     pub(super) async fn begin_read(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
+        let tag = self.db.tag.clone();
         let tx = self.start_read_only().await?;
-        tx.batch_execute(&snapshot_sql(timeout))
+        tx.batch_execute(&snapshot_sql(timeout, tag.as_deref()))
             .await
             .map_err(DbError::from_pg)?;
         Ok(tx)
@@ -177,8 +232,8 @@ impl Session {
         sql: &str,
     ) -> Result<(Transaction<'_>, tokio_postgres::Statement), DbError> {
         let custom_types = self.custom_types.clone();
+        let setup = snapshot_sql(timeout, self.db.tag.as_deref());
         let tx = self.start_read_only().await?;
-        let setup = snapshot_sql(timeout);
         let (snapshot, statement) = futures_util::future::join(tx.batch_execute(&setup), tx.prepare(sql)).await;
         snapshot.map_err(DbError::from_pg)?;
         // Set even when the prepare failed: a type lookup may have happened before the error.
@@ -192,6 +247,7 @@ impl Session {
 
     /// A read-write transaction for an approved change, with the transaction-local timeout.
     pub(super) async fn begin_write(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
+        let setup = snapshot_sql(timeout, self.db.tag.as_deref());
         let conn = self
             .conn
             .as_mut()
@@ -202,13 +258,7 @@ impl Session {
             .start()
             .await
             .map_err(DbError::from_pg)?;
-        let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = {ms}; {}",
-            super::connect::LEXING_CHECK_SQL
-        ))
-        .await
-        .map_err(DbError::from_pg)?;
+        tx.batch_execute(&setup).await.map_err(DbError::from_pg)?;
         Ok(tx)
     }
 

@@ -4,8 +4,8 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Pipeline, ToolError,
-    step::{Control, Step},
+    ToolError,
+    step::{Control, OnBehalf, Step},
 };
 use crate::{
     approval::Approved,
@@ -27,7 +27,12 @@ impl Step for DescribeTable<'_> {
         serde_json::json!({ "table": self.0.table })
     }
 
-    async fn assess(&self, p: &Pipeline, _: &mut Trail, _: &CancellationToken) -> Result<(Assessment, ()), ToolError> {
+    async fn assess(
+        &self,
+        p: &OnBehalf<'_>,
+        _: &mut Trail,
+        _: &CancellationToken,
+    ) -> Result<(Assessment, ()), ToolError> {
         let table = self.0.table.trim();
         if table.is_empty() {
             return Err(ToolError::BadArguments(
@@ -44,7 +49,7 @@ impl Step for DescribeTable<'_> {
 
     async fn execute(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _: &Assessment,
         _: (),
         decision: &Decision,

@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Pipeline, ToolError,
-    step::{Control, Estimate, ForReview, Step},
+    ToolError,
+    step::{Control, Estimate, ForReview, OnBehalf, Step},
 };
 use crate::{
     approval::Approved,
@@ -55,7 +55,7 @@ impl Step for Export<'_> {
 
     async fn assess(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         trail: &mut Trail,
         _: &CancellationToken,
     ) -> Result<(Assessment, Plan), ToolError> {
@@ -109,7 +109,7 @@ impl Step for Export<'_> {
 
     async fn review(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _: &Assessment,
         plan: &mut Plan,
         decision: &Decision,
@@ -157,7 +157,7 @@ impl Step for Export<'_> {
 
     async fn execute(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _: &Assessment,
         plan: Plan,
         _: &Decision,

@@ -5,8 +5,8 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Pipeline, ToolError,
-    step::{Control, Estimate, ForReview, Step},
+    ToolError,
+    step::{Control, Estimate, ForReview, OnBehalf, Step},
 };
 use crate::{
     approval::Approved,
@@ -52,7 +52,7 @@ impl Step for Grant<'_> {
 
     async fn assess(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _: &mut Trail,
         ct: &CancellationToken,
     ) -> Result<(Assessment, Plan), ToolError> {
@@ -140,7 +140,7 @@ impl Step for Grant<'_> {
 
     async fn review(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _: &Assessment,
         plan: &mut Plan,
         _: &Decision,
@@ -181,7 +181,7 @@ impl Step for Grant<'_> {
 
     async fn execute(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _: &Assessment,
         plan: Plan,
         _: &Decision,

@@ -3,8 +3,8 @@
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Pipeline, ToolError,
-    step::{Control, Step},
+    ToolError,
+    step::{Control, OnBehalf, Step},
 };
 use crate::{
     approval::Approved,
@@ -26,13 +26,18 @@ impl Step for ListTables<'_> {
         serde_json::json!({ "schema": self.0.schema })
     }
 
-    async fn assess(&self, _: &Pipeline, _: &mut Trail, _: &CancellationToken) -> Result<(Assessment, ()), ToolError> {
+    async fn assess(
+        &self,
+        _: &OnBehalf<'_>,
+        _: &mut Trail,
+        _: &CancellationToken,
+    ) -> Result<(Assessment, ()), ToolError> {
         Ok((classify::classify("SELECT 1"), ()))
     }
 
     async fn execute(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _: &Assessment,
         _: (),
         decision: &Decision,

@@ -307,7 +307,8 @@ impl Pipeline {
         let decision = self.policy.evaluate(&Request {
             tool: action.tool,
             assessment,
-            principal: action.caller.principal.as_ref().map(|p| p.as_str()),
+            principal: action.caller.principal().map(|p| p.as_str()),
+            groups: action.caller.groups(),
         });
         trail.decided(&decision);
         decision

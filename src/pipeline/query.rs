@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Pipeline, ToolError,
-    step::{Control, Estimate, ForReview, Step},
+    ToolError,
+    step::{Control, Estimate, ForReview, OnBehalf, Step},
 };
 use crate::{
     approval::Approved,
@@ -51,7 +51,7 @@ impl Step for Query<'_> {
 
     async fn assess(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         trail: &mut Trail,
         _: &CancellationToken,
     ) -> Result<(Assessment, Plan), ToolError> {
@@ -90,7 +90,7 @@ impl Step for Query<'_> {
 
     async fn review(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         assessment: &Assessment,
         plan: &mut Plan,
         decision: &Decision,
@@ -119,7 +119,7 @@ impl Step for Query<'_> {
 
     async fn execute(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         assessment: &Assessment,
         plan: Plan,
         decision: &Decision,
@@ -144,7 +144,7 @@ impl Step for Query<'_> {
     }
 }
 
-impl Pipeline {
+impl OnBehalf<'_> {
     /// A read (or a query a person approved that only reads): READ ONLY, rolled back.
     async fn read(&self, plan: Plan, ct: &CancellationToken) -> Result<QueryOutput, ToolError> {
         let limits = ReadLimits {

@@ -17,8 +17,9 @@ use crate::{
         gate::{self, Gated, Refusal},
     },
     audit::{OutcomeRecord, Status},
-    call::Action,
+    call::{Action, Caller},
     classify::{self, Assessment},
+    db::{CallTag, Database},
     policy::{Decision, Effect},
     tools::ToolCall,
     trail::Trail,
@@ -79,7 +80,7 @@ pub(super) trait Step {
     /// Checks the arguments and says what the call is; an error ends the call before the policy.
     async fn assess(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         trail: &mut Trail,
         ct: &CancellationToken,
     ) -> Result<(Assessment, Self::Plan), ToolError>;
@@ -88,7 +89,7 @@ pub(super) trait Step {
     /// reviews keeps the default.
     async fn review(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         _assessment: &Assessment,
         _plan: &mut Self::Plan,
         decision: &Decision,
@@ -107,7 +108,7 @@ pub(super) trait Step {
     #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
-        p: &Pipeline,
+        p: &OnBehalf<'_>,
         assessment: &Assessment,
         plan: Self::Plan,
         decision: &Decision,
@@ -133,7 +134,10 @@ impl Pipeline {
         ctl: &Control,
     ) -> Result<Outcome<S::Output>, ToolError> {
         let mut trail = Trail::new(action, step.recorded());
-        let result = self.steps(step, call, action, route, ctl, &mut trail).await;
+        let result = self
+            .on_behalf(&action.caller)
+            .steps(step, call, action, route, ctl, &mut trail)
+            .await;
         let duration_ms = trail.elapsed_ms();
         let outcome = match &result {
             Ok(Outcome::Done(out)) => OutcomeRecord {
@@ -147,7 +151,41 @@ impl Pipeline {
         };
         self.finish(&trail, outcome, result).await
     }
+}
 
+/// The pipeline as one call sees it: the same pipeline, with a database handle whose transactions
+/// carry who the call is for (`db::CallTag`: `application_name`, `pgwarden.principal`, the mapped
+/// role). Every step reaches Postgres through [`OnBehalf::db`].
+pub(super) struct OnBehalf<'a> {
+    pipeline: &'a Pipeline,
+    pub db: std::borrow::Cow<'a, Database>,
+}
+
+impl std::ops::Deref for OnBehalf<'_> {
+    type Target = Pipeline;
+
+    fn deref(&self) -> &Pipeline {
+        self.pipeline
+    }
+}
+
+impl Pipeline {
+    /// This pipeline for `caller`'s call: tagged when there is someone to name or a role to take.
+    pub(super) fn on_behalf(&self, caller: &Caller) -> OnBehalf<'_> {
+        let principal = caller.principal().map(|p| p.as_str().to_string());
+        let role = self
+            .policy
+            .role_for(principal.as_deref(), caller.groups())
+            .map(str::to_string);
+        let db = match (principal, role) {
+            (None, None) => std::borrow::Cow::Borrowed(&self.db),
+            (principal, role) => std::borrow::Cow::Owned(self.db.for_call(CallTag { principal, role })),
+        };
+        OnBehalf { pipeline: self, db }
+    }
+}
+
+impl OnBehalf<'_> {
     async fn steps<S: Step>(
         &self,
         step: &S,

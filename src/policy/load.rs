@@ -61,6 +61,8 @@ struct RawFile {
     #[serde(default)]
     rule: Vec<RawRule>,
     #[serde(default)]
+    database_role: Vec<RawRole>,
+    #[serde(default)]
     tables: BTreeMap<Spanned<String>, RawTable>,
     #[serde(default)]
     columns: BTreeMap<Spanned<String>, RawColumn>,
@@ -107,11 +109,20 @@ struct RawRule {
     tags: Option<Spanned<Vec<String>>>,
     risk_at_least: Option<Risk>,
     principals: Option<Spanned<Vec<String>>>,
+    groups: Option<Spanned<Vec<String>>>,
     max_rows: Option<Spanned<i64>>,
     max_result_bytes: Option<Spanned<RawBytes>>,
     statement_timeout: Option<Spanned<String>>,
     approval_timeout: Option<Spanned<String>>,
     min_channel: Option<Level>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    role: Spanned<String>,
+    principals: Option<Spanned<Vec<String>>>,
+    groups: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +214,7 @@ struct Builder {
     approval: ApprovalSettings,
     approval_at: Option<Origin>,
     rules: Vec<Rule>,
+    roles: Vec<super::RoleMapping>,
     tables: Vec<TableTags>,
     masks: BTreeMap<String, BTreeMap<String, super::Mask>>,
     mask_at: BTreeMap<String, Origin>,
@@ -251,6 +263,9 @@ impl Builder {
         }
         for r in raw.rule {
             self.add_rule(&at, r);
+        }
+        for r in raw.database_role {
+            self.add_role(&at, r);
         }
         for (key, table) in raw.tables {
             let place = at(key.span());
@@ -518,6 +533,13 @@ impl Builder {
                 Ok(Glob(p.clone()))
             }
         });
+        let groups = self.list(at, &name, "groups", r.groups, |g: &String| {
+            if g.trim().is_empty() {
+                Err("groups must not be empty strings; use `*` for anyone in a group".into())
+            } else {
+                Ok(Glob(g.clone()))
+            }
+        });
         let limits = self.limits(
             at,
             r.max_rows,
@@ -557,8 +579,40 @@ impl Builder {
             tags,
             risk_at_least: r.risk_at_least,
             principals,
+            groups,
             limits,
             min_channel: r.min_channel,
+            origin: place,
+        });
+    }
+
+    /// A `[[database_role]]`: who (principals, groups; both must match when both are given) takes
+    /// which role for their calls.
+    fn add_role(&mut self, at: &dyn Fn(Range<usize>) -> Origin, r: RawRole) {
+        let place = at(r.role.span());
+        let role = r.role.into_inner();
+        if role.trim().is_empty() || role.contains('\0') {
+            self.error(
+                place.clone(),
+                "`database_role`: `role` must name a database role, e.g. `role = \"analyst_ro\"`".into(),
+            );
+        }
+        let what = format!("database_role `{role}`");
+        let glob = |kind: &'static str| {
+            move |p: &String| {
+                if p.trim().is_empty() {
+                    Err(format!("{kind} must not be empty strings"))
+                } else {
+                    Ok(Glob(p.clone()))
+                }
+            }
+        };
+        let principals = self.list(at, &what, "principals", r.principals, glob("principals"));
+        let groups = self.list(at, &what, "groups", r.groups, glob("groups"));
+        self.roles.push(super::RoleMapping {
+            role,
+            principals,
+            groups,
             origin: place,
         });
     }
@@ -652,6 +706,7 @@ impl Builder {
             defaults: self.defaults,
             approval: self.approval,
             rules: self.rules,
+            roles: self.roles,
             tables: self.tables,
             masks: self.masks,
             sources: self.sources,

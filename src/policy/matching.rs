@@ -68,6 +68,7 @@ pub struct Subject<'a> {
     /// Every table the call touches, with its tags.
     pub tables: &'a BTreeMap<&'a str, BTreeSet<&'a str>>,
     pub principal: Option<&'a str>,
+    pub groups: &'a [String],
 }
 
 pub fn matches(rule: &Rule, s: &Subject<'_>) -> bool {
@@ -79,6 +80,11 @@ pub fn matches(rule: &Rule, s: &Subject<'_>) -> bool {
     }
     if let Some(principals) = &rule.principals
         && !s.principal.is_some_and(|p| principals.iter().any(|g| g.matches(p)))
+    {
+        return false;
+    }
+    if let Some(groups) = &rule.groups
+        && !s.groups.iter().any(|g| groups.iter().any(|p| p.matches(g)))
     {
         return false;
     }
@@ -147,6 +153,13 @@ pub fn covers(earlier: &Rule, later: &Rule) -> bool {
         (Some(e), Some(l)) => l.iter().all(|p| e.iter().any(|q| p.within(q))),
         (Some(_), None) => false,
     };
+    // A caller `later` matches has a group matching one of its patterns; `earlier` matches it too
+    // when each such pattern lies within one of `earlier`'s.
+    let groups = match (&earlier.groups, &later.groups) {
+        (None, _) => true,
+        (Some(e), Some(l)) => l.iter().all(|p| e.iter().any(|q| p.within(q))),
+        (Some(_), None) => false,
+    };
     let risk = match (earlier.risk_at_least, later.risk_at_least) {
         (None, _) => true,
         (Some(e), Some(l)) => l >= e,
@@ -168,7 +181,7 @@ pub fn covers(earlier: &Rule, later: &Rule) -> bool {
         (Some(e), Some(l)) if direction_ok => l.iter().all(|t| e.contains(t)),
         _ => false,
     };
-    tools && principals && risk && categories && tables && tags
+    tools && principals && groups && risk && categories && tables && tags
 }
 
 const ALL_CATEGORIES: [Category; 8] = [
@@ -209,6 +222,9 @@ pub fn describe(rule: &Rule) -> String {
     }
     if let Some(p) = &rule.principals {
         parts.push(format!("principals {}", join(p.iter().map(|g| g.0.clone()).collect())));
+    }
+    if let Some(g) = &rule.groups {
+        parts.push(format!("groups {}", join(g.iter().map(|g| g.0.clone()).collect())));
     }
     if parts.is_empty() {
         format!("rule `{}` matches every call", rule.id)

@@ -130,6 +130,8 @@ pub struct Rule {
     pub tags: Option<Vec<String>>,
     pub risk_at_least: Option<Risk>,
     pub principals: Option<Vec<Glob>>,
+    /// Matches a caller in any of these groups (globs).
+    pub groups: Option<Vec<Glob>>,
     pub limits: CallLimits,
     /// The weakest approval channel this rule accepts (on top of `[approval.min_channel]`).
     pub min_channel: Option<Level>,
@@ -228,6 +230,8 @@ pub struct Policy {
     pub defaults: CallLimits,
     pub approval: ApprovalSettings,
     pub rules: Vec<Rule>,
+    /// `[[database_role]]`: the role a caller's transactions take (`SET LOCAL ROLE`), first match.
+    pub roles: Vec<RoleMapping>,
     pub tables: Vec<TableTags>,
     /// `schema.table` → column → mask, names exactly as Postgres stores them.
     pub masks: BTreeMap<String, BTreeMap<String, Mask>>,
@@ -235,12 +239,41 @@ pub struct Policy {
     pub sources: Vec<String>,
 }
 
+/// Callers (by principal and group, both when both are given) whose transactions take `role`:
+/// a narrower role than the login, which stays the ceiling.
+#[derive(Debug, Clone)]
+pub struct RoleMapping {
+    pub role: String,
+    pub principals: Option<Vec<Glob>>,
+    pub groups: Option<Vec<Glob>>,
+    pub origin: Origin,
+}
+
+impl Policy {
+    /// The database role of the first `[[database_role]]` that matches the caller.
+    pub fn role_for(&self, principal: Option<&str>, groups: &[String]) -> Option<&str> {
+        self.roles
+            .iter()
+            .find(|m| {
+                m.principals
+                    .as_ref()
+                    .is_none_or(|ps| principal.is_some_and(|p| ps.iter().any(|g| g.matches(p))))
+                    && m.groups
+                        .as_ref()
+                        .is_none_or(|gs| groups.iter().any(|g| gs.iter().any(|p| p.matches(g))))
+            })
+            .map(|m| m.role.as_str())
+    }
+}
+
 /// What is being decided: one tool call, as classified.
 pub struct Request<'a> {
     pub tool: Tool,
     pub assessment: &'a Assessment,
-    /// Who is calling, when the operator configured it (`--principal`).
+    /// Who is calling: `--principal` on stdio, the verified identity over HTTP.
     pub principal: Option<&'a str>,
+    /// The caller's verified groups.
+    pub groups: &'a [String],
 }
 
 /// A masked column the call touches, for prompts and reports.
@@ -335,6 +368,7 @@ impl Policy {
             risk: a.risk,
             tables: &tags,
             principal: request.principal,
+            groups: request.groups,
         };
         let rule = self.rules.iter().find(|r| matching::matches(r, &subject));
         let limits = rule.map(|r| r.limits).unwrap_or_default().or(self.defaults);

@@ -76,7 +76,98 @@ fn decide(policy: &Policy, tool: &str, sql: &str, principal: Option<&str>) -> De
         tool: Tool::from_name(tool).unwrap(),
         assessment: &assessment,
         principal,
+        groups: &[],
     })
+}
+
+/// Rules with `groups` match a caller in any listed group (globs), never a caller without groups,
+/// and combine with `principals` as every other condition does: all must hold.
+#[test]
+fn groups_rules_match_a_callers_verified_groups() {
+    let p = Policy::parse(
+        "g.toml",
+        r#"
+[[rule]]
+id = "contractors-never-write"
+effect = "deny"
+categories = ["write", "ddl", "destructive"]
+groups = ["contractors", "ext-*"]
+
+[[rule]]
+id = "dba-alice-ddl"
+effect = "approve"
+categories = ["ddl", "destructive"]
+principals = ["alice"]
+groups = ["dba"]
+
+[[rule]]
+id = "dba-writes"
+effect = "allow"
+categories = ["write"]
+groups = ["dba"]
+
+[[rule]]
+id = "reads"
+effect = "allow"
+categories = ["read"]
+"#,
+    )
+    .unwrap();
+    let decide = |sql: &str, principal: Option<&str>, groups: &[&str]| {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        let assessment = classify(sql);
+        let d = p.evaluate(&Request {
+            tool: Tool::Query,
+            assessment: &assessment,
+            principal,
+            groups: &groups,
+        });
+        (d.effect, d.rule)
+    };
+    let update = "UPDATE orders SET x = 1 WHERE id = 2";
+    let drop = "DROP TABLE orders";
+    let some = |r: &str| Some(r.to_string());
+    assert_eq!(
+        decide(update, Some("bob"), &["dba"]),
+        (Effect::Allow, some("dba-writes"))
+    );
+    assert_eq!(
+        decide(update, Some("bob"), &["analysts", "dba"]),
+        (Effect::Allow, some("dba-writes"))
+    );
+    assert_eq!(
+        decide(update, Some("bob"), &["dba", "ext-acme"]),
+        (Effect::Deny, some("contractors-never-write"))
+    );
+    assert_eq!(
+        decide(update, Some("bob"), &["contractors"]),
+        (Effect::Deny, some("contractors-never-write"))
+    );
+    assert_eq!(
+        decide(update, Some("bob"), &[]),
+        (Effect::Deny, None),
+        "no groups, no group rule"
+    );
+    assert_eq!(
+        decide(update, None, &["DBA"]),
+        (Effect::Deny, None),
+        "group names are exact"
+    );
+    assert_eq!(
+        decide(drop, Some("alice"), &["dba"]),
+        (Effect::Approve, some("dba-alice-ddl"))
+    );
+    assert_eq!(
+        decide(drop, Some("alice"), &["analysts"]),
+        (Effect::Deny, None),
+        "both conditions hold"
+    );
+    assert_eq!(
+        decide(drop, Some("bob"), &["dba"]),
+        (Effect::Deny, None),
+        "both conditions hold"
+    );
+    assert_eq!(decide("SELECT 1", None, &[]), (Effect::Allow, some("reads")));
 }
 
 #[test]
@@ -218,7 +309,7 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
     #[rustfmt::skip]
     let cases: Vec<(String, &str)> = vec![
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n".into(),
-         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `max_rows`, `max_result_bytes`, `statement_timeout`, `approval_timeout`, `min_channel`"),
+         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `groups`, `max_rows`, `max_result_bytes`, `statement_timeout`, `approval_timeout`, `min_channel`"),
         ("[[rule]]\nid = \"a\"\neffect = \"alow\"\n".into(),
          "`bad.toml:3`: unknown value `alow`; expected one of `allow`, `approve`, `deny`"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategories = [\"reads\"]\n".into(),
@@ -273,7 +364,7 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
         (format!("{ok_rule}[columns.\"public.c.email\"]\nmask = \"scramble\"\n"),
          "`bad.toml:6`: unknown value `scramble`; expected one of `email`, `redact`, `hash`, `last4`, `null`"),
         (format!("{ok_rule}[colums.\"public.c.email\"]\nmask = \"email\"\n"),
-         "`bad.toml:5`: unknown key `colums`; expected one of `defaults`, `approval`, `rule`, `tables`, `columns`"),
+         "`bad.toml:5`: unknown key `colums`; expected one of `defaults`, `approval`, `rule`, `database_role`, `tables`, `columns`"),
         (format!("{ok_rule}[approval]\nwait_budget = \"10m\"\n"),
          "`bad.toml:5`: `approval.wait_budget` is 10m, longer than clients wait for a tool call (Claude Desktop gives up after about 60 s); use at most \"5m\", ideally \"40s\""),
         (format!("{ok_rule}[approval]\nchannels = []\n"),
@@ -351,6 +442,8 @@ fn unreachable_detection_respects_each_effects_direction() {
         "[[rule]]\nid = \"a\"\neffect = \"allow\"\ntables = [\"public.*\"]\n[[rule]]\nid = \"d\"\neffect = \"deny\"\ntables = [\"public.t\"]\n",
         "[[rule]]\nid = \"a\"\neffect = \"deny\"\nprincipals = [\"ci-*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\n",
         "[[rule]]\nid = \"a\"\neffect = \"deny\"\ntables = [\"public.x*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\ntables = [\"public.*\"]\n",
+        // A caller in `dba` and `ops` matches `b` but not `a`.
+        "[[rule]]\nid = \"a\"\neffect = \"deny\"\ngroups = [\"dba\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\ngroups = [\"dba\", \"ops\"]\n",
     ];
     for text in ok {
         Policy::parse("t.toml", text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -358,6 +451,7 @@ fn unreachable_detection_respects_each_effects_direction() {
     let unreachable = [
         "[[rule]]\nid = \"a\"\neffect = \"deny\"\ntables = [\"public.*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\ntables = [\"public.x*\"]\n",
         "[[rule]]\nid = \"a\"\neffect = \"deny\"\nprincipals = [\"ci-*\"]\n[[rule]]\nid = \"b\"\neffect = \"allow\"\nprincipals = [\"ci-main\"]\n",
+        "[[rule]]\nid = \"a\"\neffect = \"deny\"\ngroups = [\"ext-*\", \"dba\"]\n[[rule]]\nid = \"b\"\neffect = \"allow\"\ngroups = [\"ext-acme\", \"dba\"]\n",
         "[[rule]]\nid = \"a\"\neffect = \"approve\"\nrisk_at_least = \"medium\"\n[[rule]]\nid = \"b\"\neffect = \"deny\"\nrisk_at_least = \"high\"\ntools = [\"query\"]\n",
         "[[rule]]\nid = \"a\"\neffect = \"allow\"\ntables = [\"*\"]\n[[rule]]\nid = \"b\"\neffect = \"deny\"\ntables = [\"public.t\"]\n",
     ];
