@@ -17,8 +17,18 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub struct Plan {
     pub warmup: usize,
     pub iterations: usize,
-    /// Reads with strace, then perf, attached.
+    /// Reads with strace, then perf, attached; 0 for neither.
     pub traced: usize,
+    pub counter: Counter,
+}
+
+/// What counts the instructions of a read.
+#[derive(Clone, Copy)]
+pub enum Counter {
+    /// `perf stat`, attached around the traced reads.
+    Perf,
+    /// Callgrind, over this many reads of a server of its own started under it (see `callgrind`).
+    Callgrind(usize),
 }
 
 /// What one run measured, per read.
@@ -79,12 +89,23 @@ pub async fn measure(
         tokio::time::sleep(SETTLE).await;
         tool.finish().await
     };
-    let syscalls = traced(Attached::strace(process.pid()).await).await;
-    let syscalls = syscalls.and_then(|out| parse_strace(&out, plan.traced));
-    let instructions = traced(Attached::perf(process.pid()).await).await;
-    let instructions = instructions
-        .and_then(|out| parse_perf(&out))
-        .map(|i| i / plan.traced as f64);
+    let (syscalls, instructions) = match plan.traced {
+        0 => (Err("not traced".into()), Err("not traced".into())),
+        _ => {
+            let syscalls = traced(Attached::strace(process.pid()).await).await;
+            let syscalls = syscalls.and_then(|out| parse_strace(&out, plan.traced));
+            let instructions = match plan.counter {
+                Counter::Perf => traced(Attached::perf(process.pid()).await).await,
+                Counter::Callgrind(_) => {
+                    Err("callgrind counts a server it starts under valgrind, not this client".into())
+                }
+            };
+            let instructions = instructions
+                .and_then(|out| parse_perf(&out))
+                .map(|i| i / plan.traced as f64);
+            (syscalls, instructions)
+        }
+    };
     Ok(Report {
         cpu,
         wall: samples[samples.len() / 2].as_nanos() as f64,

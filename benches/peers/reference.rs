@@ -1,13 +1,8 @@
 //! The MCP reference server `@modelcontextprotocol/server-postgres`, pinned: installed with npm
-//! under the target directory on first use, run as `node <entry> <url>`, spoken to over stdio.
+//! under the target directory on first use, run as `node <entry> <url>` ([`crate::launch::Peer`]).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
-use rmcp::{RoleClient, ServiceExt, service::RunningService};
 use serde_json::Value;
 
 use crate::common;
@@ -84,55 +79,4 @@ pub fn reference_url(db: &common::TestDb) -> String {
     url.query_pairs_mut()
         .append_pair("host", &c.socket_dir().to_string_lossy());
     url.to_string()
-}
-
-/// The reference server run as `node <entry> <url>` (the measured pid is node itself), killed on drop.
-pub struct Reference {
-    pub client: RunningService<RoleClient, ()>,
-    pub child: tokio::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Reference {
-    pub async fn start(entry: &Path, url: &str) -> Result<Reference, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("pgw-peers-ref-")
-            .tempdir_in("/tmp")
-            .map_err(|e| e.to_string())?;
-        let log = dir.path().join("stderr.log");
-        let stderr = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new("node")
-            .arg(entry)
-            .arg(url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start node: {e}"))?;
-        // The client and transport rmcp's `TokioChildProcess` wraps, on the child's pipes, exactly
-        // as the test builder speaks to `pgwarden serve`.
-        let io = (child.stdout.take().expect("piped"), child.stdin.take().expect("piped"));
-        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-        let client = match tokio::time::timeout(Duration::from_secs(60), ().serve(io)).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(format!("no MCP session with the reference server: {e}; {}", log_text())),
-            Err(_) => {
-                return Err(format!(
-                    "the reference server did not answer within 60 s; {}",
-                    log_text()
-                ));
-            }
-        };
-        Ok(Reference {
-            client,
-            child,
-            _dir: dir,
-        })
-    }
-
-    pub async fn stop(mut self) {
-        let _ = self.client.close().await;
-        let _ = self.child.kill().await;
-    }
 }
