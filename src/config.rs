@@ -63,7 +63,7 @@ pub struct Settings {
     pub pool_size: usize,
     /// Defaults to the built-in `tool-policies/default.toml`.
     pub policy: Arc<Policy>,
-    /// Who uses this server, for rules with `principals`. Defaults to none.
+    /// Who uses this server, for rules with `principals` (stdio). Defaults to none.
     pub principal: Option<String>,
 }
 

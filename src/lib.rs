@@ -12,7 +12,7 @@
 //! store and the review surfaces, and `db` is the only module that talks to Postgres.
 //!
 //! Layers, lowest first: call, units, text, dirs, contain, export_path, classify, policy, audit,
-//! config, grant, db, approval, console, tools, trail, pipeline, server, transport, serve, check,
+//! config, auth, grant, db, approval, console, tools, trail, pipeline, server, transport, serve, check,
 //! demo.
 //! A module imports only from modules listed before it (and from itself); `tests/architecture.rs`
 //! holds every `crate::` path in `src/` to this order. The binary, `main.rs`, stands above them all.
@@ -48,6 +48,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod auth;
 pub mod call;
 pub mod check;
 pub mod classify;

@@ -50,7 +50,7 @@ enum Command {
     Demo(DemoArgs),
     /// Serve MCP over stdio (for Claude Desktop, Claude Code, VS Code, Cursor).
     #[command(after_help = SERVE_HELP)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Classify SQL offline and show the policy decision it would get (SQL from the argument or stdin).
     Check(CheckArgs),
     /// Make a database enforce the policy (run once with a privileged login, again when the masks
@@ -65,6 +65,25 @@ enum Command {
     /// Decide pending approvals from a terminal (no desktop needed): talks to every `pgwarden serve`
     /// of this OS user over its private socket in `$XDG_RUNTIME_DIR/pgwarden`. Counts as `local`.
     Approvals(ApprovalsArgs),
+    /// Static bearer tokens for `serve --http` with a `[tokens]` file.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token for NAME: prints it once (keep it in the client's config) and appends only its
+    /// hash, with NAME and the groups, to the token file.
+    New {
+        /// The principal the token speaks for (what policy rules with `principals` match).
+        name: String,
+        /// A group the principal is in (repeatable), for rules and roles with `groups`.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The token file (the HTTP config's `[tokens] file`).
+        #[arg(long, default_value = "tokens.toml")]
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -236,6 +255,14 @@ enum Format {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// Serve MCP over Streamable HTTP on this address (e.g. `127.0.0.1:8080`, loopback only: put a
+    /// TLS proxy in front) instead of stdio; needs `--http-config`.
+    #[arg(long, env = "PGWARDEN_HTTP", requires = "http_config", conflicts_with = "principal")]
+    http: Option<std::net::SocketAddr>,
+    /// The HTTP config file: this server's URL, and how requests authenticate (`[oauth]` or
+    /// `[tokens]`); see `examples/http.toml`.
+    #[arg(long, env = "PGWARDEN_HTTP_CONFIG", requires = "http")]
+    http_config: Option<PathBuf>,
     /// PostgreSQL to serve: `postgres://user:password@host:5432/db` or `host=… user=…`.
     /// Without one, pgwarden starts its own sandbox cluster with a demo schema.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -310,12 +337,16 @@ fn main() -> ExitCode {
     // anything that may block (an fsync, the sandbox's start) goes to the blocking pool. Without
     // worker threads handing tasks to each other, a point read costs ~20 % less server CPU
     // (benches/peers.rs; issue 19).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // Over HTTP, many clients at once: worker threads.
+    let runtime = match &cli.command {
+        Command::Serve(a) if a.http.is_some() => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()
+    .expect("tokio runtime");
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Demo(args) => runtime.block_on(demo(args)),
         Command::Check(args) => check(args),
         Command::Setup(args) => runtime.block_on(setup(args)),
@@ -328,6 +359,7 @@ fn main() -> ExitCode {
             return audit_verify(&paths, key.as_deref(), checkpoints);
         }
         Command::Audit(AuditCommand::Key { path }) => audit_key(&path),
+        Command::Token(TokenCommand::New { name, groups, file }) => token_new(&name, &groups, &file),
         Command::Audit(AuditCommand::Show {
             path,
             since,
@@ -728,7 +760,21 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     })
 }
 
+/// `pgwarden token new`: the token on stdout, once; only its hash is kept.
+fn token_new(name: &str, groups: &[String], file: &std::path::Path) -> anyhow::Result<()> {
+    let token = pgwarden::auth::tokens::new_token(file, name, groups)?;
+    eprintln!(
+        "pgwarden: added a token for `{name}` to {} (only its hash); it is shown once:",
+        file.display()
+    );
+    write_stdout(&format!("{token}\n"))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let http = match (args.http, &args.http_config) {
+        (Some(addr), Some(path)) => Some((addr, pgwarden::auth::HttpConfig::load(path)?)),
+        _ => None,
+    };
     let settings = settings(args)?;
     let (target, change, sandbox) = match &settings.database {
         DatabaseChoice::Url(url) => {
@@ -748,14 +794,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let result = run(target, change, &settings, sandbox.is_some()).await;
+    let result = run(target, change, &settings, sandbox.is_some(), http).await;
     if let Some(sandbox) = sandbox {
         let _ = tokio::task::spawn_blocking(move || sandbox.release()).await;
     }
     result
 }
 
-async fn run(target: Target, change: Option<Target>, settings: &Settings, is_sandbox: bool) -> anyhow::Result<()> {
+/// `serve --http`: where to listen, and the HTTP config.
+type Http = Option<(std::net::SocketAddr, pgwarden::auth::HttpConfig)>;
+
+async fn run(
+    target: Target,
+    change: Option<Target>,
+    settings: &Settings,
+    is_sandbox: bool,
+    http: Http,
+) -> anyhow::Result<()> {
     let db = Database::connect_with_change(target, change, settings.pool_size).await?;
     let facts = db.facts().await.context("reading server facts")?;
     tracing::info!(
@@ -834,12 +889,19 @@ async fn run(target: Target, change: Option<Target>, settings: &Settings, is_san
     pipeline.watch_catalog(watcher.clone());
     // `pgwarden approvals` from another terminal; the socket goes when this ends.
     let _terminal = pgwarden::approval::local::listen(&approvals, &settings.console_dir);
-    // Seals 2026-07-28 approval states; the key lives only in this process.
-    let sealer = Arc::new(StateSealer::new());
-    let session = Session::new(sealer, settings.principal.clone().map(Principal::new));
-    let result = pgwarden::serve::stdio::serve(pipeline, session, audit.clone(), shutdown_signal())
-        .await
-        .map_err(anyhow::Error::from);
+    let result = match http {
+        Some((addr, config)) => pgwarden::serve::http::serve(pipeline, config, addr, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from),
+        None => {
+            // Seals 2026-07-28 approval states; the key lives only in this process.
+            let sealer = Arc::new(StateSealer::new());
+            let session = Session::new(sealer, settings.principal.clone().map(Principal::new));
+            pgwarden::serve::stdio::serve(pipeline, session, audit.clone(), shutdown_signal())
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
     watcher.cancel();
     keeper.cancel();
     // Approvals still open die with this process: say so in the trail (`abandoned`).

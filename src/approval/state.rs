@@ -48,6 +48,16 @@ impl StateSealer {
         }
     }
 
+    /// A key shared by every replica (the HTTP config's state key), at least 32 bytes.
+    pub fn from_key(key: Vec<u8>) -> Result<StateSealer, String> {
+        if key.len() < 32 {
+            return Err(format!("{} bytes; a state key needs at least 32", key.len()));
+        }
+        RequestStateCodec::try_new(key)
+            .map(|codec| StateSealer { codec })
+            .map_err(|e| e.to_string())
+    }
+
     pub fn seal(&self, action_hash: &str, ttl: Duration) -> String {
         let sealed = Sealed {
             nonce: uuid::Uuid::new_v4().simple().to_string(),

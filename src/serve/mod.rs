@@ -3,4 +3,5 @@
 //! shared by every session) and how calls are identified — and runs it until it ends. `stdio` is
 //! today's transport; a second one adds a file here.
 
+pub mod http;
 pub mod stdio;

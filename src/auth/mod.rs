@@ -1,0 +1,106 @@
+//! Who is calling over HTTP: the `--http-config` file, and the two ways a request proves who sent
+//! it — an OAuth 2.1 access token (a JWT checked against the issuer's keys, `oauth`) or a static
+//! token from a file of token hashes (`tokens`). Either way the request comes out carrying a
+//! verified [`Identity`]; no credential is kept, logged or passed on.
+
+pub mod oauth;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+
+/// `pgwarden serve --http ADDR --http-config FILE`: everything HTTP needs besides the address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// This server's URL as clients reach it (`https://pgwarden.example.com/mcp`): the audience
+    /// OAuth tokens must name and the `resource` of the protected-resource metadata.
+    pub resource: String,
+    /// `Host` headers accepted besides loopback (DNS-rebinding protection).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Browser `Origin`s accepted; requests from any other origin are refused.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// The key that seals 2026-07-28 approval states (made owner-only on first start). Give every
+    /// replica the same file, so a retry may land on any of them. Defaults to `state.key` beside
+    /// this file.
+    pub state_key: Option<PathBuf>,
+    /// The largest request body, in bytes. Defaults to 1 MiB.
+    #[serde(default = "default_body_limit")]
+    pub max_request_bytes: usize,
+    pub oauth: Option<oauth::OauthSettings>,
+    pub tokens: Option<TokensSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensSettings {
+    /// The token file `pgwarden token new` appends to (hashes, never tokens).
+    pub file: PathBuf,
+}
+
+fn default_body_limit() -> usize {
+    1 << 20
+}
+
+/// How requests authenticate: exactly one of `[oauth]` and `[tokens]`.
+pub enum Auth {
+    Oauth(oauth::OauthSettings),
+    Tokens(PathBuf),
+}
+
+impl HttpConfig {
+    /// Reads and checks `path`; relative paths inside it are relative to its directory.
+    pub fn load(path: &Path) -> Result<HttpConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read the HTTP config `{}`: {e}", path.display())))?;
+        let mut config: HttpConfig =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("`{}`: {}", path.display(), e.message())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let url = url::Url::parse(&config.resource).map_err(|e| {
+            ConfigError(format!(
+                "`{}`: `resource` must be this server's URL as clients reach it, e.g. `https://pgwarden.example.com/mcp` ({e})",
+                path.display()
+            ))
+        })?;
+        if !matches!(url.scheme(), "https" | "http") || url.fragment().is_some() {
+            return Err(ConfigError(format!(
+                "`{}`: `resource` must be an http(s) URL without a fragment",
+                path.display()
+            )));
+        }
+        if config.max_request_bytes < 1024 {
+            return Err(ConfigError(format!(
+                "`{}`: `max_request_bytes` must be at least 1024",
+                path.display()
+            )));
+        }
+        config.state_key = Some(dir.join(config.state_key.take().unwrap_or_else(|| "state.key".into())));
+        if let Some(t) = &mut config.tokens {
+            t.file = dir.join(&t.file);
+        }
+        config.auth_mode(path)?;
+        Ok(config)
+    }
+
+    /// The one way requests authenticate.
+    pub fn auth_mode(&self, path: &Path) -> Result<Auth, ConfigError> {
+        match (&self.oauth, &self.tokens) {
+            (Some(o), None) => Ok(Auth::Oauth(o.clone())),
+            (None, Some(t)) => Ok(Auth::Tokens(t.file.clone())),
+            (Some(_), Some(_)) => Err(ConfigError(format!(
+                "`{}` has both `[oauth]` and `[tokens]`; keep one: requests authenticate one way",
+                path.display()
+            ))),
+            (None, None) => Err(ConfigError(format!(
+                "`{}` says neither how requests authenticate: add `[oauth]` (an issuer) or `[tokens]` (a token file); \
+                 pgwarden serves no one it cannot identify",
+                path.display()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! MCP over Streamable HTTP (`serve --http ADDR --http-config FILE`): rmcp's service at `/mcp` in an
+//! axum router, behind authentication. 2025-era clients get a session (elicitation requests on
+//! its stream, kept alive longer than any approval wait); 2026-07-28 clients are served statelessly,
+//! and their sealed `requestState` opens on any replica that shares the config's state key.
+//!
+//! Every request to `/mcp` proves who sent it before rmcp sees it — a JWT from the configured
+//! issuer (with RFC 9728 metadata at `/.well-known/oauth-protected-resource…` and 401/403
+//! challenges pointing to it) or a static token from the token file — and carries the verified
+//! [`Identity`] in its extensions. A session belongs to the principal that opened it. `Host` and
+//! `Origin` are checked (DNS rebinding), bodies are capped, and a shutdown lets calls in flight
+//! finish.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use oauth_resource_server::{AuthorizedToken, axum::AuthLayer, mcp::McpToolScopes};
+use rmcp::{
+    service::{RequestContext, RoleServer},
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
+};
+
+use crate::{
+    approval::StateSealer,
+    auth::{Auth, HttpConfig, oauth::Oauth, tokens::Tokens},
+    call::Identity,
+    pipeline::Pipeline,
+    server::{Identify, PgWarden, Session},
+};
+
+/// How long a session may sit idle: longer than any approval wait (a prompt on the session's stream).
+const SESSION_IDLE: Duration = Duration::from_secs(2 * 3600);
+/// How long a shutdown waits for calls in flight before it closes what is left.
+const GRACE: Duration = Duration::from_secs(30);
+const SESSION_HEADER: &str = "mcp-session-id";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {e}")]
+    Bind { addr: SocketAddr, e: std::io::Error },
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// How requests prove who sent them.
+enum Verifier {
+    Oauth(Arc<Oauth>),
+    Tokens(Tokens),
+}
+
+/// The authentication step's state: the verifier and which principal owns each session.
+struct Gate {
+    verifier: Verifier,
+    sessions: Mutex<HashMap<String, String>>,
+}
+
+/// The identity the authentication step put on the request, read inside the MCP handler.
+struct FromRequest;
+
+impl FromRequest {
+    fn parts(ctx: &RequestContext<RoleServer>) -> Option<&http::request::Parts> {
+        ctx.extensions.get::<http::request::Parts>()
+    }
+}
+
+impl Identify for FromRequest {
+    fn identify(&self, ctx: &RequestContext<RoleServer>) -> Option<Identity> {
+        Self::parts(ctx)?.extensions.get::<Identity>().cloned()
+    }
+
+    /// The MCP session, or for a stateless (2026-07-28) request the principal: what a retry or a
+    /// `pgwarden_await` must share with the call it continues.
+    fn session_id(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
+        let parts = Self::parts(ctx)?;
+        match parts.headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+            Some(id) => Some(format!("http:{id}")),
+            None => {
+                let who = parts.extensions.get::<Identity>()?;
+                Some(format!("principal:{}", who.principal))
+            }
+        }
+    }
+}
+
+/// The state key: made on first start, owner-only; every replica must be given the same file.
+pub fn load_sealer(path: &std::path::Path) -> Result<StateSealer, HttpError> {
+    let make = || {
+        let mut key = vec![0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+            .map_err(|_| std::io::Error::other("no randomness for a key"))?;
+        Ok(key)
+    };
+    let (key, _) = crate::dirs::secret_file(path, make).map_err(|e| {
+        HttpError::Config(format!(
+            "the state key `{}` cannot be used ({e}); it must be an owner-only file of this user",
+            path.display()
+        ))
+    })?;
+    StateSealer::from_key(key).map_err(|e| HttpError::Config(format!("the state key `{}`: {e}", path.display())))
+}
+
+/// Serves `pipeline` on `addr` until `shutdown` completes, then lets calls in flight finish.
+pub async fn serve(
+    pipeline: Arc<Pipeline>,
+    config: HttpConfig,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    if !addr.ip().is_loopback() {
+        return Err(HttpError::Config(format!(
+            "pgwarden serves plain HTTP on loopback only ({addr} is not): put it behind a proxy that terminates TLS \
+             and listen on 127.0.0.1 or [::1]"
+        )));
+    }
+    let sealer = Arc::new(load_sealer(
+        config.state_key.as_deref().unwrap_or("state.key".as_ref()),
+    )?);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| HttpError::Bind { addr, e })?;
+    let local = listener.local_addr().map_err(HttpError::Serve)?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let app = router(pipeline, sealer, &config, local, cancel.clone())?;
+    tracing::info!("serving MCP at http://{local}/mcp for {}", config.resource);
+    // Announced on stderr for whoever started the process (tests, scripts) with the real port.
+    eprintln!("pgwarden: listening on http://{local}/mcp");
+    let sessions = cancel.clone();
+    let stop = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; calls in flight may finish for {GRACE:?}");
+        // Open streams (a session's GET) never end by themselves: close them after the grace time.
+        tokio::spawn(async move {
+            tokio::time::sleep(GRACE).await;
+            sessions.cancel();
+        });
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(HttpError::Serve)?;
+    cancel.cancel();
+    Ok(())
+}
+
+/// The whole HTTP face: `/mcp` behind authentication, and the OAuth metadata outside it.
+fn router(
+    pipeline: Arc<Pipeline>,
+    sealer: Arc<StateSealer>,
+    config: &HttpConfig,
+    local: SocketAddr,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<Router, HttpError> {
+    let resource = url::Url::parse(&config.resource).map_err(|e| HttpError::Config(e.to_string()))?;
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    hosts.extend(resource.host_str().map(str::to_string));
+    hosts.extend(config.allowed_hosts.iter().cloned());
+    hosts.push(local.to_string());
+    let mut http_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_max_request_body_bytes(config.max_request_bytes)
+        .with_cancellation_token(cancel);
+    if !config.allowed_origins.is_empty() {
+        http_config = http_config.with_allowed_origins(config.allowed_origins.clone());
+    }
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(SESSION_IDLE);
+    let identify: Arc<dyn Identify> = Arc::new(FromRequest);
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(PgWarden::new(
+                pipeline.clone(),
+                Session::identified(sealer.clone(), identify.clone()),
+            ))
+        },
+        Arc::new(sessions),
+        http_config,
+    );
+    let bad = HttpError::Config;
+    let verifier = match config
+        .auth_mode(std::path::Path::new("the HTTP config"))
+        .map_err(|e| bad(e.0))?
+    {
+        Auth::Oauth(settings) => {
+            Verifier::Oauth(Arc::new(Oauth::new(settings, &config.resource).map_err(|e| bad(e.0))?))
+        }
+        Auth::Tokens(file) => Verifier::Tokens(Tokens::load(&file).map_err(|e| bad(e.0))?),
+    };
+    let oauth = match &verifier {
+        Verifier::Oauth(o) => Some(o.clone()),
+        Verifier::Tokens(_) => None,
+    };
+    let gate = Arc::new(Gate {
+        verifier,
+        sessions: Mutex::default(),
+    });
+    let app = Router::new()
+        .nest_service("/mcp", mcp)
+        .route_layer(axum::middleware::from_fn_with_state(gate, authenticate));
+    Ok(match oauth {
+        Some(o) => {
+            o.validator.spawn_background_refresh();
+            let mut scopes = McpToolScopes::new()
+                .try_body_limit(config.max_request_bytes)
+                .map_err(|e| bad(e.to_string()))?;
+            for (tool, needed) in &o.settings.tool_scopes {
+                scopes = scopes.try_tool(tool, needed.clone()).map_err(|e| bad(e.to_string()))?;
+            }
+            let auth = AuthLayer::builder()
+                .oauth(o.validator.clone())
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            app.route_layer(scopes)
+                .route_layer(auth)
+                .merge(oauth_resource_server::axum::metadata_router(Some(o.validator.clone())))
+        }
+        None => app,
+    })
+}
+
+/// Puts the caller's verified identity on the request, or refuses it; keeps each session to the
+/// principal that opened it.
+async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
+    let identity = match &gate.verifier {
+        // The OAuth layer in front already checked the token and its scopes.
+        Verifier::Oauth(o) => req.extensions().get::<AuthorizedToken>().and_then(|t| o.identity(t)),
+        Verifier::Tokens(tokens) => bearer(&req).and_then(|t| tokens.identify(t)),
+    };
+    let Some(identity) = identity else {
+        return unauthorized(&gate.verifier);
+    };
+    let principal = identity.principal.as_str().to_string();
+    let session = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(id) = &session {
+        let owner = gate.sessions.lock().ok().and_then(|s| s.get(id).cloned());
+        if owner.as_deref().is_some_and(|o| o != principal) {
+            tracing::warn!("refused: session {id} belongs to another principal than {principal}");
+            return (StatusCode::FORBIDDEN, "this MCP session belongs to someone else").into_response();
+        }
+    }
+    req.extensions_mut().insert(identity);
+    let deleting = req.method() == http::Method::DELETE;
+    let response = next.run(req).await;
+    if let Ok(mut sessions) = gate.sessions.lock() {
+        match (
+            &session,
+            response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()),
+        ) {
+            (None, Some(new)) => {
+                sessions.insert(new.to_string(), principal);
+            }
+            (Some(id), _) if deleting && response.status().is_success() => {
+                sessions.remove(id);
+            }
+            _ => {}
+        }
+    }
+    response
+}
+
+/// The bearer token of `Authorization: Bearer …`.
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// 401 with the challenge a client needs to find out how to authenticate.
+fn unauthorized(verifier: &Verifier) -> Response {
+    let challenge = match verifier {
+        Verifier::Oauth(o) => o.validator.invalid_token_challenge(),
+        Verifier::Tokens(_) => r#"Bearer realm="pgwarden", error="invalid_token""#.to_string(),
+    };
+    let mut r = (StatusCode::UNAUTHORIZED, "a valid bearer token is required").into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
