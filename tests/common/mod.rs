@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test binary uses part of the kit
 
 pub mod console;
+pub mod http;
 pub mod mcp;
 pub mod policy;
 pub mod raw;

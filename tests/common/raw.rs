@@ -84,6 +84,19 @@ impl RawServer {
         self.reply(id).await
     }
 
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        stderr_of(&self.dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn audit_records(&self) -> Vec<pgwarden::audit::Record> {
+        pgwarden::audit::verify::verify(&self.audit).expect("the audit chain verifies")
+    }
+
     pub fn audit_path(&self) -> &Path {
         &self.audit
     }

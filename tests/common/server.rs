@@ -378,7 +378,7 @@ impl Setup {
 }
 
 /// The client's side of the session, in `era`.
-async fn handshake<H, T, E, A>(
+pub(super) async fn handshake<H, T, E, A>(
     handler: H,
     io: T,
     era: Era,

@@ -1,0 +1,51 @@
+//! The real `pgwarden serve --http` ([`HttpServer`]): started like any test server, on a free
+//! loopback port, with an HTTP config written into its directory; MCP clients connect to it with a
+//! bearer token, in either protocol era.
+
+use std::{path::PathBuf, time::Duration};
+
+use rmcp::{
+    ClientHandler, RoleClient,
+    service::RunningService,
+    transport::{StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig},
+};
+
+use super::{Era, RawServer, server::ServerBuilder};
+
+pub struct HttpServer {
+    pub raw: RawServer,
+    /// `http://127.0.0.1:<port>/mcp`.
+    pub url: String,
+}
+
+impl HttpServer {
+    /// Starts `builder`'s server over HTTP with `config` (TOML text, without `resource`, which is
+    /// `resource`) as its `--http-config`, in `dir` with the files the config names.
+    pub async fn start(builder: ServerBuilder<()>, dir: &std::path::Path, resource: &str, config: &str) -> HttpServer {
+        let path: PathBuf = dir.join("http.toml");
+        std::fs::write(&path, format!("resource = \"{resource}\"\n{config}")).unwrap();
+        let raw = builder
+            .args(["--http", "127.0.0.1:0", "--http-config"])
+            .args([&path])
+            .start_raw()
+            .await;
+        let url = super::eventually(Duration::from_secs(60), "the server to listen", async || {
+            let err = raw.stderr();
+            err.lines()
+                .find_map(|l| l.strip_prefix("pgwarden: listening on "))
+                .map(str::to_string)
+        })
+        .await;
+        HttpServer { raw, url }
+    }
+
+    /// An MCP client with `handler`, authenticating with `token`, in `era`.
+    pub async fn connect<H: ClientHandler>(&self, handler: H, token: &str, era: Era) -> RunningService<RoleClient, H> {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.url.as_str()).auth_header(token),
+        );
+        super::server::handshake(handler, transport, era)
+            .await
+            .unwrap_or_else(|e| panic!("no MCP session over HTTP: {e}\n{}", self.raw.stderr()))
+    }
+}

@@ -1,0 +1,259 @@
+//! `pgwarden serve --http` with static tokens (issue 20): nothing is served without a valid token;
+//! two principals in one server are decided, prompted and audited as themselves, in both protocol
+//! eras; a session belongs to whoever opened it; and a 2026-07-28 retry is served by a second
+//! pgwarden process that shares the state key.
+
+mod common;
+
+use common::{Era, Reviewer, TestDb, TestServer, http, http::HttpServer, text};
+use pgwarden::auth::tokens::new_token;
+use rmcp::model::{CallToolRequestParams, CallToolResponse};
+use serde_json::{Value, json};
+
+const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text);
+INSERT INTO orders VALUES (1, 'open'), (2, 'open');";
+
+const POLICY: &str = r#"
+[[rule]]
+id = "dba-changes"
+effect = "approve"
+categories = ["write"]
+groups = ["dba"]
+
+[[rule]]
+id = "reads"
+effect = "allow"
+categories = ["read", "export"]
+"#;
+
+const WHO: &str = "SELECT current_setting('application_name') AS app, current_setting('pgwarden.principal') AS p";
+
+struct Team {
+    dir: tempfile::TempDir,
+    alice: String,
+    bob: String,
+    /// Also in `dba`.
+    carol: String,
+}
+
+/// A token file with alice and carol (group `dba`) and bob (no groups).
+fn team() -> Team {
+    let dir = tempfile::Builder::new().prefix("pgw-http-").tempdir_in("/tmp").unwrap();
+    let file = dir.path().join("tokens.toml");
+    let alice = new_token(&file, "alice", &["dba".into()]).unwrap();
+    let bob = new_token(&file, "bob", &[]).unwrap();
+    let carol = new_token(&file, "carol", &["dba".into()]).unwrap();
+    Team { dir, alice, bob, carol }
+}
+
+const TOKENS: &str = "[tokens]\nfile = \"tokens.toml\"\n";
+
+async fn server(db: &TestDb, team: &Team) -> HttpServer {
+    let builder = TestServer::builder().database(db).policy(POLICY);
+    HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", TOKENS).await
+}
+
+fn port(s: &HttpServer) -> u16 {
+    s.url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn call(tool: &str, args: Value) -> CallToolRequestParams {
+    CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
+}
+
+async fn statuses(db: &TestDb) -> Vec<String> {
+    db.column("SELECT status FROM orders ORDER BY id").await
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+
+#[tokio::test]
+async fn nothing_is_served_without_a_valid_token_and_a_session_stays_its_openers() {
+    let db = TestDb::new(SETUP).await;
+    let team = team();
+    let s = server(&db, &team).await;
+    let port = port(&s);
+    let json = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    let with = |token: &str| {
+        let mut h = json.to_vec();
+        h.push(("Authorization", Box::leak(format!("Bearer {token}").into_boxed_str())));
+        h
+    };
+    for headers in [
+        json.to_vec(),
+        with("pgw_not-a-token"),
+        with(&team.alice[..team.alice.len() - 1]),
+        with(""),
+        {
+            let mut h = json.to_vec();
+            h.push((
+                "Authorization",
+                Box::leak(format!("Basic {}", team.alice).into_boxed_str()),
+            ));
+            h
+        },
+    ] {
+        let r = http(port, "POST", "/mcp", &headers, Some(INITIALIZE)).await;
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
+        assert!(
+            r.headers
+                .get("www-authenticate")
+                .is_some_and(|c| c.starts_with("Bearer")),
+            "{:?}",
+            r.headers
+        );
+    }
+    // The right token opens a session…
+    let r = http(port, "POST", "/mcp", &with(&team.alice), Some(INITIALIZE)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let session = r.headers.get("mcp-session-id").expect("a session id").clone();
+    // …which nobody else may use, whatever they know of it.
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let mut bob = with(&team.bob);
+    bob.push(("Mcp-Session-Id", &session));
+    bob.push(("Mcp-Protocol-Version", "2025-06-18"));
+    let r = http(port, "POST", "/mcp", &bob, Some(list)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // DNS rebinding: a foreign Host is refused even with a good token.
+    let mut foreign = with(&team.alice);
+    foreign.push(("Host", "evil.example"));
+    let r = http(port, "POST", "/mcp", &foreign, Some(INITIALIZE)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    // No token ever reaches the trail or the logs.
+    let trail = std::fs::read_to_string(s.raw.audit_path()).unwrap_or_default();
+    let logs = s.raw.stderr();
+    for secret in [&team.alice, &team.bob] {
+        assert!(!trail.contains(&secret[4..]) && !logs.contains(&secret[4..]));
+    }
+}
+
+#[tokio::test]
+async fn two_principals_are_decided_prompted_and_audited_as_themselves_in_both_eras() {
+    let db = TestDb::new(SETUP).await;
+    let team = team();
+    let s = server(&db, &team).await;
+    let reviewer = Reviewer::says("approve", None, None);
+    let alice = s.connect(reviewer.clone(), &team.alice, Era::Legacy).await;
+    let bob = s
+        .connect(Reviewer::says("approve", None, None), &team.bob, Era::Legacy)
+        .await;
+
+    // Reads run as each, and Postgres sees who.
+    for (client, name) in [(&alice, "alice"), (&bob, "bob")] {
+        let r = client.call_tool(call("query", json!({ "sql": WHO }))).await.unwrap();
+        let rows = &r.structured_content.unwrap()["rows"];
+        assert_eq!(rows, &json!([[format!("pgwarden: {name}"), name]]));
+    }
+    // alice is in `dba`: her change asks her, and the prompt names her as verified.
+    let update = "UPDATE orders SET status = 'shipped' WHERE id = 1";
+    let r = alice
+        .call_tool(call("query", json!({ "sql": update, "intent": "ship it" })))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    let prompt = reviewer.prompts().pop().expect("a prompt");
+    assert!(
+        prompt.contains("Requested by: alice (groups dba; static token "),
+        "{prompt}"
+    );
+    // bob is not: no rule lets him change anything.
+    let r = bob
+        .call_tool(call(
+            "query",
+            json!({ "sql": "UPDATE orders SET status = 'x' WHERE id = 2" }),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert!(text(&r).contains("no policy rule"), "{}", text(&r));
+    assert_eq!(statuses(&db).await, ["shipped", "open"]);
+
+    // The 2026-07-28 era over HTTP, statelessly: alice's prompt round trip, answered.
+    let modern = Reviewer::says("approve", None, None);
+    let alice26 = s.connect(modern.clone(), &team.alice, Era::Modern).await;
+    let r = alice26
+        .call_tool(call(
+            "query",
+            json!({ "sql": "UPDATE orders SET status = 'held' WHERE id = 2" }),
+        ))
+        .await
+        .unwrap();
+    assert_ne!(r.is_error, Some(true), "{}", text(&r));
+    assert!(
+        modern
+            .prompts()
+            .pop()
+            .unwrap()
+            .contains("Requested by: alice (groups dba")
+    );
+    assert_eq!(statuses(&db).await, ["shipped", "held"]);
+
+    // The trail says who did what, authenticated how — and never the token.
+    let records = s.raw.audit_records();
+    let by = |p: &str| records.iter().filter(|r| r.principal.as_deref() == Some(p)).count();
+    assert!(by("alice") >= 3 && by("bob") >= 2, "{records:#?}");
+    for r in records.iter().filter(|r| r.principal.is_some()) {
+        let authn = serde_json::to_value(&r.authn).unwrap();
+        assert_eq!(authn["method"], "token", "{authn}");
+        assert_eq!(authn["token_id"].as_str().unwrap().len(), 12);
+    }
+    let alice_groups: Vec<_> = records
+        .iter()
+        .filter(|r| r.principal.as_deref() == Some("alice"))
+        .map(|r| r.groups.clone())
+        .collect();
+    assert!(alice_groups.iter().all(|g| g == &["dba"]), "{alice_groups:?}");
+}
+
+#[tokio::test]
+async fn a_2026_retry_is_served_by_a_second_process_sharing_the_state_key() {
+    let db = TestDb::new(SETUP).await;
+    let team = team();
+    let first = server(&db, &team).await;
+    let second = server(&db, &team).await;
+    let a = first
+        .connect(Reviewer::says("approve", None, None), &team.alice, Era::Modern)
+        .await;
+    let b = second
+        .connect(Reviewer::says("approve", None, None), &team.alice, Era::Modern)
+        .await;
+    let update = "UPDATE orders SET status = 'cancelled' WHERE id = 1";
+    let CallToolResponse::InputRequired(asked) =
+        a.call_tool_once(call("query", json!({ "sql": update }))).await.unwrap()
+    else {
+        panic!("expected input_required");
+    };
+    let approve = json!({"approval": {"action": "accept", "content": {"decision": "approve"}}});
+    let mut retry = call("query", json!({ "sql": update }));
+    retry.request_state = asked.request_state.clone();
+    retry.input_responses = Some(approve.as_object().unwrap().clone().into_iter().collect());
+    // carol (also a dba) cannot use alice's state: the approval is bound to who asked.
+    let c = second
+        .connect(Reviewer::says("approve", None, None), &team.carol, Era::Modern)
+        .await;
+    match c.call_tool_once(retry.clone()).await.unwrap() {
+        CallToolResponse::Complete(r) => {
+            assert_eq!(r.is_error, Some(true), "{}", text(&r));
+            assert!(text(&r).contains("the approval state is not valid"), "{}", text(&r));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(statuses(&db).await, ["open", "open"]);
+    // alice's retry lands on the other process, which opens the state and runs the change.
+    match b.call_tool_once(retry).await.unwrap() {
+        CallToolResponse::Complete(r) => assert_ne!(r.is_error, Some(true), "{}", text(&r)),
+        other => panic!("expected the change to run, got {other:?}"),
+    }
+    assert_eq!(statuses(&db).await, ["cancelled", "open"]);
+}
