@@ -39,9 +39,16 @@ pub struct OauthSettings {
     /// Scopes a tool call needs besides, by tool name (`grant = ["pgwarden:admin"]`).
     #[serde(default)]
     pub tool_scopes: std::collections::BTreeMap<String, Vec<String>>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Defaults to 60.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
     /// Fetch keys over plain HTTP: for a test issuer on loopback only.
     #[serde(default)]
     pub allow_insecure_http: bool,
+}
+
+fn default_leeway() -> u64 {
+    oauth_resource_server::DEFAULT_LEEWAY_SECS
 }
 
 fn default_principal_claim() -> String {
@@ -84,6 +91,7 @@ impl Oauth {
             ),
             allow_unscoped_tokens: settings.required_scopes.is_empty(),
             allow_insecure_http: settings.allow_insecure_http,
+            leeway_secs: settings.leeway_secs,
             accept_static_bearer: false,
             principal_claims: vec![settings.principal_claim.clone()],
             ..OAuthConfig::default()

@@ -8,6 +8,7 @@
 pub mod console;
 pub mod http;
 pub mod mcp;
+pub mod oidc;
 pub mod policy;
 pub mod raw;
 pub mod reviewer;
