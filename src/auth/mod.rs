@@ -58,8 +58,13 @@ impl HttpConfig {
     pub fn load(path: &Path) -> Result<HttpConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read the HTTP config `{}`: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// [`HttpConfig::load`] of `text`, read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<HttpConfig, ConfigError> {
         let mut config: HttpConfig =
-            toml::from_str(&text).map_err(|e| ConfigError(format!("`{}`: {}", path.display(), e.message())))?;
+            toml::from_str(text).map_err(|e| ConfigError(format!("`{}`: {}", path.display(), e.message())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let url = url::Url::parse(&config.resource).map_err(|e| {
             ConfigError(format!(
@@ -102,5 +107,34 @@ impl HttpConfig {
                 path.display()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configs_load_and_bad_ones_say_what_to_fix() {
+        for (name, text) in [
+            ("http-oauth.toml", include_str!("../../examples/http-oauth.toml")),
+            ("http-tokens.toml", include_str!("../../examples/http-tokens.toml")),
+        ] {
+            let path = Path::new("/etc/pgwarden").join(name);
+            let c = HttpConfig::parse(text, &path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(c.auth_mode(&path).is_ok());
+            assert_eq!(c.state_key.as_deref(), Some(Path::new("/etc/pgwarden/state.key")));
+        }
+        let p = Path::new("/x/http.toml");
+        let err = |text: &str| HttpConfig::parse(text, p).err().unwrap().0;
+        assert!(err("resource = \"https://a/mcp\"\n").contains("neither how requests authenticate"));
+        assert!(
+            err("resource = \"https://a/mcp\"\n[tokens]\nfile = \"t\"\n[oauth]\nissuer = \"https://i/\"\n")
+                .contains("both")
+        );
+        assert!(err("resource = \"not a url\"\n[tokens]\nfile = \"t\"\n").contains("`resource` must be"));
+        assert!(err("resource = \"https://a/mcp\"\ntokenz = 1\n").contains("unknown field"));
+        let c = HttpConfig::parse("resource = \"https://a/mcp\"\n[tokens]\nfile = \"t.toml\"\n", p).unwrap();
+        assert_eq!(c.tokens.unwrap().file, Path::new("/x/t.toml"), "relative to the config");
     }
 }
