@@ -14,8 +14,9 @@ use rmcp::{
         wrapper::Parameters,
     },
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, JsonObject,
-        ListResourcesResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProtocolVersion,
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestMethod,
+        GetPromptRequestParams, GetPromptResponse, Implementation, JsonObject, ListPromptsRequestMethod,
+        ListPromptsResult, ListResourcesResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProtocolVersion,
         ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource, ResourceContents,
         ServerCapabilities, ServerConfig,
     },
@@ -770,6 +771,24 @@ impl ServerHandler for PgWarden {
 
     fn get_tool(&self, name: &str) -> Option<rmcp::model::Tool> {
         self.tool_router.get(name).cloned()
+    }
+
+    /// pgwarden has no prompts and does not declare the capability, so `prompts/*` are not methods
+    /// it has (rmcp would otherwise answer an empty list, which reads as support).
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        Err(McpError::method_not_found::<ListPromptsRequestMethod>())
+    }
+
+    async fn get_prompt(
+        &self,
+        _request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        Err(McpError::method_not_found::<GetPromptRequestMethod>())
     }
 
     async fn list_resources(

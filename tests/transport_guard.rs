@@ -186,3 +186,20 @@ async fn an_approval_answer_with_decision_twice_does_not_approve() {
     assert_eq!(statuses(&db).await, ["cancelled", "cancelled"]);
     close(server).await;
 }
+
+/// pgwarden declares no prompts capability, so `prompts/*` are unknown methods (-32601), not an
+/// empty list that reads as support (conformance: sep-2575-server-declares-prompts-in-discover).
+#[tokio::test]
+async fn prompts_are_not_methods_pgwarden_has() {
+    let db = TestDb::new(SETUP).await;
+    let mut server = start(&db, WRITES_NEED_APPROVAL, false).await;
+    server
+        .send(&json!({"jsonrpc":"2.0","id":7,"method":"prompts/list"}))
+        .await;
+    assert_eq!(server.reply(7).await["error"]["code"], json!(-32601));
+    server
+        .send(&json!({"jsonrpc":"2.0","id":8,"method":"prompts/get","params":{"name":"x"}}))
+        .await;
+    assert_eq!(server.reply(8).await["error"]["code"], json!(-32601));
+    close(server).await;
+}

@@ -84,6 +84,10 @@ impl RawServer {
         self.reply(id).await
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         stderr_of(&self.dir)
