@@ -263,6 +263,12 @@ struct ServeArgs {
     /// `[tokens]`); see `examples/http.toml`.
     #[arg(long, env = "PGWARDEN_HTTP_CONFIG", requires = "http")]
     http_config: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); with `--tls-key`.
+    #[arg(long, env = "PGWARDEN_TLS_CERT", requires_all = ["http", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "PGWARDEN_TLS_KEY", requires_all = ["http", "tls_cert"])]
+    tls_key: Option<PathBuf>,
     /// PostgreSQL to serve: `postgres://user:password@host:5432/db` or `host=… user=…`.
     /// Without one, pgwarden starts its own sandbox cluster with a demo schema.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -772,7 +778,14 @@ fn token_new(name: &str, groups: &[String], file: &std::path::Path) -> anyhow::R
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http = match (args.http, &args.http_config) {
-        (Some(addr), Some(path)) => Some((addr, pgwarden::auth::HttpConfig::load(path)?)),
+        (Some(addr), Some(path)) => {
+            let tls = args
+                .tls_cert
+                .clone()
+                .zip(args.tls_key.clone())
+                .map(|(cert, key)| pgwarden::serve::http::TlsFiles { cert, key });
+            Some((addr, pgwarden::auth::HttpConfig::load(path)?, tls))
+        }
         _ => None,
     };
     let settings = settings(args)?;
@@ -802,7 +815,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// `serve --http`: where to listen, and the HTTP config.
-type Http = Option<(std::net::SocketAddr, pgwarden::auth::HttpConfig)>;
+type Http = Option<(
+    std::net::SocketAddr,
+    pgwarden::auth::HttpConfig,
+    Option<pgwarden::serve::http::TlsFiles>,
+)>;
 
 async fn run(
     target: Target,
@@ -890,7 +907,7 @@ async fn run(
     // `pgwarden approvals` from another terminal; the socket goes when this ends.
     let _terminal = pgwarden::approval::local::listen(&approvals, &settings.console_dir);
     let result = match http {
-        Some((addr, config)) => pgwarden::serve::http::serve(pipeline, config, addr, shutdown_signal())
+        Some((addr, config, tls)) => pgwarden::serve::http::serve(pipeline, config, addr, tls, shutdown_signal())
             .await
             .map_err(anyhow::Error::from),
         None => {

@@ -257,3 +257,105 @@ async fn a_2026_retry_is_served_by_a_second_process_sharing_the_state_key() {
     }
     assert_eq!(statuses(&db).await, ["cancelled", "open"]);
 }
+
+/// `--tls-cert`/`--tls-key`: HTTPS on a non-loopback-capable listener, authenticated as over plain
+/// HTTP; plain HTTP on a non-loopback address without them is refused at start.
+#[tokio::test]
+async fn https_with_the_given_certificate_and_plain_http_only_on_loopback() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = TestDb::new(SETUP).await;
+    let team = team();
+    let (cert, key) = (team.dir.path().join("cert.pem"), team.dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (`.ci/run` installs it)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let builder = TestServer::builder()
+        .database(&db)
+        .policy(POLICY)
+        .args(["--tls-cert"])
+        .args([&cert])
+        .args(["--tls-key"])
+        .args([&key]);
+    let s = HttpServer::start(builder, team.dir.path(), "https://127.0.0.1/mcp", TOKENS).await;
+    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let post = async |token: Option<&str>| -> String {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\n{auth}Content-Length: {}\r\n\r\n{INITIALIZE}",
+            port(&s),
+            INITIALIZE.len()
+        );
+        tls.write_all(req.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 64];
+        let n = tls.read(&mut head).await.unwrap();
+        String::from_utf8_lossy(&head[..n]).to_string()
+    };
+    assert!(post(None).await.starts_with("HTTP/1.1 401"));
+    assert!(post(Some(&team.alice)).await.starts_with("HTTP/1.1 200"));
+    // A plaintext client gets no MCP out of the TLS port.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
+    plain
+        .write_all(
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{INITIALIZE}",
+                INITIALIZE.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), plain.read_to_end(&mut answer)).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+
+    // Plain HTTP on an address other than loopback: refused at start, with the fix.
+    let out = TestServer::builder()
+        .database(&db)
+        .args(["--http", "0.0.0.0:0", "--http-config"])
+        .args([&team.dir.path().join("http.toml")])
+        .output();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain HTTP on loopback only") && err.contains("--tls-cert"),
+        "{err}"
+    );
+}

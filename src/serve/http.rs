@@ -114,19 +114,49 @@ pub fn load_sealer(path: &std::path::Path) -> Result<StateSealer, HttpError> {
     StateSealer::from_key(key).map_err(|e| HttpError::Config(format!("the state key `{}`: {e}", path.display())))
 }
 
-/// Serves `pipeline` on `addr` until `shutdown` completes, then lets calls in flight finish.
+/// `--tls-cert` and `--tls-key`: PEM files, the certificate chain leaf first.
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// A rustls server config (ring, TLS 1.2 and 1.3, HTTP/1.1) from the PEM files.
+fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, HttpError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let bad = |what: &str, path: &std::path::Path, e: String| {
+        HttpError::Config(format!("the TLS {what} `{}` cannot be used: {e}", path.display()))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|i| i.collect())
+        .map_err(|e| bad("certificate", &files.cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("certificate", &files.cert, "no certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad("key", &files.key, e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| bad("certificate and key", &files.cert, e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `pipeline` on `addr` until `shutdown` completes, then lets calls in flight finish. Plain
+/// HTTP on loopback only (behind a proxy that terminates TLS); with `tls`, anywhere.
 pub async fn serve(
     pipeline: Arc<Pipeline>,
     config: HttpConfig,
     addr: SocketAddr,
+    tls: Option<TlsFiles>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    if !addr.ip().is_loopback() {
+    if tls.is_none() && !addr.ip().is_loopback() {
         return Err(HttpError::Config(format!(
-            "pgwarden serves plain HTTP on loopback only ({addr} is not): put it behind a proxy that terminates TLS \
-             and listen on 127.0.0.1 or [::1]"
+            "pgwarden serves plain HTTP on loopback only ({addr} is not): give `--tls-cert` and `--tls-key`, or put \
+             it behind a proxy that terminates TLS and listen on 127.0.0.1 or [::1]"
         )));
     }
+    let tls = tls.as_ref().map(tls_config).transpose()?;
     let sealer = Arc::new(load_sealer(
         config.state_key.as_deref().unwrap_or("state.key".as_ref()),
     )?);
@@ -136,9 +166,10 @@ pub async fn serve(
     let local = listener.local_addr().map_err(HttpError::Serve)?;
     let cancel = tokio_util::sync::CancellationToken::new();
     let app = router(pipeline, sealer, &config, local, cancel.clone())?;
-    tracing::info!("serving MCP at http://{local}/mcp for {}", config.resource);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("serving MCP at {scheme}://{local}/mcp for {}", config.resource);
     // Announced on stderr for whoever started the process (tests, scripts) with the real port.
-    eprintln!("pgwarden: listening on http://{local}/mcp");
+    eprintln!("pgwarden: listening on {scheme}://{local}/mcp");
     let sessions = cancel.clone();
     let stop = async move {
         shutdown.await;
@@ -149,12 +180,58 @@ pub async fn serve(
             sessions.cancel();
         });
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(HttpError::Serve)?;
+    match tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(HttpError::Serve)?,
+        Some(tls) => serve_tls(listener, app, tls, stop).await,
+    }
     cancel.cancel();
     Ok(())
+}
+
+/// axum's `serve` over rustls: each connection's handshake bounded, HTTP/1.1, and on `stop` no new
+/// connections while those open finish.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    stop: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
+                Err(_) => return tracing::debug!("TLS handshake timed out"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+    graceful.shutdown().await;
 }
 
 /// The whole HTTP face: `/mcp` behind authentication, and the OAuth metadata outside it.
