@@ -167,10 +167,15 @@ impl Identity {
         }
     }
 
-    /// "Alice (alice; groups dba, analysts; OAuth token from https://idp/)", for reviewers.
+    /// "alice (alice@example.com; groups dba, analysts; OAuth token from https://idp/)", for
+    /// reviewers: the principal policy decided by first, then the name for people (which the
+    /// person may choose themselves, so it never comes first and is cut short).
     pub fn describe(&self) -> String {
         let name = self.display.as_deref().filter(|d| *d != self.principal.as_str());
-        let mut facts: Vec<String> = name.map(|_| self.principal.to_string()).into_iter().collect();
+        let mut facts: Vec<String> = name
+            .map(|d| d.chars().take(80).collect::<String>())
+            .into_iter()
+            .collect();
         if !self.groups.is_empty() {
             facts.push(format!("groups {}", self.groups.join(", ")));
         }
@@ -179,7 +184,7 @@ impl Identity {
             Authn::Token { token_id } => format!("static token {token_id}"),
             Authn::Oauth { issuer, .. } => format!("OAuth token from {issuer}"),
         });
-        format!("{} ({})", name.unwrap_or(self.principal.as_str()), facts.join("; "))
+        format!("{} ({})", self.principal, facts.join("; "))
     }
 }
 

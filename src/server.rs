@@ -184,6 +184,14 @@ impl PgWarden {
         }
     }
 
+    /// The session this call belongs to: approvals are stored under it and only it may await them.
+    fn session_id(&self, ctx: &RequestContext<RoleServer>) -> String {
+        self.session
+            .identity
+            .session_id(ctx)
+            .unwrap_or_else(|| self.session.id.clone())
+    }
+
     /// Who is calling: the client as it names itself, and the principal the transport vouches for.
     fn caller(&self, ctx: &RequestContext<RoleServer>) -> Caller {
         let client = ctx.client_info();
@@ -191,11 +199,7 @@ impl PgWarden {
             client_name: client.as_ref().map(|c| c.name.clone()),
             client_version: client.as_ref().map(|c| c.version.clone()),
             identity: self.session.identity.identify(ctx),
-            session_id: self
-                .session
-                .identity
-                .session_id(ctx)
-                .unwrap_or_else(|| self.session.id.clone()),
+            session_id: self.session_id(ctx),
         }
     }
 
@@ -545,6 +549,7 @@ impl PgWarden {
         let approvals = self.pipeline.approvals().clone();
         let store = &approvals.store;
         let id = args.approval_id.trim().to_string();
+        let session = self.session_id(ctx);
         let budget = args
             .wait_seconds
             .map(Duration::from_secs)
@@ -567,7 +572,7 @@ impl PgWarden {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             let slice = left.min(PROGRESS_EVERY);
             let r = tokio::select! {
-                r = store.wait(&id, &self.session.id, slice) => r,
+                r = store.wait(&id, &session, slice) => r,
                 _ = ctx.ct.cancelled() => return failure(ToolError::Refused(
                     "the wait was cancelled; the approval itself is unchanged".into())),
             };

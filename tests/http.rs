@@ -125,6 +125,35 @@ async fn nothing_is_served_without_a_valid_token_and_a_session_stays_its_openers
     bob.push(("Mcp-Protocol-Version", "2025-06-18"));
     let r = http(port, "POST", "/mcp", &bob, Some(list)).await;
     assert_eq!(r.status, 403, "{}", r.body);
+    // Two credentials: refused, whichever is valid.
+    let mut two = with(&team.bob);
+    two.push((
+        "Authorization",
+        Box::leak(format!("Bearer {}", team.alice).into_boxed_str()),
+    ));
+    assert_eq!(http(port, "POST", "/mcp", &two, Some(INITIALIZE)).await.status, 401);
+    // A web page's request (it carries its Origin) is refused unless the config lists the origin.
+    let mut page = with(&team.alice);
+    page.push(("Origin", "http://evil.example"));
+    assert_eq!(http(port, "POST", "/mcp", &page, Some(INITIALIZE)).await.status, 403);
+    // One principal holds at most 32 sessions: opening more closes their oldest.
+    for _ in 0..32 {
+        assert_eq!(
+            http(port, "POST", "/mcp", &with(&team.alice), Some(INITIALIZE))
+                .await
+                .status,
+            200
+        );
+    }
+    let mut oldest = with(&team.alice);
+    oldest.push(("Mcp-Session-Id", &session));
+    oldest.push(("Mcp-Protocol-Version", "2025-06-18"));
+    common::eventually(
+        std::time::Duration::from_secs(5),
+        "the oldest session to close",
+        async || (http(port, "POST", "/mcp", &oldest, Some(list)).await.status == 404).then_some(()),
+    )
+    .await;
     // DNS rebinding: a foreign Host is refused even with a good token.
     let mut foreign = with(&team.alice);
     foreign.push(("Host", "evil.example"));
@@ -357,5 +386,86 @@ async fn https_with_the_given_certificate_and_plain_http_only_on_loopback() {
     assert!(
         err.contains("plain HTTP on loopback only") && err.contains("--tls-cert"),
         "{err}"
+    );
+}
+
+/// A client that cannot show prompts gets a pending approval; a person approves it in a terminal
+/// (`pgwarden approvals`), and the same caller's `pgwarden_await` runs it — over HTTP, in a session
+/// (2025) and statelessly (2026, scoped to the principal). Someone else cannot await it.
+#[tokio::test]
+async fn a_pending_approval_is_awaited_by_its_caller_over_http_in_both_eras() {
+    let db = TestDb::new(SETUP).await;
+    let team = team();
+    // Return the pending approval at once instead of waiting for a decision first.
+    let policy = format!("[approval]\nwait_budget = \"1s\"\n{POLICY}");
+    let builder = TestServer::builder().database(&db).policy(policy);
+    let s = HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", TOKENS).await;
+    for (era, id, status) in [(Era::Legacy, 1, "shipped"), (Era::Modern, 2, "held")] {
+        let alice = s.connect((), &team.alice, era).await;
+        let sql = format!("UPDATE orders SET status = '{status}' WHERE id = {id}");
+        let r = alice.call_tool(call("query", json!({ "sql": sql }))).await.unwrap();
+        let pending = r.structured_content.unwrap();
+        assert_eq!(pending["status"], "pending_approval", "{era:?}: {pending}");
+        let approval = pending["approval_id"].as_str().unwrap().to_string();
+        // carol is a dba too, but it is not her call.
+        let carol = s.connect((), &team.carol, era).await;
+        let r = carol
+            .call_tool(call(
+                "pgwarden_await",
+                json!({ "approval_id": approval, "wait_seconds": 0 }),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(true), "{era:?}: {}", text(&r));
+        let out = std::process::Command::new(common::BIN)
+            .args(["approvals", "approve", &approval])
+            .env("XDG_RUNTIME_DIR", s.raw.dir().join("run"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = alice
+            .call_tool(call(
+                "pgwarden_await",
+                json!({ "approval_id": approval, "wait_seconds": 5 }),
+            ))
+            .await
+            .unwrap();
+        assert_ne!(r.is_error, Some(true), "{era:?}: {}", text(&r));
+        assert_eq!(r.structured_content.unwrap()["executed"], json!(true), "{era:?}");
+    }
+    assert_eq!(statuses(&db).await, ["shipped", "held"]);
+}
+
+/// A client that connects and never finishes its request head cannot hold the connection: it is
+/// closed after the header timeout (30 s), before authentication is even asked.
+#[tokio::test]
+async fn a_silent_or_trickling_connection_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new(SETUP).await;
+    let team = team();
+    let s = server(&db, &team).await;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
+    trickle
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let closed = async |c: &mut tokio::net::TcpStream| {
+        let mut buf = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(45), c.read_to_end(&mut buf))
+            .await
+            .is_ok()
+    };
+    assert!(closed(&mut silent).await, "a silent connection stays open");
+    assert!(closed(&mut trickle).await, "a half-sent request head stays open");
+    // The server still serves.
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("Authorization", &format!("Bearer {}", team.alice)),
+    ];
+    assert_eq!(
+        http(port(&s), "POST", "/mcp", &headers, Some(INITIALIZE)).await.status,
+        200
     );
 }

@@ -133,7 +133,7 @@ async fn tokens_from_the_issuer_for_this_resource_identify_their_person() {
     let prompt = reviewer.prompts().pop().unwrap();
     assert!(
         prompt.contains(&format!(
-            "Requested by: alice@example.com (alice; groups dba; OAuth token from {})",
+            "Requested by: alice (alice@example.com; groups dba; OAuth token from {})",
             oidc.issuer
         )),
         "{prompt}"
@@ -172,7 +172,7 @@ async fn tokens_from_the_issuer_for_this_resource_identify_their_person() {
             .prompts()
             .pop()
             .unwrap()
-            .contains("alice@example.com (alice; groups dba")
+            .contains("alice (alice@example.com; groups dba")
     );
 }
 

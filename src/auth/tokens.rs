@@ -64,7 +64,7 @@ impl Tokens {
         })?;
         let file: TokenFile =
             toml::from_str(&text).map_err(|e| ConfigError(format!("`{}`: {}", path.display(), e.message())))?;
-        let mut by_hash = HashMap::new();
+        let mut by_hash: HashMap<String, Entry> = HashMap::new();
         for entry in file.token {
             if entry.sha256.len() != 64 || !entry.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(ConfigError(format!(
@@ -79,7 +79,23 @@ impl Tokens {
                     path.display()
                 )));
             }
-            by_hash.insert(entry.sha256.to_ascii_lowercase(), entry);
+            if entry.groups.iter().any(|g| g.trim().is_empty()) {
+                return Err(ConfigError(format!(
+                    "`{}`: the entry for `{}` has an empty group name",
+                    path.display(),
+                    entry.principal
+                )));
+            }
+            let hash = entry.sha256.to_ascii_lowercase();
+            if let Some(first) = by_hash.get(&hash) {
+                return Err(ConfigError(format!(
+                    "`{}`: one token hash is listed for both `{}` and `{}`; keep one entry",
+                    path.display(),
+                    first.principal,
+                    entry.principal
+                )));
+            }
+            by_hash.insert(hash, entry);
         }
         if by_hash.is_empty() {
             return Err(ConfigError(format!(
@@ -207,5 +223,17 @@ mod tests {
             new_token(&path, "b", &[]).is_err(),
             "never appends to a file that does not parse"
         );
+        let h = "a".repeat(64);
+        let twice = format!(
+            "[[token]]\nprincipal = \"a\"\nsha256 = \"{h}\"\n[[token]]\nprincipal = \"root\"\nsha256 = \"{h}\"\n"
+        );
+        std::fs::write(&path, twice).unwrap();
+        assert!(Tokens::load(&path).err().unwrap().0.contains("both `a` and `root`"));
+        std::fs::write(
+            &path,
+            format!("[[token]]\nprincipal = \"a\"\ngroups = [\"\"]\nsha256 = \"{h}\"\n"),
+        )
+        .unwrap();
+        assert!(Tokens::load(&path).err().unwrap().0.contains("empty group"));
     }
 }

@@ -63,11 +63,53 @@ enum Verifier {
     Tokens(Tokens),
 }
 
-/// The authentication step's state: the verifier and which principal owns each session.
+/// How many sessions one principal may hold open; opening another closes their oldest.
+const SESSIONS_PER_PRINCIPAL: usize = 32;
+
+/// The authentication step's state: the verifier, and which principal owns each session (with
+/// each principal's sessions, oldest first).
 struct Gate {
     verifier: Verifier,
-    sessions: Mutex<HashMap<String, String>>,
+    sessions: Mutex<Owners>,
+    manager: Arc<LocalSessionManager>,
 }
+
+#[derive(Default)]
+struct Owners {
+    owner: HashMap<String, String>,
+    of: HashMap<String, std::collections::VecDeque<String>>,
+}
+
+impl Owners {
+    /// Records `id` as `principal`'s; returns the session to close when they hold too many.
+    fn open(&mut self, id: String, principal: String) -> Option<String> {
+        self.owner.insert(id.clone(), principal.clone());
+        let mine = self.of.entry(principal).or_default();
+        mine.push_back(id);
+        let evicted = (mine.len() > SESSIONS_PER_PRINCIPAL)
+            .then(|| mine.pop_front())
+            .flatten();
+        if let Some(old) = &evicted {
+            self.owner.remove(old);
+        }
+        evicted
+    }
+
+    fn close(&mut self, id: &str) {
+        if let Some(p) = self.owner.remove(id)
+            && let Some(mine) = self.of.get_mut(&p)
+        {
+            mine.retain(|s| s != id);
+            if mine.is_empty() {
+                self.of.remove(&p);
+            }
+        }
+    }
+}
+
+/// The request's MCP session, when it names one its principal opened here.
+#[derive(Clone)]
+struct OwnSession(String);
 
 /// The identity the authentication step put on the request, read inside the MCP handler.
 struct FromRequest;
@@ -87,8 +129,8 @@ impl Identify for FromRequest {
     /// `pgwarden_await` must share with the call it continues.
     fn session_id(&self, ctx: &RequestContext<RoleServer>) -> Option<String> {
         let parts = Self::parts(ctx)?;
-        match parts.headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
-            Some(id) => Some(format!("http:{id}")),
+        match parts.extensions.get::<OwnSession>() {
+            Some(OwnSession(id)) => Some(format!("http:{id}")),
             None => {
                 let who = parts.extensions.get::<Identity>()?;
                 Some(format!("principal:{}", who.principal))
@@ -180,29 +222,37 @@ pub async fn serve(
             sessions.cancel();
         });
     };
-    match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(HttpError::Serve)?,
-        Some(tls) => serve_tls(listener, app, tls, stop).await,
-    }
+    connections(listener, app, tls.map(tokio_rustls::TlsAcceptor::from), stop).await;
     cancel.cancel();
     Ok(())
 }
 
-/// axum's `serve` over rustls: each connection's handshake bounded, HTTP/1.1, and on `stop` no new
-/// connections while those open finish.
-async fn serve_tls(
+/// How many connections are served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long a connection may take to send a request's headers (and the TLS handshake).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` over HTTP/1.1 (through rustls with `tls`): at most
+/// [`MAX_CONNECTIONS`] at once, each handshake and request head bounded by [`HEADER_TIMEOUT`] so a
+/// silent or trickling client cannot hold a connection; on `stop`, no new connections while those
+/// open finish.
+async fn connections(
     listener: tokio::net::TcpListener,
     app: Router,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: impl Future<Output = ()>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(stop);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = &mut stop => break,
+        };
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
@@ -214,19 +264,32 @@ async fn serve_tls(
             },
             _ = &mut stop => break,
         };
-        let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
+        let (tls, app, watcher) = (tls.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            };
+            let _slot = slot;
             let service = hyper_util::service::TowerToHyperService::new(app);
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
+            let http = || {
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT);
+                b
+            };
+            let served = match tls {
+                None => {
+                    let conn = http().serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
+                    let conn = http().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection: {e}");
             }
         });
@@ -251,11 +314,13 @@ fn router(
         .with_allowed_hosts(hosts)
         .with_max_request_body_bytes(config.max_request_bytes)
         .with_cancellation_token(cancel);
-    if !config.allowed_origins.is_empty() {
-        http_config = http_config.with_allowed_origins(config.allowed_origins.clone());
-    }
+    // A request from a web page carries its Origin: only listed origins may call (none by default).
+    http_config = http_config
+        .with_allowed_origins(config.allowed_origins.clone())
+        .enforce_origin_validation();
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(SESSION_IDLE);
+    let sessions = Arc::new(sessions);
     let identify: Arc<dyn Identify> = Arc::new(FromRequest);
     let mcp = StreamableHttpService::new(
         move || {
@@ -264,7 +329,7 @@ fn router(
                 Session::identified(sealer.clone(), identify.clone()),
             ))
         },
-        Arc::new(sessions),
+        sessions.clone(),
         http_config,
     );
     let bad = HttpError::Config;
@@ -284,6 +349,7 @@ fn router(
     let gate = Arc::new(Gate {
         verifier,
         sessions: Mutex::default(),
+        manager: sessions,
     });
     let app = Router::new()
         .nest_service("/mcp", mcp)
@@ -310,8 +376,12 @@ fn router(
 }
 
 /// Puts the caller's verified identity on the request, or refuses it; keeps each session to the
-/// principal that opened it.
+/// principal that opened it, and each principal to [`SESSIONS_PER_PRINCIPAL`] sessions.
 async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Next) -> Response {
+    // Two credentials are one too many: which one would speak?
+    if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
+        return unauthorized(&gate.verifier);
+    }
     let identity = match &gate.verifier {
         // The OAuth layer in front already checked the token and its scopes.
         Verifier::Oauth(o) => req.extensions().get::<AuthorizedToken>().and_then(|t| o.identity(t)),
@@ -327,30 +397,46 @@ async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(id) = &session {
-        let owner = gate.sessions.lock().ok().and_then(|s| s.get(id).cloned());
-        if owner.as_deref().is_some_and(|o| o != principal) {
-            tracing::warn!("refused: session {id} belongs to another principal than {principal}");
-            return (StatusCode::FORBIDDEN, "this MCP session belongs to someone else").into_response();
+        let owner = lock(&gate.sessions).owner.get(id).cloned();
+        match owner {
+            Some(o) if o != principal => {
+                tracing::warn!("refused: session {id} belongs to another principal than {principal}");
+                return (StatusCode::FORBIDDEN, "this MCP session belongs to someone else").into_response();
+            }
+            Some(_) => {
+                req.extensions_mut().insert(OwnSession(id.clone()));
+            }
+            // Not a session opened here (expired, closed, another replica's): rmcp answers for it,
+            // and the call is not attributed to it.
+            None => {}
         }
     }
     req.extensions_mut().insert(identity);
     let deleting = req.method() == http::Method::DELETE;
     let response = next.run(req).await;
-    if let Ok(mut sessions) = gate.sessions.lock() {
-        match (
-            &session,
-            response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()),
-        ) {
-            (None, Some(new)) => {
-                sessions.insert(new.to_string(), principal);
+    let created = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok());
+    match (&session, created) {
+        (None, Some(new)) => {
+            let evicted = lock(&gate.sessions).open(new.to_string(), principal);
+            if let Some(old) = evicted {
+                tracing::info!("closing session {old}: its principal opened more than {SESSIONS_PER_PRINCIPAL}");
+                let manager = gate.manager.clone();
+                tokio::spawn(async move {
+                    use rmcp::transport::streamable_http_server::session::SessionManager;
+                    let _ = manager.close_session(&old.into()).await;
+                });
             }
-            (Some(id), _) if deleting && response.status().is_success() => {
-                sessions.remove(id);
-            }
-            _ => {}
         }
+        (Some(id), _) if deleting && response.status().is_success() => lock(&gate.sessions).close(id),
+        _ => {}
     }
     response
+}
+
+/// The owners map, even after a panic elsewhere poisoned its lock (it holds no invariant a panic
+/// could break half-way).
+fn lock(m: &Mutex<Owners>) -> std::sync::MutexGuard<'_, Owners> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The bearer token of `Authorization: Bearer …`.
