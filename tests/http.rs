@@ -5,10 +5,14 @@
 
 mod common;
 
-use common::{Era, Reviewer, TestDb, TestServer, http, http::HttpServer, text};
+use common::{
+    Era, Reviewer, TestDb, TestServer, http,
+    http::{HttpServer, call},
+    text,
+};
 use pgwarden::auth::tokens::new_token;
-use rmcp::model::{CallToolRequestParams, CallToolResponse};
-use serde_json::{Value, json};
+use rmcp::model::CallToolResponse;
+use serde_json::json;
 
 const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text);
 INSERT INTO orders VALUES (1, 'open'), (2, 'open');";
@@ -53,22 +57,6 @@ async fn server(db: &TestDb, team: &Team) -> HttpServer {
     HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", TOKENS).await
 }
 
-fn port(s: &HttpServer) -> u16 {
-    s.url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn call(tool: &str, args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
-}
-
 async fn statuses(db: &TestDb) -> Vec<String> {
     db.column("SELECT status FROM orders ORDER BY id").await
 }
@@ -80,7 +68,7 @@ async fn nothing_is_served_without_a_valid_token_and_a_session_stays_its_openers
     let db = TestDb::new(SETUP).await;
     let team = team();
     let s = server(&db, &team).await;
-    let port = port(&s);
+    let port = s.port();
     let json = [
         ("Content-Type", "application/json"),
         ("Accept", "application/json, text/event-stream"),
@@ -340,7 +328,7 @@ async fn https_with_the_given_certificate_and_plain_http_only_on_loopback() {
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let post = async |token: Option<&str>| -> String {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
         let auth = token
@@ -349,7 +337,7 @@ async fn https_with_the_given_certificate_and_plain_http_only_on_loopback() {
         let req = format!(
             "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/json\r\n\
              Accept: application/json, text/event-stream\r\n{auth}Content-Length: {}\r\n\r\n{INITIALIZE}",
-            port(&s),
+            s.port(),
             INITIALIZE.len()
         );
         tls.write_all(req.as_bytes()).await.unwrap();
@@ -360,7 +348,7 @@ async fn https_with_the_given_certificate_and_plain_http_only_on_loopback() {
     assert!(post(None).await.starts_with("HTTP/1.1 401"));
     assert!(post(Some(&team.alice)).await.starts_with("HTTP/1.1 200"));
     // A plaintext client gets no MCP out of the TLS port.
-    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
     plain
         .write_all(
             format!(
@@ -444,8 +432,8 @@ async fn a_silent_or_trickling_connection_is_closed() {
     let db = TestDb::new(SETUP).await;
     let team = team();
     let s = server(&db, &team).await;
-    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
-    let mut trickle = tokio::net::TcpStream::connect(("127.0.0.1", port(&s))).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
+    let mut trickle = tokio::net::TcpStream::connect(("127.0.0.1", s.port())).await.unwrap();
     trickle
         .write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
@@ -465,7 +453,7 @@ async fn a_silent_or_trickling_connection_is_closed() {
         ("Authorization", &format!("Bearer {}", team.alice)),
     ];
     assert_eq!(
-        http(port(&s), "POST", "/mcp", &headers, Some(INITIALIZE)).await.status,
+        http(s.port(), "POST", "/mcp", &headers, Some(INITIALIZE)).await.status,
         200
     );
 }

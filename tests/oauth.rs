@@ -8,8 +8,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Era, Reviewer, TestDb, TestServer, http, http::HttpServer, oidc::Oidc, text};
-use rmcp::model::CallToolRequestParams;
+use common::{
+    Era, Reviewer, TestDb, TestServer, http,
+    http::{HttpServer, call},
+    oidc::Oidc,
+    text,
+};
 use serde_json::{Value, json};
 
 const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text);
@@ -50,22 +54,6 @@ async fn server(db: &TestDb, oidc: &Oidc, dir: &tempfile::TempDir) -> HttpServer
     HttpServer::start(builder, dir.path(), RESOURCE, &config(&oidc.issuer)).await
 }
 
-fn port(s: &HttpServer) -> u16 {
-    s.url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-fn call(tool: &str, args: Value) -> CallToolRequestParams {
-    CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
-}
-
 /// A raw `initialize` with `token`: the status and the `WWW-Authenticate` challenge.
 async fn initialize(s: &HttpServer, token: Option<&str>) -> (u16, String) {
     post(s, token, r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#).await
@@ -80,7 +68,7 @@ async fn post(s: &HttpServer, token: Option<&str>, body: &str) -> (u16, String) 
     if let Some(a) = &auth {
         headers.push(("Authorization", a));
     }
-    let r = http(port(s), "POST", "/mcp", &headers, Some(body)).await;
+    let r = http(s.port(), "POST", "/mcp", &headers, Some(body)).await;
     (r.status, r.headers.get("www-authenticate").cloned().unwrap_or_default())
 }
 
@@ -95,7 +83,7 @@ async fn tokens_from_the_issuer_for_this_resource_identify_their_person() {
     let s = server(&db, &oidc, &dir).await;
 
     // Discovery: metadata naming the issuer, and a challenge pointing to it.
-    let r = http(port(&s), "GET", "/.well-known/oauth-protected-resource/mcp", &[], None).await;
+    let r = http(s.port(), "GET", "/.well-known/oauth-protected-resource/mcp", &[], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let meta: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(meta["resource"], RESOURCE);

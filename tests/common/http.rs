@@ -39,6 +39,16 @@ impl HttpServer {
         HttpServer { raw, url }
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        let authority = self.url.split('/').nth(2).unwrap_or_default();
+        authority
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL")
+    }
+
     /// An MCP client with `handler`, authenticating with `token`, in `era`.
     pub async fn connect<H: ClientHandler>(&self, handler: H, token: &str, era: Era) -> RunningService<RoleClient, H> {
         let transport = StreamableHttpClientTransport::from_config(
@@ -48,4 +58,9 @@ impl HttpServer {
             .await
             .unwrap_or_else(|e| panic!("no MCP session over HTTP: {e}\n{}", self.raw.stderr()))
     }
+}
+
+/// A `tools/call` of `tool` with `args` (a JSON object).
+pub fn call(tool: &str, args: serde_json::Value) -> rmcp::model::CallToolRequestParams {
+    rmcp::model::CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
 }
