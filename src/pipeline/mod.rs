@@ -180,6 +180,10 @@ impl Pipeline {
         }
     }
 
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
     /// The pending approvals of this process.
     pub fn approvals(&self) -> &Arc<Approvals> {
         &self.approvals

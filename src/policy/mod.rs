@@ -250,6 +250,16 @@ pub struct RoleMapping {
 }
 
 impl Policy {
+    /// The longest a person may be asked to decide one call (a rule's or the defaults'
+    /// `approval_timeout`, else the built-in 5 minutes): how long a prompt may keep a session open.
+    pub fn longest_approval_wait(&self) -> Duration {
+        self.rules
+            .iter()
+            .filter_map(|r| r.limits.approval_timeout)
+            .chain(self.defaults.approval_timeout)
+            .fold(DEFAULT_APPROVAL_TIMEOUT, Duration::max)
+    }
+
     /// The database role of the first `[[database_role]]` that matches the caller.
     pub fn role_for(&self, principal: Option<&str>, groups: &[String]) -> Option<&str> {
         self.roles

@@ -511,3 +511,21 @@ fn approval_settings_load_with_defaults_and_per_rule_minimum() {
     assert_eq!(default.level_for(Risk::Critical, None), Level::Local);
     assert_eq!(default.instant_decline, std::time::Duration::from_secs(1));
 }
+
+#[test]
+fn the_longest_approval_wait_covers_every_rule_and_the_default() {
+    let p = |text: &str| Policy::parse("w.toml", text).unwrap();
+    let rule = "[[rule]]\nid = \"r\"\neffect = \"approve\"\n";
+    assert_eq!(p(rule).longest_approval_wait(), DEFAULT_APPROVAL_TIMEOUT);
+    let long = "[[rule]]\nid = \"s\"\neffect = \"approve\"\ntools = [\"grant\"]\napproval_timeout = \"3h\"\n\
+                [[rule]]\nid = \"r\"\neffect = \"approve\"\napproval_timeout = \"1m\"\n";
+    assert_eq!(
+        p(long).longest_approval_wait(),
+        std::time::Duration::from_secs(3 * 3600)
+    );
+    let defaults = format!("[defaults]\napproval_timeout = \"20m\"\n{rule}");
+    assert_eq!(
+        p(&defaults).longest_approval_wait(),
+        std::time::Duration::from_secs(20 * 60)
+    );
+}

@@ -41,7 +41,8 @@ use crate::{
     server::{Identify, PgWarden, Session},
 };
 
-/// How long a session may sit idle: longer than any approval wait (a prompt on the session's stream).
+/// How long a session may sit idle, at least: a prompt on the session's stream sends nothing while
+/// it waits, so the policy's longest approval wait is added on top.
 const SESSION_IDLE: Duration = Duration::from_secs(2 * 3600);
 /// How long a shutdown waits for calls in flight before it closes what is left.
 const GRACE: Duration = Duration::from_secs(30);
@@ -319,7 +320,7 @@ fn router(
         .with_allowed_origins(config.allowed_origins.clone())
         .enforce_origin_validation();
     let mut sessions = LocalSessionManager::default();
-    sessions.session_config.keep_alive = Some(SESSION_IDLE);
+    sessions.session_config.keep_alive = Some(SESSION_IDLE + pipeline.policy().longest_approval_wait());
     let sessions = Arc::new(sessions);
     let identify: Arc<dyn Identify> = Arc::new(FromRequest);
     let mcp = StreamableHttpService::new(
