@@ -72,10 +72,24 @@ pub enum Surface {
     Console,
     /// `pgwarden approvals` in a terminal of the same OS user, over the server's private Unix socket.
     Cli,
+    /// The team review app at `/review`: a reviewer signed in with the organisation's OpenID provider.
+    Web,
+    /// `/api/v1/approvals` (and `pgwarden approvals --server`) with a reviewer's bearer token.
+    Api,
+    /// The Slack app's buttons, each request signed by Slack.
+    Slack,
 }
 
 impl Surface {
-    pub const ALL: [Surface; 4] = [Surface::Elicitation, Surface::McpApp, Surface::Console, Surface::Cli];
+    pub const ALL: [Surface; 7] = [
+        Surface::Elicitation,
+        Surface::McpApp,
+        Surface::Console,
+        Surface::Cli,
+        Surface::Web,
+        Surface::Api,
+        Surface::Slack,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +97,9 @@ impl Surface {
             Surface::McpApp => "mcp_app",
             Surface::Console => "console",
             Surface::Cli => "cli",
+            Surface::Web => "web",
+            Surface::Api => "api",
+            Surface::Slack => "slack",
         }
     }
 
@@ -91,6 +108,7 @@ impl Surface {
         match self {
             Surface::Elicitation | Surface::McpApp => Level::Client,
             Surface::Console | Surface::Cli => Level::Local,
+            Surface::Web | Surface::Api | Surface::Slack => Level::Team,
         }
     }
 }
@@ -110,6 +128,9 @@ pub enum Level {
     /// The review console pgwarden opens in the person's browser, or `pgwarden approvals` in a
     /// terminal of the same OS user: trust rests on the OS session.
     Local,
+    /// A reviewer with a verified identity (the review app, the API, Slack), never the requester:
+    /// trust rests on the organisation's identity provider. A rule naming `reviewers` needs it.
+    Team,
 }
 
 impl Level {
@@ -117,6 +138,7 @@ impl Level {
         match self {
             Level::Client => "client",
             Level::Local => "local",
+            Level::Team => "team",
         }
     }
 }
@@ -227,6 +249,23 @@ impl Caller {
 
     pub fn groups(&self) -> &[String] {
         self.identity.as_ref().map_or(&[], |i| &i.groups)
+    }
+
+    /// The principal, when a token proved it (not the operator's word on stdio).
+    pub fn verified_principal(&self) -> Option<&str> {
+        self.identity
+            .as_ref()
+            .filter(|i| i.via != Authn::Operator)
+            .map(|i| i.principal.as_str())
+    }
+
+    /// Who an approval belongs to, and may await it: the verified principal (from any session on
+    /// any replica), else the session.
+    pub fn owner(&self) -> String {
+        match self.verified_principal() {
+            Some(p) => format!("principal:{p}"),
+            None => self.session_id.clone(),
+        }
     }
 }
 

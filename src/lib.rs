@@ -64,6 +64,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod serve;
 pub mod server;
+pub mod team;
 pub mod text;
 pub mod tools;
 pub mod trail;

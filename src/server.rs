@@ -549,7 +549,8 @@ impl PgWarden {
         let approvals = self.pipeline.approvals().clone();
         let store = &approvals.store;
         let id = args.approval_id.trim().to_string();
-        let session = self.session_id(ctx);
+        // Whose approvals these are: the verified principal (on any replica), else this session.
+        let session = self.caller(ctx).owner();
         let budget = args
             .wait_seconds
             .map(Duration::from_secs)

@@ -36,6 +36,8 @@ pub struct Ask<'a> {
     pub timeout: std::time::Duration,
     /// The call as it will run, serialised, stored if it becomes a pending approval.
     pub stored: serde_json::Value,
+    /// The rule's reviewers, `min_approvals` and `notify`.
+    pub team: crate::policy::Reviewers,
 }
 
 /// How the gate let the call through, or stopped it for now.
@@ -163,9 +165,7 @@ impl Approvals {
         // The same call again while it waits for a decision: the same approval, not a second prompt
         // (two prompts could approve it twice).
         let waiting = match offer {
-            Some(o)
-                if !route.client.has_answer() && self.store.is_pending(&ask.action.caller.session_id, &hash).await =>
-            {
+            Some(o) if !route.client.has_answer() && self.store.is_pending(&ask.action.caller.owner(), &hash).await => {
                 Some(o)
             }
             _ => None,
@@ -304,7 +304,7 @@ impl Approvals {
             hash: ask.hash.clone(),
         };
         let follows_prompt = prompt.is_some();
-        let info = match self.open(call, packet, offer, prompt).await {
+        let info = match self.open(call, packet, offer, &ask.team, prompt).await {
             Ok(info) => info,
             Err(e) => return Err(Refusal::Refused(e.to_string())).into(),
         };
@@ -341,7 +341,7 @@ impl Approvals {
             note("pending");
             return Ok(Gated::Pending(info)).into();
         }
-        let session = &ask.action.caller.session_id;
+        let session = &ask.action.caller.owner();
         let waited = tokio::select! {
             w = store.wait(&info.approval_id, session, info.wait_budget) => w,
             _ = ct.cancelled() => {

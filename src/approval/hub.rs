@@ -153,6 +153,7 @@ impl Approvals {
         call: StoredCall,
         packet: &ReviewPacket,
         offer: Offer,
+        team: &crate::policy::Reviewers,
         prompt: Option<Arc<dyn ReviewSurface>>,
     ) -> Result<PendingInfo, PendingError> {
         let settings = &self.settings;
@@ -160,7 +161,7 @@ impl Approvals {
         let expires_at =
             now + chrono::Duration::from_std(settings.pending_ttl).unwrap_or_else(|_| chrono::Duration::minutes(10));
         let shown = shown_packet(call.action.tool, packet);
-        let session = call.action.caller.session_id.clone();
+        let session = call.action.caller.owner();
         let hash = call.hash.clone();
         let review = Review {
             packet: shown.clone(),
@@ -168,6 +169,8 @@ impl Approvals {
             expires_at,
             level: offer.level,
             nonce: new_secret(),
+            requester: call.action.caller.verified_principal().map(str::to_string),
+            team: team.clone(),
         };
         let (id, review) = match self.store.open_or_reuse(&session, call, review).await {
             Ok(opened) => opened,
@@ -240,11 +243,11 @@ impl PromptSurface {
 
 /// The person answering the client's own prompt, vouched for by the client.
 fn prompt_reviewer() -> Reviewer {
-    Reviewer {
-        surface: Surface::Elicitation,
-        identity: "the person answering the client's prompt".into(),
-        attested_by: Attestation::Client,
-    }
+    Reviewer::attested(
+        Surface::Elicitation,
+        "the person answering the client's prompt",
+        Attestation::Client,
+    )
 }
 
 #[async_trait]

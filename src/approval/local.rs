@@ -323,11 +323,7 @@ async fn handle(approvals: &Approvals, request: Request, decider: String) -> Res
                     };
                 }
             };
-            let reviewer = Reviewer {
-                surface: Surface::Cli,
-                identity: decider,
-                attested_by: Attestation::Os,
-            };
+            let reviewer = Reviewer::attested(Surface::Cli, decider, Attestation::Os);
             match store.decide(&id, &action_hash, &reviewer, decision).await {
                 Ok(state) => {
                     let (word, label) = state.words();

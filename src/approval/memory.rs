@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use tokio::{sync::watch, time::Instant};
 
 use super::pending::{
-    ApprovalStore, Attestation, Awaited, Cancel, Decision, Listed, PendingError, Review, Reviewer, State, StoredCall,
-    Ttls, fingerprint, same_secret,
+    ApprovalEvent, ApprovalStore, Attestation, Awaited, Cancel, Decision, EventKind, Listed, PendingError, Review,
+    Reviewer, State, StoredCall, Ttls, Vote, fingerprint, judge, same_secret, vote_of,
 };
 use crate::audit::{
     ApprovalRecord, Event, Record,
@@ -33,11 +33,27 @@ struct Entry {
     shown: bool,
     /// Creation order, for listing.
     seq: u64,
+    /// Approvals so far, while more are needed.
+    votes: Vec<Vote>,
+    notes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Entry {
+    fn listed(&self, id: &str) -> Listed {
+        Listed {
+            id: id.to_string(),
+            hash: self.call.hash.clone(),
+            state: self.state.borrow().clone(),
+            review: self.review.clone(),
+            votes: self.votes.clone(),
+            notes: self.notes.clone(),
+        }
+    }
 }
 
 /// What moved an approval, as the audit record's `channel` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
+pub(crate) enum Cause {
     Created,
     Decided(crate::call::Surface),
     /// `pgwarden_await` claimed it to run.
@@ -50,7 +66,19 @@ enum Cause {
 }
 
 impl Cause {
-    fn as_str(self) -> &'static str {
+    /// The event notifiers hear of it.
+    pub(crate) fn event(self) -> EventKind {
+        match self {
+            Cause::Created => EventKind::Created,
+            Cause::Decided(_) => EventKind::Decided,
+            Cause::Claimed => EventKind::Decided,
+            Cause::Executed => EventKind::Executed,
+            Cause::Expired => EventKind::Expired,
+            Cause::Cancelled | Cause::Shutdown => EventKind::Cancelled,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Cause::Created => "created",
             Cause::Decided(s) => s.as_str(),
@@ -64,15 +92,99 @@ impl Cause {
 }
 
 /// A transition about to be recorded.
-struct Change<'a> {
-    to: State,
-    cause: Cause,
-    reviewer: Option<&'a Reviewer>,
+pub(crate) struct Change<'a> {
+    pub(crate) to: State,
+    pub(crate) cause: Cause,
+    pub(crate) reviewer: Option<&'a Reviewer>,
     /// Why, when not a person's reason (a cancellation).
-    note: Option<&'static str>,
+    pub(crate) note: Option<&'static str>,
     /// A failed record stops it (decisions, claims, creation); expiry and cancellation happen
     /// regardless (they only take authority away).
-    must_record: bool,
+    pub(crate) must_record: bool,
+}
+
+/// The audit record of `change` to approval `id` (of `session`, for the action `hash`).
+pub(crate) fn transition_record(id: &str, session: &str, hash: &str, change: &Change<'_>) -> Record {
+    let answer = if change.cause == Cause::Shutdown {
+        "abandoned"
+    } else {
+        change.to.words().0
+    };
+    let (row_limit, reason) = match &change.to {
+        State::Approved(a) => (a.max_rows_affected, a.reason.clone()),
+        State::Denied { reason } => (None, reason.clone()),
+        _ => (None, change.note.map(str::to_string)),
+    };
+    Record {
+        event: Some(Event::Approval),
+        session_id: Some(session.to_string()),
+        approval: Some(ApprovalRecord {
+            channel: change.cause.as_str().into(),
+            answer: answer.into(),
+            decided_by: change.reviewer.map(Reviewer::decided_by),
+            approval_id: Some(id.to_string()),
+            action_hash: Some(hash.to_string()),
+            fingerprint: Some(fingerprint(hash)),
+            row_limit,
+            reason,
+            ..ApprovalRecord::default()
+        }),
+        ..Record::default()
+    }
+}
+
+/// The audit record of one reviewer's approval when more are needed: `approved 1 of 2`.
+pub(crate) fn vote_record(
+    id: &str,
+    session: &str,
+    hash: &str,
+    reviewer: &Reviewer,
+    vote: &Vote,
+    of: (usize, u32),
+) -> Record {
+    Record {
+        event: Some(Event::Approval),
+        session_id: Some(session.to_string()),
+        approval: Some(ApprovalRecord {
+            channel: reviewer.surface.as_str().into(),
+            answer: format!("approved {} of {}", of.0, of.1),
+            decided_by: Some(reviewer.decided_by()),
+            approval_id: Some(id.to_string()),
+            action_hash: Some(hash.to_string()),
+            fingerprint: Some(fingerprint(hash)),
+            row_limit: vote.max_rows_affected,
+            reason: vote.reason.clone(),
+            ..ApprovalRecord::default()
+        }),
+        ..Record::default()
+    }
+}
+
+/// The audit record of a refused attempt to decide.
+pub(crate) fn refusal_record(id: Option<&str>, surface: crate::call::Surface, by: &str, why: &str) -> Record {
+    Record {
+        event: Some(Event::Approval),
+        approval: Some(ApprovalRecord {
+            channel: surface.as_str().into(),
+            answer: "refused".into(),
+            decided_by: Some(by.to_string()),
+            approval_id: id.map(str::to_string),
+            reason: Some(why.to_string()),
+            ..ApprovalRecord::default()
+        }),
+        ..Record::default()
+    }
+}
+
+/// Whether a refusal is worth a record: someone tried to decide what they may not.
+pub(crate) fn audited_refusal(e: &PendingError) -> bool {
+    matches!(
+        e,
+        PendingError::SelfApproval
+            | PendingError::NotAReviewer(_)
+            | PendingError::WrongChannel(_)
+            | PendingError::AlreadyVoted
+    )
 }
 
 pub struct MemoryStore {
@@ -85,6 +197,7 @@ pub struct MemoryStore {
     generation: watch::Sender<u64>,
     /// Used `requestState` nonces, until they could no longer open anyway.
     nonces: Mutex<HashMap<String, Instant>>,
+    events: tokio::sync::broadcast::Sender<ApprovalEvent>,
 }
 
 impl MemoryStore {
@@ -96,6 +209,7 @@ impl MemoryStore {
             audit,
             generation: watch::channel(0).0,
             nonces: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(256).0,
         }
     }
 
@@ -129,8 +243,14 @@ impl MemoryStore {
             _ => {}
         }
         e.state.send_replace(change.to);
+        let event = ApprovalEvent {
+            kind: change.cause.event(),
+            approval: e.listed(id),
+            by: change.reviewer.map(Reviewer::decided_by),
+        };
         drop(entries);
         self.generation.send_modify(|g| *g += 1);
+        let _ = self.events.send(event);
         Ok(())
     }
 
@@ -138,32 +258,7 @@ impl MemoryStore {
     fn record(&self, id: &str, change: &Change<'_>) -> Option<Record> {
         let entries = self.lock();
         let e = entries.get(id)?;
-        let answer = if change.cause == Cause::Shutdown {
-            "abandoned"
-        } else {
-            change.to.words().0
-        };
-        let (row_limit, reason) = match &change.to {
-            State::Approved(a) => (a.max_rows_affected, a.reason.clone()),
-            State::Denied { reason } => (None, reason.clone()),
-            _ => (None, change.note.map(str::to_string)),
-        };
-        Some(Record {
-            event: Some(Event::Approval),
-            session_id: Some(e.session.clone()),
-            approval: Some(ApprovalRecord {
-                channel: change.cause.as_str().into(),
-                answer: answer.into(),
-                decided_by: change.reviewer.map(Reviewer::decided_by),
-                approval_id: Some(id.to_string()),
-                action_hash: Some(e.call.hash.clone()),
-                fingerprint: Some(fingerprint(&e.call.hash)),
-                row_limit,
-                reason,
-                ..ApprovalRecord::default()
-            }),
-            ..Record::default()
-        })
+        Some(transition_record(id, &e.session, &e.call.hash, change))
     }
 
     /// Expires what is past its deadline. The caller holds `turn`.
@@ -198,6 +293,44 @@ impl MemoryStore {
         self.lock().get(id).map(|e| e.state.borrow().clone())
     }
 
+    /// One reviewer's approval while more are needed: recorded, then kept; the approval stays
+    /// pending. The caller holds `turn`.
+    async fn vote(&self, id: &str, reviewer: &Reviewer, decision: &Decision) -> Result<State, PendingError> {
+        let Decision::Approve(approved) = decision else {
+            return Err(PendingError::AlreadyDecided(id.into()));
+        };
+        let vote = vote_of(reviewer, approved);
+        let record = {
+            let entries = self.lock();
+            let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+            vote_record(
+                id,
+                &e.session,
+                &e.call.hash,
+                reviewer,
+                &vote,
+                (e.votes.len() + 1, e.review.team.min_approvals),
+            )
+        };
+        self.audit
+            .append(record, Durability::Synced)
+            .await
+            .map_err(|e| PendingError::Audit(e.to_string()))?;
+        let event = {
+            let mut entries = self.lock();
+            let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+            e.votes.push(vote);
+            ApprovalEvent {
+                kind: EventKind::Voted,
+                approval: e.listed(id),
+                by: Some(reviewer.decided_by()),
+            }
+        };
+        self.generation.send_modify(|g| *g += 1);
+        let _ = self.events.send(event);
+        Ok(State::Pending)
+    }
+
     /// The compare-and-swap: APPROVED → EXECUTING for one caller. `None` while pending.
     async fn try_claim(&self, id: &str) -> Result<Option<Awaited>, PendingError> {
         let _turn = self.turn.lock().await;
@@ -226,6 +359,36 @@ impl MemoryStore {
             other => Some(Awaited::Finished(other)),
         })
     }
+}
+
+/// What every decision must pass before the approval's rules judge it: the card's nonce, the
+/// surface's level, the hash the reviewer saw, and a state still waiting.
+fn check_decision(id: &str, e: &Entry, shown_hash: &str, reviewer: &Reviewer) -> Result<(), PendingError> {
+    if let Attestation::Host { nonce } = &reviewer.attested_by {
+        check_nonce(e, nonce)?;
+    }
+    check_level(e.review.level, reviewer)?;
+    if e.call.hash != shown_hash {
+        return Err(PendingError::StaleHash);
+    }
+    if *e.state.borrow() != State::Pending {
+        return Err(PendingError::AlreadyDecided(id.into()));
+    }
+    Ok(())
+}
+
+/// The reviewer's surface is strong enough for the approval's level.
+pub(crate) fn check_level(level: crate::call::Level, reviewer: &Reviewer) -> Result<(), PendingError> {
+    use crate::call::Level;
+    if reviewer.surface.level() >= level {
+        return Ok(());
+    }
+    Err(PendingError::WrongChannel(match level {
+        Level::Team => {
+            "this approval needs a verified reviewer: decide it in the pgwarden review app, the API or Slack".into()
+        }
+        _ => "the policy needs a local approval for this action: decide it in the pgwarden review window".into(),
+    }))
 }
 
 /// The card proves itself with the approval's nonce.
@@ -280,6 +443,8 @@ impl ApprovalStore for MemoryStore {
                 review,
                 shown: false,
                 seq,
+                votes: vec![],
+                notes: serde_json::Map::new(),
             };
             entries.insert(id.clone(), entry);
             id
@@ -317,27 +482,21 @@ impl ApprovalStore for MemoryStore {
     ) -> Result<State, PendingError> {
         let _turn = self.turn.lock().await;
         self.sweep().await;
-        {
+        let judged = {
             let entries = self.lock();
             let e = entries.get(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
-            if let Attestation::Host { nonce } = &reviewer.attested_by {
-                check_nonce(e, nonce)?;
+            check_decision(id, e, shown_hash, reviewer).and_then(|()| judge(&e.review, &e.votes, reviewer, &decision))
+        };
+        let next = match judged {
+            Ok(Some(next)) => next,
+            Ok(None) => return self.vote(id, reviewer, &decision).await,
+            Err(e) => {
+                if audited_refusal(&e) {
+                    self.refused(Some(id), reviewer.surface, &reviewer.decided_by(), &e.to_string())
+                        .await;
+                }
+                return Err(e);
             }
-            if reviewer.surface.level() < e.review.level {
-                return Err(PendingError::WrongChannel(
-                    "the policy needs a local approval for this action: decide it in the pgwarden review window".into(),
-                ));
-            }
-            if e.call.hash != shown_hash {
-                return Err(PendingError::StaleHash);
-            }
-            if *e.state.borrow() != State::Pending {
-                return Err(PendingError::AlreadyDecided(id.into()));
-            }
-        }
-        let next = match decision {
-            Decision::Approve(approved) => State::Approved(approved),
-            Decision::Deny { reason } => State::Denied { reason },
         };
         let change = Change {
             to: next.clone(),
@@ -427,20 +586,7 @@ impl ApprovalStore for MemoryStore {
 
     async fn list(&self) -> Vec<Listed> {
         self.swept(|entries| {
-            let mut all: Vec<(u64, Listed)> = entries
-                .iter()
-                .map(|(id, e)| {
-                    (
-                        e.seq,
-                        Listed {
-                            id: id.clone(),
-                            hash: e.call.hash.clone(),
-                            state: e.state.borrow().clone(),
-                            review: e.review.clone(),
-                        },
-                    )
-                })
-                .collect();
+            let mut all: Vec<(u64, Listed)> = entries.iter().map(|(id, e)| (e.seq, e.listed(id))).collect();
             all.sort_by_key(|e| std::cmp::Reverse(e.0));
             all.into_iter().map(|(_, l)| l).collect()
         })
@@ -491,6 +637,29 @@ impl ApprovalStore for MemoryStore {
         }
         used.insert(nonce.to_string(), now + ttl);
         true
+    }
+
+    async fn get(&self, id: &str) -> Option<Listed> {
+        self.swept(|entries| entries.get(id).map(|e| e.listed(id))).await
+    }
+
+    async fn annotate(&self, id: &str, key: &str, value: serde_json::Value) -> Result<(), PendingError> {
+        let mut entries = self.lock();
+        let e = entries.get_mut(id).ok_or_else(|| PendingError::Unknown(id.into()))?;
+        e.notes.insert(key.to_string(), value);
+        Ok(())
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<ApprovalEvent> {
+        self.events.subscribe()
+    }
+
+    async fn refused(&self, id: Option<&str>, surface: crate::call::Surface, by: &str, why: &str) {
+        let mut record = refusal_record(id, surface, by, why);
+        record.session_id = id.and_then(|id| self.lock().get(id).map(|e| e.session.clone()));
+        if let Err(e) = self.audit.append(record, Durability::Written).await {
+            tracing::error!("a refused decision was not recorded: {e}");
+        }
     }
 }
 
@@ -545,6 +714,8 @@ mod tests {
             expires_at: chrono::Utc::now(),
             level: Level::Client,
             nonce: "n0nce".into(),
+            requester: None,
+            team: crate::policy::Reviewers::default(),
         }
     }
 
@@ -569,11 +740,7 @@ mod tests {
     }
 
     fn console() -> Reviewer {
-        Reviewer {
-            surface: Surface::Console,
-            identity: "alice".into(),
-            attested_by: Attestation::Os,
-        }
+        Reviewer::attested(Surface::Console, "alice", Attestation::Os)
     }
 
     fn approve() -> Decision {
@@ -730,10 +897,12 @@ mod tests {
             *kept.lines.lock().unwrap(),
             [
                 "pending created",
+                "refused mcp_app",
                 "approved mcp_app",
                 "executing await",
                 "done executed",
                 "pending created",
+                "refused mcp_app",
                 "cancelled cancel",
             ]
         );
@@ -745,6 +914,92 @@ mod tests {
             Err(PendingError::Audit(_))
         ));
         assert_eq!(failing.state(&c).await, Some(State::Pending));
+    }
+
+    /// Team rules: the requester never approves their own call, only named reviewers decide,
+    /// `min_approvals` needs that many different people (the strictest grant wins), one denial ends
+    /// it, and every refusal is recorded.
+    #[tokio::test(start_paused = true)]
+    async fn four_eyes_reviewers_and_quorum() {
+        let (store, kept) = store();
+        let team = Review {
+            level: Level::Team,
+            requester: Some("alice".into()),
+            team: crate::policy::Reviewers {
+                reviewers: vec!["group:dba".into(), "carol".into()],
+                min_approvals: 2,
+                notify: vec![],
+            },
+            ..review()
+        };
+        let (id, _) = store
+            .open_or_reuse("principal:alice", call("h"), team.clone())
+            .await
+            .unwrap();
+        let verified = |p: &str, groups: &[&str]| {
+            Reviewer::verified(
+                Surface::Api,
+                p,
+                None,
+                groups.iter().map(|g| g.to_string()).collect(),
+                "token t",
+            )
+        };
+        let limit = |n| {
+            Decision::Approve(Approved {
+                max_rows_affected: Some(n),
+                ..Approved::default()
+            })
+        };
+        assert_eq!(
+            store.decide(&id, "h", &verified("alice", &["dba"]), approve()).await,
+            Err(PendingError::SelfApproval)
+        );
+        assert!(matches!(
+            store.decide(&id, "h", &verified("mallory", &["dev"]), approve()).await,
+            Err(PendingError::NotAReviewer(_))
+        ));
+        assert!(matches!(
+            store.decide(&id, "h", &console(), approve()).await,
+            Err(PendingError::WrongChannel(_))
+        ));
+        assert_eq!(
+            store.decide(&id, "h", &verified("bob", &["dba"]), limit(10)).await,
+            Ok(State::Pending)
+        );
+        assert_eq!(
+            store.decide(&id, "h", &verified("bob", &["dba"]), approve()).await,
+            Err(PendingError::AlreadyVoted),
+            "one person is one approval"
+        );
+        assert_eq!(store.get(&id).await.unwrap().votes.len(), 1);
+        let done = store
+            .decide(&id, "h", &verified("carol", &[]), limit(50))
+            .await
+            .unwrap();
+        assert_eq!(
+            done,
+            State::Approved(Approved {
+                max_rows_affected: Some(10),
+                ..Approved::default()
+            }),
+            "the strictest limit"
+        );
+        let (other, _) = store.open_or_reuse("principal:alice", call("i"), team).await.unwrap();
+        let deny = Decision::Deny {
+            reason: Some("no".into()),
+        };
+        assert!(matches!(
+            store.decide(&other, "i", &verified("bob", &["dba"]), deny).await,
+            Ok(State::Denied { .. })
+        ));
+        let lines = kept.lines.lock().unwrap().clone();
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("refused")).count(),
+            4,
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"approved 1 of 2 api".to_string()), "{lines:?}");
     }
 
     /// A `requestState` nonce is taken once, and forgotten only after it could no longer open.

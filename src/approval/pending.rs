@@ -110,18 +110,26 @@ impl Default for Ttls {
 pub enum PendingError {
     #[error("approval `{0}` is unknown or expired")]
     Unknown(String),
-    #[error("this session already has {0} approvals waiting; wait for them, or ask the user to decide them")]
+    #[error("{0} approvals of this requester are already waiting; wait for them, or ask the user to decide them")]
     TooMany(usize),
     #[error("the decision was made on a different version of this action (hash mismatch); reload and decide again")]
     StaleHash,
     #[error("approval `{0}` was already decided")]
     AlreadyDecided(String),
-    #[error("approval `{0}` belongs to another session")]
+    #[error("approval `{0}` belongs to another requester")]
     NotYours(String),
     #[error("this approval cannot be decided here: {0}")]
     WrongChannel(String),
     #[error("the decision could not be recorded in the audit log ({0}); nothing changed")]
     Audit(String),
+    #[error("nobody approves their own request: this call was made by you; another reviewer must decide it")]
+    SelfApproval,
+    #[error("you are not among the reviewers of this approval (the rule names {0})")]
+    NotAReviewer(String),
+    #[error("you already approved this; it needs another reviewer's approval too")]
+    AlreadyVoted,
+    #[error("the approval store cannot be reached ({0}); nothing changed")]
+    Store(String),
 }
 
 /// Who vouches that the reviewer is who the surface says.
@@ -135,6 +143,9 @@ pub enum Attestation {
     Host { nonce: String },
     /// The MCP client, answering the prompt pgwarden sent it for this action.
     Client,
+    /// A verified identity: an OpenID sign-in, a bearer token, a request Slack signed. `by` says
+    /// which (`oidc https://idp/`, `token tok_…`, `slack T0123`).
+    Verified { by: String },
 }
 
 /// Who decided an approval: on which surface, as whom, and who vouches for it.
@@ -145,16 +156,129 @@ pub struct Reviewer {
     /// chat client".
     pub identity: String,
     pub attested_by: Attestation,
+    /// The verified principal (only with [`Attestation::Verified`]), matched against the rule's
+    /// `reviewers` and never the requester's.
+    pub principal: Option<String>,
+    /// The verified groups, for `group:NAME` reviewers.
+    pub groups: Vec<String>,
 }
 
 impl Reviewer {
+    /// A reviewer the organisation's identity provider (or Slack, or a token) vouches for.
+    pub fn verified(
+        surface: Surface,
+        principal: &str,
+        display: Option<&str>,
+        groups: Vec<String>,
+        by: impl Into<String>,
+    ) -> Reviewer {
+        let identity = match display.filter(|d| *d != principal) {
+            Some(d) => format!("{principal} ({})", d.chars().take(80).collect::<String>()),
+            None => principal.to_string(),
+        };
+        Reviewer {
+            surface,
+            identity,
+            attested_by: Attestation::Verified { by: by.into() },
+            principal: Some(principal.to_string()),
+            groups,
+        }
+    }
+
+    /// A reviewer vouched for by something other than an identity provider.
+    pub fn attested(surface: Surface, identity: impl Into<String>, attested_by: Attestation) -> Reviewer {
+        Reviewer {
+            surface,
+            identity: identity.into(),
+            attested_by,
+            principal: None,
+            groups: vec![],
+        }
+    }
+
     /// `decided_by` in the audit trail.
     pub fn decided_by(&self) -> String {
-        match self.attested_by {
+        match &self.attested_by {
             Attestation::Os => self.identity.clone(),
             Attestation::Host { .. } => format!("{} (host-attested)", self.identity),
             Attestation::Client => format!("{} (client-attested)", self.identity),
+            Attestation::Verified { by } => format!("{} (verified: {by})", self.identity),
         }
+    }
+}
+
+/// One reviewer's approval of an approval that needs several (`min_approvals`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vote {
+    pub principal: String,
+    /// As the audit trail names them.
+    pub decided_by: String,
+    pub dry_run: bool,
+    pub max_rows_affected: Option<u64>,
+    pub reason: Option<String>,
+}
+
+/// What a reviewer's decision does, by the approval's rules: refused, one approval of several
+/// (`Ok(None)`), or the approval's new state.
+pub fn judge(
+    review: &Review,
+    votes: &[Vote],
+    reviewer: &Reviewer,
+    decision: &Decision,
+) -> Result<Option<State>, PendingError> {
+    let team = &review.team;
+    if let (Some(by), Some(asked)) = (&reviewer.principal, &review.requester)
+        && by == asked
+    {
+        return Err(PendingError::SelfApproval);
+    }
+    if team.is_team() {
+        let Some(by) = &reviewer.principal else {
+            return Err(PendingError::WrongChannel(
+                "this approval needs a verified reviewer: decide it in the pgwarden review app, the API or Slack"
+                    .into(),
+            ));
+        };
+        if !team.names(by, &reviewer.groups) {
+            return Err(PendingError::NotAReviewer(team.reviewers.join(", ")));
+        }
+    }
+    let approved = match decision {
+        Decision::Deny { reason } => return Ok(Some(State::Denied { reason: reason.clone() })),
+        Decision::Approve(a) => a,
+    };
+    if let Some(by) = &reviewer.principal
+        && votes.iter().any(|v| &v.principal == by)
+    {
+        return Err(PendingError::AlreadyVoted);
+    }
+    if (votes.len() as u32) + 1 < team.min_approvals {
+        return Ok(None);
+    }
+    // Several approvals: the strictest of what they granted.
+    let mut merged = approved.clone();
+    for v in votes {
+        merged.dry_run |= v.dry_run;
+        merged.max_rows_affected = match (merged.max_rows_affected, v.max_rows_affected) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        merged.reason = match (v.reason.clone(), merged.reason.take()) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(Some(State::Approved(merged)))
+}
+
+/// The vote a reviewer's approval leaves while more are needed.
+pub fn vote_of(reviewer: &Reviewer, approved: &Approved) -> Vote {
+    Vote {
+        principal: reviewer.principal.clone().unwrap_or_else(|| reviewer.identity.clone()),
+        decided_by: reviewer.decided_by(),
+        dry_run: approved.dry_run,
+        max_rows_affected: approved.max_rows_affected,
+        reason: approved.reason.clone(),
     }
 }
 
@@ -170,6 +294,10 @@ pub struct Review {
     pub level: Level,
     /// The card's per-approval secret.
     pub nonce: String,
+    /// The requester's verified principal: never their own reviewer.
+    pub requester: Option<String>,
+    /// The rule's reviewers, how many must approve, and where it is announced.
+    pub team: crate::policy::Reviewers,
 }
 
 /// The call an approval stands for, exactly as it will run: the tool call as given, serialised
@@ -190,6 +318,46 @@ pub struct Listed {
     pub hash: String,
     pub state: State,
     pub review: Review,
+    /// Approvals given so far while more are needed (`min_approvals`).
+    pub votes: Vec<Vote>,
+    /// What notifiers keep about it (`slack` → the message to update, `webhook:ops` → deliveries).
+    pub notes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What happened to an approval, for the notifiers (Slack, Teams, webhooks). Sent by the replica
+/// that made the change, once, after it was recorded.
+#[derive(Debug, Clone)]
+pub struct ApprovalEvent {
+    pub kind: EventKind,
+    /// The approval after the change.
+    pub approval: Listed,
+    /// Who made the change, as the audit trail names them.
+    pub by: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    /// One approval of several (`min_approvals`).
+    Voted,
+    Decided,
+    Expired,
+    Executed,
+    Cancelled,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Voted => "voted",
+            EventKind::Decided => "decided",
+            EventKind::Expired => "expired",
+            EventKind::Executed => "executed",
+            EventKind::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// What a person decides on a surface.
@@ -249,9 +417,10 @@ impl Cancel {
 pub trait ApprovalStore: Send + Sync {
     fn ttls(&self) -> Ttls;
 
-    /// A new pending approval for `call` in `session`, or the one already pending for the same
-    /// session and action hash, with the review it keeps (an existing approval keeps its own
-    /// expiry and nonce).
+    /// A new pending approval for `call` of `session` — the requester's [`Caller::owner`](crate::call::Caller::owner):
+    /// their verified principal, else their MCP session — or the one already pending for the same
+    /// owner and action hash, with the review it keeps (an existing approval keeps its own expiry
+    /// and nonce).
     async fn open_or_reuse(
         &self,
         session: &str,
@@ -273,7 +442,8 @@ pub trait ApprovalStore: Send + Sync {
     ) -> Result<State, PendingError>;
 
     /// Waits up to `budget` for a decision; the caller that sees it approved first claims it (the
-    /// single execution) and gets `Execute`.
+    /// single execution) and gets `Execute`. `session` is the awaiting caller's owner, which must
+    /// be the approval's.
     async fn wait(&self, id: &str, session: &str, budget: Duration) -> Result<Awaited, PendingError>;
 
     /// Records how the execution ended.
@@ -310,6 +480,19 @@ pub trait ApprovalStore: Send + Sync {
     /// Takes a single-use nonce (of a sealed `requestState`) until `ttl` from now: true the first
     /// time, false for every replay.
     async fn use_nonce(&self, nonce: &str, ttl: Duration) -> bool;
+
+    /// One approval, as the surfaces list it.
+    async fn get(&self, id: &str) -> Option<Listed>;
+
+    /// Keeps `value` under `key` with the approval (a notifier's message id, a delivery record).
+    async fn annotate(&self, id: &str, key: &str, value: serde_json::Value) -> Result<(), PendingError>;
+
+    /// Every change this process makes, once recorded (a receiver that falls behind skips).
+    fn events(&self) -> tokio::sync::broadcast::Receiver<ApprovalEvent>;
+
+    /// Records a refused attempt to decide (`id` when known): a forged or stale request, a reviewer
+    /// who may not decide it.
+    async fn refused(&self, id: Option<&str>, surface: Surface, by: &str, why: &str);
 }
 
 /// Compares two secrets without an early exit (by their SHA-256, so lengths leak nothing either).

@@ -68,6 +68,13 @@ pub fn no_channel_message(n: &NoChannel<'_>) -> String {
         _ => "make the terminal channel work (`pgwarden approvals` from another terminal of the same OS user)",
     };
     match n.level {
+        Level::Team => format!(
+            "the policy requires a verified reviewer other than the requester for this {risk}-risk action ({by}), and \
+             that is only possible when pgwarden serves a team over HTTP (`pgwarden serve --http`) with its review \
+             app, API or Slack; nobody can approve it here, and a reply in the chat cannot approve it either",
+            risk = n.risk.as_str(),
+            by = n.required_by,
+        ),
         Level::Local => {
             let client = match (n.client, n.prompt_outcome) {
                 (_, Some(outcome)) => format!(" ({outcome})"),

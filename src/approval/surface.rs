@@ -67,9 +67,9 @@ pub trait ReviewSurface: Send + Sync {
 /// A reviewer as the card's tools present one: the person in the chat, vouched for by the host
 /// that renders the card, proven by the approval's nonce.
 pub fn card_reviewer(nonce: String) -> Reviewer {
-    Reviewer {
-        surface: Surface::McpApp,
-        identity: "the person in the chat client".into(),
-        attested_by: super::pending::Attestation::Host { nonce },
-    }
+    Reviewer::attested(
+        Surface::McpApp,
+        "the person in the chat client",
+        super::pending::Attestation::Host { nonce },
+    )
 }

@@ -6,11 +6,44 @@
 pub mod oauth;
 pub mod tokens;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::{call::Identity, config::ConfigError, team};
+
+/// How requests prove who sent them.
+pub enum Verifier {
+    Oauth(Arc<oauth::Oauth>),
+    Tokens(tokens::Tokens),
+}
+
+impl Verifier {
+    /// The identity a bearer token proves, if it proves one (an OAuth token is checked here, as
+    /// the layer in front of `/mcp` checks it).
+    pub async fn identify(&self, token: &str) -> Option<Identity> {
+        match self {
+            Verifier::Oauth(o) => o.validator.validate(token).await.ok().and_then(|t| o.identity(&t)),
+            Verifier::Tokens(t) => t.identify(token),
+        }
+    }
+}
+
+/// The bearer token of `Authorization: Bearer …`; none when the header is missing, repeated or
+/// of another scheme.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = all.next()?.to_str().ok()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
 
 /// `pgwarden serve --http ADDR --http-config FILE`: everything HTTP needs besides the address.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +67,16 @@ pub struct HttpConfig {
     pub max_request_bytes: usize,
     pub oauth: Option<oauth::OauthSettings>,
     pub tokens: Option<TokensSettings>,
+    /// `[review]`: the team review app at `/review` (reviewers sign in with OpenID Connect).
+    pub review: Option<team::web::ReviewConfig>,
+    /// `[slack]`: the Slack app that posts approvals and takes decisions from its buttons.
+    pub slack: Option<team::slack::SlackConfig>,
+    /// `[teams.NAME]`: Microsoft Teams Workflows webhooks (`notify = ["teams:NAME"]`).
+    #[serde(default)]
+    pub teams: BTreeMap<String, team::teams::TeamsConfig>,
+    /// `[webhooks.NAME]`: signed JSON events (`notify = ["webhook:NAME"]`).
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, team::webhook::WebhookConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +130,22 @@ impl HttpConfig {
         config.state_key = Some(dir.join(config.state_key.take().unwrap_or_else(|| "state.key".into())));
         if let Some(t) = &mut config.tokens {
             t.file = dir.join(&t.file);
+        }
+        if let Some(r) = &mut config.review {
+            r.resolve(dir)
+                .map_err(|e| ConfigError(format!("`{}` [review]: {e}", path.display())))?;
+        }
+        if let Some(s) = &mut config.slack {
+            s.resolve(dir)
+                .map_err(|e| ConfigError(format!("`{}` [slack]: {e}", path.display())))?;
+        }
+        for (name, t) in &mut config.teams {
+            t.resolve(dir)
+                .map_err(|e| ConfigError(format!("`{}` [teams.{name}]: {e}", path.display())))?;
+        }
+        for (name, w) in &mut config.webhooks {
+            w.resolve(dir)
+                .map_err(|e| ConfigError(format!("`{}` [webhooks.{name}]: {e}", path.display())))?;
         }
         config.auth_mode(path)?;
         Ok(config)

@@ -318,11 +318,7 @@ async fn open_browser(url: &str, browser: Option<String>) -> Result<(), String> 
 /// The person signed in to the console: all the console authenticated is the holder of the
 /// one-time link, which only this OS user's browser received.
 fn reviewer(decider: &str) -> Reviewer {
-    Reviewer {
-        surface: Surface::Console,
-        identity: decider.to_string(),
-        attested_by: Attestation::Os,
-    }
+    Reviewer::attested(Surface::Console, decider, Attestation::Os)
 }
 
 #[async_trait::async_trait]

@@ -185,6 +185,11 @@ impl Pipeline {
     }
 
     /// The pending approvals of this process.
+    /// Where the audit trail goes (the file, or the state database's chain).
+    pub fn audit(&self) -> &Arc<dyn AuditSink> {
+        &self.audit
+    }
+
     pub fn approvals(&self) -> &Arc<Approvals> {
         &self.approvals
     }

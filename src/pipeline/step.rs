@@ -255,6 +255,7 @@ impl OnBehalf<'_> {
             rule: decision.rule.as_deref().zip(decision.min_channel),
             timeout: decision.approval_timeout,
             stored,
+            team: decision.review.clone(),
         };
         let packet =
             || -> BoxFuture<'_, ReviewPacket> { Box::pin(self.packet(action, assessment, decision, &review, ct)) };

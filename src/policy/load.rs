@@ -14,7 +14,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    ApprovalSettings, CallLimits, Effect, Glob, Level, Mask, Origin, Policy, Rule, Surface, TableTags, matching,
+    ApprovalSettings, CallLimits, Effect, Glob, Level, Mask, Origin, Policy, Reviewers, Rule, Surface, TableTags,
+    matching,
 };
 use crate::{
     call::Tool,
@@ -115,6 +116,9 @@ struct RawRule {
     statement_timeout: Option<Spanned<String>>,
     approval_timeout: Option<Spanned<String>>,
     min_channel: Option<Level>,
+    reviewers: Option<Spanned<Vec<String>>>,
+    min_approvals: Option<Spanned<i64>>,
+    notify: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -472,7 +476,7 @@ impl Builder {
             if list.is_empty() {
                 self.error(
                     at(c.span()),
-                    "`approval.channels = []` means no person can ever approve anything; list at least one of \"elicitation\", \"mcp_app\", \"console\", \"cli\" (or make the rules `deny`)".into(),
+                    "`approval.channels = []` means no person can ever approve anything; list at least one of \"elicitation\", \"mcp_app\", \"console\", \"cli\", \"web\", \"api\", \"slack\" (or make the rules `deny`)".into(),
                 );
             }
             s.channels = list.iter().copied().collect();
@@ -569,6 +573,29 @@ impl Builder {
                 format!("rule `{name}` does not ask for approval, so `approval_timeout` has no effect; remove it"),
             );
         }
+        let review = self.reviewers(at, &name, r.reviewers, r.min_approvals, r.notify);
+        let mut min_channel = r.min_channel;
+        if review.is_team() {
+            match min_channel {
+                Some(level) if level < Level::Team => self.error(
+                    place.clone(),
+                    format!(
+                        "rule `{name}` names `reviewers` (or `min_approvals` above 1), which only verified reviewers can \
+                         satisfy, but sets `min_channel = \"{}\"`; remove `min_channel` (it becomes \"team\")",
+                        level.as_str()
+                    ),
+                ),
+                _ => min_channel = Some(Level::Team),
+            }
+        }
+        if r.effect != Effect::Approve && (review != Reviewers::default()) {
+            self.error(
+                place.clone(),
+                format!(
+                    "rule `{name}` does not ask for approval, so `reviewers`, `min_approvals` and `notify` have no effect; remove them"
+                ),
+            );
+        }
         self.rules.push(Rule {
             id,
             effect: r.effect,
@@ -581,9 +608,63 @@ impl Builder {
             principals,
             groups,
             limits,
-            min_channel: r.min_channel,
+            min_channel,
+            review,
             origin: place,
         });
+    }
+
+    /// A rule's `reviewers`, `min_approvals` and `notify`.
+    fn reviewers(
+        &mut self,
+        at: &dyn Fn(Range<usize>) -> Origin,
+        name: &str,
+        reviewers: Option<Spanned<Vec<String>>>,
+        min_approvals: Option<Spanned<i64>>,
+        notify: Option<Spanned<Vec<String>>>,
+    ) -> Reviewers {
+        let reviewers = self
+            .list(at, name, "reviewers", reviewers, |who: &String| {
+                let who = who.trim();
+                match who.strip_prefix("group:") {
+                    Some(g) if g.trim().is_empty() => Err("`group:` needs a group name, e.g. `group:dba`".into()),
+                    _ if who.is_empty() => Err("reviewers must not be empty strings".into()),
+                    _ => Ok(who.to_string()),
+                }
+            })
+            .unwrap_or_default();
+        let notify = self
+            .list(at, name, "notify", notify, |n: &String| match n.split_once(':') {
+                Some(("slack" | "teams" | "webhook", target)) if !target.trim().is_empty() => Ok(n.trim().to_string()),
+                _ => Err(format!(
+                    "`{n}` names no channel; write `slack:#channel`, `teams:NAME` or `webhook:NAME` (NAME as in the HTTP config)"
+                )),
+            })
+            .unwrap_or_default();
+        let mut wanted = 1;
+        if let Some(n) = &min_approvals {
+            let place = at(n.span());
+            let named = reviewers.iter().filter(|r| !r.starts_with("group:")).count();
+            let groups = reviewers.len() - named;
+            match u32::try_from(*n.get_ref()) {
+                Ok(v @ 1..=10) if groups > 0 || reviewers.is_empty() || v as usize <= named => wanted = v,
+                Ok(v @ 1..=10) => self.error(
+                    place,
+                    format!(
+                        "rule `{name}`: `min_approvals = {v}` needs {v} different people, but `reviewers` names only {named}; add reviewers or a `group:`"
+                    ),
+                ),
+                _ => self.error(
+                    place,
+                    format!("rule `{name}`: `min_approvals` must be between 1 and 10 (distinct people who approve)"),
+                ),
+            }
+        }
+        Reviewers {
+            reviewers,
+            min_approvals: wanted,
+            notify,
+        }
     }
 
     /// A `[[database_role]]`: who (principals, groups; both must match when both are given) takes

@@ -133,9 +133,50 @@ pub struct Rule {
     /// Matches a caller in any of these groups (globs).
     pub groups: Option<Vec<Glob>>,
     pub limits: CallLimits,
-    /// The weakest approval channel this rule accepts (on top of `[approval.min_channel]`).
+    /// The weakest approval channel this rule accepts (on top of `[approval.min_channel]`);
+    /// `team` when the rule names `reviewers`.
     pub min_channel: Option<Level>,
+    /// Who may approve its calls, how many must, and where they are told.
+    pub review: Reviewers,
     pub origin: Origin,
+}
+
+/// A rule's `reviewers`, `min_approvals` and `notify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reviewers {
+    /// Principals, and groups written `group:NAME`, who may approve; empty: anyone who may
+    /// approve at the call's level. The requester never approves their own call.
+    pub reviewers: Vec<String>,
+    /// Distinct people who must approve (1 unless set); any one denial ends it.
+    pub min_approvals: u32,
+    /// Where new approvals are announced: `slack:#channel`, `teams:NAME`, `webhook:NAME`.
+    pub notify: Vec<String>,
+}
+
+impl Default for Reviewers {
+    fn default() -> Self {
+        Reviewers {
+            reviewers: vec![],
+            min_approvals: 1,
+            notify: vec![],
+        }
+    }
+}
+
+impl Reviewers {
+    /// Only verified reviewers can satisfy it.
+    pub fn is_team(&self) -> bool {
+        !self.reviewers.is_empty() || self.min_approvals > 1
+    }
+
+    /// Whether a reviewer with this principal and these groups is named.
+    pub fn names(&self, principal: &str, groups: &[String]) -> bool {
+        self.reviewers.is_empty()
+            || self.reviewers.iter().any(|r| match r.strip_prefix("group:") {
+                Some(g) => groups.iter().any(|have| have == g),
+                None => r == principal,
+            })
+    }
 }
 
 /// Tags given to the tables a pattern matches.
@@ -166,7 +207,7 @@ pub struct ApprovalSettings {
     pub approved_ttl: Duration,
     /// Open approvals per session. Defaults to 3.
     pub max_open_per_session: usize,
-    /// The enabled channels. Defaults to all four.
+    /// The enabled channels. Defaults to all of them (the team surfaces exist only with `serve --http`).
     pub channels: BTreeSet<Surface>,
     /// The weakest channel that may approve a call of each risk (low, medium, high, critical).
     /// Defaults to `client` up to high and `local` for critical.
@@ -181,7 +222,7 @@ impl Default for ApprovalSettings {
             instant_decline: Duration::from_secs(1),
             approved_ttl: Duration::from_secs(300),
             max_open_per_session: 3,
-            channels: [Surface::Elicitation, Surface::McpApp, Surface::Console, Surface::Cli].into(),
+            channels: Surface::ALL.into(),
             min_channel: [
                 (Risk::Low, Level::Client),
                 (Risk::Medium, Level::Client),
@@ -316,6 +357,8 @@ pub struct Decision {
     pub masks: Vec<MaskedColumn>,
     /// The deciding rule's `min_channel`, if it set one.
     pub min_channel: Option<Level>,
+    /// The deciding rule's reviewers.
+    pub review: Reviewers,
 }
 
 impl Decision {
@@ -410,6 +453,7 @@ impl Policy {
                 })
                 .collect(),
             min_channel: rule.and_then(|r| r.min_channel),
+            review: rule.map(|r| r.review.clone()).unwrap_or_default(),
         }
     }
 }

@@ -35,7 +35,7 @@ use rmcp::{
 
 use crate::{
     approval::StateSealer,
-    auth::{Auth, HttpConfig, oauth::Oauth, tokens::Tokens},
+    auth::{Auth, HttpConfig, Verifier, bearer, oauth::Oauth, tokens::Tokens},
     call::Identity,
     pipeline::Pipeline,
     server::{Identify, PgWarden, Session},
@@ -58,19 +58,13 @@ pub enum HttpError {
     Serve(std::io::Error),
 }
 
-/// How requests prove who sent them.
-enum Verifier {
-    Oauth(Arc<Oauth>),
-    Tokens(Tokens),
-}
-
 /// How many sessions one principal may hold open; opening another closes their oldest.
 const SESSIONS_PER_PRINCIPAL: usize = 32;
 
 /// The authentication step's state: the verifier, and which principal owns each session (with
 /// each principal's sessions, oldest first).
 struct Gate {
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     sessions: Mutex<Owners>,
     manager: Arc<LocalSessionManager>,
 }
@@ -323,6 +317,8 @@ fn router(
     sessions.session_config.keep_alive = Some(SESSION_IDLE + pipeline.policy().longest_approval_wait());
     let sessions = Arc::new(sessions);
     let identify: Arc<dyn Identify> = Arc::new(FromRequest);
+    let approvals = pipeline.approvals().clone();
+    let audit = pipeline.audit().clone();
     let mcp = StreamableHttpService::new(
         move || {
             Ok(PgWarden::new(
@@ -347,6 +343,20 @@ fn router(
         Verifier::Oauth(o) => Some(o.clone()),
         Verifier::Tokens(_) => None,
     };
+    let verifier = Arc::new(verifier);
+    let team = Arc::new(crate::team::TeamContext {
+        approvals,
+        audit,
+        verifier: verifier.clone(),
+        config: Arc::new(config.clone()),
+        base: resource.origin().ascii_serialization(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(|e| bad(format!("an HTTP client: {e}")))?,
+    });
+    let team_routes = crate::team::router(&team).map_err(bad)?;
+    crate::team::start(&team);
     let gate = Arc::new(Gate {
         verifier,
         sessions: Mutex::default(),
@@ -355,7 +365,7 @@ fn router(
     let app = Router::new()
         .nest_service("/mcp", mcp)
         .route_layer(axum::middleware::from_fn_with_state(gate, authenticate));
-    Ok(match oauth {
+    let app = match oauth {
         Some(o) => {
             o.validator.spawn_background_refresh();
             let mut scopes = McpToolScopes::new()
@@ -373,7 +383,10 @@ fn router(
                 .merge(oauth_resource_server::axum::metadata_router(Some(o.validator.clone())))
         }
         None => app,
-    })
+    };
+    // The team surfaces authenticate each in their own way (a bearer token, a sign-in, Slack's
+    // signature), outside `/mcp`'s layers.
+    Ok(app.merge(team_routes))
 }
 
 /// Puts the caller's verified identity on the request, or refuses it; keeps each session to the
@@ -383,10 +396,10 @@ async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Nex
     if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
         return unauthorized(&gate.verifier);
     }
-    let identity = match &gate.verifier {
+    let identity = match gate.verifier.as_ref() {
         // The OAuth layer in front already checked the token and its scopes.
         Verifier::Oauth(o) => req.extensions().get::<AuthorizedToken>().and_then(|t| o.identity(t)),
-        Verifier::Tokens(tokens) => bearer(&req).and_then(|t| tokens.identify(t)),
+        Verifier::Tokens(tokens) => bearer(req.headers()).and_then(|t| tokens.identify(t)),
     };
     let Some(identity) = identity else {
         return unauthorized(&gate.verifier);
@@ -438,13 +451,6 @@ async fn authenticate(State(gate): State<Arc<Gate>>, mut req: Request, next: Nex
 /// could break half-way).
 fn lock(m: &Mutex<Owners>) -> std::sync::MutexGuard<'_, Owners> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The bearer token of `Authorization: Bearer …`.
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// 401 with the challenge a client needs to find out how to authenticate.
