@@ -374,7 +374,7 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
         (format!("{ok_rule}[approval]\nchannels = [\"elicitation\"]\n"),
          "`bad.toml:5`: `approval.min_channel` asks for `local` approval for some risk, but the `console` and `cli` channels are off, so those calls could never be approved; enable \"console\" or \"cli\", or lower `min_channel` (the default is critical = \"local\")"),
         (format!("{ok_rule}[approval.min_channel]\ncritical = \"remote\"\n"),
-         "`bad.toml:6`: unknown value `remote`; expected `client` or `local`"),
+         "`bad.toml:6`: unknown value `remote`; expected one of `client`, `local`, `team`"),
         (format!("{ok_rule}[approval]\ninstant_decline = \"10s\"\n"),
          "`bad.toml:5`: `approval.instant_decline` is 10s; a person can read and decline a prompt in that time, and their \"no\" would be taken as the client's. Use at most \"5s\" (default \"1s\", \"0s\" turns it off)"),
         (format!("{ok_rule}[approval]\ninstant_decline = \"soon\"\n"),
