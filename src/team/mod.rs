@@ -169,3 +169,25 @@ impl ReviewSurface for TeamSurface {
         Ok(())
     }
 }
+
+/// An approval as every team surface shows it (the API's `VIEW`, the review app's data, what
+/// Slack, Teams and webhooks are sent): no secret (the card's nonce stays out).
+pub fn view(a: &crate::approval::pending::Listed) -> serde_json::Value {
+    let (word, label) = a.state.words();
+    let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    serde_json::json!({
+        "id": a.id,
+        "state": word,
+        "state_label": label,
+        "action_hash": a.hash,
+        "fingerprint": crate::approval::pending::fingerprint(&a.hash),
+        "created_at": time(&a.review.created_at),
+        "expires_at": time(&a.review.expires_at),
+        "level": a.review.level.as_str(),
+        "requester": a.review.requester,
+        "reviewers": a.review.team.reviewers,
+        "min_approvals": a.review.team.min_approvals,
+        "votes": a.votes,
+        "packet": a.review.packet,
+    })
+}
