@@ -12,8 +12,8 @@
 //! store and the review surfaces, and `db` is the only module that talks to Postgres.
 //!
 //! Layers, lowest first: call, units, text, dirs, contain, export_path, classify, policy, audit,
-//! config, auth, grant, db, approval, console, tools, trail, pipeline, server, transport, serve, check,
-//! demo.
+//! config, channels, auth, grant, db, approval, console, tools, trail, pipeline, server, transport,
+//! team, serve, check, demo.
 //! A module imports only from modules listed before it (and from itself); `tests/architecture.rs`
 //! holds every `crate::` path in `src/` to this order. The binary, `main.rs`, stands above them all.
 //!
@@ -50,6 +50,7 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 pub mod call;
+pub mod channels;
 pub mod check;
 pub mod classify;
 pub mod config;

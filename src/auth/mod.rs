@@ -14,7 +14,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{call::Identity, config::ConfigError, team};
+use crate::{call::Identity, channels, config::ConfigError};
 
 /// How requests prove who sent them.
 pub enum Verifier {
@@ -68,15 +68,15 @@ pub struct HttpConfig {
     pub oauth: Option<oauth::OauthSettings>,
     pub tokens: Option<TokensSettings>,
     /// `[review]`: the team review app at `/review` (reviewers sign in with OpenID Connect).
-    pub review: Option<team::web::ReviewConfig>,
+    pub review: Option<channels::review::ReviewConfig>,
     /// `[slack]`: the Slack app that posts approvals and takes decisions from its buttons.
-    pub slack: Option<team::slack::SlackConfig>,
+    pub slack: Option<channels::slack::SlackConfig>,
     /// `[teams.NAME]`: Microsoft Teams Workflows webhooks (`notify = ["teams:NAME"]`).
     #[serde(default)]
-    pub teams: BTreeMap<String, team::teams::TeamsConfig>,
+    pub teams: BTreeMap<String, channels::teams::TeamsConfig>,
     /// `[webhooks.NAME]`: signed JSON events (`notify = ["webhook:NAME"]`).
     #[serde(default)]
-    pub webhooks: BTreeMap<String, team::webhook::WebhookConfig>,
+    pub webhooks: BTreeMap<String, channels::webhook::WebhookConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,22 +1,8 @@
 //! Microsoft Teams. (Being written: an Adaptive Card through a Workflows webhook.)
 
-use std::{path::Path, sync::Arc};
-
-use serde::Deserialize;
+use std::sync::Arc;
 
 use super::{Notifier, TeamContext};
-
-/// `[teams.NAME]` in the HTTP config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TeamsConfig {}
-
-impl TeamsConfig {
-    /// Makes relative paths relative to the config's directory and checks the values.
-    pub fn resolve(&mut self, _dir: &Path) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 pub fn notifier(_ctx: &Arc<TeamContext>) -> Option<Arc<dyn Notifier>> {
     None
