@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// A tool that reaches the database. The card's app-only tools (`pgwarden_review_*`) are not
 /// calls of their own: they act on a stored `Action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tool {
     Query,
@@ -230,7 +230,7 @@ pub enum Authn {
 }
 
 /// Who is calling, as far as the transport tells us.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     /// The client as it names itself: not verified.
     pub client_name: Option<String>,
@@ -270,7 +270,7 @@ impl Caller {
 }
 
 /// One tool call, as the rest of the pipeline sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     pub tool: Tool,
     pub sql: Option<String>,

@@ -65,6 +65,10 @@ pub struct Settings {
     pub policy: Arc<Policy>,
     /// Who uses this server, for rules with `principals` (stdio). Defaults to none.
     pub principal: Option<String>,
+    /// Where approvals and the audit trail live for `serve --http` (shared by replicas). Defaults
+    /// to none: with the sandbox, a `pgwarden_state` database in its cluster; with
+    /// `--database-url`, this process's memory and the audit file.
+    pub state_url: Option<String>,
 }
 
 /// A setting that does not make sense, named with the fix.

@@ -12,7 +12,7 @@
 //! store and the review surfaces, and `db` is the only module that talks to Postgres.
 //!
 //! Layers, lowest first: call, units, text, dirs, contain, export_path, classify, policy, audit,
-//! config, channels, auth, grant, db, approval, console, tools, trail, pipeline, server, transport,
+//! config, channels, auth, grant, db, approval, state, console, tools, trail, pipeline, server, transport,
 //! team, serve, check, demo.
 //! A module imports only from modules listed before it (and from itself); `tests/architecture.rs`
 //! holds every `crate::` path in `src/` to this order. The binary, `main.rs`, stands above them all.
@@ -65,6 +65,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod serve;
 pub mod server;
+pub mod state;
 pub mod team;
 pub mod text;
 pub mod tools;

@@ -139,8 +139,11 @@ enum AuditCommand {
     Verify {
         /// The audit file (`--audit-log` of `serve`); its rotated files (`<log>.<seq>`) beside it are
         /// read too. Several files: exactly these, oldest first (e.g. rotated files archived elsewhere).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "state_url", conflicts_with = "state_url")]
         paths: Vec<PathBuf>,
+        /// Check the trail in this state database (`serve --state-url`) instead of files.
+        #[arg(long, env = "PGWARDEN_STATE_URL", hide_env_values = true)]
+        state_url: Option<String>,
         /// The public key the checkpoints must be signed with: `ed25519:…` or a `.pub` file. Without
         /// it, signatures are checked against the key each checkpoint names, which proves less.
         #[arg(long)]
@@ -148,6 +151,17 @@ enum AuditCommand {
         /// The checkpoint file. Defaults to `<path>.checkpoints`.
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+    },
+    /// Write the trail kept in a state database (`serve --state-url`) as JSONL — the file trail's
+    /// format, one record per line, oldest first — with its signed checkpoint in
+    /// `<out>.checkpoints`; `audit verify <out>` checks the copy.
+    Export {
+        /// The state database.
+        #[arg(long, env = "PGWARDEN_STATE_URL", hide_env_values = true)]
+        state_url: String,
+        /// Where to write the records (the checkpoint goes beside it).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the public half of a signing key (`ed25519:…`), to keep where the log's machine
     /// cannot change it and pass to `audit verify --key`.
@@ -323,6 +337,12 @@ struct ServeArgs {
     /// `<log>.<last seq>` and the chain continues in a new one. `SIGHUP` rotates at once.
     #[arg(long, env = "PGWARDEN_AUDIT_ROTATE_SIZE", value_parser = pgwarden::config::parse_rotate_size)]
     audit_rotate_size: Option<u64>,
+    /// With `--http`: a PostgreSQL database for pgwarden's own tables (pending approvals, decisions,
+    /// used nonces, the audit trail), shared by every replica given the same URL. It must not be
+    /// the served database. Defaults to a `pgwarden_state` database in the sandbox cluster when
+    /// serving the sandbox; with `--database-url` and no state URL, approvals live in this process.
+    #[arg(long, env = "PGWARDEN_STATE_URL", hide_env_values = true, requires = "http")]
+    state_url: Option<String>,
     /// Where `export` writes files. Defaults to `$XDG_DATA_HOME/pgwarden/exports`
     /// (`~/.local/share/…`; `/var/lib/pgwarden/exports` as root).
     #[arg(long, env = "PGWARDEN_EXPORT_DIR")]
@@ -358,12 +378,53 @@ fn main() -> ExitCode {
         Command::Setup(args) => runtime.block_on(setup(args)),
         Command::Policy(PolicyCommand::Lint { path }) => lint(&path),
         Command::Audit(AuditCommand::Verify {
+            state_url: Some(url),
+            key,
+            ..
+        }) => {
+            // The database's chain, exported to a private directory and checked like a file.
+            let dir = match tempfile_dir() {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("pgwarden: error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let path = dir.join("audit.jsonl");
+            let exported = runtime.block_on(pgwarden::state::chain::export_to(&url, &path));
+            let code = match exported {
+                Ok(_) => audit_verify(std::slice::from_ref(&path), key.as_deref(), None),
+                Err(e) => {
+                    eprintln!("pgwarden: error: the audit trail in the state database: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            return code;
+        }
+        Command::Audit(AuditCommand::Verify {
             paths,
             key,
             checkpoints,
+            ..
         }) => {
             return audit_verify(&paths, key.as_deref(), checkpoints);
         }
+        Command::Audit(AuditCommand::Export { state_url, out }) => runtime
+            .block_on(pgwarden::state::chain::export_to(&state_url, &out))
+            .map_err(|e| anyhow::anyhow!("the audit trail in the state database: {e}"))
+            .map(|done| {
+                eprintln!(
+                    "pgwarden: wrote {} records to {} ({})",
+                    done.records,
+                    out.display(),
+                    if done.checkpoint.is_some() {
+                        "with its signed checkpoint beside it"
+                    } else {
+                        "no signed checkpoint: the trail was written without a key"
+                    }
+                );
+            }),
         Command::Audit(AuditCommand::Key { path }) => audit_key(&path),
         Command::Token(TokenCommand::New { name, groups, file }) => token_new(&name, &groups, &file),
         Command::Audit(AuditCommand::Show {
@@ -477,6 +538,14 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
 }
 
 /// `audit verify`: 0 whole, 2 tampered, 3 unfinished, 1 unreadable or bad arguments.
+/// A new private directory under the system's temporary directory.
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("pgwarden-verify-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 fn audit_verify(paths: &[PathBuf], key: Option<&str>, checkpoints: Option<PathBuf>) -> ExitCode {
     use pgwarden::audit::{sign::PublicKey, verify};
     let key = match key.map(PublicKey::parse).transpose() {
@@ -763,6 +832,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         pool_size: args.pool_size as usize,
         policy: Arc::new(policy),
         principal: args.principal.filter(|p| !p.trim().is_empty()),
+        state_url: args.state_url.filter(|u| !u.trim().is_empty()),
     })
 }
 
@@ -807,7 +877,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let result = run(target, change, &settings, sandbox.is_some(), http).await;
+    // Approvals and the audit trail of `serve --http` live in Postgres, shared by replicas: the
+    // `--state-url`, else the sandbox's own state database.
+    let state = match (&settings.state_url, &sandbox) {
+        (Some(url), _) => Some(Target::from_url(url)?),
+        (None, Some(sandbox)) if http.is_some() => Some(Target::from_config(
+            sandbox
+                .state_config()
+                .await
+                .context("cannot make the sandbox's state database")?,
+        )?),
+        _ => None,
+    };
+    if let Some(state) = &state {
+        pgwarden::state::check_apart(&state.config, &target.config)?;
+    }
+    let result = run(target, change, state, &settings, sandbox.is_some(), http).await;
     if let Some(sandbox) = sandbox {
         let _ = tokio::task::spawn_blocking(move || sandbox.release()).await;
     }
@@ -824,6 +909,7 @@ type Http = Option<(
 async fn run(
     target: Target,
     change: Option<Target>,
+    state: Option<Target>,
     settings: &Settings,
     is_sandbox: bool,
     http: Http,
@@ -848,30 +934,53 @@ async fn run(
         settings.policy.sources.join(", "),
         settings.policy.rules.len()
     );
-    let audit = Arc::new(pgwarden::audit::AuditLog::open_with(
-        &settings.audit_log,
-        &settings.audit,
-    )?);
-    tracing::info!(
-        "audit trail: {} (checkpoints signed by {})",
-        settings.audit_log.display(),
-        audit.public_key().map(|k| k.to_string()).unwrap_or_default()
-    );
     let keeper = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(keep_trail(audit.clone(), settings.checkpoint_every, keeper.clone()));
+    // The trail and the approvals: in the state database (every replica's, one chain), or in the
+    // audit file and this process's memory.
+    let (sink, shared, file): (Arc<dyn pgwarden::audit::sink::AuditSink>, _, _) = match state {
+        Some(state) => {
+            let path = settings.audit.key.clone().unwrap_or_else(|| settings.audit_log.with_file_name("audit-signing.key"));
+            let key = pgwarden::audit::sign::SigningKey::load_or_create(&path)
+                .with_context(|| format!("the audit signing key `{}`", path.display()))?;
+            tracing::info!(
+                "approvals and the audit trail: state database {} (records signed by {}; give every replica this key)",
+                state.display,
+                key.public()
+            );
+            let db = pgwarden::state::StateDb::open(state, Some(Arc::new(key)), settings.pool_size.max(4)).await?;
+            let store: Arc<dyn pgwarden::approval::pending::ApprovalStore> =
+                pgwarden::state::store::PgStore::start(db.clone(), (&settings.policy.approval).into());
+            (Arc::new(pgwarden::state::chain::PgSink(db)) as _, Some(store), None)
+        }
+        None => {
+            let audit = Arc::new(pgwarden::audit::AuditLog::open_with(
+                &settings.audit_log,
+                &settings.audit,
+            )?);
+            tracing::info!(
+                "audit trail: {} (checkpoints signed by {})",
+                settings.audit_log.display(),
+                audit.public_key().map(|k| k.to_string()).unwrap_or_default()
+            );
+            tokio::spawn(keep_trail(audit.clone(), settings.checkpoint_every, keeper.clone()));
+            (FileSink::shared(audit.clone()), None, Some(audit))
+        }
+    };
     // `pgwarden demo` starts its server on the sandbox on purpose; anyone else may not know.
     let say_sandbox = is_sandbox && std::env::var_os("PGWARDEN_DEMO").is_none();
     if say_sandbox {
         tracing::warn!("{}", pgwarden::pipeline::SANDBOX_NOTE);
     }
-    let sink = FileSink::shared(audit.clone());
     let label = format!(
         "pgwarden {} (pid {}) · policy {}",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         settings.policy.sources.join(", ")
     );
-    let approvals = Approvals::in_memory(settings.policy.approval.clone(), sink.clone(), label.clone());
+    let approvals = match shared {
+        Some(store) => Approvals::new(settings.policy.approval.clone(), store, label.clone()),
+        None => Approvals::in_memory(settings.policy.approval.clone(), sink.clone(), label.clone()),
+    };
     // Review surfaces, in the order a new approval is announced on them (each only if the policy
     // enables it); the terminal's registers itself when its socket listens, below.
     approvals.register(Arc::new(CardSurface));
@@ -914,7 +1023,8 @@ async fn run(
             // Seals 2026-07-28 approval states; the key lives only in this process.
             let sealer = Arc::new(StateSealer::new());
             let session = Session::new(sealer, settings.principal.clone().map(Principal::new));
-            pgwarden::serve::stdio::serve(pipeline, session, audit.clone(), shutdown_signal())
+            let audit = file.clone().context("stdio keeps its audit trail in a file")?;
+            pgwarden::serve::stdio::serve(pipeline, session, audit, shutdown_signal())
                 .await
                 .map_err(anyhow::Error::from)
         }
@@ -924,7 +1034,9 @@ async fn run(
     // Approvals still open die with this process: say so in the trail (`abandoned`).
     approvals.store.abandon_open().await;
     // Batched records (reads) become durable on a clean shutdown.
-    audit.flush()?;
+    if let Some(audit) = file {
+        audit.flush()?;
+    }
     result
 }
 

@@ -87,7 +87,7 @@ pub struct LocalRoute {
 /// What a reviewer granted — on any surface, in the client's prompt or later — and what a call
 /// runs with: the change itself or only a dry run (rolled back), within a row limit, with the
 /// reviewer's reason for the model.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Approved {
     pub dry_run: bool,
     pub max_rows_affected: Option<u64>,

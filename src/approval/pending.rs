@@ -284,7 +284,7 @@ pub fn vote_of(reviewer: &Reviewer, approved: &Approved) -> Vote {
 
 /// What a surface shows about an approval. Nothing here is secret except `nonce`, which only the
 /// card gets (through the result's `_meta`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Review {
     /// The review packet as the surfaces render it.
     pub packet: serde_json::Value,
@@ -302,7 +302,7 @@ pub struct Review {
 
 /// The call an approval stands for, exactly as it will run: the tool call as given, serialised
 /// (the model cannot send new arguments later), and the action it was judged as, caller included.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredCall {
     /// The serialised `tools::ToolCall`.
     pub call: serde_json::Value,

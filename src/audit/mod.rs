@@ -250,6 +250,9 @@ pub enum AuditError {
         "the audit log `{path}` ends with a line that is not a complete record; run `pgwarden audit verify {path}` and move the file aside to start a new one"
     )]
     Torn { path: String },
+    /// The trail in the state database (`--state-url`) could not take the record.
+    #[error("the audit trail in the state database cannot be written: {0}")]
+    Database(String),
     /// The writer task ended before it wrote (the process is shutting down).
     #[error("the audit writer stopped before the record was written ({0})")]
     Stopped(String),
@@ -1145,6 +1148,21 @@ fn last_checkpoint(signer: &Signer) -> Result<Option<Head>, AuditError> {
         seq: cp.seq,
         hash: cp.head,
     }))
+}
+
+/// Fills in a record's place in a chain (`seq`, `prev`, `time`, `hash`) and signs its hash with
+/// `key`: how every trail seals its records, the file's and the state database's.
+pub fn seal_record(record: Record, seq: u64, prev: &str, key: Option<&sign::SigningKey>) -> Record {
+    let mut record = seal_unsigned(record, seq, prev);
+    if let (Some(key), Some(hash)) = (key, &record.hash) {
+        record.sig = Some(key.sign_record(hash));
+    }
+    record
+}
+
+/// A record as one line of a trail, without its newline.
+pub fn record_line(record: &Record) -> String {
+    serde_json::to_string(record).unwrap_or_default()
 }
 
 fn seal_unsigned(mut record: Record, seq: u64, prev: &str) -> Record {

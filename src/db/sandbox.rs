@@ -13,6 +13,10 @@ pub const AGENT_ROLE: &str = "pgwarden_agent";
 pub const OWNER_ROLE: &str = "pgwarden_owner";
 /// The database holding the demo schema.
 pub const DEMO_DB: &str = "demo";
+/// pgwarden's own state (`serve --http` on the sandbox): its database and the role that owns it,
+/// which the agent's role cannot connect to.
+pub const STATE_DB: &str = "pgwarden_state";
+pub const STATE_ROLE: &str = "pgwarden_state";
 const DEMO_SQL: &str = include_str!("demo.sql");
 const SEEDED_MARKER: &str = "seeded";
 /// The marker's content. v1 sandboxes had the agent own the demo objects.
@@ -118,6 +122,28 @@ impl Sandbox {
     /// How pgwarden connects for approved changes: as the owner of the demo objects.
     pub fn change_config(&self) -> tokio_postgres::Config {
         self.cluster.connect_config(OWNER_ROLE, DEMO_DB)
+    }
+
+    /// How pgwarden connects to its own state database, made on first use.
+    pub async fn state_config(&self) -> Result<tokio_postgres::Config, SandboxError> {
+        {
+            let admin = self.cluster.connect_config("postgres", "postgres");
+            run_sql(
+                &admin,
+                &format!(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{STATE_ROLE}') \
+                     THEN CREATE ROLE {STATE_ROLE} LOGIN; END IF; END $$"
+                ),
+            )
+            .await?;
+            // Two pgwardens starting at once may both try: the loser's "already exists" is fine.
+            match run_sql(&admin, &format!("CREATE DATABASE {STATE_DB} OWNER {STATE_ROLE}")).await {
+                Err(SandboxError::Seed(e)) if e.contains("42P04") => {}
+                other => other?,
+            }
+            run_sql(&admin, &format!("REVOKE ALL ON DATABASE {STATE_DB} FROM PUBLIC")).await?;
+        }
+        Ok(self.cluster.connect_config(STATE_ROLE, STATE_DB))
     }
 
     /// Gives up this process's share; the last one out stops the cluster.
