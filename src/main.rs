@@ -939,7 +939,11 @@ async fn run(
     // audit file and this process's memory.
     let (sink, shared, file): (Arc<dyn pgwarden::audit::sink::AuditSink>, _, _) = match state {
         Some(state) => {
-            let path = settings.audit.key.clone().unwrap_or_else(|| settings.audit_log.with_file_name("audit-signing.key"));
+            let path = settings
+                .audit
+                .key
+                .clone()
+                .unwrap_or_else(|| settings.audit_log.with_file_name("audit-signing.key"));
             let key = pgwarden::audit::sign::SigningKey::load_or_create(&path)
                 .with_context(|| format!("the audit signing key `{}`", path.display()))?;
             tracing::info!(

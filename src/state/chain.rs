@@ -7,13 +7,13 @@
 
 use std::{io::Write, sync::Arc};
 
-use async_trait::async_trait;
 use super::StateDb;
 use crate::audit::{
     AuditError, Event, GENESIS_PREV, Record, record_line, seal_record,
     sign::SigningKey,
     sink::{AuditSink, Durability},
 };
+use async_trait::async_trait;
 
 /// Appends `record` in the transaction `tx` (which must commit for it to count); returns it sealed.
 pub(crate) async fn append(
@@ -54,7 +54,11 @@ pub(crate) async fn append(
 async fn insert(tx: &tokio_postgres::Transaction<'_>, record: &Record) -> Result<u64, tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO pgwarden.audit (seq, hash, line) VALUES ($1, $2, $3)",
-        &[&(record.seq as i64), &record.hash.as_deref().unwrap_or_default(), &record_line(record)],
+        &[
+            &(record.seq as i64),
+            &record.hash.as_deref().unwrap_or_default(),
+            &record_line(record),
+        ],
     )
     .await
 }
@@ -103,7 +107,8 @@ pub async fn export(client: &mut tokio_postgres::Client, out: &mut dyn Write) ->
         .await
         .map_err(|e| match e.code() {
             Some(c) if *c == tokio_postgres::error::SqlState::UNDEFINED_TABLE => {
-                "this database holds no pgwarden state (no `pgwarden.audit_head`): is it the `--state-url` of `serve`?".into()
+                "this database holds no pgwarden state (no `pgwarden.audit_head`): is it the `--state-url` of `serve`?"
+                    .into()
             }
             _ => e.to_string(),
         })?;

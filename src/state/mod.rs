@@ -23,7 +23,7 @@ use crate::{
 /// The migrations, oldest first. Never edit one that has shipped: add the next.
 const MIGRATIONS: &[(&str, &str)] = &[("V1__state", include_str!("migrations/V1__state.sql"))];
 
-/// The NOTIFY channel every change is announced on (its payload: the approval's id).
+/// The NOTIFY channel every change is announced on.
 pub const CHANNEL: &str = "pgwarden_approvals";
 
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,11 @@ pub struct StateDb {
 
 impl StateDb {
     /// Connects, applies the migrations not yet applied, and keeps a pool of `pool_size`.
-    pub async fn open(target: Target, key: Option<Arc<SigningKey>>, pool_size: usize) -> Result<Arc<StateDb>, StateError> {
+    pub async fn open(
+        target: Target,
+        key: Option<Arc<SigningKey>>,
+        pool_size: usize,
+    ) -> Result<Arc<StateDb>, StateError> {
         migrate(&target).await?;
         let pool = connect_pool(&target, pool_size.max(2)).await?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -86,32 +90,58 @@ pub(crate) async fn connect_one(target: &Target) -> Result<tokio_postgres::Clien
 }
 
 /// Applies the migrations not yet applied (history in `pgwarden.schema_history`), one replica at a
-/// time.
+/// time: under an advisory lock where the login may take one; elsewhere a replica that lost the
+/// race to another applying the same migration looks again once the other is done.
 async fn migrate(target: &Target) -> Result<(), StateError> {
     let fail = |message: String| StateError::Migrate {
         target: target.display.clone(),
         message,
     };
     let mut client = connect_one(target).await?;
-    client
-        .batch_execute("SELECT pg_advisory_lock(hashtext('pgwarden state migrations')); CREATE SCHEMA IF NOT EXISTS pgwarden")
+    let locked = client
+        .batch_execute("SELECT pg_advisory_lock(hashtext('pgwarden state migrations'))")
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .is_ok();
     let migrations = MIGRATIONS
         .iter()
         .map(|(name, sql)| refinery_core::Migration::unapplied(name, sql))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| fail(chain_of(&e)))?;
     let mut runner = refinery_core::Runner::new(&migrations);
     runner.set_migration_table_name("pgwarden.schema_history");
-    let report = runner.run_async(&mut client).await.map_err(|e| fail(e.to_string()));
-    let _ = client
-        .batch_execute("SELECT pg_advisory_unlock(hashtext('pgwarden state migrations'))")
-        .await;
-    for m in report?.applied_migrations() {
+    let mut report = Err(String::new());
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        report = match client.batch_execute("CREATE SCHEMA IF NOT EXISTS pgwarden").await {
+            Ok(()) => runner.run_async(&mut client).await.map_err(|e| chain_of(&e)),
+            Err(e) => Err(chain_of(&e)),
+        };
+        if report.is_ok() || locked {
+            break;
+        }
+    }
+    if locked {
+        let _ = client
+            .batch_execute("SELECT pg_advisory_unlock(hashtext('pgwarden state migrations'))")
+            .await;
+    }
+    for m in report.map_err(fail)?.applied_migrations() {
         tracing::info!("state database {}: applied migration {m}", target.display);
     }
     Ok(())
+}
+
+/// An error with its causes (refinery's says only "db error" without them).
+pub(crate) fn chain_of(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// Refuses a state database that is the served one: same host, port and database name.

@@ -59,7 +59,11 @@ impl Row {
             "executing" => State::Executing,
             "done" => State::Done { ok: true },
             "failed" => State::Done { ok: false },
-            other => return Err(PendingError::Store(format!("unknown approval state `{other}`"))),
+            other => {
+                return Err(PendingError::Store(format!(
+                    "unknown approval state `{other}` in the state database"
+                )));
+            }
         };
         let mut review: Review = parse_json(json(4)?)?;
         // The deadline moves when an approval is approved (it must then run soon).
@@ -108,12 +112,23 @@ fn parse_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T,
     serde_json::from_value(v).map_err(store)
 }
 
-fn store(e: impl std::fmt::Display) -> PendingError {
-    PendingError::Store(e.to_string())
+/// A failure of the state database: the cause goes to the log, the caller hears that nothing changed.
+fn store<E: std::error::Error>(e: E) -> PendingError {
+    let cause = super::chain_of(&e);
+    tracing::error!("state database: {cause}");
+    PendingError::Store(short(&cause))
 }
 
-fn audit(e: impl std::fmt::Display) -> PendingError {
-    PendingError::Audit(e.to_string())
+fn audit<E: std::error::Error>(e: E) -> PendingError {
+    let cause = super::chain_of(&e);
+    tracing::error!("state database: appending to the audit chain: {cause}");
+    PendingError::Audit(short(&cause))
+}
+
+/// The first words of a cause, without the statement or values Postgres may quote.
+fn short(cause: &str) -> String {
+    let first = cause.lines().next().unwrap_or_default();
+    first.chars().take(200).collect()
 }
 
 /// The word a state is stored as.
@@ -158,7 +173,10 @@ impl PgStore {
     /// The row of `id`, locked for this transaction.
     async fn locked(&self, tx: &Transaction<'_>, id: &str) -> Result<Row, PendingError> {
         let row = tx
-            .query_opt(&format!("SELECT {COLUMNS} FROM pgwarden.approvals WHERE id = $1 FOR UPDATE"), &[&id])
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM pgwarden.approvals WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
             .await
             .map_err(store)?
             .ok_or_else(|| PendingError::Unknown(id.into()))?;
@@ -168,7 +186,10 @@ impl PgStore {
     async fn read(&self, id: &str) -> Result<Option<Row>, PendingError> {
         let client = self.client().await?;
         let row = client
-            .query_opt(&format!("SELECT {COLUMNS} FROM pgwarden.approvals WHERE id = $1"), &[&id])
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM pgwarden.approvals WHERE id = $1"),
+                &[&id],
+            )
             .await
             .map_err(store)?;
         row.as_ref().map(Row::from).transpose()
@@ -177,7 +198,9 @@ impl PgStore {
     /// Appends `record` and announces `id`, in `tx`.
     async fn record(&self, tx: &Transaction<'_>, id: &str, record: Record) -> Result<(), PendingError> {
         chain::append(tx, self.db.key.as_deref(), record).await.map_err(audit)?;
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id]).await.map_err(store)?;
+        // The statement, not `pg_notify()`: hardened clusters revoke the function from PUBLIC.
+        let _ = id;
+        tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await.map_err(store)?;
         Ok(())
     }
 
@@ -307,7 +330,12 @@ impl PgStore {
         Ok(())
     }
 
-    async fn open_once(&self, owner: &str, call: &StoredCall, review: &Review) -> Result<(String, Review), PendingError> {
+    async fn open_once(
+        &self,
+        owner: &str,
+        call: &StoredCall,
+        review: &Review,
+    ) -> Result<(String, Review), PendingError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store)?;
         // What of this requester lapsed is recorded first (and leaves the one-pending index).
@@ -399,7 +427,9 @@ impl PgStore {
         if let Attestation::Host { nonce } = &reviewer.attested_by
             && !same_secret(nonce, &row.review.nonce)
         {
-            return Err(PendingError::WrongChannel("the card's proof does not match this approval".into()));
+            return Err(PendingError::WrongChannel(
+                "the card's proof does not match this approval".into(),
+            ));
         }
         check_level(row.review.level, reviewer)?;
         if row.hash != shown_hash {
@@ -632,7 +662,11 @@ impl ApprovalStore for PgStore {
             )
             .await
         {
-            Ok(rows) => rows.iter().filter_map(|r| Row::from(r).ok()).map(|r| r.listed()).collect(),
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|r| Row::from(r).ok())
+                .map(|r| r.listed())
+                .collect(),
             Err(e) => {
                 tracing::error!("state database: listing approvals: {e}");
                 vec![]
@@ -682,7 +716,9 @@ impl ApprovalStore for PgStore {
     async fn state_with_nonce(&self, id: &str, nonce: &str) -> Result<State, PendingError> {
         let row = self.read(id).await?.ok_or_else(|| PendingError::Unknown(id.into()))?;
         if !same_secret(nonce, &row.review.nonce) {
-            return Err(PendingError::WrongChannel("the card's proof does not match this approval".into()));
+            return Err(PendingError::WrongChannel(
+                "the card's proof does not match this approval".into(),
+            ));
         }
         Ok(row.current())
     }
@@ -757,7 +793,9 @@ impl ApprovalStore for PgStore {
                     .map_err(store)?
                     .map(|r| r.get(0));
             }
-            chain::append(&tx, self.db.key.as_deref(), record).await.map_err(audit)?;
+            chain::append(&tx, self.db.key.as_deref(), record)
+                .await
+                .map_err(audit)?;
             tx.commit().await.map_err(store)
         };
         if let Err(e) = done.await {

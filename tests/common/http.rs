@@ -29,13 +29,14 @@ impl HttpServer {
             .args([&path])
             .start_raw()
             .await;
-        let url = super::eventually(Duration::from_secs(60), "the server to listen", async || {
+        let url = super::wait::poll(Duration::from_secs(60), async || {
             let err = raw.stderr();
             err.lines()
                 .find_map(|l| l.strip_prefix("pgwarden: listening on "))
                 .map(str::to_string)
         })
-        .await;
+        .await
+        .unwrap_or_else(|| panic!("waited 60s for the server to listen:\n{}", raw.stderr()));
         HttpServer { raw, url }
     }
 
