@@ -339,7 +339,7 @@ impl Remote {
             packet: a["packet"].clone(),
         };
         let mut out = render(&self.server(), &item);
-        let mut line = |label: &str, value: String| out.push_str(&format!("{label:<13}{value}\n"));
+        let mut line = |label: &str, value: String| out.push_str(&format!("{label:<14}{value}\n"));
         line("Requester:", format!("{} (verified)", field(a, "requester", 200)));
         let reviewers: Vec<String> = strings(&a["reviewers"]);
         line(
@@ -475,7 +475,7 @@ mod tests {
             !out.contains('\u{1b}') && !out.contains('\u{202e}') && !out.contains('\u{7}'),
             "{out}"
         );
-        assert!(out.contains("Approvals:   1 of 2 approvals"), "{out}");
+        assert!(out.contains("Approvals:    1 of 2 approvals"), "{out}");
         assert!(!out.lines().any(|l| l.starts_with("Approved by admin")), "{out}");
     }
 }
