@@ -111,7 +111,7 @@ struct ApprovalsArgs {
 
 #[derive(Subcommand)]
 enum ApprovalsCommand {
-    /// Pending approvals of every server of this user: id, fingerprint, risk, summary.
+    /// Pending approvals of every server of this user (or of `--server`): id, fingerprint, risk, summary.
     List {
         /// Also approvals already decided, expired or run.
         #[arg(long)]
