@@ -64,6 +64,8 @@ enum Command {
     Audit(AuditCommand),
     /// Decide pending approvals from a terminal (no desktop needed): talks to every `pgwarden serve`
     /// of this OS user over its private socket in `$XDG_RUNTIME_DIR/pgwarden`. Counts as `local`.
+    /// With `--server URL`: a team's approvals on a `pgwarden serve --http`, as the reviewer whose
+    /// token you give (`--token-file` or PGWARDEN_TOKEN), through its approvals API.
     Approvals(ApprovalsArgs),
     /// Static bearer tokens for `serve --http` with a `[tokens]` file.
     #[command(subcommand)]
@@ -89,15 +91,27 @@ enum TokenCommand {
 #[derive(clap::Args)]
 struct ApprovalsArgs {
     /// Ask only this server socket (`approvals-<pid>.sock`) instead of every one in the runtime directory.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, conflicts_with = "server")]
     socket: Option<PathBuf>,
+    /// Ask this `pgwarden serve --http` server instead (its URL or its `/mcp` URL; https unless on
+    /// localhost), as the reviewer whose token you give.
+    #[arg(long, global = true, env = "PGWARDEN_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// With `--server`: a file holding your token (as `pgwarden token new` printed it, or an OAuth
+    /// access token). Defaults to the environment variable PGWARDEN_TOKEN. Never give a token as an
+    /// argument: other users can read a command line.
+    #[arg(long, global = true, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// With `--server`: print the API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: ApprovalsCommand,
 }
 
 #[derive(Subcommand)]
 enum ApprovalsCommand {
-    /// Pending approvals of every server of this user: id, fingerprint, risk, summary.
+    /// Pending approvals of every server of this user (or of `--server`): id, fingerprint, risk, summary.
     List {
         /// Also approvals already decided, expired or run.
         #[arg(long)]
@@ -116,7 +130,7 @@ enum ApprovalsCommand {
         #[arg(long)]
         dry_run: bool,
         /// Roll the change back if it touches more rows than this.
-        #[arg(long)]
+        #[arg(long, visible_alias = "max-rows")]
         row_limit: Option<u64>,
         /// Why, for the audit trail and the model.
         #[arg(long)]
@@ -434,7 +448,7 @@ fn main() -> ExitCode {
             tool,
             format,
         }) => audit_show(&path, since, decision, tool, format),
-        Command::Approvals(args) => approvals(args),
+        Command::Approvals(args) => approvals(args, &runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -680,8 +694,9 @@ fn audit_show(
     write_stdout(&out)
 }
 
-/// `pgwarden approvals`: the terminal channel's client (`approval::cli`).
-fn approvals(args: ApprovalsArgs) -> anyhow::Result<()> {
+/// `pgwarden approvals`: the terminal channel's client (`approval::cli`), or with `--server` the
+/// approvals API's (`team::client`).
+fn approvals(args: ApprovalsArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     use pgwarden::approval::cli::{Command as Cli, Target, run};
     let command = match args.command {
         ApprovalsCommand::List { all } => Cli::List { all },
@@ -704,6 +719,22 @@ fn approvals(args: ApprovalsArgs) -> anyhow::Result<()> {
             reason,
         },
     };
+    if let Some(server) = &args.server {
+        use pgwarden::team::client::{ClientError, Remote, read_token_file};
+        let token = match &args.token_file {
+            Some(path) => read_token_file(path)?,
+            None => std::env::var("PGWARDEN_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .ok_or(ClientError::NoToken)?,
+        };
+        let remote = Remote::new(server, token)?;
+        return write_stdout(&runtime.block_on(remote.run(command, args.json))?);
+    }
+    if args.json || args.token_file.is_some() {
+        anyhow::bail!("`--json` and `--token-file` go with `--server URL` (or PGWARDEN_SERVER)");
+    }
     let dir = console_dir();
     let target = match &args.socket {
         Some(socket) => Target::Socket(socket),

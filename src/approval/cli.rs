@@ -274,7 +274,7 @@ pub fn render(server: &str, i: &Item) -> String {
         one_line(&i.state_label, 200),
         indent(&visible(p["sql"].as_str().unwrap_or_default())),
     );
-    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<13}{value}\n"));
+    let mut line = |label: &str, value: String| out.push_str(&format!("{label:<14}{value}\n"));
     line("What:", field(p, "summary", 300));
     line(
         "Risk:",

@@ -19,7 +19,10 @@ use serde::Deserialize;
 
 use super::{TeamContext, view};
 use crate::{
-    approval::pending::{Decision, Listed, PendingError, Reviewer},
+    approval::{
+        packet::one_line,
+        pending::{Decision, Listed, PendingError, Reviewer},
+    },
     call::{Authn, Identity, Surface},
 };
 
@@ -85,6 +88,19 @@ fn reviewer(who: &Identity) -> Reviewer {
     )
 }
 
+/// The words of [`State::words`](crate::approval::pending::State::words), as `?state=` takes them.
+const STATES: [&str; 9] = [
+    "pending",
+    "approved",
+    "dry_run",
+    "denied",
+    "expired",
+    "cancelled",
+    "executing",
+    "done",
+    "failed",
+];
+
 #[derive(Deserialize)]
 struct ListQuery {
     /// Only approvals in this state (`pending`, `approved`, `denied`, …).
@@ -96,6 +112,18 @@ async fn list(State(ctx): State<Arc<TeamContext>>, headers: HeaderMap, Query(q):
         Ok(w) => w,
         Err(r) => return r,
     };
+    if let Some(s) = q.state.as_deref()
+        && !STATES.contains(&s)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown state `{}`; expected one of {}",
+                one_line(s, 40),
+                STATES.join(", ")
+            ),
+        );
+    }
     let all = ctx.approvals.store.list().await;
     let shown: Vec<serde_json::Value> = all
         .iter()
@@ -186,5 +214,38 @@ fn status_of(e: &PendingError) -> StatusCode {
         PendingError::StaleHash | PendingError::AlreadyDecided(_) | PendingError::AlreadyVoted => StatusCode::CONFLICT,
         PendingError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         PendingError::Audit(_) | PendingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::STATES;
+    use crate::approval::{Approved, pending::State};
+
+    /// `?state=` takes exactly the words the API shows.
+    #[test]
+    fn the_state_filter_knows_every_state_word() {
+        let approved = |dry_run| {
+            State::Approved(Approved {
+                dry_run,
+                max_rows_affected: None,
+                reason: None,
+            })
+        };
+        let words: Vec<&str> = [
+            State::Pending,
+            approved(false),
+            approved(true),
+            State::Denied { reason: None },
+            State::Expired,
+            State::Cancelled,
+            State::Executing,
+            State::Done { ok: true },
+            State::Done { ok: false },
+        ]
+        .iter()
+        .map(|s| s.words().0)
+        .collect();
+        assert_eq!(words, STATES);
     }
 }

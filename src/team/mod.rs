@@ -1,7 +1,8 @@
 //! Team review over HTTP (`serve --http`): approvals decided by reviewers other than the requester,
 //! with verified identities, on any replica.
 //!
-//! - `api`: `/api/v1/approvals` for reviewers with a bearer token (and `pgwarden approvals --server`).
+//! - `api`: `/api/v1/approvals` for reviewers with a bearer token; `client` is its side in
+//!   `pgwarden approvals --server`.
 //! - `web`: the review app at `/review`, signed in with the organisation's OpenID provider.
 //! - `slack`: the Slack app — posts each approval with buttons; its interactivity endpoint takes
 //!   signed decisions.
@@ -15,6 +16,7 @@
 //! rule's `notify`.
 
 pub mod api;
+pub mod client;
 pub mod slack;
 pub mod teams;
 pub mod web;
