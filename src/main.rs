@@ -982,7 +982,14 @@ async fn run(
                 state.display,
                 key.public()
             );
-            let db = pgwarden::state::StateDb::open(state, Some(Arc::new(key)), settings.pool_size.max(4)).await?;
+            let state = pgwarden::state::StateDb::open(state, Some(Arc::new(key)), settings.pool_size.max(4)).await?;
+            // Whatever the URLs say, the agent's own session must not see pgwarden's tables.
+            let agent = db
+                .agent_client()
+                .await
+                .context("checking the state database is apart")?;
+            pgwarden::state::check_unseen(&agent, state.display()).await?;
+            let db = state;
             let store: Arc<dyn pgwarden::approval::pending::ApprovalStore> =
                 pgwarden::state::store::PgStore::start(db.clone(), (&settings.policy.approval).into());
             (Arc::new(pgwarden::state::chain::PgSink(db)) as _, Some(store), None)

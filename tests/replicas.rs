@@ -279,3 +279,29 @@ async fn a_replica_killed_mid_approval_loses_nothing() {
     let out = verify(&p);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[tokio::test]
+async fn a_state_database_the_agent_can_reach_is_refused_at_start() {
+    let db = TestDb::create_for_setup("").await;
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-replicas-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    new_token(&dir.path().join("tokens.toml"), "alice", &[]).unwrap();
+    std::fs::write(
+        dir.path().join("http.toml"),
+        format!("resource = \"http://127.0.0.1/mcp\"\n{TOKENS}"),
+    )
+    .unwrap();
+    // The served database itself, reached as another login.
+    let out = TestServer::builder()
+        .database(&db)
+        .policy(POLICY)
+        .args(["--http", "127.0.0.1:0", "--http-config"])
+        .args([dir.path().join("http.toml")])
+        .args(["--state-url", &socket_dsn(OWNER, &db.name)])
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("is the database pgwarden serves"), "{err}");
+}

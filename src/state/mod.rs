@@ -144,6 +144,23 @@ pub(crate) fn chain_of(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Refuses to serve when the agent's session (`agent`, a connection to the served database) can
+/// see pgwarden's state tables: then its SQL could read or change approvals and the trail.
+pub async fn check_unseen(agent: &tokio_postgres::Client, state: &str) -> Result<(), StateError> {
+    let seen: bool = agent
+        .query_one("SELECT pg_catalog.to_regclass('pgwarden.audit_head') IS NOT NULL", &[])
+        .await
+        .map(|r| r.get(0))
+        .map_err(|e| StateError::Db {
+            target: state.to_string(),
+            message: chain_of(&e),
+        })?;
+    if seen {
+        return Err(StateError::SameDatabase(state.to_string()));
+    }
+    Ok(())
+}
+
 /// Refuses a state database that is the served one: same host, port and database name.
 pub fn check_apart(state: &tokio_postgres::Config, served: &tokio_postgres::Config) -> Result<(), StateError> {
     let same = state.get_hosts() == served.get_hosts()
