@@ -44,16 +44,20 @@ struct Pair {
     b: HttpServer,
 }
 
-async fn replica(db: &TestDb, dir: &std::path::Path, state_url: &str) -> HttpServer {
+async fn replica(db: &TestDb, dir: &std::path::Path, state_url: &str, policy: &str) -> HttpServer {
     let builder = TestServer::builder()
         .database(db)
-        .policy(POLICY)
+        .policy(policy)
         .args(["--state-url", state_url, "--audit-key"])
         .args([dir.join("audit-signing.key")]);
     HttpServer::start(builder, dir, "http://127.0.0.1/mcp", TOKENS).await
 }
 
 async fn pair() -> Pair {
+    pair_with(POLICY).await
+}
+
+async fn pair_with(policy: &str) -> Pair {
     let db = TestDb::new(SETUP).await;
     let state = TestDb::create_for_setup("").await;
     let state_url = socket_dsn(OWNER, &state.name);
@@ -64,8 +68,8 @@ async fn pair() -> Pair {
     let file = dir.path().join("tokens.toml");
     let alice = new_token(&file, "alice", &["dba".into()]).unwrap();
     let bob = new_token(&file, "bob", &["dba".into()]).unwrap();
-    let a = replica(&db, dir.path(), &state_url).await;
-    let b = replica(&db, dir.path(), &state_url).await;
+    let a = replica(&db, dir.path(), &state_url, policy).await;
+    let b = replica(&db, dir.path(), &state_url, policy).await;
     Pair {
         dir,
         db,
@@ -278,6 +282,26 @@ async fn a_replica_killed_mid_approval_loses_nothing() {
     assert_eq!(counter(&p.db, 3).await, 1);
     let out = verify(&p);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Whether an approval still counts is the database clock's call, in the claim itself: once its
+/// deadline passed it is never run, on any replica.
+#[tokio::test]
+async fn an_approval_past_its_deadline_is_run_by_no_replica() {
+    let p = pair_with(&POLICY.replace("wait_budget = \"1s\"", "wait_budget = \"1s\"\napproved_ttl = \"1s\"")).await;
+    let alice_a = p.a.connect((), &p.alice, common::Era::Legacy).await;
+    let alice_b = p.b.connect((), &p.alice, common::Era::Legacy).await;
+    let id = pending_update(&alice_a, 5).await;
+    let (status, body) = decide(&p.b, &p.bob, &id, "approve").await;
+    assert_eq!(status, 200, "{body}");
+    // The approved call waits for its await for one second, then no longer counts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (on_a, on_b) = tokio::join!(await_call(&alice_a, &id, 0), await_call(&alice_b, &id, 0));
+    for r in [&on_a, &on_b] {
+        assert_ne!(r["executed"], json!(true), "{r}");
+        assert!(r.to_string().contains("expired"), "{r}");
+    }
+    assert_eq!(counter(&p.db, 5).await, 0);
 }
 
 #[tokio::test]
