@@ -35,7 +35,11 @@ pub fn event_type(e: &ApprovalEvent) -> Option<&'static str> {
 /// The event's JSON: the approval as every team surface shows it, and who made the change.
 pub fn event_body(kind: &str, e: &ApprovalEvent, at: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
     let mut data = view(&e.approval);
-    data["changed_by"] = serde_json::json!(e.by);
+    if let Some(d) = data.as_object_mut() {
+        // Other channels' delivery records are no business of this receiver.
+        d.remove("notifications");
+        d.insert("changed_by".into(), serde_json::json!(e.by));
+    }
     serde_json::json!({
         "type": kind,
         "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -118,6 +122,10 @@ pub async fn deliver(client: &reqwest::Client, d: &Delivery<'_>, keep: &Keep<'_>
             .post(d.url)
             .timeout(d.timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("pgwarden/", env!("CARGO_PKG_VERSION")),
+            )
             .body(d.body.clone());
         for (k, v) in (d.headers)(now.timestamp()) {
             req = req.header(k, v);

@@ -303,6 +303,9 @@ impl Slack {
         if u["deleted"] == json!(true) || u["is_bot"] == json!(true) {
             return Err("deactivated users and bots do not decide approvals".into());
         }
+        if u["is_restricted"] == json!(true) || u["is_ultra_restricted"] == json!(true) {
+            return Err("guest accounts decide only when `[slack.users]` maps them".into());
+        }
         if u["is_email_confirmed"] == json!(false) {
             return Err("the Slack user's e-mail address is not confirmed".into());
         }
