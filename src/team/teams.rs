@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     approval::{
-        packet::one_line,
+        packet::visible,
         pending::{ApprovalEvent, Listed, fingerprint},
     },
     channels::teams::TeamsConfig,
@@ -97,7 +97,7 @@ impl Notifier for Teams {
 }
 
 /// A line of text. A `TextRun` takes no markdown, so model- and client-supplied text (made one
-/// line, hidden characters visible, by `one_line`) cannot form a link or emphasis.
+/// line, hidden characters visible, by [`shown`]) cannot form a link or emphasis.
 fn line(label: Option<&str>, value: &str) -> Value {
     let mut inlines = vec![];
     if let Some(l) = label {
@@ -113,34 +113,34 @@ fn line(label: Option<&str>, value: &str) -> Value {
 /// decided, and a button to the review app.
 pub fn card(a: &Listed, by: Option<&str>, review_url: &str) -> Value {
     let p = &a.review.packet;
-    let field = |name: &str, max: usize| one_line(p[name].as_str().unwrap_or("-"), max);
+    let field = |name: &str, max: usize| shown(p[name].as_str().unwrap_or("-"), max);
     let (word, label) = a.state.words();
     let title = match word {
         "pending" => format!("pgwarden: approval needed — {}", field("summary", 200)),
-        _ => format!("pgwarden: {} — {}", one_line(&label, 200), field("summary", 200)),
+        _ => format!("pgwarden: {} — {}", shown(&label, 200), field("summary", 200)),
     };
     let sql = p["sql"].as_str().unwrap_or_default();
-    let shown: String = sql.chars().take(SQL_SHOWN).collect();
-    let cut = sql.chars().count() - shown.chars().count();
+    let head: String = sql.chars().take(SQL_SHOWN).collect();
+    let cut = sql.chars().count() - head.chars().count();
     let mut body = vec![json!({
         "type": "RichTextBlock",
         "inlines": [{ "type": "TextRun", "text": title, "weight": "Bolder", "size": "Medium" }],
     })];
     if word != "pending" {
         let outcome = match by {
-            Some(b) => format!("{label} — by {}", one_line(b, 200)),
+            Some(b) => format!("{label} — by {}", shown(b, 200)),
             None => label,
         };
         body.push(line(Some("Outcome"), &outcome));
     }
     body.push(line(Some("Requested by"), &field("requested_by", 300)));
     if let Some(i) = p["intent"].as_str() {
-        body.push(line(Some("Intent (the model's words, unverified)"), &one_line(i, 500)));
+        body.push(line(Some("Intent (the model's words, unverified)"), &shown(i, 500)));
     }
     body.push(line(Some("SQL"), ""));
     body.push(json!({
         "type": "RichTextBlock",
-        "inlines": [{ "type": "TextRun", "text": shown, "fontType": "Monospace" }],
+        "inlines": [{ "type": "TextRun", "text": head, "fontType": "Monospace" }],
     }));
     if cut > 0 {
         body.push(line(
@@ -157,7 +157,7 @@ pub fn card(a: &Listed, by: Option<&str>, review_url: &str) -> Value {
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .map(|r| one_line(r, 300))
+        .map(|r| shown(r, 300))
         .collect();
     if !reasons.is_empty() {
         body.push(line(Some("Why"), &reasons.join("; ")));
@@ -189,13 +189,29 @@ pub fn card(a: &Listed, by: Option<&str>, review_url: &str) -> Value {
     })
 }
 
+/// `s` on a card or in a message: hidden characters visible and at most `max` characters. The
+/// packet's fields arrive escaped already (`one_line`, `visible`), and showing them again changes
+/// nothing, so text is never escaped twice.
+pub fn shown(s: &str, max: usize) -> String {
+    let v = visible(s);
+    let n = v.chars().count();
+    if n <= max {
+        return v;
+    }
+    format!(
+        "{}… ({} more characters)",
+        v.chars().take(max).collect::<String>(),
+        n - max
+    )
+}
+
 /// `orders [pii], items`.
 pub fn tables(p: &Value) -> Option<String> {
     let t: Vec<String> = p["tables"]
         .as_array()?
         .iter()
         .map(|t| {
-            let name = one_line(t["name"].as_str().unwrap_or("?"), 120);
+            let name = shown(t["name"].as_str().unwrap_or("?"), 120);
             let tags: Vec<&str> = t["tags"]
                 .as_array()
                 .into_iter()
@@ -205,7 +221,7 @@ pub fn tables(p: &Value) -> Option<String> {
             if tags.is_empty() {
                 name
             } else {
-                format!("{name} [{}]", one_line(&tags.join(", "), 120))
+                format!("{name} [{}]", shown(&tags.join(", "), 120))
             }
         })
         .collect();

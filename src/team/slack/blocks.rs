@@ -5,10 +5,8 @@
 
 use serde_json::{Value, json};
 
-use crate::approval::{
-    packet::one_line,
-    pending::{Listed, fingerprint},
-};
+use super::super::teams::{shown, tables};
+use crate::approval::pending::{Listed, fingerprint};
 
 /// The longest statement a message shows (Slack caps a block's text near 3000 characters).
 const SQL_SHOWN: usize = 2500;
@@ -72,7 +70,7 @@ pub fn parse_value(value: &str) -> Option<(&str, &str)> {
 /// decided it, once decided; `review_link` is the review app's page for it, when there is one.
 pub fn message(a: &Listed, decided_by: Option<&str>, review_link: Option<&str>) -> (String, Value) {
     let p = &a.review.packet;
-    let field = |name: &str, max: usize| one_line(p[name].as_str().unwrap_or("-"), max);
+    let field = |name: &str, max: usize| shown(p[name].as_str().unwrap_or("-"), max);
     let (word, label) = a.state.words();
     let summary = field("summary", 200);
     let (title, text) = if word == "pending" {
@@ -83,25 +81,25 @@ pub fn message(a: &Listed, decided_by: Option<&str>, review_link: Option<&str>) 
     } else {
         (
             format!("{}: {summary}", capitalised(word)),
-            format!("pgwarden approval {}: {}", a.id, escaped(&one_line(&label, 200))),
+            format!("pgwarden approval {}: {}", a.id, escaped(&shown(&label, 200))),
         )
     };
 
     let sql = p["sql"].as_str().unwrap_or_default();
-    let shown: String = sql.chars().take(SQL_SHOWN).collect();
-    let cut = sql.chars().count() - shown.chars().count();
+    let head: String = sql.chars().take(SQL_SHOWN).collect();
+    let cut = sql.chars().count() - head.chars().count();
     let mut lines = vec![];
     let requester = a.review.requester.as_deref().unwrap_or("(not verified)");
-    lines.push(labelled("Requested by", &one_line(requester, 120)));
+    lines.push(labelled("Requested by", &shown(requester, 120)));
     lines.push(labelled("Caller", &field("requested_by", 300)));
     if let Some(i) = p["intent"].as_str() {
-        lines.push(labelled("Intent (the model's words, unverified)", &one_line(i, 500)));
+        lines.push(labelled("Intent (the model's words, unverified)", &shown(i, 500)));
     }
     lines.push(labelled("SQL", ""));
     let mut rich = vec![section(lines)];
     rich.push(json!({
         "type": "rich_text_preformatted",
-        "elements": [plain(if shown.is_empty() { "-" } else { &shown })],
+        "elements": [plain(if head.is_empty() { "-" } else { &head })],
     }));
     let mut facts = vec![];
     if cut > 0 {
@@ -120,9 +118,9 @@ pub fn message(a: &Listed, decided_by: Option<&str>, review_link: Option<&str>) 
         ),
     ));
     for r in p["reasons"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-        facts.push(labelled("Why", &one_line(r, 300)));
+        facts.push(labelled("Why", &shown(r, 300)));
     }
-    if let Some(t) = super::super::teams::tables(p) {
+    if let Some(t) = tables(p) {
         facts.push(labelled("Tables", &t));
     }
     if let Some(n) = p["estimated_rows"].as_f64() {
@@ -141,14 +139,14 @@ pub fn message(a: &Listed, decided_by: Option<&str>, review_link: Option<&str>) 
         };
         facts.push(labelled(
             "Reviewers",
-            &one_line(&format!("{who}; {} must approve", team.min_approvals), 300),
+            &shown(&format!("{who}; {} must approve", team.min_approvals), 300),
         ));
     }
     if !a.votes.is_empty() {
         let names: Vec<&str> = a.votes.iter().map(|v| v.principal.as_str()).collect();
         facts.push(labelled(
             "Approved so far",
-            &one_line(
+            &shown(
                 &format!("{} of {} ({})", names.len(), team.min_approvals, names.join(", ")),
                 300,
             ),
@@ -156,7 +154,7 @@ pub fn message(a: &Listed, decided_by: Option<&str>, review_link: Option<&str>) 
     }
     if word != "pending" {
         let outcome = match decided_by {
-            Some(by) => format!("{label} — decided by {}", one_line(by, 200)),
+            Some(by) => format!("{label} — decided by {}", shown(by, 200)),
             None => label.clone(),
         };
         facts.push(labelled("Outcome", &outcome));
@@ -242,4 +240,131 @@ pub fn deny_view(id: &str, hash: &str, response_url: Option<&str>) -> Value {
               "element": { "type": "plain_text_input", "action_id": "reason", "multiline": true, "max_length": 500 } },
         ],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        approval::pending::{Review, State, Vote},
+        call::Level,
+        policy::Reviewers,
+    };
+
+    fn listed(sql: &str, state: State, votes: Vec<Vote>) -> Listed {
+        Listed {
+            id: "apr_1".into(),
+            hash: "ab".repeat(32),
+            state,
+            review: Review {
+                packet: json!({
+                    "summary": "UPDATE on <!channel> via `query`",
+                    "tool": "query",
+                    "sql": sql,
+                    "risk": "high",
+                    "category": "write",
+                    "reasons": ["*bold* <https://evil.example|click>"],
+                    "tables": [{ "name": "public.orders", "tags": ["pii"] }],
+                    "rule": "rule `r`",
+                    "rule_reason": "why",
+                    "requested_by": "alice",
+                    "intent": "<@U0BOSS> said so \u{202e}",
+                }),
+                created_at: chrono::Utc::now(),
+                expires_at: chrono::Utc::now(),
+                level: Level::Team,
+                nonce: "secret-nonce".into(),
+                requester: Some("alice".into()),
+                team: Reviewers {
+                    reviewers: vec!["group:dba".into()],
+                    min_approvals: 2,
+                    notify: vec![],
+                },
+            },
+            votes,
+            notes: Default::default(),
+        }
+    }
+
+    fn kinds(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(t) = m.get("type").and_then(Value::as_str) {
+                    out.push(t.to_string());
+                }
+                m.values().for_each(|x| kinds(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| kinds(x, out)),
+            _ => {}
+        }
+    }
+
+    fn action_ids(blocks: &Value) -> Vec<String> {
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().unwrap().iter())
+            .map(|e| e["action_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn model_text_is_shown_as_typed_and_never_as_mrkdwn() {
+        let (text, blocks) = message(
+            &listed("UPDATE orders SET s = '</script>'", State::Pending, vec![]),
+            None,
+            None,
+        );
+        let mut types = vec![];
+        kinds(&blocks, &mut types);
+        assert!(!types.iter().any(|t| t == "mrkdwn"), "{types:?}");
+        assert!(!text.contains('<') && text.contains("&lt;!channel&gt;"), "{text}");
+        let shown = blocks.to_string();
+        assert!(
+            shown.contains("<@U0BOSS>") && shown.contains("\\\\u{202E}"),
+            "shown as typed, hidden characters visible: {shown}"
+        );
+        assert!(shown.contains("</script>"));
+        assert!(!shown.contains("secret-nonce"));
+        assert_eq!(action_ids(&blocks), ["approve", "dry_run", "deny"]);
+    }
+
+    #[test]
+    fn a_statement_too_long_to_show_whole_cannot_be_approved_from_slack() {
+        let long = format!("UPDATE orders SET note = '{}'", "x".repeat(3000));
+        let (_, blocks) = message(
+            &listed(&long, State::Pending, vec![]),
+            None,
+            Some("https://p/review/approvals/apr_1"),
+        );
+        assert_eq!(action_ids(&blocks), ["deny", "open"]);
+        assert!(blocks.to_string().contains("more characters are not shown"));
+    }
+
+    #[test]
+    fn votes_show_while_pending_and_the_outcome_replaces_the_buttons() {
+        let vote = Vote {
+            principal: "bob".into(),
+            decided_by: "bob (verified: slack T1)".into(),
+            dry_run: false,
+            max_rows_affected: None,
+            reason: None,
+        };
+        let (_, blocks) = message(&listed("DELETE FROM t", State::Pending, vec![vote]), None, None);
+        assert!(blocks.to_string().contains("1 of 2 (bob)"));
+        assert_eq!(action_ids(&blocks).len(), 3, "still open for the second approval");
+        let denied = State::Denied {
+            reason: Some("no".into()),
+        };
+        let (text, blocks) = message(
+            &listed("DELETE FROM t", denied, vec![]),
+            Some("carol (verified: slack T1)"),
+            None,
+        );
+        assert!(action_ids(&blocks).is_empty());
+        assert!(blocks.to_string().contains("denied: no — decided by carol"), "{blocks}");
+        assert!(text.contains("denied"));
+    }
 }
