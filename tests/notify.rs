@@ -621,3 +621,55 @@ async fn teams_gets_an_adaptive_card_with_the_packet_and_a_link_to_the_review_ap
         "the workflow URL stays out of the logs"
     );
 }
+
+/// Two replicas on one state database: the approval is created (and posted to Slack) by one, the
+/// click lands on the other, and whichever sees a change updates the message the first posted.
+#[tokio::test]
+async fn a_slack_click_on_one_replica_decides_what_another_posted_and_both_update_its_message() {
+    let db = TestDb::new(SETUP).await;
+    // The state database, reached as the cluster's superuser: the test cluster's template revokes
+    // from everyone the functions (pg_notify, advisory locks) the state store needs.
+    let state = TestDb::new("").await;
+    let team = team();
+    let slack = StandIn::slack(BOT, json!({})).await;
+    let replica = async || {
+        let builder = TestServer::builder()
+            .database(&db)
+            .policy(policy(r##""slack:#db-approvals""##))
+            .args(["--state-url", &common::socket_dsn("postgres", &state.name)]);
+        let config = format!("[tokens]\nfile = \"tokens.toml\"\n{}", slack_config(&slack.url));
+        HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", &config).await
+    };
+    let (first, second) = (replica().await, replica().await);
+    let alice = first.connect((), &team.alice, Era::Legacy).await;
+    let id = pending(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 2").await;
+    let post = slack.nth(1, "/api/chat.postMessage", |_| true).await;
+    let value = buttons(&post.json())["approve"].clone();
+
+    let clicked = Instant::now();
+    let respond = format!("{}/respond/bob", slack.url);
+    let (status, body) =
+        to_slack_endpoint(&second, &button("U0BOB", "approve", &value, &respond), SIGNING, now()).await;
+    assert_eq!(status, 200, "{body}");
+    // The second replica updates the first's message with the decision…
+    let approved = slack
+        .nth(1, "/api/chat.update", |r| r.body.contains("decided by bob"))
+        .await
+        .json();
+    assert_eq!(approved["ts"], "1700000000.000001");
+    let (failed, out, said) = await_(&alice, &id, 10).await;
+    assert!(!failed && out["executed"] == json!(true), "{said}");
+    let executed = clicked.elapsed();
+    assert_eq!(statuses(&db).await, ["open", "shipped"]);
+    // …and the first, which ran it, says so in the same message.
+    let ran = slack
+        .nth(1, "/api/chat.update", |r| r.body.contains("ran — decided by bob"))
+        .await
+        .json();
+    assert_eq!(
+        (ran["channel"].as_str(), ran["ts"].as_str()),
+        (Some("C0APPROVALS"), Some("1700000000.000001"))
+    );
+    assert_eq!(slack.to("/api/chat.postMessage").len(), 1, "posted once");
+    eprintln!("measured: Slack click on one replica → executed by await on the other {executed:?}");
+}
