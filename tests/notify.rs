@@ -627,16 +627,20 @@ async fn teams_gets_an_adaptive_card_with_the_packet_and_a_link_to_the_review_ap
 #[tokio::test]
 async fn a_slack_click_on_one_replica_decides_what_another_posted_and_both_update_its_message() {
     let db = TestDb::new(SETUP).await;
-    // The state database, reached as the cluster's superuser: the test cluster's template revokes
-    // from everyone the functions (pg_notify, advisory locks) the state store needs.
-    let state = TestDb::new("").await;
+    // The state database, as tests/replicas.rs makes it: owned by a role the agent is not.
+    let state = TestDb::create_for_setup("").await;
     let team = team();
     let slack = StandIn::slack(BOT, json!({})).await;
     let replica = async || {
         let builder = TestServer::builder()
             .database(&db)
             .policy(policy(r##""slack:#db-approvals""##))
-            .args(["--state-url", &common::socket_dsn("postgres", &state.name)]);
+            .args([
+                "--state-url",
+                &common::socket_dsn(common::OWNER, &state.name),
+                "--audit-key",
+            ])
+            .args([team.dir.path().join("audit-signing.key")]);
         let config = format!("[tokens]\nfile = \"tokens.toml\"\n{}", slack_config(&slack.url));
         HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", &config).await
     };
