@@ -36,7 +36,7 @@ pub fn router(slack: Arc<Slack>) -> Router {
 }
 
 /// How far a request's timestamp may be from now, in seconds (Slack's own advice: 5 minutes).
-const WINDOW: i64 = 300;
+const WINDOW: u64 = 300;
 
 /// `X-Slack-Signature` of `body` sent at `timestamp`, as Slack computes it.
 #[cfg(test)]
@@ -68,7 +68,7 @@ fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now: i64) -> Result<()
     hmac::verify(&key, &signed, &tag)
         .map_err(|_| "the signature does not match: not signed with this app's signing secret")?;
     let at: i64 = timestamp.parse().map_err(|_| "the request timestamp is not a number")?;
-    if (now - at).abs() > WINDOW {
+    if now.abs_diff(at) > WINDOW {
         return Err("the request timestamp is more than 5 minutes from now: a replayed request, or a wrong clock");
     }
     Ok(())
