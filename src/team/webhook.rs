@@ -169,7 +169,7 @@ pub async fn deliver(client: &reqwest::Client, d: &Delivery<'_>, keep: &Keep<'_>
                     delivered_at: Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
                     last_error: None,
                 },
-                Some(Ok(())),
+                Ok(()),
             ),
             Outcome::Retry(why, code, after) if more => {
                 let wait = backoff(d.backoff, attempt).max(after.unwrap_or_default().min(MAX_WAIT));
@@ -197,13 +197,11 @@ pub async fn deliver(client: &reqwest::Client, d: &Delivery<'_>, keep: &Keep<'_>
                     delivered_at: None,
                     last_error: Some(why.clone()),
                 },
-                Some(Err(format!("{} after {attempt} attempt(s)", why))),
+                Err(format!("{why} after {attempt} attempt(s)")),
             ),
         };
         keep.record(d.name, &attempted).await;
-        if let Some(r) = result {
-            return r;
-        }
+        return result;
     }
 }
 
