@@ -191,5 +191,7 @@ pub fn view(a: &crate::approval::pending::Listed) -> serde_json::Value {
         "min_approvals": a.review.team.min_approvals,
         "votes": a.votes,
         "packet": a.review.packet,
+        // Where it was announced and how the deliveries went (`slack:#channel`, `webhook:NAME`).
+        "notifications": a.notes,
     })
 }

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod raw;
 pub mod reviewer;
 pub mod server;
+pub mod standin;
 pub mod wait;
 
 use std::{
