@@ -180,20 +180,20 @@ fn check_shows_the_approval_level_the_policy_requires() {
     assert!(ok, "{err}");
     assert!(
         out.contains(
-            "approval: needs `local` level or stronger, by `[approval.min_channel] critical = \"local\"`; channels: console, cli"
+            "approval: needs `local` level or stronger, by `[approval.min_channel] critical = \"local\"`; channels: console, cli, web, api, slack"
         ),
         "{out}"
     );
     let v = check_json("DELETE FROM t");
     assert_eq!(v["approval"]["level"], "local", "{v}");
-    assert_eq!(v["approval"]["channels"], serde_json::json!(["console", "cli"]));
+    assert_eq!(v["approval"]["channels"], serde_json::json!(["console", "cli", "web", "api", "slack"]));
 
     let v = check_json("UPDATE t SET x = 1 WHERE id = 1");
     assert_eq!(v["decision"]["effect"], "approve");
     assert_eq!(v["approval"]["level"], "client", "{v}");
     assert_eq!(
         v["approval"]["channels"],
-        serde_json::json!(["elicitation", "mcp_app", "console", "cli"])
+        serde_json::json!(["elicitation", "mcp_app", "console", "cli", "web", "api", "slack"])
     );
     assert!(check_json("SELECT 1").get("approval").is_none(), "nothing to approve");
     let (_, out, _) = run(&["check", "SELECT 1"]);
