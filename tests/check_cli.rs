@@ -186,7 +186,10 @@ fn check_shows_the_approval_level_the_policy_requires() {
     );
     let v = check_json("DELETE FROM t");
     assert_eq!(v["approval"]["level"], "local", "{v}");
-    assert_eq!(v["approval"]["channels"], serde_json::json!(["console", "cli", "web", "api", "slack"]));
+    assert_eq!(
+        v["approval"]["channels"],
+        serde_json::json!(["console", "cli", "web", "api", "slack"])
+    );
 
     let v = check_json("UPDATE t SET x = 1 WHERE id = 1");
     assert_eq!(v["decision"]["effect"], "approve");
