@@ -364,14 +364,30 @@ impl MemoryStore {
 /// What every decision must pass before the approval's rules judge it: the card's nonce, the
 /// surface's level, the hash the reviewer saw, and a state still waiting.
 fn check_decision(id: &str, e: &Entry, shown_hash: &str, reviewer: &Reviewer) -> Result<(), PendingError> {
-    if let Attestation::Host { nonce } = &reviewer.attested_by {
-        check_nonce(e, nonce)?;
+    check_shown(id, &e.review, &e.call.hash, &e.state.borrow(), shown_hash, reviewer)
+}
+
+/// [`check_decision`] of an approval `id` for the action `hash`, as any store keeps it.
+pub(crate) fn check_shown(
+    id: &str,
+    review: &Review,
+    hash: &str,
+    state: &State,
+    shown_hash: &str,
+    reviewer: &Reviewer,
+) -> Result<(), PendingError> {
+    if let Attestation::Host { nonce } = &reviewer.attested_by
+        && !same_secret(nonce, &review.nonce)
+    {
+        return Err(PendingError::WrongChannel(
+            "the card's proof does not match this approval".into(),
+        ));
     }
-    check_level(e.review.level, reviewer)?;
-    if e.call.hash != shown_hash {
+    check_level(review.level, reviewer)?;
+    if hash != shown_hash {
         return Err(PendingError::StaleHash);
     }
-    if *e.state.borrow() != State::Pending {
+    if *state != State::Pending {
         return Err(PendingError::AlreadyDecided(id.into()));
     }
     Ok(())

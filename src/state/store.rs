@@ -15,10 +15,10 @@ use super::{CHANNEL, StateDb, chain};
 use crate::{
     approval::{
         Approved,
-        memory::{Cause, Change, audited_refusal, check_level, refusal_record, transition_record, vote_record},
+        memory::{Cause, Change, audited_refusal, check_shown, refusal_record, transition_record, vote_record},
         pending::{
-            ApprovalEvent, ApprovalStore, Attestation, Awaited, Cancel, Decision, EventKind, Listed, PendingError,
-            Review, Reviewer, State, StoredCall, Ttls, Vote, judge, same_secret, vote_of,
+            ApprovalEvent, ApprovalStore, Awaited, Cancel, Decision, EventKind, Listed, PendingError, Review, Reviewer,
+            State, StoredCall, Ttls, Vote, judge, same_secret, vote_of,
         },
     },
     audit::Record,
@@ -424,20 +424,7 @@ impl PgStore {
         reviewer: &Reviewer,
         decision: &Decision,
     ) -> Result<(State, Row, EventKind), PendingError> {
-        if let Attestation::Host { nonce } = &reviewer.attested_by
-            && !same_secret(nonce, &row.review.nonce)
-        {
-            return Err(PendingError::WrongChannel(
-                "the card's proof does not match this approval".into(),
-            ));
-        }
-        check_level(row.review.level, reviewer)?;
-        if row.hash != shown_hash {
-            return Err(PendingError::StaleHash);
-        }
-        if row.state != State::Pending {
-            return Err(PendingError::AlreadyDecided(row.id.clone()));
-        }
+        check_shown(&row.id, &row.review, &row.hash, &row.state, shown_hash, reviewer)?;
         match judge(&row.review, &row.votes, reviewer, decision)? {
             Some(next) => {
                 let change = Change {
