@@ -9,7 +9,11 @@
 //!
 //! `serve` runs a session over a transport, `server` is its MCP handler, `pipeline` is the only
 //! place the steps of a call meet, `classify` and `policy` are pure, `approval` holds the gate, the
-//! store and the review surfaces, and `db` is the only module that talks to Postgres.
+//! store and the review surfaces, `db` is the only module that talks to the served Postgres, and
+//! `state` keeps pgwarden's own tables (approvals and the audit chain shared by `serve --http`
+//! replicas, `--state-url`). `team` holds the surfaces where another person decides over HTTP (the
+//! approvals API, the review app, Slack) and the notifiers (Slack, Teams, webhooks); `channels` is
+//! their part of the HTTP config.
 //!
 //! Layers, lowest first: call, units, text, dirs, contain, export_path, classify, policy, audit,
 //! config, channels, auth, grant, db, approval, state, console, tools, trail, pipeline, server, transport,
@@ -24,8 +28,9 @@
 //! depending on one another.
 //!
 //! The seams, each a trait held as `Arc<dyn …>`: `audit::sink::AuditSink` (where records go;
-//! today the signed file, `FileSink`), `approval::pending::ApprovalStore` (pending approvals;
-//! today `approval::memory::MemoryStore`), `approval::surface::ReviewSurface` (where a person
+//! the signed file, `FileSink`, or the state database's chain, `state::chain::PgSink`),
+//! `approval::pending::ApprovalStore` (pending approvals: `approval::memory::MemoryStore` in one
+//! process, `state::store::PgStore` shared by replicas), `approval::surface::ReviewSurface` (where a person
 //! decides), and `server::Identify` (who is calling, per call; stdio: the operator's
 //! `--principal`). A transport is a file in `serve/` (`serve/stdio.rs`); the `requestState`
 //! sealing key and each session's id come to it from `main`.
