@@ -345,7 +345,26 @@ async fn garbage_and_replayed_decisions_are_refused_clearly_and_change_nothing()
         ),
     ];
     for (what, body) in bodies {
-        let (status, text) = api.post_raw(&team.bob, &a, body, "application/json").await;
+        let big = body.len() > 64 * 1024;
+        let sent = api
+            .http
+            .post(format!("{}/approvals/{a}/decision", api.base))
+            .bearer_auth(&team.bob)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let r = match sent {
+            Ok(r) => r,
+            // Past the body limit the server may answer before the client has sent it all, and
+            // close the connection: the client then sees the reset, not the answer.
+            Err(e) if big => {
+                eprintln!("{what}: {e}");
+                continue;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        };
+        let (status, text) = (r.status().as_u16(), r.text().await.unwrap_or_default());
         assert!((400..500).contains(&status), "{what}: {status} {text}");
         assert!(text.contains("error"), "{what}: {text}");
     }
