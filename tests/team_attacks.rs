@@ -436,3 +436,53 @@ async fn garbage_and_replayed_decisions_are_refused_clearly_and_change_nothing()
         assert!(!log.contains(secret), "a secret in the log:\n{log}");
     }
 }
+
+/// Measurement (red team): every unsigned request to the Slack endpoint — anyone on the network
+/// can send one — appends a refusal to the audit trail. Counts how many records a burst of
+/// forged requests adds, and how long it takes; the server keeps answering.
+#[tokio::test]
+async fn forged_slack_requests_each_add_an_audit_record() {
+    let db = TestDb::new(SETUP).await;
+    let state = TestDb::create_for_setup("").await;
+    let state_url = socket_dsn(OWNER, &state.name);
+    let team = team();
+    let slack = StandIn::slack(BOT, slack_users()).await;
+    let s = start(&db, &team, &policy(1), &slack, Some(&state_url)).await;
+    let count = async || {
+        let c = state.owner_client().await;
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM pgwarden.audit", &[])
+            .await
+            .unwrap()
+            .get(0);
+        n
+    };
+    let before = count().await;
+    let http = reqwest::Client::new();
+    let n = 300;
+    let started = std::time::Instant::now();
+    let sends = (0..n).map(|i| {
+        let http = http.clone();
+        let url = format!("http://127.0.0.1:{}/slack/interactivity", s.port());
+        async move {
+            http.post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-slack-request-timestamp", "1")
+                .header("x-slack-signature", "v0=00")
+                .body(format!("payload=%7B%22user%22%3A%7B%22id%22%3A%22U{i}%22%7D%7D"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let took = started.elapsed();
+    assert!(answers.iter().all(|a| matches!(a, Ok(401))), "{answers:?}");
+    let added = count().await - before;
+    eprintln!(
+        "FLOOD: {n} unsigned Slack requests in {took:?} added {added} audit records ({:.0} records/s)",
+        added as f64 / took.as_secs_f64()
+    );
+    let (status, _) = Api::of(&s).show(&team.bob, "apr_none").await;
+    assert_eq!(status, 404);
+}
