@@ -988,6 +988,17 @@ mod tests {
             Err(PendingError::AlreadyVoted),
             "one person is one approval"
         );
+        // Another surface's spelling of the same person (Slack's lookup lower-cases addresses).
+        assert_eq!(
+            store.decide(&id, "h", &verified(" Alice", &["dba"]), approve()).await,
+            Err(PendingError::SelfApproval),
+            "the requester under another spelling"
+        );
+        assert_eq!(
+            store.decide(&id, "h", &verified("BOB ", &["dba"]), approve()).await,
+            Err(PendingError::AlreadyVoted),
+            "one person under another spelling is still one approval"
+        );
         assert_eq!(store.get(&id).await.unwrap().votes.len(), 1);
         let done = store
             .decide(&id, "h", &verified("carol", &[]), limit(50))
@@ -1012,7 +1023,7 @@ mod tests {
         let lines = kept.lines.lock().unwrap().clone();
         assert_eq!(
             lines.iter().filter(|l| l.starts_with("refused")).count(),
-            4,
+            6,
             "{lines:?}"
         );
         assert!(lines.contains(&"approved 1 of 2 api".to_string()), "{lines:?}");

@@ -228,7 +228,7 @@ pub fn judge(
 ) -> Result<Option<State>, PendingError> {
     let team = &review.team;
     if let (Some(by), Some(asked)) = (&reviewer.principal, &review.requester)
-        && by == asked
+        && same_person(by, asked)
     {
         return Err(PendingError::SelfApproval);
     }
@@ -248,7 +248,7 @@ pub fn judge(
         Decision::Approve(a) => a,
     };
     if let Some(by) = &reviewer.principal
-        && votes.iter().any(|v| &v.principal == by)
+        && votes.iter().any(|v| same_person(&v.principal, by))
     {
         return Err(PendingError::AlreadyVoted);
     }
@@ -269,6 +269,16 @@ pub fn judge(
         };
     }
     Ok(Some(State::Approved(merged)))
+}
+
+/// Whether two verified principals may be one person, for the rules that keep one person from
+/// passing for two (their own reviewer, two of `min_approvals`): surfaces spell the same person
+/// differently (a token or an OpenID claim says `Alice@Example.com`, Slack's lookup gives
+/// `alice@example.com`), so case and surrounding space do not tell people apart here. Matching a
+/// rule's `reviewers` stays exact: there a difference refuses, here it would let one through.
+pub fn same_person(a: &str, b: &str) -> bool {
+    let fold = |s: &str| s.trim().to_lowercase();
+    fold(a) == fold(b)
 }
 
 /// The vote a reviewer's approval leaves while more are needed.
