@@ -170,6 +170,16 @@ impl Approvals {
             level: offer.level,
             nonce: new_secret(),
             requester: call.action.caller.verified_principal().map(str::to_string),
+            requester_aliases: match call.action.caller.verified_principal() {
+                Some(_) => call
+                    .action
+                    .caller
+                    .identity
+                    .iter()
+                    .filter_map(|i| i.display.clone())
+                    .collect(),
+                None => vec![],
+            },
             team: team.clone(),
         };
         let (id, review) = match self.store.open_or_reuse(&session, call, review).await {

@@ -731,6 +731,7 @@ mod tests {
             level: Level::Client,
             nonce: "n0nce".into(),
             requester: None,
+            requester_aliases: vec![],
             team: crate::policy::Reviewers::default(),
         }
     }
@@ -941,6 +942,7 @@ mod tests {
         let team = Review {
             level: Level::Team,
             requester: Some("alice".into()),
+            requester_aliases: vec!["alice@example.com".into()],
             team: crate::policy::Reviewers {
                 reviewers: vec!["group:dba".into(), "carol".into()],
                 min_approvals: 2,
@@ -994,6 +996,26 @@ mod tests {
             Err(PendingError::SelfApproval),
             "the requester under another spelling"
         );
+        // One person, two names: `sub` to the OpenID provider, an e-mail address to Slack.
+        assert_eq!(
+            store
+                .decide(&id, "h", &verified("Alice@Example.com", &["dba"]), approve())
+                .await,
+            Err(PendingError::SelfApproval),
+            "the requester by the e-mail her identity carried"
+        );
+        let by_sub = Reviewer::verified(
+            Surface::Web,
+            "8d7f-sub",
+            Some("alice@example.com"),
+            vec!["dba".into()],
+            "oidc i",
+        );
+        assert_eq!(
+            store.decide(&id, "h", &by_sub, approve()).await,
+            Err(PendingError::SelfApproval),
+            "the requester signed in under another subject with her address"
+        );
         assert_eq!(
             store.decide(&id, "h", &verified("BOB ", &["dba"]), approve()).await,
             Err(PendingError::AlreadyVoted),
@@ -1023,7 +1045,7 @@ mod tests {
         let lines = kept.lines.lock().unwrap().clone();
         assert_eq!(
             lines.iter().filter(|l| l.starts_with("refused")).count(),
-            6,
+            8,
             "{lines:?}"
         );
         assert!(lines.contains(&"approved 1 of 2 api".to_string()), "{lines:?}");

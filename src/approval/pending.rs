@@ -161,6 +161,8 @@ pub struct Reviewer {
     pub principal: Option<String>,
     /// The verified groups, for `group:NAME` reviewers.
     pub groups: Vec<String>,
+    /// Other names the identity carried (an e-mail beside an OpenID `sub`): never the requester's.
+    pub aliases: Vec<String>,
 }
 
 impl Reviewer {
@@ -182,6 +184,7 @@ impl Reviewer {
             attested_by: Attestation::Verified { by: by.into() },
             principal: Some(principal.to_string()),
             groups,
+            aliases: display.map(str::to_string).into_iter().collect(),
         }
     }
 
@@ -193,6 +196,7 @@ impl Reviewer {
             attested_by,
             principal: None,
             groups: vec![],
+            aliases: vec![],
         }
     }
 
@@ -227,9 +231,11 @@ pub fn judge(
     decision: &Decision,
 ) -> Result<Option<State>, PendingError> {
     let team = &review.team;
-    if let (Some(by), Some(asked)) = (&reviewer.principal, &review.requester)
-        && same_person(by, asked)
-    {
+    // Any name the reviewer carries against any name the requester carried: one person may be
+    // `sub` to the OpenID provider and an e-mail address to Slack.
+    let asked = review.requester.iter().chain(&review.requester_aliases);
+    let by: Vec<&String> = reviewer.principal.iter().chain(&reviewer.aliases).collect();
+    if reviewer.principal.is_some() && asked.into_iter().any(|a| by.iter().any(|b| same_person(a, b))) {
         return Err(PendingError::SelfApproval);
     }
     if team.is_team() {
@@ -306,6 +312,10 @@ pub struct Review {
     pub nonce: String,
     /// The requester's verified principal: never their own reviewer.
     pub requester: Option<String>,
+    /// Other names the requester's verified identity carried (its e-mail or username): no
+    /// reviewer known by one of them approves either.
+    #[serde(default)]
+    pub requester_aliases: Vec<String>,
     /// The rule's reviewers, how many must approve, and where it is announced.
     pub team: crate::policy::Reviewers,
 }

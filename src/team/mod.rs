@@ -60,6 +60,42 @@ impl TeamContext {
     }
 }
 
+/// Records of requests nobody vouches for (an unsigned or forged Slack request: anyone on the
+/// network can send one) at most one per `every`, so they cannot flood the audit chain or hold its
+/// lock against real calls; the ones in between are counted into the next record.
+pub struct Throttle {
+    every: std::time::Duration,
+    /// When the last record was let through, and how many were refused without one since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Throttle {
+        Throttle {
+            every,
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)`: record this one now, saying `n` more were refused unrecorded since the last
+    /// record; `None`: counted, not recorded.
+    pub fn admit(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        match s.0 {
+            Some(last) if now.duration_since(last) < self.every => {
+                s.1 += 1;
+                None
+            }
+            _ => {
+                let skipped = s.1;
+                *s = (Some(now), 0);
+                Some(skipped)
+            }
+        }
+    }
+}
+
 /// Something that tells people about approvals: a Slack channel, a Teams webhook, a webhook.
 #[async_trait]
 pub trait Notifier: Send + Sync {

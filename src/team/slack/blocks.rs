@@ -275,6 +275,7 @@ mod tests {
                 level: Level::Team,
                 nonce: "secret-nonce".into(),
                 requester: Some("alice".into()),
+                requester_aliases: vec![],
                 team: Reviewers {
                     reviewers: vec!["group:dba".into()],
                     min_approvals: 2,

@@ -195,8 +195,20 @@ async fn interactivity(State(slack): State<Arc<Slack>>, headers: HeaderMap, body
             Some(id) if store.get(id).await.is_some() => Some(id.to_string()),
             _ => None,
         };
-        store.refused(id.as_deref(), Surface::Slack, &by, why).await;
-        tracing::warn!("slack: refused a request: {why}");
+        // Anyone can send these: one naming a real approval (whose id only its reviewers have
+        // seen) is always recorded; the rest at most once a second, with a count.
+        let admitted = match id {
+            Some(_) => Some(0),
+            None => slack.unverified.admit(),
+        };
+        if let Some(skipped) = admitted {
+            let why = match skipped {
+                0 => why.to_string(),
+                n => format!("{why} (and {n} more unverified requests refused since the last such record)"),
+            };
+            store.refused(id.as_deref(), Surface::Slack, &by, &why).await;
+            tracing::warn!("slack: refused a request: {why}");
+        }
         return (StatusCode::UNAUTHORIZED, why).into_response();
     }
     let Some(payload) = payload else {

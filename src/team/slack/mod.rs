@@ -30,6 +30,8 @@ pub struct Slack {
     api: api::WebApi,
     /// One update at a time per approval, so the message ends showing its latest state.
     updating: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Unverified requests are recorded at most once a second.
+    unverified: super::Throttle,
 }
 
 impl Slack {
@@ -45,6 +47,7 @@ impl Slack {
             config,
             api,
             updating: std::sync::Mutex::default(),
+            unverified: super::Throttle::new(std::time::Duration::from_secs(1)),
         }))
     }
 
