@@ -1,10 +1,601 @@
-//! The review app at `/review`. (Being written: reviewers sign in with OpenID Connect.)
+//! The review app at `/review` (`[review]` in the HTTP config): reviewers sign in with the
+//! organisation's OpenID provider, see the approvals they asked for or may decide — live, with the
+//! whole review packet and the votes so far — and approve, approve as a dry run, set a row limit or
+//! deny.
+//!
+//! - Sign-in (`oidc`): authorization code with PKCE S256, `state` and `nonce`; the ID token is
+//!   checked against the provider's keys. The session is a sealed cookie (`session`): HttpOnly,
+//!   SameSite=Lax, `Path=/review`, `Secure` over https; no replica keeps a session table.
+//! - Every decision is a form POST carrying the session's CSRF token and the action hash shown; it
+//!   must come from this origin. It goes through the store's `decide` with a
+//!   [`Reviewer::verified`], which applies the rule's reviewers, `min_approvals` and "nobody
+//!   approves their own request"; refusals are shown on the page and audited (a refused form of a
+//!   signed-in reviewer through `refused`, before the store).
+//! - Pages are rendered on the server, escaped (`page`); a small script refreshes them. The CSP
+//!   allows no inline script or style.
 
-use std::sync::Arc;
+mod oidc;
+mod page;
+mod session;
 
-use super::TeamContext;
-use axum::Router;
+use std::{sync::Arc, time::Duration};
 
-pub fn router(_ctx: Arc<TeamContext>) -> Result<Router, String> {
-    Ok(Router::new())
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Form, Path, Query, State, rejection::FormRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+
+use self::{
+    page::{Outcome, Standing},
+    session::{LOGIN_COOKIE, LOGIN_TTL, Login, SESSION_COOKIE, Sealer, Session, cookie, set_cookie},
+};
+use super::{TeamContext, view};
+use crate::{
+    approval::pending::{Decision, Listed, PendingError, Reviewer, State as Approval, same_secret},
+    call::Surface,
+    channels::review::ReviewConfig,
+};
+
+const JS: &str = include_str!("web/review.js");
+const CSS: &str = include_str!("web/review.css");
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What the review app's handlers share.
+struct Web {
+    ctx: Arc<TeamContext>,
+    config: ReviewConfig,
+    /// The client secret (a confidential client), from `client_secret_file`.
+    secret: Option<String>,
+    sealer: Sealer,
+    provider: oidc::Shared,
+    /// `<origin>/review/callback`.
+    redirect_uri: String,
+    /// Cookies are `Secure` when the app is served over https.
+    secure: bool,
+}
+
+pub fn router(ctx: Arc<TeamContext>) -> Result<Router, String> {
+    let Some(config) = ctx.config.review.clone() else {
+        return Ok(Router::new());
+    };
+    let key_file = config.session_key();
+    let make = || {
+        let mut key = vec![0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+            .map_err(|_| std::io::Error::other("no randomness for a key"))?;
+        Ok(key)
+    };
+    let (key, _) = crate::dirs::secret_file(&key_file, make).map_err(|e| {
+        format!(
+            "[review]: the session key `{}` cannot be used ({e}); it must be an owner-only file of this user",
+            key_file.display()
+        )
+    })?;
+    let sealer = Sealer::new(&key).map_err(|e| format!("[review]: the session key `{}`: {e}", key_file.display()))?;
+    let secret = match &config.client_secret_file {
+        None => None,
+        Some(f) => {
+            let s = std::fs::read_to_string(f)
+                .map_err(|e| format!("[review]: cannot read `client_secret_file` `{}`: {e}", f.display()))?;
+            let s = s.trim().to_string();
+            if s.is_empty() {
+                return Err(format!("[review]: `client_secret_file` `{}` is empty", f.display()));
+            }
+            Some(s)
+        }
+    };
+    let web = Arc::new(Web {
+        redirect_uri: format!("{}/review/callback", ctx.base),
+        secure: ctx.base.starts_with("https://"),
+        ctx,
+        config,
+        secret,
+        sealer,
+        provider: oidc::Shared::new(),
+    });
+    Ok(Router::new()
+        .route("/review", get(list_page))
+        .route("/review/approvals/{id}", get(approval_page))
+        .route("/review/approvals/{id}/decision", post(decide))
+        .route("/review/api/approvals", get(list_json))
+        .route("/review/api/approvals/{id}", get(approval_json))
+        .route("/review/login", get(login))
+        .route("/review/callback", get(callback))
+        .route("/review/logout", get(logout).post(logout))
+        .route(
+            "/review/static/review.js",
+            get(|| asset("text/javascript; charset=utf-8", JS)),
+        )
+        .route(
+            "/review/static/review.css",
+            get(|| asset("text/css; charset=utf-8", CSS)),
+        )
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::map_response(secure))
+        .with_state(web))
+}
+
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The headers every answer of the review app carries. No `Access-Control-*`, ever.
+async fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (k, v) in [
+        ("content-security-policy", CSP),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        // Not `no-referrer`: with it a browser sends `Origin: null` on the page's own POSTs.
+        ("referrer-policy", "same-origin"),
+        ("cache-control", "no-store"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    r
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, Html(body)).into_response()
+}
+
+impl Web {
+    /// The signed-in reviewer of this request.
+    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let s: Session = self.sealer.open(SESSION_COOKIE, cookie(headers, SESSION_COOKIE)?)?;
+        (s.issuer == self.config.issuer).then_some(s)
+    }
+
+    /// The signed-in reviewer, or a redirect to sign in and come back to `here`.
+    fn signed_in(&self, headers: &HeaderMap, here: &str) -> Result<Session, Redirect> {
+        self.session(headers).ok_or_else(|| {
+            let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
+            Redirect::to(&format!("/review/login?next={next}"))
+        })
+    }
+
+    fn reviewer(&self, s: &Session) -> Reviewer {
+        Reviewer::verified(
+            Surface::Web,
+            &s.principal,
+            s.display.as_deref(),
+            s.groups.clone(),
+            format!("oidc {}", self.config.issuer),
+        )
+    }
+
+    async fn provider(&self) -> Result<Arc<oidc::Provider>, String> {
+        let app = format!("{}/review", self.ctx.base);
+        self.provider
+            .get_or_try_init(|| async { oidc::discover(&self.ctx.client, &self.config, &app).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    fn flow(&self) -> oidc::Flow<'_> {
+        oidc::Flow {
+            config: &self.config,
+            client: &self.ctx.client,
+            secret: self.secret.as_deref(),
+            redirect_uri: &self.redirect_uri,
+        }
+    }
+}
+
+/// Where `s` stands on approval `a`.
+fn standing(a: &Listed, s: &Session) -> Standing {
+    Standing {
+        requester: a.review.requester.as_deref() == Some(s.principal.as_str()),
+        reviewer: a.review.team.names(&s.principal, &s.groups),
+    }
+}
+
+/// Reviewers see what they asked for and what they may decide (as the API shows them).
+fn visible(a: &Listed, s: &Session) -> bool {
+    let st = standing(a, s);
+    st.requester || st.reviewer
+}
+
+async fn visible_views(web: &Web, s: &Session) -> Vec<serde_json::Value> {
+    let mut all: Vec<Listed> = web
+        .ctx
+        .approvals
+        .store
+        .list()
+        .await
+        .into_iter()
+        .filter(|a| visible(a, s))
+        .collect();
+    // Waiting ones first; newest first within each (the store's order).
+    all.sort_by_key(|a| !a.state.is_open());
+    all.iter().map(view).collect()
+}
+
+async fn list_page(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let s = match web.signed_in(&headers, "/review") {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    html(StatusCode::OK, page::list(&s, &visible_views(&web, &s).await))
+}
+
+fn signed_out_json() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({ "error": "your sign-in has ended; reload the page to sign in again" })),
+    )
+        .into_response()
+}
+
+async fn list_json(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let Some(s) = web.session(&headers) else {
+        return signed_out_json();
+    };
+    Json(serde_json::json!({ "approvals": visible_views(&web, &s).await })).into_response()
+}
+
+async fn approval_json(State(web): State<Arc<Web>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let Some(s) = web.session(&headers) else {
+        return signed_out_json();
+    };
+    match web.ctx.approvals.store.get(&id).await {
+        Some(a) if visible(&a, &s) => Json(view(&a)).into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("no approval `{id}` that you may see") })),
+        )
+            .into_response(),
+    }
+}
+
+fn not_found(s: &Session, id: &str) -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        page::message(
+            "No such approval",
+            Some(s),
+            &format!("There is no approval `{id}` that you may see (it may have been removed after it ended)."),
+            Some(("/review", "All approvals")),
+        ),
+    )
+}
+
+async fn approval_page(State(web): State<Arc<Web>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let s = match web.signed_in(&headers, &format!("/review/approvals/{id}")) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    match web.ctx.approvals.store.get(&id).await {
+        Some(a) if visible(&a, &s) => html(StatusCode::OK, page::approval(&s, &view(&a), &standing(&a, &s), None)),
+        _ => not_found(&s, &id),
+    }
+}
+
+/// The decision form. Every field may be missing, so a form without its CSRF token is refused
+/// as such (and audited) rather than as unreadable.
+#[derive(Deserialize)]
+struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    action_hash: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    max_rows_affected: String,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn decide(
+    State(web): State<Arc<Web>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<DecisionForm>, FormRejection>,
+) -> Response {
+    let Some(s) = web.session(&headers) else {
+        return html(
+            StatusCode::UNAUTHORIZED,
+            page::message(
+                "Not signed in",
+                None,
+                "Your sign-in has ended, so the decision was not sent. Sign in and decide again.",
+                Some((&format!("/review/login?next=/review/approvals/{id}"), "Sign in")),
+            ),
+        );
+    };
+    let store = &web.ctx.approvals.store;
+    let reviewer = web.reviewer(&s);
+    let refuse = async |status: StatusCode, why: String| {
+        store
+            .refused(Some(&id), Surface::Web, &reviewer.decided_by(), &why)
+            .await;
+        tracing::warn!(
+            approval = id,
+            "review app: refused a decision by {}: {why}",
+            s.principal
+        );
+        match store.get(&id).await {
+            Some(a) if visible(&a, &s) => html(
+                status,
+                page::approval(&s, &view(&a), &standing(&a, &s), Some(&Outcome::Refused(why))),
+            ),
+            _ => html(
+                status,
+                page::message("Refused", Some(&s), &why, Some(("/review", "All approvals"))),
+            ),
+        }
+    };
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|o| o != web.ctx.base) || fetch_site.is_some_and(|f| f != "same-origin") {
+        let from = origin.or(fetch_site).unwrap_or_default().to_string();
+        return refuse(
+            StatusCode::FORBIDDEN,
+            format!("the decision was sent from another site (`{from}`), not from the review app's own page"),
+        )
+        .await;
+    }
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the form could not be read ({e})")).await,
+    };
+    if !same_secret(&form.csrf, &s.csrf) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "the form carried no valid CSRF token (it did not come from your review page, or is from an older \
+             sign-in); reload the page and decide again"
+                .into(),
+        )
+        .await;
+    }
+    let rows = match form.max_rows_affected.trim() {
+        "" => None,
+        n => match n.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("the row limit `{n}` is not a whole number of rows"),
+                )
+                .await;
+            }
+        },
+    };
+    let reason = Some(form.reason).filter(|r| !r.trim().is_empty());
+    let decision = match Decision::parse(&form.decision, rows, reason) {
+        Ok(d) => d,
+        Err(m) => return refuse(StatusCode::BAD_REQUEST, m).await,
+    };
+    match store.get(&id).await {
+        Some(a) if visible(&a, &s) => {}
+        Some(_) => {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "you are not among this approval's reviewers".into(),
+            )
+            .await;
+        }
+        None => return not_found(&s, &id),
+    }
+    let outcome = match store.decide(&id, &form.action_hash, &reviewer, decision).await {
+        Ok(Approval::Pending) => Ok("your approval is recorded; it needs another reviewer's approval too".to_string()),
+        Ok(state) => Ok(format!("decided: {}", state.words().1)),
+        Err(e) => Err(e),
+    };
+    let (status, outcome) = match outcome {
+        Ok(m) => (StatusCode::OK, Outcome::Done(m)),
+        // The store audited it.
+        Err(e) => (status_of(&e), Outcome::Refused(e.to_string())),
+    };
+    match store.get(&id).await {
+        Some(a) => html(status, page::approval(&s, &view(&a), &standing(&a, &s), Some(&outcome))),
+        None => not_found(&s, &id),
+    }
+}
+
+fn status_of(e: &PendingError) -> StatusCode {
+    match e {
+        PendingError::Unknown(_) => StatusCode::NOT_FOUND,
+        PendingError::SelfApproval
+        | PendingError::NotAReviewer(_)
+        | PendingError::WrongChannel(_)
+        | PendingError::NotYours(_) => StatusCode::FORBIDDEN,
+        PendingError::StaleHash | PendingError::AlreadyDecided(_) | PendingError::AlreadyVoted => StatusCode::CONFLICT,
+        PendingError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+        PendingError::Audit(_) | PendingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+/// A page of the review app to return to: nothing else (no other site, no `//host`).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if (n == "/review" || n.starts_with("/review/"))
+                && !n.contains("//")
+                && !n.contains('\\')
+                && n.chars().all(|c| c.is_ascii_graphic()) =>
+        {
+            n.to_string()
+        }
+        _ => "/review".into(),
+    }
+}
+
+fn unavailable(e: &str) -> Response {
+    tracing::warn!("review app: the OpenID provider: {e}");
+    html(
+        StatusCode::BAD_GATEWAY,
+        page::message(
+            "Sign-in unavailable",
+            None,
+            &format!("The organisation's sign-in service cannot be used right now: {e}"),
+            Some(("/review/login", "Try again")),
+        ),
+    )
+}
+
+async fn login(State(web): State<Arc<Web>>, Query(q): Query<LoginQuery>) -> Response {
+    let provider = match web.provider().await {
+        Ok(p) => p,
+        Err(e) => return unavailable(&e),
+    };
+    let login = Login {
+        state: web.sealer.token(),
+        nonce: web.sealer.token(),
+        verifier: web.sealer.token(),
+        next: safe_next(q.next.as_deref()),
+    };
+    let url = web
+        .flow()
+        .authorize_url(&provider, &login.state, &login.nonce, &login.verifier);
+    let sealed = match web.sealer.seal(LOGIN_COOKIE, LOGIN_TTL, &login) {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    let mut r = Redirect::to(&url).into_response();
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_COOKIE, &sealed, LOGIN_TTL, web.secure)) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    iss: Option<String>,
+}
+
+async fn callback(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): Query<Callback>) -> Response {
+    let failed = |status: StatusCode, why: &str| {
+        let mut r = html(
+            status,
+            page::message("Sign-in failed", None, why, Some(("/review/login", "Sign in again"))),
+        );
+        if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_COOKIE, "", Duration::ZERO, web.secure)) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+        r
+    };
+    let Some(login) = cookie(&headers, LOGIN_COOKIE).and_then(|c| web.sealer.open::<Login>(LOGIN_COOKIE, c)) else {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            "this sign-in expired or was started in another browser; start it again",
+        );
+    };
+    if !same_secret(q.state.as_deref().unwrap_or_default(), &login.state) {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            "the answer does not belong to the sign-in this browser started (wrong state)",
+        );
+    }
+    if let Some(iss) = &q.iss
+        && *iss != web.config.issuer
+    {
+        return failed(
+            StatusCode::BAD_REQUEST,
+            &format!("the answer came from another provider (`{iss}`)"),
+        );
+    }
+    if let Some(error) = &q.error {
+        let detail = q.error_description.as_deref().unwrap_or_default();
+        return failed(
+            StatusCode::FORBIDDEN,
+            &format!("the provider did not sign you in: {error} {detail}"),
+        );
+    }
+    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
+        return failed(StatusCode::BAD_REQUEST, "the provider's answer carries no code");
+    };
+    let provider = match web.provider().await {
+        Ok(p) => p,
+        Err(e) => return unavailable(&e),
+    };
+    let who = match web.flow().finish(&provider, code, &login.verifier, &login.nonce).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("review app: a sign-in failed: {e}");
+            return failed(StatusCode::FORBIDDEN, &e);
+        }
+    };
+    tracing::info!(
+        "review app: {} signed in (groups: {})",
+        who.principal,
+        who.groups.join(", ")
+    );
+    let session = Session {
+        principal: who.principal,
+        display: who.display,
+        groups: who.groups,
+        csrf: web.sealer.token(),
+        issuer: web.config.issuer.clone(),
+    };
+    let lifetime = web.config.session_lifetime;
+    let sealed = match web.sealer.seal(SESSION_COOKIE, lifetime, &session) {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    let mut r = Redirect::to(&login.next).into_response();
+    for c in [
+        set_cookie(SESSION_COOKIE, &sealed, lifetime, web.secure),
+        set_cookie(LOGIN_COOKIE, "", Duration::ZERO, web.secure),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+async fn logout(State(web): State<Arc<Web>>) -> Response {
+    let mut r = html(
+        StatusCode::OK,
+        page::message(
+            "Signed out",
+            None,
+            "You are signed out of the pgwarden review app.",
+            Some(("/review", "Sign in again")),
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", Duration::ZERO, web.secure)) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_review_apps_own_pages_are_returned_to_after_sign_in() {
+        for (next, to) in [
+            (Some("/review/approvals/ap_1"), "/review/approvals/ap_1"),
+            (Some("/review"), "/review"),
+            (None, "/review"),
+            (Some("https://evil.example/review"), "/review"),
+            (Some("//evil.example/review/"), "/review"),
+            (Some("/review//evil.example"), "/review"),
+            (Some("/review/\\evil"), "/review"),
+            (Some("/reviewer"), "/review"),
+            (Some("/review/a b"), "/review"),
+        ] {
+            assert_eq!(safe_next(next), to, "{next:?}");
+        }
+    }
 }
