@@ -17,12 +17,13 @@
 mod oidc;
 mod page;
 mod session;
+mod signin;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Form, Path, Query, State, rejection::FormRejection},
+    extract::{DefaultBodyLimit, Form, Path, State, rejection::FormRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -31,7 +32,7 @@ use serde::Deserialize;
 
 use self::{
     page::{Outcome, Standing},
-    session::{LOGIN_COOKIE, LOGIN_TTL, Login, SESSION_COOKIE, Sealer, Session, cookie, set_cookie},
+    session::{SESSION_COOKIE, Sealer, Session, cookie},
 };
 use super::{TeamContext, view};
 use crate::{
@@ -104,9 +105,9 @@ pub fn router(ctx: Arc<TeamContext>) -> Result<Router, String> {
         .route("/review/approvals/{id}/decision", post(decide))
         .route("/review/api/approvals", get(list_json))
         .route("/review/api/approvals/{id}", get(approval_json))
-        .route("/review/login", get(login))
-        .route("/review/callback", get(callback))
-        .route("/review/logout", get(logout).post(logout))
+        .route("/review/login", get(signin::login))
+        .route("/review/callback", get(signin::callback))
+        .route("/review/logout", get(signin::logout).post(signin::logout))
         .route(
             "/review/static/review.js",
             get(|| asset("text/javascript; charset=utf-8", JS)),
@@ -411,191 +412,5 @@ fn status_of(e: &PendingError) -> StatusCode {
         PendingError::StaleHash | PendingError::AlreadyDecided(_) | PendingError::AlreadyVoted => StatusCode::CONFLICT,
         PendingError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
         PendingError::Audit(_) | PendingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-#[derive(Deserialize)]
-struct LoginQuery {
-    next: Option<String>,
-}
-
-/// A page of the review app to return to: nothing else (no other site, no `//host`).
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if (n == "/review" || n.starts_with("/review/"))
-                && !n.contains("//")
-                && !n.contains('\\')
-                && n.chars().all(|c| c.is_ascii_graphic()) =>
-        {
-            n.to_string()
-        }
-        _ => "/review".into(),
-    }
-}
-
-fn unavailable(e: &str) -> Response {
-    tracing::warn!("review app: the OpenID provider: {e}");
-    html(
-        StatusCode::BAD_GATEWAY,
-        page::message(
-            "Sign-in unavailable",
-            None,
-            &format!("The organisation's sign-in service cannot be used right now: {e}"),
-            Some(("/review/login", "Try again")),
-        ),
-    )
-}
-
-async fn login(State(web): State<Arc<Web>>, Query(q): Query<LoginQuery>) -> Response {
-    let provider = match web.provider().await {
-        Ok(p) => p,
-        Err(e) => return unavailable(&e),
-    };
-    let login = Login {
-        state: web.sealer.token(),
-        nonce: web.sealer.token(),
-        verifier: web.sealer.token(),
-        next: safe_next(q.next.as_deref()),
-    };
-    let url = web
-        .flow()
-        .authorize_url(&provider, &login.state, &login.nonce, &login.verifier);
-    let sealed = match web.sealer.seal(LOGIN_COOKIE, LOGIN_TTL, &login) {
-        Ok(s) => s,
-        Err(e) => return unavailable(&e),
-    };
-    let mut r = Redirect::to(&url).into_response();
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_COOKIE, &sealed, LOGIN_TTL, web.secure)) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
-    r
-}
-
-#[derive(Deserialize)]
-struct Callback {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-    iss: Option<String>,
-}
-
-async fn callback(State(web): State<Arc<Web>>, headers: HeaderMap, Query(q): Query<Callback>) -> Response {
-    let failed = |status: StatusCode, why: &str| {
-        let mut r = html(
-            status,
-            page::message("Sign-in failed", None, why, Some(("/review/login", "Sign in again"))),
-        );
-        if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_COOKIE, "", Duration::ZERO, web.secure)) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-        r
-    };
-    let Some(login) = cookie(&headers, LOGIN_COOKIE).and_then(|c| web.sealer.open::<Login>(LOGIN_COOKIE, c)) else {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            "this sign-in expired or was started in another browser; start it again",
-        );
-    };
-    if !same_secret(q.state.as_deref().unwrap_or_default(), &login.state) {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            "the answer does not belong to the sign-in this browser started (wrong state)",
-        );
-    }
-    if let Some(iss) = &q.iss
-        && *iss != web.config.issuer
-    {
-        return failed(
-            StatusCode::BAD_REQUEST,
-            &format!("the answer came from another provider (`{iss}`)"),
-        );
-    }
-    if let Some(error) = &q.error {
-        let detail = q.error_description.as_deref().unwrap_or_default();
-        return failed(
-            StatusCode::FORBIDDEN,
-            &format!("the provider did not sign you in: {error} {detail}"),
-        );
-    }
-    let Some(code) = q.code.as_deref().filter(|c| !c.is_empty()) else {
-        return failed(StatusCode::BAD_REQUEST, "the provider's answer carries no code");
-    };
-    let provider = match web.provider().await {
-        Ok(p) => p,
-        Err(e) => return unavailable(&e),
-    };
-    let who = match web.flow().finish(&provider, code, &login.verifier, &login.nonce).await {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!("review app: a sign-in failed: {e}");
-            return failed(StatusCode::FORBIDDEN, &e);
-        }
-    };
-    tracing::info!(
-        "review app: {} signed in (groups: {})",
-        who.principal,
-        who.groups.join(", ")
-    );
-    let session = Session {
-        principal: who.principal,
-        display: who.display,
-        groups: who.groups,
-        csrf: web.sealer.token(),
-        issuer: web.config.issuer.clone(),
-    };
-    let lifetime = web.config.session_lifetime;
-    let sealed = match web.sealer.seal(SESSION_COOKIE, lifetime, &session) {
-        Ok(s) => s,
-        Err(e) => return unavailable(&e),
-    };
-    let mut r = Redirect::to(&login.next).into_response();
-    for c in [
-        set_cookie(SESSION_COOKIE, &sealed, lifetime, web.secure),
-        set_cookie(LOGIN_COOKIE, "", Duration::ZERO, web.secure),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&c) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
-    r
-}
-
-async fn logout(State(web): State<Arc<Web>>) -> Response {
-    let mut r = html(
-        StatusCode::OK,
-        page::message(
-            "Signed out",
-            None,
-            "You are signed out of the pgwarden review app.",
-            Some(("/review", "Sign in again")),
-        ),
-    );
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "", Duration::ZERO, web.secure)) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
-    r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_review_apps_own_pages_are_returned_to_after_sign_in() {
-        for (next, to) in [
-            (Some("/review/approvals/ap_1"), "/review/approvals/ap_1"),
-            (Some("/review"), "/review"),
-            (None, "/review"),
-            (Some("https://evil.example/review"), "/review"),
-            (Some("//evil.example/review/"), "/review"),
-            (Some("/review//evil.example"), "/review"),
-            (Some("/review/\\evil"), "/review"),
-            (Some("/reviewer"), "/review"),
-            (Some("/review/a b"), "/review"),
-        ] {
-            assert_eq!(safe_next(next), to, "{next:?}");
-        }
     }
 }
