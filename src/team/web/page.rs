@@ -284,20 +284,22 @@ pub fn approval(who: &Session, v: &Value, standing: &Standing, outcome: Option<&
 }
 
 fn table(t: &Value) -> String {
-    // `(name, tags)` serialises as a two-element array.
-    let name = t.get(0).and_then(Value::as_str).unwrap_or_default();
-    let tags: Vec<&str> = t
-        .get(1)
+    // `{"name", "tags"}` as the hub shows it; a `(name, tags)` pair as `ReviewPacket` serialises it.
+    let (name, tags) = match t {
+        Value::Array(pair) => (pair.first(), pair.get(1)),
+        other => (other.get("name"), other.get("tags")),
+    };
+    let tags: String = tags
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
-    let tags: String = tags
-        .iter()
         .map(|g| format!(r#" <span class="tag">{}</span>"#, esc(g)))
         .collect();
-    format!("<li><code>{}</code>{tags}</li>", esc(name))
+    format!(
+        "<li><code>{}</code>{tags}</li>",
+        esc(name.and_then(Value::as_str).unwrap_or_default())
+    )
 }
 
 fn vote(v: &Value) -> String {
@@ -366,7 +368,8 @@ mod tests {
             "fingerprint": "abcd-ef01-23", "min_approvals": 2, "votes": [{"decided_by": "carol <c>"}],
             "packet": {"summary": "<img src=x onerror=alert(1)>", "sql": "UPDATE t SET a='</pre><script>'",
                        "intent": "<script>steal()</script>", "risk": "high\" onmouseover=\"x",
-                       "tables": [["public.t", ["<pii>"]]], "reasons": ["<why>"]}
+                       "tables": [{"name": "public.t", "tags": ["<pii>"]}, ["public.u", ["pii"]]],
+                       "reasons": ["<why>"]}
         });
         let standing = Standing {
             requester: false,
@@ -387,6 +390,14 @@ mod tests {
             assert!(!page.contains(hostile), "{hostile} unescaped in:\n{page}");
         }
         assert!(page.contains("1 of 2"));
+        assert!(
+            page.contains("<code>public.t</code> <span class=\"tag\">&lt;pii&gt;</span>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<code>public.u</code> <span class=\"tag\">pii</span>"),
+            "{page}"
+        );
         assert!(page.contains(r#"class="badge risk-unknown""#));
         assert!(!page.contains("style="), "no inline style (CSP)");
         assert!(!page.contains("<script>"), "no inline script (CSP)");

@@ -14,6 +14,11 @@ import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
 
+// Stdout carries the issuer line only (the test stops reading it then): the provider's notices
+// (`console.info`) go to stderr.
+console.info = (...args) => console.error(...args);
+process.stdout.on('error', () => {});
+
 const PEOPLE = {
   alice: { groups: ['dba'], email: 'alice@example.com', scope: 'pgwarden pgwarden:grant' },
   bob: { groups: [], email: 'bob@example.com', scope: 'pgwarden' },
