@@ -3,7 +3,8 @@
 //! browsers. Alice's call waits until Bob signs in and approves it on the packet's page; her
 //! `pgwarden_await` then runs it once. Alice cannot approve her own call; a decision without the
 //! page's CSRF token, or sent from another site, is refused; all three refusals are audited.
-//! `min_approvals = 2` shows "1 of 2" after Bob and runs after Carol.
+//! `min_approvals = 2` shows "1 of 2" after Bob and runs after Carol. Without a browser: the
+//! sign-in asks for PKCE S256 with `state` and `nonce`, and refuses an answer it did not start.
 
 mod common;
 
@@ -68,7 +69,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn setup(min_approvals: u32) -> Setup {
+/// Which of the provider's clients the review app is.
+#[derive(Clone, Copy)]
+enum Client {
+    /// `pgwarden-review`, with a secret.
+    Confidential,
+    /// `pgwarden-review-public`: PKCE alone.
+    Public,
+}
+
+async fn setup(min_approvals: u32, client: Client) -> Setup {
     let db = TestDb::new(SETUP).await;
     let oidc = Oidc::start().await;
     let dir = tempfile::Builder::new()
@@ -77,6 +87,10 @@ async fn setup(min_approvals: u32) -> Setup {
         .unwrap();
     let alice = new_token(&dir.path().join("tokens.toml"), "alice@example.com", &["dba".into()]).unwrap();
     std::fs::write(dir.path().join("review-client.secret"), "pgwarden-review-secret\n").unwrap();
+    let client = match client {
+        Client::Confidential => "client_id = \"pgwarden-review\"\nclient_secret_file = \"review-client.secret\"",
+        Client::Public => "client_id = \"pgwarden-review-public\"",
+    };
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let config = format!(
@@ -87,8 +101,7 @@ file = "tokens.toml"
 
 [review]
 issuer = "{issuer}"
-client_id = "pgwarden-review"
-client_secret_file = "review-client.secret"
+{client}
 scopes = ["openid", "email", "profile", "groups"]
 session_lifetime = "1h"
 "#,
@@ -201,7 +214,7 @@ async fn await_call(
 
 #[tokio::test]
 async fn bob_approves_alices_call_in_the_browser_and_her_await_runs_it_once() {
-    let s = setup(1).await;
+    let s = setup(1, Client::Confidential).await;
     let (alice, approval, fingerprint) = s.alice_asks(1).await;
 
     let mut bob = s.signed_in("bob", &format!("/review/approvals/{approval}")).await;
@@ -289,7 +302,7 @@ async fn bob_approves_alices_call_in_the_browser_and_her_await_runs_it_once() {
 
 #[tokio::test]
 async fn alice_cannot_approve_her_own_call_and_forged_decisions_are_refused_and_audited() {
-    let s = setup(1).await;
+    let s = setup(1, Client::Confidential).await;
     let (alice, approval, _) = s.alice_asks(1).await;
     let page = format!("/review/approvals/{approval}");
 
@@ -404,7 +417,8 @@ async fn alice_cannot_approve_her_own_call_and_forged_decisions_are_refused_and_
 
 #[tokio::test]
 async fn two_approvals_show_as_one_of_two_after_bob_and_run_after_carol() {
-    let s = setup(2).await;
+    // This time the review app is a public client: PKCE alone protects its sign-ins.
+    let s = setup(2, Client::Public).await;
     let (alice, approval, _) = s.alice_asks(2).await;
     let page = format!("/review/approvals/{approval}");
 
@@ -441,4 +455,104 @@ async fn two_approvals_show_as_one_of_two_after_bob_and_run_after_carol() {
         text(&r)
     );
     assert_eq!(s.orders().await, [("open".into(), 0), ("shipped".into(), 1)]);
+}
+
+/// The sign-in as a plain HTTP client sees it: pages send the signed-out to the provider, the
+/// request asks for a code with PKCE S256, `state` and `nonce` (kept in a sealed, HttpOnly cookie
+/// for `/review` only), and the callback refuses an answer this browser did not start. Every
+/// answer carries a CSP without inline script or style.
+#[tokio::test]
+async fn sign_in_asks_for_pkce_and_refuses_an_answer_it_did_not_start() {
+    let s = setup(1, Client::Confidential).await;
+    let port = s.server.port();
+    let get = async |path: &str, cookie: Option<&str>| {
+        let cookie = cookie.map(|c| format!("pgwarden_review_login={c}"));
+        let mut headers = vec![];
+        if let Some(c) = &cookie {
+            headers.push(("Cookie", c.as_str()));
+        }
+        common::http(port, "GET", path, &headers, None).await
+    };
+
+    let r = get("/review", None).await;
+    assert_eq!(
+        (r.status, r.headers["location"].as_str()),
+        (303, "/review/login?next=%2Freview")
+    );
+    let csp = &r.headers["content-security-policy"];
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(get("/review/api/approvals", None).await.status, 401);
+
+    let r = get("/review/login?next=/review/approvals/x", None).await;
+    assert_eq!(r.status, 303);
+    let to = url::Url::parse(&r.headers["location"]).unwrap();
+    let q: std::collections::HashMap<String, String> = to.query_pairs().into_owned().collect();
+    assert!(to.as_str().starts_with(&s._oidc.issuer), "{to}");
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], "pgwarden-review");
+    assert_eq!(q["redirect_uri"], format!("{}/review/callback", s.base));
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["scope"], "openid email profile groups");
+    for key in ["state", "nonce", "code_challenge"] {
+        assert!(q[key].len() >= 43, "{key}: {}", q[key]);
+    }
+    let set = &r.headers["set-cookie"];
+    assert!(
+        set.starts_with("pgwarden_review_login=")
+            && set.contains("; Path=/review; HttpOnly; SameSite=Lax; Max-Age=600"),
+        "{set}"
+    );
+    let login = set["pgwarden_review_login=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(!login.contains(&q["state"]), "the cookie is sealed, not readable");
+
+    // An answer without the sign-in's cookie, with another state, or with a cookie altered.
+    let state = &q["state"];
+    for (path, cookie, says) in [
+        (
+            format!("/review/callback?code=c&state={state}"),
+            None,
+            "another browser",
+        ),
+        (
+            "/review/callback?code=c&state=forged".into(),
+            Some(login.clone()),
+            "wrong state",
+        ),
+        (
+            format!("/review/callback?code=c&state={state}"),
+            Some(format!("A{}", &login[1..])),
+            "another browser",
+        ),
+        (
+            format!("/review/callback?code=c&state={state}&iss=http://evil.example"),
+            Some(login.clone()),
+            "another provider",
+        ),
+    ] {
+        let r = get(&path, cookie.as_deref()).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.body.contains(says), "{path}: {}", r.body);
+        assert!(!r.headers.contains_key("location"), "not signed in");
+    }
+    // A code the provider never issued, with the right state: the provider refuses it.
+    let r = get(&format!("/review/callback?code=made-up&state={state}"), Some(&login)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("refused the sign-in code"), "{}", r.body);
+    // A session cookie nobody sealed is no session.
+    let r = common::http(
+        port,
+        "GET",
+        "/review/api/approvals",
+        &[("Cookie", "pgwarden_review=eyJwcmluY2lwYWwiOiJib2IifQ")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 401);
 }
