@@ -2,7 +2,8 @@
 //! (`oidc-provider`, its own login form), the real `pgwarden serve --http`, and people in their own
 //! browsers. Alice's call waits until Bob signs in and approves it on the packet's page; her
 //! `pgwarden_await` then runs it once. Alice cannot approve her own call; a decision without the
-//! page's CSRF token, or sent from another site, is refused; all three refusals are audited.
+//! page's CSRF token, or sent from another site, or by someone the rule does not name, is refused;
+//! every refusal is audited.
 //! `min_approvals = 2` shows "1 of 2" after Bob and runs after Carol. Without a browser: the
 //! sign-in asks for PKCE S256 with `state` and `nonce`, and refuses an answer it did not start.
 
@@ -217,7 +218,9 @@ async fn bob_approves_alices_call_in_the_browser_and_her_await_runs_it_once() {
     let s = setup(1, Client::Confidential).await;
     let (alice, approval, fingerprint) = s.alice_asks(1).await;
 
+    let clock = std::time::Instant::now();
     let mut bob = s.signed_in("bob", &format!("/review/approvals/{approval}")).await;
+    let signing_in = clock.elapsed();
     // The whole packet: who asked (verified), the model's words (escaped, not markup), the SQL,
     // the tables, the risk and why, and the fingerprint Alice's client was shown.
     assert!(
@@ -252,7 +255,9 @@ async fn bob_approves_alices_call_in_the_browser_and_her_await_runs_it_once() {
         Some(&json!(true))
     );
 
+    let clock = std::time::Instant::now();
     let done = bob.click_and_load("#approve").await;
+    let deciding = clock.elapsed();
     assert_eq!(done.status, 200);
     assert!(
         bob.text("#outcome").await.contains("decided: approved"),
@@ -264,7 +269,9 @@ async fn bob_approves_alices_call_in_the_browser_and_her_await_runs_it_once() {
         "a reload does not resend"
     );
 
+    let clock = std::time::Instant::now();
     let r = await_call(&alice, &approval, 5).await;
+    let running = clock.elapsed();
     assert_ne!(r.is_error, Some(true), "{}", text(&r));
     assert_eq!(r.structured_content.unwrap()["executed"], json!(true));
     assert_eq!(s.orders().await, [("shipped".into(), 1), ("open".into(), 0)]);
@@ -272,7 +279,13 @@ async fn bob_approves_alices_call_in_the_browser_and_her_await_runs_it_once() {
     let _ = await_call(&alice, &approval, 0).await;
     assert_eq!(s.orders().await[0], ("shipped".into(), 1));
     // The page follows by itself.
+    let clock = std::time::Instant::now();
     bob.wait_text("#state", "ran").await;
+    eprintln!(
+        "measured: sign-in through the provider {signing_in:?}; approve click to page {deciding:?}; \
+         await to executed {running:?}; the page showing it ran {:?} later",
+        clock.elapsed()
+    );
     assert!(bob.visible("#closed").await);
     assert!(!bob.visible("#decision").await, "no form once decided");
 
@@ -380,6 +393,38 @@ async fn alice_cannot_approve_her_own_call_and_forged_decisions_are_refused_and_
         .await;
     assert_eq!(cross.status, 403);
     assert!(bob.text("#outcome").await.contains("sent from another site"));
+    // Someone the rule does not name (not Bob or Carol, not in `dba`) sees nothing to review, and a
+    // decision they make up is refused.
+    let mut outsider = s.signed_in("brief", "/review").await;
+    assert!(outsider.visible("#empty").await, "nothing to review");
+    assert_eq!(
+        outsider.goto(&format!("{}{page}", s.base)).await.status,
+        404,
+        "not even the packet"
+    );
+    let outside = outsider
+        .submit(&format!(
+            r#"(() => {{
+                const f = document.createElement('form');
+                f.method = 'post';
+                f.action = '{page}/decision';
+                for (const [name, value] of [['csrf', document.querySelector('form.signout input[name=csrf]').value],
+                                             ['action_hash', '{hash}'], ['decision', 'approve']]) {{
+                    const i = document.createElement('input');
+                    i.type = 'hidden'; i.name = name; i.value = value; f.append(i);
+                }}
+                document.body.append(f);
+                f.submit();
+            }})()"#
+        ))
+        .await;
+    assert_eq!(outside.status, 403);
+    assert!(
+        outsider
+            .text("main")
+            .await
+            .contains("not among this approval's reviewers")
+    );
     // Without a session at all: nothing is decided (and nobody to audit).
     let mut stranger = Browser::launch().await;
     stranger.goto(&format!("{}/review/static/review.css", s.base)).await;
@@ -412,7 +457,12 @@ async fn alice_cannot_approve_her_own_call_and_forged_decisions_are_refused_and_
     );
     assert_eq!(by("bob@example.com", "CSRF"), 2, "{refusals:?}");
     assert_eq!(by("bob@example.com", "another site"), 1, "{refusals:?}");
-    assert_eq!(refusals.len(), 4, "{refusals:?}");
+    assert_eq!(
+        by("brief@example.com", "not among this approval's reviewers"),
+        1,
+        "{refusals:?}"
+    );
+    assert_eq!(refusals.len(), 5, "{refusals:?}");
 }
 
 #[tokio::test]

@@ -314,6 +314,19 @@ async fn decide(
     };
     let store = &web.ctx.approvals.store;
     let reviewer = web.reviewer(&s);
+    // The approval's page again, saying what became of the decision.
+    let show = async |status: StatusCode, outcome: Outcome| match store.get(&id).await {
+        Some(a) if visible(&a, &s) => html(status, page::approval(&s, &view(&a), &standing(&a, &s), Some(&outcome))),
+        Some(_) => {
+            let why = match outcome {
+                Outcome::Done(m) | Outcome::Refused(m) => m,
+            };
+            let page = page::message("Refused", Some(&s), &why, Some(("/review", "All approvals")));
+            html(status, page)
+        }
+        None => not_found(&s, &id),
+    };
+    // A decision that may not be made: audited, as the store audits its own refusals.
     let refuse = async |status: StatusCode, why: String| {
         store
             .refused(Some(&id), Surface::Web, &reviewer.decided_by(), &why)
@@ -323,16 +336,7 @@ async fn decide(
             "review app: refused a decision by {}: {why}",
             s.principal
         );
-        match store.get(&id).await {
-            Some(a) if visible(&a, &s) => html(
-                status,
-                page::approval(&s, &view(&a), &standing(&a, &s), Some(&Outcome::Refused(why))),
-            ),
-            _ => html(
-                status,
-                page::message("Refused", Some(&s), &why, Some(("/review", "All approvals"))),
-            ),
-        }
+        show(status, Outcome::Refused(why)).await
     };
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
@@ -362,18 +366,15 @@ async fn decide(
         n => match n.parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    format!("the row limit `{n}` is not a whole number of rows"),
-                )
-                .await;
+                let why = format!("the row limit `{n}` is not a whole number of rows; nothing was decided");
+                return show(StatusCode::BAD_REQUEST, Outcome::Refused(why)).await;
             }
         },
     };
     let reason = Some(form.reason).filter(|r| !r.trim().is_empty());
     let decision = match Decision::parse(&form.decision, rows, reason) {
         Ok(d) => d,
-        Err(m) => return refuse(StatusCode::BAD_REQUEST, m).await,
+        Err(m) => return show(StatusCode::BAD_REQUEST, Outcome::Refused(m)).await,
     };
     match store.get(&id).await {
         Some(a) if visible(&a, &s) => {}
@@ -391,14 +392,10 @@ async fn decide(
         Ok(state) => Ok(format!("decided: {}", state.words().1)),
         Err(e) => Err(e),
     };
-    let (status, outcome) = match outcome {
-        Ok(m) => (StatusCode::OK, Outcome::Done(m)),
+    match outcome {
+        Ok(m) => show(StatusCode::OK, Outcome::Done(m)).await,
         // The store audited it.
-        Err(e) => (status_of(&e), Outcome::Refused(e.to_string())),
-    };
-    match store.get(&id).await {
-        Some(a) => html(status, page::approval(&s, &view(&a), &standing(&a, &s), Some(&outcome))),
-        None => not_found(&s, &id),
+        Err(e) => show(status_of(&e), Outcome::Refused(e.to_string())).await,
     }
 }
 
