@@ -281,6 +281,7 @@ async fn bob_approves_alices_call_in_the_browser_and_her_await_runs_it_once() {
     // The page follows by itself.
     let clock = std::time::Instant::now();
     bob.wait_text("#state", "ran").await;
+    assert_eq!(bob.text("#tally").await, "1 of 1");
     eprintln!(
         "measured: sign-in through the provider {signing_in:?}; approve click to page {deciding:?}; \
          await to executed {running:?}; the page showing it ran {:?} later",
@@ -494,8 +495,10 @@ async fn two_approvals_show_as_one_of_two_after_bob_and_run_after_carol() {
     assert_eq!(carol.text("#tally").await, "1 of 2");
     carol.click_and_load("#approve").await;
     assert!(carol.text("#outcome").await.contains("decided: approved"));
+    assert_eq!(carol.text("#tally").await, "2 of 2");
     // Bob's page follows.
     bob.wait_text("#state", "approved").await;
+    assert_eq!(bob.text("#tally").await, "2 of 2");
 
     let r = await_call(&alice, &approval, 5).await;
     assert_eq!(

@@ -78,11 +78,16 @@ pub fn message(title: &str, who: Option<&Session>, body: &str, link: Option<(&st
     )
 }
 
-/// "1 of 2" approvals given.
+/// "1 of 2" approvals given; all of them once it is approved (the last approval ends the wait
+/// without leaving a vote).
 fn tally(v: &Value) -> String {
-    let votes = v.get("votes").and_then(Value::as_array).map_or(0, Vec::len);
+    let votes = v.get("votes").and_then(Value::as_array).map_or(0, Vec::len) as u64;
     let needed = v.get("min_approvals").and_then(Value::as_u64).unwrap_or(1);
-    format!("{votes} of {needed}")
+    let approved = matches!(
+        text(v, "state"),
+        "approved" | "dry_run" | "executing" | "done" | "failed"
+    );
+    format!("{} of {needed}", if approved { needed } else { votes })
 }
 
 fn risk_badge(risk: &str) -> String {

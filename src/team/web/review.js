@@ -32,10 +32,12 @@
     return typeof v === 'string' ? v : '';
   }
 
+  /** "1 of 2"; all of them once approved (the last approval leaves no vote). */
+  const APPROVED = ['approved', 'dry_run', 'executing', 'done', 'failed'];
   function tally(a) {
     const votes = Array.isArray(a.votes) ? a.votes.length : 0;
     const needed = Number.isInteger(a.min_approvals) ? a.min_approvals : 1;
-    return `${votes} of ${needed}`;
+    return `${APPROVED.includes(a.state) ? needed : votes} of ${needed}`;
   }
 
   const WORD = /^[a-z_]+$/;

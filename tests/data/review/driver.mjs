@@ -71,6 +71,9 @@ async function run(c) {
     }
     case 'console':
       return console_;
+    case 'screenshot':
+      await page.screenshot({ path: c.path, fullPage: true });
+      return null;
     default:
       throw new Error(`unknown op ${c.op}`);
   }
