@@ -13,6 +13,11 @@
 //!   signed-in reviewer through `refused`, before the store).
 //! - Pages are rendered on the server, escaped (`page`); a small script refreshes them. The CSP
 //!   allows no inline script or style.
+//!
+//! Routes: `GET /review` (the list), `GET /review/approvals/{id}` (one packet),
+//! `POST /review/approvals/{id}/decision`, `GET /review/api/approvals[/{id}]` (the JSON the
+//! script polls), `GET /review/login`, `GET /review/callback`, `GET|POST /review/logout`, and
+//! `/review/static/…`.
 
 mod oidc;
 mod page;
@@ -60,6 +65,10 @@ struct Web {
     secure: bool,
 }
 
+/// The review app's routes when the config has `[review]` (none otherwise). Reads the session key
+/// (making it on first start) and the client secret now, so a bad file stops the server at start;
+/// the provider is asked for its endpoints at the first sign-in (and again while it cannot be
+/// reached).
 pub fn router(ctx: Arc<TeamContext>) -> Result<Router, String> {
     let Some(config) = ctx.config.review.clone() else {
         return Ok(Router::new());

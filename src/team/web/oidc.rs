@@ -124,7 +124,7 @@ pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-/// A sign-in through the provider that bundles what the callback must match.
+/// How this app signs people in at the provider: its client, its redirect URI.
 pub struct Flow<'a> {
     pub config: &'a ReviewConfig,
     pub client: &'a reqwest::Client,
