@@ -566,6 +566,10 @@ async fn sign_in_asks_for_pkce_and_refuses_an_answer_it_did_not_start() {
     assert!(!login.contains(&q["state"]), "the cookie is sealed, not readable");
 
     // An answer without the sign-in's cookie, with another state, or with a cookie altered.
+    let altered = |c: &str| {
+        let first = if c.starts_with('A') { 'B' } else { 'A' };
+        format!("{first}{}", &c[1..])
+    };
     let state = &q["state"];
     for (path, cookie, says) in [
         (
@@ -580,7 +584,7 @@ async fn sign_in_asks_for_pkce_and_refuses_an_answer_it_did_not_start() {
         ),
         (
             format!("/review/callback?code=c&state={state}"),
-            Some(format!("A{}", &login[1..])),
+            Some(altered(&login)),
             "another browser",
         ),
         (
