@@ -8,6 +8,8 @@ use std::{
 
 use serde::{Deserialize, Deserializer};
 
+use super::Secret;
+
 /// `[review]` of the HTTP config.
 ///
 /// ```toml
@@ -29,6 +31,9 @@ pub struct ReviewConfig {
     /// A file holding the client's secret (sent with HTTP Basic). Without it the app is a public
     /// client, protected by PKCE alone.
     pub client_secret_file: Option<PathBuf>,
+    /// Read from `client_secret_file` at start.
+    #[serde(skip)]
+    pub client_secret: Option<Secret>,
     /// Scopes asked for at sign-in; must include `openid`. Defaults to `openid email profile`.
     /// Add the scope that makes your provider send groups (often `groups`) when rules name
     /// `group:NAME` reviewers.
@@ -117,6 +122,9 @@ impl ReviewConfig {
             ));
         }
         self.client_secret_file = self.client_secret_file.take().map(|f| dir.join(f));
+        if let Some(f) = &self.client_secret_file {
+            self.client_secret = Some(Secret::read(f, "the review app's client secret")?);
+        }
         let key = self
             .session_key_file
             .take()
@@ -163,9 +171,13 @@ fn is_loopback(url: &url::Url) -> bool {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<ReviewConfig, String> {
+    fn parse_in(dir: &Path, text: &str) -> Result<ReviewConfig, String> {
         let mut c: ReviewConfig = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        c.resolve(Path::new("/etc/pgwarden")).map(|()| c)
+        c.resolve(dir).map(|()| c)
+    }
+
+    fn parse(text: &str) -> Result<ReviewConfig, String> {
+        parse_in(Path::new("/etc/pgwarden"), text)
     }
 
     #[test]
@@ -178,12 +190,16 @@ mod tests {
         assert_eq!(c.session_key(), Path::new("/etc/pgwarden/review-session.key"));
         assert_eq!(c.client_secret_file, None);
 
-        let c = parse(
-            "issuer = \"http://127.0.0.1:9/\"\nclient_id = \"pgw\"\nclient_secret_file = \"s\"\n\
-             session_lifetime = \"30m\"\nscopes = [\"openid\", \"groups\"]\n",
-        )
-        .unwrap();
-        assert_eq!(c.client_secret_file.as_deref(), Some(Path::new("/etc/pgwarden/s")));
+        let dir = tempfile::tempdir().unwrap();
+        let config = "issuer = \"http://127.0.0.1:9/\"\nclient_id = \"pgw\"\nclient_secret_file = \"s\"\n\
+                      session_lifetime = \"30m\"\nscopes = [\"openid\", \"groups\"]\n";
+        let e = parse_in(dir.path(), config).unwrap_err();
+        assert!(e.contains("cannot read the review app's client secret"), "{e}");
+        std::fs::write(dir.path().join("s"), "sesame\n").unwrap();
+        let c = parse_in(dir.path(), config).unwrap();
+        assert_eq!(c.client_secret_file, Some(dir.path().join("s")));
+        assert_eq!(c.client_secret.as_ref().map(Secret::expose), Some("sesame"));
+        assert!(!format!("{c:?}").contains("sesame"), "never printed");
         assert_eq!(c.session_lifetime, Duration::from_secs(1800));
 
         for (text, says) in [

@@ -41,9 +41,9 @@ use self::{
 };
 use super::{TeamContext, view};
 use crate::{
-    approval::pending::{Decision, Listed, PendingError, Reviewer, State as Approval, same_secret},
+    approval::pending::{Decision, Listed, PendingError, Reviewer, State as Approval, same_person, same_secret},
     call::Surface,
-    channels::review::ReviewConfig,
+    channels::{Secret, review::ReviewConfig},
 };
 
 const JS: &str = include_str!("web/review.js");
@@ -55,8 +55,6 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 struct Web {
     ctx: Arc<TeamContext>,
     config: ReviewConfig,
-    /// The client secret (a confidential client), from `client_secret_file`.
-    secret: Option<String>,
     sealer: Sealer,
     provider: oidc::Shared,
     /// `<origin>/review/callback`.
@@ -66,9 +64,9 @@ struct Web {
 }
 
 /// The review app's routes when the config has `[review]` (none otherwise). Reads the session key
-/// (making it on first start) and the client secret now, so a bad file stops the server at start;
-/// the provider is asked for its endpoints at the first sign-in (and again while it cannot be
-/// reached).
+/// now (making it on first start), so a bad key file stops the server at start, as a bad client
+/// secret file does when the config is read; the provider is asked for its endpoints at the first
+/// sign-in (and again while it cannot be reached).
 pub fn router(ctx: Arc<TeamContext>) -> Result<Router, String> {
     let Some(config) = ctx.config.review.clone() else {
         return Ok(Router::new());
@@ -87,24 +85,11 @@ pub fn router(ctx: Arc<TeamContext>) -> Result<Router, String> {
         )
     })?;
     let sealer = Sealer::new(&key).map_err(|e| format!("[review]: the session key `{}`: {e}", key_file.display()))?;
-    let secret = match &config.client_secret_file {
-        None => None,
-        Some(f) => {
-            let s = std::fs::read_to_string(f)
-                .map_err(|e| format!("[review]: cannot read `client_secret_file` `{}`: {e}", f.display()))?;
-            let s = s.trim().to_string();
-            if s.is_empty() {
-                return Err(format!("[review]: `client_secret_file` `{}` is empty", f.display()));
-            }
-            Some(s)
-        }
-    };
     let web = Arc::new(Web {
         redirect_uri: format!("{}/review/callback", ctx.base),
         secure: ctx.base.starts_with("https://"),
         ctx,
         config,
-        secret,
         sealer,
         provider: oidc::Shared::new(),
     });
@@ -193,7 +178,7 @@ impl Web {
         oidc::Flow {
             config: &self.config,
             client: &self.ctx.client,
-            secret: self.secret.as_deref(),
+            secret: self.config.client_secret.as_ref().map(Secret::expose),
             redirect_uri: &self.redirect_uri,
         }
     }
@@ -202,7 +187,12 @@ impl Web {
 /// Where `s` stands on approval `a`.
 fn standing(a: &Listed, s: &Session) -> Standing {
     Standing {
-        requester: a.review.requester.as_deref() == Some(s.principal.as_str()),
+        // As the store judges it: the same person under another spelling is still the requester.
+        requester: a
+            .review
+            .requester
+            .as_deref()
+            .is_some_and(|r| same_person(r, &s.principal)),
         reviewer: a.review.team.names(&s.principal, &s.groups),
     }
 }
