@@ -5,6 +5,7 @@
 //! ([`console`]), policies edited by key ([`policy`]) and waiting for events ([`wait`]).
 #![allow(dead_code)] // each test binary uses part of the kit
 
+pub mod browser;
 pub mod console;
 pub mod http;
 pub mod mcp;
