@@ -184,6 +184,8 @@ pub(crate) fn audited_refusal(e: &PendingError) -> bool {
             | PendingError::NotAReviewer(_)
             | PendingError::WrongChannel(_)
             | PendingError::AlreadyVoted
+            // A decision about another version of the action than the one stored.
+            | PendingError::StaleHash
     )
 }
 

@@ -343,7 +343,7 @@ impl PgStore {
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM pgwarden.approvals WHERE owner = $1 AND state IN ('pending', 'approved') \
-                     AND deadline <= now() FOR UPDATE"
+                     AND deadline <= now() ORDER BY deadline FOR UPDATE"
                 ),
                 &[&owner],
             )
