@@ -329,3 +329,34 @@ async fn a_state_database_the_agent_can_reach_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(err.contains("is the database pgwarden serves"), "{err}");
 }
+
+/// However the URLs are spelled, the agent's own session must not see pgwarden's state tables.
+#[tokio::test]
+async fn pgwarden_tables_the_agents_session_can_see_are_refused_at_start() {
+    // The served database holds a `pgwarden` schema (it was once given as the state URL, say).
+    let db = TestDb::new("CREATE SCHEMA pgwarden; CREATE TABLE pgwarden.audit_head (one boolean);").await;
+    let state = TestDb::create_for_setup("").await;
+    let dir = tempfile::Builder::new()
+        .prefix("pgw-replicas-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    new_token(&dir.path().join("tokens.toml"), "alice", &[]).unwrap();
+    std::fs::write(
+        dir.path().join("http.toml"),
+        format!("resource = \"http://127.0.0.1/mcp\"\n{TOKENS}"),
+    )
+    .unwrap();
+    let out = TestServer::builder()
+        .database(&db)
+        .policy(POLICY)
+        .args(["--http", "127.0.0.1:0", "--http-config"])
+        .args([dir.path().join("http.toml")])
+        .args(["--state-url", &socket_dsn(OWNER, &state.name)])
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the agent's session sees pgwarden's state tables"),
+        "{err}"
+    );
+}

@@ -39,6 +39,11 @@ pub enum StateError {
          Give `--state-url` a database of its own that the agent's login cannot connect to"
     )]
     SameDatabase(String),
+    #[error(
+        "the agent's session sees pgwarden's state tables (`pgwarden.audit_head`) in the database it serves: its SQL could read or change \
+         approvals and the audit trail there. Keep the state database apart ({0}), and drop or revoke the `pgwarden` schema in the served database"
+    )]
+    Visible(String),
 }
 
 /// The state database: a pool for transactions, where to LISTEN, and the key that signs the trail.
@@ -156,7 +161,7 @@ pub async fn check_unseen(agent: &tokio_postgres::Client, state: &str) -> Result
             message: chain_of(&e),
         })?;
     if seen {
-        return Err(StateError::SameDatabase(state.to_string()));
+        return Err(StateError::Visible(state.to_string()));
     }
     Ok(())
 }
