@@ -46,20 +46,15 @@ fn team() -> Team {
 /// The Slack app, talking to the stand-in at `api`: bob and alice are dbas, carol is mapped but
 /// no dba, anyone else is looked up by e-mail (and dave@example.com is a dba).
 fn slack_config(api: &str) -> String {
-    format!(
-        r#"
-[slack]
-signing_secret_file = "slack-signing"
-bot_token_file = "slack-bot"
-api_base = "{api}/api"
-lookup_email = true
-[slack.users]
-U0BOB = {{ principal = "bob", groups = ["dba"] }}
-U0ALICE = {{ principal = "alice", groups = ["dba"] }}
+    common::team::slack_config(
+        api,
+        r#"[slack.users]
+U0BOB = { principal = "bob", groups = ["dba"] }
+U0ALICE = { principal = "alice", groups = ["dba"] }
 U0CAROL = "carol"
 [slack.groups]
 dba = ["dave@example.com"]
-"#
+"#,
     )
 }
 

@@ -30,16 +30,9 @@ fn policy(min: u32) -> String {
 /// The Slack app at the stand-in `api`: every user decides as their confirmed e-mail address
 /// (which pgwarden lower-cases), and those addresses are dbas.
 fn slack_config(api: &str) -> String {
-    format!(
-        r#"
-[slack]
-signing_secret_file = "slack-signing"
-bot_token_file = "slack-bot"
-api_base = "{api}/api"
-lookup_email = true
-[slack.groups]
-dba = ["alice@example.com", "bob@example.com", "carol@example.com"]
-"#
+    common::team::slack_config(
+        api,
+        "[slack.groups]\ndba = [\"alice@example.com\", \"bob@example.com\", \"carol@example.com\"]\n",
     )
 }
 

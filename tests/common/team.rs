@@ -237,6 +237,21 @@ impl Api {
     }
 }
 
+/// The `[slack]` table of the HTTP config for the app at the stand-in `api` (its secrets from
+/// [`Team::slack_secrets`], users looked up by e-mail), followed by `more` (`[slack.users]`,
+/// `[slack.groups]`).
+pub fn slack_config(api: &str, more: &str) -> String {
+    format!(
+        r#"
+[slack]
+signing_secret_file = "slack-signing"
+bot_token_file = "slack-bot"
+api_base = "{api}/api"
+lookup_email = true
+{more}"#
+    )
+}
+
 /// `X-Slack-Signature` as Slack computes it: HMAC-SHA256 of `v0:{ts}:{body}` with `secret`.
 pub fn slack_signature(secret: &str, ts: i64, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
