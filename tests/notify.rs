@@ -12,131 +12,70 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::{
     Era, TestDb, TestServer,
-    http::{HttpServer, call},
+    http::HttpServer,
     standin::{Seen, StandIn},
+    team::{
+        Api, SLACK_BOT as BOT, SLACK_SIGNING as SIGNING, Team, await_call, buttons, post_slack, slack_form, statuses,
+        team_policy,
+    },
     text,
 };
-use pgwarden::{audit::ApprovalRecord, auth::tokens::new_token};
-use rmcp::{RoleClient, service::RunningService};
+use pgwarden::audit::ApprovalRecord;
+use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
 
 const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text);
 INSERT INTO orders VALUES (1, 'open'), (2, 'open');";
 
-/// Slack's own example signing secret.
-const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-const BOT: &str = "xoxb-17-test-bot-token";
 /// A Standard Webhooks secret: `whsec_` and 32 random bytes.
 const WHSEC: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 /// Changes wait for a dba other than the requester, and are announced on `{notify}`.
 fn policy(notify: &str) -> String {
-    format!(
-        r#"
-[approval]
-wait_budget = "1s"
-
-[[rule]]
-id = "team-changes"
-effect = "approve"
-categories = ["write"]
-reviewers = ["group:dba"]
-notify = [{notify}]
-
-[[rule]]
-id = "reads"
-effect = "allow"
-categories = ["read"]
-"#
-    )
-}
-
-struct Team {
-    dir: tempfile::TempDir,
-    alice: String,
-    bob: String,
+    team_policy(&format!("notify = [{notify}]"))
 }
 
 /// Tokens for alice and bob, both dbas; the secrets the HTTP config names.
 fn team() -> Team {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-notify-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let file = dir.path().join("tokens.toml");
-    let alice = new_token(&file, "alice", &["dba".into()]).unwrap();
-    let bob = new_token(&file, "bob", &["dba".into()]).unwrap();
-    std::fs::write(dir.path().join("slack-signing"), format!("{SIGNING}\n")).unwrap();
-    std::fs::write(dir.path().join("slack-bot"), format!("{BOT}\n")).unwrap();
-    std::fs::write(dir.path().join("ops.whsec"), format!("{WHSEC}\n")).unwrap();
-    Team { dir, alice, bob }
+    let team = Team::new("pgw-notify-", &[("alice", &["dba"]), ("bob", &["dba"])]);
+    team.slack_secrets();
+    team.secret("ops.whsec", WHSEC);
+    team
 }
 
 /// The Slack app, talking to the stand-in at `api`: bob and alice are dbas, carol is mapped but
 /// no dba, anyone else is looked up by e-mail (and dave@example.com is a dba).
 fn slack_config(api: &str) -> String {
-    format!(
-        r#"
-[slack]
-signing_secret_file = "slack-signing"
-bot_token_file = "slack-bot"
-api_base = "{api}/api"
-lookup_email = true
-[slack.users]
-U0BOB = {{ principal = "bob", groups = ["dba"] }}
-U0ALICE = {{ principal = "alice", groups = ["dba"] }}
+    common::team::slack_config(
+        api,
+        r#"[slack.users]
+U0BOB = { principal = "bob", groups = ["dba"] }
+U0ALICE = { principal = "alice", groups = ["dba"] }
 U0CAROL = "carol"
 [slack.groups]
 dba = ["dave@example.com"]
-"#
+"#,
     )
 }
 
 async fn start(db: &TestDb, team: &Team, policy: &str, config: &str) -> HttpServer {
-    let builder = TestServer::builder().database(db).policy(policy);
-    let config = format!("[tokens]\nfile = \"tokens.toml\"\n{config}");
-    HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", &config).await
+    team.serve(TestServer::builder().database(db).policy(policy), config)
+        .await
 }
-
-async fn statuses(db: &TestDb) -> Vec<String> {
-    db.column("SELECT status FROM orders ORDER BY id").await
-}
-
-type Client = RunningService<RoleClient, ()>;
 
 /// Alice's change, pending: its approval id.
-async fn pending(alice: &Client, sql: &str) -> String {
-    let r = alice
-        .call_tool(call("query", json!({ "sql": sql, "intent": "ship the order" })))
-        .await
-        .unwrap();
-    let p = r.structured_content.clone().unwrap_or_else(|| panic!("{}", text(&r)));
-    assert_eq!(p["status"], "pending_approval", "{p}");
-    p["approval_id"].as_str().unwrap().to_string()
+async fn pending(alice: &Peer<RoleClient>, sql: &str) -> String {
+    common::team::pending(alice, sql, Some("ship the order")).await
 }
 
-/// `pgwarden_await` by alice.
-async fn await_(alice: &Client, id: &str, wait: u64) -> (bool, Value, String) {
-    let r = alice
-        .call_tool(call(
-            "pgwarden_await",
-            json!({ "approval_id": id, "wait_seconds": wait }),
-        ))
-        .await
-        .unwrap();
+/// `pgwarden_await` by alice: whether it failed, its structured result, its text.
+async fn await_(alice: &Peer<RoleClient>, id: &str, wait: u64) -> (bool, Value, String) {
+    let r = await_call(alice, id, wait).await;
     (
         r.is_error == Some(true),
         r.structured_content.clone().unwrap_or_default(),
         text(&r),
     )
-}
-
-/// `X-Slack-Signature` as Slack computes it.
-fn slack_signature(secret: &str, ts: i64, body: &str) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, format!("v0:{ts}:{body}").as_bytes());
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("v0={hex}")
 }
 
 /// A click on a message button by Slack user `user`, as Slack sends it.
@@ -156,38 +95,11 @@ fn button(user: &str, action: &str, value: &str, response_url: &str) -> Value {
 
 /// POSTs `payload` to pgwarden's interactivity endpoint, signed with `secret` at `ts`.
 async fn to_slack_endpoint(s: &HttpServer, payload: &Value, secret: &str, ts: i64) -> (u16, String) {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &payload.to_string())
-        .finish();
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/slack/interactivity", s.port()))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header("x-slack-signature", slack_signature(secret, ts, &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    post_slack(s, slack_form(payload), "application/x-www-form-urlencoded", secret, ts).await
 }
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-/// The message's buttons: action id → value.
-fn buttons(message: &Value) -> std::collections::BTreeMap<String, String> {
-    message["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["type"] == "actions")
-        .flat_map(|b| b["elements"].as_array().unwrap().clone())
-        .map(|e| {
-            let v = e["value"].as_str().or(e["url"].as_str()).unwrap_or_default();
-            (e["action_id"].as_str().unwrap().to_string(), v.to_string())
-        })
-        .collect()
 }
 
 /// The approval records the server's trail holds.
@@ -481,17 +393,12 @@ async fn webhook_events_are_signed_and_a_failed_delivery_is_retried_with_the_sam
     );
 
     // Bob approves through the API; alice's await runs it.
-    let api = format!("http://127.0.0.1:{}/api/v1/approvals/{id}", s.port());
-    let http = reqwest::Client::new();
+    let api = Api::of(&s);
     let hash = created["data"]["action_hash"].as_str().unwrap();
-    let r = http
-        .post(format!("{api}/decision"))
-        .bearer_auth(&team.bob)
-        .json(&json!({ "decision": "approve", "action_hash": hash }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (status, answer) = api
+        .decide(&team.bob, &id, json!({ "decision": "approve", "action_hash": hash }))
+        .await;
+    assert_eq!(status, 200, "{answer}");
     let (failed, out, said) = await_(&alice, &id, 10).await;
     assert!(!failed && out["executed"] == json!(true), "{said}");
 
@@ -513,15 +420,7 @@ async fn webhook_events_are_signed_and_a_failed_delivery_is_retried_with_the_sam
 
     // The delivery record, as the approvals API shows it.
     let record = common::eventually(Duration::from_secs(10), "the delivery records", async || {
-        let a: Value = http
-            .get(&api)
-            .bearer_auth(&team.bob)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let (_, a) = api.show(&team.bob, &id).await;
         let r = a["notifications"]["webhook:ops"].clone();
         (r["approval.executed"]["status"] == "delivered").then_some(r)
     })
@@ -594,23 +493,10 @@ async fn teams_gets_an_adaptive_card_with_the_packet_and_a_link_to_the_review_ap
     assert_eq!(open["url"], format!("http://127.0.0.1/review/approvals/{id}"));
 
     // Decided through the API: a second card says so.
-    let a: Value = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{}/api/v1/approvals/{id}", s.port()))
-        .bearer_auth(&team.bob)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/v1/approvals/{id}/decision", s.port()))
-        .bearer_auth(&team.bob)
-        .json(&json!({ "decision": "deny", "action_hash": a["action_hash"], "reason": "not today" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = Api::of(&s)
+        .decide_shown(&team.bob, &id, "deny", Some("not today"))
+        .await;
+    assert_eq!(status, 200);
     let second = teams
         .nth(2, "/workflows/8b7e1f0c/triggers/manual/paths/invoke", |_| true)
         .await;
@@ -641,8 +527,7 @@ async fn a_slack_click_on_one_replica_decides_what_another_posted_and_both_updat
                 "--audit-key",
             ])
             .args([team.dir.path().join("audit-signing.key")]);
-        let config = format!("[tokens]\nfile = \"tokens.toml\"\n{}", slack_config(&slack.url));
-        HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", &config).await
+        team.serve(builder, &slack_config(&slack.url)).await
     };
     let (first, second) = (replica().await, replica().await);
     let alice = first.connect((), &team.alice, Era::Legacy).await;

@@ -6,7 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{OWNER, TestDb, TestServer, http::HttpServer, http::call, socket_dsn, text};
+use common::{
+    OWNER, TestDb, TestServer,
+    http::HttpServer,
+    socket_dsn,
+    team::{Api, Team, awaited, team_policy},
+};
 use pgwarden::auth::tokens::new_token;
 use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
@@ -14,120 +19,62 @@ use serde_json::{Value, json};
 const SETUP: &str = "CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL);
 INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g;";
 
-/// Changes wait for a dba other than the requester; the call returns pending at once.
-const POLICY: &str = r#"
-[approval]
-wait_budget = "1s"
-
-[[rule]]
-id = "team-changes"
-effect = "approve"
-categories = ["write"]
-reviewers = ["group:dba"]
-
-[[rule]]
-id = "reads"
-effect = "allow"
-categories = ["read"]
-"#;
-
 const TOKENS: &str = "[tokens]\nfile = \"tokens.toml\"\n";
 
 /// Two replicas sharing a state database, a token file, the state key and the audit key.
 struct Pair {
-    dir: tempfile::TempDir,
+    team: Team,
     db: TestDb,
     state_url: String,
-    alice: String,
-    bob: String,
     a: HttpServer,
     b: HttpServer,
 }
 
-async fn replica(db: &TestDb, dir: &std::path::Path, state_url: &str, policy: &str) -> HttpServer {
+impl Pair {
+    fn dir(&self) -> &std::path::Path {
+        self.team.path()
+    }
+}
+
+async fn replica(db: &TestDb, team: &Team, state_url: &str, policy: &str) -> HttpServer {
     let builder = TestServer::builder()
         .database(db)
         .policy(policy)
         .args(["--state-url", state_url, "--audit-key"])
-        .args([dir.join("audit-signing.key")]);
-    HttpServer::start(builder, dir, "http://127.0.0.1/mcp", TOKENS).await
+        .args([team.path().join("audit-signing.key")]);
+    team.serve(builder, "").await
 }
 
 async fn pair() -> Pair {
-    pair_with(POLICY).await
+    pair_with(&team_policy("")).await
 }
 
 async fn pair_with(policy: &str) -> Pair {
     let db = TestDb::new(SETUP).await;
     let state = TestDb::create_for_setup("").await;
     let state_url = socket_dsn(OWNER, &state.name);
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-replicas-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let file = dir.path().join("tokens.toml");
-    let alice = new_token(&file, "alice", &["dba".into()]).unwrap();
-    let bob = new_token(&file, "bob", &["dba".into()]).unwrap();
-    let a = replica(&db, dir.path(), &state_url, policy).await;
-    let b = replica(&db, dir.path(), &state_url, policy).await;
+    let team = Team::new("pgw-replicas-", &[("alice", &["dba"]), ("bob", &["dba"])]);
+    let a = replica(&db, &team, &state_url, policy).await;
+    let b = replica(&db, &team, &state_url, policy).await;
     Pair {
-        dir,
+        team,
         db,
         state_url,
-        alice,
-        bob,
         a,
         b,
     }
 }
 
-fn base(s: &HttpServer) -> String {
-    format!("http://127.0.0.1:{}", s.port())
-}
-
 /// Alice's UPDATE of counter `id`, pending: its approval id.
 async fn pending_update(client: &Peer<RoleClient>, id: i32) -> String {
     let sql = format!("UPDATE counters SET n = n + 1 WHERE id = {id}");
-    let r = client.call_tool(call("query", json!({ "sql": sql }))).await.unwrap();
-    let pending = r.structured_content.clone().unwrap_or_else(|| panic!("{}", text(&r)));
-    assert_eq!(pending["status"], "pending_approval", "{pending}");
-    pending["approval_id"].as_str().unwrap().to_string()
+    common::team::pending(client, &sql, None).await
 }
 
-/// A reviewer's decision through the approvals API of `server`: the status and the body.
+/// A reviewer's decision through the approvals API of `server`, on the hash it shows them: the
+/// status and the body.
 async fn decide(server: &HttpServer, token: &str, id: &str, decision: &str) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let shown: Value = http
-        .get(format!("{}/api/v1/approvals/{id}", base(server)))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let hash = shown["action_hash"].as_str().unwrap_or_else(|| panic!("{shown}"));
-    let r = http
-        .post(format!("{}/api/v1/approvals/{id}/decision", base(server)))
-        .bearer_auth(token)
-        .json(&json!({ "decision": decision, "action_hash": hash }))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-async fn await_call(client: &Peer<RoleClient>, id: &str, wait: u64) -> Value {
-    let r = client
-        .call_tool(call(
-            "pgwarden_await",
-            json!({ "approval_id": id, "wait_seconds": wait }),
-        ))
-        .await
-        .unwrap();
-    r.structured_content
-        .clone()
-        .unwrap_or_else(|| json!({ "text": text(&r), "is_error": r.is_error }))
+    Api::of(server).decide_shown(token, id, decision, None).await
 }
 
 async fn counter(db: &TestDb, id: i32) -> i32 {
@@ -139,7 +86,7 @@ async fn counter(db: &TestDb, id: i32) -> i32 {
 fn verify(p: &Pair) -> std::process::Output {
     std::process::Command::new(common::BIN)
         .args(["audit", "verify", "--state-url", &p.state_url, "--key"])
-        .arg(p.dir.path().join("audit-signing.key.pub"))
+        .arg(p.dir().join("audit-signing.key.pub"))
         .output()
         .unwrap()
 }
@@ -147,11 +94,11 @@ fn verify(p: &Pair) -> std::process::Output {
 #[tokio::test]
 async fn created_on_one_replica_approved_through_the_other_runs_once() {
     let p = pair().await;
-    let alice_a = p.a.connect((), &p.alice, common::Era::Legacy).await;
+    let alice_a = p.a.connect((), &p.team.alice, common::Era::Legacy).await;
     let id = pending_update(&alice_a, 1).await;
 
     // Alice may not approve her own call, on either replica; the refusal is in the shared trail.
-    let (status, body) = decide(&p.b, &p.alice, &id, "approve").await;
+    let (status, body) = decide(&p.b, &p.team.alice, &id, "approve").await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("nobody approves their own"),
@@ -163,13 +110,13 @@ async fn created_on_one_replica_approved_through_the_other_runs_once() {
         let alice_a = alice_a.peer().clone();
         let id = id.clone();
         async move {
-            let r = await_call(&alice_a, &id, 30).await;
+            let r = awaited(&alice_a, &id, 30).await;
             (r, Instant::now())
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let decided = Instant::now();
-    let (status, body) = decide(&p.b, &p.bob, &id, "approve").await;
+    let (status, body) = decide(&p.b, &p.team.bob, &id, "approve").await;
     assert_eq!(status, 200, "{body}");
     let (r, ran) = waiting.await.unwrap();
     assert_eq!(r["executed"], json!(true), "{r}");
@@ -180,15 +127,15 @@ async fn created_on_one_replica_approved_through_the_other_runs_once() {
     assert_eq!(counter(&p.db, 1).await, 1);
 
     // Awaiting again, on the other replica this time, does not run it again.
-    let alice_b = p.b.connect((), &p.alice, common::Era::Legacy).await;
-    let again = await_call(&alice_b, &id, 0).await;
+    let alice_b = p.b.connect((), &p.team.alice, common::Era::Legacy).await;
+    let again = awaited(&alice_b, &id, 0).await;
     assert_ne!(again["executed"], json!(true), "{again}");
     assert_eq!(counter(&p.db, 1).await, 1);
 
     let out = verify(&p);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
-    let export = p.dir.path().join("export.jsonl");
+    let export = p.dir().join("export.jsonl");
     let out = std::process::Command::new(common::BIN)
         .args(["audit", "export", "--state-url", &p.state_url, "--out"])
         .arg(&export)
@@ -232,7 +179,7 @@ async fn created_on_one_replica_approved_through_the_other_runs_once() {
         .args(["audit", "verify"])
         .arg(&export)
         .arg("--key")
-        .arg(p.dir.path().join("audit-signing.key.pub"))
+        .arg(p.dir().join("audit-signing.key.pub"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
@@ -241,15 +188,15 @@ async fn created_on_one_replica_approved_through_the_other_runs_once() {
 #[tokio::test]
 async fn both_replicas_racing_to_claim_run_each_approval_exactly_once() {
     let p = pair().await;
-    let alice_a = p.a.connect((), &p.alice, common::Era::Legacy).await;
-    let alice_b = p.b.connect((), &p.alice, common::Era::Legacy).await;
+    let alice_a = p.a.connect((), &p.team.alice, common::Era::Legacy).await;
+    let alice_b = p.b.connect((), &p.team.alice, common::Era::Legacy).await;
     const ROUNDS: i32 = 10;
     let mut winners = [0, 0];
     for id in 1..=ROUNDS {
         let approval = pending_update(&alice_a, id).await;
-        let (status, body) = decide(&p.a, &p.bob, &approval, "approve").await;
+        let (status, body) = decide(&p.a, &p.team.bob, &approval, "approve").await;
         assert_eq!(status, 200, "{body}");
-        let (on_a, on_b) = tokio::join!(await_call(&alice_a, &approval, 5), await_call(&alice_b, &approval, 5));
+        let (on_a, on_b) = tokio::join!(awaited(&alice_a, &approval, 5), awaited(&alice_b, &approval, 5));
         let ran = [&on_a, &on_b].map(|r| r["executed"] == json!(true));
         assert_eq!(ran.iter().filter(|r| **r).count(), 1, "round {id}: {on_a} / {on_b}");
         winners[usize::from(ran[1])] += 1;
@@ -265,7 +212,7 @@ async fn both_replicas_racing_to_claim_run_each_approval_exactly_once() {
 #[tokio::test]
 async fn a_replica_killed_mid_approval_loses_nothing() {
     let p = pair().await;
-    let alice_a = p.a.connect((), &p.alice, common::Era::Legacy).await;
+    let alice_a = p.a.connect((), &p.team.alice, common::Era::Legacy).await;
     let id = pending_update(&alice_a, 3).await;
     let pid = p.a.raw.pid();
     let killed = std::process::Command::new("kill")
@@ -274,10 +221,10 @@ async fn a_replica_killed_mid_approval_loses_nothing() {
         .unwrap();
     assert!(killed.success());
     // B still shows it, Bob approves it there, and Alice's await on B runs it.
-    let (status, body) = decide(&p.b, &p.bob, &id, "approve").await;
+    let (status, body) = decide(&p.b, &p.team.bob, &id, "approve").await;
     assert_eq!(status, 200, "{body}");
-    let alice_b = p.b.connect((), &p.alice, common::Era::Legacy).await;
-    let r = await_call(&alice_b, &id, 10).await;
+    let alice_b = p.b.connect((), &p.team.alice, common::Era::Legacy).await;
+    let r = awaited(&alice_b, &id, 10).await;
     assert_eq!(r["executed"], json!(true), "{r}");
     assert_eq!(counter(&p.db, 3).await, 1);
     let out = verify(&p);
@@ -288,15 +235,16 @@ async fn a_replica_killed_mid_approval_loses_nothing() {
 /// deadline passed it is never run, on any replica.
 #[tokio::test]
 async fn an_approval_past_its_deadline_is_run_by_no_replica() {
-    let p = pair_with(&POLICY.replace("wait_budget = \"1s\"", "wait_budget = \"1s\"\napproved_ttl = \"1s\"")).await;
-    let alice_a = p.a.connect((), &p.alice, common::Era::Legacy).await;
-    let alice_b = p.b.connect((), &p.alice, common::Era::Legacy).await;
+    let p = pair_with(&team_policy("").replace("wait_budget = \"1s\"", "wait_budget = \"1s\"\napproved_ttl = \"1s\""))
+        .await;
+    let alice_a = p.a.connect((), &p.team.alice, common::Era::Legacy).await;
+    let alice_b = p.b.connect((), &p.team.alice, common::Era::Legacy).await;
     let id = pending_update(&alice_a, 5).await;
-    let (status, body) = decide(&p.b, &p.bob, &id, "approve").await;
+    let (status, body) = decide(&p.b, &p.team.bob, &id, "approve").await;
     assert_eq!(status, 200, "{body}");
     // The approved call waits for its await for one second, then no longer counts.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (on_a, on_b) = tokio::join!(await_call(&alice_a, &id, 0), await_call(&alice_b, &id, 0));
+    let (on_a, on_b) = tokio::join!(awaited(&alice_a, &id, 0), awaited(&alice_b, &id, 0));
     for r in [&on_a, &on_b] {
         assert_ne!(r["executed"], json!(true), "{r}");
         assert!(r.to_string().contains("expired"), "{r}");
@@ -320,7 +268,7 @@ async fn a_state_database_the_agent_can_reach_is_refused_at_start() {
     // The served database itself, reached as another login.
     let out = TestServer::builder()
         .database(&db)
-        .policy(POLICY)
+        .policy(team_policy(""))
         .args(["--http", "127.0.0.1:0", "--http-config"])
         .args([dir.path().join("http.toml")])
         .args(["--state-url", &socket_dsn(OWNER, &db.name)])

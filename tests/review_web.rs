@@ -14,8 +14,9 @@ use std::time::Duration;
 use common::{
     Era, TestDb, TestServer,
     browser::Browser,
-    http::{HttpServer, call},
+    http::HttpServer,
     oidc::Oidc,
+    team::{asked, await_call},
     text,
 };
 use pgwarden::auth::tokens::new_token;
@@ -144,12 +145,7 @@ impl Setup {
     async fn alice_asks(&self, id: u32) -> (rmcp::service::RunningService<rmcp::RoleClient, ()>, String, String) {
         let alice = self.server.connect((), &self.alice, Era::Legacy).await;
         let sql = format!("UPDATE orders SET status = 'shipped', touched = touched + 1 WHERE id = {id}");
-        let r = alice
-            .call_tool(call("query", json!({ "sql": sql, "intent": INTENT })))
-            .await
-            .unwrap();
-        let pending = r.structured_content.clone().unwrap_or_else(|| panic!("{}", text(&r)));
-        assert_eq!(pending["status"], "pending_approval", "{pending}");
+        let pending = asked(&alice, &sql, Some(INTENT)).await;
         let approval = pending["approval_id"].as_str().unwrap().to_string();
         let fingerprint = pending["fingerprint"].as_str().unwrap().to_string();
         (alice, approval, fingerprint)
@@ -197,20 +193,6 @@ impl Setup {
             .map(|a| (a.decided_by.unwrap_or_default(), a.reason.unwrap_or_default()))
             .collect()
     }
-}
-
-async fn await_call(
-    alice: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
-    approval: &str,
-    wait: u64,
-) -> rmcp::model::CallToolResult {
-    alice
-        .call_tool(call(
-            "pgwarden_await",
-            json!({ "approval_id": approval, "wait_seconds": wait }),
-        ))
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

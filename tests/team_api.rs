@@ -6,14 +6,14 @@
 
 mod common;
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use common::{
     Era, TestDb, TestServer,
-    http::{HttpServer, call},
-    text,
+    http::HttpServer,
+    team::{Api, Team, statuses},
 };
-use pgwarden::auth::tokens::new_token;
+use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
 
 const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text);
@@ -37,144 +37,31 @@ effect = "allow"
 categories = ["read", "export"]
 "#;
 
-const TOKENS: &str = "[tokens]\nfile = \"tokens.toml\"\n";
-
-/// A token file with alice and carol (group `dba`), bob (no groups) and dave (group `ops`, which
-/// no rule names), and each one's token, also in `<name>.token` (mode 0600) for the CLI.
-struct Team {
-    dir: tempfile::TempDir,
-    alice: String,
-    bob: String,
-    carol: String,
-    dave: String,
-}
-
-impl Team {
-    fn new() -> Team {
-        let dir = tempfile::Builder::new()
-            .prefix("pgw-team-api-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let file = dir.path().join("tokens.toml");
-        let token = |name: &str, groups: &[&str]| {
-            let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
-            let t = new_token(&file, name, &groups).unwrap();
-            let path = dir.path().join(format!("{name}.token"));
-            std::fs::write(&path, format!("{t}\n")).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-            t
-        };
-        let (alice, bob, carol, dave) = (
-            token("alice", &["dba"]),
-            token("bob", &[]),
-            token("carol", &["dba"]),
-            token("dave", &["ops"]),
-        );
-        Team {
-            dir,
-            alice,
-            bob,
-            carol,
-            dave,
-        }
-    }
-
-    fn token_file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.token"))
-    }
+/// Alice and carol (group `dba`), bob (no groups) and dave (group `ops`, which no rule names).
+fn team() -> Team {
+    Team::new(
+        "pgw-team-api-",
+        &[
+            ("alice", &["dba"]),
+            ("bob", &[]),
+            ("carol", &["dba"]),
+            ("dave", &["ops"]),
+        ],
+    )
 }
 
 async fn server(db: &TestDb, team: &Team, policy: &str) -> HttpServer {
-    let builder = TestServer::builder().database(db).policy(policy);
-    HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", TOKENS).await
-}
-
-async fn statuses(db: &TestDb) -> Vec<String> {
-    db.column("SELECT status FROM orders ORDER BY id").await
-}
-
-/// The approvals API of `s`, spoken with reqwest as any reviewer's tool would.
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn of(s: &HttpServer) -> Api {
-        Api {
-            base: format!("http://127.0.0.1:{}/api/v1", s.port()),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The approval `id` as `token`'s owner sees it.
-    async fn approval(&self, token: &str, id: &str) -> Value {
-        let (status, a) = self.get(token, &format!("/approvals/{id}")).await;
-        assert_eq!(status, 200, "{a}");
-        a
-    }
-
-    /// Posts a decision on `id` as `token`'s owner: the status and the answer.
-    async fn decide(&self, token: &str, id: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/approvals/{id}/decision", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Decides `id` as `token`'s owner on the action hash the API shows them.
-    async fn decide_shown(&self, token: &str, id: &str, decision: &str, reason: Option<&str>) -> (u16, Value) {
-        let hash = self.approval(token, id).await["action_hash"].clone();
-        let body = json!({ "decision": decision, "action_hash": hash, "reason": reason });
-        self.decide(token, id, body).await
-    }
+    team.serve(TestServer::builder().database(db).policy(policy), "").await
 }
 
 /// Alice asks for `sql` with a client that shows no prompts: the id of the pending approval.
-async fn alice_asks<H: rmcp::ClientHandler>(
-    alice: &rmcp::service::RunningService<rmcp::RoleClient, H>,
-    sql: &str,
-) -> String {
-    let r = alice
-        .call_tool(call("query", json!({ "sql": sql, "intent": "ship order 1" })))
-        .await
-        .unwrap();
-    let pending = r.structured_content.clone().unwrap_or_else(|| panic!("{}", text(&r)));
-    assert_eq!(pending["status"], "pending_approval", "{pending}");
-    pending["approval_id"].as_str().unwrap().to_string()
+async fn alice_asks(alice: &Peer<RoleClient>, sql: &str) -> String {
+    common::team::pending(alice, sql, Some("ship order 1")).await
 }
 
 /// Alice's `pgwarden_await` of `id`, waiting at most `wait` seconds: its structured result.
-async fn alice_awaits<H: rmcp::ClientHandler>(
-    alice: &rmcp::service::RunningService<rmcp::RoleClient, H>,
-    id: &str,
-    wait: u64,
-) -> Value {
-    let r = alice
-        .call_tool(call(
-            "pgwarden_await",
-            json!({ "approval_id": id, "wait_seconds": wait }),
-        ))
-        .await
-        .unwrap();
-    r.structured_content.clone().unwrap_or_else(|| panic!("{}", text(&r)))
+async fn alice_awaits(alice: &Peer<RoleClient>, id: &str, wait: u64) -> Value {
+    common::team::awaited(alice, id, wait).await
 }
 
 /// The refusals of deciding `id` in the server's trail: (decided_by, reason).
@@ -218,7 +105,7 @@ async fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 #[tokio::test]
 async fn a_call_waits_until_bob_approves_through_the_api_and_runs_once() {
     let db = TestDb::new(SETUP).await;
-    let team = Team::new();
+    let team = team();
     let s = server(&db, &team, POLICY).await;
     let api = Api::of(&s);
     let alice = s.connect((), &team.alice, Era::Legacy).await;
@@ -283,7 +170,7 @@ async fn a_call_waits_until_bob_approves_through_the_api_and_runs_once() {
 #[tokio::test]
 async fn alice_cannot_approve_her_own_call_through_the_api_or_the_cli() {
     let db = TestDb::new(SETUP).await;
-    let team = Team::new();
+    let team = team();
     let s = server(&db, &team, POLICY).await;
     let api = Api::of(&s);
     let alice = s.connect((), &team.alice, Era::Legacy).await;
@@ -339,7 +226,7 @@ async fn alice_cannot_approve_her_own_call_through_the_api_or_the_cli() {
 #[tokio::test]
 async fn two_approvals_need_two_different_people() {
     let db = TestDb::new(SETUP).await;
-    let team = Team::new();
+    let team = team();
     let policy = POLICY.replace(
         "reviewers = [\"bob\", \"group:dba\"]",
         "reviewers = [\"bob\", \"group:dba\"]\nmin_approvals = 2",
@@ -405,7 +292,7 @@ async fn two_approvals_need_two_different_people() {
 #[tokio::test]
 async fn a_reviewer_the_rule_does_not_name_is_refused_and_a_denial_ends_it() {
     let db = TestDb::new(SETUP).await;
-    let team = Team::new();
+    let team = team();
     let s = server(&db, &team, POLICY).await;
     let api = Api::of(&s);
     let alice = s.connect((), &team.alice, Era::Legacy).await;
@@ -457,7 +344,7 @@ async fn a_reviewer_the_rule_does_not_name_is_refused_and_a_denial_ends_it() {
 #[tokio::test]
 async fn a_stale_hash_is_refused_and_the_openapi_document_describes_what_is_served() {
     let db = TestDb::new(SETUP).await;
-    let team = Team::new();
+    let team = team();
     let s = server(&db, &team, POLICY).await;
     let api = Api::of(&s);
     let alice = s.connect((), &team.alice, Era::Legacy).await;
@@ -560,7 +447,7 @@ async fn a_stale_hash_is_refused_and_the_openapi_document_describes_what_is_serv
 #[tokio::test]
 async fn the_cli_lists_shows_and_approves_with_a_token_from_a_file_never_from_argv() {
     let db = TestDb::new(SETUP).await;
-    let team = Team::new();
+    let team = team();
     let s = server(&db, &team, POLICY).await;
     let alice = s.connect((), &team.alice, Era::Legacy).await;
     let id = alice_asks(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 1").await;

@@ -8,57 +8,31 @@ mod common;
 
 use common::{
     Era, OWNER, TestDb, TestServer,
-    http::{HttpServer, call},
+    http::HttpServer,
     socket_dsn,
     standin::StandIn,
-    text,
+    team::{
+        Api, SLACK_BOT as BOT, SLACK_SIGNING as SIGNING, Team, awaited, buttons, pending, post_slack, slack_form,
+        team_policy,
+    },
 };
-use pgwarden::auth::tokens::new_token;
+use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
 
 const SETUP: &str = "CREATE TABLE orders (id int PRIMARY KEY, status text);
 INSERT INTO orders VALUES (1, 'open'), (2, 'open');";
 
-/// Slack's own example signing secret.
-const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-const BOT: &str = "xoxb-17-test-bot-token";
-
 /// Changes wait for `min` dbas other than the requester, announced in Slack.
 fn policy(min: u32) -> String {
-    format!(
-        r##"
-[approval]
-wait_budget = "1s"
-
-[[rule]]
-id = "team-changes"
-effect = "approve"
-categories = ["write"]
-reviewers = ["group:dba"]
-min_approvals = {min}
-notify = ["slack:#db-approvals"]
-
-[[rule]]
-id = "reads"
-effect = "allow"
-categories = ["read"]
-"##
-    )
+    team_policy(&format!("min_approvals = {min}\nnotify = [\"slack:#db-approvals\"]"))
 }
 
 /// The Slack app at the stand-in `api`: every user decides as their confirmed e-mail address
 /// (which pgwarden lower-cases), and those addresses are dbas.
 fn slack_config(api: &str) -> String {
-    format!(
-        r#"
-[slack]
-signing_secret_file = "slack-signing"
-bot_token_file = "slack-bot"
-api_base = "{api}/api"
-lookup_email = true
-[slack.groups]
-dba = ["alice@example.com", "bob@example.com", "carol@example.com"]
-"#
+    common::team::slack_config(
+        api,
+        "[slack.groups]\ndba = [\"alice@example.com\", \"bob@example.com\", \"carol@example.com\"]\n",
     )
 }
 
@@ -74,26 +48,18 @@ fn slack_users() -> Value {
 
 /// A directory with the Slack secrets and a token file whose principals are e-mail addresses
 /// spelled as the identity provider (or the operator) spells them: `Alice@Example.com`.
-struct Team {
-    dir: tempfile::TempDir,
-    alice: String,
-    bob: String,
-    carol: String,
-}
-
 fn team() -> Team {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-team-attacks-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let file = dir.path().join("tokens.toml");
-    let dba = ["dba".to_string()];
-    let alice = new_token(&file, "Alice@Example.com", &dba).unwrap();
-    let bob = new_token(&file, "Bob@Example.com", &dba).unwrap();
-    let carol = new_token(&file, "carol@example.com", &dba).unwrap();
-    std::fs::write(dir.path().join("slack-signing"), format!("{SIGNING}\n")).unwrap();
-    std::fs::write(dir.path().join("slack-bot"), format!("{BOT}\n")).unwrap();
-    Team { dir, alice, bob, carol }
+    let dba: &[&str] = &["dba"];
+    let team = Team::new(
+        "pgw-team-attacks-",
+        &[
+            ("Alice@Example.com", dba),
+            ("Bob@Example.com", dba),
+            ("carol@example.com", dba),
+        ],
+    );
+    team.slack_secrets();
+    team
 }
 
 async fn start(db: &TestDb, team: &Team, policy: &str, slack: &StandIn, state: Option<&str>) -> HttpServer {
@@ -101,58 +67,20 @@ async fn start(db: &TestDb, team: &Team, policy: &str, slack: &StandIn, state: O
     if let Some(url) = state {
         builder = builder.args(["--state-url", url]);
     }
-    let config = format!("[tokens]\nfile = \"tokens.toml\"\n{}", slack_config(&slack.url));
-    HttpServer::start(builder, team.dir.path(), "http://127.0.0.1/mcp", &config).await
+    team.serve(builder, &slack_config(&slack.url)).await
 }
 
-type Client = rmcp::service::RunningService<rmcp::RoleClient, ()>;
-
-async fn pending(alice: &Client, sql: &str) -> String {
-    let r = alice.call_tool(call("query", json!({ "sql": sql }))).await.unwrap();
-    let p = r.structured_content.clone().unwrap_or_else(|| panic!("{}", text(&r)));
-    assert_eq!(p["status"], "pending_approval", "{p}");
-    p["approval_id"].as_str().unwrap().to_string()
-}
-
-async fn await_(alice: &Client, id: &str) -> Value {
-    let r = alice
-        .call_tool(call("pgwarden_await", json!({ "approval_id": id, "wait_seconds": 0 })))
-        .await
-        .unwrap();
-    r.structured_content
-        .clone()
-        .unwrap_or_else(|| json!({ "text": text(&r), "is_error": r.is_error }))
-}
-
-fn slack_signature(secret: &str, ts: i64, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut signed = format!("v0:{ts}:").into_bytes();
-    signed.extend_from_slice(body);
-    let tag = ring::hmac::sign(&key, &signed);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("v0={hex}")
+async fn await_(alice: &Peer<RoleClient>, id: &str) -> Value {
+    awaited(alice, id, 0).await
 }
 
 /// POSTs `body` to the interactivity endpoint, signed with the app's secret now.
 async fn to_slack_raw(s: &HttpServer, body: Vec<u8>, content_type: &str) -> (u16, String) {
-    let ts = chrono::Utc::now().timestamp();
-    let r = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/slack/interactivity", s.port()))
-        .header("content-type", content_type)
-        .header("x-slack-request-timestamp", ts.to_string())
-        .header("x-slack-signature", slack_signature(SIGNING, ts, &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    post_slack(s, body, content_type, SIGNING, chrono::Utc::now().timestamp()).await
 }
 
 async fn to_slack(s: &HttpServer, payload: &Value) -> (u16, String) {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &payload.to_string())
-        .finish();
-    to_slack_raw(s, body.into_bytes(), "application/x-www-form-urlencoded").await
+    to_slack_raw(s, slack_form(payload), "application/x-www-form-urlencoded").await
 }
 
 fn click(user: &str, action: &str, value: &str, respond: &str) -> Value {
@@ -169,66 +97,7 @@ fn click(user: &str, action: &str, value: &str, respond: &str) -> Value {
 /// The posted message's `approve` button value.
 async fn approve_value(slack: &StandIn) -> String {
     let m = slack.nth(1, "/api/chat.postMessage", |_| true).await.json();
-    m["blocks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["type"] == "actions")
-        .flat_map(|b| b["elements"].as_array().unwrap().clone())
-        .find(|e| e["action_id"] == "approve")
-        .and_then(|e| e["value"].as_str().map(str::to_string))
-        .unwrap()
-}
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn of(s: &HttpServer) -> Api {
-        Api {
-            base: format!("http://127.0.0.1:{}/api/v1", s.port()),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn show(&self, token: &str, id: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}/approvals/{id}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post_raw(&self, token: &str, id: &str, body: Vec<u8>, content_type: &str) -> (u16, String) {
-        let r = self
-            .http
-            .post(format!("{}/approvals/{id}/decision", self.base))
-            .bearer_auth(token)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    async fn decide(&self, token: &str, id: &str, body: Value) -> (u16, Value) {
-        let (status, text) = self
-            .post_raw(token, id, body.to_string().into_bytes(), "application/json")
-            .await;
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn approve(&self, token: &str, id: &str) -> (u16, Value) {
-        let (_, shown) = self.show(token, id).await;
-        let body = json!({ "decision": "approve", "action_hash": shown["action_hash"] });
-        self.decide(token, id, body).await
-    }
+    buttons(&m)["approve"].clone()
 }
 
 /// Found by the red team: the token (or OpenID `email` claim) spells alice `Alice@Example.com`,
@@ -241,7 +110,7 @@ async fn a_requester_cannot_approve_her_own_call_in_slack_under_another_spelling
     let slack = StandIn::slack(BOT, slack_users()).await;
     let s = start(&db, &team, &policy(1), &slack, None).await;
     let alice = s.connect((), &team.alice, Era::Legacy).await;
-    let id = pending(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 1").await;
+    let id = pending(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 1", None).await;
     let value = approve_value(&slack).await;
 
     let respond = format!("{}/respond/alice", slack.url);
@@ -275,7 +144,7 @@ async fn one_reviewer_does_not_count_twice_through_the_api_and_slack() {
     let s = start(&db, &team, &policy(2), &slack, Some(&state_url)).await;
     let api = Api::of(&s);
     let alice = s.connect((), &team.alice, Era::Legacy).await;
-    let id = pending(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 1").await;
+    let id = pending(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 1", None).await;
     let value = approve_value(&slack).await;
 
     let (status, body) = api.approve(&team.bob, &id).await;
@@ -309,8 +178,8 @@ async fn garbage_and_replayed_decisions_are_refused_clearly_and_change_nothing()
     let s = start(&db, &team, &policy(1), &slack, Some(&state_url)).await;
     let api = Api::of(&s);
     let alice = s.connect((), &team.alice, Era::Legacy).await;
-    let a = pending(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 1").await;
-    let b = pending(&alice, "UPDATE orders SET status = 'held' WHERE id = 2").await;
+    let a = pending(&alice, "UPDATE orders SET status = 'shipped' WHERE id = 1", None).await;
+    let b = pending(&alice, "UPDATE orders SET status = 'held' WHERE id = 2", None).await;
     let (_, shown_b) = api.show(&team.bob, &b).await;
 
     let bodies: Vec<(&str, Vec<u8>)> = vec![

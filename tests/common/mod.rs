@@ -15,6 +15,7 @@ pub mod raw;
 pub mod reviewer;
 pub mod server;
 pub mod standin;
+pub mod team;
 pub mod wait;
 
 use std::{
