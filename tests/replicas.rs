@@ -12,7 +12,6 @@ use common::{
     socket_dsn,
     team::{Api, Team, awaited, team_policy},
 };
-use pgwarden::auth::tokens::new_token;
 use rmcp::{Peer, RoleClient};
 use serde_json::{Value, json};
 
@@ -252,29 +251,30 @@ async fn an_approval_past_its_deadline_is_run_by_no_replica() {
     assert_eq!(counter(&p.db, 5).await, 0);
 }
 
-#[tokio::test]
-async fn a_state_database_the_agent_can_reach_is_refused_at_start() {
-    let db = TestDb::create_for_setup("").await;
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-replicas-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    new_token(&dir.path().join("tokens.toml"), "alice", &[]).unwrap();
+/// What `serve --http` serving `db` with `--state-url state_url` says when it will not start.
+fn refused_at_start(db: &TestDb, state_url: &str) -> String {
+    let team = Team::new("pgw-replicas-", &[("alice", &[])]);
     std::fs::write(
-        dir.path().join("http.toml"),
+        team.path().join("http.toml"),
         format!("resource = \"http://127.0.0.1/mcp\"\n{TOKENS}"),
     )
     .unwrap();
-    // The served database itself, reached as another login.
     let out = TestServer::builder()
-        .database(&db)
+        .database(db)
         .policy(team_policy(""))
         .args(["--http", "127.0.0.1:0", "--http-config"])
-        .args([dir.path().join("http.toml")])
-        .args(["--state-url", &socket_dsn(OWNER, &db.name)])
+        .args([team.path().join("http.toml")])
+        .args(["--state-url", state_url])
         .output();
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_state_database_the_agent_can_reach_is_refused_at_start() {
+    let db = TestDb::create_for_setup("").await;
+    // The served database itself, reached as another login.
+    let err = refused_at_start(&db, &socket_dsn(OWNER, &db.name));
     assert!(err.contains("is the database pgwarden serves"), "{err}");
 }
 
@@ -284,25 +284,7 @@ async fn pgwarden_tables_the_agents_session_can_see_are_refused_at_start() {
     // The served database holds a `pgwarden` schema (it was once given as the state URL, say).
     let db = TestDb::new("CREATE SCHEMA pgwarden; CREATE TABLE pgwarden.audit_head (one boolean);").await;
     let state = TestDb::create_for_setup("").await;
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-replicas-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    new_token(&dir.path().join("tokens.toml"), "alice", &[]).unwrap();
-    std::fs::write(
-        dir.path().join("http.toml"),
-        format!("resource = \"http://127.0.0.1/mcp\"\n{TOKENS}"),
-    )
-    .unwrap();
-    let out = TestServer::builder()
-        .database(&db)
-        .policy(POLICY)
-        .args(["--http", "127.0.0.1:0", "--http-config"])
-        .args([dir.path().join("http.toml")])
-        .args(["--state-url", &socket_dsn(OWNER, &state.name)])
-        .output();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused_at_start(&db, &socket_dsn(OWNER, &state.name));
     assert!(
         err.contains("the agent's session sees pgwarden's state tables"),
         "{err}"
