@@ -21,7 +21,7 @@ use super::{TeamContext, view};
 use crate::{
     approval::{
         packet::one_line,
-        pending::{Decision, Listed, PendingError, Reviewer},
+        pending::{Decision, Listed, Reviewer},
     },
     call::{Authn, Identity, Surface},
 };
@@ -200,20 +200,7 @@ async fn decide(
             let approval = store.get(&id).await.map(|a| view(&a));
             Json(serde_json::json!({ "state": word, "state_label": label, "approval": approval })).into_response()
         }
-        Err(e) => error(status_of(&e), e.to_string()),
-    }
-}
-
-fn status_of(e: &PendingError) -> StatusCode {
-    match e {
-        PendingError::Unknown(_) => StatusCode::NOT_FOUND,
-        PendingError::SelfApproval
-        | PendingError::NotAReviewer(_)
-        | PendingError::WrongChannel(_)
-        | PendingError::NotYours(_) => StatusCode::FORBIDDEN,
-        PendingError::StaleHash | PendingError::AlreadyDecided(_) | PendingError::AlreadyVoted => StatusCode::CONFLICT,
-        PendingError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-        PendingError::Audit(_) | PendingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Err(e) => error(super::status_of(&e), e.to_string()),
     }
 }
 

@@ -208,6 +208,22 @@ impl ReviewSurface for TeamSurface {
     }
 }
 
+/// The HTTP status of a refused decision, for the API and the review app.
+pub fn status_of(e: &crate::approval::pending::PendingError) -> http::StatusCode {
+    use crate::approval::pending::PendingError;
+    use http::StatusCode;
+    match e {
+        PendingError::Unknown(_) => StatusCode::NOT_FOUND,
+        PendingError::SelfApproval
+        | PendingError::NotAReviewer(_)
+        | PendingError::WrongChannel(_)
+        | PendingError::NotYours(_) => StatusCode::FORBIDDEN,
+        PendingError::StaleHash | PendingError::AlreadyDecided(_) | PendingError::AlreadyVoted => StatusCode::CONFLICT,
+        PendingError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+        PendingError::Audit(_) | PendingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
 /// An approval as every team surface shows it (the API's `VIEW`, the review app's data, what
 /// Slack, Teams and webhooks are sent): no secret (the card's nonce stays out).
 pub fn view(a: &crate::approval::pending::Listed) -> serde_json::Value {

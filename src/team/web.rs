@@ -41,7 +41,7 @@ use self::{
 };
 use super::{TeamContext, view};
 use crate::{
-    approval::pending::{Decision, Listed, PendingError, Reviewer, State as Approval, same_person, same_secret},
+    approval::pending::{Decision, Listed, Reviewer, State as Approval, same_person, same_secret},
     call::Surface,
     channels::{Secret, review::ReviewConfig},
 };
@@ -394,19 +394,6 @@ async fn decide(
     match outcome {
         Ok(m) => show(StatusCode::OK, Outcome::Done(m)).await,
         // The store audited it.
-        Err(e) => show(status_of(&e), Outcome::Refused(e.to_string())).await,
-    }
-}
-
-fn status_of(e: &PendingError) -> StatusCode {
-    match e {
-        PendingError::Unknown(_) => StatusCode::NOT_FOUND,
-        PendingError::SelfApproval
-        | PendingError::NotAReviewer(_)
-        | PendingError::WrongChannel(_)
-        | PendingError::NotYours(_) => StatusCode::FORBIDDEN,
-        PendingError::StaleHash | PendingError::AlreadyDecided(_) | PendingError::AlreadyVoted => StatusCode::CONFLICT,
-        PendingError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-        PendingError::Audit(_) | PendingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Err(e) => show(super::status_of(&e), Outcome::Refused(e.to_string())).await,
     }
 }

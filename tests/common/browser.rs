@@ -23,52 +23,29 @@ pub struct Browser {
     _profile: tempfile::TempDir,
 }
 
-/// Where the package and the driver live: `target/browser-npm`.
+/// The driver package and its script, in `target/browser-npm`.
+const NPM: super::npm::Package = super::npm::Package {
+    home: "browser-npm",
+    spec: PACKAGE,
+    script: ("driver.mjs", include_str!("../data/review/driver.mjs")),
+    needed_for: "to drive the browser",
+};
+
 fn home() -> PathBuf {
-    let target = std::path::Path::new(super::BIN)
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap();
-    target.join("browser-npm")
+    NPM.home()
 }
 
-/// Installs the driver once per test process and target directory (test processes may race: npm
-/// into a private directory, then a rename).
+/// Installs the driver once per test process (and target directory, see [`super::npm`]).
 fn install_once() -> PathBuf {
     static SCRIPT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(install).clone()
-}
-
-fn install() -> PathBuf {
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is needed for the review app's browser tests: `apt-get install chromium` (`.ci/run` installs it)"
-    );
-    let dir = home();
-    let script = dir.join("driver.mjs");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(&script, include_str!("../data/review/driver.mjs")).unwrap();
-    let modules = dir.join("node_modules");
-    if modules.join("playwright-core").join("package.json").exists() {
-        return script;
-    }
-    let scratch = dir.join(format!("install-{}", std::process::id()));
-    let out = std::process::Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
-        .arg(&scratch)
-        .arg(PACKAGE)
-        .output()
-        .expect("npm (Node.js) is needed to drive the browser; `.ci/run` installs it");
-    assert!(
-        out.status.success(),
-        "npm install {PACKAGE}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if std::fs::rename(scratch.join("node_modules"), &modules).is_err() {
-        assert!(modules.exists());
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
-    script
+    SCRIPT.get_or_init(|| {
+        assert!(
+            std::path::Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is needed for the review app's browser tests: `apt-get install chromium` (`.ci/run` installs it)"
+        );
+        NPM.install()
+    })
+    .clone()
 }
 
 /// Where a click or a page load ended: the HTTP status of the page and its address.

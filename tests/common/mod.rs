@@ -9,6 +9,7 @@ pub mod browser;
 pub mod console;
 pub mod http;
 pub mod mcp;
+pub mod npm;
 pub mod oidc;
 pub mod policy;
 pub mod raw;

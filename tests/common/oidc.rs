@@ -17,49 +17,22 @@ pub struct Oidc {
     pub issuer: String,
 }
 
-/// Where the provider package and script live: `target/oidc-npm`.
+/// The provider package and its script, in `target/oidc-npm`.
+const NPM: super::npm::Package = super::npm::Package {
+    home: "oidc-npm",
+    spec: PACKAGE,
+    script: ("provider.mjs", include_str!("../data/oidc/provider.mjs")),
+    needed_for: "for the OpenID provider",
+};
+
 fn home() -> PathBuf {
-    let target = std::path::Path::new(super::BIN)
-        .parent()
-        .and_then(|p| p.parent())
-        .unwrap();
-    target.join("oidc-npm")
+    NPM.home()
 }
 
-/// Installs the provider once per test process ([`install_once`]) and target directory (test
-/// processes may race: npm into a private directory, then a rename).
+/// Installs the provider once per test process (and target directory, see [`super::npm`]).
 fn install_once() -> PathBuf {
     static SCRIPT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(install).clone()
-}
-
-fn install() -> PathBuf {
-    let dir = home();
-    let script = dir.join("provider.mjs");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(&script, include_str!("../data/oidc/provider.mjs")).unwrap();
-    let modules = dir.join("node_modules");
-    if modules.join("oidc-provider").join("package.json").exists() {
-        return script;
-    }
-    let scratch = dir.join(format!("install-{}", std::process::id()));
-    let out = std::process::Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
-        .arg(&scratch)
-        .arg(PACKAGE)
-        .output()
-        .expect("npm (Node.js) is needed for the OpenID provider; `.ci/run` installs it");
-    assert!(
-        out.status.success(),
-        "npm install {PACKAGE}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The first to finish wins; the others' copies are thrown away.
-    if std::fs::rename(scratch.join("node_modules"), &modules).is_err() {
-        assert!(modules.exists());
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
-    script
+    SCRIPT.get_or_init(|| NPM.install()).clone()
 }
 
 impl Oidc {
