@@ -51,11 +51,11 @@ impl PgStore {
         row.as_ref().map(Row::from).transpose()
     }
 
-    /// Appends `record` and announces `id`, in `tx`.
-    pub(super) async fn record(&self, tx: &Transaction<'_>, id: &str, record: Record) -> Result<(), PendingError> {
+    /// Appends `record` and tells the other replicas something moved, in `tx` (the NOTIFY is
+    /// delivered when it commits).
+    pub(super) async fn record(&self, tx: &Transaction<'_>, record: Record) -> Result<(), PendingError> {
         chain::append(tx, self.db.key.as_deref(), record).await.map_err(audit)?;
         // The statement, not `pg_notify()`: hardened clusters revoke the function from PUBLIC.
-        let _ = id;
         tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await.map_err(store)?;
         Ok(())
     }
@@ -91,7 +91,7 @@ impl PgStore {
             .await
             .map_err(store)?;
         let record = transition_record(&row.id, &row.owner, &row.hash, change);
-        self.record(tx, &row.id, record).await?;
+        self.record(tx, record).await?;
         Row::from(&updated)
     }
 
@@ -141,7 +141,7 @@ impl PgStore {
                 note: None,
                 must_record: true,
             };
-            self.record(&tx, id, transition_record(id, &row.owner, &row.hash, &change))
+            self.record(&tx, transition_record(id, &row.owner, &row.hash, &change))
                 .await?;
             tx.commit().await.map_err(store)?;
             self.announce(EventKind::Decided, &row, None);
@@ -267,7 +267,7 @@ impl PgStore {
             note: None,
             must_record: true,
         };
-        self.record(&tx, &id, transition_record(&id, owner, &call.hash, &change))
+        self.record(&tx, transition_record(&id, owner, &call.hash, &change))
             .await?;
         tx.commit().await.map_err(store)?;
         for e in &expired {
@@ -320,7 +320,7 @@ impl PgStore {
                     &vote,
                     (votes.len(), row.review.team.min_approvals),
                 );
-                self.record(tx, &row.id, record).await?;
+                self.record(tx, record).await?;
                 Ok((State::Pending, Row::from(&updated)?, EventKind::Voted))
             }
         }
