@@ -102,6 +102,10 @@ struct ApprovalsArgs {
     /// argument: other users can read a command line.
     #[arg(long, global = true, value_name = "PATH")]
     token_file: Option<PathBuf>,
+    /// With `--server`: trust the certificates in this PEM file too (an internal CA, or the
+    /// server's self-signed certificate), besides the public roots.
+    #[arg(long, global = true, env = "PGWARDEN_CA_CERT", value_name = "PATH")]
+    ca_cert: Option<PathBuf>,
     /// With `--server`: print the API's JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -729,11 +733,11 @@ fn approvals(args: ApprovalsArgs, runtime: &tokio::runtime::Runtime) -> anyhow::
                 .filter(|t| !t.is_empty())
                 .ok_or(ClientError::NoToken)?,
         };
-        let remote = Remote::new(server, token)?;
+        let remote = Remote::new(server, token, args.ca_cert.as_deref())?;
         return write_stdout(&runtime.block_on(remote.run(command, args.json))?);
     }
-    if args.json || args.token_file.is_some() {
-        anyhow::bail!("`--json` and `--token-file` go with `--server URL` (or PGWARDEN_SERVER)");
+    if args.json || args.token_file.is_some() || args.ca_cert.is_some() {
+        anyhow::bail!("`--json`, `--token-file` and `--ca-cert` go with `--server URL` (or PGWARDEN_SERVER)");
     }
     let dir = console_dir();
     let target = match &args.socket {

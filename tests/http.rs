@@ -284,28 +284,7 @@ async fn https_with_the_given_certificate_and_plain_http_only_on_loopback() {
 
     let db = TestDb::new(SETUP).await;
     let team = team();
-    let (cert, key) = (team.dir.path().join("cert.pem"), team.dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (`.ci/run` installs it)");
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (cert, key) = http::self_signed(team.dir.path());
     let builder = TestServer::builder()
         .database(&db)
         .policy(POLICY)

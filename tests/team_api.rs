@@ -576,3 +576,61 @@ async fn the_cli_lists_shows_and_approves_with_a_token_from_a_file_never_from_ar
     let (ok, out, _) = cli(&["list", "--all", "--server", &base, "--token-file", bob_file], &[]).await;
     assert!(ok && out.contains(&id) && out.contains("done"), "{out}");
 }
+
+/// A server whose certificate no public root vouches for (an internal CA, a self-signed one): the
+/// CLI refuses it, saying why, until `--ca-cert` (or PGWARDEN_CA_CERT) names the certificate.
+#[tokio::test]
+async fn the_cli_trusts_a_private_certificate_only_when_told_to() {
+    let db = TestDb::new(SETUP).await;
+    let team = Team::new("pgw-team-api-", &[("alice", &["dba"]), ("bob", &["dba"])]);
+    let (cert, key) = common::http::self_signed(team.path());
+    let builder = TestServer::builder()
+        .database(&db)
+        .policy(POLICY)
+        .args(["--tls-cert"])
+        .args([&cert])
+        .args(["--tls-key"])
+        .args([&key]);
+    let s = HttpServer::start(
+        builder,
+        team.path(),
+        "https://127.0.0.1/mcp",
+        "[tokens]\nfile = \"tokens.toml\"\n",
+    )
+    .await;
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let bob_file = team.token_file("bob");
+    let bob_file = bob_file.to_str().unwrap();
+    let (ok, _, err) = cli(&["list", "--server", &s.url, "--token-file", bob_file], &[]).await;
+    assert!(!ok);
+    assert!(err.contains("certificate"), "{err}");
+    let cert = cert.to_str().unwrap();
+    let (ok, out, err) = cli(
+        &["list", "--server", &s.url, "--token-file", bob_file, "--ca-cert", cert],
+        &[],
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = cli(
+        &["list", "--server", &s.url, "--token-file", bob_file],
+        &[("PGWARDEN_CA_CERT", cert)],
+    )
+    .await;
+    assert!(ok, "{err}");
+    // A file that holds no certificate is named, with what is wrong.
+    let (ok, _, err) = cli(
+        &[
+            "list",
+            "--server",
+            &s.url,
+            "--token-file",
+            bob_file,
+            "--ca-cert",
+            bob_file,
+        ],
+        &[],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("--ca-cert") && err.contains("no PEM certificate"), "{err}");
+}

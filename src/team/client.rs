@@ -35,6 +35,8 @@ pub enum ClientError {
     NoToken,
     #[error("cannot reach `{0}`: {1}")]
     Connect(String, String),
+    #[error("`--ca-cert {0}`: {1}")]
+    CaCert(String, String),
     #[error(
         "`{0}` did not accept your token (401): it is unknown, revoked or expired. Check that `--token-file` or \
          PGWARDEN_TOKEN holds your own token (`pgwarden token new` prints it once) or a current access token"
@@ -126,10 +128,24 @@ pub struct Remote {
 
 impl Remote {
     /// A client of the server at `server` (see [`api_root`]) speaking as the owner of `token`.
-    pub fn new(server: &str, token: String) -> Result<Remote, ClientError> {
+    /// `ca_cert`: a PEM file of certificates to trust besides the public roots (an internal CA,
+    /// or the server's own self-signed certificate).
+    pub fn new(server: &str, token: String, ca_cert: Option<&std::path::Path>) -> Result<Remote, ClientError> {
         let api = api_root(server)?;
         check_token(&token).map_err(|why| ClientError::BadToken("the token (PGWARDEN_TOKEN)".into(), why))?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(path) = ca_cert {
+            let bad = |why: String| ClientError::CaCert(path.display().to_string(), why);
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("it holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)".into()));
+            }
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        let http = http
             .timeout(TIMEOUT)
             // An API that redirects is misconfigured, and the token must not follow it elsewhere.
             .redirect(reqwest::redirect::Policy::none())
@@ -461,7 +477,7 @@ mod tests {
     /// What a server sends cannot drive the reviewer's terminal.
     #[test]
     fn server_supplied_fields_are_escaped() {
-        let remote = Remote::new("https://pgw.example.com", "pgw_x".into()).unwrap();
+        let remote = Remote::new("https://pgw.example.com", "pgw_x".into(), None).unwrap();
         let a = json!({
             "id": "apr_1", "fingerprint": "a3f9-0c21-7e", "action_hash": "h", "state": "pending",
             "state_label": "waiting", "created_at": "t", "expires_at": "t",

@@ -65,3 +65,31 @@ impl HttpServer {
 pub fn call(tool: &str, args: serde_json::Value) -> rmcp::model::CallToolRequestParams {
     rmcp::model::CallToolRequestParams::new(tool.to_string()).with_arguments(args.as_object().cloned().unwrap())
 }
+
+/// A self-signed certificate for `127.0.0.1` (and its key), made with openssl in `dir`: the
+/// `--tls-cert`/`--tls-key` of an HTTPS test server, and what a client must be told to trust.
+pub fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (`.ci/run` installs it)");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (cert, key)
+}
