@@ -91,6 +91,22 @@ async fn main() {
     drop(client);
     drop(tokens);
 
+    // The same, with approvals and the audit chain in a state database (`--state-url`): each
+    // call's record is a transaction on the shared chain instead of a line in a file.
+    let state = TestDb::create_for_setup("").await;
+    let state_url = common::socket_dsn(common::OWNER, &state.name);
+    let shared = HttpServer::start(
+        builder().args(["--state-url", &state_url]),
+        dir.path(),
+        RESOURCE,
+        "[tokens]\nfile = \"tokens.toml\"\n",
+    )
+    .await;
+    let client = shared.connect((), &token, Era::Legacy).await;
+    let state_run = measure(&client, shared.raw.pid(), warmup, n).await;
+    drop(client);
+    drop(shared);
+
     let oidc = Oidc::start().await;
     let jwt = oidc.token("alice", RESOURCE, "pgwarden").await;
     let dir = tempfile::Builder::new()
@@ -114,6 +130,7 @@ async fn main() {
     for (name, r) in [
         ("stdio (baseline)", &stdio_run),
         ("HTTP, static token", &token_run),
+        ("HTTP, token, --state-url trail", &state_run),
         ("HTTP, OAuth JWT (RS256, JWKS)", &jwt_run),
     ] {
         println!(
