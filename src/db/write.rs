@@ -208,20 +208,28 @@ impl Database {
     /// fresh connection within a few seconds.
     async fn transaction_status(&self, xid: i64) -> Option<bool> {
         let ask = async {
-            for _ in 0..3 {
+            let mut failures = 0;
+            loop {
                 if let Ok(mut session) = Session::open_change(self).await {
                     let tx = session.begin_read(Duration::from_secs(2)).await.ok()?;
                     let row = tx.query_one("SELECT pg_catalog.txid_status($1)", &[&xid]).await.ok()?;
                     let status: Option<String> = row.try_get(0).ok()?;
-                    return match status.as_deref() {
-                        Some("committed") => Some(true),
-                        Some("aborted") => Some(false),
-                        _ => None,
-                    };
+                    match status.as_deref() {
+                        Some("committed") => return Some(true),
+                        Some("aborted") => return Some(false),
+                        // The server may still be finishing the COMMIT whose answer was lost (its
+                        // backend has not noticed the connection is gone): ask again shortly.
+                        Some("in progress") => {}
+                        _ => return None,
+                    }
+                } else {
+                    failures += 1;
+                    if failures == 3 {
+                        return None;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            None
         };
         tokio::time::timeout(Duration::from_secs(10), ask).await.ok().flatten()
     }
