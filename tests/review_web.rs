@@ -595,3 +595,275 @@ async fn sign_in_asks_for_pkce_and_refuses_an_answer_it_did_not_start() {
     .await;
     assert_eq!(r.status, 401);
 }
+
+/// A cookie sealed as the review app seals them (`team::web::session`), with the server's own
+/// session key: a session for whoever a test needs, without a browser. `exp` is Unix seconds.
+fn seal(s: &Setup, purpose: &str, exp: u64, value: serde_json::Value) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+    use sha2::{Digest, Sha256};
+    let key = std::fs::read(s._dir.path().join("review-session.key")).unwrap();
+    let mut h = Sha256::new();
+    h.update(b"pgwarden review cookies v1\0");
+    h.update(&key);
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &h.finalize()[..]).unwrap());
+    let nonce: [u8; 12] = rand_nonce();
+    let mut data = serde_json::to_vec(&json!({ "exp": exp, "v": value })).unwrap();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(purpose.as_bytes()),
+        &mut data,
+    )
+    .unwrap();
+    URL_SAFE_NO_PAD.encode([nonce.to_vec(), data].concat())
+}
+
+/// What a cookie sealed for `purpose` holds, or `None`.
+fn unseal(s: &Setup, purpose: &str, text: &str) -> Option<serde_json::Value> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+    use sha2::{Digest, Sha256};
+    let key = std::fs::read(s._dir.path().join("review-session.key")).unwrap();
+    let mut h = Sha256::new();
+    h.update(b"pgwarden review cookies v1\0");
+    h.update(&key);
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &h.finalize()[..]).unwrap());
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let (nonce, sealed) = bytes.split_at(12);
+    let mut sealed = sealed.to_vec();
+    let plain = key
+        .open_in_place(
+            Nonce::try_assume_unique_for_key(nonce).ok()?,
+            Aad::from(purpose.as_bytes()),
+            &mut sealed,
+        )
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(plain)
+        .ok()
+        .map(|e| e["v"].clone())
+}
+
+fn rand_nonce() -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..12]);
+    n
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The review app attacked over plain HTTP, as a web attacker would: a model's hostile packet
+/// (markup, attribute breaks, `javascript:`, bidi overrides) is text on the page; pages with
+/// packets are never cached or framed; a decision POST from another site (`Origin: null`, another
+/// origin, `Sec-Fetch-Site` not same-origin) is refused even with the right CSRF token, as is one
+/// naming approval A with approval B's action hash; altered, swapped, expired or foreign cookies
+/// are no session; the JSON shows an outsider nothing; `next=` never leaves the app.
+#[tokio::test]
+async fn a_web_attacker_gets_nothing_from_the_review_app() {
+    let s = setup(1, Client::Confidential).await;
+    let port = s.server.port();
+    let alice = s.server.connect((), &s.alice, Era::Legacy).await;
+    let hostile = "</blockquote><script>alert(1)</script>\"><img src=x onerror=alert(2)> \
+                   <a href=\"javascript:alert(3)\">x</a> pay \u{202E}gnp.exe";
+    let sql = "UPDATE orders SET status = '</code></pre><script>alert(4)</script>' WHERE id = 1";
+    let a_id = asked(&alice, sql, Some(hostile)).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_id = asked(&alice, "UPDATE orders SET status = 'x' WHERE id = 2", None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let session = |principal: &str, groups: &[&str], exp: u64, issuer: &str| {
+        seal(
+            &s,
+            "pgwarden_review",
+            exp,
+            json!({"principal": principal, "display": null, "groups": groups, "csrf": format!("csrf-{principal}"),
+                   "issuer": issuer}),
+        )
+    };
+    let issuer = s._oidc.issuer.clone();
+    let bob = format!(
+        "pgwarden_review={}",
+        session("bob@example.com", &[], unix_now() + 600, &issuer)
+    );
+    let get = async |path: &str, cookie: &str| common::http(port, "GET", path, &[("Cookie", cookie)], None).await;
+
+    // The packet's page: the model's words are text, not markup; hidden characters show.
+    let page = get(&format!("/review/approvals/{a_id}"), &bob).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let scripts: Vec<_> = page.body.match_indices("<script").collect();
+    assert_eq!(scripts.len(), 1, "only the app's own script: {}", page.body);
+    assert!(
+        page.body
+            .contains(r#"<script src="/review/static/review.js" defer></script>"#)
+    );
+    for markup in ["<img", "<a href=\"javascript", "onerror=alert(2)>", "\u{202E}"] {
+        assert!(!page.body.contains(markup), "{markup} in {}", page.body);
+    }
+    assert!(page.body.contains("\\u{202E}gnp.exe"), "the override shows");
+    // Never cached, never framed, no script but the app's.
+    let json = get(&format!("/review/api/approvals/{a_id}"), &bob).await;
+    assert_eq!(json.status, 200);
+    for r in [
+        &page,
+        &json,
+        &get("/review", &bob).await,
+        &get("/review/api/approvals", &bob).await,
+    ] {
+        assert_eq!(r.headers["cache-control"], "no-store");
+        assert_eq!(r.headers["x-frame-options"], "DENY");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        let csp = &r.headers["content-security-policy"];
+        assert!(
+            csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(
+            !r.headers.keys().any(|k| k.starts_with("access-control-")),
+            "{:?}",
+            r.headers
+        );
+    }
+    assert!(json.headers["content-type"].starts_with("application/json"));
+    let a_hash = serde_json::from_str::<serde_json::Value>(&json.body).unwrap()["action_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_hash =
+        serde_json::from_str::<serde_json::Value>(&get(&format!("/review/api/approvals/{b_id}"), &bob).await.body)
+            .unwrap()["action_hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+    // Decisions from another site, with Bob's cookie and his right CSRF token: refused.
+    let post = async |id: &str, hash: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![
+            ("Cookie", bob.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        all.extend_from_slice(headers);
+        let body = format!("csrf=csrf-bob@example.com&action_hash={hash}&decision=approve");
+        common::http(
+            port,
+            "POST",
+            &format!("/review/approvals/{id}/decision"),
+            &all,
+            Some(&body),
+        )
+        .await
+    };
+    let provider_origin = {
+        let u = url::Url::parse(&issuer).unwrap();
+        u.origin().ascii_serialization()
+    };
+    for headers in [
+        vec![("Origin", "null")],
+        vec![("Origin", provider_origin.as_str())],
+        vec![("Origin", "http://evil.example")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Sec-Fetch-Site", "same-site")],
+        vec![("Origin", s.base.as_str()), ("Sec-Fetch-Site", "cross-site")],
+    ] {
+        let r = post(&a_id, &a_hash, &headers).await;
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
+        assert!(r.body.contains("sent from another site"), "{headers:?}: {}", r.body);
+    }
+    // Approval A named with approval B's action hash (B's page, the same token): refused.
+    let same = [("Origin", s.base.as_str()), ("Sec-Fetch-Site", "same-origin")];
+    let r = post(&a_id, &b_hash, &same).await;
+    assert!(r.status >= 400, "{}", r.body);
+    // Nothing was decided.
+    for id in [&a_id, &b_id] {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(&format!("/review/api/approvals/{id}"), &bob).await.body).unwrap();
+        assert_eq!(v["state"], "pending", "{v}");
+    }
+
+    // Cookies: the sign-in cookie as the session, a session for `pgwarden_review_login`, an expired
+    // one, one from another provider, one altered: no session.
+    let login = seal(
+        &s,
+        "pgwarden_review_login",
+        unix_now() + 600,
+        json!({"state": "s", "nonce": "n", "verifier": "v", "next": "/review"}),
+    );
+    let swapped = seal(
+        &s,
+        "pgwarden_review_login",
+        unix_now() + 600,
+        json!({"principal": "bob@example.com", "display": null, "groups": [], "csrf": "c", "issuer": issuer}),
+    );
+    let expired = session("bob@example.com", &[], unix_now() - 1, &issuer);
+    let foreign = session("bob@example.com", &[], unix_now() + 600, "https://evil.example/");
+    let mut altered = bob["pgwarden_review=".len()..].to_string().into_bytes();
+    altered[30] = if altered[30] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    for c in [login, swapped, expired, foreign, altered] {
+        let r = get("/review/api/approvals", &format!("pgwarden_review={c}")).await;
+        assert_eq!(r.status, 401, "{c}: {}", r.body);
+    }
+
+    // Someone the rule does not name sees nothing, in the list or by id.
+    let mallory = format!(
+        "pgwarden_review={}",
+        session("mallory@example.com", &[], unix_now() + 600, &issuer)
+    );
+    let r = get("/review/api/approvals", &mallory).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["approvals"],
+        json!([])
+    );
+    assert_eq!(
+        get(&format!("/review/api/approvals/{a_id}"), &mallory).await.status,
+        404
+    );
+    assert_eq!(get(&format!("/review/approvals/{a_id}"), &mallory).await.status, 404);
+
+    // `next=`: wherever it says, the page after sign-in is the review app's on this origin.
+    let base = url::Url::parse(&s.base).unwrap();
+    for next in [
+        "//evil.example",
+        "/review//evil.example",
+        "%2F%2Fevil.example",
+        "/review/%2F%2Fevil.example",
+        "/review/%252F%252Fevil.example",
+        "/review/../../evil",
+        "/review/..%2F..%2F%2Fevil.example",
+        "%5C%5Cevil.example",
+        "/review/%5C%5Cevil.example",
+        "/review%5C..%5C%5Cevil.example",
+        "https://evil.example/review",
+        "/review/%0d%0aSet-Cookie:%20x=1",
+        "javascript:alert(1)//review/",
+        "/review@evil.example",
+    ] {
+        let r = get(&format!("/review/login?next={next}"), "").await;
+        assert_eq!(r.status, 303, "{next}: {}", r.body);
+        let sealed = r.headers["set-cookie"]["pgwarden_review_login=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let to = unseal(&s, "pgwarden_review_login", &sealed).unwrap()["next"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let lands = base.join(&to).unwrap();
+        assert_eq!(lands.origin(), base.origin(), "{next} → {to}");
+        assert!(lands.path().starts_with("/review"), "{next} → {to} → {lands}");
+    }
+
+    // With this origin's headers the same session decides: the refusals above were not for want
+    // of a session.
+    let r = post(&a_id, &a_hash, &same).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("decided: approved"), "{}", r.body);
+}

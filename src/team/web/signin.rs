@@ -22,18 +22,20 @@ pub(super) struct LoginQuery {
     next: Option<String>,
 }
 
-/// A page of the review app to return to: nothing else (no other site, no `//host`).
+/// A page of the review app to return to: nothing else (no other site, no `//host`, no
+/// `/review/../` out of the app). The path as a browser resolves it (dot segments, `%2e` too).
 pub(super) fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if (n == "/review" || n.starts_with("/review/"))
-                && !n.contains("//")
-                && !n.contains('\\')
-                && n.chars().all(|c| c.is_ascii_graphic()) =>
-        {
-            n.to_string()
-        }
-        _ => "/review".into(),
+    let ours = |p: &str| p == "/review" || p.starts_with("/review/");
+    let resolved = next
+        .filter(|n| ours(n) && !n.contains("//") && !n.contains('\\') && n.chars().all(|c| c.is_ascii_graphic()))
+        .and_then(|n| url::Url::parse("http://app.invalid/").ok()?.join(n).ok())
+        .filter(|u| u.host_str() == Some("app.invalid") && ours(u.path()) && !u.path().contains("//"));
+    match resolved {
+        Some(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        None => "/review".into(),
     }
 }
 
@@ -197,6 +199,11 @@ mod tests {
             (Some("/review/\\evil"), "/review"),
             (Some("/reviewer"), "/review"),
             (Some("/review/a b"), "/review"),
+            (Some("/review/../../evil"), "/review"),
+            (Some("/review/%2e%2e/mcp"), "/review"),
+            (Some("/review/.%2E/api/v1/approvals"), "/review"),
+            (Some("/review/approvals/../approvals/ap_1"), "/review/approvals/ap_1"),
+            (Some("/review/./approvals/ap_1?x=1"), "/review/approvals/ap_1?x=1"),
         ] {
             assert_eq!(safe_next(next), to, "{next:?}");
         }
