@@ -48,6 +48,9 @@ categories = ["read"]
     )
 }
 
+/// A reason as a hostile reviewer (or a compromised surface) might write it.
+const HOSTILE_REASON: &str = "<img src=x onerror=\"document.title='pwned'\"><b>looks right</b> \u{202E}";
+
 const INTENT: &str = "Mark order 1 as shipped <b>now</b>: the customer called";
 
 struct Setup {
@@ -455,14 +458,28 @@ async fn two_approvals_show_as_one_of_two_after_bob_and_run_after_carol() {
     let (alice, approval, _) = s.alice_asks(2).await;
     let page = format!("/review/approvals/{approval}");
 
+    // Carol has the page open before Bob votes: his vote reaches her through the script.
+    let mut carol = s.signed_in("carol", &page).await;
+    assert_eq!(carol.text("#tally").await, "0 of 2");
     let mut bob = s.signed_in("bob", &page).await;
     assert_eq!(bob.text("#tally").await, "0 of 2");
-    bob.fill("#reason", "looks right").await;
+    bob.fill("#reason", HOSTILE_REASON).await;
     bob.click_and_load("#approve").await;
     assert!(bob.text("#outcome").await.contains("needs another reviewer"));
     assert_eq!(bob.text("#tally").await, "1 of 2");
     assert!(bob.text("#votes").await.contains("bob@example.com (Bob Builder)"));
     assert!(bob.text("#votes").await.contains("looks right"));
+    // A reviewer's words are text too, on the server's page and in the script's updates.
+    carol.wait_text("#tally", "1 of 2").await;
+    for (who, b) in [("bob", &mut bob), ("carol", &mut carol)] {
+        let votes = b.text("#votes").await;
+        assert!(
+            votes.contains("<img src=x onerror=") && votes.contains("\\u{202E}"),
+            "{who}: {votes}"
+        );
+        assert_eq!(b.count("#votes img, #votes b").await, 0, "{who}: markup rendered");
+        assert_ne!(b.eval("document.title").await, json!("pwned"), "{who}");
+    }
     assert_eq!(bob.text("#state").await, "waiting for a person's decision");
     // Bob cannot be both approvals.
     bob.click_and_load("#approve").await;
@@ -473,8 +490,6 @@ async fn two_approvals_show_as_one_of_two_after_bob_and_run_after_carol() {
         Some(&json!(true))
     );
 
-    let mut carol = s.signed_in("carol", &page).await;
-    assert_eq!(carol.text("#tally").await, "1 of 2");
     carol.click_and_load("#approve").await;
     assert!(carol.text("#outcome").await.contains("decided: approved"));
     assert_eq!(carol.text("#tally").await, "2 of 2");
