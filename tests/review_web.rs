@@ -881,4 +881,35 @@ async fn a_web_attacker_gets_nothing_from_the_review_app() {
     let r = post(&a_id, &a_hash, &same).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("decided: approved"), "{}", r.body);
+
+    // Signing out: a link or a form from another site does not end Bob's session; his own page's
+    // button does.
+    let cleared = |r: &common::Response| {
+        r.headers
+            .get("set-cookie")
+            .is_some_and(|c| c.starts_with("pgwarden_review=;"))
+    };
+    let r = get("/review/logout", &bob).await;
+    assert!(
+        !cleared(&r) && r.body.contains("Sign out</button>"),
+        "{:?}\n{}",
+        r.headers,
+        r.body
+    );
+    let logout = async |headers: &[(&str, &str)]| {
+        let mut all = vec![("Cookie", bob.as_str())];
+        all.extend_from_slice(headers);
+        common::http(port, "POST", "/review/logout", &all, Some("")).await
+    };
+    for headers in [
+        vec![("Origin", "null")],
+        vec![("Origin", provider_origin.as_str())],
+        vec![("Sec-Fetch-Site", "cross-site")],
+    ] {
+        let r = logout(&headers).await;
+        assert_eq!(r.status, 403, "{headers:?}");
+        assert!(!cleared(&r), "{headers:?}: {:?}", r.headers);
+    }
+    let r = logout(&same).await;
+    assert!(r.status == 200 && cleared(&r), "{:?}", r.headers);
 }

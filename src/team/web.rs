@@ -16,7 +16,8 @@
 //!
 //! Routes: `GET /review` (the list), `GET /review/approvals/{id}` (one packet),
 //! `POST /review/approvals/{id}/decision`, `GET /review/api/approvals[/{id}]` (the JSON the
-//! script polls), `GET /review/login`, `GET /review/callback`, `GET|POST /review/logout`, and
+//! script polls), `GET /review/login`, `GET /review/callback`, `POST /review/logout` (from this app's pages only; `GET` shows
+//! the button), and
 //! `/review/static/…`.
 
 mod oidc;
@@ -101,7 +102,7 @@ pub fn router(ctx: Arc<TeamContext>) -> Result<Router, String> {
         .route("/review/api/approvals/{id}", get(approval_json))
         .route("/review/login", get(signin::login))
         .route("/review/callback", get(signin::callback))
-        .route("/review/logout", get(signin::logout).post(signin::logout))
+        .route("/review/logout", get(signin::sign_out).post(signin::logout))
         .route(
             "/review/static/review.js",
             get(|| asset("text/javascript; charset=utf-8", JS)),
@@ -154,6 +155,15 @@ impl Web {
             let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
             Redirect::to(&format!("/review/login?next={next}"))
         })
+    }
+
+    /// Where a POST came from when that is not this app's own page (`Origin` or
+    /// `Sec-Fetch-Site`; a client that sends neither is judged by the CSRF token alone).
+    fn cross_site(&self, headers: &HeaderMap) -> Option<String> {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        (origin.is_some_and(|o| o != self.ctx.base) || fetch_site.is_some_and(|f| f != "same-origin"))
+            .then(|| origin.or(fetch_site).unwrap_or_default().to_string())
     }
 
     fn reviewer(&self, s: &Session) -> Reviewer {
@@ -337,10 +347,7 @@ async fn decide(
         );
         show(status, Outcome::Refused(why)).await
     };
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if origin.is_some_and(|o| o != web.ctx.base) || fetch_site.is_some_and(|f| f != "same-origin") {
-        let from = origin.or(fetch_site).unwrap_or_default().to_string();
+    if let Some(from) = web.cross_site(&headers) {
         return refuse(
             StatusCode::FORBIDDEN,
             format!("the decision was sent from another site (`{from}`), not from the review app's own page"),

@@ -1,6 +1,6 @@
 //! Signing in and out of the review app: `/review/login` starts the code flow (its `state`,
 //! `nonce` and PKCE verifier ride in a sealed cookie), `/review/callback` checks the answer and
-//! sets the session cookie, `/review/logout` clears it.
+//! sets the session cookie, a `POST` to `/review/logout` from the app's own page clears it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -167,7 +167,34 @@ pub(super) async fn callback(State(web): State<Arc<Web>>, headers: HeaderMap, Qu
     r
 }
 
-pub(super) async fn logout(State(web): State<Arc<Web>>) -> Response {
+/// `GET /review/logout`: the sign-out button, not the sign-out, so that a link from another site
+/// cannot end a reviewer's session.
+pub(super) async fn sign_out(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let s = web.session(&headers);
+    let body = match s {
+        Some(_) => "Use the Sign out button above to sign out of the pgwarden review app.",
+        None => "You are not signed in to the pgwarden review app.",
+    };
+    html(
+        StatusCode::OK,
+        page::message("Sign out", s.as_ref(), body, Some(("/review", "All approvals"))),
+    )
+}
+
+/// `POST /review/logout`, from the app's own page only: another site's form cannot end a
+/// reviewer's session.
+pub(super) async fn logout(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    if let Some(from) = web.cross_site(&headers) {
+        return html(
+            StatusCode::FORBIDDEN,
+            page::message(
+                "Not signed out",
+                None,
+                &format!("The sign-out was sent from another site (`{from}`), not from the review app's own page."),
+                Some(("/review/logout", "Sign out")),
+            ),
+        );
+    }
     let mut r = html(
         StatusCode::OK,
         page::message(
