@@ -84,6 +84,13 @@ enum Client {
 }
 
 async fn setup(min_approvals: u32, client: Client) -> Setup {
+    setup_with(min_approvals, client, false).await
+}
+
+/// [`setup`]; with `oauth`, MCP callers sign in with the provider's access tokens instead (`[oauth]`:
+/// the principal is the token's `sub`, the default; people are shown by their `name`, which these
+/// access tokens do not carry).
+async fn setup_with(min_approvals: u32, client: Client, oauth: bool) -> Setup {
     let db = TestDb::new(SETUP).await;
     let oidc = Oidc::start().await;
     let dir = tempfile::Builder::new()
@@ -100,17 +107,29 @@ async fn setup(min_approvals: u32, client: Client) -> Setup {
     let base = format!("http://127.0.0.1:{port}");
     let config = format!(
         r#"resource = "{base}/mcp"
-
-[tokens]
-file = "tokens.toml"
+{tokens}
 
 [review]
 issuer = "{issuer}"
 {client}
 scopes = ["openid", "email", "profile", "groups"]
 session_lifetime = "1h"
-"#,
-        issuer = oidc.issuer
+{oauth}"#,
+        issuer = oidc.issuer,
+        tokens = if oauth {
+            ""
+        } else {
+            "\n[tokens]\nfile = \"tokens.toml\""
+        },
+        oauth = if oauth {
+            format!(
+                "\n[oauth]\nissuer = \"{}\"\nrequired_scopes = [\"pgwarden\"]\nallow_insecure_http = true\n\
+                 display_claims = [\"name\"]\n",
+                oidc.issuer
+            )
+        } else {
+            String::new()
+        },
     );
     let path = dir.path().join("http.toml");
     std::fs::write(&path, config).unwrap();
@@ -699,7 +718,7 @@ async fn a_web_attacker_gets_nothing_from_the_review_app() {
             &s,
             "pgwarden_review",
             exp,
-            json!({"principal": principal, "display": null, "groups": groups, "csrf": format!("csrf-{principal}"),
+            json!({"principal": principal, "display": null, "groups": groups, "aliases": [], "csrf": format!("csrf-{principal}"),
                    "issuer": issuer}),
         )
     };
@@ -821,7 +840,15 @@ async fn a_web_attacker_gets_nothing_from_the_review_app() {
     let mut altered = bob["pgwarden_review=".len()..].to_string().into_bytes();
     altered[30] = if altered[30] == b'A' { b'B' } else { b'A' };
     let altered = String::from_utf8(altered).unwrap();
-    for c in [login, swapped, expired, foreign, altered] {
+    // A session sealed before reviewers' other names were kept: signed out, not a reviewer
+    // without them.
+    let older = seal(
+        &s,
+        "pgwarden_review",
+        unix_now() + 600,
+        json!({"principal": "bob@example.com", "display": null, "groups": [], "csrf": "c", "issuer": issuer}),
+    );
+    for c in [login, swapped, expired, foreign, altered, older] {
         let r = get("/review/api/approvals", &format!("pgwarden_review={c}")).await;
         assert_eq!(r.status, 401, "{c}: {}", r.body);
     }
@@ -912,4 +939,58 @@ async fn a_web_attacker_gets_nothing_from_the_review_app() {
     }
     let r = logout(&same).await;
     assert!(r.status == 200 && cleared(&r), "{:?}", r.headers);
+}
+
+/// The same person under two names: MCP callers signed in by `[oauth]` are their token's `sub`
+/// (`alice`), reviewers in the review app their e-mail address (`alice@example.com`), both the
+/// defaults, and her access token carries nothing else that names her. Alice, a `dba`, still
+/// cannot approve her own call: the review app knows her `sub` at the same provider.
+#[tokio::test]
+async fn alice_cannot_approve_her_own_call_under_her_other_name_at_the_same_provider() {
+    let s = setup_with(1, Client::Confidential, true).await;
+    let token = s._oidc.token("alice", &format!("{}/mcp", s.base), "pgwarden").await;
+    let alice = s.server.connect((), &token, Era::Legacy).await;
+    let sql = "UPDATE orders SET status = 'shipped', touched = touched + 1 WHERE id = 1";
+    let pending = asked(&alice, sql, Some(INTENT)).await;
+    let approval = pending["approval_id"].as_str().unwrap().to_string();
+    let page = format!("/review/approvals/{approval}");
+
+    let mut own = s.signed_in("alice", &page).await;
+    assert_eq!(
+        own.text("#requester").await,
+        "alice",
+        "requested as her token's subject"
+    );
+    assert!(
+        own.text("#decide").await.contains("Nobody approves their own request"),
+        "{}",
+        own.text("#decide").await
+    );
+    assert_eq!(own.count("#decision").await, 0, "no form for her own call");
+    let hash = own.text("#action-hash").await;
+    let answer = own
+        .eval(&format!(
+            "fetch(location.pathname + '/decision', {{method: 'POST', headers: {{'Content-Type': \
+             'application/x-www-form-urlencoded'}}, body: 'csrf=' + encodeURIComponent(document.querySelector(\
+             'form.signout input[name=csrf]').value) + '&action_hash={hash}&decision=approve'}})\
+             .then(async r => [r.status, await r.text()])"
+        ))
+        .await;
+    assert_eq!(answer[0], json!(403), "{answer}");
+    assert!(
+        answer[1]
+            .as_str()
+            .unwrap()
+            .contains("nobody approves their own request"),
+        "{answer}"
+    );
+    let r = await_call(&alice, &approval, 0).await;
+    assert_ne!(
+        r.structured_content.as_ref().map(|v| &v["executed"]),
+        Some(&json!(true)),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.orders().await[0], ("open".into(), 0));
+    assert_eq!(s.refusals(&approval).len(), 1, "audited: {:?}", s.refusals(&approval));
 }

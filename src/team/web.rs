@@ -167,13 +167,16 @@ impl Web {
     }
 
     fn reviewer(&self, s: &Session) -> Reviewer {
-        Reviewer::verified(
+        let mut r = Reviewer::verified(
             Surface::Web,
             &s.principal,
             s.display.as_deref(),
             s.groups.clone(),
             format!("oidc {}", self.config.issuer),
-        )
+        );
+        // The store refuses a reviewer known by any of these as the requester.
+        r.aliases.extend(s.aliases.iter().cloned());
+        r
     }
 
     async fn provider(&self) -> Result<Arc<oidc::Provider>, String> {
@@ -194,23 +197,32 @@ impl Web {
     }
 }
 
+/// Whether `s` asked for approval `a`: the requester's principal (and, with `theirs_too`, the
+/// other names their identity carried) is one of `s`'s names, as the store judges it: the same
+/// person under another spelling, or under the `sub` an `[oauth]` caller is known by.
+fn asked(a: &Listed, s: &Session, theirs_too: bool) -> bool {
+    let theirs = a
+        .review
+        .requester
+        .iter()
+        .chain(a.review.requester_aliases.iter().filter(|_| theirs_too));
+    let ours = || std::iter::once(&s.principal).chain(s.aliases.iter());
+    a.review.requester.is_some() && theirs.into_iter().any(|r| ours().any(|o| same_person(r, o)))
+}
+
 /// Where `s` stands on approval `a`.
 fn standing(a: &Listed, s: &Session) -> Standing {
     Standing {
-        // As the store judges it: the same person under another spelling is still the requester.
-        requester: a
-            .review
-            .requester
-            .as_deref()
-            .is_some_and(|r| same_person(r, &s.principal)),
+        requester: asked(a, s, true),
         reviewer: a.review.team.names(&s.principal, &s.groups),
     }
 }
 
-/// Reviewers see what they asked for and what they may decide (as the API shows them).
+/// Reviewers see what they asked for and what they may decide (as the API shows them). A name
+/// the requester's identity merely carried (a display name they may choose) shows nobody else
+/// their calls.
 fn visible(a: &Listed, s: &Session) -> bool {
-    let st = standing(a, s);
-    st.requester || st.reviewer
+    asked(a, s, false) || a.review.team.names(&s.principal, &s.groups)
 }
 
 async fn visible_views(web: &Web, s: &Session) -> Vec<serde_json::Value> {

@@ -49,6 +49,8 @@ pub struct SignedIn {
     pub principal: String,
     pub display: Option<String>,
     pub groups: Vec<String>,
+    /// Their other names here: `sub`, and a verified e-mail address, when not the principal.
+    pub aliases: Vec<String>,
 }
 
 /// Reads the provider's discovery document and prepares to check its ID tokens.
@@ -268,9 +270,10 @@ pub fn signed_in(config: &ReviewConfig, claims: &Map<String, Value>) -> Result<S
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
+    let email_unverified = unverified(claims.get("email_verified"));
     let principal = match text(&config.principal_claim) {
         Some(p) => {
-            if config.principal_claim == "email" && unverified(claims.get("email_verified")) {
+            if config.principal_claim == "email" && email_unverified {
                 return Err(format!(
                     "the provider says the e-mail address `{p}` is not verified; verify it there and sign in again"
                 ));
@@ -299,10 +302,17 @@ pub fn signed_in(config: &ReviewConfig, claims: &Map<String, Value>) -> Result<S
         );
         groups.truncate(100);
     }
+    let mut aliases: Vec<String> = text("sub")
+        .into_iter()
+        .chain(text("email").filter(|_| !email_unverified))
+        .filter(|a| *a != principal)
+        .collect();
+    aliases.dedup();
     Ok(SignedIn {
         principal,
         display,
         groups,
+        aliases,
     })
 }
 
@@ -338,8 +348,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (bob.principal.as_str(), bob.display.as_deref(), bob.groups),
-            ("bob@example.com", Some("Bob"), vec!["dba".to_string()])
+            (bob.principal.as_str(), bob.display.as_deref(), bob.groups, bob.aliases),
+            (
+                "bob@example.com",
+                Some("Bob"),
+                vec!["dba".to_string()],
+                vec!["b1".to_string()]
+            )
         );
         let sub = signed_in(&c, &claims(json!({"sub": "b1", "groups": "ops"}))).unwrap();
         assert_eq!((sub.principal.as_str(), sub.groups), ("b1", vec!["ops".to_string()]));

@@ -147,6 +147,7 @@ pub(super) async fn callback(State(web): State<Arc<Web>>, headers: HeaderMap, Qu
         principal: who.principal,
         display: who.display,
         groups: who.groups,
+        aliases: who.aliases,
         csrf: web.sealer.token(),
         issuer: web.config.issuer.clone(),
     };
