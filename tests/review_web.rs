@@ -48,6 +48,9 @@ categories = ["read"]
     )
 }
 
+/// A reason as a hostile reviewer (or a compromised surface) might write it.
+const HOSTILE_REASON: &str = "<img src=x onerror=\"document.title='pwned'\"><b>looks right</b> \u{202E}";
+
 const INTENT: &str = "Mark order 1 as shipped <b>now</b>: the customer called";
 
 struct Setup {
@@ -81,6 +84,13 @@ enum Client {
 }
 
 async fn setup(min_approvals: u32, client: Client) -> Setup {
+    setup_with(min_approvals, client, false).await
+}
+
+/// [`setup`]; with `oauth`, MCP callers sign in with the provider's access tokens instead (`[oauth]`:
+/// the principal is the token's `sub`, the default; people are shown by their `name`, which these
+/// access tokens do not carry).
+async fn setup_with(min_approvals: u32, client: Client, oauth: bool) -> Setup {
     let db = TestDb::new(SETUP).await;
     let oidc = Oidc::start().await;
     let dir = tempfile::Builder::new()
@@ -97,17 +107,29 @@ async fn setup(min_approvals: u32, client: Client) -> Setup {
     let base = format!("http://127.0.0.1:{port}");
     let config = format!(
         r#"resource = "{base}/mcp"
-
-[tokens]
-file = "tokens.toml"
+{tokens}
 
 [review]
 issuer = "{issuer}"
 {client}
 scopes = ["openid", "email", "profile", "groups"]
 session_lifetime = "1h"
-"#,
-        issuer = oidc.issuer
+{oauth}"#,
+        issuer = oidc.issuer,
+        tokens = if oauth {
+            ""
+        } else {
+            "\n[tokens]\nfile = \"tokens.toml\""
+        },
+        oauth = if oauth {
+            format!(
+                "\n[oauth]\nissuer = \"{}\"\nrequired_scopes = [\"pgwarden\"]\nallow_insecure_http = true\n\
+                 display_claims = [\"name\"]\n",
+                oidc.issuer
+            )
+        } else {
+            String::new()
+        },
     );
     let path = dir.path().join("http.toml");
     std::fs::write(&path, config).unwrap();
@@ -455,14 +477,28 @@ async fn two_approvals_show_as_one_of_two_after_bob_and_run_after_carol() {
     let (alice, approval, _) = s.alice_asks(2).await;
     let page = format!("/review/approvals/{approval}");
 
+    // Carol has the page open before Bob votes: his vote reaches her through the script.
+    let mut carol = s.signed_in("carol", &page).await;
+    assert_eq!(carol.text("#tally").await, "0 of 2");
     let mut bob = s.signed_in("bob", &page).await;
     assert_eq!(bob.text("#tally").await, "0 of 2");
-    bob.fill("#reason", "looks right").await;
+    bob.fill("#reason", HOSTILE_REASON).await;
     bob.click_and_load("#approve").await;
     assert!(bob.text("#outcome").await.contains("needs another reviewer"));
     assert_eq!(bob.text("#tally").await, "1 of 2");
     assert!(bob.text("#votes").await.contains("bob@example.com (Bob Builder)"));
     assert!(bob.text("#votes").await.contains("looks right"));
+    // A reviewer's words are text too, on the server's page and in the script's updates.
+    carol.wait_text("#tally", "1 of 2").await;
+    for (who, b) in [("bob", &mut bob), ("carol", &mut carol)] {
+        let votes = b.text("#votes").await;
+        assert!(
+            votes.contains("<img src=x onerror=") && votes.contains("\\u{202E}"),
+            "{who}: {votes}"
+        );
+        assert_eq!(b.count("#votes img, #votes b").await, 0, "{who}: markup rendered");
+        assert_ne!(b.eval("document.title").await, json!("pwned"), "{who}");
+    }
     assert_eq!(bob.text("#state").await, "waiting for a person's decision");
     // Bob cannot be both approvals.
     bob.click_and_load("#approve").await;
@@ -473,8 +509,6 @@ async fn two_approvals_show_as_one_of_two_after_bob_and_run_after_carol() {
         Some(&json!(true))
     );
 
-    let mut carol = s.signed_in("carol", &page).await;
-    assert_eq!(carol.text("#tally").await, "1 of 2");
     carol.click_and_load("#approve").await;
     assert!(carol.text("#outcome").await.contains("decided: approved"));
     assert_eq!(carol.text("#tally").await, "2 of 2");
@@ -594,4 +628,369 @@ async fn sign_in_asks_for_pkce_and_refuses_an_answer_it_did_not_start() {
     )
     .await;
     assert_eq!(r.status, 401);
+}
+
+/// A cookie sealed as the review app seals them (`team::web::session`), with the server's own
+/// session key: a session for whoever a test needs, without a browser. `exp` is Unix seconds.
+fn seal(s: &Setup, purpose: &str, exp: u64, value: serde_json::Value) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+    use sha2::{Digest, Sha256};
+    let key = std::fs::read(s._dir.path().join("review-session.key")).unwrap();
+    let mut h = Sha256::new();
+    h.update(b"pgwarden review cookies v1\0");
+    h.update(&key);
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &h.finalize()[..]).unwrap());
+    let nonce: [u8; 12] = rand_nonce();
+    let mut data = serde_json::to_vec(&json!({ "exp": exp, "v": value })).unwrap();
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(purpose.as_bytes()),
+        &mut data,
+    )
+    .unwrap();
+    URL_SAFE_NO_PAD.encode([nonce.to_vec(), data].concat())
+}
+
+/// What a cookie sealed for `purpose` holds, or `None`.
+fn unseal(s: &Setup, purpose: &str, text: &str) -> Option<serde_json::Value> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+    use sha2::{Digest, Sha256};
+    let key = std::fs::read(s._dir.path().join("review-session.key")).unwrap();
+    let mut h = Sha256::new();
+    h.update(b"pgwarden review cookies v1\0");
+    h.update(&key);
+    let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &h.finalize()[..]).unwrap());
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let (nonce, sealed) = bytes.split_at(12);
+    let mut sealed = sealed.to_vec();
+    let plain = key
+        .open_in_place(
+            Nonce::try_assume_unique_for_key(nonce).ok()?,
+            Aad::from(purpose.as_bytes()),
+            &mut sealed,
+        )
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(plain)
+        .ok()
+        .map(|e| e["v"].clone())
+}
+
+fn rand_nonce() -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n.copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..12]);
+    n
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The review app attacked over plain HTTP, as a web attacker would: a model's hostile packet
+/// (markup, attribute breaks, `javascript:`, bidi overrides) is text on the page; pages with
+/// packets are never cached or framed; a decision POST from another site (`Origin: null`, another
+/// origin, `Sec-Fetch-Site` not same-origin) is refused even with the right CSRF token, as is one
+/// naming approval A with approval B's action hash; altered, swapped, expired or foreign cookies
+/// are no session; the JSON shows an outsider nothing; `next=` never leaves the app.
+#[tokio::test]
+async fn a_web_attacker_gets_nothing_from_the_review_app() {
+    let s = setup(1, Client::Confidential).await;
+    let port = s.server.port();
+    let alice = s.server.connect((), &s.alice, Era::Legacy).await;
+    let hostile = "</blockquote><script>alert(1)</script>\"><img src=x onerror=alert(2)> \
+                   <a href=\"javascript:alert(3)\">x</a> pay \u{202E}gnp.exe";
+    let sql = "UPDATE orders SET status = '</code></pre><script>alert(4)</script>' WHERE id = 1";
+    let a_id = asked(&alice, sql, Some(hostile)).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_id = asked(&alice, "UPDATE orders SET status = 'x' WHERE id = 2", None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let session = |principal: &str, groups: &[&str], exp: u64, issuer: &str| {
+        seal(
+            &s,
+            "pgwarden_review",
+            exp,
+            json!({"principal": principal, "display": null, "groups": groups, "aliases": [], "csrf": format!("csrf-{principal}"),
+                   "issuer": issuer}),
+        )
+    };
+    let issuer = s._oidc.issuer.clone();
+    let bob = format!(
+        "pgwarden_review={}",
+        session("bob@example.com", &[], unix_now() + 600, &issuer)
+    );
+    let get = async |path: &str, cookie: &str| common::http(port, "GET", path, &[("Cookie", cookie)], None).await;
+
+    // The packet's page: the model's words are text, not markup; hidden characters show.
+    let page = get(&format!("/review/approvals/{a_id}"), &bob).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let scripts: Vec<_> = page.body.match_indices("<script").collect();
+    assert_eq!(scripts.len(), 1, "only the app's own script: {}", page.body);
+    assert!(
+        page.body
+            .contains(r#"<script src="/review/static/review.js" defer></script>"#)
+    );
+    for markup in ["<img", "<a href=\"javascript", "onerror=alert(2)>", "\u{202E}"] {
+        assert!(!page.body.contains(markup), "{markup} in {}", page.body);
+    }
+    assert!(page.body.contains("\\u{202E}gnp.exe"), "the override shows");
+    // Never cached, never framed, no script but the app's.
+    let json = get(&format!("/review/api/approvals/{a_id}"), &bob).await;
+    assert_eq!(json.status, 200);
+    for r in [
+        &page,
+        &json,
+        &get("/review", &bob).await,
+        &get("/review/api/approvals", &bob).await,
+    ] {
+        assert_eq!(r.headers["cache-control"], "no-store");
+        assert_eq!(r.headers["x-frame-options"], "DENY");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        let csp = &r.headers["content-security-policy"];
+        assert!(
+            csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(
+            !r.headers.keys().any(|k| k.starts_with("access-control-")),
+            "{:?}",
+            r.headers
+        );
+    }
+    assert!(json.headers["content-type"].starts_with("application/json"));
+    let a_hash = serde_json::from_str::<serde_json::Value>(&json.body).unwrap()["action_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_hash =
+        serde_json::from_str::<serde_json::Value>(&get(&format!("/review/api/approvals/{b_id}"), &bob).await.body)
+            .unwrap()["action_hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+    // Decisions from another site, with Bob's cookie and his right CSRF token: refused.
+    let post = async |id: &str, hash: &str, headers: &[(&str, &str)]| {
+        let mut all = vec![
+            ("Cookie", bob.as_str()),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ];
+        all.extend_from_slice(headers);
+        let body = format!("csrf=csrf-bob@example.com&action_hash={hash}&decision=approve");
+        common::http(
+            port,
+            "POST",
+            &format!("/review/approvals/{id}/decision"),
+            &all,
+            Some(&body),
+        )
+        .await
+    };
+    let provider_origin = {
+        let u = url::Url::parse(&issuer).unwrap();
+        u.origin().ascii_serialization()
+    };
+    for headers in [
+        vec![("Origin", "null")],
+        vec![("Origin", provider_origin.as_str())],
+        vec![("Origin", "http://evil.example")],
+        vec![("Sec-Fetch-Site", "cross-site")],
+        vec![("Sec-Fetch-Site", "same-site")],
+        vec![("Origin", s.base.as_str()), ("Sec-Fetch-Site", "cross-site")],
+    ] {
+        let r = post(&a_id, &a_hash, &headers).await;
+        assert_eq!(r.status, 403, "{headers:?}: {}", r.body);
+        assert!(r.body.contains("sent from another site"), "{headers:?}: {}", r.body);
+    }
+    // Approval A named with approval B's action hash (B's page, the same token): refused.
+    let same = [("Origin", s.base.as_str()), ("Sec-Fetch-Site", "same-origin")];
+    let r = post(&a_id, &b_hash, &same).await;
+    assert!(r.status >= 400, "{}", r.body);
+    // Nothing was decided.
+    for id in [&a_id, &b_id] {
+        let v: serde_json::Value =
+            serde_json::from_str(&get(&format!("/review/api/approvals/{id}"), &bob).await.body).unwrap();
+        assert_eq!(v["state"], "pending", "{v}");
+    }
+
+    // Cookies: the sign-in cookie as the session, a session for `pgwarden_review_login`, an expired
+    // one, one from another provider, one altered: no session.
+    let login = seal(
+        &s,
+        "pgwarden_review_login",
+        unix_now() + 600,
+        json!({"state": "s", "nonce": "n", "verifier": "v", "next": "/review"}),
+    );
+    let swapped = seal(
+        &s,
+        "pgwarden_review_login",
+        unix_now() + 600,
+        json!({"principal": "bob@example.com", "display": null, "groups": [], "csrf": "c", "issuer": issuer}),
+    );
+    let expired = session("bob@example.com", &[], unix_now() - 1, &issuer);
+    let foreign = session("bob@example.com", &[], unix_now() + 600, "https://evil.example/");
+    let mut altered = bob["pgwarden_review=".len()..].to_string().into_bytes();
+    altered[30] = if altered[30] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    // A session sealed before reviewers' other names were kept: signed out, not a reviewer
+    // without them.
+    let older = seal(
+        &s,
+        "pgwarden_review",
+        unix_now() + 600,
+        json!({"principal": "bob@example.com", "display": null, "groups": [], "csrf": "c", "issuer": issuer}),
+    );
+    for c in [login, swapped, expired, foreign, altered, older] {
+        let r = get("/review/api/approvals", &format!("pgwarden_review={c}")).await;
+        assert_eq!(r.status, 401, "{c}: {}", r.body);
+    }
+
+    // Someone the rule does not name sees nothing, in the list or by id.
+    let mallory = format!(
+        "pgwarden_review={}",
+        session("mallory@example.com", &[], unix_now() + 600, &issuer)
+    );
+    let r = get("/review/api/approvals", &mallory).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["approvals"],
+        json!([])
+    );
+    assert_eq!(
+        get(&format!("/review/api/approvals/{a_id}"), &mallory).await.status,
+        404
+    );
+    assert_eq!(get(&format!("/review/approvals/{a_id}"), &mallory).await.status, 404);
+
+    // `next=`: wherever it says, the page after sign-in is the review app's on this origin.
+    let base = url::Url::parse(&s.base).unwrap();
+    for next in [
+        "//evil.example",
+        "/review//evil.example",
+        "%2F%2Fevil.example",
+        "/review/%2F%2Fevil.example",
+        "/review/%252F%252Fevil.example",
+        "/review/../../evil",
+        "/review/..%2F..%2F%2Fevil.example",
+        "%5C%5Cevil.example",
+        "/review/%5C%5Cevil.example",
+        "/review%5C..%5C%5Cevil.example",
+        "https://evil.example/review",
+        "/review/%0d%0aSet-Cookie:%20x=1",
+        "javascript:alert(1)//review/",
+        "/review@evil.example",
+    ] {
+        let r = get(&format!("/review/login?next={next}"), "").await;
+        assert_eq!(r.status, 303, "{next}: {}", r.body);
+        let sealed = r.headers["set-cookie"]["pgwarden_review_login=".len()..]
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let to = unseal(&s, "pgwarden_review_login", &sealed).unwrap()["next"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let lands = base.join(&to).unwrap();
+        assert_eq!(lands.origin(), base.origin(), "{next} → {to}");
+        assert!(lands.path().starts_with("/review"), "{next} → {to} → {lands}");
+    }
+
+    // With this origin's headers the same session decides: the refusals above were not for want
+    // of a session.
+    let r = post(&a_id, &a_hash, &same).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("decided: approved"), "{}", r.body);
+
+    // Signing out: a link or a form from another site does not end Bob's session; his own page's
+    // button does.
+    let cleared = |r: &common::Response| {
+        r.headers
+            .get("set-cookie")
+            .is_some_and(|c| c.starts_with("pgwarden_review=;"))
+    };
+    let r = get("/review/logout", &bob).await;
+    assert!(
+        !cleared(&r) && r.body.contains("Sign out</button>"),
+        "{:?}\n{}",
+        r.headers,
+        r.body
+    );
+    let logout = async |headers: &[(&str, &str)]| {
+        let mut all = vec![("Cookie", bob.as_str())];
+        all.extend_from_slice(headers);
+        common::http(port, "POST", "/review/logout", &all, Some("")).await
+    };
+    for headers in [
+        vec![("Origin", "null")],
+        vec![("Origin", provider_origin.as_str())],
+        vec![("Sec-Fetch-Site", "cross-site")],
+    ] {
+        let r = logout(&headers).await;
+        assert_eq!(r.status, 403, "{headers:?}");
+        assert!(!cleared(&r), "{headers:?}: {:?}", r.headers);
+    }
+    let r = logout(&same).await;
+    assert!(r.status == 200 && cleared(&r), "{:?}", r.headers);
+}
+
+/// The same person under two names: MCP callers signed in by `[oauth]` are their token's `sub`
+/// (`alice`), reviewers in the review app their e-mail address (`alice@example.com`), both the
+/// defaults, and her access token carries nothing else that names her. Alice, a `dba`, still
+/// cannot approve her own call: the review app knows her `sub` at the same provider.
+#[tokio::test]
+async fn alice_cannot_approve_her_own_call_under_her_other_name_at_the_same_provider() {
+    let s = setup_with(1, Client::Confidential, true).await;
+    let token = s._oidc.token("alice", &format!("{}/mcp", s.base), "pgwarden").await;
+    let alice = s.server.connect((), &token, Era::Legacy).await;
+    let sql = "UPDATE orders SET status = 'shipped', touched = touched + 1 WHERE id = 1";
+    let pending = asked(&alice, sql, Some(INTENT)).await;
+    let approval = pending["approval_id"].as_str().unwrap().to_string();
+    let page = format!("/review/approvals/{approval}");
+
+    let mut own = s.signed_in("alice", &page).await;
+    assert_eq!(
+        own.text("#requester").await,
+        "alice",
+        "requested as her token's subject"
+    );
+    assert!(
+        own.text("#decide").await.contains("Nobody approves their own request"),
+        "{}",
+        own.text("#decide").await
+    );
+    assert_eq!(own.count("#decision").await, 0, "no form for her own call");
+    let hash = own.text("#action-hash").await;
+    let answer = own
+        .eval(&format!(
+            "fetch(location.pathname + '/decision', {{method: 'POST', headers: {{'Content-Type': \
+             'application/x-www-form-urlencoded'}}, body: 'csrf=' + encodeURIComponent(document.querySelector(\
+             'form.signout input[name=csrf]').value) + '&action_hash={hash}&decision=approve'}})\
+             .then(async r => [r.status, await r.text()])"
+        ))
+        .await;
+    assert_eq!(answer[0], json!(403), "{answer}");
+    assert!(
+        answer[1]
+            .as_str()
+            .unwrap()
+            .contains("nobody approves their own request"),
+        "{answer}"
+    );
+    let r = await_call(&alice, &approval, 0).await;
+    assert_ne!(
+        r.structured_content.as_ref().map(|v| &v["executed"]),
+        Some(&json!(true)),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(s.orders().await[0], ("open".into(), 0));
+    assert_eq!(s.refusals(&approval).len(), 1, "audited: {:?}", s.refusals(&approval));
 }

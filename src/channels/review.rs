@@ -41,7 +41,7 @@ pub struct ReviewConfig {
     pub scopes: Vec<String>,
     /// The claim that names the reviewer, matched against rules' `reviewers` and never the
     /// requester's principal. Defaults to `email` (refused when the provider says
-    /// `email_verified: false`); a sign-in without it is named by `sub`.
+    /// `email_verified` is `false` or `"false"`); a sign-in without it is named by `sub`.
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
     /// The claim listing the reviewer's groups (a string array, or one string). Defaults to

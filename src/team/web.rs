@@ -16,7 +16,8 @@
 //!
 //! Routes: `GET /review` (the list), `GET /review/approvals/{id}` (one packet),
 //! `POST /review/approvals/{id}/decision`, `GET /review/api/approvals[/{id}]` (the JSON the
-//! script polls), `GET /review/login`, `GET /review/callback`, `GET|POST /review/logout`, and
+//! script polls), `GET /review/login`, `GET /review/callback`, `POST /review/logout` (from this app's pages only; `GET` shows
+//! the button), and
 //! `/review/static/…`.
 
 mod oidc;
@@ -101,7 +102,7 @@ pub fn router(ctx: Arc<TeamContext>) -> Result<Router, String> {
         .route("/review/api/approvals/{id}", get(approval_json))
         .route("/review/login", get(signin::login))
         .route("/review/callback", get(signin::callback))
-        .route("/review/logout", get(signin::logout).post(signin::logout))
+        .route("/review/logout", get(signin::sign_out).post(signin::logout))
         .route(
             "/review/static/review.js",
             get(|| asset("text/javascript; charset=utf-8", JS)),
@@ -156,14 +157,26 @@ impl Web {
         })
     }
 
+    /// Where a POST came from when that is not this app's own page (`Origin` or
+    /// `Sec-Fetch-Site`; a client that sends neither is judged by the CSRF token alone).
+    fn cross_site(&self, headers: &HeaderMap) -> Option<String> {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        (origin.is_some_and(|o| o != self.ctx.base) || fetch_site.is_some_and(|f| f != "same-origin"))
+            .then(|| origin.or(fetch_site).unwrap_or_default().to_string())
+    }
+
     fn reviewer(&self, s: &Session) -> Reviewer {
-        Reviewer::verified(
+        let mut r = Reviewer::verified(
             Surface::Web,
             &s.principal,
             s.display.as_deref(),
             s.groups.clone(),
             format!("oidc {}", self.config.issuer),
-        )
+        );
+        // The store refuses a reviewer known by any of these as the requester.
+        r.aliases.extend(s.aliases.iter().cloned());
+        r
     }
 
     async fn provider(&self) -> Result<Arc<oidc::Provider>, String> {
@@ -184,23 +197,32 @@ impl Web {
     }
 }
 
+/// Whether `s` asked for approval `a`: the requester's principal (and, with `theirs_too`, the
+/// other names their identity carried) is one of `s`'s names, as the store judges it: the same
+/// person under another spelling, or under the `sub` an `[oauth]` caller is known by.
+fn asked(a: &Listed, s: &Session, theirs_too: bool) -> bool {
+    let theirs = a
+        .review
+        .requester
+        .iter()
+        .chain(a.review.requester_aliases.iter().filter(|_| theirs_too));
+    let ours = || std::iter::once(&s.principal).chain(s.aliases.iter());
+    a.review.requester.is_some() && theirs.into_iter().any(|r| ours().any(|o| same_person(r, o)))
+}
+
 /// Where `s` stands on approval `a`.
 fn standing(a: &Listed, s: &Session) -> Standing {
     Standing {
-        // As the store judges it: the same person under another spelling is still the requester.
-        requester: a
-            .review
-            .requester
-            .as_deref()
-            .is_some_and(|r| same_person(r, &s.principal)),
+        requester: asked(a, s, true),
         reviewer: a.review.team.names(&s.principal, &s.groups),
     }
 }
 
-/// Reviewers see what they asked for and what they may decide (as the API shows them).
+/// Reviewers see what they asked for and what they may decide (as the API shows them). A name
+/// the requester's identity merely carried (a display name they may choose) shows nobody else
+/// their calls.
 fn visible(a: &Listed, s: &Session) -> bool {
-    let st = standing(a, s);
-    st.requester || st.reviewer
+    asked(a, s, false) || a.review.team.names(&s.principal, &s.groups)
 }
 
 async fn visible_views(web: &Web, s: &Session) -> Vec<serde_json::Value> {
@@ -337,10 +359,7 @@ async fn decide(
         );
         show(status, Outcome::Refused(why)).await
     };
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if origin.is_some_and(|o| o != web.ctx.base) || fetch_site.is_some_and(|f| f != "same-origin") {
-        let from = origin.or(fetch_site).unwrap_or_default().to_string();
+    if let Some(from) = web.cross_site(&headers) {
         return refuse(
             StatusCode::FORBIDDEN,
             format!("the decision was sent from another site (`{from}`), not from the review app's own page"),

@@ -49,6 +49,8 @@ pub struct SignedIn {
     pub principal: String,
     pub display: Option<String>,
     pub groups: Vec<String>,
+    /// Their other names here: `sub`, and a verified e-mail address, when not the principal.
+    pub aliases: Vec<String>,
 }
 
 /// Reads the provider's discovery document and prepares to check its ID tokens.
@@ -199,11 +201,7 @@ impl Flow<'_> {
         if !same_secret(sent_nonce, nonce) {
             return Err("the ID token is not for this sign-in (wrong nonce)".into());
         }
-        if let Some(azp) = claims.get("azp").and_then(Value::as_str)
-            && azp != self.config.client_id
-        {
-            return Err(format!("the ID token was issued to another client (`{azp}`)"));
-        }
+        issued_to(&claims, &self.config.client_id)?;
         if let (Some(endpoint), Some(access)) = (&p.userinfo_endpoint, &tokens.access_token) {
             match self.userinfo(endpoint, access).await {
                 Ok(more) if more.get("sub") == claims.get("sub") => {
@@ -232,6 +230,36 @@ impl Flow<'_> {
     }
 }
 
+/// Whether checked `claims` were issued to this client (OpenID Connect Core 3.1.3.7): the
+/// validator has seen `client_id` among the audiences; with others beside it, `azp` must name
+/// this client, and a present `azp` must always.
+pub fn issued_to(claims: &Map<String, Value>, client_id: &str) -> Result<(), String> {
+    let audiences = match claims.get("aud") {
+        Some(Value::Array(all)) => all.len(),
+        _ => 1,
+    };
+    match claims.get("azp") {
+        Some(Value::String(azp)) if azp == client_id => Ok(()),
+        Some(Value::String(azp)) => Err(format!("the ID token was issued to another client (`{azp}`)")),
+        Some(azp) => Err(format!("the ID token was issued to another client ({azp})")),
+        None if audiences > 1 => {
+            Err("the ID token names several audiences but not which client it was issued to (no `azp`)".into())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Whether the provider says the e-mail address is not verified: `false`, or the string
+/// `"false"` some providers send.
+fn unverified(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => !s.trim().eq_ignore_ascii_case("true"),
+        Some(_) => true,
+        None => false,
+    }
+}
+
 /// The reviewer named by checked `claims`.
 pub fn signed_in(config: &ReviewConfig, claims: &Map<String, Value>) -> Result<SignedIn, String> {
     let text = |name: &str| {
@@ -242,9 +270,10 @@ pub fn signed_in(config: &ReviewConfig, claims: &Map<String, Value>) -> Result<S
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
+    let email_unverified = unverified(claims.get("email_verified"));
     let principal = match text(&config.principal_claim) {
         Some(p) => {
-            if config.principal_claim == "email" && claims.get("email_verified") == Some(&Value::Bool(false)) {
+            if config.principal_claim == "email" && email_unverified {
                 return Err(format!(
                     "the provider says the e-mail address `{p}` is not verified; verify it there and sign in again"
                 ));
@@ -273,10 +302,17 @@ pub fn signed_in(config: &ReviewConfig, claims: &Map<String, Value>) -> Result<S
         );
         groups.truncate(100);
     }
+    let mut aliases: Vec<String> = text("sub")
+        .into_iter()
+        .chain(text("email").filter(|_| !email_unverified))
+        .filter(|a| *a != principal)
+        .collect();
+    aliases.dedup();
     Ok(SignedIn {
         principal,
         display,
         groups,
+        aliases,
     })
 }
 
@@ -312,8 +348,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (bob.principal.as_str(), bob.display.as_deref(), bob.groups),
-            ("bob@example.com", Some("Bob"), vec!["dba".to_string()])
+            (bob.principal.as_str(), bob.display.as_deref(), bob.groups, bob.aliases),
+            (
+                "bob@example.com",
+                Some("Bob"),
+                vec!["dba".to_string()],
+                vec!["b1".to_string()]
+            )
         );
         let sub = signed_in(&c, &claims(json!({"sub": "b1", "groups": "ops"}))).unwrap();
         assert_eq!((sub.principal.as_str(), sub.groups), ("b1", vec!["ops".to_string()]));
@@ -324,5 +365,33 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("not verified"), "{e}");
         assert!(signed_in(&c, &claims(json!({"email": " "}))).is_err());
+        // Some providers send the flag as a string: "false" is as unverified as `false`.
+        for flag in [json!("false"), json!("False"), json!(0), json!(null)] {
+            let e = signed_in(
+                &c,
+                &claims(json!({"sub": "b1", "email": "bob@example.com", "email_verified": flag})),
+            );
+            assert!(e.is_err_and(|e| e.contains("not verified")), "email_verified: {flag}");
+        }
+        for flag in [json!(true), json!("true")] {
+            let ok = signed_in(
+                &c,
+                &claims(json!({"sub": "b1", "email": "bob@example.com", "email_verified": flag})),
+            );
+            assert_eq!(ok.unwrap().principal, "bob@example.com", "email_verified: {flag}");
+        }
+    }
+
+    #[test]
+    fn an_id_token_with_other_audiences_must_say_it_was_issued_to_this_client() {
+        let claims = |v: Value| v.as_object().unwrap().clone();
+        assert!(issued_to(&claims(json!({"aud": "pgw"})), "pgw").is_ok());
+        assert!(issued_to(&claims(json!({"aud": ["pgw"]})), "pgw").is_ok());
+        assert!(issued_to(&claims(json!({"aud": ["pgw", "other"], "azp": "pgw"})), "pgw").is_ok());
+        let e = issued_to(&claims(json!({"aud": ["pgw", "other"]})), "pgw").unwrap_err();
+        assert!(e.contains("no `azp`"), "{e}");
+        let e = issued_to(&claims(json!({"aud": ["pgw", "other"], "azp": "other"})), "pgw").unwrap_err();
+        assert!(e.contains("another client"), "{e}");
+        assert!(issued_to(&claims(json!({"aud": "pgw", "azp": 7})), "pgw").is_err());
     }
 }

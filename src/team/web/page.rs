@@ -365,6 +365,7 @@ mod tests {
             principal: "bob@example.com".into(),
             display: Some("<b>Bob</b>".into()),
             groups: vec![],
+            aliases: vec![],
             csrf: "t".into(),
             issuer: "i".into(),
         };

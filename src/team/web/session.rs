@@ -25,6 +25,10 @@ pub struct Session {
     pub principal: String,
     pub display: Option<String>,
     pub groups: Vec<String>,
+    /// Their other names at the provider (`sub`, a verified e-mail): a call made under one of them
+    /// (an MCP caller of `[oauth]` is its token's `sub`) is theirs, which they never approve.
+    /// Required: a session sealed before it existed is no session.
+    pub aliases: Vec<String>,
     /// The form token every POST must carry (CSRF).
     pub csrf: String,
     /// The issuer that signed them in: a session from another provider is not accepted.

@@ -1,6 +1,6 @@
 //! Signing in and out of the review app: `/review/login` starts the code flow (its `state`,
 //! `nonce` and PKCE verifier ride in a sealed cookie), `/review/callback` checks the answer and
-//! sets the session cookie, `/review/logout` clears it.
+//! sets the session cookie, a `POST` to `/review/logout` from the app's own page clears it.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,18 +22,20 @@ pub(super) struct LoginQuery {
     next: Option<String>,
 }
 
-/// A page of the review app to return to: nothing else (no other site, no `//host`).
+/// A page of the review app to return to: nothing else (no other site, no `//host`, no
+/// `/review/../` out of the app). The path as a browser resolves it (dot segments, `%2e` too).
 pub(super) fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if (n == "/review" || n.starts_with("/review/"))
-                && !n.contains("//")
-                && !n.contains('\\')
-                && n.chars().all(|c| c.is_ascii_graphic()) =>
-        {
-            n.to_string()
-        }
-        _ => "/review".into(),
+    let ours = |p: &str| p == "/review" || p.starts_with("/review/");
+    let resolved = next
+        .filter(|n| ours(n) && !n.contains("//") && !n.contains('\\') && n.chars().all(|c| c.is_ascii_graphic()))
+        .and_then(|n| url::Url::parse("http://app.invalid/").ok()?.join(n).ok())
+        .filter(|u| u.host_str() == Some("app.invalid") && ours(u.path()) && !u.path().contains("//"));
+    match resolved {
+        Some(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        None => "/review".into(),
     }
 }
 
@@ -145,6 +147,7 @@ pub(super) async fn callback(State(web): State<Arc<Web>>, headers: HeaderMap, Qu
         principal: who.principal,
         display: who.display,
         groups: who.groups,
+        aliases: who.aliases,
         csrf: web.sealer.token(),
         issuer: web.config.issuer.clone(),
     };
@@ -165,7 +168,34 @@ pub(super) async fn callback(State(web): State<Arc<Web>>, headers: HeaderMap, Qu
     r
 }
 
-pub(super) async fn logout(State(web): State<Arc<Web>>) -> Response {
+/// `GET /review/logout`: the sign-out button, not the sign-out, so that a link from another site
+/// cannot end a reviewer's session.
+pub(super) async fn sign_out(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    let s = web.session(&headers);
+    let body = match s {
+        Some(_) => "Use the Sign out button above to sign out of the pgwarden review app.",
+        None => "You are not signed in to the pgwarden review app.",
+    };
+    html(
+        StatusCode::OK,
+        page::message("Sign out", s.as_ref(), body, Some(("/review", "All approvals"))),
+    )
+}
+
+/// `POST /review/logout`, from the app's own page only: another site's form cannot end a
+/// reviewer's session.
+pub(super) async fn logout(State(web): State<Arc<Web>>, headers: HeaderMap) -> Response {
+    if let Some(from) = web.cross_site(&headers) {
+        return html(
+            StatusCode::FORBIDDEN,
+            page::message(
+                "Not signed out",
+                None,
+                &format!("The sign-out was sent from another site (`{from}`), not from the review app's own page."),
+                Some(("/review/logout", "Sign out")),
+            ),
+        );
+    }
     let mut r = html(
         StatusCode::OK,
         page::message(
@@ -197,6 +227,11 @@ mod tests {
             (Some("/review/\\evil"), "/review"),
             (Some("/reviewer"), "/review"),
             (Some("/review/a b"), "/review"),
+            (Some("/review/../../evil"), "/review"),
+            (Some("/review/%2e%2e/mcp"), "/review"),
+            (Some("/review/.%2E/api/v1/approvals"), "/review"),
+            (Some("/review/approvals/../approvals/ap_1"), "/review/approvals/ap_1"),
+            (Some("/review/./approvals/ap_1?x=1"), "/review/approvals/ap_1?x=1"),
         ] {
             assert_eq!(safe_next(next), to, "{next:?}");
         }
