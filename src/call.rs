@@ -176,6 +176,10 @@ pub struct Identity {
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub groups: Vec<String>,
     pub via: Authn,
+    /// Other verified names of the same person (an OAuth token's `sub` and `email` besides the
+    /// claim that names the principal): never their own reviewer under any of them.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub aliases: Vec<String>,
 }
 
 impl Identity {
@@ -186,6 +190,7 @@ impl Identity {
             display: None,
             groups: Vec::new(),
             via: Authn::Operator,
+            aliases: Vec::new(),
         }
     }
 

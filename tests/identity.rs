@@ -55,6 +55,7 @@ fn person(principal: &str, groups: &[&str]) -> Identity {
             client_id: Some("client-1".into()),
             token_id: Some("jti-1".into()),
         },
+        aliases: vec![],
     }
 }
 

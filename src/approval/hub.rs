@@ -170,15 +170,9 @@ impl Approvals {
             level: offer.level,
             nonce: new_secret(),
             requester: call.action.caller.verified_principal().map(str::to_string),
-            requester_aliases: match call.action.caller.verified_principal() {
-                Some(_) => call
-                    .action
-                    .caller
-                    .identity
-                    .iter()
-                    .filter_map(|i| i.display.clone())
-                    .collect(),
-                None => vec![],
+            requester_aliases: match (call.action.caller.verified_principal(), &call.action.caller.identity) {
+                (Some(_), Some(i)) => i.display.iter().chain(&i.aliases).cloned().collect(),
+                _ => vec![],
             },
             team: team.clone(),
         };

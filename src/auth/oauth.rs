@@ -121,6 +121,13 @@ impl Oauth {
             .map(str::to_string)
             .collect();
         groups.dedup();
+        // The person's other names at the issuer, whatever names the principal: a reviewer
+        // signed in elsewhere under one of them is still the requester.
+        let aliases = ["sub", "email"]
+            .into_iter()
+            .filter(|c| *c != s.principal_claim)
+            .filter_map(|c| text(c).map(str::to_string))
+            .collect();
         Some(Identity {
             principal: Principal::new(principal),
             display,
@@ -130,6 +137,7 @@ impl Oauth {
                 client_id: token.client_id.clone(),
                 token_id: token.jti.clone(),
             },
+            aliases,
         })
     }
 }

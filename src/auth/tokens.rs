@@ -119,6 +119,7 @@ impl Tokens {
             via: Authn::Token {
                 token_id: hash[..12].to_string(),
             },
+            aliases: Vec::new(),
         })
     }
 }
