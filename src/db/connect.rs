@@ -307,7 +307,9 @@ fn explain_pg_error(target: String, secs: u64, e: &tokio_postgres::Error) -> Con
     }
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes, `: `-joined, each cause said once (libraries often repeat their
+/// source's text); tokio-postgres says only "db error" without them.
+pub fn source_chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(s) = cur {

@@ -17,7 +17,7 @@ use deadpool_postgres::Pool;
 
 use crate::{
     audit::sign::SigningKey,
-    db::connect::{ConnectError, Target, connect_pool},
+    db::connect::{ConnectError, Target, connect_pool, source_chain},
 };
 
 /// The migrations, oldest first. Never edit one that has shipped: add the next.
@@ -111,7 +111,7 @@ async fn migrate(target: &Target) -> Result<(), StateError> {
         .iter()
         .map(|(name, sql)| refinery_core::Migration::unapplied(name, sql))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(chain_of(&e)))?;
+        .map_err(|e| fail(source_chain(&e)))?;
     let mut runner = refinery_core::Runner::new(&migrations);
     runner.set_migration_table_name("pgwarden.schema_history");
     let mut report = Err(String::new());
@@ -120,8 +120,8 @@ async fn migrate(target: &Target) -> Result<(), StateError> {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
         report = match client.batch_execute("CREATE SCHEMA IF NOT EXISTS pgwarden").await {
-            Ok(()) => runner.run_async(&mut client).await.map_err(|e| chain_of(&e)),
-            Err(e) => Err(chain_of(&e)),
+            Ok(()) => runner.run_async(&mut client).await.map_err(|e| source_chain(&e)),
+            Err(e) => Err(source_chain(&e)),
         };
         if report.is_ok() || locked {
             break;
@@ -138,17 +138,6 @@ async fn migrate(target: &Target) -> Result<(), StateError> {
     Ok(())
 }
 
-/// An error with its causes (refinery's says only "db error" without them).
-pub(crate) fn chain_of(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
 /// Refuses to serve when the agent's session (`agent`, a connection to the served database) can
 /// see pgwarden's state tables: then its SQL could read or change approvals and the trail.
 pub async fn check_unseen(agent: &tokio_postgres::Client, state: &str) -> Result<(), StateError> {
@@ -158,7 +147,7 @@ pub async fn check_unseen(agent: &tokio_postgres::Client, state: &str) -> Result
         .map(|r| r.get(0))
         .map_err(|e| StateError::Db {
             target: state.to_string(),
-            message: chain_of(&e),
+            message: source_chain(&e),
         })?;
     if seen {
         return Err(StateError::Visible(state.to_string()));

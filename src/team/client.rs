@@ -265,7 +265,7 @@ impl Remote {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| ClientError::Connect(server.clone(), error_chain(&e)))?;
+            .map_err(|e| ClientError::Connect(server.clone(), crate::db::connect::source_chain(&e)))?;
         let status = response.status();
         let location = response
             .headers()
@@ -411,17 +411,6 @@ fn strings(v: &Value) -> Vec<String> {
 
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
-}
-
-/// An HTTP error with its causes (reqwest's own message says little: "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    out
 }
 
 #[cfg(test)]

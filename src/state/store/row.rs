@@ -1,11 +1,11 @@
 //! One approval row of `pgwarden.approvals` as the store reads it, and how the store's failures
 //! are told: the cause to the log, a short reason to the caller.
 
-use super::super::chain_of;
 use crate::approval::{
     Approved,
     pending::{Listed, PendingError, Review, State, StoredCall, Vote},
 };
+use crate::db::connect::source_chain;
 
 /// The columns every read takes, in [`Row::from`]'s order.
 pub(super) const COLUMNS: &str = "id, owner, action_hash, call, review, state, approved, reason, votes, notes, shown, \
@@ -97,13 +97,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T,
 
 /// A failure of the state database: the cause goes to the log, the caller hears that nothing changed.
 pub(super) fn store<E: std::error::Error>(e: E) -> PendingError {
-    let cause = chain_of(&e);
+    let cause = source_chain(&e);
     tracing::error!("state database: {cause}");
     PendingError::Store(short(&cause))
 }
 
 pub(super) fn audit<E: std::error::Error>(e: E) -> PendingError {
-    let cause = chain_of(&e);
+    let cause = source_chain(&e);
     tracing::error!("state database: appending to the audit chain: {cause}");
     PendingError::Audit(short(&cause))
 }
