@@ -74,7 +74,7 @@ impl AuditSink for PgSink {
         let mut client = self.0.pool.get().await.map_err(|e| fail(&e))?;
         let tx = client.transaction().await.map_err(|e| fail(&e))?;
         if durability == Durability::Written {
-            tx.batch_execute("SET LOCAL synchronous_commit = off")
+            tx.execute("SET LOCAL synchronous_commit = off", &[])
                 .await
                 .map_err(|e| fail(&e))?;
         }

@@ -104,7 +104,7 @@ async fn migrate(target: &Target) -> Result<(), StateError> {
     };
     let mut client = connect_one(target).await?;
     let locked = client
-        .batch_execute("SELECT pg_advisory_lock(hashtext('pgwarden state migrations'))")
+        .execute("SELECT pg_advisory_lock(hashtext('pgwarden state migrations'))", &[])
         .await
         .is_ok();
     let migrations = MIGRATIONS
@@ -119,8 +119,8 @@ async fn migrate(target: &Target) -> Result<(), StateError> {
         if attempt > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
-        report = match client.batch_execute("CREATE SCHEMA IF NOT EXISTS pgwarden").await {
-            Ok(()) => runner.run_async(&mut client).await.map_err(|e| source_chain(&e)),
+        report = match client.execute("CREATE SCHEMA IF NOT EXISTS pgwarden", &[]).await {
+            Ok(_) => runner.run_async(&mut client).await.map_err(|e| source_chain(&e)),
             Err(e) => Err(source_chain(&e)),
         };
         if report.is_ok() || locked {
@@ -129,7 +129,7 @@ async fn migrate(target: &Target) -> Result<(), StateError> {
     }
     if locked {
         let _ = client
-            .batch_execute("SELECT pg_advisory_unlock(hashtext('pgwarden state migrations'))")
+            .execute("SELECT pg_advisory_unlock(hashtext('pgwarden state migrations'))", &[])
             .await;
     }
     for m in report.map_err(fail)?.applied_migrations() {

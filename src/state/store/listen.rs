@@ -18,7 +18,7 @@ pub(super) async fn listen(store: std::sync::Weak<PgStore>) {
             Ok((client, mut connection)) => {
                 let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                 let listening = async {
-                    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+                    client.execute(&format!("LISTEN {CHANNEL}"), &[]).await?;
                     Ok::<_, tokio_postgres::Error>(())
                 };
                 // The connection must be polled for the LISTEN to complete.

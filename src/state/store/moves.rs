@@ -56,7 +56,7 @@ impl PgStore {
     pub(super) async fn record(&self, tx: &Transaction<'_>, record: Record) -> Result<(), PendingError> {
         chain::append(tx, self.db.key.as_deref(), record).await.map_err(audit)?;
         // The statement, not `pg_notify()`: hardened clusters revoke the function from PUBLIC.
-        tx.batch_execute(&format!("NOTIFY {CHANNEL}")).await.map_err(store)?;
+        tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await.map_err(store)?;
         Ok(())
     }
 
