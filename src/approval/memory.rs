@@ -378,12 +378,8 @@ pub(crate) fn check_shown(
     shown_hash: &str,
     reviewer: &Reviewer,
 ) -> Result<(), PendingError> {
-    if let Attestation::Host { nonce } = &reviewer.attested_by
-        && !same_secret(nonce, &review.nonce)
-    {
-        return Err(PendingError::WrongChannel(
-            "the card's proof does not match this approval".into(),
-        ));
+    if let Attestation::Host { nonce } = &reviewer.attested_by {
+        check_card(review, nonce)?;
     }
     check_level(review.level, reviewer)?;
     if hash != shown_hash {
@@ -409,9 +405,13 @@ pub(crate) fn check_level(level: crate::call::Level, reviewer: &Reviewer) -> Res
     }))
 }
 
-/// The card proves itself with the approval's nonce.
 fn check_nonce(e: &Entry, nonce: &str) -> Result<(), PendingError> {
-    if same_secret(nonce, &e.review.nonce) {
+    check_card(&e.review, nonce)
+}
+
+/// The card proves itself with the approval's nonce, in any store.
+pub(crate) fn check_card(review: &Review, nonce: &str) -> Result<(), PendingError> {
+    if same_secret(nonce, &review.nonce) {
         Ok(())
     } else {
         Err(PendingError::WrongChannel(

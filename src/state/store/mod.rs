@@ -18,10 +18,10 @@ use row::{COLUMNS, Row, audit, store};
 
 use super::{StateDb, chain};
 use crate::approval::{
-    memory::{Cause, Change, audited_refusal, refusal_record},
+    memory::{Cause, Change, audited_refusal, check_card, refusal_record},
     pending::{
         ApprovalEvent, ApprovalStore, Awaited, Cancel, Decision, EventKind, Listed, PendingError, Review, Reviewer,
-        State, StoredCall, Ttls, same_secret,
+        State, StoredCall, Ttls,
     },
 };
 
@@ -233,11 +233,7 @@ impl ApprovalStore for PgStore {
 
     async fn state_with_nonce(&self, id: &str, nonce: &str) -> Result<State, PendingError> {
         let row = self.read(id).await?.ok_or_else(|| PendingError::Unknown(id.into()))?;
-        if !same_secret(nonce, &row.review.nonce) {
-            return Err(PendingError::WrongChannel(
-                "the card's proof does not match this approval".into(),
-            ));
-        }
+        check_card(&row.review, nonce)?;
         Ok(row.current())
     }
 
