@@ -103,6 +103,20 @@ pub(crate) struct Change<'a> {
     pub(crate) must_record: bool,
 }
 
+impl Change<'static> {
+    /// A change nobody decided (expiry, the end of a run, a cancellation): recorded, but it
+    /// happens even when the record cannot be written, since it only takes authority away.
+    pub(crate) fn unattended(to: State, cause: Cause, note: Option<&'static str>) -> Change<'static> {
+        Change {
+            to,
+            cause,
+            reviewer: None,
+            note,
+            must_record: false,
+        }
+    }
+}
+
 /// The audit record of `change` to approval `id` (of `session`, for the action `hash`).
 pub(crate) fn transition_record(id: &str, session: &str, hash: &str, change: &Change<'_>) -> Record {
     let answer = if change.cause == Cause::Shutdown {
@@ -273,13 +287,7 @@ impl MemoryStore {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            let change = Change {
-                to: State::Expired,
-                cause: Cause::Expired,
-                reviewer: None,
-                note: None,
-                must_record: false,
-            };
+            let change = Change::unattended(State::Expired, Cause::Expired, None);
             let _ = self.apply(&id, change).await;
         }
     }
@@ -557,13 +565,7 @@ impl ApprovalStore for MemoryStore {
     async fn finish(&self, id: &str, ok: bool) {
         let _turn = self.turn.lock().await;
         if self.state_of(id) == Some(State::Executing) {
-            let change = Change {
-                to: State::Done { ok },
-                cause: Cause::Executed,
-                reviewer: None,
-                note: None,
-                must_record: false,
-            };
+            let change = Change::unattended(State::Done { ok }, Cause::Executed, None);
             let _ = self.apply(id, change).await;
         }
     }
@@ -571,13 +573,7 @@ impl ApprovalStore for MemoryStore {
     async fn cancel(&self, id: &str, why: Cancel) {
         let _turn = self.turn.lock().await;
         if self.state_of(id).is_some_and(|s| s.is_open()) {
-            let change = Change {
-                to: State::Cancelled,
-                cause: Cause::Cancelled,
-                reviewer: None,
-                note: Some(why.as_str()),
-                must_record: false,
-            };
+            let change = Change::unattended(State::Cancelled, Cause::Cancelled, Some(why.as_str()));
             let _ = self.apply(id, change).await;
         }
     }
@@ -591,13 +587,7 @@ impl ApprovalStore for MemoryStore {
             .map(|(id, _)| id.clone())
             .collect();
         for id in open {
-            let change = Change {
-                to: State::Cancelled,
-                cause: Cause::Shutdown,
-                reviewer: None,
-                note: None,
-                must_record: false,
-            };
+            let change = Change::unattended(State::Cancelled, Cause::Shutdown, None);
             let _ = self.apply(&id, change).await;
         }
     }

@@ -141,26 +141,14 @@ impl ApprovalStore for PgStore {
     }
 
     async fn finish(&self, id: &str, ok: bool) {
-        let change = Change {
-            to: State::Done { ok },
-            cause: Cause::Executed,
-            reviewer: None,
-            note: None,
-            must_record: false,
-        };
+        let change = Change::unattended(State::Done { ok }, Cause::Executed, None);
         if let Err(e) = self.settle(id, &["executing"], change).await {
             tracing::error!(approval = id, "recording how the approved call ended: {e}");
         }
     }
 
     async fn cancel(&self, id: &str, why: Cancel) {
-        let change = Change {
-            to: State::Cancelled,
-            cause: Cause::Cancelled,
-            reviewer: None,
-            note: Some(why.as_str()),
-            must_record: false,
-        };
+        let change = Change::unattended(State::Cancelled, Cause::Cancelled, Some(why.as_str()));
         if let Err(e) = self.settle(id, &["pending", "approved"], change).await {
             tracing::error!(approval = id, "cancelling the approval: {e}");
         }

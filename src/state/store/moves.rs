@@ -97,13 +97,7 @@ impl PgStore {
 
     /// Records that `row` lapsed (its deadline passed), in `tx`.
     pub(super) async fn expire(&self, tx: &Transaction<'_>, row: &Row) -> Result<Row, PendingError> {
-        let change = Change {
-            to: State::Expired,
-            cause: Cause::Expired,
-            reviewer: None,
-            note: None,
-            must_record: false,
-        };
+        let change = Change::unattended(State::Expired, Cause::Expired, None);
         self.transition(tx, row, &change).await
     }
 
