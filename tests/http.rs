@@ -284,16 +284,8 @@ async fn https_with_the_given_certificate_and_plain_http_only_on_loopback() {
 
     let db = TestDb::new(SETUP).await;
     let team = team();
-    let (cert, key) = http::self_signed(team.dir.path());
-    let builder = TestServer::builder()
-        .database(&db)
-        .policy(POLICY)
-        .args(["--tls-cert"])
-        .args([&cert])
-        .args(["--tls-key"])
-        .args([&key]);
-    let s = HttpServer::start(builder, team.dir.path(), "https://127.0.0.1/mcp", TOKENS).await;
-    assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+    let builder = TestServer::builder().database(&db).policy(POLICY);
+    let (s, cert) = HttpServer::start_tls(builder, team.dir.path(), TOKENS).await;
 
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::{CertificateDer, pem::PemObject};

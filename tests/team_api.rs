@@ -583,22 +583,8 @@ async fn the_cli_lists_shows_and_approves_with_a_token_from_a_file_never_from_ar
 async fn the_cli_trusts_a_private_certificate_only_when_told_to() {
     let db = TestDb::new(SETUP).await;
     let team = Team::new("pgw-team-api-", &[("alice", &["dba"]), ("bob", &["dba"])]);
-    let (cert, key) = common::http::self_signed(team.path());
-    let builder = TestServer::builder()
-        .database(&db)
-        .policy(POLICY)
-        .args(["--tls-cert"])
-        .args([&cert])
-        .args(["--tls-key"])
-        .args([&key]);
-    let s = HttpServer::start(
-        builder,
-        team.path(),
-        "https://127.0.0.1/mcp",
-        "[tokens]\nfile = \"tokens.toml\"\n",
-    )
-    .await;
-    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let builder = TestServer::builder().database(&db).policy(POLICY);
+    let (s, cert) = HttpServer::start_tls(builder, team.path(), "[tokens]\nfile = \"tokens.toml\"\n").await;
     let bob_file = team.token_file("bob");
     let bob_file = bob_file.to_str().unwrap();
     let (ok, _, err) = cli(&["list", "--server", &s.url, "--token-file", bob_file], &[]).await;

@@ -40,6 +40,20 @@ impl HttpServer {
         HttpServer { raw, url }
     }
 
+    /// [`HttpServer::start`] over HTTPS with a self-signed certificate made in `dir` (see
+    /// [`self_signed`]): the server, and the certificate a client must be told to trust.
+    pub async fn start_tls(builder: ServerBuilder<()>, dir: &std::path::Path, config: &str) -> (HttpServer, PathBuf) {
+        let (cert, key) = self_signed(dir);
+        let builder = builder
+            .args(["--tls-cert"])
+            .args([&cert])
+            .args(["--tls-key"])
+            .args([&key]);
+        let s = HttpServer::start(builder, dir, "https://127.0.0.1/mcp", config).await;
+        assert!(s.url.starts_with("https://127.0.0.1:"), "{}", s.url);
+        (s, cert)
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         let authority = self.url.split('/').nth(2).unwrap_or_default();
