@@ -111,6 +111,7 @@ struct RawRule {
     risk_at_least: Option<Risk>,
     principals: Option<Spanned<Vec<String>>>,
     groups: Option<Spanned<Vec<String>>>,
+    databases: Option<Spanned<Vec<String>>>,
     max_rows: Option<Spanned<i64>>,
     max_result_bytes: Option<Spanned<RawBytes>>,
     statement_timeout: Option<Spanned<String>>,
@@ -127,6 +128,7 @@ struct RawRole {
     role: Spanned<String>,
     principals: Option<Spanned<Vec<String>>>,
     groups: Option<Spanned<Vec<String>>>,
+    databases: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +223,7 @@ struct Builder {
     roles: Vec<super::RoleMapping>,
     tables: Vec<TableTags>,
     masks: BTreeMap<String, BTreeMap<String, super::Mask>>,
-    mask_at: BTreeMap<String, Origin>,
+    mask_origins: BTreeMap<String, Origin>,
 }
 
 impl Builder {
@@ -274,7 +276,7 @@ impl Builder {
         for (key, table) in raw.tables {
             let place = at(key.span());
             let pattern = key.into_inner();
-            if let Err(m) = table_pattern(&pattern) {
+            if let Err(m) = table_key(&pattern) {
                 self.error(place.clone(), format!("table `{pattern}`: {m}"));
             }
             let tags = table.tags.into_inner();
@@ -304,23 +306,43 @@ impl Builder {
         for (key, column) in raw.columns {
             let place = at(key.span());
             let name = key.into_inner();
-            let parts: Vec<&str> = name.split('.').collect();
+            let (database, rest) = matching::split_database(&name);
+            if let Some(Err(m)) = database.map(database_prefix) {
+                self.error(place, format!("column `{name}`: {m}"));
+                continue;
+            }
+            let parts: Vec<&str> = rest.split('.').collect();
             if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || p.contains('*')) {
                 self.error(
                     place,
                     format!(
-                        "column `{name}`: write `schema.table.column` exactly, e.g. `public.customers.email` (no patterns)"
+                        "column `{name}`: write `schema.table.column` exactly, e.g. `public.customers.email` (no patterns), or `NAME:schema.table.column` for one database"
                     ),
                 );
                 continue;
             }
-            let table = format!("{}.{}", parts[0], parts[1]);
-            if let Some(first) = self.mask_at.get(&name) {
+            let table = match database {
+                Some(db) => format!("{db}:{}.{}", parts[0], parts[1]),
+                None => format!("{}.{}", parts[0], parts[1]),
+            };
+            if let Some(first) = self.mask_origins.get(&name) {
                 let message = format!("column `{name}` already has a mask at `{first}`; keep one");
                 self.error(place, message);
                 continue;
             }
-            self.mask_at.insert(name.clone(), place);
+            // A database's mask does not override one for every database: one column, one mask.
+            let clash = self.mask_origins.iter().find(|(k, _)| {
+                let (other_db, other_rest) = matching::split_database(k);
+                other_rest == rest && (database.is_none() || other_db.is_none())
+            });
+            if let Some((other, first)) = clash {
+                let message = format!(
+                    "column `{name}` is also masked as `{other}` at `{first}`, and a mask for every database and one for a single database cannot both hold; keep one"
+                );
+                self.error(place, message);
+                continue;
+            }
+            self.mask_origins.insert(name.clone(), place);
             self.masks
                 .entry(table)
                 .or_default()
@@ -514,36 +536,38 @@ impl Builder {
             );
             self.error(place.clone(), message);
         }
-        let tools = self.list(at, &name, "tools", r.tools, |t: &String| {
+        let owner = format!("rule `{name}`");
+        let tools = self.list(at, &owner, "tools", r.tools, |t: &String| {
             Tool::from_name(t).ok_or_else(|| format!("unknown tool `{t}`; expected one of {}", quoted(&Tool::ALL)))
         });
-        let categories = self.list(at, &name, "categories", r.categories, |c: &Category| Ok(*c));
-        let tables = self.list(at, &name, "tables", r.tables, |t: &String| {
-            table_pattern(t)
+        let categories = self.list(at, &owner, "categories", r.categories, |c: &Category| Ok(*c));
+        let tables = self.list(at, &owner, "tables", r.tables, |t: &String| {
+            table_key(t)
                 .map(|_| Glob(t.clone()))
                 .map_err(|m| format!("table `{t}`: {m}"))
         });
-        let tags = self.list(at, &name, "tags", r.tags, |t: &String| {
+        let tags = self.list(at, &owner, "tags", r.tags, |t: &String| {
             if t.trim().is_empty() {
                 Err("tags must not be empty strings".into())
             } else {
                 Ok(t.clone())
             }
         });
-        let principals = self.list(at, &name, "principals", r.principals, |p: &String| {
+        let principals = self.list(at, &owner, "principals", r.principals, |p: &String| {
             if p.trim().is_empty() {
                 Err("principals must not be empty strings; use `*` for anyone named".into())
             } else {
                 Ok(Glob(p.clone()))
             }
         });
-        let groups = self.list(at, &name, "groups", r.groups, |g: &String| {
+        let groups = self.list(at, &owner, "groups", r.groups, |g: &String| {
             if g.trim().is_empty() {
                 Err("groups must not be empty strings; use `*` for anyone in a group".into())
             } else {
                 Ok(Glob(g.clone()))
             }
         });
+        let databases = self.list(at, &owner, "databases", r.databases, database_name);
         let limits = self.limits(
             at,
             r.max_rows,
@@ -604,6 +628,7 @@ impl Builder {
             categories,
             tables,
             tags,
+            databases,
             risk_at_least: r.risk_at_least,
             principals,
             groups,
@@ -624,7 +649,7 @@ impl Builder {
         notify: Option<Spanned<Vec<String>>>,
     ) -> Reviewers {
         let reviewers = self
-            .list(at, name, "reviewers", reviewers, |who: &String| {
+            .list(at, &format!("rule `{name}`"), "reviewers", reviewers, |who: &String| {
                 let who = who.trim();
                 match who.strip_prefix("group:") {
                     Some(g) if g.trim().is_empty() => Err("`group:` needs a group name, e.g. `group:dba`".into()),
@@ -634,7 +659,7 @@ impl Builder {
             })
             .unwrap_or_default();
         let notify = self
-            .list(at, name, "notify", notify, |n: &String| match n.split_once(':') {
+            .list(at, &format!("rule `{name}`"), "notify", notify, |n: &String| match n.split_once(':') {
                 Some(("slack" | "teams" | "webhook", target)) if !target.trim().is_empty() => Ok(n.trim().to_string()),
                 _ => Err(format!(
                     "`{n}` names no channel; write `slack:#channel`, `teams:NAME` or `webhook:NAME` (NAME as in the HTTP config)"
@@ -690,10 +715,12 @@ impl Builder {
         };
         let principals = self.list(at, &what, "principals", r.principals, glob("principals"));
         let groups = self.list(at, &what, "groups", r.groups, glob("groups"));
+        let databases = self.list(at, &what, "databases", r.databases, database_name);
         self.roles.push(super::RoleMapping {
             role,
             principals,
             groups,
+            databases,
             origin: place,
         });
     }
@@ -702,7 +729,7 @@ impl Builder {
     fn list<T, U>(
         &mut self,
         at: &dyn Fn(Range<usize>) -> Origin,
-        rule: &str,
+        owner: &str,
         key: &str,
         raw: Option<Spanned<Vec<T>>>,
         check: impl Fn(&T) -> Result<U, String>,
@@ -712,7 +739,7 @@ impl Builder {
         if raw.get_ref().is_empty() {
             self.error(
                 place,
-                format!("rule `{rule}`: `{key} = []` never matches anything; remove the key to match any {key}"),
+                format!("{owner}: `{key} = []` never matches anything; remove the key to match any {key}"),
             );
             return Some(Vec::new());
         }
@@ -720,7 +747,7 @@ impl Builder {
         for item in raw.get_ref() {
             match check(item) {
                 Ok(v) => out.push(v),
-                Err(m) => self.error(place.clone(), format!("rule `{rule}`: {m}")),
+                Err(m) => self.error(place.clone(), format!("{owner}: {m}")),
             }
         }
         Some(out)
@@ -757,6 +784,25 @@ impl Builder {
                 }
             }
         }
+        for rule in &self.rules {
+            let (Some(dbs), Some(globs)) = (&rule.databases, &rule.tables) else {
+                continue;
+            };
+            let lands = globs.iter().any(|g| match matching::split_database(&g.0).0 {
+                None => true,
+                Some(db) => dbs.iter().any(|d| d == db),
+            });
+            if !lands {
+                late.push(LoadError {
+                    origin: Some(rule.origin.clone()),
+                    message: format!(
+                        "rule `{}` can never match: it applies to databases {}, but every pattern in its `tables` names another database; fix `databases` or the `NAME:` prefixes",
+                        rule.id,
+                        quoted(dbs)
+                    ),
+                });
+            }
+        }
         for (i, later) in self.rules.iter().enumerate() {
             if let Some(earlier) = self.rules[..i].iter().find(|e| matching::covers(e, later)) {
                 late.push(LoadError {
@@ -790,8 +836,41 @@ impl Builder {
             roles: self.roles,
             tables: self.tables,
             masks: self.masks,
+            mask_origins: self.mask_origins,
             sources: self.sources,
         })
+    }
+}
+
+/// A table pattern, optionally for one database: `[NAME:]schema.table`.
+fn table_key(p: &str) -> Result<(), String> {
+    match matching::split_database(p) {
+        (Some(db), rest) => database_prefix(db).and_then(|()| table_pattern(rest)),
+        (None, rest) => table_pattern(rest),
+    }
+}
+
+/// The `NAME` of a `NAME:` prefix.
+fn database_prefix(db: &str) -> Result<(), String> {
+    if db.is_empty() {
+        Err("the database prefix before `:` is empty; write `NAME:schema.table`, e.g. `prod:public.users`, or drop the `:`".into())
+    } else if !super::is_database_name(db) {
+        Err(format!(
+            "the database prefix `{db}` must be a database name (letters, digits, `_` and `-`; no patterns), e.g. `prod:public.users`; leave the prefix out to mean every database"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// An entry of `databases = [...]`.
+fn database_name(db: &String) -> Result<String, String> {
+    if super::is_database_name(db) {
+        Ok(db.clone())
+    } else {
+        Err(format!(
+            "database `{db}` must be a database name (letters, digits, `_` and `-`; no patterns), e.g. `databases = [\"prod\"]`; remove the key to mean every database"
+        ))
     }
 }
 

@@ -23,7 +23,7 @@ use crate::{
     classify::{Assessment, Category, Risk},
 };
 pub use load::{LoadError, PolicyErrors};
-pub use matching::Glob;
+pub use matching::{Glob, is_database_name};
 
 /// The built-in policy used when the operator gives none: `tool-policies/default.toml`.
 pub const DEFAULT_POLICY: &str = include_str!("../../tool-policies/default.toml");
@@ -126,8 +126,12 @@ pub struct Rule {
     pub reason: Option<String>,
     pub tools: Option<Vec<Tool>>,
     pub categories: Option<Vec<Category>>,
+    /// Patterns `schema.table`, or `NAME:schema.table` for one database only.
     pub tables: Option<Vec<Glob>>,
     pub tags: Option<Vec<String>>,
+    /// The databases the rule applies to (`databases = ["prod"]`); `None`: every database.
+    /// Evaluate a database's projection (`Policy::for_database`), where this is always `None`.
+    pub databases: Option<Vec<String>>,
     pub risk_at_least: Option<Risk>,
     pub principals: Option<Vec<Glob>>,
     /// Matches a caller in any of these groups (globs).
@@ -182,6 +186,7 @@ impl Reviewers {
 /// Tags given to the tables a pattern matches.
 #[derive(Debug, Clone)]
 pub struct TableTags {
+    /// `schema.table`, or `NAME:schema.table` for one database only.
     pub pattern: Glob,
     pub tags: Vec<String>,
     pub origin: Origin,
@@ -274,8 +279,11 @@ pub struct Policy {
     /// `[[database_role]]`: the role a caller's transactions take (`SET LOCAL ROLE`), first match.
     pub roles: Vec<RoleMapping>,
     pub tables: Vec<TableTags>,
-    /// `schema.table` → column → mask, names exactly as Postgres stores them.
+    /// `schema.table` (or `NAME:schema.table` for one database only) → column → mask, names
+    /// exactly as Postgres stores them.
     pub masks: BTreeMap<String, BTreeMap<String, Mask>>,
+    /// Where each mask was set, by its `[columns."…"]` key (`[NAME:]schema.table.column`).
+    pub mask_origins: BTreeMap<String, Origin>,
     /// The files it came from, in load order.
     pub sources: Vec<String>,
 }
@@ -287,6 +295,8 @@ pub struct RoleMapping {
     pub role: String,
     pub principals: Option<Vec<Glob>>,
     pub groups: Option<Vec<Glob>>,
+    /// The databases the mapping applies to; `None`: every database.
+    pub databases: Option<Vec<String>>,
     pub origin: Origin,
 }
 

@@ -309,7 +309,7 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
     #[rustfmt::skip]
     let cases: Vec<(String, &str)> = vec![
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategoriez = [\"read\"]\n".into(),
-         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `groups`, `max_rows`, `max_result_bytes`, `statement_timeout`, `approval_timeout`, `min_channel`, `reviewers`, `min_approvals`, `notify`"),
+         "`bad.toml:4`: unknown key `categoriez`; expected one of `id`, `effect`, `reason`, `tools`, `categories`, `tables`, `tags`, `risk_at_least`, `principals`, `groups`, `databases`, `max_rows`, `max_result_bytes`, `statement_timeout`, `approval_timeout`, `min_channel`, `reviewers`, `min_approvals`, `notify`"),
         ("[[rule]]\nid = \"a\"\neffect = \"alow\"\n".into(),
          "`bad.toml:3`: unknown value `alow`; expected one of `allow`, `approve`, `deny`"),
         ("[[rule]]\nid = \"a\"\neffect = \"allow\"\ncategories = [\"reads\"]\n".into(),
@@ -360,7 +360,7 @@ fn every_bad_file_is_refused_with_its_line_and_the_fix() {
         (format!("{ok_rule}[tables.\"c\"]\ntags = [\"x\"]\n"),
          "`bad.toml:5`: table `c`: write `schema.table`, e.g. `public.customers`, `finance.*` or `*`"),
         (format!("{ok_rule}[columns.\"public.c\"]\nmask = \"email\"\n"),
-         "`bad.toml:5`: column `public.c`: write `schema.table.column` exactly, e.g. `public.customers.email` (no patterns)"),
+         "`bad.toml:5`: column `public.c`: write `schema.table.column` exactly, e.g. `public.customers.email` (no patterns), or `NAME:schema.table.column` for one database"),
         (format!("{ok_rule}[columns.\"public.c.email\"]\nmask = \"scramble\"\n"),
          "`bad.toml:6`: unknown value `scramble`; expected one of `email`, `redact`, `hash`, `last4`, `null`"),
         (format!("{ok_rule}[colums.\"public.c.email\"]\nmask = \"email\"\n"),
