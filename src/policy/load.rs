@@ -273,7 +273,12 @@ impl Builder {
         for r in raw.database_role {
             self.add_role(&at, r);
         }
-        for (key, table) in raw.tables {
+        // In file order (the maps sort by name), so "already … at" points back up the file.
+        let mut tables: Vec<_> = raw.tables.into_iter().collect();
+        tables.sort_by_key(|(key, _)| key.span().start);
+        let mut columns: Vec<_> = raw.columns.into_iter().collect();
+        columns.sort_by_key(|(key, _)| key.span().start);
+        for (key, table) in tables {
             let place = at(key.span());
             let pattern = key.into_inner();
             if let Err(m) = table_key(&pattern) {
@@ -303,7 +308,7 @@ impl Builder {
                 origin: place,
             });
         }
-        for (key, column) in raw.columns {
+        for (key, column) in columns {
             let place = at(key.span());
             let name = key.into_inner();
             let (database, rest) = matching::split_database(&name);

@@ -539,3 +539,234 @@ fn the_longest_approval_wait_covers_every_rule_and_the_default() {
         std::time::Duration::from_secs(20 * 60)
     );
 }
+
+const TWO_DATABASES: &str = r#"
+[tables."public.customers"]
+tags = ["pii"]
+
+[tables."prod:finance.*"]
+tags = ["finance"]
+
+[tables."staging:public.scratch_*"]
+tags = ["scratch"]
+
+[columns."public.customers.email"]
+mask = "email"
+
+[columns."prod:public.users.ssn"]
+mask = "last4"
+
+[columns."staging:public.users.ssn"]
+mask = "null"
+
+[[database_role]]
+role = "prod_ro"
+databases = ["prod"]
+
+[[database_role]]
+role = "anyone"
+
+[[rule]]
+id = "prod-finance-frozen"
+effect = "deny"
+tables = ["prod:finance.*"]
+
+[[rule]]
+id = "staging-scratch-writes"
+effect = "allow"
+categories = ["write"]
+tables = ["staging:public.scratch_*", "public.tmp_*"]
+
+[[rule]]
+id = "only-staging-tables"
+effect = "deny"
+tables = ["staging:public.secrets"]
+
+[[rule]]
+id = "prod-writes-need-approval"
+effect = "approve"
+categories = ["write"]
+databases = ["prod"]
+
+[[rule]]
+id = "reads"
+effect = "allow"
+categories = ["read"]
+"#;
+
+/// The projection keeps what names the database or no database, strips `NAME:` and drops the rest,
+/// including a rule whose every table is another database's.
+#[test]
+fn for_database_projects_rules_tags_masks_and_roles() {
+    let p = Policy::parse("two.toml", TWO_DATABASES).unwrap();
+    let ids = |p: &Policy| p.rules.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let tables = |p: &Policy, id: &str| {
+        let rule = p.rules.iter().find(|r| r.id == id).unwrap();
+        rule.tables.iter().flatten().map(|g| g.0.clone()).collect::<Vec<_>>()
+    };
+    let tagged = |p: &Policy| p.tables.iter().map(|t| t.pattern.0.clone()).collect::<Vec<_>>();
+    let roles = |p: &Policy| p.roles.iter().map(|m| m.role.clone()).collect::<Vec<_>>();
+
+    let prod = p.for_database("prod");
+    assert_eq!(
+        ids(&prod),
+        [
+            "prod-finance-frozen",
+            "staging-scratch-writes",
+            "prod-writes-need-approval",
+            "reads"
+        ]
+    );
+    assert_eq!(tables(&prod, "prod-finance-frozen"), ["finance.*"]);
+    assert_eq!(
+        tables(&prod, "staging-scratch-writes"),
+        ["public.tmp_*"],
+        "unprefixed kept, staging's dropped"
+    );
+    assert!(prod.rules.iter().all(|r| r.databases.is_none()));
+    assert_eq!(tagged(&prod), ["public.customers", "finance.*"]);
+    assert_eq!(prod.tags_of("finance.ledger"), BTreeSet::from(["finance"]));
+    assert_eq!(prod.masks["public.users"]["ssn"], Mask::Last4);
+    assert_eq!(prod.masks["public.customers"]["email"], Mask::Email);
+    assert_eq!(prod.masks.len(), 2);
+    assert_eq!(prod.mask_origins["public.users.ssn"].line, 14);
+    assert_eq!(roles(&prod), ["prod_ro", "anyone"]);
+    assert!(prod.roles.iter().all(|m| m.databases.is_none()));
+    assert_eq!(prod.role_for(None, &[]), Some("prod_ro"));
+
+    let staging = p.for_database("staging");
+    assert_eq!(
+        ids(&staging),
+        ["staging-scratch-writes", "only-staging-tables", "reads"],
+        "a rule whose tables are all another database's cannot match here, and `databases` filters"
+    );
+    assert_eq!(
+        tables(&staging, "staging-scratch-writes"),
+        ["public.scratch_*", "public.tmp_*"]
+    );
+    assert_eq!(tagged(&staging), ["public.customers", "public.scratch_*"]);
+    assert_eq!(staging.masks["public.users"]["ssn"], Mask::Null);
+    assert_eq!(roles(&staging), ["anyone"]);
+
+    let other = p.for_database("analytics");
+    assert_eq!(ids(&other), ["staging-scratch-writes", "reads"]);
+    assert_eq!(tagged(&other), ["public.customers"]);
+    assert_eq!(other.masks.keys().collect::<Vec<_>>(), ["public.customers"]);
+    assert_eq!((other.sources.clone(), other.defaults), (p.sources.clone(), p.defaults));
+
+    // And the projections decide as their database's rules say.
+    let update = "UPDATE finance.ledger SET x = 1 WHERE id = 2";
+    assert_eq!(
+        decide(&prod, "query", update, None).rule.as_deref(),
+        Some("prod-finance-frozen")
+    );
+    assert_eq!(decide(&staging, "query", update, None).effect, Effect::Deny);
+    assert_eq!(decide(&staging, "query", update, None).rule, None);
+    let scratch = "INSERT INTO scratch_a VALUES (1)";
+    assert_eq!(decide(&staging, "query", scratch, None).effect, Effect::Allow);
+    assert_eq!(decide(&prod, "query", scratch, None).effect, Effect::Approve);
+}
+
+#[test]
+fn databases_named_lists_every_database_at_its_first_mention() {
+    let p = Policy::parse("two.toml", TWO_DATABASES).unwrap();
+    let named: Vec<(String, String)> = p
+        .databases_named()
+        .into_iter()
+        .map(|(db, at)| (db, at.to_string()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("prod".to_string(), "two.toml:5".to_string()),
+            ("staging".into(), "two.toml:8".into())
+        ]
+    );
+    let p = Policy::parse(
+        "r.toml",
+        "[[rule]]\nid = \"a\"\neffect = \"deny\"\ndatabases = [\"b1\"]\n\
+         [[database_role]]\nrole = \"x\"\ndatabases = [\"b2\"]\n\
+         [columns.\"b3:public.t.c\"]\nmask = \"null\"\n",
+    )
+    .unwrap();
+    let named: Vec<String> = p
+        .databases_named()
+        .iter()
+        .map(|(db, at)| format!("{db}@{at}"))
+        .collect();
+    assert_eq!(named, ["b1@r.toml:2", "b2@r.toml:6", "b3@r.toml:8"]);
+    assert!(Policy::builtin().databases_named().is_empty());
+}
+
+#[test]
+fn bad_database_names_and_prefixes_are_refused_with_their_line() {
+    let ok_rule = "[[rule]]\nid = \"r\"\neffect = \"allow\"\ncategories = [\"read\"]\n";
+    #[rustfmt::skip]
+    let cases: Vec<(String, &str)> = vec![
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ndatabases = [\"prod\", \"st*\"]\n".into(),
+         "`bad.toml:4`: rule `a`: database `st*` must be a database name (letters, digits, `_` and `-`; no patterns), e.g. `databases = [\"prod\"]`; remove the key to mean every database"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ndatabases = []\n".into(),
+         "`bad.toml:4`: rule `a`: `databases = []` never matches anything; remove the key to match any databases"),
+        (format!("{ok_rule}[[database_role]]\nrole = \"x\"\ndatabases = [\"\"]\n"),
+         "`bad.toml:7`: database_role `x`: database `` must be a database name (letters, digits, `_` and `-`; no patterns), e.g. `databases = [\"prod\"]`; remove the key to mean every database"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ntables = [\"*:public.x\"]\n".into(),
+         "`bad.toml:4`: rule `a`: table `*:public.x`: the database prefix `*` must be a database name (letters, digits, `_` and `-`; no patterns), e.g. `prod:public.users`; leave the prefix out to mean every database"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ntables = [\":public.x\"]\n".into(),
+         "`bad.toml:4`: rule `a`: table `:public.x`: the database prefix before `:` is empty; write `NAME:schema.table`, e.g. `prod:public.users`, or drop the `:`"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ntables = [\"prod:users\"]\n".into(),
+         "`bad.toml:4`: rule `a`: table `prod:users`: write `schema.table`, e.g. `public.customers`, `finance.*` or `*`"),
+        (format!("{ok_rule}[tables.\"pr od:public.c\"]\ntags = [\"x\"]\n"),
+         "`bad.toml:5`: table `pr od:public.c`: the database prefix `pr od` must be a database name (letters, digits, `_` and `-`; no patterns), e.g. `prod:public.users`; leave the prefix out to mean every database"),
+        (format!("{ok_rule}[columns.\"p*:public.c.email\"]\nmask = \"email\"\n"),
+         "`bad.toml:5`: column `p*:public.c.email`: the database prefix `p*` must be a database name (letters, digits, `_` and `-`; no patterns), e.g. `prod:public.users`; leave the prefix out to mean every database"),
+        (format!("{ok_rule}[columns.\"prod:public.c\"]\nmask = \"email\"\n"),
+         "`bad.toml:5`: column `prod:public.c`: write `schema.table.column` exactly, e.g. `public.customers.email` (no patterns), or `NAME:schema.table.column` for one database"),
+        (format!("{ok_rule}[columns.\"public.c.email\"]\nmask = \"email\"\n[columns.\"prod:public.c.email\"]\nmask = \"hash\"\n"),
+         "`bad.toml:7`: column `prod:public.c.email` is also masked as `public.c.email` at `bad.toml:5`, and a mask for every database and one for a single database cannot both hold; keep one"),
+        ("[[rule]]\nid = \"a\"\neffect = \"deny\"\ndatabases = [\"prod\"]\ntables = [\"staging:public.x\"]\n".into(),
+         "`bad.toml:2`: rule `a` can never match: it applies to databases `prod`, but every pattern in its `tables` names another database; fix `databases` or the `NAME:` prefixes"),
+    ];
+    for (text, want) in cases {
+        let err = Policy::parse("bad.toml", &text).expect_err(&text);
+        assert_eq!(err.to_string(), want, "for:\n{text}");
+    }
+    // Two databases may each mask the same column their own way, and a colon inside a quoted
+    // table name is still a table name.
+    Policy::parse(
+        "ok.toml",
+        &format!(
+            "{ok_rule}[columns.\"prod:public.c.email\"]\nmask = \"email\"\n[columns.\"staging:public.c.email\"]\nmask = \"hash\"\n\
+             [tables.\"public.a:b\"]\ntags = [\"odd\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_earlier_rule_limited_to_databases_covers_only_rules_within_them() {
+    let rule = |id: &str, extra: &str| format!("[[rule]]\nid = \"{id}\"\neffect = \"deny\"\n{extra}");
+    let ok = [
+        // `b` also applies to staging, where `a` does not.
+        rule("a", "databases = [\"prod\"]\n") + &rule("b", "tools = [\"query\"]\n"),
+        rule("a", "databases = [\"prod\"]\n") + &rule("b", "databases = [\"prod\", \"staging\"]\n"),
+        rule("a", "tables = [\"prod:public.*\"]\n") + &rule("b", "tables = [\"public.x\"]\n"),
+        rule("a", "tables = [\"prod:public.*\"]\n") + &rule("b", "tables = [\"staging:public.x\"]\n"),
+        rule("a", "databases = [\"prod\"]\n") + &rule("b", "tables = [\"staging:public.x\"]\n"),
+        // `pr*.x` would match the text `prod:sales.x`, but not `sales.x` as prod sees it.
+        rule("a", "tables = [\"pr*.x\"]\n") + &rule("b", "tables = [\"prod:sales.x\"]\n"),
+    ];
+    for text in &ok {
+        Policy::parse("t.toml", text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    }
+    let unreachable = [
+        rule("a", "databases = [\"prod\", \"staging\"]\n") + &rule("b", "databases = [\"prod\"]\n"),
+        rule("a", "databases = [\"prod\"]\n") + &rule("b", "tables = [\"prod:public.x\"]\n"),
+        rule("a", "tables = [\"public.*\"]\n") + &rule("b", "tables = [\"prod:public.x\"]\n"),
+        rule("a", "tables = [\"prod:public.*\"]\n") + &rule("b", "tables = [\"prod:public.x\"]\n"),
+        rule("a", "tables = [\"*\"]\n") + &rule("b", "databases = [\"prod\"]\ntables = [\"prod:public.x\"]\n"),
+    ];
+    for text in &unreachable {
+        let err = Policy::parse("t.toml", text).expect_err(text).to_string();
+        assert!(err.contains("rule `b` can never match"), "{err}");
+    }
+}
