@@ -281,6 +281,9 @@ pub struct Action {
     pub sql: Option<String>,
     pub intent: Option<String>,
     pub caller: Caller,
+    /// The database it runs on, by its `pgwarden.toml` name; none when pgwarden serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[cfg(test)]

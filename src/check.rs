@@ -10,6 +10,9 @@ use crate::{
 
 #[derive(Serialize)]
 struct Report<'a> {
+    /// The database it was decided for (`--database`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'a str>,
     #[serde(flatten)]
     assessment: &'a Assessment,
     decision: &'a Decision,
@@ -46,9 +49,15 @@ fn approval(assessment: &Assessment, d: &Decision, settings: &ApprovalSettings) 
     })
 }
 
-pub fn to_json(assessment: &Assessment, decision: &Decision, settings: &ApprovalSettings) -> String {
+pub fn to_json(
+    database: Option<&str>,
+    assessment: &Assessment,
+    decision: &Decision,
+    settings: &ApprovalSettings,
+) -> String {
     let approval = approval(assessment, decision, settings);
     serde_json::to_string_pretty(&Report {
+        database,
         assessment,
         decision,
         approval,
@@ -56,9 +65,10 @@ pub fn to_json(assessment: &Assessment, decision: &Decision, settings: &Approval
     .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-pub fn to_text(assessment: &Assessment, d: &Decision, settings: &ApprovalSettings) -> String {
+pub fn to_text(database: Option<&str>, assessment: &Assessment, d: &Decision, settings: &ApprovalSettings) -> String {
     let list = |v: &[String]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
-    let mut out = format!(
+    let mut out = database.map(|db| format!("database: {db}\n")).unwrap_or_default();
+    out += &format!(
         "decision: {} by {}\n  {}\nrisk: {}\ncategories: {}\n",
         d.effect.as_str(),
         d.rule_label(),

@@ -12,6 +12,8 @@ pub enum DatabaseChoice {
     Url(String),
     /// The embedded sandbox cluster in this directory.
     Sandbox(PathBuf),
+    /// The `[[database]]` entries of a `pgwarden.toml`, the first the default.
+    Declared(Vec<DeclaredDatabase>),
 }
 
 /// Limits applied to every read.
@@ -69,6 +71,219 @@ pub struct Settings {
     /// to none: with the sandbox, a `pgwarden_state` database in its cluster; with
     /// `--database-url`, this process's memory and the audit file.
     pub state_url: Option<String>,
+}
+
+/// One database of a `pgwarden.toml` (`[[database]]`), as written: its URL still a reference to
+/// be resolved by `main` (which alone reads the environment).
+#[derive(Debug, Clone)]
+pub struct DeclaredDatabase {
+    /// What tools' `database` argument, policy `databases = [...]` and `NAME:` prefixes call it.
+    pub name: String,
+    pub url: UrlFrom,
+    /// The login approved changes run as, when not the agent's.
+    pub change_url: Option<UrlFrom>,
+    /// Defaults to `--pool-size`.
+    pub pool_size: Option<usize>,
+    /// Each unset value defaults to the `serve` flag.
+    pub max_rows: Option<u32>,
+    pub max_rows_limit: Option<u32>,
+    pub statement_timeout: Option<Duration>,
+    pub max_result_bytes: Option<u64>,
+}
+
+/// Where a connection string comes from. Inline only without a password: the file is meant to be
+/// committed, its secrets are not.
+#[derive(Clone)]
+pub enum UrlFrom {
+    Inline(String),
+    /// The name of an environment variable holding it.
+    Env(String),
+    /// A file holding it (e.g. a mounted secret), relative to the config file's directory.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for UrlFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlFrom::Inline(_) => f.write_str("Inline(..)"),
+            UrlFrom::Env(v) => write!(f, "Env({v})"),
+            UrlFrom::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+impl UrlFrom {
+    /// The connection string: `env` looks a variable up (main passes `std::env::var`).
+    pub fn resolve(&self, what: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+        let text = match self {
+            UrlFrom::Inline(url) => url.clone(),
+            UrlFrom::Env(var) => env(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| ConfigError(format!("{what}: the environment variable `{var}` is not set")))?,
+            UrlFrom::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("{what}: cannot read `{}`: {e}", path.display())))?,
+        };
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return Err(ConfigError(format!("{what}: the connection string is empty")));
+        }
+        Ok(text)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    database: Vec<RawDatabase>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    name: String,
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    change_url: Option<String>,
+    change_url_env: Option<String>,
+    change_url_file: Option<PathBuf>,
+    pool_size: Option<i64>,
+    max_rows: Option<i64>,
+    max_rows_limit: Option<i64>,
+    statement_timeout: Option<String>,
+    max_result_bytes: Option<String>,
+}
+
+/// A database name as the policy and the tools write it: a word of ASCII letters, digits, `_`, `-`.
+pub fn is_database_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Reads a `pgwarden.toml`: its `[[database]]` entries, first one the default.
+pub fn load_databases(path: &std::path::Path) -> Result<Vec<DeclaredDatabase>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read the config `{}`: {e}", path.display())))?;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    parse_databases(&path.display().to_string(), &text, dir)
+}
+
+/// As [`load_databases`], from text; `file` names it in errors, `dir` anchors relative `*_file` paths.
+pub fn parse_databases(file: &str, text: &str, dir: &std::path::Path) -> Result<Vec<DeclaredDatabase>, ConfigError> {
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| ConfigError(format!("`{file}`: {}", e.to_string().trim_end())))?;
+    if raw.database.is_empty() {
+        return Err(ConfigError(format!(
+            "`{file}` declares no `[[database]]`; add one (`name = \"prod\"`, `url_env = \"PROD_DATABASE_URL\"`)"
+        )));
+    }
+    let mut out: Vec<DeclaredDatabase> = Vec::new();
+    for d in raw.database {
+        let what = format!("`{file}`, database `{}`", d.name);
+        if !is_database_name(&d.name) {
+            return Err(ConfigError(format!(
+                "{what}: a name is a word of letters, digits, `_` and `-` (at most 63), e.g. `prod`"
+            )));
+        }
+        if out.iter().any(|o| o.name == d.name) {
+            return Err(ConfigError(format!("{what} is declared twice; names must be unique")));
+        }
+        let url = url_from(&what, "url", d.url, d.url_env, d.url_file, dir)?.ok_or_else(|| {
+            ConfigError(format!(
+                "{what}: give `url_env` (an environment variable) or `url_file`"
+            ))
+        })?;
+        let change_url = url_from(
+            &what,
+            "change_url",
+            d.change_url,
+            d.change_url_env,
+            d.change_url_file,
+            dir,
+        )?;
+        let number = |key: &str, v: Option<i64>, max: i64| -> Result<Option<i64>, ConfigError> {
+            match v {
+                Some(n) if n < 1 || n > max => Err(ConfigError(format!("{what}: `{key}` must be between 1 and {max}"))),
+                other => Ok(other),
+            }
+        };
+        let statement_timeout = d
+            .statement_timeout
+            .map(|t| {
+                humantime::parse_duration(&t)
+                    .map_err(|e| ConfigError(format!("{what}: `statement_timeout = \"{t}\"`: {e} (e.g. `15s`)")))
+            })
+            .transpose()?;
+        let max_result_bytes = d
+            .max_result_bytes
+            .map(|b| parse_byte_size(&b).map_err(|e| ConfigError(format!("{what}: `max_result_bytes`: {e}"))))
+            .transpose()?;
+        out.push(DeclaredDatabase {
+            pool_size: number("pool_size", d.pool_size, 256)?.map(|n| n as usize),
+            max_rows: number("max_rows", d.max_rows, u32::MAX.into())?.map(|n| n as u32),
+            max_rows_limit: number("max_rows_limit", d.max_rows_limit, u32::MAX.into())?.map(|n| n as u32),
+            statement_timeout,
+            max_result_bytes,
+            name: d.name,
+            url,
+            change_url,
+        });
+    }
+    Ok(out)
+}
+
+/// One of `key`, `key_env`, `key_file`; an inline one must not carry a password.
+fn url_from(
+    what: &str,
+    key: &str,
+    inline: Option<String>,
+    env: Option<String>,
+    file: Option<PathBuf>,
+    dir: &std::path::Path,
+) -> Result<Option<UrlFrom>, ConfigError> {
+    let given = [inline.is_some(), env.is_some(), file.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ConfigError(format!(
+            "{what}: give one of `{key}`, `{key}_env` and `{key}_file`"
+        )));
+    }
+    if let Some(url) = inline {
+        let parsed: Result<tokio_postgres::Config, _> = url.parse();
+        match parsed {
+            Ok(c) if c.get_password().is_some() => {
+                return Err(ConfigError(format!(
+                    "{what}: `{key}` carries a password; keep secrets out of this file: use `{key}_env` or `{key}_file`"
+                )));
+            }
+            Ok(_) => return Ok(Some(UrlFrom::Inline(url))),
+            Err(e) => return Err(ConfigError(format!("{what}: `{key}` is not a connection string ({e})"))),
+        }
+    }
+    if let Some(var) = env {
+        if var.trim().is_empty() {
+            return Err(ConfigError(format!("{what}: `{key}_env` names no variable")));
+        }
+        return Ok(Some(UrlFrom::Env(var)));
+    }
+    Ok(file.map(|f| UrlFrom::File(if f.is_absolute() { f } else { dir.join(f) })))
+}
+
+impl Limits {
+    /// These limits with a database's own settings over them, validated.
+    pub fn for_database(self, d: &DeclaredDatabase) -> Result<Limits, ConfigError> {
+        Limits {
+            default_max_rows: d.max_rows.unwrap_or(self.default_max_rows),
+            max_rows_limit: d.max_rows_limit.unwrap_or(self.max_rows_limit),
+            statement_timeout: d.statement_timeout.unwrap_or(self.statement_timeout),
+            max_result_bytes: d.max_result_bytes.unwrap_or(self.max_result_bytes),
+        }
+        .validate()
+        .map_err(|e| ConfigError(format!("database `{}`: {e}", d.name)))
+    }
 }
 
 /// A setting that does not make sense, named with the fix.

@@ -15,8 +15,8 @@ use pgwarden::{
     call::{Principal, Tool},
     config::{DatabaseChoice, Limits, Settings},
     console::Console,
-    db::{Database, Target, sandbox::Sandbox},
-    pipeline::Pipeline,
+    db::{Target, sandbox::Sandbox},
+    pipeline::{Databases, Opening, Shared},
     policy::{Policy, Request},
     server::Session,
 };
@@ -254,6 +254,13 @@ struct CheckArgs {
     /// Decide as a member of this group (repeatable), for rules with `groups`.
     #[arg(long = "group")]
     groups: Vec<String>,
+    /// Decide for this database (its `pgwarden.toml` name): only its rules, tags and masks apply.
+    /// Default: the first of `--config`, else the policy as a whole.
+    #[arg(long)]
+    database: Option<String>,
+    /// The `pgwarden.toml` whose databases `--database` names (checked against it).
+    #[arg(long, env = "PGWARDEN_CONFIG")]
+    config: Option<PathBuf>,
     /// The SQL to check; read from stdin when omitted.
     sql: Option<String>,
 }
@@ -277,6 +284,13 @@ struct SetupArgs {
     /// Print the SQL setup would run, and change nothing.
     #[arg(long)]
     print_sql: bool,
+    /// Which database this is, by its `pgwarden.toml` name: the masks the policy gives it (its
+    /// `NAME:` entries and the unprefixed ones) are set up. Default: the URL's database name.
+    #[arg(long)]
+    database: Option<String>,
+    /// The `pgwarden.toml` whose databases `--database` names (checked against it).
+    #[arg(long, env = "PGWARDEN_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -301,6 +315,11 @@ struct ServeArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "PGWARDEN_TLS_KEY", requires_all = ["http", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Several databases to serve, declared in a `pgwarden.toml` (`[[database]]` entries: name,
+    /// `url_env` or `url_file`, pool size and limits; the first is the default). Instead of
+    /// `--database-url`; see the README's "Several databases".
+    #[arg(long, env = "PGWARDEN_CONFIG")]
+    config: Option<PathBuf>,
     /// PostgreSQL to serve: `postgres://user:password@host:5432/db` or `host=… user=…`.
     /// Without one, pgwarden starts its own sandbox cluster with a demo schema.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -479,6 +498,33 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
     };
     let policy = load_policy(args.policy.as_deref())?;
+    let database = match &args.config {
+        Some(config) => {
+            let declared = pgwarden::config::load_databases(config)?;
+            let names: Vec<String> = declared.iter().map(|d| format!("`{}`", d.name)).collect();
+            match args.database {
+                None => declared.first().map(|d| d.name.clone()),
+                Some(name) if declared.iter().any(|d| d.name == name) => Some(name),
+                Some(name) => anyhow::bail!(
+                    "no database `{name}` in `{}`; it declares {}",
+                    config.display(),
+                    names.join(", ")
+                ),
+            }
+        }
+        None => args.database,
+    };
+    if database.is_none()
+        && let Some((name, at)) = policy.databases_named().into_iter().next()
+    {
+        anyhow::bail!(
+            "the policy names databases (`{name}` at {at}), so a decision depends on which: pass `--database NAME`"
+        );
+    }
+    let policy = match &database {
+        Some(name) => policy.for_database(name),
+        None => policy,
+    };
     let assessment = pgwarden::classify::classify(&sql);
     let decision = policy.evaluate(&Request {
         tool: args.tool,
@@ -487,8 +533,8 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         groups: &args.groups,
     });
     let out = match args.format {
-        Format::Text => pgwarden::check::to_text(&assessment, &decision, &policy.approval),
-        Format::Json => pgwarden::check::to_json(&assessment, &decision, &policy.approval) + "\n",
+        Format::Text => pgwarden::check::to_text(database.as_deref(), &assessment, &decision, &policy.approval),
+        Format::Json => pgwarden::check::to_json(database.as_deref(), &assessment, &decision, &policy.approval) + "\n",
     };
     write_stdout(&out)
 }
@@ -531,6 +577,27 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let policy = load_policy(args.policy.as_deref())?;
     let target = Target::from_url(&args.database_url)?;
+    let name = match args.database {
+        Some(name) => name,
+        None => target
+            .config
+            .get_dbname()
+            .or(target.config.get_user())
+            .unwrap_or("postgres")
+            .to_string(),
+    };
+    if let Some(config) = &args.config {
+        let declared = pgwarden::config::load_databases(config)?;
+        if !declared.iter().any(|d| d.name == name) {
+            let names: Vec<String> = declared.iter().map(|d| format!("`{}`", d.name)).collect();
+            anyhow::bail!(
+                "no database `{name}` in `{}` (it declares {}); pass `--database NAME`",
+                config.display(),
+                names.join(", ")
+            );
+        }
+    }
+    let policy = policy.for_database(&name);
     let request = pgwarden::db::setup::SetupRequest {
         agent_role: args.agent_role.clone(),
         schemas: args.schemas,
@@ -805,12 +872,27 @@ fn console_dir() -> PathBuf {
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
-    let database = match args.database_url.filter(|u| !u.trim().is_empty()) {
-        Some(url) => DatabaseChoice::Url(url),
-        None => DatabaseChoice::Sandbox(args.sandbox_dir.unwrap_or_else(|| {
+    let url = args.database_url.filter(|u| !u.trim().is_empty());
+    let database = match (args.config, url) {
+        (Some(config), None) => DatabaseChoice::Declared(pgwarden::config::load_databases(&config)?),
+        (Some(config), Some(_)) => anyhow::bail!(
+            "both `--config {}` and a database URL (`--database-url` or DATABASE_URL) are given; the config \
+             declares the databases: drop the URL, or the config",
+            config.display()
+        ),
+        (None, Some(url)) => DatabaseChoice::Url(url),
+        (None, None) => DatabaseChoice::Sandbox(args.sandbox_dir.unwrap_or_else(|| {
             default_location("/var/lib/pgwarden/sandbox", "XDG_DATA_HOME", ".local/share", "sandbox")
         })),
     };
+    if matches!(database, DatabaseChoice::Declared(_))
+        && args.change_database_url.as_ref().is_some_and(|u| !u.trim().is_empty())
+    {
+        anyhow::bail!(
+            "`--change-database-url` goes with `--database-url`; with `--config`, give each database its \
+             `change_url_env` or `change_url_file`"
+        );
+    }
     let limits = Limits {
         default_max_rows: args.max_rows,
         max_rows_limit: args.max_rows_limit,
@@ -894,24 +976,57 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let settings = settings(args)?;
-    let (target, change, sandbox) = match &settings.database {
+    let mut sandbox = None;
+    // Each database to serve, with the policy as it sees it.
+    let (openings, several) = match &settings.database {
         DatabaseChoice::Url(url) => {
+            let target = Target::from_url(url)?;
             let change = settings.change_database.as_deref().map(Target::from_url).transpose()?;
-            (Target::from_url(url)?, change, None)
+            (vec![single(target, change, &settings, false)], false)
         }
         DatabaseChoice::Sandbox(dir) => {
             let dir = dir.clone();
-            let masks = settings.policy.masks.clone();
-            let sandbox = tokio::task::spawn_blocking(move || Sandbox::open(dir, &masks))
+            let masks = settings.policy.for_database(pgwarden::db::sandbox::DEMO_DB).masks;
+            let opened = tokio::task::spawn_blocking(move || Sandbox::open(dir, &masks))
                 .await?
                 .context("cannot start the embedded sandbox database")?;
-            (
-                Target::from_config(sandbox.connect_config())?,
-                Some(Target::from_config(sandbox.change_config())?),
-                Some(sandbox),
-            )
+            let target = Target::from_config(opened.connect_config())?;
+            let change = Some(Target::from_config(opened.change_config())?);
+            sandbox = Some(opened);
+            // `pgwarden demo` starts its server on the sandbox on purpose; anyone else may not know.
+            let say = std::env::var_os("PGWARDEN_DEMO").is_none();
+            if say {
+                tracing::warn!("{}", pgwarden::pipeline::SANDBOX_NOTE);
+            }
+            (vec![single(target, change, &settings, say)], false)
+        }
+        DatabaseChoice::Declared(list) => {
+            let env = |var: &str| std::env::var(var).ok();
+            let mut openings = Vec::new();
+            for d in list {
+                let what = format!("database `{}`", d.name);
+                let target = Target::from_url(&d.url.resolve(&what, &env)?).with_context(|| what.clone())?;
+                let change = match &d.change_url {
+                    Some(c) => Some(
+                        Target::from_url(&c.resolve(&format!("{what}, change_url"), &env)?)
+                            .with_context(|| what.clone())?,
+                    ),
+                    None => None,
+                };
+                openings.push(Opening {
+                    name: d.name.clone(),
+                    target,
+                    change,
+                    pool_size: d.pool_size.unwrap_or(settings.pool_size),
+                    limits: settings.limits.for_database(d)?,
+                    policy: Arc::new(settings.policy.for_database(&d.name)),
+                    sandbox: false,
+                });
+            }
+            (openings, true)
         }
     };
+    check_policy_databases(&settings.policy, &openings)?;
     // Approvals and the audit trail of `serve --http` live in Postgres, shared by replicas: the
     // `--state-url`, else the sandbox's own state database.
     let state = match (&settings.state_url, &sandbox) {
@@ -925,13 +1040,55 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     if let Some(state) = &state {
-        pgwarden::state::check_apart(&state.config, &target.config)?;
+        for o in &openings {
+            pgwarden::state::check_apart(&state.config, &o.target.config)
+                .with_context(|| format!("database `{}`", o.name))?;
+        }
     }
-    let result = run(target, change, state, &settings, sandbox.is_some(), http).await;
+    let result = run(openings, several, state, &settings, http).await;
     if let Some(sandbox) = sandbox {
         let _ = tokio::task::spawn_blocking(move || sandbox.release()).await;
     }
     result
+}
+
+/// The one database of `--database-url` or the sandbox, named as Postgres calls it.
+fn single(target: Target, change: Option<Target>, settings: &Settings, sandbox: bool) -> Opening {
+    let name = target
+        .config
+        .get_dbname()
+        .or(target.config.get_user())
+        .unwrap_or("postgres")
+        .to_string();
+    Opening {
+        policy: Arc::new(settings.policy.for_database(&name)),
+        name,
+        target,
+        change,
+        pool_size: settings.pool_size,
+        limits: settings.limits,
+        sandbox,
+    }
+}
+
+/// Every database the policy names must be one pgwarden serves: a misspelt name would quietly
+/// leave a rule or a mask out.
+fn check_policy_databases(policy: &Policy, openings: &[Opening]) -> anyhow::Result<()> {
+    let served: Vec<String> = openings.iter().map(|o| format!("`{}`", o.name)).collect();
+    let unknown: Vec<String> = policy
+        .databases_named()
+        .into_iter()
+        .filter(|(name, _)| !openings.iter().any(|o| &o.name == name))
+        .map(|(name, at)| format!("{at}: the policy names database `{name}`, which pgwarden does not serve"))
+        .collect();
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "{}\nthis pgwarden serves {}; fix the name, or declare the database",
+            unknown.join("\n"),
+            served.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// `serve --http`: where to listen, and the HTTP config.
@@ -942,28 +1099,12 @@ type Http = Option<(
 )>;
 
 async fn run(
-    target: Target,
-    change: Option<Target>,
+    openings: Vec<Opening>,
+    several: bool,
     state: Option<Target>,
     settings: &Settings,
-    is_sandbox: bool,
     http: Http,
 ) -> anyhow::Result<()> {
-    let db = Database::connect_with_change(target, change, settings.pool_size).await?;
-    let facts = db.facts().await.context("reading server facts")?;
-    tracing::info!(
-        "using {} database {} (PostgreSQL {}, user {})",
-        if is_sandbox { "the sandbox" } else { "the" },
-        db.display,
-        facts.version,
-        facts.user
-    );
-    if facts.superuser {
-        tracing::warn!(
-            "connected as superuser `{}`: reads are still READ ONLY, but a least-privilege role is strongly recommended",
-            facts.user
-        );
-    }
     tracing::info!(
         "policy: {} ({} rules)",
         settings.policy.sources.join(", "),
@@ -972,6 +1113,8 @@ async fn run(
     let keeper = tokio_util::sync::CancellationToken::new();
     // The trail and the approvals: in the state database (every replica's, one chain), or in the
     // audit file and this process's memory.
+    // The agent's sessions must not see the state database (checked as each database opens).
+    let state_display = state.as_ref().map(|s| s.display.clone());
     let (sink, shared, file): (Arc<dyn pgwarden::audit::sink::AuditSink>, _, _) = match state {
         Some(state) => {
             let path = settings
@@ -986,14 +1129,7 @@ async fn run(
                 state.display,
                 key.public()
             );
-            let state = pgwarden::state::StateDb::open(state, Some(Arc::new(key)), settings.pool_size.max(4)).await?;
-            // Whatever the URLs say, the agent's own session must not see pgwarden's tables.
-            let agent = db
-                .agent_client()
-                .await
-                .context("checking the state database is apart")?;
-            pgwarden::state::check_unseen(&agent, state.display()).await?;
-            let db = state;
+            let db = pgwarden::state::StateDb::open(state, Some(Arc::new(key)), settings.pool_size.max(4)).await?;
             let store: Arc<dyn pgwarden::approval::pending::ApprovalStore> =
                 pgwarden::state::store::PgStore::start(db.clone(), (&settings.policy.approval).into());
             (Arc::new(pgwarden::state::chain::PgSink(db)) as _, Some(store), None)
@@ -1012,11 +1148,6 @@ async fn run(
             (FileSink::shared(audit.clone()), None, Some(audit))
         }
     };
-    // `pgwarden demo` starts its server on the sandbox on purpose; anyone else may not know.
-    let say_sandbox = is_sandbox && std::env::var_os("PGWARDEN_DEMO").is_none();
-    if say_sandbox {
-        tracing::warn!("{}", pgwarden::pipeline::SANDBOX_NOTE);
-    }
     let label = format!(
         "pgwarden {} (pid {}) · policy {}",
         env!("CARGO_PKG_VERSION"),
@@ -1035,30 +1166,33 @@ async fn run(
         label,
         settings.console_dir.clone(),
     ));
-    let pipeline = Pipeline::new(
-        db,
-        settings.limits,
-        settings.policy.clone(),
-        sink,
-        approvals.clone(),
-        settings.export_dir.clone(),
-    );
-    let pipeline = Arc::new(if say_sandbox {
-        pipeline.serving_sandbox()
-    } else {
-        pipeline
-    });
-    // The classifier judges agent SQL against what the catalog holds (user code, search path, masks).
-    pipeline
-        .refresh_catalog()
-        .await
-        .context("reading the catalog facts the classifier needs")?;
-    // With masks in the policy, serve only when Postgres enforces them for this login.
-    if let Some(problem) = pipeline.masks_problem() {
-        anyhow::bail!("{problem}");
-    }
     let watcher = tokio_util::sync::CancellationToken::new();
-    pipeline.watch_catalog(watcher.clone());
+    let pipeline = Databases::new(
+        openings,
+        Shared {
+            audit: sink,
+            approvals: approvals.clone(),
+            export_dir: settings.export_dir.clone(),
+            policy: settings.policy.clone(),
+            state: state_display,
+            stop: watcher.clone(),
+        },
+        several,
+    );
+    let failed = pipeline.open_all().await;
+    match failed.into_iter().next() {
+        // One database: it must open, as it always had to.
+        Some((_, why)) if !several => {
+            watcher.cancel();
+            keeper.cancel();
+            anyhow::bail!("{why}");
+        }
+        Some(_) => tracing::warn!(
+            "serving the databases that opened; the others' calls fail with the reason until they open (retried every {}s)",
+            pgwarden::pipeline::RETRY_EVERY.as_secs()
+        ),
+        None => {}
+    }
     // `pgwarden approvals` from another terminal; the socket goes when this ends.
     let _terminal = pgwarden::approval::local::listen(&approvals, &settings.console_dir);
     let result = match http {

@@ -34,7 +34,7 @@ use crate::{
     },
     call::{Caller, Identity, Principal, Surface, Tool},
     db::catalog::{TableDescription, TableList},
-    pipeline::{Control, Outcome, Pipeline, ToolError},
+    pipeline::{Control, Databases, Outcome, ToolError},
     tools::{
         self, ToolCall, ToolOutput,
         approval::{AwaitArgs, AwaitOutput, OrPending, PendingApproval, ReviewDecision, ReviewRef},
@@ -75,7 +75,7 @@ refused approval names the rule and reason: adapt your plan, do not work around 
 
 #[derive(Clone)]
 pub struct PgWarden {
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<Databases>,
     session: Session,
     tool_router: ToolRouter<PgWarden>,
 }
@@ -129,7 +129,7 @@ impl Session {
 }
 
 impl PgWarden {
-    pub fn new(pipeline: Arc<Pipeline>, session: Session) -> PgWarden {
+    pub fn new(pipeline: Arc<Databases>, session: Session) -> PgWarden {
         PgWarden {
             pipeline,
             session,

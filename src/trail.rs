@@ -58,6 +58,7 @@ impl Trail {
                 display_name: c.identity.as_ref().and_then(|i| i.display.clone()),
                 groups: c.groups().to_vec(),
                 authn: c.identity.as_ref().map(|i| i.via.clone()),
+                database: action.database.clone(),
                 tool: Some(action.tool.name().to_string()),
                 arguments: Some(arguments),
                 sql,

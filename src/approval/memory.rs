@@ -736,6 +736,7 @@ mod tests {
                 sql: Some("UPDATE t SET x = 1".into()),
                 intent: None,
                 caller: Caller::default(),
+                database: None,
             },
             hash: hash.into(),
         }

@@ -353,6 +353,7 @@ pub fn action_hash(action: &Action, extra: &serde_json::Value) -> String {
         c.client_name,
         c.client_version,
         c.session_id,
+        action.database,
     ]);
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -374,6 +375,7 @@ mod tests {
                 identity: None,
                 session_id: "s".into(),
             },
+            database: None,
         }
     }
 

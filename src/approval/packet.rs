@@ -35,6 +35,9 @@ pub struct ReviewPacket {
     pub intent: Option<String>,
     /// Tool-specific lines (an export's target and columns).
     pub details: Vec<String>,
+    /// The database it runs on, when pgwarden serves several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 impl ReviewPacket {
@@ -66,6 +69,10 @@ impl ReviewPacket {
         let mut who: Vec<String> = c.identity.iter().map(|i| i.describe()).collect();
         who.push(client);
         who.push(format!("session {}", c.session_id.get(..8).unwrap_or(&c.session_id)));
+        let on = match &action.database {
+            Some(db) => format!("{on} in database `{db}`"),
+            None => on,
+        };
         ReviewPacket {
             summary: format!(
                 "{}{on} via `{}` ({}, risk {})",
@@ -86,6 +93,7 @@ impl ReviewPacket {
             requested_by: who.join(" · "),
             intent: action.intent.clone().filter(|s| !s.trim().is_empty()),
             details: vec![],
+            database: action.database.clone(),
         }
     }
 
@@ -98,6 +106,9 @@ impl ReviewPacket {
             self.category,
             one_line(&self.summary, 300)
         );
+        if let Some(db) = &self.database {
+            m.push_str(&format!("Database: {}\n", one_line(db, 100)));
+        }
         m.push_str(&format!("\nSQL:\n{}\n\n", shown_sql(&self.sql)));
         m.push_str(&format!(
             "Decided by: {} — {}\n",
@@ -199,6 +210,7 @@ mod spoofing_tests {
             requested_by: "client\nDecided by: rule `safe`".into(),
             intent: Some(format!("harmless{}\nSQL:\nSELECT 1", "\n".repeat(60))),
             details: vec!["File: out.csv\nRisk: low".into()],
+            database: None,
         };
         let m = p.message();
         let sql_at = m.find("UPDATE t SET a = 1 WHERE id > 0").unwrap();

@@ -200,6 +200,9 @@ pub struct Record {
     /// How the caller was authenticated (issuer, client id, token id — never the token).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub authn: Option<crate::call::Authn>,
+    /// The database the call ran on, by its `pgwarden.toml` name (when pgwarden serves several).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool: Option<String>,
     /// The call's arguments, with secrets redacted.

@@ -120,6 +120,10 @@ pub struct Assessment {
     pub cte_shadowed: Vec<String>,
     /// Functions called, canonical names.
     pub functions: Vec<String>,
+    /// Databases the text names before a schema (`otherdb.public.t`): a connection reaches one
+    /// database, so any but its own is a cross-database reference.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
     /// Why the risk is what it is, one sentence per AST fact.
     pub reasons: Vec<String>,
 }
@@ -160,6 +164,7 @@ impl Assessment {
             tables: vec![],
             cte_shadowed: vec![],
             functions: vec![],
+            databases: vec![],
             reasons: vec![reason],
         }
     }
@@ -274,6 +279,7 @@ pub fn classify_with(sql: &str, facts: &CatalogFacts) -> Assessment {
     let mut tables = BTreeSet::new();
     let mut shadowed = BTreeSet::new();
     let mut functions = BTreeSet::new();
+    let mut catalogs = BTreeSet::new();
     let mut categories = BTreeSet::new();
     let mut statements = Vec::new();
     for statement in &parsed {
@@ -281,6 +287,7 @@ pub fn classify_with(sql: &str, facts: &CatalogFacts) -> Assessment {
         tables.extend(walk.tables);
         shadowed.extend(walk.shadowed);
         functions.extend(walk.functions);
+        catalogs.extend(walk.catalogs);
         categories.extend(found);
         statements.push(assessment);
     }
@@ -294,6 +301,7 @@ pub fn classify_with(sql: &str, facts: &CatalogFacts) -> Assessment {
         cte_shadowed: shadowed.difference(&tables).cloned().collect(),
         tables: tables.into_iter().collect(),
         functions: functions.into_iter().collect(),
+        databases: catalogs.into_iter().collect(),
         reasons,
         statements,
     }

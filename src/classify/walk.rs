@@ -25,6 +25,8 @@ pub struct Walked {
     /// target or a reference inside the CTE's own body means the table, so policy counts them too.
     pub shadowed: BTreeSet<String>,
     pub functions: BTreeSet<String>,
+    /// Databases named before a schema (`otherdb.public.t`, `otherdb.public.f()`).
+    pub catalogs: BTreeSet<String>,
 }
 
 /// Walks `statement`. With `plan_only` (plain EXPLAIN) the target's statement kinds do not count,
@@ -51,6 +53,7 @@ pub fn walk(statement: &Statement, plan_only: bool, facts: &CatalogFacts) -> Wal
     let cte_names = std::mem::take(&mut w.cte_names);
     let table_functions = std::mem::take(&mut w.table_functions);
     for parts in std::mem::take(&mut w.relations) {
+        w.out.catalogs.extend(catalog_of(&parts));
         let name = qualify(&parts, facts);
         if table_functions.contains(&name) {
             continue;
@@ -94,6 +97,7 @@ impl Walk<'_> {
         let parts = parts_of(name);
         let canon = canonical(&parts);
         self.out.functions.insert(canon.clone());
+        self.out.catalogs.extend(catalog_of(&parts));
         let last = parts.last().map(|(v, q)| fold(v, *q)).unwrap_or_default();
         // In any schema: extensions such as pg_stat_statements live wherever they were installed.
         if SENSITIVE_FUNCTIONS.contains(&last.as_str()) {
@@ -116,6 +120,14 @@ impl Walk<'_> {
             ),
         }
     }
+}
+
+/// The database of a `database.schema.name`, as Postgres folds it.
+fn catalog_of(parts: &[(String, bool)]) -> Option<String> {
+    (parts.len() >= 3).then(|| {
+        let (v, q) = &parts[parts.len() - 3];
+        fold(v, *q)
+    })
 }
 
 fn parts_of(name: &ObjectName) -> Vec<(String, bool)> {

@@ -39,6 +39,23 @@ pub struct TableList {
     /// Something to tell the user, e.g. that this is the demo sandbox and not their database.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
+    /// The database listed, when pgwarden serves several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Every database this pgwarden serves (when several): pass one's `name` as any tool's
+    /// `database` argument.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseInfo>,
+}
+
+/// One database a pgwarden serves, as `list_tables` shows it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DatabaseInfo {
+    pub name: String,
+    /// Used when a call names no database.
+    pub default: bool,
+    /// False while pgwarden cannot use it (unreachable, or not set up); its calls fail until then.
+    pub available: bool,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -195,6 +212,8 @@ impl Database {
                     tables,
                     truncated,
                     notice: None,
+                    database: None,
+                    databases: vec![],
                 })
             })
             .await

@@ -125,6 +125,7 @@ impl Step for Grant<'_> {
             tables,
             cte_shadowed: vec![],
             functions: vec![],
+            databases: vec![],
             reasons,
         };
         let plan = Plan {

@@ -30,9 +30,11 @@ mod export;
 mod grant;
 mod list_tables;
 mod query;
+mod router;
 mod step;
 
 pub use catalog::CATALOG_POLL;
+pub use router::{Databases, Opening, RETRY_EVERY, Shared};
 pub use step::Control;
 
 /// What the model is told when a call does not succeed. `Internal` details go to the log only.
@@ -132,6 +134,11 @@ pub struct Pipeline {
     /// may believe it is another (the demo sandbox because no DATABASE_URL reached pgwarden).
     database_note: Option<String>,
     noted: std::sync::atomic::AtomicBool,
+    /// Its `pgwarden.toml` name, when pgwarden serves several databases: actions, packets and
+    /// records carry it.
+    name: Option<String>,
+    /// What Postgres calls the database (`current_database()`): the only one a statement may name.
+    current_database: Option<String>,
 }
 
 /// What the model (and, through it, the person) is told when pgwarden serves its sandbox.
@@ -177,7 +184,44 @@ impl Pipeline {
             catalog: Default::default(),
             database_note: None,
             noted: Default::default(),
+            name: None,
+            current_database: None,
         }
+    }
+
+    /// Names this pipeline's database: `name` as pgwarden serves it (none when it serves one),
+    /// `current` as Postgres calls it.
+    pub fn named(mut self, name: Option<String>, current: String) -> Pipeline {
+        self.name = name;
+        self.current_database = Some(current);
+        self
+    }
+
+    /// Refuses a statement that reaches past this database: a `db.schema.table` naming another
+    /// database, or (when pgwarden serves several) dblink / postgres_fdw, which open sessions of
+    /// their own. Postgres refuses the first itself; this says why before anything runs.
+    fn one_database(&self, a: &Assessment) -> Result<(), ToolError> {
+        let here = self.current_database.as_deref();
+        if let Some(other) = a.databases.iter().find(|d| Some(d.as_str()) != here) {
+            return Err(ToolError::Refused(format!(
+                "the statement names database `{other}` (`{other}.schema.table`), but a call reaches only the \
+                 database it runs on{}; write `schema.table`, and for another database call the tool again with its \
+                 `database` argument (`list_tables` lists them)",
+                here.map(|h| format!(" (`{h}`)")).unwrap_or_default()
+            )));
+        }
+        if self.name.is_some()
+            && let Some(f) = a.functions.iter().find(|f| {
+                let last = f.rsplit('.').next().unwrap_or(f);
+                last.starts_with("dblink") || last.starts_with("postgres_fdw")
+            })
+        {
+            return Err(ToolError::Refused(format!(
+                "`{f}` opens a session to another database, and a call reaches only the database it runs on; \
+                 call the tool again with that database's `database` argument (`list_tables` lists them)"
+            )));
+        }
+        Ok(())
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -203,12 +247,7 @@ impl Pipeline {
         route: &Route,
         ctl: &Control,
     ) -> Result<Outcome<ToolOutput>, ToolError> {
-        let action = Action {
-            tool: call.tool(),
-            sql: call.sql().map(str::to_string),
-            intent: call.intent().map(str::to_string),
-            caller,
-        };
+        let action = action_of(call, caller, self.name.clone());
         match call {
             ToolCall::Query(args) => Ok(self
                 .run_step(&query::Query(args), call, &action, route, ctl)
@@ -321,6 +360,17 @@ impl Pipeline {
         });
         trail.decided(&decision);
         decision
+    }
+}
+
+/// The `Action` of `call` by `caller` on `database` (named when pgwarden serves several).
+fn action_of(call: &ToolCall, caller: Caller, database: Option<String>) -> Action {
+    Action {
+        tool: call.tool(),
+        sql: call.sql().map(str::to_string),
+        intent: call.intent().map(str::to_string),
+        caller,
+        database,
     }
 }
 

@@ -197,6 +197,10 @@ impl OnBehalf<'_> {
     ) -> Result<Outcome<S::Output>, ToolError> {
         let ct = &ctl.cancel;
         let (assessment, mut plan) = step.assess(self, trail, ct).await?;
+        if let Err(e) = self.one_database(&assessment) {
+            trail.assessed(&assessment);
+            return Err(e);
+        }
         let decision = self.evaluate(action, &assessment, trail);
         let decision = self.decide(action, &assessment, decision, action.tool.guarded())?;
         let review = step.review(self, &assessment, &mut plan, &decision, trail, ct).await?;

@@ -37,7 +37,7 @@ use crate::{
     approval::StateSealer,
     auth::{Auth, HttpConfig, Verifier, bearer, oauth::Oauth, tokens::Tokens},
     call::Identity,
-    pipeline::Pipeline,
+    pipeline::Databases,
     server::{Identify, PgWarden, Session},
 };
 
@@ -181,7 +181,7 @@ fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, HttpError> 
 /// Serves `pipeline` on `addr` until `shutdown` completes, then lets calls in flight finish. Plain
 /// HTTP on loopback only (behind a proxy that terminates TLS); with `tls`, anywhere.
 pub async fn serve(
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<Databases>,
     config: HttpConfig,
     addr: SocketAddr,
     tls: Option<TlsFiles>,
@@ -294,7 +294,7 @@ async fn connections(
 
 /// The whole HTTP face: `/mcp` behind authentication, and the OAuth metadata outside it.
 fn router(
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<Databases>,
     sealer: Arc<StateSealer>,
     config: &HttpConfig,
     local: SocketAddr,

@@ -8,7 +8,7 @@ use rmcp::ServiceExt;
 
 use crate::{
     audit::AuditLog,
-    pipeline::Pipeline,
+    pipeline::Databases,
     server::{PgWarden, Session},
 };
 
@@ -22,7 +22,7 @@ pub enum StdioError {
 
 /// Serves `pipeline` over stdio as `session` until the client leaves or `shutdown` completes.
 pub async fn serve(
-    pipeline: Arc<Pipeline>,
+    pipeline: Arc<Databases>,
     session: Session,
     audit: Arc<AuditLog>,
     shutdown: impl Future<Output = ()>,

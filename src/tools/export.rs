@@ -23,6 +23,10 @@ pub struct ExportArgs {
     /// Replace an existing file at `path` (the reviewer is told). Default false.
     #[serde(default)]
     pub overwrite: Option<bool>,
+    /// Which database to use, by the name `list_tables` gives; omit for the default (the first).
+    /// A call reaches exactly one database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -23,6 +23,10 @@ pub struct GrantArgs {
     pub with_grant_option: Option<bool>,
     /// Why this privilege change is needed, in a sentence. Required: the reviewer sees it.
     pub intent: String,
+    /// Which database to use, by the name `list_tables` gives; omit for the default (the first).
+    /// A call reaches exactly one database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

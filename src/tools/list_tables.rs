@@ -14,10 +14,17 @@ pub struct ListTablesArgs {
     /// Why you are looking, in a sentence. Recorded with the call.
     #[serde(default)]
     pub intent: Option<String>,
+    /// Which database to use, by the name `list_tables` gives; omit for the default (the first).
+    /// A call reaches exactly one database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 pub fn to_text(list: &TableList) -> String {
     let mut out = String::new();
+    if let Some(db) = &list.database {
+        out.push_str(&format!("database {db}\n"));
+    }
     for schema in &list.schemas {
         out.push_str(&format!("schema {}", schema.name));
         if let Some(c) = &schema.comment {
@@ -44,6 +51,22 @@ pub fn to_text(list: &TableList) -> String {
     }
     if list.truncated {
         out.push_str("(list truncated; pass `schema` to see one schema)\n");
+    }
+    if !list.databases.is_empty() {
+        let names: Vec<String> = list
+            .databases
+            .iter()
+            .map(|d| match (d.default, d.available) {
+                (true, true) => format!("{} (default)", d.name),
+                (true, false) => format!("{} (default, unavailable)", d.name),
+                (false, true) => d.name.clone(),
+                (false, false) => format!("{} (unavailable)", d.name),
+            })
+            .collect();
+        out.push_str(&format!(
+            "databases: {} — pass `database` to any tool to use another\n",
+            names.join(", ")
+        ));
     }
     if let Some(n) = &list.notice {
         out.push_str(&format!("note: {n}\n"));

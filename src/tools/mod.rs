@@ -51,6 +51,31 @@ impl ToolCall {
         }
     }
 
+    /// The database the call names; none means the default.
+    pub fn database(&self) -> Option<&str> {
+        match self {
+            ToolCall::Query(a) => a.database.as_deref(),
+            ToolCall::Export(a) => a.database.as_deref(),
+            ToolCall::Grant(a) => a.database.as_deref(),
+            ToolCall::ListTables(a) => a.database.as_deref(),
+            ToolCall::DescribeTable(a) => a.database.as_deref(),
+        }
+    }
+
+    /// The same call, naming `database` (what the router resolved it to), so a stored call replays
+    /// on the database it was approved for even if the default changes.
+    pub fn on_database(mut self, database: Option<String>) -> ToolCall {
+        let slot = match &mut self {
+            ToolCall::Query(a) => &mut a.database,
+            ToolCall::Export(a) => &mut a.database,
+            ToolCall::Grant(a) => &mut a.database,
+            ToolCall::ListTables(a) => &mut a.database,
+            ToolCall::DescribeTable(a) => &mut a.database,
+        };
+        *slot = database;
+        self
+    }
+
     /// What the model said it intends.
     pub fn intent(&self) -> Option<&str> {
         match self {

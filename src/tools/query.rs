@@ -19,6 +19,10 @@ pub struct QueryArgs {
     /// Why you are running this query, in a sentence. Recorded with the call.
     #[serde(default)]
     pub intent: Option<String>,
+    /// Which database to use, by the name `list_tables` gives; omit for the default (the first).
+    /// A call reaches exactly one database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use pgwarden::{config::Limits, pipeline::Pipeline};
+use pgwarden::{config::Limits, pipeline::Databases};
 use rmcp::{
     ClientHandler, RoleClient,
     model::{CallToolRequestParams, CallToolResult},
@@ -36,7 +36,7 @@ pub struct Mcp<H: ClientHandler = ()> {
 
 /// Where the server runs.
 pub(super) enum Server {
-    InProcess(Arc<Pipeline>, Arc<pgwarden::console::Console>),
+    InProcess(Arc<Databases>, Arc<pgwarden::console::Console>),
     Child(Child),
 }
 
@@ -83,7 +83,7 @@ impl Mcp {
 
 impl<H: ClientHandler> Mcp<H> {
     /// The in-process server's pipeline, for what a test plays outside MCP (the review console).
-    pub fn pipeline(&self) -> &Arc<Pipeline> {
+    pub fn pipeline(&self) -> &Arc<Databases> {
         match &self.server {
             Server::InProcess(pipeline, _) => pipeline,
             Server::Child(_) => panic!("the binary's pipeline is in another process"),

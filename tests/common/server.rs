@@ -21,7 +21,7 @@ use pgwarden::{
     config::Limits,
     console::Console,
     db::Database,
-    pipeline::Pipeline,
+    pipeline::{Databases, Pipeline},
     policy::Policy,
     server::Session,
 };
@@ -284,7 +284,7 @@ impl<H: ClientHandler> ServerBuilder<H> {
             Arc::new(StateSealer::new()),
             setup.principal.clone().map(Principal::new),
         );
-        let client_io = serve_in_process(pipeline.clone(), session).await;
+        let (pipeline, client_io) = serve_in_process(pipeline, session).await;
         let era = setup.era.unwrap_or(Era::Legacy);
         let client = handshake(self.handler, client_io, era).await.expect("MCP handshake");
         Mcp {
@@ -401,7 +401,7 @@ where
 
 /// Serves `pipeline` on one end of an in-process pipe, with its catalog facts loaded and watched
 /// until the session ends; returns the client's end.
-async fn serve_in_process(pipeline: Arc<Pipeline>, session: Session) -> tokio::io::DuplexStream {
+async fn serve_in_process(pipeline: Arc<Pipeline>, session: Session) -> (Arc<Databases>, tokio::io::DuplexStream) {
     let (server_io, client_io) = tokio::io::duplex(1 << 20);
     pipeline.refresh_catalog().await.expect("catalog facts");
     if let Some(problem) = pipeline.masks_problem() {
@@ -409,14 +409,15 @@ async fn serve_in_process(pipeline: Arc<Pipeline>, session: Session) -> tokio::i
     }
     let watcher = tokio_util::sync::CancellationToken::new();
     pipeline.watch_catalog(watcher.clone());
-    let server = PgWarden::new(pipeline, session);
+    let databases = Databases::one(pipeline, "test".into(), watcher.clone());
+    let server = PgWarden::new(databases.clone(), session);
     tokio::spawn(async move {
         if let Ok(running) = server.serve(server_io).await {
             let _ = running.waiting().await;
         }
         watcher.cancel();
     });
-    client_io
+    (databases, client_io)
 }
 
 pub(super) fn stderr_of(dir: &tempfile::TempDir) -> String {
