@@ -399,6 +399,86 @@ mod tests {
     }
 
     #[test]
+    fn a_database_file_names_each_database_and_keeps_secrets_out() {
+        let dir = std::path::Path::new("/etc/pgwarden");
+        let parsed = parse_databases(
+            "pgwarden.toml",
+            r#"
+[[database]]
+name = "prod"
+url_env = "PROD_URL"
+change_url_file = "secrets/prod-change.url"
+pool_size = 8
+statement_timeout = "3s"
+max_rows = 50
+max_result_bytes = "1MiB"
+
+[[database]]
+name = "replica"
+url = "host=/run/postgresql dbname=app user=reader"
+"#,
+            dir,
+        )
+        .unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].name, "prod");
+        assert!(matches!(&parsed[0].url, UrlFrom::Env(v) if v == "PROD_URL"));
+        assert!(matches!(&parsed[0].change_url, Some(UrlFrom::File(f)) if f == &dir.join("secrets/prod-change.url")));
+        let limits = Limits::default().for_database(&parsed[0]).unwrap();
+        assert_eq!(limits.statement_timeout, Duration::from_secs(3));
+        assert_eq!(limits.default_max_rows, 50);
+        assert_eq!(limits.max_rows_limit, 10_000, "unset values come from the flags");
+        assert_eq!(limits.max_result_bytes, 1 << 20);
+        assert_eq!(parsed[0].pool_size, Some(8));
+        let env = |v: &str| (v == "PROD_URL").then(|| "host=db user=u password=p dbname=prod\n".to_string());
+        assert_eq!(
+            parsed[0].url.resolve("prod", &env).unwrap(),
+            "host=db user=u password=p dbname=prod"
+        );
+        let missing = parsed[0]
+            .url
+            .resolve("database `prod`", &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            missing,
+            "database `prod`: the environment variable `PROD_URL` is not set"
+        );
+        assert!(
+            !format!("{parsed:?}").contains("reader"),
+            "inline URLs stay out of Debug output"
+        );
+
+        let err = |text: &str| parse_databases("p.toml", text, dir).unwrap_err().to_string();
+        let e = err("[[database]]\nname = \"a\"\nurl = \"postgres://u:hunter2@h/db\"\n");
+        assert!(e.contains("carries a password") && !e.contains("hunter2"), "{e}");
+        let e = err("[[database]]\nname = \"a\"\nurl_env = \"A\"\n[[database]]\nname = \"a\"\nurl_env = \"B\"\n");
+        assert!(e.contains("declared twice"), "{e}");
+        let e = err("[[database]]\nname = \"a b\"\nurl_env = \"A\"\n");
+        assert!(e.contains("a name is a word"), "{e}");
+        let e = err("[[database]]\nname = \"a\"\n");
+        assert!(e.contains("give `url_env`"), "{e}");
+        let e = err("[[database]]\nname = \"a\"\nurl_env = \"A\"\nurl_file = \"f\"\n");
+        assert!(e.contains("give one of `url`, `url_env` and `url_file`"), "{e}");
+        let e = err("[[database]]\nname = \"a\"\nurl_env = \"A\"\npool_size = 0\n");
+        assert!(e.contains("`pool_size` must be between 1 and 256"), "{e}");
+        let limits = parse_databases(
+            "p.toml",
+            "[[database]]\nname = \"a\"\nurl_env = \"A\"\nmax_rows = 20000\n",
+            dir,
+        )
+        .unwrap();
+        let e2 = Limits::default().for_database(&limits[0]).unwrap_err().to_string();
+        assert!(
+            e2.contains("database `a`") && e2.contains("above `--max-rows-limit`"),
+            "{e2}"
+        );
+        let e = err("[[database]]\nname = \"a\"\nurl_env = \"A\"\nhost = \"x\"\n");
+        assert!(e.contains("unknown field `host`"), "{e}");
+        assert!(err("").contains("declares no `[[database]]`"));
+    }
+
+    #[test]
     fn a_rotation_size_is_a_byte_size_of_at_least_4_kib() {
         assert_eq!(parse_rotate_size("64MiB"), Ok(64 << 20));
         assert!(parse_rotate_size("1KiB").unwrap_err().contains("at least 4KiB"));

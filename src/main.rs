@@ -577,15 +577,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let policy = load_policy(args.policy.as_deref())?;
     let target = Target::from_url(&args.database_url)?;
-    let name = match args.database {
-        Some(name) => name,
-        None => target
-            .config
-            .get_dbname()
-            .or(target.config.get_user())
-            .unwrap_or("postgres")
-            .to_string(),
-    };
+    let name = args.database.unwrap_or_else(|| served_name(&target));
     if let Some(config) = &args.config {
         let declared = pgwarden::config::load_databases(config)?;
         if !declared.iter().any(|d| d.name == name) {
@@ -976,6 +968,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let settings = settings(args)?;
+    check_policy_databases(&settings)?;
     let mut sandbox = None;
     // Each database to serve, with the policy as it sees it.
     let (openings, several) = match &settings.database {
@@ -1026,7 +1019,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (openings, true)
         }
     };
-    check_policy_databases(&settings.policy, &openings)?;
     // Approvals and the audit trail of `serve --http` live in Postgres, shared by replicas: the
     // `--state-url`, else the sandbox's own state database.
     let state = match (&settings.state_url, &sandbox) {
@@ -1054,12 +1046,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The one database of `--database-url` or the sandbox, named as Postgres calls it.
 fn single(target: Target, change: Option<Target>, settings: &Settings, sandbox: bool) -> Opening {
-    let name = target
-        .config
-        .get_dbname()
-        .or(target.config.get_user())
-        .unwrap_or("postgres")
-        .to_string();
+    let name = served_name(&target);
     Opening {
         policy: Arc::new(settings.policy.for_database(&name)),
         name,
@@ -1071,21 +1058,36 @@ fn single(target: Target, change: Option<Target>, settings: &Settings, sandbox: 
     }
 }
 
+/// The name of the one database of `--database-url`: what Postgres calls it.
+fn served_name(target: &Target) -> String {
+    target
+        .config
+        .get_dbname()
+        .or(target.config.get_user())
+        .unwrap_or("postgres")
+        .to_string()
+}
+
 /// Every database the policy names must be one pgwarden serves: a misspelt name would quietly
 /// leave a rule or a mask out.
-fn check_policy_databases(policy: &Policy, openings: &[Opening]) -> anyhow::Result<()> {
-    let served: Vec<String> = openings.iter().map(|o| format!("`{}`", o.name)).collect();
-    let unknown: Vec<String> = policy
+fn check_policy_databases(settings: &Settings) -> anyhow::Result<()> {
+    let served: Vec<String> = match &settings.database {
+        DatabaseChoice::Declared(list) => list.iter().map(|d| d.name.clone()).collect(),
+        DatabaseChoice::Url(url) => vec![served_name(&Target::from_url(url)?)],
+        DatabaseChoice::Sandbox(_) => vec![pgwarden::db::sandbox::DEMO_DB.to_string()],
+    };
+    let unknown: Vec<String> = settings
+        .policy
         .databases_named()
         .into_iter()
-        .filter(|(name, _)| !openings.iter().any(|o| &o.name == name))
+        .filter(|(name, _)| !served.contains(name))
         .map(|(name, at)| format!("{at}: the policy names database `{name}`, which pgwarden does not serve"))
         .collect();
     if !unknown.is_empty() {
         anyhow::bail!(
             "{}\nthis pgwarden serves {}; fix the name, or declare the database",
             unknown.join("\n"),
-            served.join(", ")
+            served.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
         );
     }
     Ok(())

@@ -285,6 +285,9 @@ pub fn render(server: &str, i: &Item) -> String {
             field(p, "tool", 40)
         ),
     );
+    if p["database"].is_string() {
+        line("Database:", field(p, "database", 100));
+    }
     line(
         "Decided by:",
         format!("{} — {}", field(p, "rule", 300), field(p, "rule_reason", 300)),

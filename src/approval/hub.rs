@@ -353,6 +353,7 @@ fn shown_packet(tool: Tool, p: &ReviewPacket) -> serde_json::Value {
     serde_json::json!({
         "summary": one_line(&p.summary, 300),
         "tool": tool,
+        "database": p.database.as_deref().map(visible),
         "sql": visible(&p.sql),
         "category": p.category,
         "risk": p.risk,

@@ -170,6 +170,9 @@ pub fn approval(who: &Session, v: &Value, standing: &Standing, outcome: Option<&
     let mut fact = |term: &str, html: String| {
         facts.push_str(&format!("<dt>{}</dt><dd>{html}</dd>\n", esc(term)));
     };
+    if let Some(db) = p.get("database").and_then(Value::as_str) {
+        fact("Database", format!(r#"<span id="database">{}</span>"#, esc(db)));
+    }
     fact(
         "Risk",
         format!(
