@@ -399,6 +399,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_database_file_loads() {
+        let text = include_str!("../examples/pgwarden.toml");
+        let parsed = parse_databases("examples/pgwarden.toml", text, std::path::Path::new("/etc")).unwrap();
+        let names: Vec<&str> = parsed.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["prod", "analytics", "staging"]);
+        for d in &parsed {
+            Limits::default().for_database(d).unwrap();
+        }
+    }
+
+    #[test]
     fn a_database_file_names_each_database_and_keeps_secrets_out() {
         let dir = std::path::Path::new("/etc/pgwarden");
         let parsed = parse_databases(

@@ -267,6 +267,8 @@ impl Databases {
             return Ok(slot);
         }
         let names: Vec<String> = self.slots.iter().map(|s| format!("`{}`", s.name)).collect();
+        // The model's text, shown back: visible, and short.
+        let name = crate::text::one_line(name, 80);
         Err(ToolError::BadArguments(if self.several {
             format!(
                 "no database `{name}`; this pgwarden serves {} (the first is the default): pass one of them as \
