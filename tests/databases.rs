@@ -283,6 +283,15 @@ async fn three_databases_keep_their_own_rules_masks_and_records_and_one_down_rec
         unknown.contains("no database `staging`") && unknown.contains("`sales`, `analytics`, `ops`"),
         "{unknown}"
     );
+    // A grant on another database (a cluster-wide object) is refused from here too.
+    let grant = mcp
+        .err(
+            "grant",
+            json!({ "action": "grant", "privileges": ["CONNECT"], "object_type": "database",
+                    "objects": [analytics.name], "role": OWNER, "intent": "let the owner in" }),
+        )
+        .await;
+    assert!(grant.contains("a call reaches only the database it runs on"), "{grant}");
     // Its own name in a three-part name is fine: it is this database.
     let own = format!("SELECT count(*) FROM {}.public.events", analytics.name);
     mcp.ok("query", json!({ "sql": own, "database": "analytics" })).await;

@@ -71,6 +71,16 @@ impl Step for Grant<'_> {
                     LookupError::NotFound(m) => ToolError::BadArguments(m),
                     LookupError::Db(d) => ToolError::Db(d),
                 })?;
+        // Databases are the cluster's objects: granting on another one would change it from here.
+        if args.object_type == ObjectType::Database
+            && let Some(other) = objects.iter().find(|o| !p.is_current_database(&o.display))
+        {
+            return Err(ToolError::Refused(format!(
+                "the grant is on database `{}`, but a call reaches only the database it runs on; call `grant` \
+                 with that database's `database` argument",
+                other.display
+            )));
+        }
         let with_grant_option = args.with_grant_option.unwrap_or(false);
         let object_sql: Vec<String> = objects.iter().map(|o| o.sql.clone()).collect();
         let statement = grant::statement(

@@ -197,6 +197,12 @@ impl Pipeline {
         self
     }
 
+    /// Whether a call here may name database `name`: this one, or any when pgwarden serves only
+    /// one (a grant on another database of the cluster is then the operator's business).
+    fn is_current_database(&self, name: &str) -> bool {
+        self.name.is_none() || self.current_database.as_deref() == Some(name)
+    }
+
     /// Refuses a statement that reaches past this database: a `db.schema.table` naming another
     /// database, or (when pgwarden serves several) dblink / postgres_fdw, which open sessions of
     /// their own. Postgres refuses the first itself; this says why before anything runs.
