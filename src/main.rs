@@ -1113,10 +1113,10 @@ async fn run(
         settings.policy.rules.len()
     );
     let keeper = tokio_util::sync::CancellationToken::new();
-    // The trail and the approvals: in the state database (every replica's, one chain), or in the
-    // audit file and this process's memory.
     // The agent's sessions must not see the state database (checked as each database opens).
     let state_display = state.as_ref().map(|s| s.display.clone());
+    // The trail and the approvals: in the state database (every replica's, one chain), or in the
+    // audit file and this process's memory.
     let (sink, shared, file): (Arc<dyn pgwarden::audit::sink::AuditSink>, _, _) = match state {
         Some(state) => {
             let path = settings

@@ -189,7 +189,8 @@ impl Databases {
                 Ok(p)
             }
             Err(why) => {
-                if tried.as_ref().is_none_or(|(_, before)| *before != why) {
+                // With one database a failure at start stops pgwarden, which says why itself.
+                if self.several && tried.as_ref().is_none_or(|(_, before)| *before != why) {
                     tracing::error!("database `{}`: {why}", slot.name);
                 }
                 *tried = Some((Instant::now(), why.clone()));

@@ -150,11 +150,14 @@ impl Policy {
                 })
             })
             .collect();
-        let masks = self
-            .masks
-            .iter()
-            .filter_map(|(table, cols)| for_db(table, name).map(|t| (t.to_string(), cols.clone())))
-            .collect();
+        // `prod:public.t` and `public.t` may mask different columns of one table: merge them
+        // (loading refuses one column masked both ways).
+        let mut masks: BTreeMap<String, BTreeMap<String, super::Mask>> = BTreeMap::new();
+        for (table, cols) in &self.masks {
+            if let Some(t) = for_db(table, name) {
+                masks.entry(t.to_string()).or_default().extend(cols.clone());
+            }
+        }
         let mask_origins = self
             .mask_origins
             .iter()

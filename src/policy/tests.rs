@@ -770,3 +770,31 @@ fn an_earlier_rule_limited_to_databases_covers_only_rules_within_them() {
         assert!(err.contains("rule `b` can never match"), "{err}");
     }
 }
+
+/// A table masked partly for every database and partly for one keeps both masks there: the
+/// projection merges them (it once kept only one key's columns).
+#[test]
+fn masks_for_one_database_and_for_all_merge_on_one_table() {
+    let p = Policy::parse(
+        "m.toml",
+        r#"
+[[rule]]
+id = "reads"
+effect = "allow"
+categories = ["read"]
+
+[columns."prod:public.customers.phone"]
+mask = "last4"
+
+[columns."public.customers.email"]
+mask = "email"
+"#,
+    )
+    .unwrap();
+    let prod = p.for_database("prod");
+    let cols: Vec<&String> = prod.masks["public.customers"].keys().collect();
+    assert_eq!(cols, ["email", "phone"]);
+    let other = p.for_database("staging");
+    let cols: Vec<&String> = other.masks["public.customers"].keys().collect();
+    assert_eq!(cols, ["email"]);
+}
