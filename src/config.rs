@@ -117,9 +117,19 @@ impl UrlFrom {
     pub fn resolve(&self, what: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
         let text = match self {
             UrlFrom::Inline(url) => url.clone(),
-            UrlFrom::Env(var) => env(var)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| ConfigError(format!("{what}: the environment variable `{var}` is not set")))?,
+            UrlFrom::Env(var) => match env(var) {
+                Some(v) if !v.trim().is_empty() => v,
+                Some(_) => {
+                    return Err(ConfigError(format!(
+                        "{what}: the environment variable `{var}` is empty"
+                    )));
+                }
+                None => {
+                    return Err(ConfigError(format!(
+                        "{what}: the environment variable `{var}` is not set"
+                    )));
+                }
+            },
             UrlFrom::File(path) => std::fs::read_to_string(path)
                 .map_err(|e| ConfigError(format!("{what}: cannot read `{}`: {e}", path.display())))?,
         };
@@ -189,8 +199,12 @@ pub fn parse_databases(file: &str, text: &str, dir: &std::path::Path) -> Result<
                 "{what}: a name is a word of letters, digits, `_` and `-` (at most 63), e.g. `prod`"
             )));
         }
-        if out.iter().any(|o| o.name == d.name) {
-            return Err(ConfigError(format!("{what} is declared twice; names must be unique")));
+        // `Prod` and `prod` would be two databases a person reads as one.
+        if let Some(first) = out.iter().find(|o| o.name.eq_ignore_ascii_case(&d.name)) {
+            return Err(ConfigError(format!(
+                "{what} is declared twice (as `{}` before); names must be unique, whatever their case",
+                first.name
+            )));
         }
         let url = url_from(&what, "url", d.url, d.url_env, d.url_file, dir)?.ok_or_else(|| {
             ConfigError(format!(
@@ -465,6 +479,8 @@ url = "host=/run/postgresql dbname=app user=reader"
         assert!(e.contains("carries a password") && !e.contains("hunter2"), "{e}");
         let e = err("[[database]]\nname = \"a\"\nurl_env = \"A\"\n[[database]]\nname = \"a\"\nurl_env = \"B\"\n");
         assert!(e.contains("declared twice"), "{e}");
+        let e = err("[[database]]\nname = \"a\"\nurl_env = \"A\"\n[[database]]\nname = \"A\"\nurl_env = \"B\"\n");
+        assert!(e.contains("declared twice (as `a` before)"), "{e}");
         let e = err("[[database]]\nname = \"a b\"\nurl_env = \"A\"\n");
         assert!(e.contains("a name is a word"), "{e}");
         let e = err("[[database]]\nname = \"a\"\n");

@@ -1016,6 +1016,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     sandbox: false,
                 });
             }
+            check_logins_apart(&openings)?;
             (openings, true)
         }
     };
@@ -1042,6 +1043,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || sandbox.release()).await;
     }
     result
+}
+
+/// Each database's agent login must be its own: roles, their per-database settings, databases and
+/// sessions belong to the whole cluster, so a login shared by two databases of one server could,
+/// on one, change the other (`ALTER DATABASE`, `ALTER ROLE … IN DATABASE`, ending its sessions).
+/// With a login of its own per database, Postgres refuses all of that. A change login may be
+/// shared (what runs as it, a person approved), but no agent may log in as another database's.
+fn check_logins_apart(openings: &[Opening]) -> anyhow::Result<()> {
+    // Where a login lands: the server as the URL names it, and the user.
+    let login = |t: &Target| {
+        let c = &t.config;
+        (
+            format!("{:?} {:?} {:?}", c.get_hosts(), c.get_hostaddrs(), c.get_ports()),
+            c.get_user().unwrap_or_default().to_string(),
+        )
+    };
+    for (i, a) in openings.iter().enumerate() {
+        for (j, b) in openings.iter().enumerate().filter(|(j, _)| *j != i) {
+            let as_agent = j > i && login(&a.target) == login(&b.target);
+            let as_change = b.change.as_ref().is_some_and(|c| login(&a.target) == login(c));
+            if as_agent || as_change {
+                anyhow::bail!(
+                    "databases `{}` and `{}` are reached as the same login `{}` on the same server{}: roles, \
+                     database settings and sessions belong to the whole cluster, so a call on one could change \
+                     the other; give each database an agent login of its own, e.g. `pgwarden setup --database {} \
+                     --agent-role pgwarden_{}` with that database's privileged URL, then use that login in its URL",
+                    a.name,
+                    b.name,
+                    login(&a.target).1,
+                    if as_change {
+                        format!(" (`{}`'s change login)", b.name)
+                    } else {
+                        String::new()
+                    },
+                    b.name,
+                    b.name.replace('-', "_"),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The one database of `--database-url` or the sandbox, named as Postgres calls it.

@@ -125,36 +125,66 @@ impl Drop for SecondCluster {
     }
 }
 
-/// `sales` (tables owned by [`OWNER`], masks set up by `pgwarden setup --database sales`) and
-/// `analytics` (the agent's own tables, nothing masked), both in the suite's cluster.
+/// `analytics`' agent login: each database has one of its own (pgwarden refuses two databases
+/// reached as one login on one server). Named after the database, as tests run side by side.
+fn analytics_agent(analytics: &TestDb) -> String {
+    format!("{}_agent", analytics.name)
+}
+
+/// `sales` and `analytics` in the suite's cluster, their tables owned by [`OWNER`] (approved
+/// changes run as it), each set up by `pgwarden setup --database NAME` for its agent login:
+/// [`AGENT`] for sales, whose e-mails the policy masks, and [`analytics_agent`], nothing masked.
 async fn sales_and_analytics(dir: &std::path::Path) -> (TestDb, TestDb) {
     let sales = TestDb::create_for_setup(SETUP).await;
-    let analytics = TestDb::new(SETUP).await;
+    let analytics = TestDb::create_for_setup(SETUP).await;
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    let out = Command::new(common::BIN)
-        .args(["setup", "--database", "sales", "--policy"])
-        .arg(&policy)
-        .env(
-            "PGWARDEN_SETUP_DATABASE_URL",
-            common::socket_dsn("postgres", &sales.name),
-        )
-        .env_remove("PGWARDEN_CONFIG")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 masked column(s)"),
-        "setup for `sales` masks its one column: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let analytics_role = analytics_agent(&analytics);
+    for (db, name, role, masked) in [
+        (&sales, "sales", AGENT, 1),
+        (&analytics, "analytics", analytics_role.as_str(), 0),
+    ] {
+        let out = Command::new(common::BIN)
+            .args(["setup", "--database", name, "--agent-role", role, "--policy"])
+            .arg(&policy)
+            .env("PGWARDEN_SETUP_DATABASE_URL", common::socket_dsn("postgres", &db.name))
+            .env_remove("PGWARDEN_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains(&format!("{masked} masked column(s)")),
+            "setup for `{name}` masks what the policy gives it: {said}"
+        );
+    }
     (sales, analytics)
+}
+
+/// How pgwarden reaches `analytics` as its agent, and as the owner for approved changes.
+fn analytics_urls(analytics: &TestDb) -> (String, String) {
+    (
+        common::socket_dsn(&analytics_agent(analytics), &analytics.name),
+        common::socket_dsn(OWNER, &analytics.name),
+    )
+}
+
+/// What `events` holds, read as the superuser.
+async fn events(db: &TestDb) -> Vec<String> {
+    let rows = db
+        .admin()
+        .await
+        .query("SELECT what FROM events ORDER BY id", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
 }
 
 /// The `pgwarden.toml`: `sales` by environment variable (the agent's login, and the owner's for
 /// changes), `analytics` from a file (its row cap 2), `ops` inline (no password in it).
 fn config(dir: &std::path::Path, analytics: &TestDb, ops: &str) -> PathBuf {
-    std::fs::write(dir.join("analytics.url"), format!("{}\n", analytics.dsn())).unwrap();
+    let (agent, owner) = analytics_urls(analytics);
+    std::fs::write(dir.join("analytics.url"), format!("{agent}\n")).unwrap();
     let path = dir.join("pgwarden.toml");
     std::fs::write(
         &path,
@@ -169,6 +199,7 @@ pool_size = 2
 [[database]]
 name = "analytics"
 url_file = "analytics.url"
+change_url = "{owner}"
 max_rows = 2
 
 [[database]]
@@ -247,7 +278,7 @@ async fn three_databases_keep_their_own_rules_masks_and_records_and_one_down_rec
     let denied = mcp.err("query", json!({ "sql": insert, "database": "sales" })).await;
     assert!(denied.contains("sales-changes-denied"), "{denied}");
     mcp.ok("query", json!({ "sql": insert, "database": "analytics" })).await;
-    assert_eq!(analytics.column::<String>("SELECT what FROM events").await, ["signup"]);
+    assert_eq!(events(&analytics).await, ["signup"]);
     assert!(
         sales
             .admin()
@@ -489,11 +520,14 @@ async fn an_approval_runs_on_the_database_it_was_asked_for_over_http() {
     let state = TestDb::create_for_setup("").await;
     let team = Team::new("pgw-dbs-team-", &[("alice", &[]), ("bob", &["dba"])]);
     let config = dir.path().join("pgwarden.toml");
-    std::fs::write(dir.path().join("analytics.url"), format!("{}\n", analytics.dsn())).unwrap();
+    let (agent, owner) = analytics_urls(&analytics);
+    std::fs::write(dir.path().join("analytics.url"), format!("{agent}\n")).unwrap();
     std::fs::write(
         &config,
-        "[[database]]\nname = \"sales\"\nurl_env = \"SALES_URL\"\n\
-         [[database]]\nname = \"analytics\"\nurl_file = \"analytics.url\"\n",
+        format!(
+            "[[database]]\nname = \"sales\"\nurl_env = \"SALES_URL\"\n\
+             [[database]]\nname = \"analytics\"\nurl_file = \"analytics.url\"\nchange_url = \"{owner}\"\n"
+        ),
     )
     .unwrap();
     let policy = r#"
@@ -558,10 +592,7 @@ categories = ["read"]
     assert_eq!(status, 200, "{answer}");
     let ran = common::team::awaited(&alice, &id, 5).await;
     assert_eq!(ran["status"], "executed", "{ran}");
-    assert_eq!(
-        analytics.column::<String>("SELECT what FROM events").await,
-        ["reviewed"]
-    );
+    assert_eq!(events(&analytics).await, ["reviewed"]);
     assert!(
         sales
             .admin()

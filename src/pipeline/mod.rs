@@ -34,7 +34,7 @@ mod router;
 mod step;
 
 pub use catalog::CATALOG_POLL;
-pub use router::{Databases, Opening, RETRY_EVERY, Shared};
+pub use router::{Databases, OPEN_WITHIN, Opening, RETRY_EVERY, START_WAIT, Shared};
 pub use step::Control;
 
 /// What the model is told when a call does not succeed. `Internal` details go to the log only.

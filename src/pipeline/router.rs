@@ -29,6 +29,15 @@ use crate::{
 /// get the same answer at once), and in the background this often.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
 
+/// The longest one attempt to open a database may take (connecting, reading its facts and catalog,
+/// checking its masks): a server that logs in and then never answers fails it instead of holding
+/// the database's calls.
+pub const OPEN_WITHIN: Duration = Duration::from_secs(20);
+
+/// How long the start waits for databases to open when serving several; those still opening go on
+/// in the background and their calls wait for them (at most [`OPEN_WITHIN`]).
+pub const START_WAIT: Duration = Duration::from_secs(5);
+
 /// How to open one database.
 pub struct Opening {
     /// Its `pgwarden.toml` name (with one database: what Postgres calls it).
@@ -126,42 +135,66 @@ impl Databases {
         })
     }
 
-    /// Opens every database at once; each problem comes back with the database's name. Those that
-    /// failed are tried again in the background until they open (or `stop`).
+    /// Opens every database at once; each problem comes back with the database's name. With
+    /// several, the start waits at most [`START_WAIT`]: a database still opening is reported as
+    /// such and goes on opening. Those that failed are tried again in the background, each on its
+    /// own, until they open (or `stop`).
     pub async fn open_all(self: &Arc<Self>) -> Vec<(String, String)> {
-        let attempts = self.slots.iter().map(|s| self.bring_up(s, true));
-        let results = futures_util::future::join_all(attempts).await;
-        let failed: Vec<(String, String)> = self
-            .slots
-            .iter()
-            .zip(results)
-            .filter_map(|(s, r)| r.err().map(|why| (s.name.clone(), why)))
+        let attempts: Vec<_> = (0..self.slots.len())
+            .map(|i| {
+                let me = self.clone();
+                tokio::spawn(async move { me.bring_up(&me.slots[i], true).await.map(|_| ()) })
+            })
             .collect();
-        if !failed.is_empty() {
-            let me = Arc::downgrade(self);
-            let stop = self.shared.stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(RETRY_EVERY) => {}
+        let deadline = self.several.then(|| Instant::now() + START_WAIT);
+        let mut failed = Vec::new();
+        for (slot, attempt) in self.slots.iter().zip(attempts) {
+            let result = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, attempt).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        failed.push((slot.name.clone(), "still opening; its calls wait for it".to_string()));
+                        continue;
                     }
-                    let Some(me) = me.upgrade() else { return };
-                    let mut down = 0;
-                    for slot in me.slots.iter().filter(|s| s.ready().is_none()) {
-                        if me.bring_up(slot, true).await.is_ok() {
-                            tracing::info!("database `{}` is available now", slot.name);
-                        } else {
-                            down += 1;
-                        }
-                    }
-                    if down == 0 {
-                        return;
-                    }
-                }
-            });
+                },
+                None => attempt.await,
+            };
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => failed.push((slot.name.clone(), why)),
+                Err(e) => failed.push((slot.name.clone(), format!("opening it failed ({e})"))),
+            }
+        }
+        if !failed.is_empty() && self.several {
+            self.retry_in_background();
         }
         failed
+    }
+
+    /// Every [`RETRY_EVERY`], opens each database that is not open (each on its own, none waiting
+    /// for another), until all are open or `stop`.
+    fn retry_in_background(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let stop = self.shared.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY_EVERY) => {}
+                }
+                let Some(me) = me.upgrade() else { return };
+                let down: Vec<&Slot> = me.slots.iter().filter(|s| s.ready().is_none()).collect();
+                if down.is_empty() {
+                    return;
+                }
+                let attempts = down.iter().map(|slot| async {
+                    if me.bring_up(slot, true).await.is_ok() {
+                        tracing::info!("database `{}` is available now", slot.name);
+                    }
+                });
+                futures_util::future::join_all(attempts).await;
+            }
+        });
     }
 
     /// The database's pipeline, opening it if it is not open; `now` ignores the retry pause.
@@ -182,7 +215,15 @@ impl Databases {
         let Some(opening) = &slot.opening else {
             return Err("it was closed and cannot be opened again".into());
         };
-        match self.open(opening).await {
+        let opened = tokio::time::timeout(OPEN_WITHIN, self.open(opening))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "it did not finish opening within {}s (connecting, reading its facts and catalog)",
+                    OPEN_WITHIN.as_secs()
+                ))
+            });
+        match opened {
             Ok(p) => {
                 *slot.up.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
                 *tried = None;
