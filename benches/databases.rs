@@ -13,20 +13,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestDb, TestServer};
+use common::{TestDb, TestServer, cpu_ns};
 use rmcp::{ClientHandler, RoleClient, model::CallToolRequestParams, service::RunningService};
 use serde_json::json;
-
-/// utime + stime of a process, ns (clock-tick resolution).
-fn cpu_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let mut f = stat.rsplit_once(')').unwrap().1.split_whitespace();
-    let utime: u64 = f.nth(11).unwrap().parse().unwrap();
-    let stime: u64 = f.next().unwrap().parse().unwrap();
-    // SAFETY: sysconf reads a constant of the system.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    (utime + stime) * 1_000_000_000 / hz
-}
 
 #[derive(Default)]
 struct Totals {

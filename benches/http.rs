@@ -13,22 +13,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Era, TestDb, TestServer, http::HttpServer, oidc::Oidc};
+use common::{Era, TestDb, TestServer, cpu_ns, http::HttpServer, oidc::Oidc};
 use rmcp::{ClientHandler, RoleClient, model::CallToolRequestParams, service::RunningService};
 use serde_json::json;
 
 const RESOURCE: &str = "http://127.0.0.1/mcp";
-
-/// utime + stime of a process, ns (clock-tick resolution).
-fn cpu_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let mut f = stat.rsplit_once(')').unwrap().1.split_whitespace();
-    let utime: u64 = f.nth(11).unwrap().parse().unwrap();
-    let stime: u64 = f.next().unwrap().parse().unwrap();
-    // SAFETY: sysconf reads a constant of the system.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    (utime + stime) * 1_000_000_000 / hz
-}
 
 struct Run {
     cpu_us: f64,

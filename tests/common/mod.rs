@@ -294,6 +294,17 @@ pub fn bench_arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// utime + stime of a process, ns (clock-tick resolution), for the benchmarks.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let mut f = stat.rsplit_once(')').unwrap().1.split_whitespace();
+    let utime: u64 = f.nth(11).unwrap().parse().unwrap();
+    let stime: u64 = f.next().unwrap().parse().unwrap();
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    (utime + stime) * 1_000_000_000 / hz
+}
+
 /// Peak resident memory (VmHWM) of a process, in KiB, for the benchmarks.
 pub fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
