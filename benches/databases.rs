@@ -55,6 +55,21 @@ async fn round<H: ClientHandler>(
     totals.cpu_ns += cpu_ns(pid) - before;
 }
 
+/// A login of `db`'s own that may read `items` (pgwarden wants one login per database): its URL.
+async fn own_login(db: &TestDb) -> String {
+    let role = format!("{}_reader", db.name);
+    db.admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CONNECT ON DATABASE {d} TO {role}; \
+             GRANT USAGE ON SCHEMA public TO {role}; GRANT SELECT ON items TO {role}",
+            d = db.name
+        ))
+        .await
+        .unwrap();
+    common::socket_dsn(&role, &db.name)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let warmup = common::bench_arg("--warmup", 200);
@@ -77,8 +92,8 @@ async fn main() {
             "[[database]]\nname = \"first\"\nurl = \"{}\"\n[[database]]\nname = \"second\"\nurl = \"{}\"\n\
              [[database]]\nname = \"third\"\nurl = \"{}\"\n",
             a.dsn(),
-            b.dsn(),
-            c.dsn()
+            own_login(&b).await,
+            own_login(&c).await
         ),
     )
     .unwrap();
