@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `serve` runs a session over a transport, `server` is its MCP handler, `pipeline` is the only
-//! place the steps of a call meet, `classify` and `policy` are pure, `approval` holds the gate, the
+//! place the steps of a call meet (one `Pipeline` per served database, behind
+//! `pipeline::Databases`, which picks it by the call's `database` argument), `classify` and `policy` are pure, `approval` holds the gate, the
 //! store and the review surfaces, `db` is the only module that talks to the served Postgres, and
 //! `state` keeps pgwarden's own tables (approvals and the audit chain shared by `serve --http`
 //! replicas, `--state-url`). `team` holds the surfaces where another person decides over HTTP (the
