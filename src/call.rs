@@ -284,6 +284,10 @@ pub struct Action {
     /// The database it runs on, by its `pgwarden.toml` name; none when pgwarden serves one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// What that name opens (`user@host:port/db`, no password), bound into the approval's hash:
+    /// an approval made for one database never runs on another the name was pointed at since.
+    #[serde(skip)]
+    pub database_at: Option<String>,
 }
 
 #[cfg(test)]

@@ -512,7 +512,12 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
                 ),
             }
         }
-        None => args.database,
+        None => {
+            if let Some(name) = &args.database {
+                known_to_policy(&policy, name, "check")?;
+            }
+            args.database
+        }
     };
     if database.is_none()
         && let Some((name, at)) = policy.databases_named().into_iter().next()
@@ -588,6 +593,9 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
                 names.join(", ")
             );
         }
+    }
+    if args.config.is_none() {
+        known_to_policy(&policy, &name, "setup")?;
     }
     let policy = policy.for_database(&name);
     let request = pgwarden::db::setup::SetupRequest {
@@ -1045,11 +1053,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Each database's agent login must be its own: roles, their per-database settings, databases and
-/// sessions belong to the whole cluster, so a login shared by two databases of one server could,
-/// on one, change the other (`ALTER DATABASE`, `ALTER ROLE … IN DATABASE`, ending its sessions).
-/// With a login of its own per database, Postgres refuses all of that. A change login may be
-/// shared (what runs as it, a person approved), but no agent may log in as another database's.
+/// Each database's logins must be its own: roles, their per-database settings, databases and
+/// sessions belong to the whole cluster, so a login two databases of one server share could, from
+/// one, change the other (`ALTER DATABASE`, `ALTER ROLE … IN DATABASE`, ending its sessions) — and
+/// a change login runs every change the policy allows, not only approved ones. With logins of
+/// their own, Postgres refuses all of that. This compares the URLs as written; each database also
+/// checks, as it opens, who its logins really are on which cluster (`pipeline::Databases`).
 fn check_logins_apart(openings: &[Opening]) -> anyhow::Result<()> {
     // Where a login lands: the server as the URL names it, and the user.
     let login = |t: &Target| {
@@ -1059,27 +1068,30 @@ fn check_logins_apart(openings: &[Opening]) -> anyhow::Result<()> {
             c.get_user().unwrap_or_default().to_string(),
         )
     };
+    let logins = |o: &Opening| {
+        let mut v = vec![("agent", login(&o.target))];
+        v.extend(o.change.as_ref().map(|c| ("change", login(c))));
+        v
+    };
     for (i, a) in openings.iter().enumerate() {
-        for (j, b) in openings.iter().enumerate().filter(|(j, _)| *j != i) {
-            let as_agent = j > i && login(&a.target) == login(&b.target);
-            let as_change = b.change.as_ref().is_some_and(|c| login(&a.target) == login(c));
-            if as_agent || as_change {
-                anyhow::bail!(
-                    "databases `{}` and `{}` are reached as the same login `{}` on the same server{}: roles, \
-                     database settings and sessions belong to the whole cluster, so a call on one could change \
-                     the other; give each database an agent login of its own, e.g. `pgwarden setup --database {} \
-                     --agent-role pgwarden_{}` with that database's privileged URL, then use that login in its URL",
-                    a.name,
-                    b.name,
-                    login(&a.target).1,
-                    if as_change {
-                        format!(" (`{}`'s change login)", b.name)
-                    } else {
-                        String::new()
-                    },
-                    b.name,
-                    b.name.replace('-', "_"),
-                );
+        for b in &openings[i + 1..] {
+            for (what_a, la) in logins(a) {
+                if let Some((what_b, _)) = logins(b).into_iter().find(|(_, lb)| *lb == la) {
+                    anyhow::bail!(
+                        "databases `{}` and `{}` are reached as the same login `{}` on the same server (`{}`'s {what_a} \
+                         login, `{}`'s {what_b} login): roles, database settings and sessions belong to the whole \
+                         cluster, so a call on one could change the other; give each database logins of its own, \
+                         e.g. `pgwarden setup --database {} --agent-role pgwarden_{}` with that database's privileged \
+                         URL, and a change login that owns only that database's tables",
+                        a.name,
+                        b.name,
+                        la.1,
+                        a.name,
+                        b.name,
+                        b.name,
+                        b.name.replace('-', "_"),
+                    );
+                }
             }
         }
     }
@@ -1098,6 +1110,22 @@ fn single(target: Target, change: Option<Target>, settings: &Settings, sandbox: 
         limits: settings.limits,
         sandbox,
     }
+}
+
+/// Without a `--config`, a database name the policy does not use cannot be told from a misspelt one
+/// (`Prod` for `prod`), whose rules and masks would quietly not apply: refused when the policy
+/// names databases at all.
+fn known_to_policy(policy: &Policy, name: &str, command: &str) -> anyhow::Result<()> {
+    let named = policy.databases_named();
+    if named.is_empty() || named.contains_key(name) {
+        return Ok(());
+    }
+    let names: Vec<String> = named.keys().map(|n| format!("`{n}`")).collect();
+    anyhow::bail!(
+        "the policy names databases {}, not `{name}`: pass one of them as `--database`, or `--config pgwarden.toml` \
+         to {command} a database the policy gives nothing of its own",
+        names.join(", ")
+    )
 }
 
 /// The name of the one database of `--database-url`: what Postgres calls it.

@@ -125,18 +125,44 @@ impl Drop for SecondCluster {
     }
 }
 
-/// `analytics`' agent login: each database has one of its own (pgwarden refuses two databases
+/// `analytics`' agent login: each database has logins of its own (pgwarden refuses two databases
 /// reached as one login on one server). Named after the database, as tests run side by side.
 fn analytics_agent(analytics: &TestDb) -> String {
     format!("{}_agent", analytics.name)
 }
 
-/// `sales` and `analytics` in the suite's cluster, their tables owned by [`OWNER`] (approved
-/// changes run as it), each set up by `pgwarden setup --database NAME` for its agent login:
+/// `analytics`' owner, its change login.
+fn analytics_owner(analytics: &TestDb) -> String {
+    format!("{}_owner", analytics.name)
+}
+
+/// A database owned by a login of its own ([`analytics_owner`]), with `setup` run as it.
+async fn own_database(setup: &str) -> TestDb {
+    let db = TestDb::create_for_setup("").await;
+    let owner = analytics_owner(&db);
+    db.admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} LOGIN; ALTER DATABASE {d} OWNER TO {owner}",
+            d = db.name
+        ))
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&common::socket_dsn(&owner, &db.name), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(setup).await.unwrap();
+    db
+}
+
+/// `sales` and `analytics` in the suite's cluster, their tables owned by [`OWNER`] and by
+/// [`analytics_owner`] (approved changes run as them), each set up by `pgwarden setup --database
+/// NAME` for its agent login:
 /// [`AGENT`] for sales, whose e-mails the policy masks, and [`analytics_agent`], nothing masked.
 async fn sales_and_analytics(dir: &std::path::Path) -> (TestDb, TestDb) {
     let sales = TestDb::create_for_setup(SETUP).await;
-    let analytics = TestDb::create_for_setup(SETUP).await;
+    let analytics = own_database(SETUP).await;
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
     let analytics_role = analytics_agent(&analytics);
@@ -165,7 +191,7 @@ async fn sales_and_analytics(dir: &std::path::Path) -> (TestDb, TestDb) {
 fn analytics_urls(analytics: &TestDb) -> (String, String) {
     (
         common::socket_dsn(&analytics_agent(analytics), &analytics.name),
-        common::socket_dsn(OWNER, &analytics.name),
+        common::socket_dsn(&analytics_owner(analytics), &analytics.name),
     )
 }
 

@@ -113,7 +113,7 @@ fn red22_two_databases_reached_as_one_login_on_one_server_are_refused_at_start()
         .env("PROD_CHANGE", common::socket_dsn("pgwarden_owner", "prod"))
         .output();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("(`prod`'s change login)"), "{stderr}");
+    assert!(stderr.contains("`prod`'s change login)"), "{stderr}");
 }
 
 fn config(dir: &Path, body: &str) -> PathBuf {

@@ -737,6 +737,7 @@ mod tests {
                 intent: None,
                 caller: Caller::default(),
                 database: None,
+                database_at: None,
             },
             hash: hash.into(),
         }

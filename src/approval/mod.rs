@@ -354,6 +354,7 @@ pub fn action_hash(action: &Action, extra: &serde_json::Value) -> String {
         c.client_version,
         c.session_id,
         action.database,
+        action.database_at,
     ]);
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -376,6 +377,7 @@ mod tests {
                 session_id: "s".into(),
             },
             database: None,
+            database_at: None,
         }
     }
 

@@ -45,6 +45,25 @@ pub struct Database {
     pub display: String,
     /// Who the transactions run for, on a handle made for one call ([`Database::for_call`]).
     tag: Option<std::sync::Arc<CallTag>>,
+    /// Each login's search path as first read, set in every transaction it runs (see
+    /// [`Database::pin_search_paths`]); shared by every handle of this database.
+    paths: std::sync::Arc<SearchPaths>,
+}
+
+/// `SET LOCAL search_path = …; ` for the agent's and the change login's transactions.
+#[derive(Default)]
+struct SearchPaths {
+    agent: std::sync::OnceLock<String>,
+    change: std::sync::OnceLock<String>,
+}
+
+/// A database's logins as Postgres knows them ([`Database::logins`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logins {
+    /// The cluster's system identifier; none when the login may not read it.
+    pub cluster: Option<String>,
+    /// The roles the agent and change logins are, or are members of (`pg_*` roles left out).
+    pub roles: std::collections::BTreeSet<String>,
 }
 
 /// Facts about the connection, logged at start-up.
@@ -80,7 +99,73 @@ impl Database {
             tls: target.tls,
             display: target.display,
             tag: None,
+            paths: Default::default(),
         })
+    }
+
+    /// Who this database's logins are, as Postgres knows them: the cluster (its system identifier,
+    /// when the login may read it) and every role the agent and change logins are or can become.
+    pub async fn logins(&self) -> Result<Logins, DbError> {
+        async fn roles(pool: &Pool) -> Result<Vec<String>, DbError> {
+            let conn = pool.get().await.map_err(DbError::pool)?;
+            let row = conn
+                .query_one(
+                    "SELECT ARRAY(SELECT rolname::text FROM pg_catalog.pg_roles \
+                     WHERE pg_catalog.pg_has_role(session_user, oid, 'MEMBER') AND rolname !~ '^pg_')",
+                    &[],
+                )
+                .await
+                .map_err(DbError::from_pg)?;
+            Ok(row.get(0))
+        }
+        let conn = self.pool.get().await.map_err(DbError::pool)?;
+        let cluster = conn
+            .query_one(
+                "SELECT system_identifier::text FROM pg_catalog.pg_control_system()",
+                &[],
+            )
+            .await
+            .ok()
+            .map(|r| r.get::<_, String>(0));
+        drop(conn);
+        let mut all: std::collections::BTreeSet<String> = roles(&self.pool).await?.into_iter().collect();
+        if self.separate_change_login {
+            all.extend(roles(&self.change).await?);
+        }
+        Ok(Logins { cluster, roles: all })
+    }
+
+    /// Reads each login's effective search path once (`current_schemas(false)`, what the
+    /// classifier resolves names with) and from then on sets it in every transaction: a default
+    /// changed later from outside — `ALTER ROLE … SET search_path`, `ALTER DATABASE … SET`, from
+    /// this database or another, taking effect on the pool's next connection — no longer changes
+    /// which table an unqualified name means, so what runs is what was classified.
+    pub async fn pin_search_paths(&self) -> Result<(), DbError> {
+        async fn read(pool: &Pool) -> Result<String, DbError> {
+            let conn = pool.get().await.map_err(DbError::pool)?;
+            let row = conn
+                .query_one("SELECT pg_catalog.current_schemas(false)::text[]", &[])
+                .await
+                .map_err(DbError::from_pg)?;
+            let schemas: Vec<String> = row.get(0);
+            let list = if schemas.is_empty() {
+                "''".to_string()
+            } else {
+                schemas.iter().map(|s| quote_ident(s)).collect::<Vec<_>>().join(", ")
+            };
+            Ok(format!("SET LOCAL search_path = {list}; "))
+        }
+        if self.paths.agent.get().is_none() {
+            let agent = read(&self.pool).await?;
+            let change = if self.separate_change_login {
+                read(&self.change).await?
+            } else {
+                agent.clone()
+            };
+            let _ = self.paths.agent.set(agent);
+            let _ = self.paths.change.set(change);
+        }
+        Ok(())
     }
 
     /// The same database, for one call: each transaction it runs is tagged with `tag`.

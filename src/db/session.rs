@@ -111,11 +111,12 @@ fn our_hint(code: &str) -> Option<&'static str> {
 /// Our own fixed text, run right after BEGIN: a transaction-local timeout, who the call is for
 /// (see [`CallTag`]), then a statement that takes the snapshot and checks that Postgres lexes as
 /// pgwarden's parser does.
-fn snapshot_sql(timeout: Duration, tag: Option<&CallTag>) -> String {
+fn snapshot_sql(timeout: Duration, tag: Option<&CallTag>, search_path: Option<&String>) -> String {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128);
     let tag = tag.map(CallTag::sql).unwrap_or_default();
+    let path = search_path.map(String::as_str).unwrap_or_default();
     format!(
-        "SET LOCAL statement_timeout = {ms}; {tag}{}",
+        "SET LOCAL statement_timeout = {ms}; {path}{tag}{}",
         super::connect::LEXING_CHECK_SQL
     )
 }
@@ -215,11 +216,9 @@ impl Session {
     /// transaction can switch it to read-write (PostgreSQL refuses `SET TRANSACTION READ WRITE` once a
     /// query has run in the transaction).
     pub(super) async fn begin_read(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
-        let tag = self.db.tag.clone();
+        let setup = snapshot_sql(timeout, self.db.tag.as_deref(), self.db.paths.agent.get());
         let tx = self.start_read_only().await?;
-        tx.batch_execute(&snapshot_sql(timeout, tag.as_deref()))
-            .await
-            .map_err(DbError::from_pg)?;
+        tx.batch_execute(&setup).await.map_err(DbError::from_pg)?;
         Ok(tx)
     }
 
@@ -232,7 +231,7 @@ impl Session {
         sql: &str,
     ) -> Result<(Transaction<'_>, tokio_postgres::Statement), DbError> {
         let custom_types = self.custom_types.clone();
-        let setup = snapshot_sql(timeout, self.db.tag.as_deref());
+        let setup = snapshot_sql(timeout, self.db.tag.as_deref(), self.db.paths.agent.get());
         let tx = self.start_read_only().await?;
         let (snapshot, statement) = futures_util::future::join(tx.batch_execute(&setup), tx.prepare(sql)).await;
         snapshot.map_err(DbError::from_pg)?;
@@ -247,7 +246,7 @@ impl Session {
 
     /// A read-write transaction for an approved change, with the transaction-local timeout.
     pub(super) async fn begin_write(&mut self, timeout: Duration) -> Result<Transaction<'_>, DbError> {
-        let setup = snapshot_sql(timeout, self.db.tag.as_deref());
+        let setup = snapshot_sql(timeout, self.db.tag.as_deref(), self.db.paths.change.get());
         let conn = self
             .conn
             .as_mut()

@@ -42,6 +42,8 @@ impl Pipeline {
     /// With masks in the policy it also asks Postgres again whether they are enforced; the answer
     /// holds until the next change of the signature.
     pub async fn refresh_catalog(&self) -> Result<(), DbError> {
+        // First the search paths, so the facts below are read under the path every call runs with.
+        self.db.pin_search_paths().await?;
         let signature = self.db.catalog_signature().await?;
         let known = self
             .catalog

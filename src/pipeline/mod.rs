@@ -253,7 +253,8 @@ impl Pipeline {
         route: &Route,
         ctl: &Control,
     ) -> Result<Outcome<ToolOutput>, ToolError> {
-        let action = action_of(call, caller, self.name.clone());
+        let mut action = action_of(call, caller, self.name.clone());
+        action.database_at = self.name.as_ref().map(|_| self.db.display.clone());
         match call {
             ToolCall::Query(args) => Ok(self
                 .run_step(&query::Query(args), call, &action, route, ctl)
@@ -377,6 +378,7 @@ fn action_of(call: &ToolCall, caller: Caller, database: Option<String>) -> Actio
         intent: call.intent().map(str::to_string),
         caller,
         database,
+        database_at: None,
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
     audit::sink::{AuditSink, Durability},
     call::Caller,
     config::Limits,
-    db::{Database, DbError, Target, catalog::DatabaseInfo, connect::source_chain},
+    db::{Database, DbError, Logins, Target, catalog::DatabaseInfo, connect::source_chain},
     policy::Policy,
     tools::{ToolCall, ToolOutput},
     trail::Trail,
@@ -72,6 +72,8 @@ struct Slot {
     up: RwLock<Option<Arc<Pipeline>>>,
     /// One attempt at a time, and the last failure with when it happened.
     tried: tokio::sync::Mutex<Option<(Instant, String)>>,
+    /// Who its logins are, once it opened (or while it is opening).
+    logins: std::sync::Mutex<Option<Logins>>,
 }
 
 impl Slot {
@@ -83,6 +85,8 @@ impl Slot {
 pub struct Databases {
     slots: Vec<Slot>,
     shared: Shared,
+    /// Held while a database compares its logins with the others' and claims them.
+    claiming: tokio::sync::Mutex<()>,
     /// Declared in a `pgwarden.toml`: actions, packets, records and results name the database.
     several: bool,
     note: Option<String>,
@@ -104,9 +108,11 @@ impl Databases {
                     opening: Some(opening),
                     up: RwLock::new(None),
                     tried: tokio::sync::Mutex::new(None),
+                    logins: Default::default(),
                 })
                 .collect(),
             shared,
+            claiming: Default::default(),
             several,
             note,
         })
@@ -129,7 +135,9 @@ impl Databases {
                 opening: None,
                 up: RwLock::new(Some(pipeline)),
                 tried: tokio::sync::Mutex::new(None),
+                logins: Default::default(),
             }],
+            claiming: Default::default(),
             several: false,
             note,
         })
@@ -215,7 +223,7 @@ impl Databases {
         let Some(opening) = &slot.opening else {
             return Err("it was closed and cannot be opened again".into());
         };
-        let opened = tokio::time::timeout(OPEN_WITHIN, self.open(opening))
+        let opened = tokio::time::timeout(OPEN_WITHIN, self.open(slot, opening))
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
@@ -230,6 +238,7 @@ impl Databases {
                 Ok(p)
             }
             Err(why) => {
+                *slot.logins.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 // With one database a failure at start stops pgwarden, which says why itself.
                 if self.several && tried.as_ref().is_none_or(|(_, before)| *before != why) {
                     tracing::error!("database `{}`: {why}", slot.name);
@@ -241,10 +250,13 @@ impl Databases {
     }
 
     /// Connects, checks and loads what the classifier needs: a pipeline that can serve.
-    async fn open(&self, o: &Opening) -> Result<Arc<Pipeline>, String> {
+    async fn open(&self, slot: &Slot, o: &Opening) -> Result<Arc<Pipeline>, String> {
         let db = Database::connect_with_change(o.target.clone(), o.change.clone(), o.pool_size)
             .await
             .map_err(|e| source_chain(&e))?;
+        if self.several {
+            self.claim_logins(slot, &db).await?;
+        }
         let facts = db.facts().await.map_err(|e| format!("reading server facts: {e}"))?;
         tracing::info!(
             "database `{}`: using {} database {} (PostgreSQL {}, user {})",
@@ -295,6 +307,33 @@ impl Databases {
         }
         pipeline.watch_catalog(self.shared.stop.clone());
         Ok(pipeline)
+    }
+
+    /// Refuses a database whose logins are, or can become, a role another served database's logins
+    /// are on the same cluster (however their URLs spell it); otherwise records its logins.
+    async fn claim_logins(&self, slot: &Slot, db: &Database) -> Result<(), String> {
+        let mine = db
+            .logins()
+            .await
+            .map_err(|e| format!("reading who its logins are: {e}"))?;
+        let _one_at_a_time = self.claiming.lock().await;
+        for other in self.slots.iter().filter(|s| !std::ptr::eq(*s, slot)) {
+            let theirs = other.logins.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let Some(theirs) = theirs else { continue };
+            if mine.cluster.is_none() || mine.cluster != theirs.cluster {
+                continue;
+            }
+            if let Some(role) = mine.roles.intersection(&theirs.roles).next() {
+                return Err(format!(
+                    "its logins share the role `{role}` with database `{}` on the same cluster: roles, database \
+                     settings and sessions belong to the whole cluster, so a call on one could change the other; give \
+                     each database logins of its own (`pgwarden setup --agent-role …`), members of no role the other's are",
+                    other.name
+                ));
+            }
+        }
+        *slot.logins.lock().unwrap_or_else(|p| p.into_inner()) = Some(mine);
+        Ok(())
     }
 
     /// The database a call names (none: the first), or why not.
