@@ -296,7 +296,18 @@ impl Limits {
             max_result_bytes: d.max_result_bytes.unwrap_or(self.max_result_bytes),
         }
         .validate()
-        .map_err(|e| ConfigError(format!("database `{}`: {e}", d.name)))
+        .map_err(|e| {
+            // Said in the file's words: its keys, not the flags they default to.
+            let keys =
+                e.0.replace("`--max-rows-limit`", "`max_rows_limit`")
+                    .replace("`--max-rows`", "`max_rows`")
+                    .replace("`--max-result-bytes`", "`max_result_bytes`")
+                    .replace("`--statement-timeout`", "`statement_timeout`");
+            ConfigError(format!(
+                "database `{}`: {keys} (in the config or the serve flags)",
+                d.name
+            ))
+        })
     }
 }
 
@@ -497,7 +508,7 @@ url = "host=/run/postgresql dbname=app user=reader"
         .unwrap();
         let e2 = Limits::default().for_database(&limits[0]).unwrap_err().to_string();
         assert!(
-            e2.contains("database `a`") && e2.contains("above `--max-rows-limit`"),
+            e2.contains("database `a`: `max_rows` (20000) is above `max_rows_limit` (10000)"),
             "{e2}"
         );
         let e = err("[[database]]\nname = \"a\"\nurl_env = \"A\"\nhost = \"x\"\n");
