@@ -19,6 +19,7 @@ use pgwarden::{
     pipeline::{Databases, Opening, Shared},
     policy::{Policy, Request},
     server::Session,
+    text::quoted,
 };
 
 #[derive(Parser)]
@@ -498,27 +499,7 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         }
     };
     let policy = load_policy(args.policy.as_deref())?;
-    let database = match &args.config {
-        Some(config) => {
-            let declared = pgwarden::config::load_databases(config)?;
-            let names: Vec<String> = declared.iter().map(|d| format!("`{}`", d.name)).collect();
-            match args.database {
-                None => declared.first().map(|d| d.name.clone()),
-                Some(name) if declared.iter().any(|d| d.name == name) => Some(name),
-                Some(name) => anyhow::bail!(
-                    "no database `{name}` in `{}`; it declares {}",
-                    config.display(),
-                    names.join(", ")
-                ),
-            }
-        }
-        None => {
-            if let Some(name) = &args.database {
-                known_to_policy(&policy, name, "check")?;
-            }
-            args.database
-        }
-    };
+    let database = database_named(&policy, args.config.as_deref(), args.database, "check")?;
     if database.is_none()
         && let Some((name, at)) = policy.databases_named().into_iter().next()
     {
@@ -583,20 +564,7 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     let policy = load_policy(args.policy.as_deref())?;
     let target = Target::from_url(&args.database_url)?;
     let name = args.database.unwrap_or_else(|| served_name(&target));
-    if let Some(config) = &args.config {
-        let declared = pgwarden::config::load_databases(config)?;
-        if !declared.iter().any(|d| d.name == name) {
-            let names: Vec<String> = declared.iter().map(|d| format!("`{}`", d.name)).collect();
-            anyhow::bail!(
-                "no database `{name}` in `{}` (it declares {}); pass `--database NAME`",
-                config.display(),
-                names.join(", ")
-            );
-        }
-    }
-    if args.config.is_none() {
-        known_to_policy(&policy, &name, "setup")?;
-    }
+    database_named(&policy, args.config.as_deref(), Some(name.clone()), "setup")?;
     let policy = policy.for_database(&name);
     let request = pgwarden::db::setup::SetupRequest {
         agent_role: args.agent_role.clone(),
@@ -1112,6 +1080,34 @@ fn single(target: Target, change: Option<Target>, settings: &Settings, sandbox: 
     }
 }
 
+/// The database `check` or `setup` works for: `name` (none: the config's first), checked against
+/// the databases the `--config` declares, or without one against the names the policy uses.
+fn database_named(
+    policy: &Policy,
+    config: Option<&std::path::Path>,
+    name: Option<String>,
+    command: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(config) = config else {
+        if let Some(name) = &name {
+            known_to_policy(policy, name, command)?;
+        }
+        return Ok(name);
+    };
+    let declared = pgwarden::config::load_databases(config)?;
+    let Some(name) = name else {
+        return Ok(declared.first().map(|d| d.name.clone()));
+    };
+    if declared.iter().any(|d| d.name == name) {
+        return Ok(Some(name));
+    }
+    anyhow::bail!(
+        "no database `{name}` in `{}`; it declares {}: pass one of them as `--database`",
+        config.display(),
+        quoted(declared.iter().map(|d| &d.name))
+    )
+}
+
 /// Without a `--config`, a database name the policy does not use cannot be told from a misspelt one
 /// (`Prod` for `prod`), whose rules and masks would quietly not apply: refused when the policy
 /// names databases at all.
@@ -1120,11 +1116,10 @@ fn known_to_policy(policy: &Policy, name: &str, command: &str) -> anyhow::Result
     if named.is_empty() || named.contains_key(name) {
         return Ok(());
     }
-    let names: Vec<String> = named.keys().map(|n| format!("`{n}`")).collect();
     anyhow::bail!(
         "the policy names databases {}, not `{name}`: pass one of them as `--database`, or `--config pgwarden.toml` \
          to {command} a database the policy gives nothing of its own",
-        names.join(", ")
+        quoted(named.keys())
     )
 }
 
@@ -1157,7 +1152,7 @@ fn check_policy_databases(settings: &Settings) -> anyhow::Result<()> {
         anyhow::bail!(
             "{}\nthis pgwarden serves {}; fix the name, or declare the database",
             unknown.join("\n"),
-            served.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            quoted(&served)
         );
     }
     Ok(())

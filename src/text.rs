@@ -50,3 +50,12 @@ pub fn one_line(s: &str, max: usize) -> String {
         total - max
     )
 }
+
+/// Names as code, comma-separated: `` `a`, `b` ``, for messages that list what may be given.
+pub fn quoted<T: std::fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
+    items
+        .into_iter()
+        .map(|t| format!("`{t}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -18,42 +18,11 @@ use std::{
     time::Duration,
 };
 
-use common::{AGENT, RawServer, TestDb, TestServer};
+use common::{
+    AGENT, RawServer, TestDb, TestServer,
+    databases::{POLICY, PRIVATE, SETUP, config, tempdir},
+};
 use serde_json::{Value, json};
-
-/// Both databases: customers with e-mails; `prod` also has `private.customers`, which its policy denies.
-const SETUP: &str = "CREATE TABLE customers (id int PRIMARY KEY, email text);
-INSERT INTO customers VALUES (1, 'alice@example.com'), (2, 'bob@example.com');";
-const PRIVATE: &str = "CREATE SCHEMA private;
-CREATE TABLE private.customers (id int PRIMARY KEY, email text);
-INSERT INTO private.customers VALUES (99, 'SECRET-private-row');";
-
-/// staging: anything runs. prod: reads only, and never `private.*`.
-const POLICY: &str = r#"
-[[rule]]
-id = "prod-private-denied"
-effect = "deny"
-tables = ["prod:private.*"]
-reason = "private is off limits"
-
-[[rule]]
-id = "prod-reads-only"
-effect = "deny"
-databases = ["prod"]
-categories = ["write", "ddl", "destructive", "privilege", "admin", "export", "unknown"]
-reason = "prod is production"
-
-[[rule]]
-id = "staging-anything"
-effect = "allow"
-databases = ["staging"]
-categories = ["read", "write", "ddl", "destructive", "privilege", "admin", "export", "unknown"]
-
-[[rule]]
-id = "reads-run"
-effect = "allow"
-categories = ["read"]
-"#;
 
 /// `staging` then `prod`, both the agent's own databases in the suite's cluster.
 async fn staging_and_prod() -> (TestDb, TestDb) {
@@ -82,10 +51,7 @@ async fn staging_login(staging: &TestDb) -> String {
 /// sessions: refused at start, naming both and the fix.
 #[test]
 fn red22_two_databases_reached_as_one_login_on_one_server_are_refused_at_start() {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-red22-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempdir();
     let out = TestServer::builder()
         .policy(POLICY)
         .args(["--config".as_ref(), two_databases(dir.path()).as_os_str()])
@@ -116,12 +82,6 @@ fn red22_two_databases_reached_as_one_login_on_one_server_are_refused_at_start()
     assert!(stderr.contains("`prod`'s change login)"), "{stderr}");
 }
 
-fn config(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("pgwarden.toml");
-    std::fs::write(&path, body).unwrap();
-    path
-}
-
 fn two_databases(dir: &Path) -> PathBuf {
     config(
         dir,
@@ -138,10 +98,7 @@ fn two_databases(dir: &Path) -> PathBuf {
 /// changed the agent's session defaults in `prod` (see RED22-2 for what that buys).
 #[tokio::test]
 async fn red22_a_call_on_one_database_cannot_change_another_database_or_the_logins_defaults_there() {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-red22-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempdir();
     let (staging, prod) = staging_and_prod().await;
     let mcp = TestServer::builder()
         .policy(POLICY)
@@ -232,10 +189,7 @@ async fn red22_a_call_on_one_database_cannot_change_another_database_or_the_logi
 /// rule denies.
 #[tokio::test]
 async fn red22_login_defaults_set_from_another_database_do_not_redirect_reads_past_a_deny_rule() {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-red22-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = tempdir();
     let (staging, prod) = staging_and_prod().await;
     // The suite's template database is hardened like pgwarden's sandbox (`HARDEN_SQL` revokes
     // `pg_terminate_backend` from PUBLIC); `pgwarden setup` does not do that to the databases an
@@ -343,9 +297,26 @@ fn silent_config(dir: &Path, port: u16) -> PathBuf {
     )
 }
 
-/// The answer to a call; [`RawServer`] gives up (panics) when none comes within 30 s.
-async fn answered_within(server: &mut RawServer, id: i64, tool: &str, args: Value) -> Value {
-    server.call(id, tool, args).await
+/// The answer to `SELECT 1` on `database`; [`RawServer`] gives up (panics) when none comes
+/// within 30 s.
+async fn select_1(server: &mut RawServer, id: i64, database: &str) -> Value {
+    server
+        .call(id, "query", json!({ "sql": "SELECT 1", "database": database }))
+        .await
+}
+
+/// `pgwarden serve` for `staging` and `hole` (127.0.0.1:`port`), initialized.
+async fn with_hole(dir: &Path, port: u16) -> RawServer {
+    let staging = TestDb::new(SETUP).await;
+    let mut server = TestServer::builder()
+        .policy(POLICY.replace("prod", "hole"))
+        .args(["--config".as_ref(), silent_config(dir, port).as_os_str()])
+        .env("STAGING_URL", staging.dsn())
+        .start_raw()
+        .await;
+    // Panics ("the server answered within 30 s") while the start waits on `hole`.
+    server.initialize(json!({})).await;
+    server
 }
 
 /// RED22-3 (availability at start-up). A database that logs in but never answers a query stalled
@@ -353,37 +324,14 @@ async fn answered_within(server: &mut RawServer, id: i64, tool: &str, args: Valu
 /// time limit, and `serve` waits for every database to open. `staging`, healthy, was never served.
 #[tokio::test]
 async fn red22_a_database_that_logs_in_but_never_answers_does_not_stall_the_start() {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-red22-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let staging = TestDb::new(SETUP).await;
+    let dir = tempdir();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     start_silent_postgres(listener);
-    let mut server = TestServer::builder()
-        .policy(POLICY.replace("prod", "hole"))
-        .args(["--config".as_ref(), silent_config(dir.path(), port).as_os_str()])
-        .env("STAGING_URL", staging.dsn())
-        .start_raw()
-        .await;
-    // Panics ("the server answered within 30 s") while the start waits on `hole`.
-    server.initialize(json!({})).await;
-    let ok = answered_within(
-        &mut server,
-        2,
-        "query",
-        json!({ "sql": "SELECT 1", "database": "staging" }),
-    )
-    .await;
+    let mut server = with_hole(dir.path(), port).await;
+    let ok = select_1(&mut server, 2, "staging").await;
     assert_ne!(ok["result"]["isError"], json!(true), "{ok}");
-    let hole = answered_within(
-        &mut server,
-        3,
-        "query",
-        json!({ "sql": "SELECT 1", "database": "hole" }),
-    )
-    .await;
+    let hole = select_1(&mut server, 3, "hole").await;
     assert_eq!(hole["result"]["isError"], json!(true), "{hole}");
     assert!(hole.to_string().contains("unavailable"), "{hole}");
 }
@@ -394,48 +342,20 @@ async fn red22_a_database_that_logs_in_but_never_answers_does_not_stall_the_star
 /// audited — and other databases still down would never be retried.
 #[tokio::test]
 async fn red22_a_database_that_comes_back_silent_fails_its_calls_in_bounded_time() {
-    let dir = tempfile::Builder::new()
-        .prefix("pgw-red22-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let staging = TestDb::new(SETUP).await;
+    let dir = tempdir();
     let port = {
         let free = TcpListener::bind("127.0.0.1:0").unwrap();
         free.local_addr().unwrap().port()
     };
-    let mut server = TestServer::builder()
-        .policy(POLICY.replace("prod", "hole"))
-        .args(["--config".as_ref(), silent_config(dir.path(), port).as_os_str()])
-        .env("STAGING_URL", staging.dsn())
-        .start_raw()
-        .await;
-    server.initialize(json!({})).await;
-    let down = answered_within(
-        &mut server,
-        2,
-        "query",
-        json!({ "sql": "SELECT 1", "database": "hole" }),
-    )
-    .await;
+    let mut server = with_hole(dir.path(), port).await;
+    let down = select_1(&mut server, 2, "hole").await;
     assert!(down.to_string().contains("unavailable"), "{down}");
     start_silent_postgres(TcpListener::bind(("127.0.0.1", port)).unwrap());
     // Past the retry pause: the background retry (or this call) is opening `hole` now.
     tokio::time::sleep(pgwarden::pipeline::RETRY_EVERY + Duration::from_secs(2)).await;
-    let ok = answered_within(
-        &mut server,
-        3,
-        "query",
-        json!({ "sql": "SELECT 1", "database": "staging" }),
-    )
-    .await;
+    let ok = select_1(&mut server, 3, "staging").await;
     assert_ne!(ok["result"]["isError"], json!(true), "{ok}");
     // Panics ("the server answered within 30 s") while the call waits on `hole`.
-    let hole = answered_within(
-        &mut server,
-        4,
-        "query",
-        json!({ "sql": "SELECT 1", "database": "hole" }),
-    )
-    .await;
+    let hole = select_1(&mut server, 4, "hole").await;
     assert_eq!(hole["result"]["isError"], json!(true), "{hole}");
 }

@@ -8,61 +8,14 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::process::Command;
 
 use common::{
     AGENT, Era, Mcp, OWNER, TestDb, TestServer,
+    databases::{POLICY, PRIVATE, SETUP, config, tempdir},
     team::{Api, Team},
 };
 use serde_json::json;
-
-const SETUP: &str = "CREATE TABLE customers (id int PRIMARY KEY, email text);
-INSERT INTO customers VALUES (1, 'alice@example.com'), (2, 'bob@example.com');";
-const PRIVATE: &str = "CREATE SCHEMA private;
-CREATE TABLE private.customers (id int PRIMARY KEY, email text);
-INSERT INTO private.customers VALUES (99, 'SECRET-private-row');";
-
-const POLICY: &str = r#"
-[[rule]]
-id = "prod-private-denied"
-effect = "deny"
-tables = ["prod:private.*"]
-reason = "private is off limits"
-
-[[rule]]
-id = "prod-reads-only"
-effect = "deny"
-databases = ["prod"]
-categories = ["write", "ddl", "destructive", "privilege", "admin", "export", "unknown"]
-reason = "prod is production"
-
-[[rule]]
-id = "staging-anything"
-effect = "allow"
-databases = ["staging"]
-categories = ["read", "write", "ddl", "destructive", "privilege", "admin", "export", "unknown"]
-
-[[rule]]
-id = "reads-run"
-effect = "allow"
-categories = ["read"]
-"#;
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("pgw-red22b-")
-        .tempdir_in("/tmp")
-        .unwrap()
-}
-
-fn config(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("pgwarden.toml");
-    std::fs::write(&path, body).unwrap();
-    path
-}
 
 /// The read the classifier judges as `public.customers` on `prod`, repeated after the agent's own
 /// `prod` connection (pool of one) is closed: a read returning a composite (a table's row type,

@@ -73,7 +73,7 @@ impl Step for Grant<'_> {
                 })?;
         // Databases are the cluster's objects: granting on another one would change it from here.
         if args.object_type == ObjectType::Database
-            && let Some(other) = objects.iter().find(|o| !p.is_current_database(&o.display))
+            && let Some(other) = objects.iter().find(|o| !p.may_name_database(&o.display))
         {
             return Err(ToolError::Refused(format!(
                 "the grant is on database `{}`, but a call reaches only the database it runs on; call `grant` \

@@ -199,7 +199,7 @@ impl Pipeline {
 
     /// Whether a call here may name database `name`: this one, or any when pgwarden serves only
     /// one (a grant on another database of the cluster is then the operator's business).
-    fn is_current_database(&self, name: &str) -> bool {
+    fn may_name_database(&self, name: &str) -> bool {
         self.name.is_none() || self.current_database.as_deref() == Some(name)
     }
 

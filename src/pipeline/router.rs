@@ -21,6 +21,7 @@ use crate::{
     config::Limits,
     db::{Database, DbError, Logins, Target, catalog::DatabaseInfo, connect::source_chain},
     policy::Policy,
+    text::quoted,
     tools::{ToolCall, ToolOutput},
     trail::Trail,
 };
@@ -347,19 +348,19 @@ impl Databases {
         if let Some(slot) = self.slots.iter().find(|s| s.name == name) {
             return Ok(slot);
         }
-        let names: Vec<String> = self.slots.iter().map(|s| format!("`{}`", s.name)).collect();
+        let names = quoted(self.slots.iter().map(|s| &s.name));
         // The model's text, shown back: visible, and short.
         let name = crate::text::one_line(name, 80);
         Err(ToolError::BadArguments(if self.several {
             format!(
                 "no database `{name}`; this pgwarden serves {} (the first is the default): pass one of them as \
                  `database`, or omit it",
-                names.join(", ")
+                names
             )
         } else {
             format!(
                 "no database `{name}`; this pgwarden serves one database, {}: omit `database`",
-                names.join(", ")
+                names
             )
         }))
     }
@@ -457,11 +458,10 @@ impl Databases {
     /// Said in the instructions: that this is the demo sandbox, or which databases there are.
     pub fn database_note(&self) -> Option<String> {
         if self.several {
-            let names: Vec<String> = self.slots.iter().map(|s| format!("`{}`", s.name)).collect();
             return Some(format!(
                 "this pgwarden serves several databases: {} (the first is the default); every tool takes a \
                  `database` argument, and one call reaches one database",
-                names.join(", ")
+                quoted(self.slots.iter().map(|s| &s.name))
             ));
         }
         self.note.clone()

@@ -20,6 +20,7 @@ use super::{
 use crate::{
     call::Tool,
     classify::{Category, Risk},
+    text::quoted,
 };
 
 /// One thing wrong with a policy, at a place when there is one.
@@ -543,7 +544,7 @@ impl Builder {
         }
         let owner = format!("rule `{name}`");
         let tools = self.list(at, &owner, "tools", r.tools, |t: &String| {
-            Tool::from_name(t).ok_or_else(|| format!("unknown tool `{t}`; expected one of {}", quoted(&Tool::ALL)))
+            Tool::from_name(t).ok_or_else(|| format!("unknown tool `{t}`; expected one of {}", quoted(Tool::ALL)))
         });
         let categories = self.list(at, &owner, "categories", r.categories, |c: &Category| Ok(*c));
         let tables = self.list(at, &owner, "tables", r.tables, |t: &String| {
@@ -783,7 +784,7 @@ impl Builder {
                         message: format!(
                             "rule `{}` matches tag `{tag}`, but no `[tables.\"…\"]` entry carries it; tag a table or fix the spelling (known tags: {})",
                             rule.id,
-                            if known.is_empty() { "none".to_string() } else { quoted(&known.iter().collect::<Vec<_>>()) }
+                            if known.is_empty() { "none".to_string() } else { quoted(&known) }
                         ),
                     });
                 }
@@ -888,8 +889,4 @@ fn table_pattern(p: &str) -> Result<(), String> {
         Some((schema, table)) if !schema.is_empty() && !table.is_empty() => Ok(()),
         _ => Err("write `schema.table`, e.g. `public.customers`, `finance.*` or `*`".into()),
     }
-}
-
-fn quoted<T: fmt::Display>(items: &[T]) -> String {
-    items.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
 }

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod console;
+pub mod databases;
 pub mod http;
 pub mod mcp;
 pub mod npm;
